@@ -1,0 +1,263 @@
+//! Configuration of the chat functions. Environment variables are the only
+//! source, so that `chatctl up` and `chatctl dev` configure them the same way.
+
+use thiserror::Error;
+
+/// The environment variables the functions read. `chatctl` sets them; their
+/// names are part of the deployment contract and documented in the README.
+pub mod vars {
+    /// Name of the connections table.
+    pub const CONNECTIONS_TABLE: &str = "CHAT_CONNECTIONS_TABLE";
+    /// Name of the messages table.
+    pub const MESSAGES_TABLE: &str = "CHAT_MESSAGES_TABLE";
+    /// `token` (default) or `none`.
+    pub const AUTH_MODE: &str = "CHAT_AUTH_MODE";
+    /// HS256 secret for tokens; authorizer only, required in `token` mode.
+    pub const TOKEN_SECRET: &str = "CHAT_TOKEN_SECRET";
+    /// Open connections allowed at once across the stack.
+    pub const MAX_CONNECTIONS: &str = "CHAT_MAX_CONNECTIONS";
+    /// Largest message text, in bytes of UTF-8.
+    pub const MAX_MESSAGE_BYTES: &str = "CHAT_MAX_MESSAGE_BYTES";
+    /// Days a message is kept (DynamoDB TTL).
+    pub const MESSAGE_RETENTION_DAYS: &str = "CHAT_MESSAGE_RETENTION_DAYS";
+    /// History page size when the client gives no `limit` (at most 100).
+    pub const HISTORY_PAGE_SIZE: &str = "CHAT_HISTORY_PAGE_SIZE";
+    /// Overrides the `@connections` endpoint derived from the event
+    /// (`https://{domainName}/{stage}`); `chatctl dev` points it at its gateway.
+    pub const CALLBACK_URL: &str = "CHAT_CALLBACK_URL";
+}
+
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4096;
+pub const DEFAULT_MESSAGE_RETENTION_DAYS: u32 = 30;
+pub const DEFAULT_HISTORY_PAGE_SIZE: u32 = 50;
+/// The largest history page a client may ask for.
+pub const MAX_HISTORY_PAGE_SIZE: u32 = 100;
+/// A message must still fit in one API Gateway message (128 KB) once wrapped.
+const MAX_MESSAGE_BYTES_CEILING: usize = 32 * 1024;
+/// The minimum length of a token secret: HS256 wants at least 256 bits.
+pub const MIN_TOKEN_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} has an invalid value {value:?}: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// What the message-handling functions need to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatConfig {
+    pub connections_table: String,
+    pub messages_table: String,
+    pub max_connections: u64,
+    pub max_message_bytes: usize,
+    pub message_retention_days: u32,
+    pub history_page_size: u32,
+    pub callback_url: Option<String>,
+}
+
+impl ChatConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests need no process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ConfigError::Missing(name))
+        };
+        Ok(Self {
+            connections_table: required(vars::CONNECTIONS_TABLE)?,
+            messages_table: required(vars::MESSAGES_TABLE)?,
+            max_connections: number(&lookup, vars::MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS, 1..=u64::MAX)?,
+            max_message_bytes: number(
+                &lookup,
+                vars::MAX_MESSAGE_BYTES,
+                DEFAULT_MAX_MESSAGE_BYTES,
+                1..=MAX_MESSAGE_BYTES_CEILING,
+            )?,
+            message_retention_days: number(
+                &lookup,
+                vars::MESSAGE_RETENTION_DAYS,
+                DEFAULT_MESSAGE_RETENTION_DAYS,
+                1..=3650,
+            )?,
+            history_page_size: number(
+                &lookup,
+                vars::HISTORY_PAGE_SIZE,
+                DEFAULT_HISTORY_PAGE_SIZE,
+                1..=MAX_HISTORY_PAGE_SIZE,
+            )?,
+            callback_url: lookup(vars::CALLBACK_URL).filter(|v| !v.trim().is_empty()),
+        })
+    }
+}
+
+/// How the authorizer decides who a client is.
+#[derive(Clone, PartialEq)]
+pub enum AuthMode {
+    /// A signed token (HS256 JWT) minted by `chatctl token`.
+    Token { secret: Vec<u8> },
+    /// Public demo: the user names itself with `?user=`.
+    None,
+}
+
+impl std::fmt::Debug for AuthMode {
+    // Never print the secret, not even in a debug dump.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthMode::Token { .. } => f.write_str("Token { secret: <redacted> }"),
+            AuthMode::None => f.write_str("None"),
+        }
+    }
+}
+
+impl AuthMode {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        match lookup(vars::AUTH_MODE).as_deref().unwrap_or("token") {
+            "none" => Ok(AuthMode::None),
+            "token" => {
+                let secret = lookup(vars::TOKEN_SECRET).ok_or(ConfigError::Missing(vars::TOKEN_SECRET))?;
+                if secret.len() < MIN_TOKEN_SECRET_BYTES {
+                    return Err(ConfigError::Invalid {
+                        name: vars::TOKEN_SECRET,
+                        value: "<redacted>".into(),
+                        reason: format!("must be at least {MIN_TOKEN_SECRET_BYTES} bytes"),
+                    });
+                }
+                Ok(AuthMode::Token {
+                    secret: secret.into_bytes(),
+                })
+            }
+            other => Err(ConfigError::Invalid {
+                name: vars::AUTH_MODE,
+                value: other.to_string(),
+                reason: "expected `token` or `none`".into(),
+            }),
+        }
+    }
+}
+
+fn number<T>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = lookup(name).filter(|v| !v.trim().is_empty()) else {
+        return Ok(default);
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        name,
+        value: raw.clone(),
+        reason,
+    };
+    let value: T = raw
+        .trim()
+        .parse()
+        .map_err(|_| invalid("not a whole number".into()))?;
+    if !range.contains(&value) {
+        return Err(invalid(format!(
+            "must be between {} and {}",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    const TABLES: [(&str, &str); 2] = [
+        (vars::CONNECTIONS_TABLE, "chat-connections"),
+        (vars::MESSAGES_TABLE, "chat-messages"),
+    ];
+
+    #[test]
+    fn defaults_apply_when_only_tables_are_set() {
+        let config = ChatConfig::from_lookup(lookup(&TABLES)).unwrap();
+        assert_eq!(config.connections_table, "chat-connections");
+        assert_eq!(config.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+        assert_eq!(config.history_page_size, DEFAULT_HISTORY_PAGE_SIZE);
+        assert_eq!(config.callback_url, None);
+    }
+
+    #[test]
+    fn missing_table_is_named() {
+        let err = ChatConfig::from_lookup(lookup(&[(vars::CONNECTIONS_TABLE, "c")])).unwrap_err();
+        assert_eq!(err, ConfigError::Missing(vars::MESSAGES_TABLE));
+    }
+
+    #[test]
+    fn bad_numbers_are_rejected_with_the_variable_named() {
+        for (name, value) in [
+            (vars::MAX_CONNECTIONS, "lots"),
+            (vars::MAX_CONNECTIONS, "0"),
+            (vars::MAX_MESSAGE_BYTES, "-1"),
+            (vars::MAX_MESSAGE_BYTES, "1000000"),
+            (vars::HISTORY_PAGE_SIZE, "101"),
+            (vars::MESSAGE_RETENTION_DAYS, "0"),
+        ] {
+            let mut pairs = TABLES.to_vec();
+            pairs.push((name, value));
+            let err = ChatConfig::from_lookup(lookup(&pairs)).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn auth_mode_token_requires_a_long_secret() {
+        assert_eq!(
+            AuthMode::from_lookup(lookup(&[])).unwrap_err(),
+            ConfigError::Missing(vars::TOKEN_SECRET)
+        );
+        let err = AuthMode::from_lookup(lookup(&[(vars::TOKEN_SECRET, "short")])).unwrap_err();
+        assert!(err.to_string().contains("at least 32 bytes"));
+        assert!(!err.to_string().contains("short"), "secret leaked: {err}");
+        let secret = "x".repeat(32);
+        assert!(matches!(
+            AuthMode::from_lookup(lookup(&[(vars::TOKEN_SECRET, &secret)])).unwrap(),
+            AuthMode::Token { .. }
+        ));
+        assert_eq!(
+            AuthMode::from_lookup(lookup(&[(vars::AUTH_MODE, "none")])).unwrap(),
+            AuthMode::None
+        );
+        assert!(AuthMode::from_lookup(lookup(&[(vars::AUTH_MODE, "open")])).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let mode = AuthMode::Token {
+            secret: b"super-secret-value-that-is-long-enough".to_vec(),
+        };
+        assert!(!format!("{mode:?}").contains("super-secret"));
+    }
+}

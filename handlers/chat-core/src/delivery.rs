@@ -1,0 +1,165 @@
+//! Delivery to clients through the API Gateway `@connections` API.
+//!
+//! The SDK's own retries are off: this module retries 429 and 5xx itself with
+//! capped exponential backoff and jitter, and reports a 410 as [`DeliveryError::Gone`]
+//! so the caller can remove that connection.
+
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_apigatewaymanagement::Client;
+use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
+use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
+use aws_sdk_apigatewaymanagement::config::timeout::TimeoutConfig;
+use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, SdkError};
+use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
+use aws_sdk_apigatewaymanagement::primitives::Blob;
+use futures::StreamExt;
+use thiserror::Error;
+
+/// Deliveries in flight at once during a fan-out.
+pub const FAN_OUT_CONCURRENCY: usize = 64;
+/// Attempts per delivery, the first included.
+const MAX_ATTEMPTS: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum DeliveryError {
+    /// 410: the connection is gone (closed, unknown, or not yet connected).
+    #[error("connection is gone")]
+    Gone,
+    #[error("delivery failed: {0}")]
+    Failed(String),
+}
+
+/// What a fan-out achieved.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FanOutReport {
+    pub delivered: usize,
+    /// Connections that answered 410; their records should be removed.
+    pub gone: Vec<String>,
+    pub failed: Vec<(String, DeliveryError)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    client: Client,
+    endpoint: String,
+}
+
+enum Attempt {
+    Retry(String),
+    Stop(DeliveryError),
+}
+
+impl Delivery {
+    /// A client for the `@connections` API at `endpoint` (`https://{domain}/{stage}`).
+    pub fn new(sdk: &SdkConfig, endpoint: &str) -> Self {
+        let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
+            .endpoint_url(endpoint)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            )
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            endpoint: endpoint.to_string(),
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sends one message to one connection, retrying throttling and server errors.
+    pub async fn send(&self, connection_id: &str, payload: &str) -> Result<(), DeliveryError> {
+        let mut attempt = 1;
+        loop {
+            let result = self
+                .client
+                .post_to_connection()
+                .connection_id(connection_id)
+                .data(Blob::new(payload.as_bytes()))
+                .send()
+                .await;
+            let outcome = match result {
+                Ok(_) => return Ok(()),
+                Err(err) => classify(err),
+            };
+            match outcome {
+                Attempt::Stop(error) => return Err(error),
+                Attempt::Retry(detail) if attempt >= MAX_ATTEMPTS => {
+                    return Err(DeliveryError::Failed(format!("gave up after {attempt} attempts: {detail}")));
+                }
+                Attempt::Retry(_) => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Sends one message to many connections, at most [`FAN_OUT_CONCURRENCY`] at a time.
+    pub async fn send_all(&self, connection_ids: &[String], payload: &str) -> FanOutReport {
+        let mut results = futures::stream::iter(connection_ids)
+            .map(|id| async move { (id, self.send(id, payload).await) })
+            .buffer_unordered(FAN_OUT_CONCURRENCY);
+        let mut report = FanOutReport::default();
+        while let Some((id, result)) = results.next().await {
+            match result {
+                Ok(()) => report.delivered += 1,
+                Err(DeliveryError::Gone) => report.gone.push(id.clone()),
+                Err(error) => report.failed.push((id.clone(), error)),
+            }
+        }
+        report
+    }
+}
+
+fn classify(err: SdkError<PostToConnectionError, HttpResponse>) -> Attempt {
+    let status = match &err {
+        SdkError::ServiceError(context) => match context.err() {
+            PostToConnectionError::GoneException(_) => Some(410),
+            _ => Some(context.raw().status().as_u16()),
+        },
+        SdkError::ResponseError(context) => Some(context.raw().status().as_u16()),
+        _ => None,
+    };
+    let detail = DisplayErrorContext(&err).to_string();
+    match status {
+        Some(410) => Attempt::Stop(DeliveryError::Gone),
+        Some(429) => Attempt::Retry(detail),
+        Some(code) if (500..600).contains(&code) => Attempt::Retry(detail),
+        Some(_) => Attempt::Stop(DeliveryError::Failed(detail)),
+        // No response at all: a timeout or a connection failure is worth another try.
+        None => match err {
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Attempt::Retry(detail),
+            _ => Attempt::Stop(DeliveryError::Failed(detail)),
+        },
+    }
+}
+
+/// Full jitter over a capped exponential: spreads retries of a throttled fan-out.
+fn backoff(attempt: u32) -> Duration {
+    let cap = FIRST_BACKOFF
+        .saturating_mul(1 << attempt.min(10))
+        .min(MAX_BACKOFF);
+    cap.mul_f64(rand::random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped() {
+        for attempt in 1..20 {
+            assert!(backoff(attempt) <= MAX_BACKOFF);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The clients and configuration a function builds once at start and every
+//! invocation shares.
+
+use std::sync::Mutex;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use crate::config::{ChatConfig, ConfigError};
+use crate::delivery::{Delivery, DeliveryError};
+use crate::error::ChatError;
+use crate::event::{self, WebSocketEvent};
+use crate::protocol::ServerEvent;
+use crate::store::{ConnectionRecord, ConnectionStore, MessageStore};
+
+pub struct Services {
+    pub config: ChatConfig,
+    pub connections: ConnectionStore,
+    pub messages: MessageStore,
+    sdk: SdkConfig,
+    /// The `@connections` client for the endpoint last used: a function serves
+    /// one API and stage, so this is built once per instance.
+    delivery: Mutex<Option<Delivery>>,
+}
+
+impl Services {
+    /// Configuration from the environment; AWS settings from the standard
+    /// chain (`AWS_ENDPOINT_URL_DYNAMODB` points DynamoDB elsewhere, as in dev).
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = ChatConfig::from_env()?;
+        let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        Ok(Self::new(config, &sdk))
+    }
+
+    pub fn new(config: ChatConfig, sdk: &SdkConfig) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        Self {
+            connections: ConnectionStore::new(dynamodb.clone(), &config.connections_table),
+            messages: MessageStore::new(dynamodb, &config.messages_table),
+            config,
+            sdk: sdk.clone(),
+            delivery: Mutex::new(None),
+        }
+    }
+
+    /// The `@connections` client to answer this event's connection through.
+    pub fn delivery_for(&self, event: &WebSocketEvent) -> Result<Delivery, ChatError> {
+        let endpoint = event::callback_endpoint(event, self.config.callback_url.as_deref())?;
+        let mut cached = self.delivery.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match cached.as_ref() {
+            Some(delivery) if delivery.endpoint() == endpoint => Ok(delivery.clone()),
+            _ => {
+                let delivery = Delivery::new(&self.sdk, &endpoint);
+                *cached = Some(delivery.clone());
+                Ok(delivery)
+            }
+        }
+    }
+
+    /// The calling connection's record: who it is and which room it is in now.
+    pub async fn caller(&self, connection_id: &str) -> Result<ConnectionRecord, ChatError> {
+        self.connections
+            .get(connection_id)
+            .await
+            .map_err(|e| ChatError::Internal(e.to_string()))?
+            .ok_or(ChatError::NotConnected)
+    }
+
+    /// Sends an event to one connection. A failure is logged, not returned:
+    /// the request itself was handled, only its answer was lost.
+    pub async fn reply(&self, delivery: &Delivery, connection_id: &str, event: &ServerEvent) {
+        match delivery.send(connection_id, &event.to_json()).await {
+            Ok(()) => {}
+            Err(DeliveryError::Gone) => self.prune(&[connection_id.to_string()]).await,
+            Err(error) => tracing::warn!(connection_id, %error, "reply not delivered"),
+        }
+    }
+
+    /// Removes connections that a delivery found gone (410).
+    pub async fn prune(&self, connection_ids: &[String]) {
+        let removals = connection_ids.iter().map(|id| async move {
+            match self.connections.remove(id).await {
+                Ok(_) => tracing::info!(connection_id = %id, "removed a connection that is gone"),
+                Err(error) => tracing::warn!(connection_id = %id, %error, "could not remove a gone connection"),
+            }
+        });
+        futures::future::join_all(removals).await;
+    }
+}

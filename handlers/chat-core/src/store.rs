@@ -1,0 +1,411 @@
+//! The connection and message stores over DynamoDB. Queries only, never a Scan.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use thiserror::Error;
+
+use crate::protocol::ChatMessage;
+
+/// Table layouts, shared with `chatctl`, which creates the tables.
+pub mod schema {
+    /// Connections table: partition key.
+    pub const CONNECTION_ID: &str = "connection_id";
+    pub const USER: &str = "user";
+    pub const ROOM: &str = "room";
+    pub const CONNECTED_AT: &str = "connected_at";
+    /// Both tables: DynamoDB TTL attribute, epoch seconds.
+    pub const TTL: &str = "ttl";
+    /// Connections table: index to Query a room's connections (keys only).
+    pub const ROOM_INDEX: &str = "by-room";
+    /// Connections table: index to Query a user's connections (keys only).
+    pub const USER_INDEX: &str = "by-user";
+    /// The item counting open connections, so `max_connections` is enforced
+    /// without a Scan. It has no user or room, so it is in neither index.
+    pub const COUNTER_ID: &str = "#open-connections";
+    pub const COUNTER_ATTRIBUTE: &str = "open_connections";
+
+    /// Messages table: partition key, `room#{room}` or `dm#{a}#{b}`.
+    pub const CONVERSATION: &str = "conversation";
+    /// Messages table: sort key, the message id (a ULID: unique, time-ordered).
+    pub const MESSAGE_ID: &str = "message_id";
+}
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum StoreError {
+    #[error("{operation} on table {table} failed: {detail}")]
+    Aws {
+        operation: &'static str,
+        table: String,
+        detail: String,
+    },
+    #[error("table {table} holds an item that is not ours to read: {detail}")]
+    Corrupt { table: String, detail: String },
+}
+
+/// One open WebSocket connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionRecord {
+    pub connection_id: String,
+    pub user: String,
+    pub room: String,
+    /// Epoch milliseconds.
+    pub connected_at: i64,
+    /// Epoch seconds after which DynamoDB may remove a record whose
+    /// `$disconnect` never ran.
+    pub ttl: i64,
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum AddConnectionError {
+    #[error("the stack already has its maximum of {0} open connections")]
+    LimitReached(u64),
+    #[error("connection {0} is already registered")]
+    AlreadyRegistered(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn aws_error<E: std::error::Error + 'static>(operation: &'static str, table: &str, err: E) -> StoreError {
+    StoreError::Aws {
+        operation,
+        table: table.to_string(),
+        detail: DisplayErrorContext(err).to_string(),
+    }
+}
+
+fn string_attr(item: &HashMap<String, AttributeValue>, name: &str, table: &str) -> Result<String, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::S(value)) => Ok(value.clone()),
+        _ => Err(StoreError::Corrupt {
+            table: table.to_string(),
+            detail: format!("attribute {name} is missing or not a string"),
+        }),
+    }
+}
+
+fn number_attr(item: &HashMap<String, AttributeValue>, name: &str) -> i64 {
+    match item.get(name) {
+        Some(AttributeValue::N(value)) => value.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Which items of a cancelled transaction failed their condition, in order.
+fn failed_conditions<R>(err: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<bool>> {
+    let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() else {
+        return None;
+    };
+    Some(
+        cancelled
+            .cancellation_reasons()
+            .iter()
+            .map(|reason| reason.code() == Some("ConditionalCheckFailed"))
+            .collect(),
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionStore {
+    client: Client,
+    table: String,
+}
+
+impl ConnectionStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn counter_key() -> (String, AttributeValue) {
+        (schema::CONNECTION_ID.to_string(), s(schema::COUNTER_ID))
+    }
+
+    /// Registers a connection and counts it, in one transaction: the count
+    /// may not pass `max_connections`, however many connect at once.
+    pub async fn add(&self, record: &ConnectionRecord, max_connections: u64) -> Result<(), AddConnectionError> {
+        let table = &self.table;
+        let build_error = |e: aws_sdk_dynamodb::error::BuildError| aws_error("TransactWriteItems", table, e);
+        let (key_name, key_value) = Self::counter_key();
+        let count = Update::builder()
+            .table_name(table)
+            .key(key_name, key_value)
+            .update_expression("SET #count = if_not_exists(#count, :zero) + :one")
+            .condition_expression("attribute_not_exists(#count) OR #count < :max")
+            .expression_attribute_names("#count", schema::COUNTER_ATTRIBUTE)
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(max_connections))
+            .build()
+            .map_err(build_error)?;
+        let put = Put::builder()
+            .table_name(table)
+            .item(schema::CONNECTION_ID, s(&record.connection_id))
+            .item(schema::USER, s(&record.user))
+            .item(schema::ROOM, s(&record.room))
+            .item(schema::CONNECTED_AT, n(record.connected_at))
+            .item(schema::TTL, n(record.ttl))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", schema::CONNECTION_ID)
+            .build()
+            .map_err(build_error)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(count).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => match failed_conditions(&err).as_deref() {
+                Some([true, ..]) => Err(AddConnectionError::LimitReached(max_connections)),
+                Some([_, true]) => Err(AddConnectionError::AlreadyRegistered(record.connection_id.clone())),
+                _ => Err(aws_error("TransactWriteItems", table, err).into()),
+            },
+        }
+    }
+
+    /// Reads a connection, strongly consistent so a fresh `join` is seen.
+    pub async fn get(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(schema::CONNECTION_ID, s(connection_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws_error("GetItem", &self.table, e))?;
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        Ok(Some(ConnectionRecord {
+            connection_id: string_attr(&item, schema::CONNECTION_ID, &self.table)?,
+            user: string_attr(&item, schema::USER, &self.table)?,
+            room: string_attr(&item, schema::ROOM, &self.table)?,
+            connected_at: number_attr(&item, schema::CONNECTED_AT),
+            ttl: number_attr(&item, schema::TTL),
+        }))
+    }
+
+    /// Removes a connection and uncounts it; `false` when it was already gone,
+    /// so removing twice is harmless and counts once.
+    pub async fn remove(&self, connection_id: &str) -> Result<bool, StoreError> {
+        let table = &self.table;
+        let build_error = |e: aws_sdk_dynamodb::error::BuildError| aws_error("TransactWriteItems", table, e);
+        let delete = Delete::builder()
+            .table_name(table)
+            .key(schema::CONNECTION_ID, s(connection_id))
+            .condition_expression("attribute_exists(#id)")
+            .expression_attribute_names("#id", schema::CONNECTION_ID)
+            .build()
+            .map_err(build_error)?;
+        let (key_name, key_value) = Self::counter_key();
+        let uncount = Update::builder()
+            .table_name(table)
+            .key(key_name, key_value)
+            .update_expression("ADD #count :minus_one")
+            .expression_attribute_names("#count", schema::COUNTER_ATTRIBUTE)
+            .expression_attribute_values(":minus_one", n(-1))
+            .build()
+            .map_err(build_error)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .transact_items(TransactWriteItem::builder().update(uncount).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) => match failed_conditions(&err).as_deref() {
+                Some([true, ..]) => Ok(false),
+                _ => Err(aws_error("TransactWriteItems", table, err)),
+            },
+        }
+    }
+
+    /// Moves a connection to another room; `false` when it is not registered.
+    pub async fn move_to_room(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(schema::CONNECTION_ID, s(connection_id))
+            .update_expression("SET #room = :room")
+            .condition_expression("attribute_exists(#id)")
+            .expression_attribute_names("#room", schema::ROOM)
+            .expression_attribute_names("#id", schema::CONNECTION_ID)
+            .expression_attribute_values(":room", s(room))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if matches!(err.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => {
+                Ok(false)
+            }
+            Err(err) => Err(aws_error("UpdateItem", &self.table, err)),
+        }
+    }
+
+    /// The connection ids in a room, all pages.
+    pub async fn in_room(&self, room: &str) -> Result<Vec<String>, StoreError> {
+        self.query_index(schema::ROOM_INDEX, schema::ROOM, room).await
+    }
+
+    /// The connection ids of a user, all pages.
+    pub async fn of_user(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        self.query_index(schema::USER_INDEX, schema::USER, user).await
+    }
+
+    async fn query_index(&self, index: &str, key: &str, value: &str) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        let mut start_key = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression("#key = :value")
+                .expression_attribute_names("#key", key)
+                .expression_attribute_values(":value", s(value))
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(|e| aws_error("Query", &self.table, e))?;
+            for item in output.items() {
+                ids.push(string_attr(item, schema::CONNECTION_ID, &self.table)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start_key = Some(key),
+                _ => return Ok(ids),
+            }
+        }
+    }
+
+    /// The number of open connections, as counted on connect and disconnect.
+    pub async fn open_count(&self) -> Result<i64, StoreError> {
+        let (key_name, key_value) = Self::counter_key();
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(key_name, key_value)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws_error("GetItem", &self.table, e))?;
+        Ok(output
+            .item
+            .map(|item| number_attr(&item, schema::COUNTER_ATTRIBUTE))
+            .unwrap_or(0))
+    }
+}
+
+/// A page of history, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    pub messages: Vec<ChatMessage>,
+    /// Whether older messages exist before the first one of this page.
+    pub has_older: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageStore {
+    client: Client,
+    table: String,
+}
+
+impl MessageStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Stores a message under its conversation; `ttl` is epoch seconds.
+    pub async fn put(&self, conversation: &str, message: &ChatMessage, ttl: i64) -> Result<(), StoreError> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(schema::CONVERSATION, s(conversation))
+            .item(schema::MESSAGE_ID, s(&message.id))
+            .item("from", s(&message.from))
+            .item("text", s(&message.text))
+            .item("ts", s(&message.ts))
+            .item(schema::TTL, n(ttl))
+            // Ids are unique; the condition makes a duplicate a loud error, not an overwrite.
+            .condition_expression("attribute_not_exists(#sk)")
+            .expression_attribute_names("#sk", schema::MESSAGE_ID);
+        if let Some(room) = &message.room {
+            request = request.item("room", s(room));
+        }
+        if let Some(to) = &message.to {
+            request = request.item("to", s(to));
+        }
+        request.send().await.map_err(|e| aws_error("PutItem", &self.table, e))?;
+        Ok(())
+    }
+
+    /// The newest `limit` messages older than `before` (a message id), oldest first.
+    pub async fn page(&self, conversation: &str, before: Option<&str>, limit: u32) -> Result<HistoryPage, StoreError> {
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_names("#c", schema::CONVERSATION)
+            .expression_attribute_values(":c", s(conversation))
+            .scan_index_forward(false)
+            // One more than asked tells whether older messages exist.
+            .limit(limit as i32 + 1)
+            .consistent_read(true);
+        request = match before {
+            Some(cursor) => request
+                .key_condition_expression("#c = :c AND #sk < :before")
+                .expression_attribute_names("#sk", schema::MESSAGE_ID)
+                .expression_attribute_values(":before", s(cursor)),
+            None => request.key_condition_expression("#c = :c"),
+        };
+        let output = request.send().await.map_err(|e| aws_error("Query", &self.table, e))?;
+        let mut messages = Vec::with_capacity(output.items().len());
+        for item in output.items().iter().take(limit as usize) {
+            messages.push(self.message_from_item(item)?);
+        }
+        let has_older = output.items().len() > limit as usize;
+        messages.reverse();
+        Ok(HistoryPage { messages, has_older })
+    }
+
+    fn message_from_item(&self, item: &HashMap<String, AttributeValue>) -> Result<ChatMessage, StoreError> {
+        let optional = |name: &str| match item.get(name) {
+            Some(AttributeValue::S(value)) => Some(value.clone()),
+            _ => None,
+        };
+        Ok(ChatMessage {
+            id: string_attr(item, schema::MESSAGE_ID, &self.table)?,
+            room: optional("room"),
+            to: optional("to"),
+            from: string_attr(item, "from", &self.table)?,
+            text: string_attr(item, "text", &self.table)?,
+            ts: string_attr(item, "ts", &self.table)?,
+        })
+    }
+}

@@ -1,0 +1,99 @@
+//! A moto server per test, killed when the test ends.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+
+/// Overrides where the `moto_server` executable is found.
+pub const MOTO_SERVER_VAR: &str = "CHATCTL_MOTO_SERVER";
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const REGION: &str = "us-east-1";
+pub const ACCOUNT_ID: &str = "123456789012";
+
+pub struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+/// `$CHATCTL_MOTO_SERVER`, else the project's virtualenv (made by `scripts/setup`),
+/// else whatever `moto_server` is on the PATH.
+fn moto_server_path() -> PathBuf {
+    if let Some(path) = std::env::var_os(MOTO_SERVER_VAR) {
+        return PathBuf::from(path);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("moto_server")
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("no free loopback port")
+}
+
+impl Moto {
+    /// Starts a moto server and waits until it accepts connections.
+    pub fn start() -> Moto {
+        let path = moto_server_path();
+        let port = free_port();
+        let child = Command::new(&path)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e}; run scripts/setup, or set {MOTO_SERVER_VAR}",
+                    path.display()
+                )
+            });
+        let mut moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto server exited at start: {status}");
+            }
+            assert!(started.elapsed() < STARTUP_TIMEOUT, "moto server did not start in time");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moto
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// An SDK configuration that talks to this server with test credentials.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        sdk_config_for(&self.endpoint).await
+    }
+}
+
+pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "chat-testkit"))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
