@@ -35,11 +35,11 @@ async fn post_to_connection(
     if state.gone.contains(&id) {
         return StatusCode::GONE;
     }
-    if let Some(left) = state.throttle.get_mut(&id) {
-        if *left > 0 {
-            *left -= 1;
-            return StatusCode::TOO_MANY_REQUESTS;
-        }
+    if let Some(left) = state.throttle.get_mut(&id)
+        && *left > 0
+    {
+        *left -= 1;
+        return StatusCode::TOO_MANY_REQUESTS;
     }
     let text = String::from_utf8_lossy(&body).into_owned();
     state.received.entry(id).or_default().push(text);
@@ -65,7 +65,13 @@ impl ConnectionsEndpoint {
 
     /// Every message delivered to `connection_id`, in order, as text.
     pub fn received(&self, connection_id: &str) -> Vec<String> {
-        self.state.lock().unwrap().received.get(connection_id).cloned().unwrap_or_default()
+        self.state
+            .lock()
+            .unwrap()
+            .received
+            .get(connection_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The messages delivered to `connection_id`, parsed as JSON.
@@ -78,7 +84,13 @@ impl ConnectionsEndpoint {
 
     /// The number of POSTs for `connection_id`, delivered or not.
     pub fn attempts(&self, connection_id: &str) -> u32 {
-        self.state.lock().unwrap().attempts.get(connection_id).copied().unwrap_or(0)
+        self.state
+            .lock()
+            .unwrap()
+            .attempts
+            .get(connection_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Connections that received anything.
@@ -93,7 +105,11 @@ impl ConnectionsEndpoint {
 
     /// The next `times` POSTs to `connection_id` get 429.
     pub fn throttle(&self, connection_id: &str, times: u32) {
-        self.state.lock().unwrap().throttle.insert(connection_id.to_string(), times);
+        self.state
+            .lock()
+            .unwrap()
+            .throttle
+            .insert(connection_id.to_string(), times);
     }
 
     pub fn clear(&self) {

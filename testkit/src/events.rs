@@ -98,7 +98,9 @@ pub fn disconnect(connection_id: &str, authorizer: Option<(&str, &str)>) -> Valu
 pub fn authorizer_request(query: &[(&str, &str)], protocol: Option<&str>) -> Value {
     let mut event = connect("TWegAcC4EowCHnA=", None, query, protocol);
     event["type"] = json!("REQUEST");
-    event["methodArn"] = json!(format!("arn:aws:execute-api:us-east-1:123456789012:{API_ID}/{STAGE}/$connect"));
+    event["methodArn"] = json!(format!(
+        "arn:aws:execute-api:us-east-1:123456789012:{API_ID}/{STAGE}/$connect"
+    ));
     event["stageVariables"] = json!({});
     event
 }

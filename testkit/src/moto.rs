@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 
-/// Overrides where the `moto_server` executable is found.
-pub const MOTO_SERVER_VAR: &str = "CHATCTL_MOTO_SERVER";
+/// Overrides the Python that runs the moto server (it must have `moto[server]`).
+pub const PYTHON_VAR: &str = "CHATCTL_PYTHON";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT_ID: &str = "123456789012";
@@ -19,18 +19,19 @@ pub struct Moto {
     endpoint: String,
 }
 
-/// `$CHATCTL_MOTO_SERVER`, else the project's virtualenv (made by `scripts/setup`),
-/// else whatever `moto_server` is on the PATH.
-fn moto_server_path() -> PathBuf {
-    if let Some(path) = std::env::var_os(MOTO_SERVER_VAR) {
+/// `$CHATCTL_PYTHON`, else the project's virtualenv (made by `scripts/setup`),
+/// else `python3` from the PATH.
+fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os(PYTHON_VAR) {
         return PathBuf::from(path);
     }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("moto_server")
-    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    if venv.exists() { venv } else { PathBuf::from("python3") }
+}
+
+/// Our launcher, which closes moto's gaps before starting it (see the script).
+fn launcher() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("moto_server.py")
 }
 
 pub fn free_port() -> u16 {
@@ -43,9 +44,10 @@ pub fn free_port() -> u16 {
 impl Moto {
     /// Starts a moto server and waits until it accepts connections.
     pub fn start() -> Moto {
-        let path = moto_server_path();
+        let python = python();
         let port = free_port();
-        let child = Command::new(&path)
+        let child = Command::new(&python)
+            .arg(launcher())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -53,8 +55,8 @@ impl Moto {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot start {}: {e}; run scripts/setup, or set {MOTO_SERVER_VAR}",
-                    path.display()
+                    "cannot start the moto server with {}: {e}; run scripts/setup, or set {PYTHON_VAR}",
+                    python.display()
                 )
             });
         let mut moto = Moto {

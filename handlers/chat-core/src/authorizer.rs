@@ -4,8 +4,7 @@
 //! message `Unauthorized`, 403 on a Deny, 500 on anything else.
 
 use aws_lambda_events::apigw::{
-    ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest,
-    ApiGatewayCustomAuthorizerResponse,
+    ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse,
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use serde_json::json;
@@ -59,11 +58,17 @@ pub fn identify(mode: &AuthMode, request: &AuthorizerRequest) -> Result<Identity
     };
     let params = ConnectParams::parse(&request.headers, &request.query_string_parameters, credential_key)
         .map_err(|e| unauthorized(e.to_string()))?;
-    let credential = params
-        .credential
-        .ok_or_else(|| unauthorized(format!("no {credential_key} in the query string or Sec-WebSocket-Protocol")))?;
+    let credential = params.credential.ok_or_else(|| {
+        unauthorized(format!(
+            "no {credential_key} in the query string or Sec-WebSocket-Protocol"
+        ))
+    })?;
     let user = match mode {
-        AuthMode::Token { secret } => token::verify(secret, &credential).map_err(|e| unauthorized(e.to_string()))?.sub,
+        AuthMode::Token { secret } => {
+            token::verify(secret, &credential)
+                .map_err(|e| unauthorized(e.to_string()))?
+                .sub
+        }
         AuthMode::None => validate::sanitize_user(&credential)
             .ok_or_else(|| unauthorized("the user name has no allowed characters"))?,
     };
@@ -129,7 +134,9 @@ mod tests {
     }
 
     fn token_mode() -> AuthMode {
-        AuthMode::Token { secret: SECRET.to_vec() }
+        AuthMode::Token {
+            secret: SECRET.to_vec(),
+        }
     }
 
     fn valid_token(user: &str) -> String {
@@ -138,14 +145,19 @@ mod tests {
 
     #[test]
     fn a_valid_token_is_allowed_on_the_method_arn_with_user_and_room() {
-        let response =
-            authorize(&token_mode(), &request(json!({"token": valid_token("alice"), "room": "general"}), json!({})))
-                .unwrap();
+        let response = authorize(
+            &token_mode(),
+            &request(json!({"token": valid_token("alice"), "room": "general"}), json!({})),
+        )
+        .unwrap();
         let value = serde_json::to_value(&response).unwrap();
         assert_eq!(value["principalId"], "alice");
         assert_eq!(value["policyDocument"]["Version"], "2012-10-17");
         assert_eq!(value["policyDocument"]["Statement"][0]["Effect"], "Allow");
-        assert_eq!(value["policyDocument"]["Statement"][0]["Action"], json!(["execute-api:Invoke"]));
+        assert_eq!(
+            value["policyDocument"]["Statement"][0]["Action"],
+            json!(["execute-api:Invoke"])
+        );
         assert_eq!(value["policyDocument"]["Statement"][0]["Resource"], json!([ARN]));
         assert_eq!(value["context"], json!({"user": "alice", "room": "general"}));
     }
@@ -153,17 +165,36 @@ mod tests {
     #[test]
     fn the_token_may_come_as_a_subprotocol() {
         let protocol = format!("{}, general", valid_token("bob"));
-        let identity =
-            identify(&token_mode(), &request(json!({}), json!({"Sec-WebSocket-Protocol": protocol}))).unwrap();
-        assert_eq!(identity, Identity { user: "bob".into(), room: "general".into() });
+        let identity = identify(
+            &token_mode(),
+            &request(json!({}), json!({"Sec-WebSocket-Protocol": protocol})),
+        )
+        .unwrap();
+        assert_eq!(
+            identity,
+            Identity {
+                user: "bob".into(),
+                room: "general".into()
+            }
+        );
     }
 
     #[test]
     fn bad_credentials_fail_with_exactly_unauthorized() {
-        let expired = token::mint(SECRET, "alice", Duration::from_secs(1), SystemTime::now() - Duration::from_secs(60))
-            .unwrap();
-        let forged = token::mint(b"another-secret-another-secret-xx", "alice", Duration::from_secs(60), SystemTime::now())
-            .unwrap();
+        let expired = token::mint(
+            SECRET,
+            "alice",
+            Duration::from_secs(1),
+            SystemTime::now() - Duration::from_secs(60),
+        )
+        .unwrap();
+        let forged = token::mint(
+            b"another-secret-another-secret-xx",
+            "alice",
+            Duration::from_secs(60),
+            SystemTime::now(),
+        )
+        .unwrap();
         let cases = [
             request(json!({}), json!({})),
             request(json!({"token": ""}), json!({})),
@@ -193,14 +224,20 @@ mod tests {
     fn a_missing_method_arn_is_a_bad_event_not_a_401() {
         let mut req = request(json!({"token": valid_token("alice")}), json!({}));
         req.method_arn = None;
-        assert!(matches!(authorize(&token_mode(), &req), Err(AuthorizerError::BadEvent(_))));
+        assert!(matches!(
+            authorize(&token_mode(), &req),
+            Err(AuthorizerError::BadEvent(_))
+        ));
     }
 
     #[test]
     fn an_oversized_room_is_cut_to_keep_the_context_small() {
         let room = "r".repeat(10_000);
-        let identity = identify(&token_mode(), &request(json!({"token": valid_token("a"), "room": room}), json!({})))
-            .unwrap();
+        let identity = identify(
+            &token_mode(),
+            &request(json!({"token": valid_token("a"), "room": room}), json!({})),
+        )
+        .unwrap();
         assert_eq!(identity.room.len(), MAX_CONTEXT_ROOM_CHARS);
         assert!(validate::room(&identity.room).is_err(), "still rejected by $connect");
     }

@@ -167,10 +167,7 @@ where
         value: raw.clone(),
         reason,
     };
-    let value: T = raw
-        .trim()
-        .parse()
-        .map_err(|_| invalid("not a whole number".into()))?;
+    let value: T = raw.trim().parse().map_err(|_| invalid("not a whole number".into()))?;
     if !range.contains(&value) {
         return Err(invalid(format!(
             "must be between {} and {}",
@@ -187,10 +184,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
     }
 

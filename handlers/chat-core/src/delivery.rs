@@ -94,7 +94,9 @@ impl Delivery {
             match outcome {
                 Attempt::Stop(error) => return Err(error),
                 Attempt::Retry(detail) if attempt >= MAX_ATTEMPTS => {
-                    return Err(DeliveryError::Failed(format!("gave up after {attempt} attempts: {detail}")));
+                    return Err(DeliveryError::Failed(format!(
+                        "gave up after {attempt} attempts: {detail}"
+                    )));
                 }
                 Attempt::Retry(_) => {
                     tokio::time::sleep(backoff(attempt)).await;
@@ -146,9 +148,7 @@ fn classify(err: SdkError<PostToConnectionError, HttpResponse>) -> Attempt {
 
 /// Full jitter over a capped exponential: spreads retries of a throttled fan-out.
 fn backoff(attempt: u32) -> Duration {
-    let cap = FIRST_BACKOFF
-        .saturating_mul(1 << attempt.min(10))
-        .min(MAX_BACKOFF);
+    let cap = FIRST_BACKOFF.saturating_mul(1 << attempt.min(10)).min(MAX_BACKOFF);
     cap.mul_f64(rand::random::<f64>())
 }
 

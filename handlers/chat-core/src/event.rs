@@ -34,7 +34,7 @@ pub fn authorizer_value(event: &WebSocketEvent, key: &str) -> Option<String> {
     event
         .request_context
         .authorizer
-        .other
+        .fields
         .get(key)
         .and_then(|value| value.as_str())
         .map(str::to_string)
@@ -89,11 +89,8 @@ impl ConnectParams {
 
 /// `Sec-WebSocket-Protocol: A, B`: one or two non-empty values.
 fn parse_protocols(value: &HeaderValue) -> Result<Vec<String>, ChatError> {
-    let invalid = || {
-        ChatError::InvalidRequest(
-            "Sec-WebSocket-Protocol must be `CREDENTIAL` or `CREDENTIAL, ROOM`".into(),
-        )
-    };
+    let invalid =
+        || ChatError::InvalidRequest("Sec-WebSocket-Protocol must be `CREDENTIAL` or `CREDENTIAL, ROOM`".into());
     let text = value.to_str().map_err(|_| invalid())?;
     let values: Vec<String> = text.split(',').map(|v| v.trim().to_string()).collect();
     if values.len() > 2 || values.iter().any(String::is_empty) {
@@ -164,7 +161,10 @@ mod tests {
     #[test]
     fn malformed_subprotocols_are_rejected() {
         for bad in ["", " , ", "a,,b", "a, b, c", "T,"] {
-            assert!(ConnectParams::parse(&headers(Some(bad)), &query(&[]), "token").is_err(), "{bad:?}");
+            assert!(
+                ConnectParams::parse(&headers(Some(bad)), &query(&[]), "token").is_err(),
+                "{bad:?}"
+            );
         }
     }
 }

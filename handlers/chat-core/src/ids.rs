@@ -22,10 +22,10 @@ pub fn new_message_id(now: SystemTime) -> (String, String) {
 pub fn format_timestamp_ms(epoch_ms: u64) -> String {
     let nanos = i128::from(epoch_ms) * 1_000_000;
     let time = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time.format(&format).unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000Z"))
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    time.format(&format)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000Z"))
 }
 
 /// Parses an RFC 3339 timestamp (as written by [`format_timestamp_ms`]).
@@ -97,7 +97,13 @@ mod tests {
         let (id, _) = new_message_id(SystemTime::now());
         assert_eq!(parse_cursor(&id), Ok(id.clone()));
         assert_eq!(parse_cursor(&id.to_lowercase()), Ok(id));
-        for bad in ["", "abc", "not-a-cursor-at-all-0000000", "01ARZ3NDEKTSV4RRFFQ69G5FAU", "01ARZ3NDEKTSV4RRFFQ69G5FAVX"] {
+        for bad in [
+            "",
+            "abc",
+            "not-a-cursor-at-all-0000000",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAU",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAVX",
+        ] {
             assert!(parse_cursor(bad).is_err(), "{bad}");
         }
     }

@@ -37,8 +37,7 @@ pub struct JoinRequest {
 /// told apart, so the client learns which it got wrong.
 pub fn parse_frame<T: DeserializeOwned>(body: Option<&str>) -> Result<T, ChatError> {
     let body = body.unwrap_or("");
-    let value: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| ChatError::InvalidJson(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(body).map_err(|e| ChatError::InvalidJson(e.to_string()))?;
     if !value.is_object() {
         return Err(ChatError::InvalidRequest("expected a JSON object".into()));
     }
@@ -128,7 +127,10 @@ mod tests {
             (Some("{\"action\":"), ErrorCode::InvalidJson),
             (Some("[1,2]"), ErrorCode::InvalidRequest),
             (Some("{\"action\":\"sendmessage\"}"), ErrorCode::InvalidRequest),
-            (Some("{\"action\":\"sendmessage\",\"message\":5}"), ErrorCode::InvalidRequest),
+            (
+                Some("{\"action\":\"sendmessage\",\"message\":5}"),
+                ErrorCode::InvalidRequest,
+            ),
             (Some("{\"message\":\"hi\",\"to\":[\"bob\"]}"), ErrorCode::InvalidRequest),
         ];
         for (body, code) in cases {

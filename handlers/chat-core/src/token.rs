@@ -54,12 +54,13 @@ pub fn verify(secret: &[u8], token: &str) -> Result<Claims, TokenError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_required_spec_claims(&["exp", "sub"]);
     validation.leeway = 0;
-    let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret), &validation)
-        .map_err(|e| match e.kind() {
+    let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret), &validation).map_err(|e| {
+        match e.kind() {
             ErrorKind::ExpiredSignature => TokenError::Expired,
             ErrorKind::InvalidSignature => TokenError::BadSignature,
             _ => TokenError::Malformed(e.to_string()),
-        })?;
+        }
+    })?;
     validate::user(&data.claims.sub).map_err(|_| TokenError::InvalidUser)?;
     Ok(data.claims)
 }
@@ -88,12 +89,20 @@ mod tests {
         let expired = mint(SECRET, "alice", Duration::from_secs(60), an_hour_ago).unwrap();
         assert_eq!(verify(SECRET, &expired), Err(TokenError::Expired));
 
-        let forged = mint(b"another-secret-another-secret-xx", "alice", Duration::from_secs(60), SystemTime::now())
-            .unwrap();
+        let forged = mint(
+            b"another-secret-another-secret-xx",
+            "alice",
+            Duration::from_secs(60),
+            SystemTime::now(),
+        )
+        .unwrap();
         assert_eq!(verify(SECRET, &forged), Err(TokenError::BadSignature));
 
         for malformed in ["", "abc", "a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0."] {
-            assert!(matches!(verify(SECRET, malformed), Err(TokenError::Malformed(_))), "{malformed}");
+            assert!(
+                matches!(verify(SECRET, malformed), Err(TokenError::Malformed(_))),
+                "{malformed}"
+            );
         }
     }
 
@@ -104,8 +113,12 @@ mod tests {
             exp: epoch_seconds(SystemTime::now()) + 60,
             iat: 0,
         };
-        let hs512 = jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &EncodingKey::from_secret(SECRET))
-            .unwrap();
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
         assert!(verify(SECRET, &hs512).is_err());
     }
 
@@ -120,8 +133,12 @@ mod tests {
             exp: epoch_seconds(SystemTime::now()) + 60,
             iat: 0,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET))
-            .unwrap();
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
         assert_eq!(verify(SECRET, &token), Err(TokenError::InvalidUser));
     }
 }

@@ -51,7 +51,9 @@ where
                 tracing::info!(connection_id, %error, "request rejected");
                 200
             };
-            services.reply(&delivery, connection_id, &ServerEvent::from(&error)).await;
+            services
+                .reply(&delivery, connection_id, &ServerEvent::from(&error))
+                .await;
             event::response(status)
         }
     }

@@ -75,7 +75,11 @@ async fn send(
                 ts,
             };
             let conversation = ids::direct_conversation(&sender.user, message.to.as_deref().unwrap_or_default());
-            services.messages.put(&conversation, &message, ttl).await.map_err(internal)?;
+            services
+                .messages
+                .put(&conversation, &message, ttl)
+                .await
+                .map_err(internal)?;
             (message, targets)
         }
     };

@@ -1,0 +1,147 @@
+use chat_core::event::WebSocketEvent;
+use chat_core::handlers::{connect, disconnect};
+use chat_testkit::events;
+use serde_json::json;
+
+use crate::support::{Stack, ws_event};
+
+fn connect_event(id: &str, authorizer: Option<(&str, &str)>, protocol: Option<&str>) -> WebSocketEvent {
+    ws_event(events::connect(id, authorizer, &[], protocol))
+}
+
+#[tokio::test]
+async fn connect_stores_user_room_and_time_and_counts_the_connection() {
+    let stack = Stack::start().await;
+    let response = stack.connect("conn-A=", "alice", "general").await;
+    assert_eq!(response.status_code, 200);
+    assert!(response.headers.get("sec-websocket-protocol").is_none());
+
+    let record = stack.services.connections.get("conn-A=").await.unwrap().unwrap();
+    assert_eq!((record.user.as_str(), record.room.as_str()), ("alice", "general"));
+    assert_eq!(record.connected_at, events::CONNECTED_AT);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(record.ttl > now + 7000 && record.ttl < now + 8000, "ttl {}", record.ttl);
+    assert_eq!(stack.open_count().await, 1);
+    assert_eq!(
+        stack.services.connections.in_room("general").await.unwrap(),
+        vec!["conn-A="]
+    );
+    assert_eq!(
+        stack.services.connections.of_user("alice").await.unwrap(),
+        vec!["conn-A="]
+    );
+}
+
+#[tokio::test]
+async fn connect_echoes_exactly_one_offered_subprotocol() {
+    let stack = Stack::start().await;
+    let event = connect_event("conn-P=", Some(("alice", "general")), Some("TOKEN.abc.def, general"));
+    let response = connect::handle(&stack.services, event).await;
+    assert_eq!(response.status_code, 200);
+    assert_eq!(response.headers.get("sec-websocket-protocol").unwrap(), "TOKEN.abc.def");
+}
+
+#[tokio::test]
+async fn bad_connects_are_refused_with_a_clear_status_and_store_nothing() {
+    let stack = Stack::start().await;
+    let mut no_connection_id = events::connect("x", Some(("alice", "lobby")), &[], None);
+    no_connection_id["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("connectionId");
+    let cases = [
+        ("no authorizer context", connect_event("c1=", None, None), 401),
+        (
+            "invalid room",
+            connect_event("c2=", Some(("alice", "no spaces")), None),
+            400,
+        ),
+        (
+            "oversized room",
+            connect_event("c3=", Some(("alice", &"r".repeat(65))), None),
+            400,
+        ),
+        ("invalid user", connect_event("c4=", Some(("a#b", "lobby")), None), 403),
+        (
+            "wrong subprotocol",
+            connect_event("c5=", Some(("alice", "lobby")), Some("a, b, c")),
+            400,
+        ),
+        (
+            "empty subprotocol",
+            connect_event("c6=", Some(("alice", "lobby")), Some(", lobby")),
+            400,
+        ),
+        ("no connection id", ws_event(no_connection_id), 400),
+    ];
+    for (case, event, status) in cases {
+        let response = connect::handle(&stack.services, event).await;
+        assert_eq!(response.status_code, status, "{case}");
+    }
+    assert!(stack.items(&stack.services.config.connections_table).await.is_empty());
+    assert_eq!(stack.open_count().await, 0);
+}
+
+#[tokio::test]
+async fn the_connection_limit_holds_under_concurrent_connects() {
+    let stack = Stack::start_with(|config| config.max_connections = 5).await;
+    let attempts = (0..80).map(|i| {
+        let stack = &stack;
+        async move {
+            stack
+                .connect(&format!("conn-{i}="), &format!("user{i}"), "lobby")
+                .await
+                .status_code
+        }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 75, "{statuses:?}");
+    assert_eq!(stack.open_count().await, 5);
+    assert_eq!(stack.services.connections.in_room("lobby").await.unwrap().len(), 5);
+
+    // A disconnect frees a place.
+    let admitted = stack.services.connections.in_room("lobby").await.unwrap();
+    let response = disconnect::handle(&stack.services, ws_event(events::disconnect(&admitted[0], None))).await;
+    assert_eq!(response.status_code, 200);
+    assert_eq!(stack.connect("late=", "late", "lobby").await.status_code, 200);
+    assert_eq!(stack.connect("later=", "later", "lobby").await.status_code, 429);
+}
+
+#[tokio::test]
+async fn a_repeated_connect_counts_once() {
+    let stack = Stack::start().await;
+    assert_eq!(stack.connect("same=", "alice", "lobby").await.status_code, 200);
+    assert_eq!(stack.connect("same=", "alice", "lobby").await.status_code, 200);
+    assert_eq!(stack.open_count().await, 1);
+}
+
+#[tokio::test]
+async fn disconnect_removes_the_record_once_and_is_idempotent() {
+    let stack = Stack::start().await;
+    stack.connect("conn-A=", "alice", "lobby").await;
+    stack.connect("conn-B=", "bob", "lobby").await;
+    for _ in 0..2 {
+        let response = disconnect::handle(
+            &stack.services,
+            ws_event(events::disconnect("conn-A=", Some(("alice", "lobby")))),
+        )
+        .await;
+        assert_eq!(response.status_code, 200);
+    }
+    assert!(stack.services.connections.get("conn-A=").await.unwrap().is_none());
+    assert_eq!(stack.open_count().await, 1);
+    assert_eq!(
+        stack.services.connections.in_room("lobby").await.unwrap(),
+        vec!["conn-B="]
+    );
+
+    let mut malformed = events::disconnect("x", None);
+    malformed["requestContext"]["connectionId"] = json!("");
+    let response = disconnect::handle(&stack.services, ws_event(malformed)).await;
+    assert_eq!(response.status_code, 400);
+    assert_eq!(stack.open_count().await, 1);
+}

@@ -1,0 +1,248 @@
+use std::time::Instant;
+
+use chat_core::ids;
+use serde_json::Value;
+
+use crate::support::Stack;
+
+fn codes(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["code"].as_str().unwrap_or("-").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_room_message_reaches_the_room_only_sender_included_and_is_stored() {
+    let stack = Stack::start().await;
+    stack.connect("alice-1=", "alice", "general").await;
+    stack.connect("bob-1=", "bob", "general").await;
+    stack.connect("carol-1=", "carol", "lobby").await;
+
+    let response = stack
+        .send(
+            "alice-1=",
+            "sendmessage",
+            r#"{"action":"sendmessage","message":"hello room"}"#,
+        )
+        .await;
+    assert_eq!(response.status_code, 200);
+
+    let delivered = stack.last_event("bob-1=");
+    assert_eq!(delivered, stack.last_event("alice-1="));
+    assert_eq!(delivered["type"], "message");
+    assert_eq!(delivered["room"], "general");
+    assert_eq!(delivered["from"], "alice");
+    assert_eq!(delivered["text"], "hello room");
+    assert!(delivered.get("to").is_none());
+    let ts = delivered["ts"].as_str().unwrap();
+    assert!(
+        ts.ends_with('Z') && ts.len() == 24,
+        "RFC 3339 UTC with milliseconds: {ts}"
+    );
+    assert!(ids::parse_timestamp(ts).is_some());
+    let id = delivered["id"].as_str().unwrap();
+    assert!(ids::parse_cursor(id).is_ok(), "id is a ULID: {id}");
+    assert!(
+        stack.endpoint.received("carol-1=").is_empty(),
+        "other rooms get nothing"
+    );
+
+    let page = stack
+        .services
+        .messages
+        .page(&ids::room_conversation("general"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].id, id);
+    assert_eq!(page.messages[0].text, "hello room");
+    let stored = stack.items(&stack.services.config.messages_table).await;
+    assert!(stored[0].contains_key("ttl"), "messages expire through TTL");
+}
+
+#[tokio::test]
+async fn a_direct_message_reaches_both_users_connections_only() {
+    let stack = Stack::start().await;
+    stack.connect("alice-1=", "alice", "general").await;
+    stack.connect("alice-2=", "alice", "lobby").await;
+    stack.connect("bob-1=", "bob", "lobby").await;
+    stack.connect("bob-2=", "bob", "other").await;
+    stack.connect("carol-1=", "carol", "general").await;
+
+    stack
+        .send(
+            "alice-1=",
+            "sendmessage",
+            r#"{"action":"sendmessage","message":"psst","to":"bob"}"#,
+        )
+        .await;
+    for id in ["alice-1=", "alice-2=", "bob-1=", "bob-2="] {
+        let event = stack.last_event(id);
+        assert_eq!(event["type"], "message", "{id}");
+        assert_eq!(event["to"], "bob");
+        assert_eq!(event["from"], "alice");
+        assert!(event.get("room").is_none());
+    }
+    assert!(stack.endpoint.received("carol-1=").is_empty());
+    let page = stack
+        .services
+        .messages
+        .page(&ids::direct_conversation("bob", "alice"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_messages_get_an_error_event_and_write_nothing() {
+    let stack = Stack::start_with(|config| config.max_message_bytes = 100).await;
+    stack.connect("alice-1=", "alice", "lobby").await;
+    stack.connect("bob-1=", "bob", "lobby").await;
+    let cases = [
+        ("not JSON", "hello", "invalid_json"),
+        (
+            "truncated JSON",
+            r#"{"action":"sendmessage","message":"#,
+            "invalid_json",
+        ),
+        ("missing message", r#"{"action":"sendmessage"}"#, "invalid_request"),
+        (
+            "message not a string",
+            r#"{"action":"sendmessage","message":42}"#,
+            "invalid_request",
+        ),
+        (
+            "to not a string",
+            r#"{"action":"sendmessage","message":"hi","to":7}"#,
+            "invalid_request",
+        ),
+        ("an array", r#"["sendmessage"]"#, "invalid_request"),
+        (
+            "empty text",
+            r#"{"action":"sendmessage","message":""}"#,
+            "empty_message",
+        ),
+        (
+            "blank text",
+            r#"{"action":"sendmessage","message":"   "}"#,
+            "empty_message",
+        ),
+        (
+            "oversized text",
+            &format!(r#"{{"action":"sendmessage","message":"{}"}}"#, "x".repeat(101)),
+            "message_too_large",
+        ),
+        (
+            "invalid to",
+            r#"{"action":"sendmessage","message":"hi","to":"no one"}"#,
+            "invalid_user",
+        ),
+        (
+            "unknown to",
+            r#"{"action":"sendmessage","message":"hi","to":"nobody"}"#,
+            "unknown_recipient",
+        ),
+    ];
+    for (case, body, code) in cases {
+        let response = stack.send("alice-1=", "sendmessage", body).await;
+        assert_eq!(response.status_code, 200, "{case}");
+        assert_eq!(stack.last_event("alice-1=")["code"], code, "{case}");
+        assert_eq!(stack.last_event("alice-1=")["type"], "error", "{case}");
+    }
+    assert!(stack.endpoint.received("bob-1=").is_empty(), "nothing reached the room");
+    assert_eq!(stack.message_count().await, 0, "nothing was stored");
+
+    // A connection that was never registered (or was pruned) is told so.
+    stack
+        .send("ghost=", "sendmessage", r#"{"action":"sendmessage","message":"boo"}"#)
+        .await;
+    assert_eq!(codes(&stack.endpoint.received_json("ghost=")), vec!["not_connected"]);
+    assert_eq!(stack.message_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_gone_connection_is_removed_by_the_first_delivery_that_finds_it() {
+    let stack = Stack::start().await;
+    stack.connect("alice-1=", "alice", "lobby").await;
+    stack.connect("bob-1=", "bob", "lobby").await;
+    stack.endpoint.mark_gone("bob-1=");
+
+    stack
+        .send(
+            "alice-1=",
+            "sendmessage",
+            r#"{"action":"sendmessage","message":"anyone?"}"#,
+        )
+        .await;
+    assert_eq!(stack.last_event("alice-1=")["text"], "anyone?");
+    assert!(stack.services.connections.get("bob-1=").await.unwrap().is_none());
+    assert_eq!(stack.open_count().await, 1);
+    assert_eq!(stack.endpoint.attempts("bob-1="), 1, "a 410 is not retried");
+
+    stack
+        .send(
+            "alice-1=",
+            "sendmessage",
+            r#"{"action":"sendmessage","message":"again"}"#,
+        )
+        .await;
+    assert_eq!(
+        stack.endpoint.attempts("bob-1="),
+        1,
+        "no delivery to a pruned connection"
+    );
+}
+
+#[tokio::test]
+async fn throttled_deliveries_are_retried_until_they_land() {
+    let stack = Stack::start().await;
+    stack.connect("alice-1=", "alice", "lobby").await;
+    stack.connect("bob-1=", "bob", "lobby").await;
+    stack.endpoint.throttle("bob-1=", 2);
+
+    stack
+        .send(
+            "alice-1=",
+            "sendmessage",
+            r#"{"action":"sendmessage","message":"slow down"}"#,
+        )
+        .await;
+    assert_eq!(stack.last_event("bob-1=")["text"], "slow down");
+    assert_eq!(stack.endpoint.attempts("bob-1="), 3);
+    assert!(
+        stack.services.connections.get("bob-1=").await.unwrap().is_some(),
+        "429 does not prune"
+    );
+}
+
+#[tokio::test]
+async fn a_message_fans_out_to_200_connections() {
+    let stack = Stack::start().await;
+    let connects = (0..200).map(|i| {
+        let stack = &stack;
+        async move {
+            stack
+                .connect(&format!("member-{i}="), &format!("user{i}"), "crowd")
+                .await
+                .status_code
+        }
+    });
+    assert!(futures::future::join_all(connects).await.iter().all(|s| *s == 200));
+
+    let started = Instant::now();
+    stack
+        .send(
+            "member-0=",
+            "sendmessage",
+            r#"{"action":"sendmessage","message":"hi all"}"#,
+        )
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(stack.endpoint.recipients().len(), 200);
+    for i in 0..200 {
+        let received = stack.endpoint.received(&format!("member-{i}="));
+        assert_eq!(received.len(), 1, "member {i} got exactly one message");
+    }
+    eprintln!("fan-out to 200 connections: {elapsed:?}");
+}
