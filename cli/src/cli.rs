@@ -1,0 +1,89 @@
+//! Command-line arguments. Global options are named as the AWS CLI names them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chatctl",
+    version,
+    about = "Provision, operate and tear down a serverless WebSocket chat on AWS",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Stack name; every resource name derives from it [default: chat]
+    #[arg(long, global = true, env = "CHATCTL_STACK")]
+    pub stack: Option<String>,
+    /// API Gateway stage [default: dev]
+    #[arg(long, global = true)]
+    pub stage: Option<String>,
+    /// AWS region (else AWS_REGION, chatctl.toml, the profile)
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// AWS profile from ~/.aws/config
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Send every AWS call to this endpoint (an emulator such as moto)
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Config file [default: ./chatctl.toml when present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// More logging (-v: steps, -vv: AWS calls)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the functions, show the plan, and create or update the stack
+    Up(UpArgs),
+    /// Remove every resource of the stack, and nothing else
+    Down(DownArgs),
+    /// Show every resource: present, missing or drifted (exit code 3 when not all present)
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask before replacing or deleting resources
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Use the zips already built instead of running cargo-lambda
+    #[arg(long)]
+    pub no_build: bool,
+    /// Where the built zips are: <DIR>/<function>/bootstrap.zip [default: target/lambda]
+    #[arg(long, value_name = "DIR")]
+    pub lambda_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Do not ask before deleting tables that hold data
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Keep the DynamoDB tables and their data
+    #[arg(long)]
+    pub keep_data: bool,
+}

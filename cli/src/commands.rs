@@ -1,0 +1,321 @@
+//! The commands: load settings, connect to AWS, call the library, print.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::aws::{Aws, AwsOptions};
+use crate::build;
+use crate::cli::{Cli, Command, DownArgs, OutputFormat, UpArgs};
+use crate::output::{Outputs, Progress, confirm, print_json};
+use crate::settings::{ConfigFile, Overrides, Settings};
+use crate::stack::desired::{Desired, new_secret};
+use crate::stack::plan::{self, Action, Plan};
+use crate::stack::{Names, actual, apply, destroy};
+use crate::EXIT_DRIFT;
+
+struct Session {
+    settings: Settings,
+    aws: Aws,
+    names: Names,
+    json: bool,
+}
+
+async fn connect(cli: &Cli) -> Result<Session> {
+    let (file, _) = ConfigFile::load(cli.global.config.as_deref())?;
+    let overrides = Overrides {
+        stack: cli.global.stack.clone(),
+        stage: cli.global.stage.clone(),
+    };
+    let settings = Settings::resolve(&file, &overrides)?;
+    let options = AwsOptions {
+        region: cli.global.region.clone().or(file.region.clone()),
+        profile: cli.global.profile.clone(),
+        endpoint_url: cli.global.endpoint_url.clone(),
+    };
+    let aws = Aws::connect(&options).await?;
+    let names = Names {
+        stack: settings.stack.clone(),
+        stage: settings.stage.clone(),
+        region: aws.region.clone(),
+        account: aws.account.clone(),
+    };
+    Ok(Session {
+        settings,
+        aws,
+        names,
+        json: cli.global.output == OutputFormat::Json,
+    })
+}
+
+pub async fn run(cli: Cli) -> Result<u8> {
+    let context = connect(&cli).await?;
+    match cli.command {
+        Command::Up(args) => up(&context, &args).await,
+        Command::Down(args) => down(&context, &args).await,
+        Command::Status => status(&context).await,
+    }
+}
+
+fn outputs(names: &Names, api_id: &str) -> Outputs {
+    Outputs {
+        api_id: api_id.to_string(),
+        websocket_url: names.websocket_url(api_id),
+        connections_url: names.callback_url(api_id),
+    }
+}
+
+#[derive(Serialize)]
+struct UpReport<'a> {
+    stack: &'a str,
+    dry_run: bool,
+    plan: &'a Plan,
+    outputs: Option<Outputs>,
+}
+
+fn print_plan(plan: &Plan) {
+    if plan.is_noop() {
+        println!("No changes: the stack is up to date.");
+        return;
+    }
+    println!("Plan:");
+    for change in plan.pending() {
+        println!("{change}");
+    }
+    let summary: Vec<String> = plan::summary(plan).iter().map(|(k, v)| format!("{v} to {k}")).collect();
+    println!("{}.", summary.join(", "));
+}
+
+async fn up(context: &Session, args: &UpArgs) -> Result<u8> {
+    let Session {
+        settings, aws, names, ..
+    } = context;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let root = build::find_root(&cwd);
+    let lambda_dir = match (&args.lambda_dir, &root) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(root)) => root.join("target/lambda"),
+        (None, None) => bail!(
+            "cannot find the handlers to build: run chatctl inside its repository, or pass --no-build --lambda-dir DIR"
+        ),
+    };
+    let progress = Progress::start("reading the stack", context.json);
+    let build_step = async {
+        if !args.no_build {
+            let root = root.as_deref().context("cannot build outside the chatctl repository; pass --no-build")?;
+            build::build(root, settings.arch).await?;
+        }
+        build::read_zips(&lambda_dir)
+    };
+    let (actual, code) = tokio::try_join!(actual::read(aws, names), build_step)?;
+    progress.finish();
+    let secret = actual.token_secret().unwrap_or_else(new_secret);
+    let desired = Desired::new(settings, names.clone(), &secret, &code);
+    let plan = plan::plan(&desired, &actual);
+    if !plan.conflicts.is_empty() {
+        bail!("names this stack needs are taken:\n  {}", plan.conflicts.join("\n  "));
+    }
+    if !context.json {
+        print_plan(&plan);
+    }
+    let existing_outputs = actual.api.ours().map(|api| outputs(names, &api.id));
+    if plan.is_noop() || args.dry_run {
+        if context.json {
+            print_json(&UpReport {
+                stack: &names.stack,
+                dry_run: args.dry_run,
+                plan: &plan,
+                outputs: existing_outputs,
+            })?;
+        } else if let Some(outputs) = existing_outputs.filter(|_| !args.dry_run) {
+            println!("{outputs}");
+        }
+        return Ok(0);
+    }
+    let destructive = plan.destructive();
+    if !destructive.is_empty() && !args.yes {
+        let list: Vec<String> = destructive.iter().map(|c| c.to_string()).collect();
+        let question = format!("These changes delete resources and their data:\n{}\nGo on?", list.join("\n"));
+        if !confirm(&question)? {
+            bail!("cancelled; nothing was changed");
+        }
+    }
+    let progress = Progress::start("applying", context.json);
+    let report = |step| progress.step(step);
+    let result = apply::apply(aws, &desired, &actual, &report).await;
+    progress.finish();
+    let api_id = result?;
+    let outputs = outputs(names, &api_id);
+    if context.json {
+        print_json(&UpReport {
+            stack: &names.stack,
+            dry_run: false,
+            plan: &plan,
+            outputs: Some(outputs),
+        })?;
+    } else {
+        println!("Stack {} is up.", names.stack);
+        println!("{outputs}");
+    }
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct DownReport {
+    stack: String,
+    deleted: Vec<String>,
+    skipped: Vec<String>,
+    kept: Vec<String>,
+}
+
+async fn down(context: &Session, args: &DownArgs) -> Result<u8> {
+    let Session { aws, names, .. } = context;
+    let actual = actual::read(aws, names).await?;
+    if !args.keep_data && !args.yes {
+        let mut with_data = vec![];
+        for (name, found) in &actual.tables {
+            if found.ours().is_some() && destroy::table_has_items(aws, name).await? {
+                with_data.push(name.clone());
+            }
+        }
+        if !with_data.is_empty() {
+            let question = format!(
+                "Tables {} hold data that will be deleted (--keep-data keeps them). Delete?",
+                with_data.join(", ")
+            );
+            if !confirm(&question)? {
+                bail!("cancelled; nothing was deleted");
+            }
+        }
+    }
+    let progress = Progress::start("deleting", context.json);
+    let deleted = std::sync::Mutex::new(vec![]);
+    let report = |step: apply::Step| {
+        if let Ok(mut list) = deleted.lock() {
+            list.push(format!("{} {}", step.kind, step.name));
+        }
+        progress.step(step)
+    };
+    let result = destroy::destroy(aws, names, &actual, args.keep_data, &report).await;
+    progress.finish();
+    let outcome = result?;
+    let deleted = deleted.into_inner().unwrap_or_default();
+    if context.json {
+        print_json(&DownReport {
+            stack: names.stack.clone(),
+            deleted,
+            skipped: outcome.skipped,
+            kept: outcome.kept,
+        })?;
+        return Ok(0);
+    }
+    if deleted.is_empty() {
+        println!("Nothing of stack {} exists; nothing to delete.", names.stack);
+    } else {
+        println!("Stack {} is down: {} resources deleted.", names.stack, deleted.len());
+    }
+    for kept in &outcome.kept {
+        println!("kept table {kept} (--keep-data)");
+    }
+    for skipped in &outcome.skipped {
+        eprintln!("warning: left {skipped} alone: it is not this stack's");
+    }
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct ResourceStatus {
+    kind: &'static str,
+    name: String,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    details: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    stack: String,
+    healthy: bool,
+    resources: Vec<ResourceStatus>,
+    outputs: Option<Outputs>,
+    open_connections: Option<i64>,
+}
+
+async fn status(context: &Session) -> Result<u8> {
+    let Session {
+        settings, aws, names, ..
+    } = context;
+    let actual = actual::read(aws, names).await?;
+    let secret = actual.token_secret().unwrap_or_default();
+    // No build: code is not compared, everything else is.
+    let desired = Desired::new(settings, names.clone(), &secret, &BTreeMap::new());
+    let plan = plan::plan(&desired, &actual);
+    let mut resources: Vec<ResourceStatus> = plan
+        .changes
+        .iter()
+        .map(|change| {
+            let (state, details) = match &change.action {
+                Action::NoChange => ("present", vec![]),
+                Action::Create => ("missing", vec![]),
+                Action::Update { changes } => ("drifted", changes.clone()),
+                Action::Replace { reason } => ("drifted", vec![reason.clone()]),
+                Action::Delete => ("drifted", vec!["not part of the stack".into()]),
+            };
+            ResourceStatus {
+                kind: change.kind,
+                name: change.name.clone(),
+                state,
+                details,
+            }
+        })
+        .collect();
+    for conflict in &plan.conflicts {
+        resources.push(ResourceStatus {
+            kind: "conflict",
+            name: conflict.clone(),
+            state: "foreign",
+            details: vec![],
+        });
+    }
+    let open_connections = match actual.tables.get(&names.connections_table()).and_then(|t| t.ours()) {
+        Some(_) => chat_core::store::ConnectionStore::new(aws.dynamodb.clone(), names.connections_table())
+            .open_count()
+            .await
+            .ok(),
+        None => None,
+    };
+    let healthy = resources.iter().all(|r| r.state == "present");
+    let report = StatusReport {
+        stack: names.stack.clone(),
+        healthy,
+        outputs: actual.api.ours().map(|api| outputs(names, &api.id)),
+        resources,
+        open_connections,
+    };
+    if context.json {
+        print_json(&report)?;
+    } else {
+        let mut table = comfy_table::Table::new();
+        table.load_style(comfy_table::presets::NOTHING);
+        table.set_header(["KIND", "NAME", "STATE", "DETAILS"]);
+        for r in &report.resources {
+            table.add_row([r.kind, r.name.as_str(), r.state, &r.details.join("; ")]);
+        }
+        println!("{table}");
+        if let Some(outputs) = &report.outputs {
+            println!("{outputs}");
+        }
+        if let Some(count) = report.open_connections {
+            println!("Open connections:  {count}");
+        }
+        let problems = report.resources.iter().filter(|r| r.state != "present").count();
+        if healthy {
+            println!("Stack {} is up: every resource is present.", names.stack);
+        } else {
+            println!("Stack {}: {problems} resources missing, drifted or foreign.", names.stack);
+        }
+    }
+    Ok(if healthy { 0 } else { EXIT_DRIFT })
+}
+

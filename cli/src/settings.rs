@@ -1,0 +1,316 @@
+//! The stack's settings: defaults, overridden by `chatctl.toml`, overridden
+//! by command-line flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use chat_core::config as limits;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_FILE: &str = "chatctl.toml";
+pub const DEFAULT_STACK: &str = "chat";
+pub const DEFAULT_STAGE: &str = "dev";
+pub const DEFAULT_MEMORY_MB: i32 = 128;
+pub const DEFAULT_TIMEOUT_SECONDS: i32 = 10;
+pub const DEFAULT_LOG_RETENTION_DAYS: i32 = 14;
+/// The longest stack name that keeps every derived name within AWS limits
+/// (`{stack}-getmessages` and role names must fit in 64 characters).
+const MAX_STACK_NAME: usize = 32;
+/// Retention values CloudWatch Logs accepts.
+const LOG_RETENTION_DAYS: [i32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    #[default]
+    #[serde(rename = "x86_64")]
+    X86_64,
+    Arm64,
+}
+
+impl Arch {
+    pub fn as_lambda(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    Token,
+    None,
+}
+
+impl AuthMode {
+    pub fn as_env(self) -> &'static str {
+        match self {
+            AuthMode::Token => "token",
+            AuthMode::None => "none",
+        }
+    }
+}
+
+/// `chatctl.toml`. Every field is optional; unknown fields are errors, so a
+/// typo never silently does nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub stack: Option<String>,
+    pub stage: Option<String>,
+    pub region: Option<String>,
+    pub arch: Option<Arch>,
+    /// Lambda memory, MB.
+    pub memory: Option<i32>,
+    /// Lambda timeout, seconds.
+    pub timeout: Option<i32>,
+    pub auth: Option<AuthMode>,
+    pub log_retention_days: Option<i32>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_connections: Option<u64>,
+    pub max_message_bytes: Option<usize>,
+    pub message_retention_days: Option<u32>,
+    pub history_page_size: Option<u32>,
+}
+
+/// Everything that decides what the stack looks like.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    pub stack: String,
+    pub stage: String,
+    pub arch: Arch,
+    pub memory_mb: i32,
+    pub timeout_seconds: i32,
+    pub auth: AuthMode,
+    pub log_retention_days: i32,
+    pub max_connections: u64,
+    pub max_message_bytes: usize,
+    pub message_retention_days: u32,
+    pub history_page_size: u32,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Flags that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub stack: Option<String>,
+    pub stage: Option<String>,
+}
+
+impl ConfigFile {
+    /// Reads `path`, or `./chatctl.toml` when present and no path is given.
+    pub fn load(path: Option<&Path>) -> Result<(ConfigFile, Option<PathBuf>)> {
+        let path = match path {
+            Some(path) => path.to_path_buf(),
+            None => {
+                let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+                if !default.exists() {
+                    return Ok((ConfigFile::default(), None));
+                }
+                default
+            }
+        };
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let file = Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok((file, Some(path)))
+    }
+
+    pub fn parse(text: &str) -> Result<ConfigFile> {
+        // toml's message names the line and column and shows the offending text.
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+    }
+}
+
+impl Settings {
+    pub fn resolve(file: &ConfigFile, overrides: &Overrides) -> Result<Settings> {
+        let settings = Settings {
+            stack: overrides
+                .stack
+                .clone()
+                .or_else(|| file.stack.clone())
+                .unwrap_or_else(|| DEFAULT_STACK.into()),
+            stage: overrides
+                .stage
+                .clone()
+                .or_else(|| file.stage.clone())
+                .unwrap_or_else(|| DEFAULT_STAGE.into()),
+            arch: file.arch.unwrap_or_default(),
+            memory_mb: file.memory.unwrap_or(DEFAULT_MEMORY_MB),
+            timeout_seconds: file.timeout.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+            auth: file.auth.unwrap_or_default(),
+            log_retention_days: file.log_retention_days.unwrap_or(DEFAULT_LOG_RETENTION_DAYS),
+            max_connections: file.limits.max_connections.unwrap_or(limits::DEFAULT_MAX_CONNECTIONS),
+            max_message_bytes: file.limits.max_message_bytes.unwrap_or(limits::DEFAULT_MAX_MESSAGE_BYTES),
+            message_retention_days: file
+                .limits
+                .message_retention_days
+                .unwrap_or(limits::DEFAULT_MESSAGE_RETENTION_DAYS),
+            history_page_size: file.limits.history_page_size.unwrap_or(limits::DEFAULT_HISTORY_PAGE_SIZE),
+            tags: file.tags.clone(),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<()> {
+        validate_stack_name(&self.stack)?;
+        let stage_ok = (1..=64).contains(&self.stage.len())
+            && self.stage.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !stage_ok {
+            bail!(
+                "invalid stage name {:?}: use 1-64 characters from A-Z, a-z, 0-9, '_' and '-'",
+                self.stage
+            );
+        }
+        if !(128..=10240).contains(&self.memory_mb) {
+            bail!("memory must be between 128 and 10240 MB, not {}", self.memory_mb);
+        }
+        if !(1..=900).contains(&self.timeout_seconds) {
+            bail!("timeout must be between 1 and 900 seconds, not {}", self.timeout_seconds);
+        }
+        if !LOG_RETENTION_DAYS.contains(&self.log_retention_days) {
+            bail!(
+                "log_retention_days must be one of {:?} (what CloudWatch Logs accepts), not {}",
+                LOG_RETENTION_DAYS,
+                self.log_retention_days
+            );
+        }
+        // The functions check these again at start; failing here is kinder.
+        let env = self.function_limits_env();
+        chat_core::ChatConfig::from_lookup(|name| {
+            if name == limits::vars::CONNECTIONS_TABLE || name == limits::vars::MESSAGES_TABLE {
+                return Some("table".into());
+            }
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+        .map_err(|e| anyhow::anyhow!("invalid limits: {e}"))?;
+        for (key, value) in &self.tags {
+            if key.starts_with("aws:") || key == crate::stack::STACK_TAG {
+                bail!("tag {key:?} is reserved");
+            }
+            if key.is_empty() || key.len() > 128 || value.len() > 256 {
+                bail!("tag {key:?}: keys take 1-128 characters, values at most 256");
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits as the functions' environment variables.
+    pub fn function_limits_env(&self) -> Vec<(String, String)> {
+        vec![
+            (limits::vars::MAX_CONNECTIONS.into(), self.max_connections.to_string()),
+            (limits::vars::MAX_MESSAGE_BYTES.into(), self.max_message_bytes.to_string()),
+            (
+                limits::vars::MESSAGE_RETENTION_DAYS.into(),
+                self.message_retention_days.to_string(),
+            ),
+            (limits::vars::HISTORY_PAGE_SIZE.into(), self.history_page_size.to_string()),
+        ]
+    }
+}
+
+pub fn validate_stack_name(name: &str) -> Result<()> {
+    let valid = (1..=MAX_STACK_NAME).contains(&name.len())
+        && name.as_bytes()[0].is_ascii_alphabetic()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !valid {
+        bail!(
+            "invalid stack name {name:?}: use 1-{MAX_STACK_NAME} characters from A-Z, a-z, 0-9 and '-', starting with a letter"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_a_file() {
+        let settings = Settings::resolve(&ConfigFile::default(), &Overrides::default()).unwrap();
+        assert_eq!(settings.stack, "chat");
+        assert_eq!(settings.stage, "dev");
+        assert_eq!(settings.arch, Arch::X86_64);
+        assert_eq!(settings.auth, AuthMode::Token);
+        assert_eq!(settings.log_retention_days, 14);
+    }
+
+    #[test]
+    fn a_full_file_is_read_and_flags_win() {
+        let file = ConfigFile::parse(
+            r#"
+            stack = "demo"
+            stage = "prod"
+            arch = "arm64"
+            memory = 256
+            timeout = 20
+            auth = "none"
+            log_retention_days = 30
+            [limits]
+            max_connections = 50
+            max_message_bytes = 1000
+            message_retention_days = 7
+            history_page_size = 20
+            [tags]
+            team = "chat"
+            "#,
+        )
+        .unwrap();
+        let overrides = Overrides {
+            stack: Some("other".into()),
+            stage: None,
+        };
+        let settings = Settings::resolve(&file, &overrides).unwrap();
+        assert_eq!(settings.stack, "other");
+        assert_eq!(settings.stage, "prod");
+        assert_eq!(settings.arch, Arch::Arm64);
+        assert_eq!((settings.memory_mb, settings.timeout_seconds), (256, 20));
+        assert_eq!(settings.auth, AuthMode::None);
+        assert_eq!(settings.max_connections, 50);
+        assert_eq!(settings.tags["team"], "chat");
+    }
+
+    #[test]
+    fn file_errors_name_the_line() {
+        let err = ConfigFile::parse("stack = \"a\"\nmemroy = 5\n").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("line 2") && text.contains("memroy"), "{text}");
+        let err = ConfigFile::parse("arch = \"sparc\"").unwrap_err();
+        assert!(format!("{err:#}").contains("line 1"));
+        assert!(ConfigFile::parse("stack = ").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_what_is_allowed() {
+        let cases = [
+            ("stack = \"1abc\"", "invalid stack name"),
+            ("stack = \"a_b\"", "invalid stack name"),
+            ("stage = \"a b\"", "invalid stage name"),
+            ("memory = 64", "between 128 and 10240"),
+            ("timeout = 0", "between 1 and 900"),
+            ("log_retention_days = 10", "log_retention_days must be one of"),
+            ("[limits]\nhistory_page_size = 500", "CHAT_HISTORY_PAGE_SIZE"),
+            ("[tags]\n\"chatctl:stack\" = \"x\"", "reserved"),
+        ];
+        for (text, expected) in cases {
+            let file = ConfigFile::parse(text).unwrap();
+            let err = Settings::resolve(&file, &Overrides::default()).unwrap_err();
+            assert!(format!("{err:#}").contains(expected), "{text}: {err:#}");
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Reads what exists of a stack, in two rounds of concurrent calls: every
+//! resource whose name is known at once, then the API's parts once its id is.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Result;
+use serde_json::Value;
+
+use super::desired::POLICY_NAME;
+use super::{Function, Names, STACK_TAG};
+use crate::aws::{Aws, decode_policy, failed, is_code};
+
+/// A resource found by name: absent, ours (tagged with this stack), or someone else's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found<T> {
+    Missing,
+    Ours(T),
+    /// Exists without this stack's tag; never touched. Holds what the tag says, if anything.
+    Foreign(Option<String>),
+}
+
+impl<T> Found<T> {
+    pub fn ours(&self) -> Option<&T> {
+        match self {
+            Found::Ours(value) => Some(value),
+            _ => None,
+        }
+    }
+
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Found::Missing)
+    }
+
+    fn classify(stack: &str, tag: Option<&str>, value: T) -> Found<T> {
+        if tag == Some(stack) {
+            Found::Ours(value)
+        } else {
+            Found::Foreign(tag.map(str::to_string))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableState {
+    pub status: String,
+    pub partition_key: Option<String>,
+    pub sort_key: Option<String>,
+    /// (index name, partition key, projection type)
+    pub indexes: Vec<(String, String, String)>,
+    pub billing_mode: Option<String>,
+    /// The TTL attribute when TTL is enabled or being enabled.
+    pub ttl_attribute: Option<String>,
+    pub item_count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleState {
+    pub trust_policy: Option<Value>,
+    /// Our inline policy, when present.
+    pub policy: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogGroupState {
+    pub retention_days: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionState {
+    pub arn: String,
+    pub runtime: Option<String>,
+    pub handler: Option<String>,
+    pub architecture: Option<String>,
+    pub memory_mb: Option<i32>,
+    pub timeout_seconds: Option<i32>,
+    pub role_arn: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub code_sha256: Option<String>,
+    /// Statement id → source ARN of the resource policy's statements.
+    pub permissions: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteState {
+    pub id: String,
+    pub key: String,
+    pub target: Option<String>,
+    pub authorization_type: Option<String>,
+    pub authorizer_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntegrationState {
+    pub id: String,
+    pub integration_type: Option<String>,
+    pub uri: Option<String>,
+    pub method: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthorizerState {
+    pub id: String,
+    pub name: String,
+    pub authorizer_type: Option<String>,
+    pub uri: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageState {
+    pub deployment_id: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiState {
+    pub id: String,
+    pub protocol: Option<String>,
+    pub route_selection_expression: Option<String>,
+    pub routes: Vec<RouteState>,
+    pub integrations: Vec<IntegrationState>,
+    pub authorizers: Vec<AuthorizerState>,
+    pub stage: Option<StageState>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Actual {
+    pub tables: BTreeMap<String, Found<TableState>>,
+    pub roles: BTreeMap<String, Found<RoleState>>,
+    pub log_groups: BTreeMap<Function, Found<LogGroupState>>,
+    pub functions: BTreeMap<Function, Found<FunctionState>>,
+    pub api: Found<ApiState>,
+}
+
+impl Actual {
+    /// The token secret an earlier `up` gave the authorizer, if any.
+    pub fn token_secret(&self) -> Option<String> {
+        self.functions
+            .get(&Function::Authorizer)?
+            .ours()?
+            .env
+            .get(chat_core::config::vars::TOKEN_SECRET)
+            .cloned()
+    }
+
+    /// True when nothing of the stack exists.
+    pub fn is_empty(&self) -> bool {
+        self.tables.values().all(|t| t.ours().is_none())
+            && self.roles.values().all(|r| r.ours().is_none())
+            && self.log_groups.values().all(|l| l.ours().is_none())
+            && self.functions.values().all(|f| f.ours().is_none())
+            && self.api.ours().is_none()
+    }
+}
+
+pub async fn read(aws: &Aws, names: &Names) -> Result<Actual> {
+    let tables = [names.connections_table(), names.messages_table()];
+    let roles = [names.handlers_role(), names.authorizer_role()];
+    let (tables, roles, log_groups, functions, api) = tokio::try_join!(
+        futures::future::try_join_all(tables.iter().map(|t| read_table(aws, names, t))),
+        futures::future::try_join_all(roles.iter().map(|r| read_role(aws, names, r))),
+        read_log_groups(aws, names),
+        futures::future::try_join_all(Function::ALL.into_iter().map(|f| read_function(aws, names, f))),
+        read_api(aws, names),
+    )?;
+    Ok(Actual {
+        tables: tables.into_iter().collect(),
+        roles: roles.into_iter().collect(),
+        log_groups,
+        functions: functions.into_iter().collect(),
+        api,
+    })
+}
+
+async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String, Found<TableState>)> {
+    let arn = names.table_arn(name);
+    let (described, ttl, tags) = tokio::join!(
+        aws.dynamodb.describe_table().table_name(name).send(),
+        aws.dynamodb.describe_time_to_live().table_name(name).send(),
+        aws.dynamodb.list_tags_of_resource().resource_arn(&arn).send(),
+    );
+    let described = match described {
+        Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok((name.to_string(), Found::Missing)),
+        other => other.map_err(failed(format!("cannot read DynamoDB table {name}")))?,
+    };
+    let Some(table) = described.table else {
+        return Ok((name.to_string(), Found::Missing));
+    };
+    let tags = tags.map_err(failed(format!("cannot read the tags of DynamoDB table {name}")))?;
+    let tag = tags
+        .tags()
+        .iter()
+        .find(|t| t.key() == STACK_TAG)
+        .map(|t| t.value().to_string());
+    let key = |key_type: aws_sdk_dynamodb::types::KeyType| {
+        table
+            .key_schema()
+            .iter()
+            .find(|k| *k.key_type() == key_type)
+            .map(|k| k.attribute_name().to_string())
+    };
+    let ttl_attribute = ttl.ok().and_then(|t| t.time_to_live_description).and_then(|d| {
+        let on = matches!(
+            d.time_to_live_status.as_ref().map(|s| s.as_str()),
+            Some("ENABLED" | "ENABLING")
+        );
+        if on { d.attribute_name } else { None }
+    });
+    let state = TableState {
+        status: table.table_status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        partition_key: key(aws_sdk_dynamodb::types::KeyType::Hash),
+        sort_key: key(aws_sdk_dynamodb::types::KeyType::Range),
+        indexes: table
+            .global_secondary_indexes()
+            .iter()
+            .map(|index| {
+                let key = index
+                    .key_schema()
+                    .iter()
+                    .find(|k| *k.key_type() == aws_sdk_dynamodb::types::KeyType::Hash)
+                    .map(|k| k.attribute_name().to_string())
+                    .unwrap_or_default();
+                let projection = index
+                    .projection()
+                    .and_then(|p| p.projection_type())
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default();
+                (index.index_name().unwrap_or_default().to_string(), key, projection)
+            })
+            .collect(),
+        billing_mode: table
+            .billing_mode_summary()
+            .and_then(|b| b.billing_mode())
+            .map(|b| b.as_str().to_string()),
+        ttl_attribute,
+        item_count: table.item_count().unwrap_or(0),
+    };
+    Ok((name.to_string(), Found::classify(&names.stack, tag.as_deref(), state)))
+}
+
+async fn read_role(aws: &Aws, names: &Names, name: &str) -> Result<(String, Found<RoleState>)> {
+    let (role, policy) = tokio::join!(
+        aws.iam.get_role().role_name(name).send(),
+        aws.iam.get_role_policy().role_name(name).policy_name(POLICY_NAME).send(),
+    );
+    let role = match role {
+        Err(err) if is_code(&err, &["NoSuchEntity"]) => return Ok((name.to_string(), Found::Missing)),
+        other => other.map_err(failed(format!("cannot read IAM role {name}")))?,
+    };
+    let Some(role) = role.role else {
+        return Ok((name.to_string(), Found::Missing));
+    };
+    let tag = role
+        .tags()
+        .iter()
+        .find(|t| t.key() == STACK_TAG)
+        .map(|t| t.value().to_string());
+    let policy = match policy {
+        Err(err) if is_code(&err, &["NoSuchEntity"]) => None,
+        other => Some(decode_policy(
+            other
+                .map_err(failed(format!("cannot read the policy of IAM role {name}")))?
+                .policy_document(),
+        )?),
+    };
+    let state = RoleState {
+        trust_policy: role
+            .assume_role_policy_document()
+            .map(decode_policy)
+            .transpose()?,
+        policy,
+    };
+    Ok((name.to_string(), Found::classify(&names.stack, tag.as_deref(), state)))
+}
+
+async fn read_log_groups(aws: &Aws, names: &Names) -> Result<BTreeMap<Function, Found<LogGroupState>>> {
+    let prefix = format!("/aws/lambda/{}-", names.stack);
+    let mut retention: HashMap<String, Option<i32>> = HashMap::new();
+    let mut pages = aws
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix(&prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(failed("cannot list CloudWatch log groups"))?;
+        for group in page.log_groups() {
+            if let Some(name) = group.log_group_name() {
+                retention.insert(name.to_string(), group.retention_in_days());
+            }
+        }
+    }
+    let reads = Function::ALL.into_iter().map(|function| {
+        let name = names.log_group(function);
+        let found = retention.get(&name).copied();
+        async move {
+            let Some(retention_days) = found else {
+                return Ok::<_, anyhow::Error>((function, Found::Missing));
+            };
+            let tags = aws
+                .logs
+                .list_tags_for_resource()
+                .resource_arn(names.log_group_arn(function))
+                .send()
+                .await
+                .map_err(failed(format!("cannot read the tags of log group {name}")))?;
+            let tag = tags.tags().and_then(|t| t.get(STACK_TAG)).cloned();
+            let state = LogGroupState { retention_days };
+            Ok((function, Found::classify(&names.stack, tag.as_deref(), state)))
+        }
+    });
+    Ok(futures::future::try_join_all(reads).await?.into_iter().collect())
+}
+
+async fn read_function(aws: &Aws, names: &Names, function: Function) -> Result<(Function, Found<FunctionState>)> {
+    let name = names.function(function);
+    let (got, policy) = tokio::join!(
+        aws.lambda.get_function().function_name(&name).send(),
+        aws.lambda.get_policy().function_name(&name).send(),
+    );
+    let got = match got {
+        Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok((function, Found::Missing)),
+        other => other.map_err(failed(format!("cannot read Lambda function {name}")))?,
+    };
+    let tag = got.tags().and_then(|t| t.get(STACK_TAG)).cloned();
+    let Some(config) = got.configuration else {
+        return Ok((function, Found::Missing));
+    };
+    let permissions = match policy {
+        Err(err) if is_code(&err, &["ResourceNotFoundException"]) => BTreeMap::new(),
+        other => {
+            let text = other
+                .map_err(failed(format!("cannot read the resource policy of {name}")))?
+                .policy
+                .unwrap_or_default();
+            permission_statements(&text)
+        }
+    };
+    let state = FunctionState {
+        arn: config.function_arn().unwrap_or_default().to_string(),
+        runtime: config.runtime().map(|r| r.as_str().to_string()),
+        handler: config.handler().map(str::to_string),
+        architecture: config.architectures().first().map(|a| a.as_str().to_string()),
+        memory_mb: config.memory_size(),
+        timeout_seconds: config.timeout(),
+        role_arn: config.role().map(str::to_string),
+        env: config
+            .environment()
+            .and_then(|e| e.variables())
+            .map(|vars| vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        code_sha256: config.code_sha256().map(str::to_string),
+        permissions,
+    };
+    Ok((function, Found::classify(&names.stack, tag.as_deref(), state)))
+}
+
+/// Statement ids and their `AWS:SourceArn` conditions from a resource policy.
+fn permission_statements(policy: &str) -> BTreeMap<String, String> {
+    let Ok(value) = serde_json::from_str::<Value>(policy) else {
+        return BTreeMap::new();
+    };
+    let statements = value["Statement"].as_array().cloned().unwrap_or_default();
+    statements
+        .iter()
+        .filter_map(|s| {
+            let sid = s["Sid"].as_str()?.to_string();
+            let arn = s["Condition"]["ArnLike"]["AWS:SourceArn"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            Some((sid, arn))
+        })
+        .collect()
+}
+
+async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
+    let client = &aws.apigateway;
+    let mut next = None;
+    let mut found = None;
+    loop {
+        let page = client
+            .get_apis()
+            .set_next_token(next)
+            .send()
+            .await
+            .map_err(failed("cannot list API Gateway APIs"))?;
+        for api in page.items() {
+            let ours = api.tags().and_then(|t| t.get(STACK_TAG)).map(String::as_str) == Some(names.stack.as_str());
+            if api.name() == Some(names.api().as_str()) && ours {
+                found = Some(api.clone());
+            }
+        }
+        next = page.next_token;
+        if next.is_none() || found.is_some() {
+            break;
+        }
+    }
+    let Some(api) = found else {
+        return Ok(Found::Missing);
+    };
+    let id = api.api_id().unwrap_or_default().to_string();
+    let (routes, integrations, authorizers, stage) = tokio::join!(
+        client.get_routes().api_id(&id).max_results("500").send(),
+        client.get_integrations().api_id(&id).max_results("500").send(),
+        client.get_authorizers().api_id(&id).max_results("500").send(),
+        client.get_stage().api_id(&id).stage_name(&names.stage).send(),
+    );
+    let routes = routes.map_err(failed("cannot read the API's routes"))?;
+    let integrations = integrations.map_err(failed("cannot read the API's integrations"))?;
+    let authorizers = authorizers.map_err(failed("cannot read the API's authorizers"))?;
+    let stage = match stage {
+        Err(err) if is_code(&err, &["NotFoundException"]) => None,
+        other => {
+            let stage = other.map_err(failed("cannot read the API's stage"))?;
+            Some(StageState {
+                deployment_id: stage.deployment_id,
+                description: stage.description,
+            })
+        }
+    };
+    Ok(Found::Ours(ApiState {
+        protocol: api.protocol_type().map(|p| p.as_str().to_string()),
+        route_selection_expression: api.route_selection_expression().map(str::to_string),
+        routes: routes
+            .items()
+            .iter()
+            .map(|r| RouteState {
+                id: r.route_id().unwrap_or_default().to_string(),
+                key: r.route_key().unwrap_or_default().to_string(),
+                target: r.target().map(str::to_string),
+                authorization_type: r.authorization_type().map(|a| a.as_str().to_string()),
+                authorizer_id: r.authorizer_id().map(str::to_string),
+            })
+            .collect(),
+        integrations: integrations
+            .items()
+            .iter()
+            .map(|i| IntegrationState {
+                id: i.integration_id().unwrap_or_default().to_string(),
+                integration_type: i.integration_type().map(|t| t.as_str().to_string()),
+                uri: i.integration_uri().map(str::to_string),
+                method: i.integration_method().map(str::to_string),
+            })
+            .collect(),
+        authorizers: authorizers
+            .items()
+            .iter()
+            .map(|a| AuthorizerState {
+                id: a.authorizer_id().unwrap_or_default().to_string(),
+                name: a.name().unwrap_or_default().to_string(),
+                authorizer_type: a.authorizer_type().map(|t| t.as_str().to_string()),
+                uri: a.authorizer_uri().map(str::to_string),
+            })
+            .collect(),
+        stage,
+        id,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_statements_are_read_from_the_policy() {
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Sid":"chatctl-invoke","Effect":"Allow","Principal":{"Service":"apigateway.amazonaws.com"},"Action":"lambda:InvokeFunction","Resource":"arn","Condition":{"ArnLike":{"AWS:SourceArn":"arn:aws:execute-api:r:1:abc/*/$connect"}}}]}"#;
+        let statements = permission_statements(policy);
+        assert_eq!(statements["chatctl-invoke"], "arn:aws:execute-api:r:1:abc/*/$connect");
+        assert!(permission_statements("not json").is_empty());
+    }
+
+    #[test]
+    fn only_a_matching_tag_makes_a_resource_ours() {
+        assert_eq!(Found::classify("chat", Some("chat"), 1), Found::Ours(1));
+        assert_eq!(Found::classify("chat", Some("other"), 1), Found::Foreign(Some("other".into())));
+        assert_eq!(Found::classify("chat", None, 1), Found::Foreign(None));
+    }
+}

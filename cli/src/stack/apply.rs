@@ -1,0 +1,805 @@
+//! Applies a plan: creates and updates what differs, in dependency order,
+//! with independent steps running concurrently, and waits until every
+//! resource is usable.
+//!
+//! Order (each arrow a real dependency): role → function → integration →
+//! route → deployment. Tables, log groups and the API run beside the roles.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aws_sdk_apigatewayv2::types::{AuthorizationType, AuthorizerType, IntegrationType, ProtocolType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, Runtime};
+use futures::future::try_join_all;
+
+use super::actual::{Actual, ApiState};
+use super::desired::{Desired, FunctionSpec, HANDLER, POLICY_NAME, ROUTE_SELECTION_EXPRESSION, RoleSpec, TableSpec};
+use super::plan::{
+    self, Action, PERMISSION_ID, RouteTarget, deployment_description, function_diff, permission_source_arn,
+    role_action, route_diff, table_action,
+};
+use super::Function;
+use crate::aws::{Aws, failed, is_code};
+
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+const TABLE_TIMEOUT: Duration = Duration::from_secs(600);
+const FUNCTION_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a new IAM role may take to become usable by Lambda.
+const ROLE_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// One finished step, for progress output.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub kind: &'static str,
+    pub name: String,
+    pub done: String,
+}
+
+pub type Report<'a> = &'a (dyn Fn(Step) + Sync);
+
+fn step(report: Report, kind: &'static str, name: &str, done: impl Into<String>) {
+    report(Step {
+        kind,
+        name: name.to_string(),
+        done: done.into(),
+    });
+}
+
+/// Brings the stack to `desired`; returns the API id.
+pub async fn apply(aws: &Aws, desired: &Desired, actual: &Actual, report: Report<'_>) -> Result<String> {
+    let tables = try_join_all(desired.tables.iter().map(|spec| {
+        let state = actual.tables.get(&spec.name).and_then(|t| t.ours());
+        apply_table(aws, desired, spec, state, report)
+    }));
+    let log_groups = try_join_all(desired.log_groups.iter().map(|spec| {
+        let state = actual.log_groups.get(&spec.function).and_then(|l| l.ours());
+        async move {
+            match plan::log_group_action(spec, state) {
+                Action::NoChange => Ok::<_, anyhow::Error>(()),
+                Action::Create => {
+                    let created = aws
+                        .logs
+                        .create_log_group()
+                        .log_group_name(&spec.name)
+                        .set_tags(Some(desired.tags.clone().into_iter().collect()))
+                        .send()
+                        .await;
+                    match created {
+                        // A function invoked before `up` finished may have made it already.
+                        Err(err) if is_code(&err, &["ResourceAlreadyExistsException"]) => {
+                            tag_log_group(aws, desired, spec).await?
+                        }
+                        other => {
+                            other.map_err(failed(format!("cannot create log group {}", spec.name)))?;
+                        }
+                    }
+                    set_retention(aws, &spec.name, spec.retention_days).await?;
+                    step(report, "log group", &spec.name, "created");
+                    Ok(())
+                }
+                _ => {
+                    set_retention(aws, &spec.name, spec.retention_days).await?;
+                    step(report, "log group", &spec.name, "updated");
+                    Ok(())
+                }
+            }
+        }
+    }));
+    let compute = async {
+        let (_, api_id) = tokio::try_join!(
+            try_join_all(desired.roles.iter().map(|spec| {
+                let state = actual.roles.get(&spec.name).and_then(|r| r.ours());
+                create_role(aws, desired, spec, state.is_none(), report)
+            })),
+            ensure_api(aws, desired, actual.api.ours(), report),
+        )?;
+        tokio::try_join!(
+            try_join_all(desired.roles.iter().map(|spec| {
+                let state = actual.roles.get(&spec.name).and_then(|r| r.ours());
+                put_role_policy(aws, desired, spec, state, &api_id, report)
+            })),
+            try_join_all(desired.functions.iter().map(|spec| {
+                let state = actual.functions.get(&spec.function).and_then(|f| f.ours());
+                apply_function(aws, desired, spec, state, report)
+            })),
+        )?;
+        apply_api_parts(aws, desired, actual, &api_id, report).await?;
+        Ok::<_, anyhow::Error>(api_id)
+    };
+    let (tables, log_groups, api_id) = tokio::join!(tables, log_groups, compute);
+    tables?;
+    log_groups?;
+    api_id
+}
+
+async fn tag_log_group(aws: &Aws, desired: &Desired, spec: &super::desired::LogGroupSpec) -> Result<()> {
+    aws.logs
+        .tag_resource()
+        .resource_arn(desired.names.log_group_arn(spec.function))
+        .set_tags(Some(desired.tags.clone().into_iter().collect()))
+        .send()
+        .await
+        .map_err(failed(format!("cannot tag log group {}", spec.name)))?;
+    Ok(())
+}
+
+async fn set_retention(aws: &Aws, name: &str, days: i32) -> Result<()> {
+    aws.logs
+        .put_retention_policy()
+        .log_group_name(name)
+        .retention_in_days(days)
+        .send()
+        .await
+        .map_err(failed(format!("cannot set the retention of log group {name}")))?;
+    Ok(())
+}
+
+fn key(name: &str, key_type: KeyType) -> Result<KeySchemaElement> {
+    Ok(KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(key_type)
+        .build()?)
+}
+
+async fn apply_table(
+    aws: &Aws,
+    desired: &Desired,
+    spec: &TableSpec,
+    state: Option<&super::actual::TableState>,
+    report: Report<'_>,
+) -> Result<()> {
+    let action = table_action(spec, state);
+    match &action {
+        Action::NoChange => {
+            if state.is_some_and(|s| s.status != "ACTIVE") {
+                wait_for_table(aws, &spec.name).await?;
+            }
+            return Ok(());
+        }
+        Action::Replace { .. } => {
+            delete_table_and_wait(aws, &spec.name).await?;
+            create_table(aws, desired, spec).await?;
+        }
+        Action::Create => create_table(aws, desired, spec).await?,
+        Action::Update { changes } => {
+            if changes.iter().any(|c| c.starts_with("billing")) {
+                wait_for_table(aws, &spec.name).await?;
+                aws.dynamodb
+                    .update_table()
+                    .table_name(&spec.name)
+                    .billing_mode(BillingMode::PayPerRequest)
+                    .send()
+                    .await
+                    .map_err(failed(format!("cannot update DynamoDB table {}", spec.name)))?;
+            }
+        }
+        Action::Delete => {}
+    }
+    wait_for_table(aws, &spec.name).await?;
+    if state.is_none_or(|s| s.ttl_attribute.as_deref() != Some(spec.ttl_attribute.as_str()))
+        || matches!(action, Action::Replace { .. })
+    {
+        enable_ttl(aws, spec).await?;
+    }
+    let done = match action {
+        Action::Create => "created",
+        Action::Replace { .. } => "replaced",
+        _ => "updated",
+    };
+    step(report, "table", &spec.name, done);
+    Ok(())
+}
+
+async fn create_table(aws: &Aws, desired: &Desired, spec: &TableSpec) -> Result<()> {
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let mut request = aws
+        .dynamodb
+        .create_table()
+        .table_name(&spec.name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key(&spec.partition_key, KeyType::Hash)?)
+        .attribute_definitions(attribute(&spec.partition_key)?);
+    if let Some(sort_key) = &spec.sort_key {
+        request = request
+            .key_schema(key(sort_key, KeyType::Range)?)
+            .attribute_definitions(attribute(sort_key)?);
+    }
+    for (index, index_key) in &spec.indexes {
+        request = request.attribute_definitions(attribute(index_key)?).global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(index)
+                .key_schema(key(index_key, KeyType::Hash)?)
+                .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+                .build()?,
+        );
+    }
+    for (k, v) in &desired.tags {
+        request = request.tags(aws_sdk_dynamodb::types::Tag::builder().key(k).value(v).build()?);
+    }
+    request
+        .send()
+        .await
+        .map_err(failed(format!("cannot create DynamoDB table {}", spec.name)))?;
+    Ok(())
+}
+
+async fn enable_ttl(aws: &Aws, spec: &TableSpec) -> Result<()> {
+    let result = aws
+        .dynamodb
+        .update_time_to_live()
+        .table_name(&spec.name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name(&spec.ttl_attribute)
+                .enabled(true)
+                .build()?,
+        )
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        // Enabling takes up to an hour; a second request meanwhile is refused.
+        Err(err)
+            if is_code(&err, &["ValidationException"])
+                && format!("{err:?}").to_lowercase().contains("already enabled") =>
+        {
+            Ok(())
+        }
+        Err(err) => Err(crate::aws::aws_error(
+            format!("cannot enable TTL on DynamoDB table {}", spec.name),
+            err,
+        )),
+    }
+}
+
+pub async fn wait_for_table(aws: &Aws, name: &str) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let described = aws
+            .dynamodb
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(failed(format!("cannot read DynamoDB table {name}")))?;
+        let status = described.table.and_then(|t| t.table_status).map(|s| s.as_str().to_string());
+        if status.as_deref() == Some("ACTIVE") {
+            return Ok(());
+        }
+        if started.elapsed() > TABLE_TIMEOUT {
+            bail!(
+                "DynamoDB table {name} is still {} after {:?}",
+                status.unwrap_or_default(),
+                TABLE_TIMEOUT
+            );
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+pub async fn delete_table_and_wait(aws: &Aws, name: &str) -> Result<()> {
+    wait_for_table(aws, name).await.ok();
+    match aws.dynamodb.delete_table().table_name(name).send().await {
+        Ok(_) => {}
+        Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(()),
+        Err(err) => return Err(crate::aws::aws_error(format!("cannot delete DynamoDB table {name}"), err)),
+    }
+    let started = Instant::now();
+    loop {
+        match aws.dynamodb.describe_table().table_name(name).send().await {
+            Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(()),
+            Err(err) => return Err(crate::aws::aws_error(format!("cannot read DynamoDB table {name}"), err)),
+            Ok(_) if started.elapsed() > TABLE_TIMEOUT => bail!("DynamoDB table {name} is still being deleted"),
+            Ok(_) => tokio::time::sleep(POLL_INTERVAL).await,
+        }
+    }
+}
+
+async fn create_role(aws: &Aws, desired: &Desired, spec: &RoleSpec, missing: bool, report: Report<'_>) -> Result<()> {
+    if !missing {
+        return Ok(());
+    }
+    let mut request = aws
+        .iam
+        .create_role()
+        .role_name(&spec.name)
+        .assume_role_policy_document(super::desired::trust_policy().to_string())
+        .description(format!("chatctl stack {}", desired.names.stack));
+    for (k, v) in &desired.tags {
+        request = request.tags(aws_sdk_iam::types::Tag::builder().key(k).value(v).build()?);
+    }
+    request
+        .send()
+        .await
+        .map_err(failed(format!("cannot create IAM role {}", spec.name)))?;
+    step(report, "role", &spec.name, "created");
+    Ok(())
+}
+
+async fn put_role_policy(
+    aws: &Aws,
+    desired: &Desired,
+    spec: &RoleSpec,
+    state: Option<&super::actual::RoleState>,
+    api_id: &str,
+    report: Report<'_>,
+) -> Result<()> {
+    let policy = desired.role_policy(spec, api_id);
+    let action = role_action(state, Some(&policy));
+    let Action::Update { changes } = action else {
+        if state.is_none() {
+            // A new role: its policy goes on now.
+            put_policy(aws, &spec.name, &policy).await?;
+        }
+        return Ok(());
+    };
+    if changes.iter().any(|c| c == "trust policy") {
+        aws.iam
+            .update_assume_role_policy()
+            .role_name(&spec.name)
+            .policy_document(super::desired::trust_policy().to_string())
+            .send()
+            .await
+            .map_err(failed(format!("cannot update the trust policy of IAM role {}", spec.name)))?;
+    }
+    if changes.iter().any(|c| c == "inline policy") {
+        put_policy(aws, &spec.name, &policy).await?;
+    }
+    step(report, "role", &spec.name, "updated");
+    Ok(())
+}
+
+async fn put_policy(aws: &Aws, role: &str, policy: &serde_json::Value) -> Result<()> {
+    aws.iam
+        .put_role_policy()
+        .role_name(role)
+        .policy_name(POLICY_NAME)
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .map_err(failed(format!("cannot set the policy of IAM role {role}")))?;
+    Ok(())
+}
+
+async fn apply_function(
+    aws: &Aws,
+    desired: &Desired,
+    spec: &FunctionSpec,
+    state: Option<&super::actual::FunctionState>,
+    report: Report<'_>,
+) -> Result<()> {
+    let role_arn = desired.names.role_arn(&spec.role);
+    let Some(state) = state else {
+        create_function(aws, desired, spec, &role_arn).await?;
+        wait_for_function(aws, &spec.name).await?;
+        step(report, "function", &spec.name, "created");
+        return Ok(());
+    };
+    let diff = function_diff(spec, state, &role_arn);
+    if !diff.code && diff.configuration.is_empty() {
+        return Ok(());
+    }
+    wait_for_function(aws, &spec.name).await?;
+    if diff.configuration.iter().any(|c| !c.starts_with("architecture")) {
+        aws.lambda
+            .update_function_configuration()
+            .function_name(&spec.name)
+            .role(&role_arn)
+            .runtime(Runtime::from(super::desired::RUNTIME))
+            .handler(HANDLER)
+            .memory_size(spec.memory_mb)
+            .timeout(spec.timeout_seconds)
+            .environment(environment(spec))
+            .send()
+            .await
+            .map_err(failed(format!("cannot update the configuration of {}", spec.name)))?;
+        wait_for_function(aws, &spec.name).await?;
+    }
+    if diff.code {
+        let zip = read_code(spec)?;
+        aws.lambda
+            .update_function_code()
+            .function_name(&spec.name)
+            .zip_file(Blob::new(zip))
+            .architectures(Architecture::from(spec.arch.as_lambda()))
+            .send()
+            .await
+            .map_err(failed(format!("cannot update the code of {}", spec.name)))?;
+        wait_for_function(aws, &spec.name).await?;
+    }
+    let what = match (diff.code, diff.configuration.is_empty()) {
+        (true, true) => "code updated",
+        (false, false) => "configuration updated",
+        _ => "code and configuration updated",
+    };
+    step(report, "function", &spec.name, what);
+    Ok(())
+}
+
+fn environment(spec: &FunctionSpec) -> Environment {
+    Environment::builder()
+        .set_variables(Some(spec.env.clone().into_iter().collect()))
+        .build()
+}
+
+fn read_code(spec: &FunctionSpec) -> Result<Vec<u8>> {
+    let code = spec
+        .code
+        .as_ref()
+        .ok_or_else(|| anyhow!("no built code for {}; run without --no-build", spec.name))?;
+    std::fs::read(&code.zip).with_context(|| format!("cannot read {}", code.zip.display()))
+}
+
+/// Creates a function, retrying while its new role is not yet usable by
+/// Lambda (IAM changes take seconds to propagate).
+async fn create_function(aws: &Aws, desired: &Desired, spec: &FunctionSpec, role_arn: &str) -> Result<()> {
+    let zip = read_code(spec)?;
+    let started = Instant::now();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let result = aws
+            .lambda
+            .create_function()
+            .function_name(&spec.name)
+            .runtime(Runtime::from(super::desired::RUNTIME))
+            .handler(HANDLER)
+            .role(role_arn)
+            .architectures(Architecture::from(spec.arch.as_lambda()))
+            .memory_size(spec.memory_mb)
+            .timeout(spec.timeout_seconds)
+            .environment(environment(spec))
+            .code(FunctionCode::builder().zip_file(Blob::new(zip.clone())).build())
+            .set_tags(Some(desired.tags.clone().into_iter().collect()))
+            .description(format!("chatctl stack {}: {}", desired.names.stack, spec.function.short_name()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => return Ok(()),
+            Err(err)
+                if is_code(&err, &["InvalidParameterValueException"])
+                    && format!("{err:?}").contains("cannot be assumed")
+                    && started.elapsed() < ROLE_PROPAGATION_TIMEOUT =>
+            {
+                tracing::debug!(function = spec.name, ?delay, "role not yet usable by Lambda; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(err) => return Err(crate::aws::aws_error(format!("cannot create Lambda function {}", spec.name), err)),
+        }
+    }
+}
+
+/// Waits until a function is Active and not being updated.
+pub async fn wait_for_function(aws: &Aws, name: &str) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let config = aws
+            .lambda
+            .get_function_configuration()
+            .function_name(name)
+            .send()
+            .await
+            .map_err(failed(format!("cannot read Lambda function {name}")))?;
+        let state = config.state().map(|s| s.as_str().to_string());
+        let update = config.last_update_status().map(|s| s.as_str().to_string());
+        if state.as_deref() == Some("Failed") || update.as_deref() == Some("Failed") {
+            bail!(
+                "Lambda function {name} failed: {}",
+                config
+                    .state_reason()
+                    .or(config.last_update_status_reason())
+                    .unwrap_or("no reason given")
+            );
+        }
+        let active = state.as_deref().is_none_or(|s| s == "Active");
+        let settled = update.as_deref().is_none_or(|u| u != "InProgress");
+        if active && settled {
+            return Ok(());
+        }
+        if started.elapsed() > FUNCTION_TIMEOUT {
+            bail!("Lambda function {name} is still {state:?}/{update:?} after {FUNCTION_TIMEOUT:?}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+async fn ensure_api(aws: &Aws, desired: &Desired, api: Option<&ApiState>, report: Report<'_>) -> Result<String> {
+    if let Some(api) = api {
+        if api.route_selection_expression.as_deref() != Some(ROUTE_SELECTION_EXPRESSION) {
+            aws.apigateway
+                .update_api()
+                .api_id(&api.id)
+                .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
+                .send()
+                .await
+                .map_err(failed("cannot update the API"))?;
+            step(report, "api", &desired.api.name, "updated");
+        }
+        return Ok(api.id.clone());
+    }
+    let created = aws
+        .apigateway
+        .create_api()
+        .name(&desired.api.name)
+        .protocol_type(ProtocolType::Websocket)
+        .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
+        .description(format!("chatctl stack {}", desired.names.stack))
+        .set_tags(Some(desired.tags.clone().into_iter().collect()))
+        .send()
+        .await
+        .map_err(failed(format!("cannot create WebSocket API {}", desired.api.name)))?;
+    let id = created.api_id.context("CreateApi returned no id")?;
+    step(report, "api", &desired.api.name, format!("created ({id})"));
+    Ok(id)
+}
+
+async fn apply_api_parts(aws: &Aws, desired: &Desired, actual: &Actual, api_id: &str, report: Report<'_>) -> Result<()> {
+    let names = &desired.names;
+    let client = &aws.apigateway;
+    let existing = actual.api.ours().filter(|a| a.id == api_id);
+    let changes = plan::api_changes(desired, existing, actual);
+    let action_of = |kind: &str, name: &str| {
+        changes
+            .iter()
+            .find(|c| c.kind == kind && c.name == name)
+            .map(|c| c.action.clone())
+            .unwrap_or(Action::Create)
+    };
+    let mut parts_changed = false;
+
+    // The authorizer and the integrations need only the functions.
+    let authorizer_uri = names.invocation_uri(Function::Authorizer);
+    let authorizer = async {
+        let found = existing.and_then(|a| a.authorizers.iter().find(|x| x.name == desired.api.authorizer));
+        match (found, action_of("authorizer", &desired.api.authorizer)) {
+            (Some(a), Action::NoChange) => Ok::<_, anyhow::Error>((a.id.clone(), false)),
+            (Some(a), _) => {
+                client
+                    .update_authorizer()
+                    .api_id(api_id)
+                    .authorizer_id(&a.id)
+                    .authorizer_type(AuthorizerType::Request)
+                    .authorizer_uri(&authorizer_uri)
+                    .send()
+                    .await
+                    .map_err(failed("cannot update the authorizer"))?;
+                step(report, "authorizer", &desired.api.authorizer, "updated");
+                Ok((a.id.clone(), true))
+            }
+            (None, _) => {
+                let created = client
+                    .create_authorizer()
+                    .api_id(api_id)
+                    .name(&desired.api.authorizer)
+                    .authorizer_type(AuthorizerType::Request)
+                    .authorizer_uri(&authorizer_uri)
+                    .send()
+                    .await
+                    .map_err(failed("cannot create the authorizer"))?;
+                step(report, "authorizer", &desired.api.authorizer, "created");
+                Ok((created.authorizer_id.context("CreateAuthorizer returned no id")?, true))
+            }
+        }
+    };
+    let integrations = try_join_all(desired.api.routes.iter().map(|route| async move {
+        let uri = names.invocation_uri(route.function);
+        let name = names.function(route.function);
+        let found = existing.and_then(|a| a.integrations.iter().find(|i| i.uri.as_deref() == Some(uri.as_str())));
+        match (found, action_of("integration", &name)) {
+            (Some(i), Action::NoChange) => Ok::<_, anyhow::Error>((route.function, i.id.clone(), false)),
+            (Some(i), _) => {
+                client
+                    .update_integration()
+                    .api_id(api_id)
+                    .integration_id(&i.id)
+                    .integration_type(IntegrationType::AwsProxy)
+                    .integration_method("POST")
+                    .integration_uri(&uri)
+                    .send()
+                    .await
+                    .map_err(failed(format!("cannot update the integration of {name}")))?;
+                step(report, "integration", &name, "updated");
+                Ok((route.function, i.id.clone(), true))
+            }
+            (None, _) => {
+                let created = client
+                    .create_integration()
+                    .api_id(api_id)
+                    .integration_type(IntegrationType::AwsProxy)
+                    .integration_method("POST")
+                    .integration_uri(&uri)
+                    .send()
+                    .await
+                    .map_err(failed(format!("cannot create the integration of {name}")))?;
+                step(report, "integration", &name, "created");
+                let id = created.integration_id.context("CreateIntegration returned no id")?;
+                Ok((route.function, id, true))
+            }
+        }
+    }));
+    let ((authorizer_id, authorizer_changed), integrations) = tokio::try_join!(authorizer, integrations)?;
+    parts_changed |= authorizer_changed || integrations.iter().any(|(_, _, changed)| *changed);
+
+    let routes = try_join_all(desired.api.routes.iter().map(|route| {
+        let integration_id = integrations
+            .iter()
+            .find(|(f, _, _)| *f == route.function)
+            .map(|(_, id, _)| id.clone());
+        let authorizer_id = authorizer_id.clone();
+        async move {
+            let target = RouteTarget {
+                target: integration_id.map(|id| format!("integrations/{id}")),
+                authorizer_id: route.authorized.then_some(authorizer_id),
+            };
+            let authorization = if route.authorized {
+                AuthorizationType::Custom
+            } else {
+                AuthorizationType::None
+            };
+            let found = existing.and_then(|a| a.routes.iter().find(|r| r.key == route.key));
+            match found {
+                Some(r) if route_diff(r, &target, route.authorized) == Action::NoChange => Ok::<_, anyhow::Error>(false),
+                Some(r) => {
+                    client
+                        .update_route()
+                        .api_id(api_id)
+                        .route_id(&r.id)
+                        .set_target(target.target.clone())
+                        .authorization_type(authorization)
+                        .set_authorizer_id(target.authorizer_id.clone())
+                        .send()
+                        .await
+                        .map_err(failed(format!("cannot update route {}", route.key)))?;
+                    step(report, "route", &route.key, "updated");
+                    Ok(true)
+                }
+                None => {
+                    client
+                        .create_route()
+                        .api_id(api_id)
+                        .route_key(&route.key)
+                        .set_target(target.target.clone())
+                        .authorization_type(authorization)
+                        .set_authorizer_id(target.authorizer_id.clone())
+                        .send()
+                        .await
+                        .map_err(failed(format!("cannot create route {}", route.key)))?;
+                    step(report, "route", &route.key, "created");
+                    Ok(true)
+                }
+            }
+        }
+    }));
+    let extra_routes = try_join_all(
+        existing
+            .map(|a| a.routes.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| !desired.api.routes.iter().any(|s| s.key == r.key))
+            .map(|r| async move {
+                client
+                    .delete_route()
+                    .api_id(api_id)
+                    .route_id(&r.id)
+                    .send()
+                    .await
+                    .map_err(failed(format!("cannot delete route {}", r.key)))?;
+                step(report, "route", &r.key, "deleted");
+                Ok::<_, anyhow::Error>(true)
+            }),
+    );
+    let permissions = try_join_all(Function::ALL.into_iter().map(|function| {
+        let authorizer_id = authorizer_id.clone();
+        async move {
+            let name = names.function(function);
+            let source_arn = permission_source_arn(names, function, api_id, Some(&authorizer_id));
+            let have = actual
+                .functions
+                .get(&function)
+                .and_then(|f| f.ours())
+                .and_then(|f| f.permissions.get(PERMISSION_ID));
+            if have == Some(&source_arn) {
+                return Ok::<_, anyhow::Error>(());
+            }
+            if have.is_some() {
+                let removed = aws
+                    .lambda
+                    .remove_permission()
+                    .function_name(&name)
+                    .statement_id(PERMISSION_ID)
+                    .send()
+                    .await;
+                if let Err(err) = removed
+                    && !is_code(&err, &["ResourceNotFoundException"])
+                {
+                    return Err(crate::aws::aws_error(format!("cannot replace the permission of {name}"), err));
+                }
+            }
+            aws.lambda
+                .add_permission()
+                .function_name(&name)
+                .statement_id(PERMISSION_ID)
+                .action("lambda:InvokeFunction")
+                .principal("apigateway.amazonaws.com")
+                .source_arn(&source_arn)
+                .send()
+                .await
+                .map_err(failed(format!("cannot let API Gateway invoke {name}")))?;
+            step(report, "permission", &name, "granted");
+            Ok(())
+        }
+    }));
+    let (routes, extra, _) = tokio::try_join!(routes, extra_routes, permissions)?;
+    parts_changed |= routes.iter().any(|c| *c) || !extra.is_empty();
+
+    deploy(aws, desired, existing, api_id, parts_changed, report).await
+}
+
+/// Makes the stage serve the current routes: a new deployment whenever a
+/// route, integration or authorizer changed, or the stage's marker is stale.
+async fn deploy(
+    aws: &Aws,
+    desired: &Desired,
+    existing: Option<&ApiState>,
+    api_id: &str,
+    parts_changed: bool,
+    report: Report<'_>,
+) -> Result<()> {
+    let client = &aws.apigateway;
+    let stage_name = &desired.api.stage;
+    let description = deployment_description(&desired.api, &desired.names);
+    let stage = existing.and_then(|a| a.stage.as_ref());
+    let current = stage.is_some_and(|s| s.deployment_id.is_some() && s.description.as_deref() == Some(&description));
+    if stage.is_some() && current && !parts_changed {
+        return Ok(());
+    }
+    if stage.is_none() {
+        client
+            .create_stage()
+            .api_id(api_id)
+            .stage_name(stage_name)
+            .set_tags(Some(desired.tags.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(failed(format!("cannot create stage {stage_name}")))?;
+        step(report, "stage", stage_name, "created");
+    }
+    let deployment = client
+        .create_deployment()
+        .api_id(api_id)
+        .description(&description)
+        .send()
+        .await
+        .map_err(failed("cannot deploy the API"))?;
+    let deployment_id = deployment.deployment_id.context("CreateDeployment returned no id")?;
+    client
+        .update_stage()
+        .api_id(api_id)
+        .stage_name(stage_name)
+        .deployment_id(&deployment_id)
+        .description(&description)
+        .send()
+        .await
+        .map_err(failed(format!("cannot point stage {stage_name} at the new deployment")))?;
+    step(report, "stage", stage_name, format!("deployed ({deployment_id})"));
+    Ok(())
+}
+
+/// Checks that a foreign resource does not hold a name the stack needs.
+pub fn check_conflicts(actual: &Actual, desired: &Desired) -> Result<()> {
+    let plan = plan::plan(desired, actual);
+    if plan.conflicts.is_empty() {
+        return Ok(());
+    }
+    bail!("{}", plan.conflicts.join("\n"))
+}

@@ -1,0 +1,316 @@
+//! What the stack should be, derived from the settings alone (plus the code
+//! hashes and the token secret), so it can be compared with what exists.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chat_core::config::vars;
+use chat_core::store::schema;
+use serde_json::{Value, json};
+
+use super::{Function, Names, STACK_TAG};
+use crate::settings::{Arch, AuthMode, Settings};
+
+pub const RUNTIME: &str = "provided.al2023";
+pub const HANDLER: &str = "bootstrap";
+pub const ROUTE_SELECTION_EXPRESSION: &str = "$request.body.action";
+/// The name of the inline policy on each of the stack's roles.
+pub const POLICY_NAME: &str = "chatctl";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableSpec {
+    pub name: String,
+    pub partition_key: String,
+    pub sort_key: Option<String>,
+    /// (index name, partition key), keys-only projections.
+    pub indexes: Vec<(String, String)>,
+    pub ttl_attribute: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleSpec {
+    pub name: String,
+    /// The authorizer's role may only write its logs.
+    pub for_authorizer: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogGroupSpec {
+    pub function: Function,
+    pub name: String,
+    pub retention_days: i32,
+}
+
+/// A function's code: the zip cargo-lambda built and its SHA-256, base64 as Lambda reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Code {
+    pub zip: PathBuf,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionSpec {
+    pub function: Function,
+    pub name: String,
+    pub role: String,
+    pub arch: Arch,
+    pub memory_mb: i32,
+    pub timeout_seconds: i32,
+    pub env: BTreeMap<String, String>,
+    /// None when the code is not known (status without a build).
+    pub code: Option<Code>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    pub key: String,
+    pub function: Function,
+    /// `$connect` runs the authorizer first.
+    pub authorized: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSpec {
+    pub name: String,
+    pub stage: String,
+    pub routes: Vec<RouteSpec>,
+    pub authorizer: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub names: Names,
+    pub tags: BTreeMap<String, String>,
+    pub tables: Vec<TableSpec>,
+    pub roles: Vec<RoleSpec>,
+    pub log_groups: Vec<LogGroupSpec>,
+    pub functions: Vec<FunctionSpec>,
+    pub api: ApiSpec,
+}
+
+impl Desired {
+    /// `secret` is the authorizer's token secret (kept from an earlier `up`
+    /// or newly made); `code` the built zips, when known.
+    pub fn new(settings: &Settings, names: Names, secret: &str, code: &BTreeMap<Function, Code>) -> Desired {
+        let mut tags = settings.tags.clone();
+        tags.insert(STACK_TAG.to_string(), names.stack.clone());
+        let tables = vec![
+            TableSpec {
+                name: names.connections_table(),
+                partition_key: schema::CONNECTION_ID.into(),
+                sort_key: None,
+                indexes: vec![
+                    (schema::ROOM_INDEX.into(), schema::ROOM.into()),
+                    (schema::USER_INDEX.into(), schema::USER.into()),
+                ],
+                ttl_attribute: schema::TTL.into(),
+            },
+            TableSpec {
+                name: names.messages_table(),
+                partition_key: schema::CONVERSATION.into(),
+                sort_key: Some(schema::MESSAGE_ID.into()),
+                indexes: vec![],
+                ttl_attribute: schema::TTL.into(),
+            },
+        ];
+        let roles = vec![
+            RoleSpec {
+                name: names.handlers_role(),
+                for_authorizer: false,
+            },
+            RoleSpec {
+                name: names.authorizer_role(),
+                for_authorizer: true,
+            },
+        ];
+        let log_groups = Function::ALL
+            .into_iter()
+            .map(|function| LogGroupSpec {
+                function,
+                name: names.log_group(function),
+                retention_days: settings.log_retention_days,
+            })
+            .collect();
+        let functions = Function::ALL
+            .into_iter()
+            .map(|function| FunctionSpec {
+                function,
+                name: names.function(function),
+                role: if function == Function::Authorizer {
+                    names.authorizer_role()
+                } else {
+                    names.handlers_role()
+                },
+                arch: settings.arch,
+                memory_mb: settings.memory_mb,
+                timeout_seconds: settings.timeout_seconds,
+                env: function_env(settings, &names, function, secret),
+                code: code.get(&function).cloned(),
+            })
+            .collect();
+        let routes = Function::routed()
+            .map(|function| RouteSpec {
+                key: function.route_key().unwrap_or_default().to_string(),
+                function,
+                authorized: function == Function::Connect,
+            })
+            .collect();
+        let api = ApiSpec {
+            name: names.api(),
+            stage: names.stage.clone(),
+            routes,
+            authorizer: names.authorizer(),
+        };
+        Desired {
+            names,
+            tags,
+            tables,
+            roles,
+            log_groups,
+            functions,
+            api,
+        }
+    }
+
+    pub fn function(&self, function: Function) -> &FunctionSpec {
+        // Every function is in the list by construction.
+        self.functions
+            .iter()
+            .find(|f| f.function == function)
+            .unwrap_or(&self.functions[0])
+    }
+
+    /// The inline policy of a role: exactly this stack's tables, API and log groups.
+    pub fn role_policy(&self, role: &RoleSpec, api_id: &str) -> Value {
+        let names = &self.names;
+        let log_groups: Vec<Value> = Function::ALL
+            .into_iter()
+            .filter(|f| (*f == Function::Authorizer) == role.for_authorizer)
+            .map(|f| json!(format!("{}:*", names.log_group_arn(f))))
+            .collect();
+        let mut statements = vec![json!({
+            "Sid": "WriteOwnLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": log_groups,
+        })];
+        if !role.for_authorizer {
+            let connections = names.table_arn(&names.connections_table());
+            let messages = names.table_arn(&names.messages_table());
+            statements.push(json!({
+                "Sid": "ChatTables",
+                "Effect": "Allow",
+                "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"],
+                "Resource": [connections.clone(), format!("{connections}/index/*"), messages],
+            }));
+            statements.push(json!({
+                "Sid": "ReplyToConnections",
+                "Effect": "Allow",
+                "Action": ["execute-api:ManageConnections"],
+                "Resource": [format!("{}/{}/POST/@connections/*", names.execute_api_arn(api_id), names.stage)],
+            }));
+        }
+        json!({"Version": "2012-10-17", "Statement": statements})
+    }
+}
+
+/// Who may assume the stack's roles: Lambda, nobody else.
+pub fn trust_policy() -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }],
+    })
+}
+
+fn function_env(settings: &Settings, names: &Names, function: Function, secret: &str) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    if function == Function::Authorizer {
+        env.insert(vars::AUTH_MODE.to_string(), settings.auth.as_env().to_string());
+        if settings.auth == AuthMode::Token {
+            env.insert(vars::TOKEN_SECRET.to_string(), secret.to_string());
+        }
+        return env;
+    }
+    env.insert(vars::CONNECTIONS_TABLE.to_string(), names.connections_table());
+    env.insert(vars::MESSAGES_TABLE.to_string(), names.messages_table());
+    env.extend(settings.function_limits_env());
+    env
+}
+
+/// A new token secret: 32 random bytes, base64url.
+pub fn new_secret() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{ConfigFile, Overrides};
+
+    pub fn names() -> Names {
+        Names {
+            stack: "chat".into(),
+            stage: "dev".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        }
+    }
+
+    fn desired() -> Desired {
+        let settings = Settings::resolve(&ConfigFile::default(), &Overrides::default()).unwrap();
+        Desired::new(&settings, names(), "s3cret", &BTreeMap::new())
+    }
+
+    #[test]
+    fn names_derive_from_the_stack() {
+        let d = desired();
+        assert_eq!(d.tables[0].name, "chat-connections");
+        assert_eq!(d.functions.len(), 7);
+        assert_eq!(d.function(Function::SendMessage).name, "chat-sendmessage");
+        assert_eq!(d.log_groups[0].name, "/aws/lambda/chat-authorizer");
+        assert_eq!(d.tags[STACK_TAG], "chat");
+        assert_eq!(d.api.routes.len(), 6);
+        assert!(d.api.routes.iter().any(|r| r.key == "$connect" && r.authorized));
+        assert_eq!(d.api.routes.iter().filter(|r| r.authorized).count(), 1);
+    }
+
+    #[test]
+    fn only_the_authorizer_knows_the_secret_and_only_the_handlers_know_the_tables() {
+        let d = desired();
+        let authorizer = d.function(Function::Authorizer);
+        assert_eq!(authorizer.env[vars::TOKEN_SECRET], "s3cret");
+        assert!(!authorizer.env.contains_key(vars::CONNECTIONS_TABLE));
+        let join = d.function(Function::Join);
+        assert!(!join.env.contains_key(vars::TOKEN_SECRET));
+        assert_eq!(join.env[vars::CONNECTIONS_TABLE], "chat-connections");
+        assert_eq!(join.role, "chat-handlers");
+        assert_eq!(authorizer.role, "chat-authorizer");
+    }
+
+    #[test]
+    fn policies_are_scoped_to_the_stack() {
+        let d = desired();
+        let handlers = d.role_policy(&d.roles[0], "abc123");
+        let text = handlers.to_string();
+        assert!(text.contains("arn:aws:dynamodb:eu-west-1:123456789012:table/chat-connections/index/*"));
+        assert!(text.contains("arn:aws:execute-api:eu-west-1:123456789012:abc123/dev/POST/@connections/*"));
+        assert!(!text.contains("\"*\""), "no wildcard resources: {text}");
+        let authorizer = d.role_policy(&d.roles[1], "abc123").to_string();
+        assert!(!authorizer.contains("dynamodb") && !authorizer.contains("execute-api"));
+        assert!(authorizer.contains("log-group:/aws/lambda/chat-authorizer:*"));
+        assert!(!authorizer.contains("chat-join"));
+    }
+
+    #[test]
+    fn secrets_are_random_and_long() {
+        let (a, b) = (new_secret(), new_secret());
+        assert_ne!(a, b);
+        assert!(a.len() >= chat_core::config::MIN_TOKEN_SECRET_BYTES);
+    }
+}

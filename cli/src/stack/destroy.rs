@@ -1,0 +1,176 @@
+//! Removes every resource of a stack, in an order that leaves nothing
+//! behind: the API, the functions, then roles and tables, log groups last
+//! (a late invocation could otherwise recreate a log group).
+
+use anyhow::Result;
+use futures::future::try_join_all;
+
+use super::actual::{Actual, Found};
+use super::apply::{Report, Step, delete_table_and_wait};
+use super::Names;
+use crate::aws::{Aws, aws_error, failed, is_code};
+
+#[derive(Debug, Default, Clone)]
+pub struct Destroyed {
+    /// Resources with the stack's names that are not the stack's; left alone.
+    pub skipped: Vec<String>,
+    /// Tables kept by `--keep-data`.
+    pub kept: Vec<String>,
+}
+
+fn done(report: Report, kind: &'static str, name: &str) {
+    report(Step {
+        kind,
+        name: name.to_string(),
+        done: "deleted".into(),
+    });
+}
+
+pub async fn destroy(aws: &Aws, names: &Names, actual: &Actual, keep_data: bool, report: Report<'_>) -> Result<Destroyed> {
+    let mut outcome = Destroyed::default();
+    let mut skip = |kind: &str, name: &str, found_foreign: bool| {
+        if found_foreign {
+            outcome.skipped.push(format!("{kind} {name}"));
+        }
+    };
+    for (name, found) in &actual.tables {
+        skip("table", name, matches!(found, Found::Foreign(_)));
+    }
+    for (name, found) in &actual.roles {
+        skip("IAM role", name, matches!(found, Found::Foreign(_)));
+    }
+    for (function, found) in &actual.functions {
+        skip("Lambda function", &names.function(*function), matches!(found, Found::Foreign(_)));
+    }
+    for (function, found) in &actual.log_groups {
+        skip("log group", &names.log_group(*function), matches!(found, Found::Foreign(_)));
+    }
+
+    if let Some(api) = actual.api.ours() {
+        match aws.apigateway.delete_api().api_id(&api.id).send().await {
+            Err(err) if !is_code(&err, &["NotFoundException"]) => {
+                return Err(aws_error(format!("cannot delete WebSocket API {}", api.id), err));
+            }
+            _ => done(report, "api", &names.api()),
+        }
+    }
+
+    try_join_all(actual.functions.iter().filter_map(|(function, found)| {
+        found.ours()?;
+        let name = names.function(*function);
+        Some(async move {
+            match aws.lambda.delete_function().function_name(&name).send().await {
+                Err(err) if !is_code(&err, &["ResourceNotFoundException"]) => {
+                    return Err(aws_error(format!("cannot delete Lambda function {name}"), err));
+                }
+                _ => done(report, "function", &name),
+            }
+            Ok(())
+        })
+    }))
+    .await?;
+
+    let roles = try_join_all(actual.roles.iter().filter_map(|(name, found)| {
+        found.ours()?;
+        Some(async move {
+            delete_role(aws, name).await?;
+            done(report, "role", name);
+            Ok::<_, anyhow::Error>(())
+        })
+    }));
+    let tables = try_join_all(actual.tables.iter().filter_map(|(name, found)| {
+        found.ours()?;
+        if keep_data {
+            return None;
+        }
+        Some(async move {
+            delete_table_and_wait(aws, name).await?;
+            done(report, "table", name);
+            Ok::<_, anyhow::Error>(())
+        })
+    }));
+    tokio::try_join!(roles, tables)?;
+    if keep_data {
+        outcome.kept = actual
+            .tables
+            .iter()
+            .filter(|(_, f)| f.ours().is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+    }
+
+    try_join_all(actual.log_groups.iter().filter_map(|(function, found)| {
+        found.ours()?;
+        let name = names.log_group(*function);
+        Some(async move {
+            match aws.logs.delete_log_group().log_group_name(&name).send().await {
+                Err(err) if !is_code(&err, &["ResourceNotFoundException"]) => {
+                    return Err(aws_error(format!("cannot delete log group {name}"), err));
+                }
+                _ => done(report, "log group", &name),
+            }
+            Ok(())
+        })
+    }))
+    .await?;
+    Ok(outcome)
+}
+
+/// Inline policies are deleted and managed ones detached first: IAM refuses
+/// to delete a role that has any (DeleteConflict).
+async fn delete_role(aws: &Aws, name: &str) -> Result<()> {
+    let inline = match aws.iam.list_role_policies().role_name(name).send().await {
+        Err(err) if is_code(&err, &["NoSuchEntity"]) => return Ok(()),
+        other => other.map_err(failed(format!("cannot list the policies of IAM role {name}")))?,
+    };
+    for policy in inline.policy_names() {
+        aws.iam
+            .delete_role_policy()
+            .role_name(name)
+            .policy_name(policy)
+            .send()
+            .await
+            .map_err(failed(format!("cannot delete policy {policy} of IAM role {name}")))?;
+    }
+    let attached = aws
+        .iam
+        .list_attached_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(failed(format!("cannot list the managed policies of IAM role {name}")))?;
+    for policy in attached.attached_policies() {
+        if let Some(arn) = policy.policy_arn() {
+            aws.iam
+                .detach_role_policy()
+                .role_name(name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map_err(failed(format!("cannot detach {arn} from IAM role {name}")))?;
+        }
+    }
+    match aws.iam.delete_role().role_name(name).send().await {
+        Err(err) if !is_code(&err, &["NoSuchEntity"]) => Err(aws_error(format!("cannot delete IAM role {name}"), err)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a table holds chat data (anything but the connection counter).
+pub async fn table_has_items(aws: &Aws, name: &str) -> Result<bool> {
+    let scanned = aws
+        .dynamodb
+        .scan()
+        .table_name(name)
+        .limit(2)
+        .send()
+        .await
+        .map_err(failed(format!("cannot look into DynamoDB table {name}")))?;
+    let counter = chat_core::store::schema::COUNTER_ID;
+    Ok(scanned.items().iter().any(|item| {
+        item.get(chat_core::store::schema::CONNECTION_ID)
+            .and_then(|v| v.as_s().ok())
+            .is_none_or(|id| id != counter)
+    }))
+}
+

@@ -1,0 +1,513 @@
+//! The difference between what the stack should be and what exists: a pure
+//! function of the two, so every case is unit-tested without AWS.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::actual::{Actual, ApiState, FunctionState, Found, LogGroupState, RoleState, TableState};
+use super::desired::{
+    ApiSpec, Desired, FunctionSpec, HANDLER, LogGroupSpec, ROUTE_SELECTION_EXPRESSION, RUNTIME, TableSpec,
+    trust_policy,
+};
+use super::{Function, Names};
+
+/// The statement id of the invoke permission chatctl adds to each function.
+pub const PERMISSION_ID: &str = "chatctl-invoke";
+/// Stage descriptions start with this, followed by the routes' fingerprint,
+/// so a stage serving stale routes is seen as drift.
+pub const DEPLOYMENT_MARKER: &str = "chatctl deployment ";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update { changes: Vec<String> },
+    /// Delete and create again: destructive, so `up` asks first.
+    Replace { reason: String },
+    Delete,
+    #[serde(rename = "no-change")]
+    NoChange,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub kind: &'static str,
+    pub name: String,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    /// Names taken by resources that are not this stack's.
+    pub conflicts: Vec<String>,
+}
+
+impl Plan {
+    pub fn pending(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| c.action != Action::NoChange)
+    }
+
+    pub fn is_noop(&self) -> bool {
+        self.pending().next().is_none()
+    }
+
+    pub fn destructive(&self) -> Vec<&Change> {
+        self.changes
+            .iter()
+            .filter(|c| matches!(c.action, Action::Replace { .. } | Action::Delete))
+            .collect()
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (sign, detail) = match &self.action {
+            Action::Create => ("+", String::new()),
+            Action::Update { changes } => ("~", format!(" ({})", changes.join(", "))),
+            Action::Replace { reason } => ("-/+", format!(" (replace: {reason})")),
+            Action::Delete => ("-", String::new()),
+            Action::NoChange => ("=", String::new()),
+        };
+        write!(f, "{sign:>3} {} {}{detail}", self.kind, self.name)
+    }
+}
+
+fn foreign_message(kind: &str, name: &str, tag: &Option<String>) -> String {
+    match tag {
+        Some(other) => format!("{kind} {name} exists but belongs to stack {other:?}; chatctl leaves it alone"),
+        None => format!(
+            "{kind} {name} exists but was not created by chatctl (no {} tag); rename your stack with --stack or remove it yourself",
+            super::STACK_TAG
+        ),
+    }
+}
+
+/// Compares every resource, in the order `up` applies them.
+pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
+    let mut plan = Plan::default();
+    let mut add = |kind: &'static str, name: &str, action: Option<Action>, conflict: Option<String>| {
+        if let Some(conflict) = conflict {
+            plan.conflicts.push(conflict);
+        } else if let Some(action) = action {
+            plan.changes.push(Change {
+                kind,
+                name: name.to_string(),
+                action,
+            });
+        }
+    };
+    let api_id = actual.api.ours().map(|a| a.id.as_str());
+
+    for spec in &desired.tables {
+        let found = actual.tables.get(&spec.name).unwrap_or(&Found::Missing);
+        match found {
+            Found::Foreign(tag) => add("table", &spec.name, None, Some(foreign_message("table", &spec.name, tag))),
+            _ => add("table", &spec.name, Some(table_action(spec, found.ours())), None),
+        }
+    }
+    for spec in &desired.roles {
+        let found = actual.roles.get(&spec.name).unwrap_or(&Found::Missing);
+        match found {
+            Found::Foreign(tag) => add("role", &spec.name, None, Some(foreign_message("IAM role", &spec.name, tag))),
+            _ => {
+                let policy = api_id.map(|id| desired.role_policy(spec, id));
+                add("role", &spec.name, Some(role_action(found.ours(), policy.as_ref())), None)
+            }
+        }
+    }
+    for spec in &desired.log_groups {
+        let found = actual.log_groups.get(&spec.function).unwrap_or(&Found::Missing);
+        match found {
+            Found::Foreign(tag) => add(
+                "log group",
+                &spec.name,
+                None,
+                Some(foreign_message("log group", &spec.name, tag)),
+            ),
+            _ => add("log group", &spec.name, Some(log_group_action(spec, found.ours())), None),
+        }
+    }
+    for spec in &desired.functions {
+        let found = actual.functions.get(&spec.function).unwrap_or(&Found::Missing);
+        match found {
+            Found::Foreign(tag) => add(
+                "function",
+                &spec.name,
+                None,
+                Some(foreign_message("Lambda function", &spec.name, tag)),
+            ),
+            _ => {
+                let role_arn = desired.names.role_arn(&spec.role);
+                let action = match found.ours() {
+                    None => Action::Create,
+                    Some(state) => function_diff(spec, state, &role_arn).into_action(),
+                };
+                add("function", &spec.name, Some(action), None)
+            }
+        }
+    }
+    for change in api_changes(desired, actual.api.ours(), actual) {
+        plan.changes.push(change);
+    }
+    plan
+}
+
+pub fn table_action(spec: &TableSpec, state: Option<&TableState>) -> Action {
+    let Some(state) = state else {
+        return Action::Create;
+    };
+    let wanted_indexes: Vec<(String, String, String)> = spec
+        .indexes
+        .iter()
+        .map(|(name, key)| (name.clone(), key.clone(), "KEYS_ONLY".to_string()))
+        .collect();
+    let mut have_indexes = state.indexes.clone();
+    have_indexes.sort();
+    let mut want_sorted = wanted_indexes.clone();
+    want_sorted.sort();
+    if state.partition_key.as_deref() != Some(spec.partition_key.as_str()) || state.sort_key != spec.sort_key {
+        return Action::Replace {
+            reason: format!(
+                "key schema is {}/{}, should be {}/{}",
+                state.partition_key.as_deref().unwrap_or("-"),
+                state.sort_key.as_deref().unwrap_or("-"),
+                spec.partition_key,
+                spec.sort_key.as_deref().unwrap_or("-")
+            ),
+        };
+    }
+    if have_indexes != want_sorted {
+        let names: Vec<&str> = have_indexes.iter().map(|i| i.0.as_str()).collect();
+        return Action::Replace {
+            reason: format!("indexes are {names:?}, should be by-room/by-user keys-only"),
+        };
+    }
+    let mut changes = vec![];
+    if state.billing_mode.as_deref() != Some("PAY_PER_REQUEST") {
+        changes.push(format!(
+            "billing {} → PAY_PER_REQUEST",
+            state.billing_mode.as_deref().unwrap_or("PROVISIONED")
+        ));
+    }
+    if state.ttl_attribute.as_deref() != Some(spec.ttl_attribute.as_str()) {
+        changes.push(format!("ttl on {}", spec.ttl_attribute));
+    }
+    update_or_nothing(changes)
+}
+
+fn update_or_nothing(changes: Vec<String>) -> Action {
+    if changes.is_empty() {
+        Action::NoChange
+    } else {
+        Action::Update { changes }
+    }
+}
+
+/// `policy` is None while the API (which the policy names) does not exist yet.
+pub fn role_action(state: Option<&RoleState>, policy: Option<&Value>) -> Action {
+    let Some(state) = state else {
+        return Action::Create;
+    };
+    let mut changes = vec![];
+    if state.trust_policy.as_ref() != Some(&trust_policy()) {
+        changes.push("trust policy".to_string());
+    }
+    match policy {
+        Some(policy) if state.policy.as_ref() == Some(policy) => {}
+        _ => changes.push("inline policy".to_string()),
+    }
+    update_or_nothing(changes)
+}
+
+pub fn log_group_action(spec: &LogGroupSpec, state: Option<&LogGroupState>) -> Action {
+    match state {
+        None => Action::Create,
+        Some(state) if state.retention_days == Some(spec.retention_days) => Action::NoChange,
+        Some(state) => Action::Update {
+            changes: vec![format!(
+                "retention {} → {} days",
+                state
+                    .retention_days
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "never expire".into()),
+                spec.retention_days
+            )],
+        },
+    }
+}
+
+/// What differs in a function: its code, its configuration, or both.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FunctionDiff {
+    pub code: bool,
+    pub configuration: Vec<String>,
+}
+
+impl FunctionDiff {
+    pub fn into_action(self) -> Action {
+        let mut changes = self.configuration;
+        if self.code {
+            changes.insert(0, "code".into());
+        }
+        update_or_nothing(changes)
+    }
+}
+
+pub fn function_diff(spec: &FunctionSpec, state: &FunctionState, role_arn: &str) -> FunctionDiff {
+    let mut diff = FunctionDiff::default();
+    let architecture = spec.arch.as_lambda();
+    // A changed architecture needs new code too: it goes with UpdateFunctionCode.
+    diff.code = spec
+        .code
+        .as_ref()
+        .is_some_and(|code| state.code_sha256.as_deref() != Some(code.sha256.as_str()))
+        || state.architecture.as_deref() != Some(architecture);
+    let mut config = vec![];
+    let mut compare = |what: &str, have: Option<String>, want: String| {
+        if have.as_deref() != Some(want.as_str()) {
+            config.push(format!("{what} {} → {want}", have.unwrap_or_else(|| "-".into())));
+        }
+    };
+    compare("runtime", state.runtime.clone(), RUNTIME.into());
+    compare("handler", state.handler.clone(), HANDLER.into());
+    compare("memory", state.memory_mb.map(|m| m.to_string()), spec.memory_mb.to_string());
+    compare(
+        "timeout",
+        state.timeout_seconds.map(|t| t.to_string()),
+        spec.timeout_seconds.to_string(),
+    );
+    compare("role", state.role_arn.clone(), role_arn.to_string());
+    if state.architecture.as_deref() != Some(architecture) {
+        config.push(format!(
+            "architecture {} → {architecture}",
+            state.architecture.as_deref().unwrap_or("-")
+        ));
+    }
+    if state.env != spec.env {
+        // Names only: values may be secrets.
+        let mut keys: Vec<&String> = spec
+            .env
+            .keys()
+            .chain(state.env.keys())
+            .filter(|k| spec.env.get(*k) != state.env.get(*k))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        config.push(format!(
+            "environment {}",
+            keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(" ")
+        ));
+    }
+    // Architecture is applied with the code, not the configuration.
+    diff.configuration = config.into_iter().filter(|c| !c.starts_with("architecture")).collect();
+    if state.architecture.as_deref() != Some(architecture) {
+        diff.configuration.push(format!("architecture → {architecture}"));
+    }
+    diff
+}
+
+/// The source ARN of each function's invoke permission.
+pub fn permission_source_arn(names: &Names, function: Function, api_id: &str, authorizer_id: Option<&str>) -> String {
+    let api = names.execute_api_arn(api_id);
+    match function.route_key() {
+        Some(route) => format!("{api}/*/{route}"),
+        None => format!("{api}/authorizers/{}", authorizer_id.unwrap_or("*")),
+    }
+}
+
+/// A fingerprint of what the routes should do; kept in the stage's
+/// description to tell a stage that serves stale routes.
+pub fn routes_fingerprint(api: &ApiSpec, names: &Names) -> String {
+    let mut hasher = Sha256::new();
+    for route in &api.routes {
+        hasher.update(format!(
+            "{}={}:{}\n",
+            route.key,
+            names.function(route.function),
+            route.authorized
+        ));
+    }
+    hasher.update(names.function(Function::Authorizer));
+    let digest = hasher.finalize();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn deployment_description(api: &ApiSpec, names: &Names) -> String {
+    format!("{DEPLOYMENT_MARKER}{}", routes_fingerprint(api, names))
+}
+
+/// What a route should point at, given the ids that exist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteTarget {
+    pub target: Option<String>,
+    pub authorizer_id: Option<String>,
+}
+
+/// The API, its integrations, authorizer, routes, permissions and stage.
+pub fn api_changes(desired: &Desired, api: Option<&ApiState>, actual: &Actual) -> Vec<Change> {
+    let names = &desired.names;
+    let spec = &desired.api;
+    let change = |kind: &'static str, name: String, action: Action| Change { kind, name, action };
+    let Some(api) = api else {
+        let mut changes = vec![change("api", spec.name.clone(), Action::Create)];
+        changes.push(change("authorizer", spec.authorizer.clone(), Action::Create));
+        for route in &spec.routes {
+            changes.push(change("integration", names.function(route.function), Action::Create));
+            changes.push(change("route", route.key.clone(), Action::Create));
+        }
+        for function in Function::ALL {
+            changes.push(change("permission", names.function(function), Action::Create));
+        }
+        changes.push(change("stage", spec.stage.clone(), Action::Create));
+        return changes;
+    };
+    let mut changes = vec![];
+    let mut api_changes = vec![];
+    if api.protocol.as_deref() != Some("WEBSOCKET") {
+        changes.push(change(
+            "api",
+            spec.name.clone(),
+            Action::Replace {
+                reason: format!("protocol is {}", api.protocol.as_deref().unwrap_or("-")),
+            },
+        ));
+        return changes;
+    }
+    if api.route_selection_expression.as_deref() != Some(ROUTE_SELECTION_EXPRESSION) {
+        api_changes.push("route selection expression".to_string());
+    }
+    changes.push(change("api", spec.name.clone(), update_or_nothing(api_changes)));
+
+    let authorizer_uri = names.invocation_uri(Function::Authorizer);
+    let authorizer = api.authorizers.iter().find(|a| a.name == spec.authorizer);
+    let authorizer_action = match authorizer {
+        None => Action::Create,
+        Some(a) => {
+            let mut diffs = vec![];
+            if a.authorizer_type.as_deref() != Some("REQUEST") {
+                diffs.push("type".to_string());
+            }
+            if a.uri.as_deref() != Some(authorizer_uri.as_str()) {
+                diffs.push("function".to_string());
+            }
+            update_or_nothing(diffs)
+        }
+    };
+    let deploy_needed_by_parts = authorizer_action != Action::NoChange;
+    changes.push(change("authorizer", spec.authorizer.clone(), authorizer_action));
+
+    let mut parts_changed = deploy_needed_by_parts;
+    for route in &spec.routes {
+        let uri = names.invocation_uri(route.function);
+        let integration = api.integrations.iter().find(|i| i.uri.as_deref() == Some(uri.as_str()));
+        let integration_action = match integration {
+            None => Action::Create,
+            Some(i) => {
+                let mut diffs = vec![];
+                if i.integration_type.as_deref() != Some("AWS_PROXY") {
+                    diffs.push("type".to_string());
+                }
+                if i.method.as_deref() != Some("POST") {
+                    diffs.push("method".to_string());
+                }
+                update_or_nothing(diffs)
+            }
+        };
+        parts_changed |= integration_action != Action::NoChange;
+        changes.push(change("integration", names.function(route.function), integration_action));
+
+        let target = RouteTarget {
+            target: integration.map(|i| format!("integrations/{}", i.id)),
+            authorizer_id: if route.authorized {
+                authorizer.map(|a| a.id.clone())
+            } else {
+                None
+            },
+        };
+        let route_action = match api.routes.iter().find(|r| r.key == route.key) {
+            None => Action::Create,
+            Some(r) => route_diff(r, &target, route.authorized),
+        };
+        parts_changed |= route_action != Action::NoChange;
+        changes.push(change("route", route.key.clone(), route_action));
+    }
+    for extra in api.routes.iter().filter(|r| !spec.routes.iter().any(|s| s.key == r.key)) {
+        parts_changed = true;
+        changes.push(change("route", extra.key.clone(), Action::Delete));
+    }
+
+    for function in Function::ALL {
+        let wanted = permission_source_arn(names, function, &api.id, authorizer.map(|a| a.id.as_str()));
+        let have = actual
+            .functions
+            .get(&function)
+            .and_then(|f| f.ours())
+            .and_then(|f| f.permissions.get(PERMISSION_ID));
+        let action = match have {
+            Some(arn) if *arn == wanted && (function != Function::Authorizer || authorizer.is_some()) => {
+                Action::NoChange
+            }
+            Some(_) => Action::Update {
+                changes: vec!["source ARN".into()],
+            },
+            None => Action::Create,
+        };
+        changes.push(change("permission", names.function(function), action));
+    }
+
+    let wanted_description = deployment_description(spec, names);
+    let stage_action = match &api.stage {
+        None => Action::Create,
+        Some(stage) => {
+            if parts_changed
+                || stage.deployment_id.is_none()
+                || stage.description.as_deref() != Some(wanted_description.as_str())
+            {
+                Action::Update {
+                    changes: vec!["new deployment".into()],
+                }
+            } else {
+                Action::NoChange
+            }
+        }
+    };
+    changes.push(change("stage", spec.stage.clone(), stage_action));
+    changes
+}
+
+pub fn route_diff(route: &super::actual::RouteState, target: &RouteTarget, authorized: bool) -> Action {
+    let mut diffs = vec![];
+    if target.target.is_none() || route.target != target.target {
+        diffs.push("target".to_string());
+    }
+    let wanted_auth = if authorized { "CUSTOM" } else { "NONE" };
+    if route.authorization_type.as_deref().unwrap_or("NONE") != wanted_auth {
+        diffs.push(format!("authorization → {wanted_auth}"));
+    }
+    if authorized && (target.authorizer_id.is_none() || route.authorizer_id != target.authorizer_id) {
+        diffs.push("authorizer".to_string());
+    }
+    update_or_nothing(diffs)
+}
+
+/// Counts of pending changes by action, for the summary line.
+pub fn summary(plan: &Plan) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for change in plan.pending() {
+        let key = match change.action {
+            Action::Create => "create",
+            Action::Update { .. } => "update",
+            Action::Replace { .. } => "replace",
+            Action::Delete => "delete",
+            Action::NoChange => continue,
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
