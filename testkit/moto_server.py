@@ -10,15 +10,90 @@ before the server starts, so that product code stays right for real AWS:
   chat-core's test the_connection_limit_holds_under_concurrent_connects, which
   fails on a plain moto server (over-admits) and passes with this launcher.
 
+- API Gateway v2, GetAuthorizers (GET /v2/apis/{apiId}/authorizers): moto has
+  the path but no handler (500). chatctl lists authorizers to find its own.
+  Returns 200 {"items": [...]} with moto's own authorizer JSON.
+
+- API Gateway v2, deployments (CreateDeployment POST, GetDeployments GET on
+  /v2/apis/{apiId}/deployments; GetDeployment GET, DeleteDeployment DELETE on
+  /v2/apis/{apiId}/deployments/{deploymentId}): moto has neither the paths
+  (404) nor a model. chatctl must deploy after changing routes, integrations
+  or authorizers (aws-facts.md §8). As on AWS: CreateDeployment answers 201
+  with deploymentId, deploymentStatus "DEPLOYED", createdDate, description,
+  autoDeployed false; it fails with BadRequestException on an API without
+  routes; with a stageName it points that stage at the new deployment
+  (NotFoundException if there is no such stage). DeleteDeployment answers 204.
+  Deployments live on the API, so DeleteApi takes them.
+
+- API Gateway v2, UpdateStage (PATCH /v2/apis/{apiId}/stages/{stageName}):
+  moto has the path but no handler (500), and its stages do not carry a
+  deploymentId at all. chatctl points the stage at each new deployment. Sets
+  deploymentId (NotFoundException for an unknown one), description,
+  autoDeploy, clientCertificateId, accessLogSettings; merges
+  defaultRouteSettings, routeSettings and stageVariables key by key (a PATCH;
+  AWS does not document what it does with omitted keys). Answers 200 with the
+  stage; GetStage/GetStages (and CreateStage given a deploymentId) then show
+  deploymentId.
+
+The API Gateway v2 additions are pinned by testkit/tests/moto_extensions.rs,
+which drives them through the Rust SDK; every test there fails on a plain
+moto server.
+
+moto picks the handler method from the botocore model by HTTP method and path
+(so PATCH on a stage is update_stage, POST on deployments is
+create_deployment): the API Gateway v2 gaps need only methods on moto's
+response and backend classes, and url paths for the deployments. moto's
+API Gateway v1 url table copies v2's at import, so new paths go into both.
+moto takes a handler's status code from a "status" header, not from the
+returned tuple (its own v2 handlers answer 200 even where AWS answers 201 or
+204); ours set that header.
+
 Usage: python moto_server.py [moto_server options, e.g. -H 127.0.0.1 -p 5000]
 """
 
 import functools
+import inspect
+import json
+import string
 import sys
 import threading
 
+from moto.apigateway import urls as apigateway_urls
+from moto.apigatewayv2 import urls as apigatewayv2_urls
+from moto.apigatewayv2.exceptions import APIGatewayV2Error, BadRequestException
+from moto.apigatewayv2.models import Api, ApiGatewayV2Backend, Stage
+from moto.apigatewayv2.responses import ApiGatewayV2Response
+from moto.core.utils import iso_8601_datetime_without_milliseconds, utcnow
 from moto.dynamodb.models import DynamoDBBackend
+from moto.moto_api._internal import mock_random as random
 from moto.server import main
+
+
+def _graft(source, target):
+    """Copies the methods defined in class `source` onto moto's class `target`."""
+    for name, value in vars(source).items():
+        if inspect.isfunction(value):
+            setattr(target, name, value)
+
+
+def _add_url_path(pattern):
+    """Routes an API Gateway v2 path pattern to moto's v2 handler."""
+    for table in (apigatewayv2_urls.url_paths, apigateway_urls.url_paths):
+        table[pattern] = ApiGatewayV2Response.dispatch
+
+
+def _request_json(response):
+    return json.loads(response.body or "{}")
+
+
+def _reply(status, body=None):
+    """A handler's answer. moto takes the status from the "status" header and
+    ignores the tuple's first element (so moto's own v2 handlers all answer 200,
+    whatever AWS answers)."""
+    return status, {"status": status}, "" if body is None else json.dumps(body)
+
+
+# --- DynamoDB: serialise every operation -----------------------------------
 
 _dynamodb_lock = threading.RLock()
 
@@ -35,6 +110,198 @@ def _serialised(method):
 for _name, _value in list(vars(DynamoDBBackend).items()):
     if callable(_value) and not _name.startswith("_"):
         setattr(DynamoDBBackend, _name, _serialised(_value))
+
+
+# --- API Gateway v2: GetAuthorizers ----------------------------------------
+
+
+class _BackendGetAuthorizers:
+    def get_authorizers(self, api_id):
+        return list(self.get_api(api_id).authorizers.values())
+
+
+class _ResponseGetAuthorizers:
+    def get_authorizers(self):
+        authorizers = self.apigatewayv2_backend.get_authorizers(self.uri_match["apiId"])
+        return _reply(200, {"items": [a.to_json() for a in authorizers]})
+
+
+_graft(_BackendGetAuthorizers, ApiGatewayV2Backend)
+_graft(_ResponseGetAuthorizers, ApiGatewayV2Response)
+
+
+# --- API Gateway v2: deployments -------------------------------------------
+
+
+class Deployment:
+    def __init__(self, description):
+        alphabet = string.ascii_lowercase + string.digits
+        self.id = "".join(random.choice(alphabet) for _ in range(6))
+        self.description = description
+        self.created = utcnow()
+
+    def to_json(self):
+        dct = {
+            "deploymentId": self.id,
+            "deploymentStatus": "DEPLOYED",
+            "createdDate": iso_8601_datetime_without_milliseconds(self.created),
+            "autoDeployed": False,
+        }
+        if self.description is not None:
+            dct["description"] = self.description
+        return dct
+
+
+class DeploymentNotFound(APIGatewayV2Error):
+    code = 404
+
+    def __init__(self, deployment_id):
+        super().__init__(
+            "NotFoundException",
+            f"Invalid Deployment identifier specified {deployment_id}",
+        )
+
+
+_moto_api_init = Api.__init__
+
+
+class _ApiWithDeployments:
+    def __init__(self, *args, **kwargs):
+        _moto_api_init(self, *args, **kwargs)
+        self.deployments = {}
+
+    def get_deployment(self, deployment_id):
+        if deployment_id not in self.deployments:
+            raise DeploymentNotFound(deployment_id)
+        return self.deployments[deployment_id]
+
+
+class _BackendDeployments:
+    def create_deployment(self, api_id, description, stage_name):
+        api = self.get_api(api_id)
+        if not api.routes:
+            # The message AWS gives for each protocol.
+            if api.protocol_type == "WEBSOCKET":
+                message = "At least one route is required before deploying the Api"
+            else:
+                message = "Unable to deploy API because no routes exist in this API"
+            raise BadRequestException(message)
+        # An unknown stage: moto's NotFoundException, as on AWS.
+        stage = api.get_stage(stage_name) if stage_name is not None else None
+        deployment = Deployment(description)
+        api.deployments[deployment.id] = deployment
+        if stage is not None:
+            stage.deployment_id = deployment.id
+            stage.updated = utcnow()
+        return deployment
+
+    def get_deployments(self, api_id):
+        return list(self.get_api(api_id).deployments.values())
+
+    def get_deployment(self, api_id, deployment_id):
+        return self.get_api(api_id).get_deployment(deployment_id)
+
+    def delete_deployment(self, api_id, deployment_id):
+        api = self.get_api(api_id)
+        api.get_deployment(deployment_id)
+        del api.deployments[deployment_id]
+
+
+class _ResponseDeployments:
+    def create_deployment(self):
+        params = _request_json(self)
+        deployment = self.apigatewayv2_backend.create_deployment(
+            self.uri_match["apiId"], params.get("description"), params.get("stageName")
+        )
+        return _reply(201, deployment.to_json())
+
+    def get_deployments(self):
+        deployments = self.apigatewayv2_backend.get_deployments(self.uri_match["apiId"])
+        return _reply(200, {"items": [d.to_json() for d in deployments]})
+
+    def get_deployment(self):
+        deployment = self.apigatewayv2_backend.get_deployment(
+            self.uri_match["apiId"], self.uri_match["deploymentId"]
+        )
+        return _reply(200, deployment.to_json())
+
+    def delete_deployment(self):
+        self.apigatewayv2_backend.delete_deployment(
+            self.uri_match["apiId"], self.uri_match["deploymentId"]
+        )
+        return _reply(204)
+
+
+_graft(_ApiWithDeployments, Api)
+_graft(_BackendDeployments, ApiGatewayV2Backend)
+_graft(_ResponseDeployments, ApiGatewayV2Response)
+_add_url_path("{0}/v2/apis/(?P<api_id>[^/]+)/deployments$")
+_add_url_path("{0}/v2/apis/(?P<api_id>[^/]+)/deployments/(?P<deployment_id>[^/]+)$")
+
+
+# --- API Gateway v2: UpdateStage, and stages that carry a deploymentId ------
+
+
+_moto_stage_init = Stage.__init__
+_moto_stage_to_json = Stage.to_json
+
+
+class _StageWithDeploymentId:
+    def __init__(self, api, config):
+        _moto_stage_init(self, api, config)
+        self.deployment_id = config.get("deploymentId")
+
+    def to_json(self):
+        dct = _moto_stage_to_json(self)
+        if self.deployment_id is not None:
+            dct["deploymentId"] = self.deployment_id
+        return dct
+
+
+# UpdateStage request field -> Stage attribute, replaced as a whole.
+_STAGE_REPLACED = {
+    "deploymentId": "deployment_id",
+    "description": "description",
+    "autoDeploy": "auto_deploy",
+    "clientCertificateId": "client_certificate_id",
+    "accessLogSettings": "access_log_settings",
+}
+# UpdateStage request field -> Stage attribute, a map merged key by key.
+_STAGE_MERGED = {
+    "defaultRouteSettings": "default_route_settings",
+    "routeSettings": "route_settings",
+    "stageVariables": "stage_variables",
+}
+
+
+class _BackendUpdateStage:
+    def update_stage(self, api_id, stage_name, changes):
+        api = self.get_api(api_id)
+        stage = api.get_stage(stage_name)
+        if changes.get("deploymentId") is not None:
+            api.get_deployment(changes["deploymentId"])
+        for field, attribute in _STAGE_REPLACED.items():
+            if field in changes:
+                setattr(stage, attribute, changes[field])
+        for field, attribute in _STAGE_MERGED.items():
+            if field in changes:
+                merged = {**(getattr(stage, attribute) or {}), **changes[field]}
+                setattr(stage, attribute, merged)
+        stage.updated = utcnow()
+        return stage
+
+
+class _ResponseUpdateStage:
+    def update_stage(self):
+        stage = self.apigatewayv2_backend.update_stage(
+            self.uri_match["apiId"], self.uri_match["stageName"], _request_json(self)
+        )
+        return _reply(200, stage.to_json())
+
+
+_graft(_StageWithDeploymentId, Stage)
+_graft(_BackendUpdateStage, ApiGatewayV2Backend)
+_graft(_ResponseUpdateStage, ApiGatewayV2Response)
 
 
 if __name__ == "__main__":

@@ -121,7 +121,9 @@ where
         code.as_deref(),
         Some("AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "UnrecognizedClientException")
     ) {
-        text.push_str("\n  the credentials in use lack this permission; see the README for the IAM permissions chatctl needs");
+        text.push_str(
+            "\n  the credentials in use lack this permission; see the README for the IAM permissions chatctl needs",
+        );
     }
     anyhow!(text)
 }

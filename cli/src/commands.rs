@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::EXIT_DRIFT;
 use crate::aws::{Aws, AwsOptions};
 use crate::build;
 use crate::cli::{Cli, Command, DownArgs, OutputFormat, UpArgs};
@@ -13,7 +14,6 @@ use crate::settings::{ConfigFile, Overrides, Settings};
 use crate::stack::desired::{Desired, new_secret};
 use crate::stack::plan::{self, Action, Plan};
 use crate::stack::{Names, actual, apply, destroy};
-use crate::EXIT_DRIFT;
 
 struct Session {
     settings: Settings,
@@ -103,7 +103,9 @@ async fn up(context: &Session, args: &UpArgs) -> Result<u8> {
     let progress = Progress::start("reading the stack", context.json);
     let build_step = async {
         if !args.no_build {
-            let root = root.as_deref().context("cannot build outside the chatctl repository; pass --no-build")?;
+            let root = root
+                .as_deref()
+                .context("cannot build outside the chatctl repository; pass --no-build")?;
             build::build(root, settings.arch).await?;
         }
         build::read_zips(&lambda_dir)
@@ -136,7 +138,10 @@ async fn up(context: &Session, args: &UpArgs) -> Result<u8> {
     let destructive = plan.destructive();
     if !destructive.is_empty() && !args.yes {
         let list: Vec<String> = destructive.iter().map(|c| c.to_string()).collect();
-        let question = format!("These changes delete resources and their data:\n{}\nGo on?", list.join("\n"));
+        let question = format!(
+            "These changes delete resources and their data:\n{}\nGo on?",
+            list.join("\n")
+        );
         if !confirm(&question)? {
             bail!("cancelled; nothing was changed");
         }
@@ -313,9 +318,11 @@ async fn status(context: &Session) -> Result<u8> {
         if healthy {
             println!("Stack {} is up: every resource is present.", names.stack);
         } else {
-            println!("Stack {}: {problems} resources missing, drifted or foreign.", names.stack);
+            println!(
+                "Stack {}: {problems} resources missing, drifted or foreign.",
+                names.stack
+            );
         }
     }
     Ok(if healthy { 0 } else { EXIT_DRIFT })
 }
-

@@ -22,7 +22,10 @@ impl Progress {
     pub fn start(message: &str, quiet: bool) -> Progress {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             bar.set_message(message.to_string());
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
@@ -71,7 +74,9 @@ pub fn print_json(value: &impl Serialize) -> Result<()> {
 /// Asks a yes/no question; refuses rather than hangs without a terminal.
 pub fn confirm(question: &str) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
-        bail!("{question}\nrefusing to go on without confirmation because stdin is not a terminal; pass --yes to proceed");
+        bail!(
+            "{question}\nrefusing to go on without confirmation because stdin is not a terminal; pass --yes to proceed"
+        );
     }
     eprint!("{question} [y/N] ");
     std::io::stderr().flush()?;

@@ -155,12 +155,18 @@ impl Settings {
             auth: file.auth.unwrap_or_default(),
             log_retention_days: file.log_retention_days.unwrap_or(DEFAULT_LOG_RETENTION_DAYS),
             max_connections: file.limits.max_connections.unwrap_or(limits::DEFAULT_MAX_CONNECTIONS),
-            max_message_bytes: file.limits.max_message_bytes.unwrap_or(limits::DEFAULT_MAX_MESSAGE_BYTES),
+            max_message_bytes: file
+                .limits
+                .max_message_bytes
+                .unwrap_or(limits::DEFAULT_MAX_MESSAGE_BYTES),
             message_retention_days: file
                 .limits
                 .message_retention_days
                 .unwrap_or(limits::DEFAULT_MESSAGE_RETENTION_DAYS),
-            history_page_size: file.limits.history_page_size.unwrap_or(limits::DEFAULT_HISTORY_PAGE_SIZE),
+            history_page_size: file
+                .limits
+                .history_page_size
+                .unwrap_or(limits::DEFAULT_HISTORY_PAGE_SIZE),
             tags: file.tags.clone(),
         };
         settings.validate()?;
@@ -170,7 +176,10 @@ impl Settings {
     fn validate(&self) -> Result<()> {
         validate_stack_name(&self.stack)?;
         let stage_ok = (1..=64).contains(&self.stage.len())
-            && self.stage.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && self
+                .stage
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !stage_ok {
             bail!(
                 "invalid stage name {:?}: use 1-64 characters from A-Z, a-z, 0-9, '_' and '-'",
@@ -181,7 +190,10 @@ impl Settings {
             bail!("memory must be between 128 and 10240 MB, not {}", self.memory_mb);
         }
         if !(1..=900).contains(&self.timeout_seconds) {
-            bail!("timeout must be between 1 and 900 seconds, not {}", self.timeout_seconds);
+            bail!(
+                "timeout must be between 1 and 900 seconds, not {}",
+                self.timeout_seconds
+            );
         }
         if !LOG_RETENTION_DAYS.contains(&self.log_retention_days) {
             bail!(
@@ -214,12 +226,18 @@ impl Settings {
     pub fn function_limits_env(&self) -> Vec<(String, String)> {
         vec![
             (limits::vars::MAX_CONNECTIONS.into(), self.max_connections.to_string()),
-            (limits::vars::MAX_MESSAGE_BYTES.into(), self.max_message_bytes.to_string()),
+            (
+                limits::vars::MAX_MESSAGE_BYTES.into(),
+                self.max_message_bytes.to_string(),
+            ),
             (
                 limits::vars::MESSAGE_RETENTION_DAYS.into(),
                 self.message_retention_days.to_string(),
             ),
-            (limits::vars::HISTORY_PAGE_SIZE.into(), self.history_page_size.to_string()),
+            (
+                limits::vars::HISTORY_PAGE_SIZE.into(),
+                self.history_page_size.to_string(),
+            ),
         ]
     }
 }

@@ -240,7 +240,11 @@ async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String, Fou
 async fn read_role(aws: &Aws, names: &Names, name: &str) -> Result<(String, Found<RoleState>)> {
     let (role, policy) = tokio::join!(
         aws.iam.get_role().role_name(name).send(),
-        aws.iam.get_role_policy().role_name(name).policy_name(POLICY_NAME).send(),
+        aws.iam
+            .get_role_policy()
+            .role_name(name)
+            .policy_name(POLICY_NAME)
+            .send(),
     );
     let role = match role {
         Err(err) if is_code(&err, &["NoSuchEntity"]) => return Ok((name.to_string(), Found::Missing)),
@@ -263,10 +267,7 @@ async fn read_role(aws: &Aws, names: &Names, name: &str) -> Result<(String, Foun
         )?),
     };
     let state = RoleState {
-        trust_policy: role
-            .assume_role_policy_document()
-            .map(decode_policy)
-            .transpose()?,
+        trust_policy: role.assume_role_policy_document().map(decode_policy).transpose()?,
         policy,
     };
     Ok((name.to_string(), Found::classify(&names.stack, tag.as_deref(), state)))
@@ -472,7 +473,10 @@ mod tests {
     #[test]
     fn only_a_matching_tag_makes_a_resource_ours() {
         assert_eq!(Found::classify("chat", Some("chat"), 1), Found::Ours(1));
-        assert_eq!(Found::classify("chat", Some("other"), 1), Found::Foreign(Some("other".into())));
+        assert_eq!(
+            Found::classify("chat", Some("other"), 1),
+            Found::Foreign(Some("other".into()))
+        );
         assert_eq!(Found::classify("chat", None, 1), Found::Foreign(None));
     }
 }

@@ -17,13 +17,13 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, Runtime};
 use futures::future::try_join_all;
 
+use super::Function;
 use super::actual::{Actual, ApiState};
 use super::desired::{Desired, FunctionSpec, HANDLER, POLICY_NAME, ROUTE_SELECTION_EXPRESSION, RoleSpec, TableSpec};
 use super::plan::{
     self, Action, PERMISSION_ID, RouteTarget, deployment_description, function_diff, permission_source_arn,
     role_action, route_diff, table_action,
 };
-use super::Function;
 use crate::aws::{Aws, failed, is_code};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -215,13 +215,15 @@ async fn create_table(aws: &Aws, desired: &Desired, spec: &TableSpec) -> Result<
             .attribute_definitions(attribute(sort_key)?);
     }
     for (index, index_key) in &spec.indexes {
-        request = request.attribute_definitions(attribute(index_key)?).global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(index)
-                .key_schema(key(index_key, KeyType::Hash)?)
-                .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
-                .build()?,
-        );
+        request = request
+            .attribute_definitions(attribute(index_key)?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(index)
+                    .key_schema(key(index_key, KeyType::Hash)?)
+                    .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+                    .build()?,
+            );
     }
     for (k, v) in &desired.tags {
         request = request.tags(aws_sdk_dynamodb::types::Tag::builder().key(k).value(v).build()?);
@@ -272,7 +274,10 @@ pub async fn wait_for_table(aws: &Aws, name: &str) -> Result<()> {
             .send()
             .await
             .map_err(failed(format!("cannot read DynamoDB table {name}")))?;
-        let status = described.table.and_then(|t| t.table_status).map(|s| s.as_str().to_string());
+        let status = described
+            .table
+            .and_then(|t| t.table_status)
+            .map(|s| s.as_str().to_string());
         if status.as_deref() == Some("ACTIVE") {
             return Ok(());
         }
@@ -292,7 +297,12 @@ pub async fn delete_table_and_wait(aws: &Aws, name: &str) -> Result<()> {
     match aws.dynamodb.delete_table().table_name(name).send().await {
         Ok(_) => {}
         Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(()),
-        Err(err) => return Err(crate::aws::aws_error(format!("cannot delete DynamoDB table {name}"), err)),
+        Err(err) => {
+            return Err(crate::aws::aws_error(
+                format!("cannot delete DynamoDB table {name}"),
+                err,
+            ));
+        }
     }
     let started = Instant::now();
     loop {
@@ -350,7 +360,10 @@ async fn put_role_policy(
             .policy_document(super::desired::trust_policy().to_string())
             .send()
             .await
-            .map_err(failed(format!("cannot update the trust policy of IAM role {}", spec.name)))?;
+            .map_err(failed(format!(
+                "cannot update the trust policy of IAM role {}",
+                spec.name
+            )))?;
     }
     if changes.iter().any(|c| c == "inline policy") {
         put_policy(aws, &spec.name, &policy).await?;
@@ -460,7 +473,11 @@ async fn create_function(aws: &Aws, desired: &Desired, spec: &FunctionSpec, role
             .environment(environment(spec))
             .code(FunctionCode::builder().zip_file(Blob::new(zip.clone())).build())
             .set_tags(Some(desired.tags.clone().into_iter().collect()))
-            .description(format!("chatctl stack {}: {}", desired.names.stack, spec.function.short_name()))
+            .description(format!(
+                "chatctl stack {}: {}",
+                desired.names.stack,
+                spec.function.short_name()
+            ))
             .send()
             .await;
         match result {
@@ -474,7 +491,12 @@ async fn create_function(aws: &Aws, desired: &Desired, spec: &FunctionSpec, role
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
-            Err(err) => return Err(crate::aws::aws_error(format!("cannot create Lambda function {}", spec.name), err)),
+            Err(err) => {
+                return Err(crate::aws::aws_error(
+                    format!("cannot create Lambda function {}", spec.name),
+                    err,
+                ));
+            }
         }
     }
 }
@@ -543,7 +565,13 @@ async fn ensure_api(aws: &Aws, desired: &Desired, api: Option<&ApiState>, report
     Ok(id)
 }
 
-async fn apply_api_parts(aws: &Aws, desired: &Desired, actual: &Actual, api_id: &str, report: Report<'_>) -> Result<()> {
+async fn apply_api_parts(
+    aws: &Aws,
+    desired: &Desired,
+    actual: &Actual,
+    api_id: &str,
+    report: Report<'_>,
+) -> Result<()> {
     let names = &desired.names;
     let client = &aws.apigateway;
     let existing = actual.api.ours().filter(|a| a.id == api_id);
@@ -648,7 +676,9 @@ async fn apply_api_parts(aws: &Aws, desired: &Desired, actual: &Actual, api_id: 
             };
             let found = existing.and_then(|a| a.routes.iter().find(|r| r.key == route.key));
             match found {
-                Some(r) if route_diff(r, &target, route.authorized) == Action::NoChange => Ok::<_, anyhow::Error>(false),
+                Some(r) if route_diff(r, &target, route.authorized) == Action::NoChange => {
+                    Ok::<_, anyhow::Error>(false)
+                }
                 Some(r) => {
                     client
                         .update_route()
@@ -722,7 +752,10 @@ async fn apply_api_parts(aws: &Aws, desired: &Desired, actual: &Actual, api_id: 
                 if let Err(err) = removed
                     && !is_code(&err, &["ResourceNotFoundException"])
                 {
-                    return Err(crate::aws::aws_error(format!("cannot replace the permission of {name}"), err));
+                    return Err(crate::aws::aws_error(
+                        format!("cannot replace the permission of {name}"),
+                        err,
+                    ));
                 }
             }
             aws.lambda

@@ -5,9 +5,9 @@
 use anyhow::Result;
 use futures::future::try_join_all;
 
+use super::Names;
 use super::actual::{Actual, Found};
 use super::apply::{Report, Step, delete_table_and_wait};
-use super::Names;
 use crate::aws::{Aws, aws_error, failed, is_code};
 
 #[derive(Debug, Default, Clone)]
@@ -26,7 +26,13 @@ fn done(report: Report, kind: &'static str, name: &str) {
     });
 }
 
-pub async fn destroy(aws: &Aws, names: &Names, actual: &Actual, keep_data: bool, report: Report<'_>) -> Result<Destroyed> {
+pub async fn destroy(
+    aws: &Aws,
+    names: &Names,
+    actual: &Actual,
+    keep_data: bool,
+    report: Report<'_>,
+) -> Result<Destroyed> {
     let mut outcome = Destroyed::default();
     let mut skip = |kind: &str, name: &str, found_foreign: bool| {
         if found_foreign {
@@ -40,10 +46,18 @@ pub async fn destroy(aws: &Aws, names: &Names, actual: &Actual, keep_data: bool,
         skip("IAM role", name, matches!(found, Found::Foreign(_)));
     }
     for (function, found) in &actual.functions {
-        skip("Lambda function", &names.function(*function), matches!(found, Found::Foreign(_)));
+        skip(
+            "Lambda function",
+            &names.function(*function),
+            matches!(found, Found::Foreign(_)),
+        );
     }
     for (function, found) in &actual.log_groups {
-        skip("log group", &names.log_group(*function), matches!(found, Found::Foreign(_)));
+        skip(
+            "log group",
+            &names.log_group(*function),
+            matches!(found, Found::Foreign(_)),
+        );
     }
 
     if let Some(api) = actual.api.ours() {
@@ -173,4 +187,3 @@ pub async fn table_has_items(aws: &Aws, name: &str) -> Result<bool> {
             .is_none_or(|id| id != counter)
     }))
 }
-

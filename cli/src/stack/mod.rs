@@ -156,7 +156,10 @@ impl Names {
     }
 
     pub fn websocket_url(&self, api_id: &str) -> String {
-        format!("wss://{api_id}.execute-api.{}.amazonaws.com/{}", self.region, self.stage)
+        format!(
+            "wss://{api_id}.execute-api.{}.amazonaws.com/{}",
+            self.region, self.stage
+        )
     }
 
     pub fn callback_url(&self, api_id: &str) -> String {

@@ -8,10 +8,9 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::actual::{Actual, ApiState, FunctionState, Found, LogGroupState, RoleState, TableState};
+use super::actual::{Actual, ApiState, Found, FunctionState, LogGroupState, RoleState, TableState};
 use super::desired::{
-    ApiSpec, Desired, FunctionSpec, HANDLER, LogGroupSpec, ROUTE_SELECTION_EXPRESSION, RUNTIME, TableSpec,
-    trust_policy,
+    ApiSpec, Desired, FunctionSpec, HANDLER, LogGroupSpec, ROUTE_SELECTION_EXPRESSION, RUNTIME, TableSpec, trust_policy,
 };
 use super::{Function, Names};
 
@@ -25,9 +24,13 @@ pub const DEPLOYMENT_MARKER: &str = "chatctl deployment ";
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum Action {
     Create,
-    Update { changes: Vec<String> },
+    Update {
+        changes: Vec<String>,
+    },
     /// Delete and create again: destructive, so `up` asks first.
-    Replace { reason: String },
+    Replace {
+        reason: String,
+    },
     Delete,
     #[serde(rename = "no-change")]
     NoChange,
@@ -107,17 +110,32 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
     for spec in &desired.tables {
         let found = actual.tables.get(&spec.name).unwrap_or(&Found::Missing);
         match found {
-            Found::Foreign(tag) => add("table", &spec.name, None, Some(foreign_message("table", &spec.name, tag))),
+            Found::Foreign(tag) => add(
+                "table",
+                &spec.name,
+                None,
+                Some(foreign_message("table", &spec.name, tag)),
+            ),
             _ => add("table", &spec.name, Some(table_action(spec, found.ours())), None),
         }
     }
     for spec in &desired.roles {
         let found = actual.roles.get(&spec.name).unwrap_or(&Found::Missing);
         match found {
-            Found::Foreign(tag) => add("role", &spec.name, None, Some(foreign_message("IAM role", &spec.name, tag))),
+            Found::Foreign(tag) => add(
+                "role",
+                &spec.name,
+                None,
+                Some(foreign_message("IAM role", &spec.name, tag)),
+            ),
             _ => {
                 let policy = api_id.map(|id| desired.role_policy(spec, id));
-                add("role", &spec.name, Some(role_action(found.ours(), policy.as_ref())), None)
+                add(
+                    "role",
+                    &spec.name,
+                    Some(role_action(found.ours(), policy.as_ref())),
+                    None,
+                )
             }
         }
     }
@@ -130,7 +148,12 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
                 None,
                 Some(foreign_message("log group", &spec.name, tag)),
             ),
-            _ => add("log group", &spec.name, Some(log_group_action(spec, found.ours())), None),
+            _ => add(
+                "log group",
+                &spec.name,
+                Some(log_group_action(spec, found.ours())),
+                None,
+            ),
         }
     }
     for spec in &desired.functions {
@@ -276,7 +299,11 @@ pub fn function_diff(spec: &FunctionSpec, state: &FunctionState, role_arn: &str)
     };
     compare("runtime", state.runtime.clone(), RUNTIME.into());
     compare("handler", state.handler.clone(), HANDLER.into());
-    compare("memory", state.memory_mb.map(|m| m.to_string()), spec.memory_mb.to_string());
+    compare(
+        "memory",
+        state.memory_mb.map(|m| m.to_string()),
+        spec.memory_mb.to_string(),
+    );
     compare(
         "timeout",
         state.timeout_seconds.map(|t| t.to_string()),
@@ -420,7 +447,11 @@ pub fn api_changes(desired: &Desired, api: Option<&ApiState>, actual: &Actual) -
             }
         };
         parts_changed |= integration_action != Action::NoChange;
-        changes.push(change("integration", names.function(route.function), integration_action));
+        changes.push(change(
+            "integration",
+            names.function(route.function),
+            integration_action,
+        ));
 
         let target = RouteTarget {
             target: integration.map(|i| format!("integrations/{}", i.id)),
@@ -437,7 +468,11 @@ pub fn api_changes(desired: &Desired, api: Option<&ApiState>, actual: &Actual) -
         parts_changed |= route_action != Action::NoChange;
         changes.push(change("route", route.key.clone(), route_action));
     }
-    for extra in api.routes.iter().filter(|r| !spec.routes.iter().any(|s| s.key == r.key)) {
+    for extra in api
+        .routes
+        .iter()
+        .filter(|r| !spec.routes.iter().any(|s| s.key == r.key))
+    {
         parts_changed = true;
         changes.push(change("route", extra.key.clone(), Action::Delete));
     }

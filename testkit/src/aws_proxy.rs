@@ -1,0 +1,861 @@
+//! A recording, optionally fault-injecting reverse proxy between an AWS SDK
+//! client (chatctl) and the moto server.
+//!
+//! Every request is forwarded unchanged (method, path and query, headers other
+//! than `Host` and the hop-by-hop ones, body) and moto's answer is returned
+//! unchanged. Each request is recorded as an [`AwsCall`]: the service comes
+//! from the SigV4 credential scope of the `Authorization` header, the operation
+//! from the wire protocol (`X-Amz-Target` for awsJson, `Action=` for awsQuery,
+//! method and path for restJson1, see [`rest_operation`]).
+//!
+//! With [`Faults`], a deterministic pseudo-random fraction of the requests is
+//! answered by the proxy itself, without reaching moto, with a throttling
+//! error or an HTTP 500 shaped the way the service's protocol shapes errors,
+//! so the SDK parses and classifies them like real ones. The same request
+//! (same service, operation, method, path, query and body: what an SDK retry
+//! resends) is never faulted twice in a row, so a retried request always
+//! passes on its next attempt.
+
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// One request that reached the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsCall {
+    /// The SigV4 signing name: `dynamodb`, `iam`, `sts`, `logs`, `lambda`,
+    /// `apigateway` (API Gateway v2 and the management API), ….
+    pub service: String,
+    /// The operation name (`CreateTable`, `CreateRole`, `CreateFunction`, …),
+    /// or `"METHOD /path"` for a REST request the proxy does not know.
+    pub operation: String,
+    /// Whether the operation changes state (see [`is_mutating_operation`]).
+    pub mutating: bool,
+    /// Whether the proxy answered with an injected fault instead of moto.
+    pub faulted: bool,
+}
+
+/// Which requests to answer with an injected error.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    /// The fraction of requests answered with a throttling error.
+    pub throttle_ratio: f64,
+    /// The fraction of requests answered with an HTTP 500 service error.
+    pub server_error_ratio: f64,
+    /// Seeds the pseudo-random choice; the same seed and the same sequence of
+    /// requests give the same faults.
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultKind {
+    Throttle,
+    ServerError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// awsJson1_0 / awsJson1_1: `X-Amz-Target`, errors in `__type`.
+    AwsJson,
+    /// awsQuery: form-encoded `Action=`, XML `<ErrorResponse>` errors.
+    AwsQuery,
+    /// restJson1: the operation is in method and path, errors in `x-amzn-ErrorType`.
+    RestJson,
+}
+
+struct FaultState {
+    faults: Faults,
+    rng: u64,
+    /// Requests (by content hash) whose last attempt was faulted.
+    just_faulted: HashSet<u64>,
+}
+
+#[derive(Default)]
+struct Recorded {
+    calls: Vec<AwsCall>,
+    faults: Option<FaultState>,
+}
+
+struct Shared {
+    upstream: String,
+    client: Client<HttpConnector, Body>,
+    recorded: Mutex<Recorded>,
+}
+
+/// Aborts the server task when the last handle to the proxy goes.
+struct ServerGuard(tokio::task::AbortHandle);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A reverse proxy in front of moto; see the module documentation.
+#[derive(Clone)]
+pub struct AwsProxy {
+    shared: Arc<Shared>,
+    endpoint: String,
+    _server: Arc<ServerGuard>,
+}
+
+impl AwsProxy {
+    /// Starts a recording proxy to `moto_endpoint` (e.g. `Moto::endpoint()`)
+    /// on a free loopback port. Needs a Tokio runtime.
+    pub async fn start(moto_endpoint: &str) -> AwsProxy {
+        Self::start_inner(moto_endpoint, None).await
+    }
+
+    /// Like [`AwsProxy::start`], and injects `faults` from the first request on.
+    pub async fn start_with_faults(moto_endpoint: &str, faults: Faults) -> AwsProxy {
+        Self::start_inner(moto_endpoint, Some(faults)).await
+    }
+
+    async fn start_inner(moto_endpoint: &str, faults: Option<Faults>) -> AwsProxy {
+        let shared = Arc::new(Shared {
+            upstream: moto_endpoint.trim_end_matches('/').to_string(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            recorded: Mutex::new(Recorded {
+                calls: Vec::new(),
+                faults: faults.map(FaultState::new),
+            }),
+        });
+        let app = Router::new().fallback(proxy).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("cannot bind the AWS proxy to a loopback port");
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        AwsProxy {
+            shared,
+            endpoint,
+            _server: Arc::new(ServerGuard(server.abort_handle())),
+        }
+    }
+
+    /// The proxy's URL, to give the SDK as `endpoint_url`.
+    pub fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    /// Every request so far, in arrival order, faulted ones included.
+    pub fn calls(&self) -> Vec<AwsCall> {
+        self.recorded().calls.clone()
+    }
+
+    /// The requests so far whose operation changes state, faulted ones included.
+    pub fn mutating_calls(&self) -> Vec<AwsCall> {
+        self.recorded()
+            .calls
+            .iter()
+            .filter(|call| call.mutating)
+            .cloned()
+            .collect()
+    }
+
+    /// The requests so far that the proxy answered with an injected fault.
+    pub fn faulted_calls(&self) -> Vec<AwsCall> {
+        self.recorded()
+            .calls
+            .iter()
+            .filter(|call| call.faulted)
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets the recorded calls (fault injection goes on as it was).
+    pub fn clear(&self) {
+        self.recorded().calls.clear();
+    }
+
+    /// Replaces the fault injection from the next request on; `None` stops it.
+    pub fn set_faults(&self, faults: Option<Faults>) {
+        self.recorded().faults = faults.map(FaultState::new);
+    }
+
+    fn recorded(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.shared.recorded.lock().unwrap()
+    }
+}
+
+impl FaultState {
+    fn new(faults: Faults) -> FaultState {
+        FaultState {
+            faults,
+            rng: faults.seed,
+            just_faulted: HashSet::new(),
+        }
+    }
+
+    /// splitmix64, as a float in [0, 1).
+    fn next_unit(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn decide(&mut self, request_key: u64) -> Option<FaultKind> {
+        let draw = self.next_unit();
+        if self.just_faulted.remove(&request_key) {
+            return None;
+        }
+        let kind = if draw < self.faults.throttle_ratio {
+            FaultKind::Throttle
+        } else if draw < self.faults.throttle_ratio + self.faults.server_error_ratio {
+            FaultKind::ServerError
+        } else {
+            return None;
+        };
+        self.just_faulted.insert(request_key);
+        Some(kind)
+    }
+}
+
+/// Headers that belong to one connection, not to the request or response.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(body) => body,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")),
+    };
+    let identified = identify(&parts.method, &parts.uri, &parts.headers, &body);
+
+    let fault = {
+        let mut recorded = shared.recorded.lock().unwrap();
+        let fault = recorded
+            .faults
+            .as_mut()
+            .and_then(|state| state.decide(request_key(&identified, &parts.method, &parts.uri, &body)));
+        recorded.calls.push(AwsCall {
+            service: identified.service.clone(),
+            operation: identified.operation.clone(),
+            mutating: identified.mutating,
+            faulted: fault.is_some(),
+        });
+        fault
+    };
+    if let Some(kind) = fault {
+        return fault_response(&identified, &parts.headers, kind);
+    }
+
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    parts.uri = match format!("{}{path_and_query}", shared.upstream).parse::<Uri>() {
+        Ok(uri) => uri,
+        Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("bad upstream URI: {e}")),
+    };
+    parts.headers.remove(header::HOST);
+    strip_hop_by_hop(&mut parts.headers);
+    let upstream_request = axum::http::Request::from_parts(parts, Body::from(body));
+    let response = match shared.client.request(upstream_request).await {
+        Ok(response) => response,
+        Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("moto is unreachable: {e}")),
+    };
+    let (mut parts, body) = response.into_parts();
+    let body = match axum::body::to_bytes(Body::new(body), usize::MAX).await {
+        Ok(body) => body,
+        Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("cannot read moto's response: {e}")),
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn plain(status: StatusCode, text: String) -> Response {
+    let mut response = Response::new(Body::from(text));
+    *response.status_mut() = status;
+    response
+}
+
+/// Identifies "the same request" across SDK retries: everything that retries
+/// resend unchanged (not the signature, date or attempt headers).
+fn request_key(identified: &Identified, method: &Method, uri: &Uri, body: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    identified.service.hash(&mut hasher);
+    identified.operation.hash(&mut hasher);
+    method.as_str().hash(&mut hasher);
+    uri.path_and_query().map(|pq| pq.as_str()).hash(&mut hasher);
+    body.hash(&mut hasher);
+    hasher.finish()
+}
+
+struct Identified {
+    service: String,
+    operation: String,
+    mutating: bool,
+    protocol: Protocol,
+}
+
+fn identify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Identified {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    let service = signing_service(headers)
+        .or_else(|| {
+            // Unsigned awsJson requests: `DynamoDB_20120810.PutItem` → `dynamodb`.
+            let prefix = target.as_deref()?.split(['.', '_']).next()?;
+            Some(prefix.to_ascii_lowercase())
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+
+    if let Some(target) = target {
+        let operation = target.rsplit('.').next().unwrap_or(&target).to_string();
+        return Identified {
+            mutating: is_mutating_operation(&operation),
+            service,
+            operation,
+            protocol: Protocol::AwsJson,
+        };
+    }
+    let action =
+        form_value(body, "Action").or_else(|| uri.query().and_then(|query| form_value(query.as_bytes(), "Action")));
+    if let Some(operation) = action {
+        return Identified {
+            mutating: is_mutating_operation(&operation),
+            service,
+            operation,
+            protocol: Protocol::AwsQuery,
+        };
+    }
+    let (operation, mutating) = match rest_operation(&service, method.as_str(), uri.path()) {
+        Some(operation) => (operation.to_string(), is_mutating_operation(operation)),
+        None => (
+            format!("{method} {}", uri.path()),
+            matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE),
+        ),
+    };
+    Identified {
+        service,
+        operation,
+        mutating,
+        protocol: Protocol::RestJson,
+    }
+}
+
+/// The service of the SigV4 credential scope:
+/// `Credential=AKID/20250101/us-east-1/dynamodb/aws4_request` → `dynamodb`.
+fn signing_service(headers: &HeaderMap) -> Option<String> {
+    let authorization = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let credential = authorization.split("Credential=").nth(1)?;
+    let scope = credential.split([',', ' ']).next()?;
+    let parts: Vec<&str> = scope.split('/').collect();
+    // AKID / date / region / service / aws4_request
+    (parts.len() >= 5).then(|| parts[parts.len() - 2].to_string())
+}
+
+/// A value of an `application/x-www-form-urlencoded` body or query string.
+fn form_value(form: &[u8], key: &str) -> Option<String> {
+    let form = std::str::from_utf8(form).ok()?;
+    form.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (name == key && !value.is_empty()).then(|| value.replace('+', " "))
+    })
+}
+
+/// Operation-name prefixes that change state.
+const MUTATING_PREFIXES: &[&str] = &[
+    "Create",
+    "Put",
+    "Update",
+    "Delete",
+    "Tag",
+    "Untag",
+    "Add",
+    "Remove",
+    "Attach",
+    "Detach",
+    "Enable",
+    "Disable",
+    "TransactWrite",
+    "BatchWrite",
+    "Publish",
+    "Associate",
+    "Disassociate",
+    "Import",
+    "Reimport",
+    "Reset",
+    "Restore",
+];
+
+/// Whether an operation name denotes a change of state: it starts with one of
+/// the verbs above as a whole word (`CreateTable`, `TagResource`, `PutItem`),
+/// not merely with the letters (`Tags…` is no `Tag`).
+pub fn is_mutating_operation(operation: &str) -> bool {
+    MUTATING_PREFIXES.iter().any(|prefix| {
+        operation
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_uppercase()))
+    })
+}
+
+/// restJson1 operations by signing name, HTTP method and path pattern (`*` is
+/// one path segment).
+const REST_OPERATIONS: &[(&str, &str, &str, &str)] = &[
+    // Lambda
+    ("lambda", "POST", "/2015-03-31/functions", "CreateFunction"),
+    ("lambda", "GET", "/2015-03-31/functions", "ListFunctions"),
+    ("lambda", "GET", "/2015-03-31/functions/*", "GetFunction"),
+    ("lambda", "DELETE", "/2015-03-31/functions/*", "DeleteFunction"),
+    (
+        "lambda",
+        "GET",
+        "/2015-03-31/functions/*/configuration",
+        "GetFunctionConfiguration",
+    ),
+    (
+        "lambda",
+        "PUT",
+        "/2015-03-31/functions/*/configuration",
+        "UpdateFunctionConfiguration",
+    ),
+    ("lambda", "PUT", "/2015-03-31/functions/*/code", "UpdateFunctionCode"),
+    ("lambda", "POST", "/2015-03-31/functions/*/policy", "AddPermission"),
+    ("lambda", "GET", "/2015-03-31/functions/*/policy", "GetPolicy"),
+    (
+        "lambda",
+        "DELETE",
+        "/2015-03-31/functions/*/policy/*",
+        "RemovePermission",
+    ),
+    ("lambda", "POST", "/2015-03-31/functions/*/invocations", "Invoke"),
+    ("lambda", "POST", "/2015-03-31/functions/*/versions", "PublishVersion"),
+    (
+        "lambda",
+        "GET",
+        "/2015-03-31/functions/*/versions",
+        "ListVersionsByFunction",
+    ),
+    ("lambda", "POST", "/2015-03-31/functions/*/aliases", "CreateAlias"),
+    ("lambda", "GET", "/2015-03-31/functions/*/aliases", "ListAliases"),
+    ("lambda", "GET", "/2015-03-31/functions/*/aliases/*", "GetAlias"),
+    ("lambda", "PUT", "/2015-03-31/functions/*/aliases/*", "UpdateAlias"),
+    ("lambda", "DELETE", "/2015-03-31/functions/*/aliases/*", "DeleteAlias"),
+    (
+        "lambda",
+        "PUT",
+        "/2017-10-31/functions/*/concurrency",
+        "PutFunctionConcurrency",
+    ),
+    (
+        "lambda",
+        "DELETE",
+        "/2017-10-31/functions/*/concurrency",
+        "DeleteFunctionConcurrency",
+    ),
+    (
+        "lambda",
+        "GET",
+        "/2019-09-30/functions/*/concurrency",
+        "GetFunctionConcurrency",
+    ),
+    ("lambda", "POST", "/2017-03-31/tags/*", "TagResource"),
+    ("lambda", "GET", "/2017-03-31/tags/*", "ListTags"),
+    ("lambda", "DELETE", "/2017-03-31/tags/*", "UntagResource"),
+    ("lambda", "GET", "/2016-08-19/account-settings", "GetAccountSettings"),
+    // API Gateway v2
+    ("apigateway", "POST", "/v2/apis", "CreateApi"),
+    ("apigateway", "GET", "/v2/apis", "GetApis"),
+    ("apigateway", "PUT", "/v2/apis", "ImportApi"),
+    ("apigateway", "GET", "/v2/apis/*", "GetApi"),
+    ("apigateway", "PATCH", "/v2/apis/*", "UpdateApi"),
+    ("apigateway", "PUT", "/v2/apis/*", "ReimportApi"),
+    ("apigateway", "DELETE", "/v2/apis/*", "DeleteApi"),
+    ("apigateway", "POST", "/v2/apis/*/routes", "CreateRoute"),
+    ("apigateway", "GET", "/v2/apis/*/routes", "GetRoutes"),
+    ("apigateway", "GET", "/v2/apis/*/routes/*", "GetRoute"),
+    ("apigateway", "PATCH", "/v2/apis/*/routes/*", "UpdateRoute"),
+    ("apigateway", "DELETE", "/v2/apis/*/routes/*", "DeleteRoute"),
+    (
+        "apigateway",
+        "POST",
+        "/v2/apis/*/routes/*/routeresponses",
+        "CreateRouteResponse",
+    ),
+    (
+        "apigateway",
+        "GET",
+        "/v2/apis/*/routes/*/routeresponses",
+        "GetRouteResponses",
+    ),
+    (
+        "apigateway",
+        "GET",
+        "/v2/apis/*/routes/*/routeresponses/*",
+        "GetRouteResponse",
+    ),
+    (
+        "apigateway",
+        "PATCH",
+        "/v2/apis/*/routes/*/routeresponses/*",
+        "UpdateRouteResponse",
+    ),
+    (
+        "apigateway",
+        "DELETE",
+        "/v2/apis/*/routes/*/routeresponses/*",
+        "DeleteRouteResponse",
+    ),
+    ("apigateway", "POST", "/v2/apis/*/integrations", "CreateIntegration"),
+    ("apigateway", "GET", "/v2/apis/*/integrations", "GetIntegrations"),
+    ("apigateway", "GET", "/v2/apis/*/integrations/*", "GetIntegration"),
+    ("apigateway", "PATCH", "/v2/apis/*/integrations/*", "UpdateIntegration"),
+    ("apigateway", "DELETE", "/v2/apis/*/integrations/*", "DeleteIntegration"),
+    (
+        "apigateway",
+        "POST",
+        "/v2/apis/*/integrations/*/integrationresponses",
+        "CreateIntegrationResponse",
+    ),
+    (
+        "apigateway",
+        "GET",
+        "/v2/apis/*/integrations/*/integrationresponses",
+        "GetIntegrationResponses",
+    ),
+    ("apigateway", "POST", "/v2/apis/*/authorizers", "CreateAuthorizer"),
+    ("apigateway", "GET", "/v2/apis/*/authorizers", "GetAuthorizers"),
+    ("apigateway", "GET", "/v2/apis/*/authorizers/*", "GetAuthorizer"),
+    ("apigateway", "PATCH", "/v2/apis/*/authorizers/*", "UpdateAuthorizer"),
+    ("apigateway", "DELETE", "/v2/apis/*/authorizers/*", "DeleteAuthorizer"),
+    ("apigateway", "POST", "/v2/apis/*/stages", "CreateStage"),
+    ("apigateway", "GET", "/v2/apis/*/stages", "GetStages"),
+    ("apigateway", "GET", "/v2/apis/*/stages/*", "GetStage"),
+    ("apigateway", "PATCH", "/v2/apis/*/stages/*", "UpdateStage"),
+    ("apigateway", "DELETE", "/v2/apis/*/stages/*", "DeleteStage"),
+    ("apigateway", "POST", "/v2/apis/*/deployments", "CreateDeployment"),
+    ("apigateway", "GET", "/v2/apis/*/deployments", "GetDeployments"),
+    ("apigateway", "GET", "/v2/apis/*/deployments/*", "GetDeployment"),
+    ("apigateway", "PATCH", "/v2/apis/*/deployments/*", "UpdateDeployment"),
+    ("apigateway", "DELETE", "/v2/apis/*/deployments/*", "DeleteDeployment"),
+    ("apigateway", "POST", "/v2/tags/*", "TagResource"),
+    ("apigateway", "GET", "/v2/tags/*", "GetTags"),
+    ("apigateway", "DELETE", "/v2/tags/*", "UntagResource"),
+    // API Gateway management API (@connections), same signing name.
+    ("execute-api", "POST", "/*/@connections/*", "PostToConnection"),
+    ("execute-api", "POST", "/@connections/*", "PostToConnection"),
+    ("execute-api", "GET", "/*/@connections/*", "GetConnection"),
+    ("execute-api", "GET", "/@connections/*", "GetConnection"),
+    ("execute-api", "DELETE", "/*/@connections/*", "DeleteConnection"),
+    ("execute-api", "DELETE", "/@connections/*", "DeleteConnection"),
+];
+
+/// The name of a restJson1 operation, from its signing name, method and path;
+/// `None` when the proxy does not know it.
+pub fn rest_operation(service: &str, method: &str, path: &str) -> Option<&'static str> {
+    let path = path.trim_end_matches('/');
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    REST_OPERATIONS
+        .iter()
+        .find(|(op_service, op_method, pattern, _)| {
+            *op_service == service && op_method.eq_ignore_ascii_case(method) && matches_pattern(pattern, &segments)
+        })
+        .map(|(_, _, _, operation)| *operation)
+}
+
+fn matches_pattern(pattern: &str, segments: &[&str]) -> bool {
+    let pattern: Vec<&str> = pattern.split('/').skip(1).collect();
+    pattern.len() == segments.len()
+        && pattern
+            .iter()
+            .zip(segments)
+            .all(|(expected, actual)| (*expected == "*" && !actual.is_empty()) || expected == actual)
+}
+
+/// An error answer in the shape `identified`'s protocol and service use, so the
+/// SDK parses its code and classifies it (throttling / transient) as it would
+/// a real one.
+fn fault_response(identified: &Identified, request_headers: &HeaderMap, kind: FaultKind) -> Response {
+    let service = identified.service.as_str();
+    let (status, content_type, error_type, body) = match (identified.protocol, kind) {
+        (Protocol::AwsJson, _) => {
+            let (status, code, message) = match kind {
+                FaultKind::Throttle => (StatusCode::BAD_REQUEST, "ThrottlingException", "Rate exceeded"),
+                FaultKind::ServerError => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    match service {
+                        "dynamodb" => "InternalServerError",
+                        "logs" => "ServiceUnavailableException",
+                        _ => "InternalFailure",
+                    },
+                    "Internal server error",
+                ),
+            };
+            // DynamoDB qualifies `__type` with its namespace; the SDK keeps
+            // what follows the `#`.
+            let code = match service {
+                "dynamodb" => format!("com.amazonaws.dynamodb.v20120810#{code}"),
+                _ => code.to_string(),
+            };
+            let content_type = request_headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("application/x-amz-json-1.0")
+                .to_string();
+            let body = serde_json::json!({ "__type": code, "message": message });
+            (status, content_type, None, body.to_string())
+        }
+        (Protocol::AwsQuery, _) => {
+            let (status, error_type, code, message) = match kind {
+                FaultKind::Throttle => (StatusCode::BAD_REQUEST, "Sender", "Throttling", "Rate exceeded"),
+                FaultKind::ServerError => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Receiver",
+                    if service == "iam" {
+                        "ServiceFailure"
+                    } else {
+                        "InternalFailure"
+                    },
+                    "Internal server error",
+                ),
+            };
+            let body = format!(
+                "<ErrorResponse><Error><Type>{error_type}</Type><Code>{code}</Code>\
+                 <Message>{message}</Message></Error><RequestId>{REQUEST_ID}</RequestId></ErrorResponse>"
+            );
+            (status, "text/xml".to_string(), None, body)
+        }
+        (Protocol::RestJson, FaultKind::Throttle) => {
+            let body = if service == "lambda" {
+                serde_json::json!({ "message": "Rate exceeded", "Type": "User", "Reason": "CallerRateLimitExceeded" })
+            } else {
+                serde_json::json!({ "message": "Too Many Requests" })
+            };
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "application/json".to_string(),
+                Some("TooManyRequestsException"),
+                body.to_string(),
+            )
+        }
+        (Protocol::RestJson, FaultKind::ServerError) => {
+            let (code, body) = if service == "lambda" {
+                (
+                    "ServiceException",
+                    serde_json::json!({ "message": "Internal server error", "Type": "Service" }),
+                )
+            } else {
+                (
+                    "InternalFailure",
+                    serde_json::json!({ "message": "Internal server error" }),
+                )
+            };
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "application/json".to_string(),
+                Some(code),
+                body.to_string(),
+            )
+        }
+    };
+    let mut response = Response::new(Body::from(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    headers.insert("x-amzn-requestid", HeaderValue::from_static(REQUEST_ID));
+    if let Some(error_type) = error_type {
+        headers.insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+    }
+    response
+}
+
+const REQUEST_ID: &str = "00000000-0000-4000-8000-00000000fa17";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_rest_operations() {
+        let cases = [
+            ("lambda", "POST", "/2015-03-31/functions", "CreateFunction"),
+            ("lambda", "GET", "/2015-03-31/functions/", "ListFunctions"),
+            ("lambda", "GET", "/2015-03-31/functions/chat-connect", "GetFunction"),
+            (
+                "lambda",
+                "GET",
+                "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Ax/configuration",
+                "GetFunctionConfiguration",
+            ),
+            ("lambda", "PUT", "/2015-03-31/functions/f/code", "UpdateFunctionCode"),
+            (
+                "lambda",
+                "PUT",
+                "/2015-03-31/functions/f/configuration",
+                "UpdateFunctionConfiguration",
+            ),
+            ("lambda", "DELETE", "/2015-03-31/functions/f", "DeleteFunction"),
+            ("lambda", "POST", "/2015-03-31/functions/f/policy", "AddPermission"),
+            (
+                "lambda",
+                "DELETE",
+                "/2015-03-31/functions/f/policy/apigw-route",
+                "RemovePermission",
+            ),
+            ("lambda", "GET", "/2015-03-31/functions/f/policy", "GetPolicy"),
+            ("lambda", "POST", "/2017-03-31/tags/arn%3Aaws%3Alambda", "TagResource"),
+            ("lambda", "GET", "/2017-03-31/tags/arn%3Aaws%3Alambda", "ListTags"),
+            ("apigateway", "POST", "/v2/apis", "CreateApi"),
+            ("apigateway", "GET", "/v2/apis", "GetApis"),
+            ("apigateway", "GET", "/v2/apis/a1b2c3", "GetApi"),
+            ("apigateway", "DELETE", "/v2/apis/a1b2c3", "DeleteApi"),
+            ("apigateway", "POST", "/v2/apis/a1/routes", "CreateRoute"),
+            ("apigateway", "GET", "/v2/apis/a1/routes", "GetRoutes"),
+            ("apigateway", "PATCH", "/v2/apis/a1/routes/r1", "UpdateRoute"),
+            ("apigateway", "DELETE", "/v2/apis/a1/routes/r1", "DeleteRoute"),
+            ("apigateway", "POST", "/v2/apis/a1/integrations", "CreateIntegration"),
+            ("apigateway", "GET", "/v2/apis/a1/integrations", "GetIntegrations"),
+            (
+                "apigateway",
+                "PATCH",
+                "/v2/apis/a1/integrations/i1",
+                "UpdateIntegration",
+            ),
+            (
+                "apigateway",
+                "DELETE",
+                "/v2/apis/a1/integrations/i1",
+                "DeleteIntegration",
+            ),
+            ("apigateway", "POST", "/v2/apis/a1/authorizers", "CreateAuthorizer"),
+            ("apigateway", "GET", "/v2/apis/a1/authorizers", "GetAuthorizers"),
+            ("apigateway", "PATCH", "/v2/apis/a1/authorizers/z1", "UpdateAuthorizer"),
+            ("apigateway", "DELETE", "/v2/apis/a1/authorizers/z1", "DeleteAuthorizer"),
+            ("apigateway", "POST", "/v2/apis/a1/stages", "CreateStage"),
+            ("apigateway", "GET", "/v2/apis/a1/stages/dev", "GetStage"),
+            ("apigateway", "PATCH", "/v2/apis/a1/stages/dev", "UpdateStage"),
+            ("apigateway", "DELETE", "/v2/apis/a1/stages/dev", "DeleteStage"),
+            ("apigateway", "POST", "/v2/apis/a1/deployments", "CreateDeployment"),
+            ("apigateway", "GET", "/v2/apis/a1/deployments", "GetDeployments"),
+            (
+                "apigateway",
+                "POST",
+                "/v2/tags/arn%3Aaws%3Aapigateway%3Aus-east-1%3A%3A%2Fapis%2Fa1",
+                "TagResource",
+            ),
+        ];
+        for (service, method, path, expected) in cases {
+            assert_eq!(rest_operation(service, method, path), Some(expected), "{method} {path}");
+        }
+        assert_eq!(rest_operation("lambda", "GET", "/v2/apis"), None);
+        assert_eq!(rest_operation("apigateway", "GET", "/v2/apis/a1/nothing/x/y"), None);
+    }
+
+    #[test]
+    fn classifies_mutating_operations() {
+        for name in [
+            "CreateTable",
+            "PutItem",
+            "UpdateTimeToLive",
+            "DeleteRole",
+            "TagResource",
+            "TagRole",
+            "UntagResource",
+            "AddPermission",
+            "RemovePermission",
+            "AttachRolePolicy",
+            "DetachRolePolicy",
+            "TransactWriteItems",
+            "BatchWriteItem",
+            "PutRolePolicy",
+            "CreateFunction",
+        ] {
+            assert!(is_mutating_operation(name), "{name}");
+        }
+        for name in [
+            "DescribeTable",
+            "GetItem",
+            "Query",
+            "Scan",
+            "GetRole",
+            "ListFunctions",
+            "GetFunction",
+            "GetCallerIdentity",
+            "FilterLogEvents",
+            "Tags",
+            "Additional",
+            "BatchGetItem",
+            "TransactGetItems",
+        ] {
+            assert!(!is_mutating_operation(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn reads_the_signing_service() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static(
+                "AWS4-HMAC-SHA256 Credential=testing/20250101/us-east-1/dynamodb/aws4_request, \
+                 SignedHeaders=host;x-amz-date, Signature=abc",
+            ),
+        );
+        assert_eq!(signing_service(&headers).as_deref(), Some("dynamodb"));
+        assert_eq!(signing_service(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn never_faults_the_same_request_twice_in_a_row() {
+        let mut state = FaultState::new(Faults {
+            throttle_ratio: 1.0,
+            server_error_ratio: 0.0,
+            seed: 7,
+        });
+        assert_eq!(state.decide(1), Some(FaultKind::Throttle));
+        assert_eq!(state.decide(1), None);
+        assert_eq!(state.decide(2), Some(FaultKind::Throttle));
+        assert_eq!(state.decide(1), Some(FaultKind::Throttle));
+        assert_eq!(state.decide(1), None);
+    }
+
+    #[test]
+    fn faults_at_about_the_ratio_and_deterministically() {
+        let faults = Faults {
+            throttle_ratio: 0.2,
+            server_error_ratio: 0.1,
+            seed: 42,
+        };
+        let run = || {
+            let mut state = FaultState::new(faults);
+            (0..10_000u64).map(|key| state.decide(key)).collect::<Vec<_>>()
+        };
+        let first = run();
+        assert_eq!(first, run());
+        let throttles = first.iter().filter(|f| **f == Some(FaultKind::Throttle)).count();
+        let errors = first.iter().filter(|f| **f == Some(FaultKind::ServerError)).count();
+        assert!((1_700..2_300).contains(&throttles), "{throttles}");
+        assert!((700..1_300).contains(&errors), "{errors}");
+    }
+}

@@ -1,0 +1,297 @@
+//! The API Gateway v2 operations that our launcher (`moto_server.py`) adds to
+//! moto, driven through the real Rust SDK: GetAuthorizers, CreateDeployment,
+//! GetDeployments, GetDeployment, DeleteDeployment and UpdateStage. On a plain
+//! moto server each of these fails with 404 or 500.
+
+use aws_sdk_apigatewayv2::Client;
+use aws_sdk_apigatewayv2::types::{
+    AuthorizationType, AuthorizerType, DeploymentStatus, IntegrationType, ProtocolType, RouteSettings,
+};
+use chat_testkit::Moto;
+
+const FUNCTION_URI: &str = "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:us-east-1:123456789012:function:chat/invocations";
+const AUTHORIZER_URI: &str = "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:us-east-1:123456789012:function:chat-authorizer/invocations";
+
+struct ChatApi {
+    id: String,
+    authorizer_id: String,
+}
+
+async fn client(moto: &Moto) -> Client {
+    Client::new(&moto.sdk_config().await)
+}
+
+/// A WebSocket API with a Lambda proxy integration and a REQUEST authorizer,
+/// and (if `with_route`) a `$connect` route that uses both.
+async fn chat_api(client: &Client, with_route: bool) -> ChatApi {
+    let api = client
+        .create_api()
+        .name("chat")
+        .protocol_type(ProtocolType::Websocket)
+        .route_selection_expression("$request.body.action")
+        .send()
+        .await
+        .unwrap();
+    let id = api.api_id().unwrap().to_string();
+    let integration = client
+        .create_integration()
+        .api_id(&id)
+        .integration_type(IntegrationType::AwsProxy)
+        .integration_method("POST")
+        .integration_uri(FUNCTION_URI)
+        .send()
+        .await
+        .unwrap();
+    let authorizer = client
+        .create_authorizer()
+        .api_id(&id)
+        .name("chat-authorizer")
+        .authorizer_type(AuthorizerType::Request)
+        .authorizer_uri(AUTHORIZER_URI)
+        .identity_source("route.request.querystring.token")
+        .send()
+        .await
+        .unwrap();
+    let authorizer_id = authorizer.authorizer_id().unwrap().to_string();
+    if with_route {
+        client
+            .create_route()
+            .api_id(&id)
+            .route_key("$connect")
+            .target(format!("integrations/{}", integration.integration_id().unwrap()))
+            .authorization_type(AuthorizationType::Custom)
+            .authorizer_id(&authorizer_id)
+            .send()
+            .await
+            .unwrap();
+    }
+    ChatApi { id, authorizer_id }
+}
+
+async fn create_stage(client: &Client, api: &ChatApi, name: &str) {
+    client
+        .create_stage()
+        .api_id(&api.id)
+        .stage_name(name)
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn get_authorizers_lists_the_apis_authorizers() {
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let api = chat_api(&client, true).await;
+
+    let listed = client.get_authorizers().api_id(&api.id).send().await.unwrap();
+
+    let [authorizer] = listed.items() else {
+        panic!("expected one authorizer: {listed:?}");
+    };
+    assert_eq!(authorizer.authorizer_id(), Some(api.authorizer_id.as_str()));
+    assert_eq!(authorizer.name(), Some("chat-authorizer"));
+    assert_eq!(authorizer.authorizer_type(), Some(&AuthorizerType::Request));
+    assert_eq!(authorizer.authorizer_uri(), Some(AUTHORIZER_URI));
+    assert_eq!(authorizer.identity_source(), ["route.request.querystring.token"]);
+
+    let missing = client.get_authorizers().api_id("nosuchapi").send().await.unwrap_err();
+    assert!(missing.into_service_error().is_not_found_exception());
+}
+
+#[tokio::test]
+async fn create_deployment_fails_on_an_api_without_routes() {
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let api = chat_api(&client, false).await;
+
+    let error = client.create_deployment().api_id(&api.id).send().await.unwrap_err();
+
+    let error = error.into_service_error();
+    assert!(error.is_bad_request_exception(), "{error:?}");
+    let listed = client.get_deployments().api_id(&api.id).send().await.unwrap();
+    assert!(listed.items().is_empty());
+}
+
+#[tokio::test]
+async fn deployments_are_created_listed_fetched_and_deleted() {
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let api = chat_api(&client, true).await;
+
+    let created = client
+        .create_deployment()
+        .api_id(&api.id)
+        .description("first")
+        .send()
+        .await
+        .unwrap();
+    let id = created.deployment_id().unwrap().to_string();
+    assert_eq!(created.deployment_status(), Some(&DeploymentStatus::Deployed));
+    assert_eq!(created.description(), Some("first"));
+    assert_eq!(created.auto_deployed(), Some(false));
+    assert!(created.created_date().is_some());
+
+    let listed = client.get_deployments().api_id(&api.id).send().await.unwrap();
+    let ids: Vec<_> = listed.items().iter().filter_map(|d| d.deployment_id()).collect();
+    assert_eq!(ids, [id.as_str()]);
+    assert_eq!(listed.items()[0].description(), Some("first"));
+
+    let fetched = client
+        .get_deployment()
+        .api_id(&api.id)
+        .deployment_id(&id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetched.deployment_id(), Some(id.as_str()));
+    assert_eq!(fetched.deployment_status(), Some(&DeploymentStatus::Deployed));
+
+    client
+        .delete_deployment()
+        .api_id(&api.id)
+        .deployment_id(&id)
+        .send()
+        .await
+        .unwrap();
+    let listed = client.get_deployments().api_id(&api.id).send().await.unwrap();
+    assert!(listed.items().is_empty());
+    let gone = client
+        .get_deployment()
+        .api_id(&api.id)
+        .deployment_id(&id)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(gone.into_service_error().is_not_found_exception());
+    let gone = client
+        .delete_deployment()
+        .api_id(&api.id)
+        .deployment_id(&id)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(gone.into_service_error().is_not_found_exception());
+}
+
+#[tokio::test]
+async fn create_deployment_with_a_stage_name_points_that_stage_at_it() {
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let api = chat_api(&client, true).await;
+    create_stage(&client, &api, "prod").await;
+
+    let created = client
+        .create_deployment()
+        .api_id(&api.id)
+        .stage_name("prod")
+        .send()
+        .await
+        .unwrap();
+
+    let stage = client
+        .get_stage()
+        .api_id(&api.id)
+        .stage_name("prod")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stage.deployment_id(), created.deployment_id());
+
+    let no_stage = client
+        .create_deployment()
+        .api_id(&api.id)
+        .stage_name("nosuchstage")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(no_stage.into_service_error().is_not_found_exception());
+}
+
+#[tokio::test]
+async fn update_stage_sets_the_deployment_and_settings_and_get_stage_shows_them() {
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let api = chat_api(&client, true).await;
+    create_stage(&client, &api, "prod").await;
+    let before = client
+        .get_stage()
+        .api_id(&api.id)
+        .stage_name("prod")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(before.deployment_id(), None);
+    let deployment = client.create_deployment().api_id(&api.id).send().await.unwrap();
+    let deployment_id = deployment.deployment_id().unwrap();
+
+    let updated = client
+        .update_stage()
+        .api_id(&api.id)
+        .stage_name("prod")
+        .deployment_id(deployment_id)
+        .description("chat, production")
+        .auto_deploy(false)
+        .default_route_settings(
+            RouteSettings::builder()
+                .throttling_burst_limit(100)
+                .throttling_rate_limit(50.0)
+                .build(),
+        )
+        .stage_variables("room", "general")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.stage_name(), Some("prod"));
+    assert_eq!(updated.deployment_id(), Some(deployment_id));
+
+    let stage = client
+        .get_stage()
+        .api_id(&api.id)
+        .stage_name("prod")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stage.deployment_id(), Some(deployment_id));
+    assert_eq!(stage.description(), Some("chat, production"));
+    assert_eq!(stage.auto_deploy(), Some(false));
+    let settings = stage.default_route_settings().unwrap();
+    assert_eq!(settings.throttling_burst_limit(), Some(100));
+    assert_eq!(settings.throttling_rate_limit(), Some(50.0));
+    assert_eq!(
+        stage.stage_variables().and_then(|v| v.get("room")).map(String::as_str),
+        Some("general")
+    );
+
+    let unknown = client
+        .update_stage()
+        .api_id(&api.id)
+        .stage_name("prod")
+        .deployment_id("nosuchdeployment")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(unknown.into_service_error().is_not_found_exception());
+    let no_stage = client
+        .update_stage()
+        .api_id(&api.id)
+        .stage_name("nosuchstage")
+        .description("x")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(no_stage.into_service_error().is_not_found_exception());
+}
+
+#[tokio::test]
+async fn delete_api_takes_its_deployments() {
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let api = chat_api(&client, true).await;
+    client.create_deployment().api_id(&api.id).send().await.unwrap();
+
+    client.delete_api().api_id(&api.id).send().await.unwrap();
+
+    let gone = client.get_deployments().api_id(&api.id).send().await.unwrap_err();
+    assert!(gone.into_service_error().is_not_found_exception());
+}
