@@ -21,7 +21,7 @@ pub struct Moto {
 
 /// `$CHATCTL_PYTHON`, else the project's virtualenv (made by `scripts/setup`),
 /// else `python3` from the PATH.
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     if let Some(path) = std::env::var_os(PYTHON_VAR) {
         return PathBuf::from(path);
     }

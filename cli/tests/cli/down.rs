@@ -1,0 +1,113 @@
+use std::time::{Duration, Instant};
+
+use crate::harness::Env;
+
+/// Asserts that nothing named for stack `chat` exists in any service.
+async fn assert_nothing_left(env: &Env) {
+    let tables = env.dynamodb().list_tables().send().await.unwrap();
+    assert!(
+        !tables.table_names().iter().any(|t| t.starts_with("chat-")),
+        "{:?}",
+        tables.table_names()
+    );
+    let functions = env.lambda().list_functions().send().await.unwrap();
+    assert!(functions.functions().is_empty(), "{:?}", functions.functions());
+    let roles = env.iam().list_roles().send().await.unwrap();
+    assert!(!roles.roles().iter().any(|r| r.role_name().starts_with("chat-")));
+    let groups = env
+        .logs()
+        .describe_log_groups()
+        .log_group_name_prefix("/aws/lambda/chat-")
+        .send()
+        .await
+        .unwrap();
+    assert!(groups.log_groups().is_empty());
+    assert!(env.api_id("chat").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_leaves_nothing_and_a_second_down_succeeds() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    let run = env.chatctl(&["down"]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("Stack chat is down"), "{run:?}");
+    assert_nothing_left(&env).await;
+
+    let again = env.chatctl(&["down"]).await;
+    again.assert_ok();
+    assert!(again.stdout.contains("nothing to delete"), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_after_an_interrupted_up_cleans_everything() {
+    let env = Env::start().await;
+    let lambda_dir = env.lambda_dir.path().to_string_lossy().into_owned();
+    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
+        .args([
+            "up",
+            "--no-build",
+            "--lambda-dir",
+            &lambda_dir,
+            "--endpoint-url",
+            &env.proxy.endpoint(),
+        ])
+        .current_dir(env.workdir.path())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Stop it once functions are being created: tables, roles and the API exist, routes do not.
+    let started = Instant::now();
+    while !env.proxy.calls().iter().any(|c| c.operation == "CreateFunction") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "up never created a function"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    up.kill().await.unwrap();
+    let status = env.chatctl(&["status"]).await;
+    assert_eq!(status.code, 3, "a partial stack: {status:?}");
+
+    env.chatctl(&["down", "--yes"]).await.assert_ok();
+    assert_nothing_left(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_asks_before_deleting_data_and_keep_data_keeps_the_tables() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    env.dynamodb()
+        .put_item()
+        .table_name("chat-messages")
+        .item(
+            "conversation",
+            aws_sdk_dynamodb::types::AttributeValue::S("room#lobby".into()),
+        )
+        .item("message_id", aws_sdk_dynamodb::types::AttributeValue::S("01J".into()))
+        .send()
+        .await
+        .unwrap();
+
+    let run = env.chatctl(&["down"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("chat-messages") && run.stderr.contains("--yes"),
+        "{run:?}"
+    );
+    assert!(env.api_id("chat").await.is_some(), "nothing deleted");
+
+    let run = env.chatctl(&["down", "--keep-data"]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("kept table chat-messages"), "{run:?}");
+    assert!(env.api_id("chat").await.is_none());
+    let tables = env.dynamodb().list_tables().send().await.unwrap();
+    assert_eq!(tables.table_names().len(), 2);
+
+    env.chatctl(&["down", "--yes"]).await.assert_ok();
+    assert_nothing_left(&env).await;
+}

@@ -1,0 +1,194 @@
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use aws_config::SdkConfig;
+use chat_testkit::aws_proxy::{AwsCall, Faults};
+use chat_testkit::{AwsProxy, Moto};
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A moto server, a recording proxy in front of it, the functions' zips in a
+/// directory of the test's own, and a working directory for chatctl.toml.
+pub struct Env {
+    pub proxy: AwsProxy,
+    pub sdk: SdkConfig,
+    pub lambda_dir: tempfile::TempDir,
+    pub workdir: tempfile::TempDir,
+    _moto: Moto,
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::start_with(None).await
+    }
+
+    pub async fn start_with(faults: Option<Faults>) -> Env {
+        let moto = Moto::start();
+        let proxy = match faults {
+            Some(faults) => AwsProxy::start_with_faults(moto.endpoint(), faults).await,
+            None => AwsProxy::start(moto.endpoint()).await,
+        };
+        let sdk = moto.sdk_config().await;
+        let lambda_dir = tempfile::tempdir().unwrap();
+        for function in [
+            "authorizer",
+            "connect",
+            "disconnect",
+            "default",
+            "sendmessage",
+            "getmessages",
+            "join",
+        ] {
+            let built = workspace_root()
+                .join("target/lambda")
+                .join(function)
+                .join("bootstrap.zip");
+            assert!(
+                built.exists(),
+                "{} is missing: build the functions first with scripts/build-handlers",
+                built.display()
+            );
+            std::fs::create_dir_all(lambda_dir.path().join(function)).unwrap();
+            std::fs::copy(&built, lambda_dir.path().join(function).join("bootstrap.zip")).unwrap();
+        }
+        Env {
+            proxy,
+            sdk,
+            lambda_dir,
+            workdir: tempfile::tempdir().unwrap(),
+            _moto: moto,
+        }
+    }
+
+    /// Runs chatctl with `args` against the proxy, stdin closed.
+    pub async fn chatctl(&self, args: &[&str]) -> Run {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"));
+        command
+            .args(args)
+            .arg("--endpoint-url")
+            .arg(self.proxy.endpoint())
+            .current_dir(self.workdir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.workdir.path())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", chat_testkit::moto::REGION)
+            .env("AWS_CONFIG_FILE", self.workdir.path().join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.workdir.path().join("no-aws-credentials"),
+            )
+            .stdin(Stdio::null());
+        let output = command.output().await.expect("cannot run chatctl");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// `chatctl up --no-build` with the test's zips, plus `args`.
+    pub async fn up(&self, args: &[&str]) -> Run {
+        let lambda_dir = self.lambda_dir.path().to_string_lossy().into_owned();
+        let mut all = vec!["up", "--no-build", "--lambda-dir", lambda_dir.as_str()];
+        all.extend_from_slice(args);
+        self.chatctl(&all).await
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.workdir.path().join("chatctl.toml"), text).unwrap();
+    }
+
+    /// Gives one function new code: a zip with one more file in it.
+    pub fn change_code(&self, function: &str) {
+        let zip = self.lambda_dir.path().join(function).join("bootstrap.zip");
+        append_to_zip(&zip);
+    }
+
+    pub fn mutating_calls(&self) -> Vec<AwsCall> {
+        self.proxy.mutating_calls()
+    }
+
+    pub fn mutating_operations(&self) -> Vec<String> {
+        let mut operations: Vec<String> = self.mutating_calls().into_iter().map(|c| c.operation).collect();
+        operations.sort();
+        operations
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+    }
+
+    pub fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.sdk)
+    }
+
+    pub fn lambda(&self) -> aws_sdk_lambda::Client {
+        aws_sdk_lambda::Client::new(&self.sdk)
+    }
+
+    pub fn apigateway(&self) -> aws_sdk_apigatewayv2::Client {
+        aws_sdk_apigatewayv2::Client::new(&self.sdk)
+    }
+
+    pub fn logs(&self) -> aws_sdk_cloudwatchlogs::Client {
+        aws_sdk_cloudwatchlogs::Client::new(&self.sdk)
+    }
+
+    /// The id of the API named `name`, if one exists.
+    pub async fn api_id(&self, name: &str) -> Option<String> {
+        let apis = self.apigateway().get_apis().send().await.unwrap();
+        apis.items()
+            .iter()
+            .find(|a| a.name() == Some(name))
+            .and_then(|a| a.api_id().map(str::to_string))
+    }
+}
+
+fn append_to_zip(zip: &Path) {
+    let status = std::process::Command::new(chat_testkit::moto::python())
+        .args([
+            "-c",
+            "import sys, zipfile; zipfile.ZipFile(sys.argv[1], 'a').writestr('changed.txt', 'new code')",
+        ])
+        .arg(zip)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub const FUNCTIONS: [&str; 7] = [
+    "authorizer",
+    "connect",
+    "disconnect",
+    "default",
+    "sendmessage",
+    "getmessages",
+    "join",
+];

@@ -1,0 +1,9 @@
+//! The real `chatctl` binary against a moto server, through a proxy that
+//! records every AWS call (and can inject faults), checked the way a user
+//! would check: output, exit code, and what exists afterwards, read with the
+//! SDK independently of chatctl's own reading code.
+
+mod down;
+mod harness;
+mod status;
+mod up;

@@ -1,0 +1,109 @@
+use serde_json::Value;
+
+use crate::harness::Env;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_every_resource_with_outputs_and_connections() {
+    let env = Env::start().await;
+    let run = env.chatctl(&["status"]).await;
+    assert_eq!(run.code, 3, "nothing deployed: {run:?}");
+    assert!(run.stdout.contains("chat-connections") && run.stdout.contains("missing"));
+
+    env.up(&[]).await.assert_ok();
+    env.proxy.clear();
+    let run = env.chatctl(&["status"]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("every resource is present"), "{run:?}");
+    assert!(run.stdout.contains("Open connections:  0"));
+    assert!(run.stdout.contains("wss://"));
+    assert_eq!(env.mutating_operations(), Vec::<String>::new(), "status only reads");
+
+    let json = env.chatctl(&["status", "--output", "json"]).await;
+    json.assert_ok();
+    let report: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["healthy"], true);
+    assert_eq!(report["open_connections"], 0);
+    assert!(
+        report["outputs"]["websocket_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("wss://")
+    );
+    assert_eq!(report["resources"].as_array().unwrap().len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_deleted_out_of_band_are_named_by_status_and_repaired_alone_by_up() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    let api_id = env.api_id("chat").await.unwrap();
+    let apigw = env.apigateway();
+    let routes = apigw.get_routes().api_id(&api_id).send().await.unwrap();
+    let join = routes.items().iter().find(|r| r.route_key() == Some("join")).unwrap();
+    apigw
+        .delete_route()
+        .api_id(&api_id)
+        .route_id(join.route_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    env.logs()
+        .delete_log_group()
+        .log_group_name("/aws/lambda/chat-default")
+        .send()
+        .await
+        .unwrap();
+    env.lambda()
+        .update_function_configuration()
+        .function_name("chat-connect")
+        .timeout(99)
+        .send()
+        .await
+        .unwrap();
+
+    let run = env.chatctl(&["status"]).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    let line = |kind: &str, name: &str| {
+        run.stdout
+            .lines()
+            .find(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words.first() == Some(&kind) && words.get(1) == Some(&name)
+            })
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("route", "join").contains("missing"), "{run:?}");
+    let log_group = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("/aws/lambda/chat-default"))
+        .unwrap_or_default();
+    assert!(log_group.contains("missing"), "{run:?}");
+    let function = line("function", "chat-connect");
+    assert!(
+        function.contains("drifted") && function.contains("timeout 99 → 10"),
+        "{run:?}"
+    );
+    assert!(
+        line("stage", "dev").contains("drifted"),
+        "the stage no longer serves the routes"
+    );
+    assert!(line("function", "chat-join").contains("present"));
+
+    env.proxy.clear();
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert_eq!(
+        env.mutating_operations(),
+        [
+            "CreateDeployment",
+            "CreateLogGroup",
+            "CreateRoute",
+            "PutRetentionPolicy",
+            "UpdateFunctionConfiguration",
+            "UpdateStage"
+        ]
+    );
+    env.chatctl(&["status"]).await.assert_ok();
+}

@@ -1,0 +1,485 @@
+use std::collections::HashMap;
+
+use chat_testkit::aws_proxy::Faults;
+use serde_json::Value;
+
+use crate::harness::{Env, FUNCTIONS};
+
+fn decode(document: &str) -> Value {
+    let text = percent_encoding::percent_decode_str(document).decode_utf8().unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_up_creates_every_resource_as_specified() {
+    let env = Env::start().await;
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    let api_id = env.api_id("chat").await.expect("an API named chat");
+    assert!(
+        run.stdout
+            .contains(&format!("wss://{api_id}.execute-api.us-east-1.amazonaws.com/dev")),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("/dev/@connections"));
+
+    // Tables: keys, keys-only indexes, on-demand, TTL, tag.
+    let dynamodb = env.dynamodb();
+    let connections = dynamodb
+        .describe_table()
+        .table_name("chat-connections")
+        .send()
+        .await
+        .unwrap();
+    let table = connections.table.unwrap();
+    assert_eq!(table.key_schema()[0].attribute_name(), "connection_id");
+    let mut indexes: Vec<_> = table
+        .global_secondary_indexes()
+        .iter()
+        .map(|i| {
+            (
+                i.index_name().unwrap().to_string(),
+                i.key_schema()[0].attribute_name().to_string(),
+            )
+        })
+        .collect();
+    indexes.sort();
+    assert_eq!(
+        indexes,
+        [("by-room".into(), "room".into()), ("by-user".into(), "user".into())]
+    );
+    assert_eq!(
+        table.billing_mode_summary().unwrap().billing_mode().unwrap().as_str(),
+        "PAY_PER_REQUEST"
+    );
+    let messages = dynamodb
+        .describe_table()
+        .table_name("chat-messages")
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    let keys: Vec<_> = messages
+        .key_schema()
+        .iter()
+        .map(|k| k.attribute_name().to_string())
+        .collect();
+    assert_eq!(keys, ["conversation", "message_id"]);
+    for name in ["chat-connections", "chat-messages"] {
+        let ttl = dynamodb.describe_time_to_live().table_name(name).send().await.unwrap();
+        let ttl = ttl.time_to_live_description.unwrap();
+        assert_eq!(ttl.attribute_name(), Some("ttl"));
+        assert_eq!(ttl.time_to_live_status().unwrap().as_str(), "ENABLED");
+        let arn = format!("arn:aws:dynamodb:us-east-1:123456789012:table/{name}");
+        let tags = dynamodb.list_tags_of_resource().resource_arn(arn).send().await.unwrap();
+        assert!(
+            tags.tags()
+                .iter()
+                .any(|t| t.key() == "chatctl:stack" && t.value() == "chat")
+        );
+    }
+
+    // Roles: Lambda trust, least-privilege inline policy, tag.
+    let iam = env.iam();
+    for role in ["chat-handlers", "chat-authorizer"] {
+        let got = iam.get_role().role_name(role).send().await.unwrap().role.unwrap();
+        let trust = decode(got.assume_role_policy_document().unwrap());
+        assert_eq!(trust["Statement"][0]["Principal"]["Service"], "lambda.amazonaws.com");
+        assert!(
+            got.tags()
+                .iter()
+                .any(|t| t.key() == "chatctl:stack" && t.value() == "chat")
+        );
+        let attached = iam.list_attached_role_policies().role_name(role).send().await.unwrap();
+        assert!(attached.attached_policies().is_empty(), "no managed policies");
+    }
+    let policy = iam
+        .get_role_policy()
+        .role_name("chat-handlers")
+        .policy_name("chatctl")
+        .send()
+        .await
+        .unwrap();
+    let policy = decode(policy.policy_document()).to_string();
+    assert!(policy.contains("arn:aws:dynamodb:us-east-1:123456789012:table/chat-connections/index/*"));
+    assert!(policy.contains(&format!(
+        "arn:aws:execute-api:us-east-1:123456789012:{api_id}/dev/POST/@connections/*"
+    )));
+    assert!(!policy.contains("\"*\""), "no wildcard resource: {policy}");
+    let authorizer_policy = iam
+        .get_role_policy()
+        .role_name("chat-authorizer")
+        .policy_name("chatctl")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !decode(authorizer_policy.policy_document())
+            .to_string()
+            .contains("dynamodb")
+    );
+
+    // Log groups with retention and the tag.
+    let logs = env.logs();
+    let groups = logs
+        .describe_log_groups()
+        .log_group_name_prefix("/aws/lambda/chat-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(groups.log_groups().len(), 7);
+    assert!(groups.log_groups().iter().all(|g| g.retention_in_days() == Some(14)));
+
+    // Functions.
+    let lambda = env.lambda();
+    for function in FUNCTIONS {
+        let got = lambda
+            .get_function()
+            .function_name(format!("chat-{function}"))
+            .send()
+            .await
+            .unwrap();
+        let config = got.configuration().unwrap();
+        assert_eq!(config.runtime().unwrap().as_str(), "provided.al2023");
+        assert_eq!(config.handler(), Some("bootstrap"));
+        assert_eq!(config.architectures()[0].as_str(), "x86_64");
+        assert_eq!(config.memory_size(), Some(128));
+        assert_eq!(config.timeout(), Some(10));
+        let expected_role = if function == "authorizer" {
+            "chat-authorizer"
+        } else {
+            "chat-handlers"
+        };
+        assert!(config.role().unwrap().ends_with(&format!("role/{expected_role}")));
+        let env_vars = config.environment().unwrap().variables().unwrap();
+        if function == "authorizer" {
+            assert_eq!(env_vars["CHAT_AUTH_MODE"], "token");
+            assert!(env_vars["CHAT_TOKEN_SECRET"].len() >= 32);
+        } else {
+            assert_eq!(env_vars["CHAT_CONNECTIONS_TABLE"], "chat-connections");
+            assert_eq!(env_vars["CHAT_MESSAGES_TABLE"], "chat-messages");
+            assert!(!env_vars.contains_key("CHAT_TOKEN_SECRET"));
+        }
+        assert_eq!(got.tags().unwrap()["chatctl:stack"], "chat");
+        let policy = lambda
+            .get_policy()
+            .function_name(format!("chat-{function}"))
+            .send()
+            .await
+            .unwrap();
+        let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+        let statement = &policy["Statement"][0];
+        assert_eq!(statement["Principal"]["Service"], "apigateway.amazonaws.com");
+        let source = statement["Condition"]["ArnLike"]["AWS:SourceArn"].as_str().unwrap();
+        assert!(
+            source.starts_with(&format!("arn:aws:execute-api:us-east-1:123456789012:{api_id}/")),
+            "{source}"
+        );
+    }
+
+    // The API: routes, integrations, authorizer on $connect only, deployed stage.
+    let apigw = env.apigateway();
+    let api = apigw.get_api().api_id(&api_id).send().await.unwrap();
+    assert_eq!(api.protocol_type().unwrap().as_str(), "WEBSOCKET");
+    assert_eq!(api.route_selection_expression(), Some("$request.body.action"));
+    let integrations = apigw.get_integrations().api_id(&api_id).send().await.unwrap();
+    let by_id: HashMap<String, String> = integrations
+        .items()
+        .iter()
+        .map(|i| {
+            assert_eq!(i.integration_type().unwrap().as_str(), "AWS_PROXY");
+            (
+                i.integration_id().unwrap().to_string(),
+                i.integration_uri().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(by_id.len(), 6);
+    let authorizers = apigw.get_authorizers().api_id(&api_id).send().await.unwrap();
+    assert_eq!(authorizers.items().len(), 1);
+    let authorizer = &authorizers.items()[0];
+    assert_eq!(authorizer.authorizer_type().unwrap().as_str(), "REQUEST");
+    assert!(
+        authorizer
+            .authorizer_uri()
+            .unwrap()
+            .contains("function:chat-authorizer/invocations")
+    );
+    let routes = apigw.get_routes().api_id(&api_id).send().await.unwrap();
+    let mut keys: Vec<_> = routes
+        .items()
+        .iter()
+        .map(|r| r.route_key().unwrap().to_string())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "$connect",
+            "$default",
+            "$disconnect",
+            "getmessages",
+            "join",
+            "sendmessage"
+        ]
+    );
+    for route in routes.items() {
+        let key = route.route_key().unwrap();
+        let integration = route.target().unwrap().strip_prefix("integrations/").unwrap();
+        let function = match key {
+            "$connect" => "connect",
+            "$disconnect" => "disconnect",
+            "$default" => "default",
+            other => other,
+        };
+        assert!(
+            by_id[integration].contains(&format!("function:chat-{function}/invocations")),
+            "{key}"
+        );
+        if key == "$connect" {
+            assert_eq!(route.authorization_type().unwrap().as_str(), "CUSTOM");
+            assert_eq!(route.authorizer_id(), authorizer.authorizer_id());
+        } else {
+            assert_eq!(route.authorization_type().map(|a| a.as_str()).unwrap_or("NONE"), "NONE");
+        }
+    }
+    let stage = apigw
+        .get_stage()
+        .api_id(&api_id)
+        .stage_name("dev")
+        .send()
+        .await
+        .unwrap();
+    let deployment = stage.deployment_id().expect("the stage serves a deployment");
+    let deployments = apigw.get_deployments().api_id(&api_id).send().await.unwrap();
+    assert!(
+        deployments
+            .items()
+            .iter()
+            .any(|d| d.deployment_id() == Some(deployment))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_up_makes_no_mutating_call_and_keeps_the_secret() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    let secret = |env: &Env| {
+        let lambda = env.lambda();
+        async move {
+            let config = lambda
+                .get_function_configuration()
+                .function_name("chat-authorizer")
+                .send()
+                .await
+                .unwrap();
+            config.environment().unwrap().variables().unwrap()["CHAT_TOKEN_SECRET"].clone()
+        }
+    };
+    let before = secret(&env).await;
+    env.proxy.clear();
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("No changes"), "{run:?}");
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
+    assert_eq!(secret(&env).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_code_updates_only_that_function_and_memory_only_configuration() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+
+    env.change_code("sendmessage");
+    env.proxy.clear();
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("~ function chat-sendmessage (code)"), "{run:?}");
+    assert_eq!(env.mutating_operations(), ["UpdateFunctionCode"]);
+    let code = env.mutating_calls();
+    assert_eq!(code.len(), 1);
+
+    env.write_config("memory = 256\n");
+    env.proxy.clear();
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("memory 128 → 256"), "{run:?}");
+    assert_eq!(env.mutating_operations(), vec!["UpdateFunctionConfiguration"; 7]);
+    let config = env
+        .lambda()
+        .get_function_configuration()
+        .function_name("chat-join")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config.memory_size(), Some(256));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_prints_the_plan_and_changes_nothing() {
+    let env = Env::start().await;
+    let run = env.up(&["--dry-run"]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("+ table chat-connections"), "{run:?}");
+    assert!(run.stdout.contains("+ function chat-sendmessage"));
+    assert!(run.stdout.contains("+ route $connect"));
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
+    assert!(env.api_id("chat").await.is_none());
+
+    let json = env
+        .chatctl(&[
+            "up",
+            "--dry-run",
+            "--no-build",
+            "--lambda-dir",
+            &env.lambda_dir.path().to_string_lossy(),
+            "--output",
+            "json",
+        ])
+        .await;
+    json.assert_ok();
+    let report: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["dry_run"], true);
+    assert!(
+        report["plan"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["kind"] == "route" && c["action"] == "create")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_resource_with_our_name_is_reported_and_left_alone() {
+    let env = Env::start().await;
+    env.iam()
+        .create_role()
+        .role_name("chat-handlers")
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    let run = env.up(&[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("IAM role chat-handlers exists but was not created by chatctl"),
+        "{run:?}"
+    );
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
+
+    let down = env.chatctl(&["down", "--yes"]).await;
+    down.assert_ok();
+    assert!(down.stderr.contains("left IAM role chat-handlers alone"), "{down:?}");
+    assert!(env.iam().get_role().role_name("chat-handlers").send().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_and_down_converge_through_throttling_and_server_errors() {
+    let faults = Faults {
+        throttle_ratio: 0.15,
+        server_error_ratio: 0.1,
+        seed: 7,
+    };
+    let env = Env::start_with(Some(faults)).await;
+    env.up(&[]).await.assert_ok();
+    assert!(!env.proxy.faulted_calls().is_empty(), "faults were injected");
+    let status = env.chatctl(&["status"]).await;
+    assert_eq!(status.code, 0, "{status:?}");
+    env.chatctl(&["down", "--yes"]).await.assert_ok();
+    env.proxy.set_faults(None);
+    let status = env.chatctl(&["status"]).await;
+    assert_eq!(status.code, 3);
+    assert!(!status.stdout.contains(" present "), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_without_a_terminal_is_refused_with_a_pointer_to_yes() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    // Our table, with a key schema chatctl did not make: only a replacement fixes it.
+    let dynamodb = env.dynamodb();
+    dynamodb
+        .delete_table()
+        .table_name("chat-messages")
+        .send()
+        .await
+        .unwrap();
+    dynamodb
+        .create_table()
+        .table_name("chat-messages")
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .tags(
+            aws_sdk_dynamodb::types::Tag::builder()
+                .key("chatctl:stack")
+                .value("chat")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    env.proxy.clear();
+    let run = env.up(&[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("-/+ table chat-messages"), "{run:?}");
+    assert!(run.stderr.contains("--yes"), "{run:?}");
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
+
+    env.up(&["--yes"]).await.assert_ok();
+    let table = dynamodb
+        .describe_table()
+        .table_name("chat-messages")
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    assert_eq!(table.key_schema()[0].attribute_name(), "conversation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let env = Env::start().await;
+    env.write_config("stack = \"chat\"\nmemroy = 512\n");
+    let run = env.up(&[]).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("chatctl.toml") && run.stderr.contains("line 2"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("panicked"));
+
+    env.write_config("log_retention_days = 10\n");
+    let run = env.chatctl(&["status"]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("log_retention_days must be one of"), "{run:?}");
+
+    std::fs::remove_file(env.workdir.path().join("chatctl.toml")).unwrap();
+    let run = env.chatctl(&["up", "--stack", "bad_name!"]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("invalid stack name"), "{run:?}");
+
+    let run = env.chatctl(&["up", "--no-such-flag"]).await;
+    assert_eq!(run.code, 2, "usage errors exit 2: {run:?}");
+
+    let run = env.chatctl(&["up", "--no-build", "--lambda-dir", "/nonexistent"]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("/nonexistent/authorizer/bootstrap.zip"), "{run:?}");
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
+}
