@@ -23,12 +23,30 @@ pub struct AwsOptions {
 pub struct Aws {
     pub sdk: SdkConfig,
     pub region: String,
-    pub account: String,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub iam: aws_sdk_iam::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub apigateway: aws_sdk_apigatewayv2::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
+}
+
+impl Aws {
+    /// The account id of the credentials in use; fails clearly without credentials.
+    pub async fn account_id(&self) -> Result<String> {
+        let sts = aws_sdk_sts::Client::new(&self.sdk);
+        let identity = sts.get_caller_identity().send().await.map_err(|err| {
+            let text = DisplayErrorContext(&err).to_string();
+            if text.contains("no credentials") || text.contains("NoCredentials") || text.contains("credentials provider")
+            {
+                anyhow!(
+                    "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, run `aws sso login`, or pass --profile"
+                )
+            } else {
+                aws_error("cannot check the AWS credentials (sts:GetCallerIdentity)", err)
+            }
+        })?;
+        identity.account.context("sts:GetCallerIdentity returned no account id")
+    }
 }
 
 /// Throttling and 5xx are retried by the SDK's standard mode; more attempts
@@ -58,24 +76,8 @@ impl Aws {
                 "no AWS region: pass --region, set AWS_REGION, set `region` in chatctl.toml, or configure one in your AWS profile"
             );
         };
-        let sts = aws_sdk_sts::Client::new(&sdk);
-        let identity = sts.get_caller_identity().send().await.map_err(|err| {
-            let text = DisplayErrorContext(&err).to_string();
-            if text.contains("no credentials") || text.contains("NoCredentials") || text.contains("credentials provider")
-            {
-                anyhow!(
-                    "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, run `aws sso login`, or pass --profile"
-                )
-            } else {
-                aws_error("cannot check the AWS credentials (sts:GetCallerIdentity)", err)
-            }
-        })?;
-        let account = identity
-            .account
-            .context("sts:GetCallerIdentity returned no account id")?;
         Ok(Aws {
             region,
-            account,
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             iam: aws_sdk_iam::Client::new(&sdk),
             lambda: aws_sdk_lambda::Client::new(&sdk),

@@ -39,7 +39,8 @@ async fn connect(cli: &Cli) -> Result<Session> {
         stack: settings.stack.clone(),
         stage: settings.stage.clone(),
         region: aws.region.clone(),
-        account: aws.account.clone(),
+        // Filled by `read`, concurrently with the first reads.
+        account: String::new(),
     };
     Ok(Session {
         settings,
@@ -49,12 +50,22 @@ async fn connect(cli: &Cli) -> Result<Session> {
     })
 }
 
+/// Checks the credentials (learning the account id) while reading the stack:
+/// a no-op `up` thus costs two rounds of calls.
+async fn read(session: &mut Session) -> Result<actual::Actual> {
+    let (account, actual) = tokio::join!(session.aws.account_id(), actual::read(&session.aws, &session.names));
+    // A credentials problem explains a failed read better than the read's own error.
+    session.names.account = account?;
+    actual
+}
+
 pub async fn run(cli: Cli) -> Result<u8> {
-    let context = connect(&cli).await?;
+    let mut context = connect(&cli).await?;
+    let context = &mut context;
     match cli.command {
-        Command::Up(args) => up(&context, &args).await,
-        Command::Down(args) => down(&context, &args).await,
-        Command::Status => status(&context).await,
+        Command::Up(args) => up(context, &args).await,
+        Command::Down(args) => down(context, &args).await,
+        Command::Status => status(context).await,
     }
 }
 
@@ -87,10 +98,7 @@ fn print_plan(plan: &Plan) {
     println!("{}.", summary.join(", "));
 }
 
-async fn up(context: &Session, args: &UpArgs) -> Result<u8> {
-    let Session {
-        settings, aws, names, ..
-    } = context;
+async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let root = build::find_root(&cwd);
     let lambda_dir = match (&args.lambda_dir, &root) {
@@ -101,17 +109,22 @@ async fn up(context: &Session, args: &UpArgs) -> Result<u8> {
         ),
     };
     let progress = Progress::start("reading the stack", context.json);
+    let arch = context.settings.arch;
     let build_step = async {
         if !args.no_build {
             let root = root
                 .as_deref()
                 .context("cannot build outside the chatctl repository; pass --no-build")?;
-            build::build(root, settings.arch).await?;
+            build::build(root, arch).await?;
         }
         build::read_zips(&lambda_dir)
     };
-    let (actual, code) = tokio::try_join!(actual::read(aws, names), build_step)?;
+    let (actual, code) = tokio::join!(read(context), build_step);
     progress.finish();
+    let (actual, code) = (actual?, code?);
+    let Session {
+        settings, aws, names, ..
+    } = &*context;
     let secret = actual.token_secret().unwrap_or_else(new_secret);
     let desired = Desired::new(settings, names.clone(), &secret, &code);
     let plan = plan::plan(&desired, &actual);
@@ -174,9 +187,9 @@ struct DownReport {
     kept: Vec<String>,
 }
 
-async fn down(context: &Session, args: &DownArgs) -> Result<u8> {
-    let Session { aws, names, .. } = context;
-    let actual = actual::read(aws, names).await?;
+async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
+    let actual = read(context).await?;
+    let Session { aws, names, .. } = &*context;
     if !args.keep_data && !args.yes {
         let mut with_data = vec![];
         for (name, found) in &actual.tables {
@@ -247,11 +260,11 @@ struct StatusReport {
     open_connections: Option<i64>,
 }
 
-async fn status(context: &Session) -> Result<u8> {
+async fn status(context: &mut Session) -> Result<u8> {
+    let actual = read(context).await?;
     let Session {
         settings, aws, names, ..
-    } = context;
-    let actual = actual::read(aws, names).await?;
+    } = &*context;
     let secret = actual.token_secret().unwrap_or_default();
     // No build: code is not compared, everything else is.
     let desired = Desired::new(settings, names.clone(), &secret, &BTreeMap::new());

@@ -19,6 +19,7 @@
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -42,6 +43,11 @@ pub struct AwsCall {
     pub mutating: bool,
     /// Whether the proxy answered with an injected fault instead of moto.
     pub faulted: bool,
+    /// When the request arrived and when its answer left, since the proxy started.
+    pub started: Duration,
+    pub finished: Duration,
+    /// Arrival order, unique per proxy.
+    pub sequence: u64,
 }
 
 /// Which requests to answer with an injected error.
@@ -82,6 +88,7 @@ struct FaultState {
 #[derive(Default)]
 struct Recorded {
     calls: Vec<AwsCall>,
+    next_sequence: u64,
     faults: Option<FaultState>,
 }
 
@@ -89,6 +96,8 @@ struct Shared {
     upstream: String,
     client: Client<HttpConnector, Body>,
     recorded: Mutex<Recorded>,
+    /// Call times are measured from here.
+    epoch: Instant,
 }
 
 /// Aborts the server task when the last handle to the proxy goes.
@@ -126,8 +135,10 @@ impl AwsProxy {
             client: Client::builder(TokioExecutor::new()).build_http(),
             recorded: Mutex::new(Recorded {
                 calls: Vec::new(),
+                next_sequence: 0,
                 faults: faults.map(FaultState::new),
             }),
+            epoch: Instant::now(),
         });
         let app = Router::new().fallback(proxy).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -243,31 +254,52 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(body) => body,
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")),
     };
     let identified = identify(&parts.method, &parts.uri, &parts.headers, &body);
 
-    let fault = {
+    let started = shared.epoch.elapsed();
+    let (fault, sequence) = {
         let mut recorded = shared.recorded.lock().unwrap();
         let fault = recorded
             .faults
             .as_mut()
             .and_then(|state| state.decide(request_key(&identified, &parts.method, &parts.uri, &body)));
+        let sequence = recorded.next_sequence;
+        recorded.next_sequence += 1;
         recorded.calls.push(AwsCall {
             service: identified.service.clone(),
             operation: identified.operation.clone(),
             mutating: identified.mutating,
             faulted: fault.is_some(),
+            started,
+            finished: started,
+            sequence,
         });
-        fault
+        (fault, sequence)
     };
     if let Some(kind) = fault {
         return fault_response(&identified, &parts.headers, kind);
     }
+    let response = forward(&shared, parts, body).await;
+    let finished = shared.epoch.elapsed();
+    if let Some(call) = shared
+        .recorded
+        .lock()
+        .unwrap()
+        .calls
+        .iter_mut()
+        .find(|c| c.sequence == sequence)
+    {
+        call.finished = finished;
+    }
+    response
+}
 
+async fn forward(shared: &Shared, mut parts: axum::http::request::Parts, body: axum::body::Bytes) -> Response {
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     parts.uri = match format!("{}{path_and_query}", shared.upstream).parse::<Uri>() {
         Ok(uri) => uri,
@@ -293,6 +325,23 @@ fn plain(status: StatusCode, text: String) -> Response {
     let mut response = Response::new(Body::from(text));
     *response.status_mut() = status;
     response
+}
+
+/// The longest chain of calls in which each starts after the previous one
+/// answered: an upper bound of the dependent calls a run made in sequence.
+pub fn longest_chain(calls: &[AwsCall]) -> usize {
+    let mut by_start: Vec<&AwsCall> = calls.iter().collect();
+    by_start.sort_by_key(|c| c.started);
+    // chain[i]: the longest chain ending with by_start[i].
+    let mut chain = vec![1usize; by_start.len()];
+    for i in 0..by_start.len() {
+        for j in 0..i {
+            if by_start[j].finished <= by_start[i].started {
+                chain[i] = chain[i].max(chain[j] + 1);
+            }
+        }
+    }
+    chain.into_iter().max().unwrap_or(0)
 }
 
 /// Identifies "the same request" across SDK retries: everything that retries

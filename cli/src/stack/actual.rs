@@ -1,5 +1,7 @@
 //! Reads what exists of a stack, in two rounds of concurrent calls: every
-//! resource whose name is known at once, then the API's parts once its id is.
+//! resource whose name is known at once, then what needs an id or ARN from
+//! the first round (the API's parts, tags). Only names are used, not the
+//! account id, so the read can run while the credentials are checked.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -172,11 +174,9 @@ pub async fn read(aws: &Aws, names: &Names) -> Result<Actual> {
 }
 
 async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String, Found<TableState>)> {
-    let arn = names.table_arn(name);
-    let (described, ttl, tags) = tokio::join!(
+    let (described, ttl) = tokio::join!(
         aws.dynamodb.describe_table().table_name(name).send(),
         aws.dynamodb.describe_time_to_live().table_name(name).send(),
-        aws.dynamodb.list_tags_of_resource().resource_arn(&arn).send(),
     );
     let described = match described {
         Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok((name.to_string(), Found::Missing)),
@@ -185,7 +185,13 @@ async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String, Fou
     let Some(table) = described.table else {
         return Ok((name.to_string(), Found::Missing));
     };
-    let tags = tags.map_err(failed(format!("cannot read the tags of DynamoDB table {name}")))?;
+    let tags = aws
+        .dynamodb
+        .list_tags_of_resource()
+        .resource_arn(table.table_arn().unwrap_or_default())
+        .send()
+        .await
+        .map_err(failed(format!("cannot read the tags of DynamoDB table {name}")))?;
     let tag = tags
         .tags()
         .iter()
@@ -275,7 +281,8 @@ async fn read_role(aws: &Aws, names: &Names, name: &str) -> Result<(String, Foun
 
 async fn read_log_groups(aws: &Aws, names: &Names) -> Result<BTreeMap<Function, Found<LogGroupState>>> {
     let prefix = format!("/aws/lambda/{}-", names.stack);
-    let mut retention: HashMap<String, Option<i32>> = HashMap::new();
+    // name → (retention, ARN without the trailing ":*")
+    let mut groups: HashMap<String, (Option<i32>, String)> = HashMap::new();
     let mut pages = aws
         .logs
         .describe_log_groups()
@@ -286,21 +293,22 @@ async fn read_log_groups(aws: &Aws, names: &Names) -> Result<BTreeMap<Function, 
         let page = page.map_err(failed("cannot list CloudWatch log groups"))?;
         for group in page.log_groups() {
             if let Some(name) = group.log_group_name() {
-                retention.insert(name.to_string(), group.retention_in_days());
+                let arn = group.arn().unwrap_or_default().trim_end_matches(":*").to_string();
+                groups.insert(name.to_string(), (group.retention_in_days(), arn));
             }
         }
     }
     let reads = Function::ALL.into_iter().map(|function| {
         let name = names.log_group(function);
-        let found = retention.get(&name).copied();
+        let found = groups.get(&name).cloned();
         async move {
-            let Some(retention_days) = found else {
+            let Some((retention_days, arn)) = found else {
                 return Ok::<_, anyhow::Error>((function, Found::Missing));
             };
             let tags = aws
                 .logs
                 .list_tags_for_resource()
-                .resource_arn(names.log_group_arn(function))
+                .resource_arn(arn)
                 .send()
                 .await
                 .map_err(failed(format!("cannot read the tags of log group {name}")))?;
