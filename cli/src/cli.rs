@@ -60,6 +60,51 @@ pub enum Command {
     Down(DownArgs),
     /// Show every resource: present, missing or drifted (exit code 3 when not all present)
     Status,
+    /// The deployed API's routes
+    Routes {
+        #[command(subcommand)]
+        command: RoutesCommand,
+    },
+    /// The functions' CloudWatch logs, merged by time
+    Logs(LogsArgs),
+    /// Mint a connection token for the deployed stack
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoutesCommand {
+    /// List the routes of the live API: key, function, authorization, integration
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Functions by short name (authorizer, connect, disconnect, default,
+    /// sendmessage, getmessages, join); all when none is given
+    #[arg(value_name = "FUNCTION")]
+    pub functions: Vec<String>,
+    /// Start this long ago (10m, 2h) or at this RFC 3339 time
+    #[arg(long, default_value = "10m")]
+    pub since: String,
+    /// CloudWatch Logs filter pattern, passed through
+    #[arg(long, value_name = "PATTERN")]
+    pub filter: Option<String>,
+    /// Keep printing new events until Ctrl-C
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Events per FilterLogEvents page (tests use small pages)
+    #[arg(long, hide = true, default_value_t = crate::logs::MAX_PAGE_SIZE)]
+    pub page_size: i32,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user id the token proves (the `sub` claim)
+    #[arg(long)]
+    pub user: String,
+    /// How long the token stays valid (30m, 24h, 7d; at most 30d)
+    #[arg(long, default_value = "24h")]
+    pub ttl: String,
 }
 
 #[derive(Debug, Args)]

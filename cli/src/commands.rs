@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::EXIT_DRIFT;
 use crate::aws::{Aws, AwsOptions};
 use crate::build;
-use crate::cli::{Cli, Command, DownArgs, OutputFormat, UpArgs};
+use crate::cli::{Cli, Command, DownArgs, LogsArgs, OutputFormat, RoutesCommand, TokenArgs, UpArgs};
 use crate::output::{Outputs, Progress, confirm, print_json};
 use crate::settings::{ConfigFile, Overrides, Settings};
 use crate::stack::desired::{Desired, new_secret};
@@ -66,6 +66,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Up(args) => up(context, &args).await,
         Command::Down(args) => down(context, &args).await,
         Command::Status => status(context).await,
+        Command::Routes {
+            command: RoutesCommand::List,
+        } => routes_list(context).await,
+        Command::Logs(args) => logs(context, &args).await,
+        Command::Token(args) => token(context, &args).await,
     }
 }
 
@@ -338,4 +343,116 @@ async fn status(context: &mut Session) -> Result<u8> {
         }
     }
     Ok(if healthy { 0 } else { EXIT_DRIFT })
+}
+
+/// Runs `work` while checking the credentials; a credentials problem is the
+/// error reported, since it explains any failure of `work`.
+async fn checked<T>(session: &Session, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let (account, result) = tokio::join!(session.aws.account_id(), work);
+    account?;
+    result
+}
+
+async fn routes_list(context: &mut Session) -> Result<u8> {
+    let rows = checked(context, crate::routes::list(&context.aws, &context.names)).await?;
+    if context.json {
+        print_json(&rows)?;
+    } else {
+        println!("{}", crate::routes::table(&rows));
+    }
+    Ok(0)
+}
+
+async fn token(context: &mut Session, args: &TokenArgs) -> Result<u8> {
+    let ttl = crate::token::parse_ttl(&args.ttl)?;
+    let minted = checked(
+        context,
+        crate::token::mint(&context.aws, &context.names, &args.user, ttl),
+    )
+    .await?;
+    if context.json {
+        print_json(&minted)?;
+    } else {
+        println!("{}", minted.token);
+    }
+    Ok(0)
+}
+
+async fn logs(context: &mut Session, args: &LogsArgs) -> Result<u8> {
+    use std::io::{IsTerminal, Write};
+
+    use crate::logs::{Follower, Query, colour, fetch, parse_since, select_functions};
+
+    let functions = select_functions(&args.functions)?;
+    let start_ms = parse_since(&args.since, std::time::SystemTime::now())?;
+    if !(1..=crate::logs::MAX_PAGE_SIZE).contains(&args.page_size) {
+        bail!("--page-size must be between 1 and {}", crate::logs::MAX_PAGE_SIZE);
+    }
+    let colours = std::io::stdout().is_terminal() && !context.json;
+    let mut follower = Follower::new(start_ms);
+    let mut query = Query {
+        functions: &functions,
+        start_ms,
+        filter: args.filter.as_deref(),
+        page_size: args.page_size,
+    };
+    // Following ends with Ctrl-C, and that is a success.
+    let interrupted = async {
+        if args.follow {
+            tokio::signal::ctrl_c().await.ok();
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(interrupted);
+    let mut first = true;
+    loop {
+        let fetched = tokio::select! {
+            _ = &mut interrupted => return Ok(0),
+            fetched = async {
+                if first {
+                    checked(context, fetch(&context.aws, &context.names, &query)).await
+                } else {
+                    fetch(&context.aws, &context.names, &query).await
+                }
+            } => fetched,
+        };
+        first = false;
+        let lines = follower.fresh(fetched?);
+        let mut stdout = std::io::stdout().lock();
+        for line in &lines {
+            let written = if context.json {
+                serde_json::to_writer(&mut stdout, line)
+                    .map_err(std::io::Error::other)
+                    .and_then(|_| writeln!(stdout))
+            } else if colours {
+                writeln!(
+                    stdout,
+                    "{} \x1b[{}m[{}]\x1b[0m {}",
+                    line.timestamp,
+                    colour(&line.function),
+                    line.function,
+                    line.message
+                )
+            } else {
+                writeln!(stdout, "{} [{}] {}", line.timestamp, line.function, line.message)
+            };
+            // A closed pipe (`| head`) ends the output; it is not an error.
+            if let Err(err) = written.and_then(|_| stdout.flush()) {
+                if err.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(0);
+                }
+                return Err(err.into());
+            }
+        }
+        drop(stdout);
+        if !args.follow {
+            return Ok(0);
+        }
+        query.start_ms = follower.next_start();
+        tokio::select! {
+            _ = &mut interrupted => return Ok(0),
+            _ = tokio::time::sleep(crate::logs::FOLLOW_INTERVAL) => {}
+        }
+    }
 }

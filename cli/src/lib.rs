@@ -5,9 +5,12 @@ pub mod aws;
 pub mod build;
 pub mod cli;
 pub mod commands;
+pub mod logs;
 pub mod output;
+pub mod routes;
 pub mod settings;
 pub mod stack;
+pub mod token;
 
 use std::process::ExitCode;
 

@@ -320,7 +320,7 @@ async fn read_log_groups(aws: &Aws, names: &Names) -> Result<BTreeMap<Function, 
     Ok(futures::future::try_join_all(reads).await?.into_iter().collect())
 }
 
-async fn read_function(aws: &Aws, names: &Names, function: Function) -> Result<(Function, Found<FunctionState>)> {
+pub async fn read_function(aws: &Aws, names: &Names, function: Function) -> Result<(Function, Found<FunctionState>)> {
     let name = names.function(function);
     let (got, policy) = tokio::join!(
         aws.lambda.get_function().function_name(&name).send(),
@@ -382,7 +382,7 @@ fn permission_statements(policy: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
+pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
     let client = &aws.apigateway;
     let mut next = None;
     let mut found = None;

@@ -5,5 +5,6 @@
 
 mod down;
 mod harness;
+mod operate;
 mod status;
 mod up;

@@ -1,0 +1,232 @@
+//! `chatctl logs`: the functions' CloudWatch logs, merged by time.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Result, bail};
+use futures::future::join_all;
+use serde::Serialize;
+
+use crate::aws::{Aws, aws_error, is_code};
+use crate::stack::{Function, Names};
+
+/// How often `--follow` asks for new events.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
+/// `--follow` asks again for this much of the past, because CloudWatch may
+/// store an event after later ones; event ids keep it from printing twice.
+const FOLLOW_LOOKBACK_MS: i64 = 30_000;
+/// FilterLogEvents' largest page.
+pub const MAX_PAGE_SIZE: i32 = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogLine {
+    pub function: String,
+    pub timestamp: String,
+    #[serde(skip)]
+    pub timestamp_ms: i64,
+    pub message: String,
+    pub log_stream: String,
+    pub event_id: String,
+}
+
+/// The functions named on the command line (all when none), by short name.
+pub fn select_functions(names: &[String]) -> Result<Vec<Function>> {
+    if names.is_empty() {
+        return Ok(Function::ALL.to_vec());
+    }
+    let mut selected = vec![];
+    for name in names {
+        match Function::from_short_name(name) {
+            Some(function) if !selected.contains(&function) => selected.push(function),
+            Some(_) => {}
+            None => {
+                let valid: Vec<&str> = Function::ALL.iter().map(|f| f.short_name()).collect();
+                bail!("unknown function {name:?}; valid functions: {}", valid.join(", "));
+            }
+        }
+    }
+    Ok(selected)
+}
+
+/// `10m`, `2h` (that long ago) or an RFC 3339 time; epoch milliseconds.
+pub fn parse_since(text: &str, now: SystemTime) -> Result<i64> {
+    if let Some(at) = chat_core::ids::parse_timestamp(text) {
+        return Ok((at.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    match humantime::parse_duration(text) {
+        Ok(ago) => Ok(chat_core::ids::epoch_ms(
+            now.checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH),
+        )),
+        Err(_) => bail!(
+            "invalid --since {text:?}: use a duration like 10m or 2h, or an RFC 3339 time like 2026-11-22T03:00:00Z"
+        ),
+    }
+}
+
+pub struct Query<'a> {
+    pub functions: &'a [Function],
+    pub start_ms: i64,
+    pub filter: Option<&'a str>,
+    pub page_size: i32,
+}
+
+/// Every event since `start_ms` in the functions' log groups, every page,
+/// merged by time. Log groups that do not exist are skipped; if none does,
+/// the stack is not deployed.
+pub async fn fetch(aws: &Aws, names: &Names, query: &Query<'_>) -> Result<Vec<LogLine>> {
+    let reads = query.functions.iter().map(|function| async move {
+        let group = names.log_group(*function);
+        let mut lines = vec![];
+        let mut next_token = None;
+        loop {
+            let page = aws
+                .logs
+                .filter_log_events()
+                .log_group_name(&group)
+                .start_time(query.start_ms)
+                .set_filter_pattern(query.filter.map(str::to_string))
+                .limit(query.page_size)
+                .set_next_token(next_token)
+                .send()
+                .await;
+            let page = match page {
+                Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(None),
+                Err(err) => return Err(aws_error(format!("cannot read log group {group}"), err)),
+                Ok(page) => page,
+            };
+            for event in page.events() {
+                let timestamp_ms = event.timestamp().unwrap_or(0);
+                lines.push(LogLine {
+                    function: function.short_name().to_string(),
+                    timestamp: chat_core::ids::format_timestamp_ms(timestamp_ms.max(0) as u64),
+                    timestamp_ms,
+                    message: event.message().unwrap_or_default().trim_end().to_string(),
+                    log_stream: event.log_stream_name().unwrap_or_default().to_string(),
+                    event_id: event.event_id().unwrap_or_default().to_string(),
+                });
+            }
+            match page.next_token {
+                Some(token) if !token.is_empty() => next_token = Some(token),
+                _ => return Ok::<_, anyhow::Error>(Some(lines)),
+            }
+        }
+    });
+    let mut found_any = false;
+    let mut merged = vec![];
+    for result in join_all(reads).await {
+        if let Some(lines) = result? {
+            found_any = true;
+            merged.extend(lines);
+        }
+    }
+    if !found_any {
+        bail!(
+            "no log group of stack {} exists (looked for /aws/lambda/{}-*); run `chatctl up` first",
+            names.stack,
+            names.stack
+        );
+    }
+    // Stable: within a millisecond, each group's own order is kept.
+    merged.sort_by_key(|line| line.timestamp_ms);
+    Ok(merged)
+}
+
+/// Remembers printed events so `--follow` prints each exactly once.
+#[derive(Default)]
+pub struct Follower {
+    seen: HashMap<String, i64>,
+    newest_ms: i64,
+}
+
+impl Follower {
+    pub fn new(start_ms: i64) -> Self {
+        Follower {
+            seen: HashMap::new(),
+            newest_ms: start_ms,
+        }
+    }
+
+    /// Where the next poll starts.
+    pub fn next_start(&self) -> i64 {
+        self.newest_ms - FOLLOW_LOOKBACK_MS
+    }
+
+    /// The lines not printed before; forgets what is older than the lookback.
+    pub fn fresh(&mut self, lines: Vec<LogLine>) -> Vec<LogLine> {
+        let mut fresh = vec![];
+        let mut printed_now = HashSet::new();
+        for line in lines {
+            let key = format!("{}/{}", line.function, line.event_id);
+            if self.seen.contains_key(&key) || !printed_now.insert(key.clone()) {
+                continue;
+            }
+            self.newest_ms = self.newest_ms.max(line.timestamp_ms);
+            self.seen.insert(key, line.timestamp_ms);
+            fresh.push(line);
+        }
+        let horizon = self.next_start();
+        self.seen.retain(|_, ts| *ts >= horizon);
+        fresh
+    }
+}
+
+/// ANSI colours for the function prefix on a terminal.
+pub fn colour(function: &str) -> &'static str {
+    const PALETTE: [&str; 7] = ["36", "32", "33", "35", "34", "31", "96"];
+    let index = Function::ALL
+        .iter()
+        .position(|f| f.short_name() == function)
+        .unwrap_or(0);
+    PALETTE[index % PALETTE.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(function: &str, id: &str, ts: i64) -> LogLine {
+        LogLine {
+            function: function.into(),
+            timestamp: String::new(),
+            timestamp_ms: ts,
+            message: id.into(),
+            log_stream: "s".into(),
+            event_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn functions_are_chosen_by_short_name() {
+        assert_eq!(select_functions(&[]).unwrap().len(), 7);
+        assert_eq!(
+            select_functions(&["sendmessage".into(), "join".into(), "join".into()]).unwrap(),
+            [Function::SendMessage, Function::Join]
+        );
+        let err = select_functions(&["sendmesage".into()]).unwrap_err().to_string();
+        assert!(
+            err.contains("\"sendmesage\"") && err.contains("authorizer, connect"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn since_takes_durations_and_times() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        assert_eq!(parse_since("10m", now).unwrap(), (10_000 - 600) * 1000);
+        assert_eq!(parse_since("2h", now).unwrap(), 0.max((10_000 - 7200) * 1000));
+        assert_eq!(parse_since("1970-01-01T00:00:05Z", now).unwrap(), 5000);
+        assert_eq!(parse_since("1970-01-01T01:00:05+01:00", now).unwrap(), 5000);
+        assert!(parse_since("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn following_prints_each_event_once_and_catches_late_ones() {
+        let mut follower = Follower::new(0);
+        let first = follower.fresh(vec![line("a", "1", 1000), line("b", "2", 2000)]);
+        assert_eq!(first.len(), 2);
+        // The next poll overlaps: old events are dropped, a late one is kept.
+        let second = follower.fresh(vec![line("a", "1", 1000), line("a", "3", 1500), line("b", "2", 2000)]);
+        assert_eq!(second.iter().map(|l| l.event_id.as_str()).collect::<Vec<_>>(), ["3"]);
+        assert!(follower.next_start() <= 1500);
+    }
+}

@@ -1,0 +1,316 @@
+//! `routes list`, `logs` and `token` against a deployed stack.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+use serde_json::Value;
+
+use crate::harness::Env;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_list_reads_the_live_api_in_text_and_json() {
+    let env = Env::start().await;
+    let run = env.chatctl(&["routes", "list"]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("stack chat is not deployed"), "{run:?}");
+
+    env.up(&[]).await.assert_ok();
+    let run = env.chatctl(&["routes", "list"]).await;
+    run.assert_ok();
+    let rows: Vec<Vec<&str>> = run
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(
+        keys,
+        [
+            "$connect",
+            "$disconnect",
+            "$default",
+            "getmessages",
+            "join",
+            "sendmessage"
+        ],
+        "{run:?}"
+    );
+    assert_eq!(
+        rows[0],
+        ["$connect", "chat-connect", "CUSTOM", "(chat-authorizer)", "AWS_PROXY"]
+    );
+    assert_eq!(rows[5], ["sendmessage", "chat-sendmessage", "NONE", "AWS_PROXY"]);
+
+    let json = env.chatctl(&["routes", "list", "--output", "json"]).await;
+    json.assert_ok();
+    let rows: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        rows[0],
+        serde_json::json!({
+            "route_key": "$connect",
+            "function": "chat-connect",
+            "authorization": "CUSTOM",
+            "authorizer": "chat-authorizer",
+            "integration_type": "AWS_PROXY"
+        })
+    );
+    assert_eq!(rows.as_array().unwrap().len(), 6);
+
+    // Read from API Gateway, not from the config: a route removed out of band is gone.
+    let api_id = env.api_id("chat").await.unwrap();
+    let routes = env.apigateway().get_routes().api_id(&api_id).send().await.unwrap();
+    let join = routes.items().iter().find(|r| r.route_key() == Some("join")).unwrap();
+    env.apigateway()
+        .delete_route()
+        .api_id(&api_id)
+        .route_id(join.route_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let run = env.chatctl(&["routes", "list"]).await;
+    assert!(!run.stdout.contains("chat-join"), "{run:?}");
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+async fn write_events(env: &Env, function: &str, events: &[(i64, &str)]) {
+    let logs = env.logs();
+    let group = format!("/aws/lambda/chat-{function}");
+    let stream = format!("2026/11/22/[$LATEST]{}", events[0].0);
+    logs.create_log_stream()
+        .log_group_name(&group)
+        .log_stream_name(&stream)
+        .send()
+        .await
+        .unwrap();
+    let mut request = logs.put_log_events().log_group_name(&group).log_stream_name(&stream);
+    for (timestamp, message) in events {
+        request = request.log_events(
+            InputLogEvent::builder()
+                .timestamp(*timestamp)
+                .message(*message)
+                .build()
+                .unwrap(),
+        );
+    }
+    request.send().await.unwrap();
+}
+
+fn messages(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .map(|l| l.splitn(2, ' ').nth(1).unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_merge_functions_by_time_with_filters_pages_and_since() {
+    let env = Env::start().await;
+    let run = env.chatctl(&["logs"]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("run `chatctl up` first"), "{run:?}");
+
+    env.up(&[]).await.assert_ok();
+    let t = now_ms() - 120_000;
+    write_events(
+        &env,
+        "sendmessage",
+        &[(t, "send one"), (t + 20, "send two ERROR"), (t + 40, "send three")],
+    )
+    .await;
+    write_events(&env, "join", &[(t + 10, "join one"), (t + 30, "join two ERROR")]).await;
+    write_events(&env, "connect", &[(t - 3_600_000, "an hour ago")]).await;
+
+    let run = env.chatctl(&["logs"]).await;
+    run.assert_ok();
+    assert_eq!(
+        messages(&run.stdout),
+        [
+            "[sendmessage] send one",
+            "[join] join one",
+            "[sendmessage] send two ERROR",
+            "[join] join two ERROR",
+            "[sendmessage] send three"
+        ],
+        "{run:?}"
+    );
+    let first = run.stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with(&chat_core::ids::format_timestamp_ms(t as u64)),
+        "{first}"
+    );
+
+    env.proxy.clear();
+    let paged = env.chatctl(&["logs", "--page-size", "1"]).await;
+    paged.assert_ok();
+    assert_eq!(paged.stdout, run.stdout, "every page is followed");
+    let filter_calls = env
+        .proxy
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "FilterLogEvents")
+        .count();
+    assert!(filter_calls > 7, "more than one page per group: {filter_calls}");
+
+    let filtered = env.chatctl(&["logs", "--filter", "ERROR"]).await;
+    assert_eq!(
+        messages(&filtered.stdout),
+        ["[sendmessage] send two ERROR", "[join] join two ERROR"]
+    );
+
+    let one = env.chatctl(&["logs", "join"]).await;
+    assert_eq!(messages(&one.stdout), ["[join] join one", "[join] join two ERROR"]);
+
+    let since = env.chatctl(&["logs", "--since", "2h"]).await;
+    assert_eq!(messages(&since.stdout)[0], "[connect] an hour ago");
+    let at = chat_core::ids::format_timestamp_ms((t + 25) as u64);
+    let since_time = env.chatctl(&["logs", "--since", &at]).await;
+    assert_eq!(
+        messages(&since_time.stdout),
+        ["[join] join two ERROR", "[sendmessage] send three"]
+    );
+
+    let json = env.chatctl(&["logs", "--output", "json"]).await;
+    let lines: Vec<Value> = json.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["function"], "sendmessage");
+    assert_eq!(lines[0]["message"], "send one");
+    assert!(lines[0]["event_id"].is_string() && lines[0]["log_stream"].is_string());
+
+    let unknown = env.chatctl(&["logs", "sendmesage"]).await;
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains("valid functions: authorizer, connect"),
+        "{unknown:?}"
+    );
+    let bad_since = env.chatctl(&["logs", "--since", "last week"]).await;
+    assert_eq!(bad_since.code, 1);
+    assert!(bad_since.stderr.contains("invalid --since"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_prints_new_events_once_and_stops_cleanly_on_ctrl_c() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    write_events(&env, "default", &[(now_ms() - 5_000, "before follow")]).await;
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
+        .args(["logs", "--follow", "--endpoint-url", &env.proxy.endpoint()])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .current_dir(env.workdir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let next_line = async |lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>| {
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("no line within 20 s")
+            .unwrap()
+            .unwrap()
+    };
+    assert!(next_line(&mut lines).await.ends_with("[default] before follow"));
+
+    write_events(&env, "join", &[(now_ms(), "while following")]).await;
+    assert!(next_line(&mut lines).await.ends_with("[join] while following"));
+
+    // Two more polls: nothing is printed twice.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "Ctrl-C ends --follow with success");
+    assert_eq!(
+        lines.next_line().await.unwrap(),
+        None,
+        "no duplicates after the new line"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_is_accepted_by_the_authorizers_own_check_until_it_expires() {
+    let env = Env::start().await;
+    let run = env.chatctl(&["token", "--user", "alice"]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("not deployed"), "{run:?}");
+
+    env.up(&[]).await.assert_ok();
+    let config = env
+        .lambda()
+        .get_function_configuration()
+        .function_name("chat-authorizer")
+        .send()
+        .await
+        .unwrap();
+    let secret = config.environment().unwrap().variables().unwrap()["CHAT_TOKEN_SECRET"].clone();
+
+    let run = env.chatctl(&["token", "--user", "alice"]).await;
+    run.assert_ok();
+    let token = run.stdout.trim();
+    let claims = chat_core::token::verify(secret.as_bytes(), token).unwrap();
+    assert_eq!(claims.sub, "alice");
+    let day = claims.exp - claims.iat;
+    assert_eq!(day, 86_400);
+    assert_eq!(
+        chat_core::token::verify(b"some-other-secret-some-other-secret", token),
+        Err(chat_core::token::TokenError::BadSignature)
+    );
+
+    let short = env
+        .chatctl(&["token", "--user", "bob", "--ttl", "1s", "--output", "json"])
+        .await;
+    short.assert_ok();
+    let minted: Value = serde_json::from_str(&short.stdout).unwrap();
+    assert_eq!(minted["user"], "bob");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        chat_core::token::verify(secret.as_bytes(), minted["token"].as_str().unwrap()),
+        Err(chat_core::token::TokenError::Expired)
+    );
+
+    for (args, message) in [
+        (["token", "--user", "not valid"], "invalid user name"),
+        (["token", "--user", "a#b"], "invalid user name"),
+    ] {
+        let run = env.chatctl(&args).await;
+        assert_eq!(run.code, 1);
+        assert!(run.stderr.contains(message), "{run:?}");
+    }
+    let run = env.chatctl(&["token", "--user", "alice", "--ttl", "forever"]).await;
+    assert!(run.stderr.contains("invalid --ttl"), "{run:?}");
+    let run = env.chatctl(&["token"]).await;
+    assert_eq!(run.code, 2, "--user is required: {run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_explains_that_auth_mode_none_needs_none() {
+    let env = Env::start().await;
+    env.write_config("auth = \"none\"\n");
+    env.up(&[]).await.assert_ok();
+    let run = env.chatctl(&["token", "--user", "alice"]).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("auth = \"none\"") && run.stderr.contains("?user="),
+        "{run:?}"
+    );
+}
