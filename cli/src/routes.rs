@@ -68,7 +68,7 @@ pub fn rows(api: &ApiState) -> Vec<RouteRow> {
             }
         })
         .collect();
-    rows.sort_by(|a, b| order(&a.route_key).cmp(&order(&b.route_key)));
+    rows.sort_by_key(|row| order(&row.route_key));
     rows
 }
 
