@@ -105,7 +105,7 @@ async fn write_events(env: &Env, function: &str, events: &[(i64, &str)]) {
 fn messages(stdout: &str) -> Vec<String> {
     stdout
         .lines()
-        .map(|l| l.splitn(2, ' ').nth(1).unwrap_or_default().to_string())
+        .map(|l| l.split_once(' ').map(|(_, rest)| rest).unwrap_or_default().to_string())
         .collect()
 }
 
