@@ -87,6 +87,11 @@ impl Env {
 
     /// Runs chatctl with `args` against the proxy, stdin closed.
     pub async fn chatctl(&self, args: &[&str]) -> Run {
+        self.chatctl_without(args, &[]).await
+    }
+
+    /// Runs chatctl without the environment variables `unset`.
+    pub async fn chatctl_without(&self, args: &[&str], unset: &[&str]) -> Run {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"));
         command
             .args(args)
@@ -104,7 +109,11 @@ impl Env {
                 "AWS_SHARED_CREDENTIALS_FILE",
                 self.workdir.path().join("no-aws-credentials"),
             )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null());
+        for name in unset {
+            command.env_remove(name);
+        }
         let output = command.output().await.expect("cannot run chatctl");
         Run {
             code: output.status.code().unwrap_or(-1),
