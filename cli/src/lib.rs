@@ -5,6 +5,7 @@ pub mod aws;
 pub mod build;
 pub mod cli;
 pub mod commands;
+pub mod dev;
 pub mod logs;
 pub mod output;
 pub mod routes;

@@ -5,6 +5,7 @@
 
 mod down;
 mod harness;
+mod local_lambda;
 mod operate;
 mod status;
 mod up;

@@ -478,10 +478,15 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let run = env.chatctl_without(&["status"], &["AWS_REGION"]).await;
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("no AWS region: pass --region"), "{run:?}");
-    let run = env.chatctl_without(&["status"], &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]).await;
+    let run = env
+        .chatctl_without(&["status"], &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+        .await;
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("no AWS credentials found"), "{run:?}");
-    assert!(!run.stderr.contains("panicked") && !run.stderr.contains("Error {"), "{run:?}");
+    assert!(
+        !run.stderr.contains("panicked") && !run.stderr.contains("Error {"),
+        "{run:?}"
+    );
 
     let run = env.chatctl(&["up", "--no-such-flag"]).await;
     assert_eq!(run.code, 2, "usage errors exit 2: {run:?}");

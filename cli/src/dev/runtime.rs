@@ -1,0 +1,363 @@
+//! A local Lambda: runs a function's real binary behind the Lambda runtime
+//! API (aws-facts.md §7), as Lambda does, so the very code deployed to AWS
+//! serves `chatctl dev`.
+//!
+//! Each instance is one process with its own runtime API listener; it serves
+//! one event at a time. Invocations wait in one queue that every instance
+//! polls, so a busy function queues and more instances serve more at once.
+//! An instance that exceeds the timeout or exits is replaced, as Lambda
+//! replaces a sandbox.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+const API_PREFIX: &str = "/2018-06-01/runtime";
+/// A replaced instance waits this long before starting again, so a binary
+/// that fails at once does not spin.
+const RESTART_DELAY: Duration = Duration::from_millis(200);
+
+/// How a function is run.
+#[derive(Debug, Clone)]
+pub struct FunctionConfig {
+    pub name: String,
+    pub binary: PathBuf,
+    pub memory_mb: i32,
+    pub timeout: Duration,
+    /// The function's own environment, plus whatever the local stack adds.
+    pub env: BTreeMap<String, String>,
+    pub region: String,
+    pub instances: usize,
+}
+
+/// The result of one invocation, as Lambda reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The function returned this body.
+    Response(Bytes),
+    /// The function failed (`X-Amz-Function-Error: Unhandled` on AWS).
+    Error { error_type: String, error_message: String },
+    /// No answer within the function's timeout; the instance was replaced.
+    Timeout,
+    /// The process exited while handling the event.
+    Crashed(String),
+}
+
+/// One line a function printed, for the logs.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub function: String,
+    pub instance: usize,
+    pub line: String,
+}
+
+pub type LogSink = Arc<dyn Fn(LogLine) + Send + Sync>;
+
+struct Invocation {
+    id: String,
+    event: Bytes,
+    deadline_ms: u64,
+}
+
+struct Shared {
+    config: FunctionConfig,
+    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Invocation>>,
+    /// Answers awaited, by request id.
+    waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    /// The request each instance is handling.
+    handling: Mutex<HashMap<usize, String>>,
+    /// Tells an instance's supervisor to replace its process (after a timeout).
+    restart: Vec<tokio::sync::Notify>,
+    logs: LogSink,
+}
+
+impl Shared {
+    fn answer(&self, id: &str, outcome: Outcome) -> bool {
+        let sender = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        match sender {
+            Some(sender) => sender.send(outcome).is_ok(),
+            None => false,
+        }
+    }
+
+    fn handled_by(&self, instance: usize) -> Option<String> {
+        self.handling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&instance)
+    }
+}
+
+/// A running function: its instances and their runtime API listeners.
+/// Dropping it stops every process it started.
+pub struct LocalFunction {
+    shared: Arc<Shared>,
+    queue: mpsc::UnboundedSender<Invocation>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for LocalFunction {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl LocalFunction {
+    pub async fn start(config: FunctionConfig, logs: LogSink) -> Result<LocalFunction> {
+        anyhow::ensure!(
+            config.binary.exists(),
+            "function {} has no binary at {}; build the handlers first",
+            config.name,
+            config.binary.display()
+        );
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            queue: tokio::sync::Mutex::new(receiver),
+            waiting: Mutex::new(HashMap::new()),
+            handling: Mutex::new(HashMap::new()),
+            restart: (0..config.instances.max(1))
+                .map(|_| tokio::sync::Notify::new())
+                .collect(),
+            logs,
+            config,
+        });
+        let mut tasks = vec![];
+        for instance in 0..shared.config.instances.max(1) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("cannot open a local runtime API port")?;
+            let address = listener.local_addr()?.to_string();
+            let app = Router::new()
+                .route(&format!("{API_PREFIX}/invocation/next"), get(next))
+                .route(&format!("{API_PREFIX}/invocation/{{id}}/response"), post(response))
+                .route(&format!("{API_PREFIX}/invocation/{{id}}/error"), post(error))
+                .route(&format!("{API_PREFIX}/init/error"), post(init_error))
+                .with_state((shared.clone(), instance));
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }));
+            tasks.push(tokio::spawn(supervise(shared.clone(), instance, address)));
+        }
+        Ok(LocalFunction { shared, queue, tasks })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    /// Invokes the function with `event` and waits for its outcome.
+    pub async fn invoke(&self, event: Bytes) -> Outcome {
+        let id = ulid::Ulid::from_datetime(SystemTime::now()).to_string().to_lowercase();
+        let timeout = self.shared.config.timeout;
+        let deadline_ms = SystemTime::now()
+            .checked_add(timeout)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let (sender, receiver) = oneshot::channel();
+        self.shared
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), sender);
+        if self
+            .queue
+            .send(Invocation {
+                id: id.clone(),
+                event,
+                deadline_ms,
+            })
+            .is_err()
+        {
+            return Outcome::Crashed("the function is stopped".into());
+        }
+        // The timeout counts from when an instance takes the event, as on Lambda;
+        // a queued event waits, bounded by a generous multiple.
+        match tokio::time::timeout(timeout * 4 + Duration::from_secs(5), receiver).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Outcome::Crashed("the function stopped".into()),
+            Err(_) => {
+                self.shared
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                Outcome::Timeout
+            }
+        }
+    }
+}
+
+/// Runs one instance's process, replacing it when it exits or overruns.
+async fn supervise(shared: Arc<Shared>, instance: usize, runtime_api: String) {
+    loop {
+        let config = &shared.config;
+        let mut command = tokio::process::Command::new(&config.binary);
+        command
+            .env_clear()
+            .envs(&config.env)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
+            .env("AWS_LAMBDA_FUNCTION_NAME", &config.name)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", config.memory_mb.to_string())
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", config.name))
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("local/[$LATEST]{instance}"))
+            .env("AWS_REGION", &config.region)
+            .env("AWS_DEFAULT_REGION", &config.region)
+            .env("TZ", "UTC")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(err) => {
+                (shared.logs)(LogLine {
+                    function: config.name.clone(),
+                    instance,
+                    line: format!("cannot start {}: {err}", config.binary.display()),
+                });
+                tokio::time::sleep(RESTART_DELAY * 10).await;
+                continue;
+            }
+        };
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(forward_lines(stdout, shared.clone(), instance));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(forward_lines(stderr, shared.clone(), instance));
+        }
+        let status = tokio::select! {
+            status = child.wait() => status,
+            _ = shared.restart[instance].notified() => {
+                let _ = child.kill().await;
+                child.wait().await
+            }
+        };
+        if let Some(id) = shared.handled_by(instance) {
+            let reason = match status {
+                Ok(status) => format!("the process exited ({status}) while handling the event"),
+                Err(err) => format!("the process was lost: {err}"),
+            };
+            shared.answer(&id, Outcome::Crashed(reason));
+        }
+        tokio::time::sleep(RESTART_DELAY).await;
+    }
+}
+
+/// Sends each line a process prints to the log sink.
+async fn forward_lines(stream: impl tokio::io::AsyncRead + Unpin, shared: Arc<Shared>, instance: usize) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        (shared.logs)(LogLine {
+            function: shared.config.name.clone(),
+            instance,
+            line,
+        });
+    }
+}
+
+type Instance = State<(Arc<Shared>, usize)>;
+
+/// `GET /next`: hands the instance the next event, blocking until there is one.
+async fn next(State((shared, instance)): Instance) -> axum::response::Response {
+    let invocation = {
+        let mut queue = shared.queue.lock().await;
+        queue.recv().await
+    };
+    let Some(invocation) = invocation else {
+        return StatusCode::GONE.into_response();
+    };
+    shared
+        .handling
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(instance, invocation.id.clone());
+    // Enforce the timeout from the moment the instance takes the event.
+    let watchdog = shared.clone();
+    let id = invocation.id.clone();
+    let timeout = shared.config.timeout;
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        let still_handling = watchdog
+            .handling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&instance)
+            == Some(&id);
+        if still_handling {
+            watchdog.handled_by(instance);
+            watchdog.answer(&id, Outcome::Timeout);
+            (watchdog.logs)(LogLine {
+                function: watchdog.config.name.clone(),
+                instance,
+                line: format!("Task timed out after {:.2} seconds", timeout.as_secs_f64()),
+            });
+            watchdog.restart[instance].notify_one();
+        }
+    });
+    let arn = format!(
+        "arn:aws:lambda:{}:000000000000:function:{}",
+        shared.config.region, shared.config.name
+    );
+    let mut headers = HeaderMap::new();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    set("lambda-runtime-aws-request-id", &invocation.id);
+    set("lambda-runtime-deadline-ms", &invocation.deadline_ms.to_string());
+    set("lambda-runtime-invoked-function-arn", &arn);
+    set("lambda-runtime-trace-id", &format!("Root=1-{}", invocation.id));
+    set("content-type", "application/json");
+    (StatusCode::OK, headers, invocation.event).into_response()
+}
+
+async fn response(State((shared, instance)): Instance, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    finish(&shared, instance, &id, Outcome::Response(body))
+}
+
+async fn error(State((shared, instance)): Instance, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let outcome = Outcome::Error {
+        error_type: parsed["errorType"].as_str().unwrap_or("Unhandled").to_string(),
+        error_message: parsed["errorMessage"].as_str().unwrap_or_default().to_string(),
+    };
+    finish(&shared, instance, &id, outcome)
+}
+
+fn finish(shared: &Shared, instance: usize, id: &str, outcome: Outcome) -> StatusCode {
+    let mut handling = shared.handling.lock().unwrap_or_else(|e| e.into_inner());
+    if handling.get(&instance).map(String::as_str) == Some(id) {
+        handling.remove(&instance);
+    }
+    drop(handling);
+    // An answer after a timeout finds nobody waiting; Lambda ignores it too.
+    shared.answer(id, outcome);
+    StatusCode::ACCEPTED
+}
+
+async fn init_error(State((shared, instance)): Instance, body: Bytes) -> StatusCode {
+    (shared.logs)(LogLine {
+        function: shared.config.name.clone(),
+        instance,
+        line: format!("init error: {}", String::from_utf8_lossy(&body)),
+    });
+    StatusCode::ACCEPTED
+}

@@ -1,0 +1,179 @@
+//! The local Lambda runtime running the functions' real binaries.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Bytes;
+use chatctl::dev::runtime::{FunctionConfig, LocalFunction, LogLine, LogSink, Outcome};
+
+const SECRET: &str = "local-lambda-secret-local-lambda-secret";
+
+fn binary(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/debug")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace`",
+        path.display()
+    );
+    path
+}
+
+fn collecting_logs() -> (LogSink, Arc<Mutex<Vec<LogLine>>>) {
+    let lines = Arc::new(Mutex::new(vec![]));
+    let sink_lines = lines.clone();
+    (Arc::new(move |line| sink_lines.lock().unwrap().push(line)), lines)
+}
+
+fn authorizer_config(instances: usize) -> FunctionConfig {
+    FunctionConfig {
+        name: "chat-authorizer".into(),
+        binary: binary("authorizer"),
+        memory_mb: 128,
+        timeout: Duration::from_secs(5),
+        env: BTreeMap::from([
+            ("CHAT_AUTH_MODE".to_string(), "token".to_string()),
+            ("CHAT_TOKEN_SECRET".to_string(), SECRET.to_string()),
+        ]),
+        region: "us-east-1".into(),
+        instances,
+    }
+}
+
+fn authorizer_event(token: &str) -> Bytes {
+    Bytes::from(chat_testkit::events::authorizer_request(&[("token", token), ("room", "general")], None).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_authorizer_binary_answers_through_the_runtime_api() {
+    let (logs, lines) = collecting_logs();
+    let function = LocalFunction::start(authorizer_config(1), logs).await.unwrap();
+
+    let token = chat_core::token::mint(SECRET.as_bytes(), "alice", Duration::from_secs(60), SystemTime::now()).unwrap();
+    let Outcome::Response(body) = function.invoke(authorizer_event(&token)).await else {
+        panic!("no response");
+    };
+    let policy: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(policy["principalId"], "alice");
+    assert_eq!(policy["policyDocument"]["Statement"][0]["Effect"], "Allow");
+    assert_eq!(policy["context"]["room"], "general");
+
+    let forged = chat_core::token::mint(
+        b"forged-secret-forged-secret-forged",
+        "alice",
+        Duration::from_secs(60),
+        SystemTime::now(),
+    )
+    .unwrap();
+    match function.invoke(authorizer_event(&forged)).await {
+        Outcome::Error { error_message, .. } => assert_eq!(error_message, "Unauthorized"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let logged = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.line.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        logged.contains("unauthorized"),
+        "the function's own log lines are collected: {logged}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_invocations_queue_for_one_instance_or_spread_over_several() {
+    for instances in [1, 3] {
+        let (logs, _) = collecting_logs();
+        let function = LocalFunction::start(authorizer_config(instances), logs).await.unwrap();
+        let invocations = (0..20).map(|i| {
+            let function = &function;
+            async move {
+                let user = format!("user{i}");
+                let token =
+                    chat_core::token::mint(SECRET.as_bytes(), &user, Duration::from_secs(60), SystemTime::now())
+                        .unwrap();
+                match function.invoke(authorizer_event(&token)).await {
+                    Outcome::Response(body) => {
+                        let policy: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        assert_eq!(policy["principalId"], user, "each caller gets its own answer");
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        });
+        futures::future::join_all(invocations).await;
+    }
+}
+
+/// A function in Python, speaking the runtime API: sleeps on "sleep", exits on "exit".
+const SCRIPTED_FUNCTION: &str = r#"
+import json, os, sys, time, urllib.request
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with urllib.request.urlopen(api + "next") as r:
+        request_id = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        assert r.headers["Lambda-Runtime-Deadline-Ms"]
+        event = json.loads(r.read())
+    if event == "sleep":
+        time.sleep(60)
+    if event == "exit":
+        sys.exit(3)
+    body = json.dumps({"echo": event, "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"]}).encode()
+    urllib.request.urlopen(urllib.request.Request(api + request_id + "/response", data=body, method="POST"))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overrunning_or_crashing_instance_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("function.py");
+    std::fs::write(&script, SCRIPTED_FUNCTION).unwrap();
+    let launcher = dir.path().join("bootstrap");
+    std::fs::write(
+        &launcher,
+        format!(
+            "#!/bin/sh\nexec '{}' '{}'\n",
+            chat_testkit::moto::python().display(),
+            script.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let (logs, lines) = collecting_logs();
+    let config = FunctionConfig {
+        name: "scripted".into(),
+        binary: launcher,
+        memory_mb: 128,
+        timeout: Duration::from_secs(1),
+        env: BTreeMap::new(),
+        region: "us-east-1".into(),
+        instances: 1,
+    };
+    let function = LocalFunction::start(config, logs).await.unwrap();
+    let echo = |text: &str| Bytes::from(serde_json::to_vec(text).unwrap());
+
+    assert_eq!(
+        function.invoke(echo("hello")).await,
+        Outcome::Response(Bytes::from_static(br#"{"echo": "hello", "function": "scripted"}"#))
+    );
+    assert_eq!(function.invoke(echo("sleep")).await, Outcome::Timeout);
+    assert!(
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.line.contains("Task timed out after 1.00 seconds"))
+    );
+    assert!(
+        matches!(function.invoke(echo("again")).await, Outcome::Response(_)),
+        "a new instance serves"
+    );
+    assert!(matches!(function.invoke(echo("exit")).await, Outcome::Crashed(_)));
+    assert!(matches!(function.invoke(echo("after")).await, Outcome::Response(_)));
+}
