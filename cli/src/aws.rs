@@ -16,7 +16,12 @@ pub struct AwsOptions {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
+    /// Fixed credentials, for a local emulator that accepts any.
+    pub static_credentials: bool,
 }
+
+/// Credentials for the local emulator, which accepts any.
+pub const LOCAL_ACCESS_KEY: &str = "chatctl-dev";
 
 /// The SDK clients chatctl uses, built once per command.
 #[derive(Clone, Debug)]
@@ -69,6 +74,15 @@ impl Aws {
         }
         if let Some(url) = &options.endpoint_url {
             loader = loader.endpoint_url(url);
+        }
+        if options.static_credentials {
+            loader = loader.credentials_provider(aws_sdk_sts::config::Credentials::new(
+                LOCAL_ACCESS_KEY,
+                LOCAL_ACCESS_KEY,
+                None,
+                None,
+                "chatctl-dev",
+            ));
         }
         let sdk = loader.load().await;
         let Some(region) = sdk.region().map(|r| r.to_string()) else {

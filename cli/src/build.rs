@@ -53,6 +53,49 @@ pub async fn build(root: &Path, arch: Arch) -> Result<()> {
     Ok(())
 }
 
+/// Builds the functions for this machine (for `chatctl dev`): target/debug/<name>.
+pub async fn build_host(root: &Path) -> Result<()> {
+    // The whole workspace's binaries, so that features resolve as in every
+    // other build and nothing is compiled twice.
+    let mut command = tokio::process::Command::new("cargo");
+    command
+        .current_dir(root)
+        .args(["build", "--quiet", "--workspace", "--bins"]);
+    let output = command.output().await.context("cannot run cargo")?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!("building the functions failed:\n{}", stderr.trim_end());
+    }
+    Ok(())
+}
+
+/// The code `chatctl dev` uploads to the emulator, which never runs it: a
+/// zip holding a `bootstrap` that says where the function really runs.
+pub fn placeholder_zip(root: &Path) -> Result<Code> {
+    let dir = root.join("target/dev");
+    std::fs::create_dir_all(&dir)?;
+    let zip = dir.join("placeholder.zip");
+    if !zip.exists() {
+        let status = std::process::Command::new(root.join(".venv/bin/python"))
+            .args([
+                "-c",
+                "import sys, zipfile\n\
+                 info = zipfile.ZipInfo('bootstrap', (2026, 1, 1, 0, 0, 0))\n\
+                 info.external_attr = 0o755 << 16\n\
+                 zipfile.ZipFile(sys.argv[1], 'w').writestr(info, '#!/bin/sh\\necho this function runs under chatctl dev\\n')",
+            ])
+            .arg(&zip)
+            .status()
+            .context("cannot run the project's Python; run scripts/setup")?;
+        anyhow::ensure!(status.success(), "cannot write {}", zip.display());
+    }
+    let bytes = std::fs::read(&zip)?;
+    Ok(Code {
+        zip,
+        sha256: code_sha256(&bytes),
+    })
+}
+
 /// Reads each function's zip from `lambda_dir/<name>/bootstrap.zip`.
 pub fn read_zips(lambda_dir: &Path) -> Result<BTreeMap<Function, Code>> {
     let mut code = BTreeMap::new();

@@ -69,6 +69,24 @@ pub enum Command {
     Logs(LogsArgs),
     /// Mint a connection token for the deployed stack
     Token(TokenArgs),
+    /// Run the whole stack locally: emulator, functions, WebSocket gateway
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Port of the local WebSocket API and @connections endpoint (0: any free port)
+    #[arg(long, default_value_t = 8787)]
+    pub port: u16,
+    /// Use the handler binaries already built in target/debug
+    #[arg(long)]
+    pub no_build: bool,
+    /// Processes per function, each serving one event at a time
+    #[arg(long, default_value_t = 2)]
+    pub instances: usize,
+    /// Close connections idle this long (API Gateway: 10m)
+    #[arg(long, default_value = "10m")]
+    pub idle_timeout: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::EXIT_DRIFT;
 use crate::aws::{Aws, AwsOptions};
 use crate::build;
-use crate::cli::{Cli, Command, DownArgs, LogsArgs, OutputFormat, RoutesCommand, TokenArgs, UpArgs};
+use crate::cli::{Cli, Command, DevArgs, DownArgs, LogsArgs, OutputFormat, RoutesCommand, TokenArgs, UpArgs};
 use crate::output::{Outputs, Progress, confirm, print_json};
 use crate::settings::{ConfigFile, Overrides, Settings};
 use crate::stack::desired::{Desired, new_secret};
@@ -33,6 +33,7 @@ async fn connect(cli: &Cli) -> Result<Session> {
         region: cli.global.region.clone().or(file.region.clone()),
         profile: cli.global.profile.clone(),
         endpoint_url: cli.global.endpoint_url.clone(),
+        static_credentials: false,
     };
     let aws = Aws::connect(&options).await?;
     let names = Names {
@@ -60,6 +61,9 @@ async fn read(session: &mut Session) -> Result<actual::Actual> {
 }
 
 pub async fn run(cli: Cli) -> Result<u8> {
+    if let Command::Dev(args) = &cli.command {
+        return dev(&cli, args).await;
+    }
     let mut context = connect(&cli).await?;
     let context = &mut context;
     match cli.command {
@@ -71,6 +75,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         } => routes_list(context).await,
         Command::Logs(args) => logs(context, &args).await,
         Command::Token(args) => token(context, &args).await,
+        Command::Dev(_) => unreachable!("handled above"),
     }
 }
 
@@ -455,4 +460,175 @@ async fn logs(context: &mut Session, args: &LogsArgs) -> Result<u8> {
             _ = tokio::time::sleep(crate::logs::FOLLOW_INTERVAL) => {}
         }
     }
+}
+
+/// `chatctl dev`: provisions the stack into a local emulator with the same
+/// code as `up`, then serves it from the functions' real binaries.
+async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use crate::dev::gateway::{self, GatewayConfig, RouteTable};
+    use crate::dev::runtime::{FunctionConfig, LocalFunction};
+    use crate::dev::{emulator::Emulator, logs as dev_logs};
+
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let root = build::find_root(&cwd)
+        .context("chatctl dev runs inside the chatctl repository: it builds and runs the crates in handlers/")?;
+    let idle_timeout = humantime::parse_duration(&args.idle_timeout).with_context(|| {
+        format!(
+            "invalid --idle-timeout {:?}: use a duration like 10m",
+            args.idle_timeout
+        )
+    })?;
+    anyhow::ensure!(
+        (1..=16).contains(&args.instances),
+        "--instances must be between 1 and 16"
+    );
+
+    let emulator = match &cli.global.endpoint_url {
+        Some(_) => None,
+        None => Some(Emulator::start(&root)?),
+    };
+    let endpoint = match (&cli.global.endpoint_url, &emulator) {
+        (Some(url), _) => url.clone(),
+        (None, Some(emulator)) => emulator.endpoint().to_string(),
+        (None, None) => unreachable!("an emulator is started when no endpoint is given"),
+    };
+    let (file, _) = ConfigFile::load(cli.global.config.as_deref())?;
+    let settings = Settings::resolve(
+        &file,
+        &Overrides {
+            stack: cli.global.stack.clone(),
+            stage: cli.global.stage.clone(),
+        },
+    )?;
+    let options = AwsOptions {
+        region: cli
+            .global
+            .region
+            .clone()
+            .or(file.region.clone())
+            .or(Some("us-east-1".into())),
+        profile: None,
+        endpoint_url: Some(endpoint.clone()),
+        static_credentials: true,
+    };
+    let aws = Aws::connect(&options).await?;
+    let names = Names {
+        stack: settings.stack.clone(),
+        stage: settings.stage.clone(),
+        region: aws.region.clone(),
+        account: String::new(),
+    };
+    let mut session = Session {
+        settings,
+        aws,
+        names,
+        json: false,
+    };
+
+    eprintln!(
+        "chatctl dev: building the functions and provisioning stack {} into {endpoint}",
+        session.names.stack
+    );
+    let build_step = async {
+        if !args.no_build {
+            build::build_host(&root).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let provision = async {
+        // Lambda code is not run by the emulator; a placeholder zip stands in for it.
+        let placeholder = build::placeholder_zip(&root)?;
+        let code = crate::stack::Function::ALL
+            .into_iter()
+            .map(|f| (f, placeholder.clone()))
+            .collect();
+        let actual = read(&mut session).await?;
+        let secret = actual.token_secret().unwrap_or_else(new_secret);
+        let desired = Desired::new(&session.settings, session.names.clone(), &secret, &code);
+        let plan = plan::plan(&desired, &actual);
+        if !plan.conflicts.is_empty() {
+            bail!("names this stack needs are taken:\n  {}", plan.conflicts.join("\n  "));
+        }
+        if !plan.is_noop() {
+            let report = |step: apply::Step| tracing::debug!("{} {}: {}", step.kind, step.name, step.done);
+            apply::apply(&session.aws, &desired, &actual, &report).await?;
+        }
+        Ok::<_, anyhow::Error>((desired, secret))
+    };
+    let ((), (desired, secret)) = tokio::try_join!(build_step, provision)?;
+    let Session { aws, names, .. } = &session;
+    let api = crate::stack::actual::read_api(aws, names).await?;
+    let api = api.ours().context("the API was not provisioned")?;
+    let routes = RouteTable::from_api(api);
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}; pass another --port", args.port))?;
+    let port = listener.local_addr()?.port();
+    let callback = format!("http://127.0.0.1:{port}/{}", names.stage);
+    let (sink, log_task) = dev_logs::forwarder(aws.logs.clone(), true);
+    let mut functions = HashMap::new();
+    for spec in &desired.functions {
+        let mut env = spec.env.clone();
+        env.insert("AWS_ENDPOINT_URL".into(), endpoint.clone());
+        env.insert(chat_core::config::vars::CALLBACK_URL.into(), callback.clone());
+        env.insert("AWS_ACCESS_KEY_ID".into(), crate::aws::LOCAL_ACCESS_KEY.into());
+        env.insert("AWS_SECRET_ACCESS_KEY".into(), crate::aws::LOCAL_ACCESS_KEY.into());
+        env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
+        let config = FunctionConfig {
+            name: spec.name.clone(),
+            binary: root.join("target/debug").join(spec.function.short_name()),
+            memory_mb: spec.memory_mb,
+            timeout: std::time::Duration::from_secs(spec.timeout_seconds as u64),
+            env,
+            region: names.region.clone(),
+            instances: args.instances,
+        };
+        functions.insert(
+            spec.name.clone(),
+            Arc::new(LocalFunction::start(config, sink.clone()).await?),
+        );
+    }
+    let gateway_config = GatewayConfig {
+        api_id: api.id.clone(),
+        stage: names.stage.clone(),
+        region: names.region.clone(),
+        account: names.account.clone(),
+        routes,
+        functions,
+        idle_timeout,
+    };
+    let server = tokio::spawn(gateway::serve(listener, gateway_config));
+
+    let url = format!("ws://127.0.0.1:{port}/{}", names.stage);
+    println!("Stack {} runs locally.", names.stack);
+    println!("WebSocket URL:     {url}");
+    println!("@connections URL:  {callback}/@connections");
+    println!("AWS endpoint:      {endpoint}  (pass --endpoint-url {endpoint} to other chatctl commands)");
+    if session.settings.auth == crate::settings::AuthMode::Token {
+        let token = chat_core::token::mint(
+            secret.as_bytes(),
+            "alice",
+            std::time::Duration::from_secs(24 * 3600),
+            std::time::SystemTime::now(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("Token for alice:   {token}");
+        println!("Try:               npx wscat -c '{url}?token={token}&room=lobby'");
+    } else {
+        println!("Try:               npx wscat -c '{url}?user=alice&room=lobby'");
+    }
+    println!("Ready. Ctrl-C stops everything.");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        result = server => {
+            result.context("the local gateway stopped")?.context("the local gateway failed")?;
+        }
+    }
+    eprintln!("chatctl dev: stopping");
+    log_task.abort();
+    Ok(0)
 }

@@ -81,7 +81,7 @@ fn order(key: &str) -> (usize, String) {
 }
 
 /// `arn:aws:apigateway:…/functions/arn:aws:lambda:…:function:NAME/invocations` → NAME
-fn function_name(uri: &str) -> Option<String> {
+pub fn function_name(uri: &str) -> Option<String> {
     let after = uri.split(":function:").nth(1)?;
     let name = after.split('/').next()?;
     // A qualified ARN (`NAME:alias`) names the function before the colon.

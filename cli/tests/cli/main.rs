@@ -3,6 +3,7 @@
 //! would check: output, exit code, and what exists afterwards, read with the
 //! SDK independently of chatctl's own reading code.
 
+mod dev;
 mod down;
 mod harness;
 mod local_lambda;

@@ -1,0 +1,258 @@
+//! `chatctl dev` end to end: a real WebSocket client against the local
+//! gateway, the functions' real binaries, and the emulator.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Dev {
+    child: tokio::process::Child,
+    url: String,
+    endpoint: String,
+    token: String,
+    _workdir: tempfile::TempDir,
+}
+
+async fn start_dev() -> Dev {
+    let workdir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
+        .args(["dev", "--port", "0", "--no-build", "--instances", "2"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", workdir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut endpoint, mut token) = (String::new(), String::new(), String::new());
+    let ready = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let value = |prefix: &str| line.strip_prefix(prefix).map(|v| v.trim().to_string());
+            if let Some(v) = value("WebSocket URL:") {
+                url = v;
+            } else if let Some(v) = value("AWS endpoint:") {
+                endpoint = v.split_whitespace().next().unwrap().to_string();
+            } else if let Some(v) = value("Token for alice:") {
+                token = v;
+            } else if line.starts_with("Ready.") {
+                return;
+            }
+        }
+        panic!("chatctl dev exited before it was ready");
+    };
+    tokio::time::timeout(Duration::from_secs(180), ready)
+        .await
+        .expect("chatctl dev was not ready in time");
+    // Keep draining stdout so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Dev {
+        child,
+        url,
+        endpoint,
+        token,
+        _workdir: workdir,
+    }
+}
+
+impl Dev {
+    async fn chatctl(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
+            .args(args)
+            .args(["--endpoint-url", &self.endpoint])
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "x")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .await
+            .unwrap()
+    }
+
+    async fn token(&self, user: &str) -> String {
+        let output = self.chatctl(&["token", "--user", user]).await;
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    async fn connect(&self, query: &str) -> Result<Socket, tungstenite::Error> {
+        tokio_tungstenite::connect_async(format!("{}?{query}", self.url))
+            .await
+            .map(|(socket, _)| socket)
+    }
+}
+
+fn refused_with(result: Result<Socket, tungstenite::Error>) -> u16 {
+    match result {
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("the connection was accepted"),
+    }
+}
+
+async fn send(socket: &mut Socket, frame: Value) {
+    socket.send(Message::Text(frame.to_string().into())).await.unwrap();
+}
+
+/// The next JSON event, within a few seconds.
+async fn event(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("no event within 10 s")
+            .expect("the connection closed")
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+async fn nothing_arrives(socket: &mut Socket) {
+    if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(Duration::from_millis(700), socket.next()).await {
+        panic!("unexpected event {text}");
+    }
+}
+
+async fn closed_with(socket: &mut Socket) -> u16 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("not closed")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("closed without a close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_the_chat_end_to_end() {
+    let mut dev = start_dev().await;
+
+    // The authorizer guards $connect.
+    assert_eq!(refused_with(dev.connect("room=lobby").await), 401);
+    let forged = chat_core::token::mint(
+        b"not-the-stack-secret-not-the-stack-secret",
+        "mallory",
+        Duration::from_secs(60),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    assert_eq!(refused_with(dev.connect(&format!("token={forged}")).await), 401);
+    let bob_token = dev.token("bob").await;
+    assert_eq!(
+        refused_with(dev.connect(&format!("token={bob_token}&room=no%20spaces")).await),
+        400
+    );
+
+    let mut alice = dev.connect(&format!("token={}&room=lobby", dev.token)).await.unwrap();
+    let mut bob = dev.connect(&format!("token={bob_token}")).await.unwrap();
+    let carol_token = dev.token("carol").await;
+    // Browsers pass the token and room as subprotocols; the first is echoed.
+    let mut request = dev.url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        format!("{carol_token}, general").parse().unwrap(),
+    );
+    let (mut carol, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], carol_token.as_str());
+
+    // Room messages reach the room, sender included.
+    send(&mut alice, json!({"action": "sendmessage", "message": "hello lobby"})).await;
+    for socket in [&mut alice, &mut bob] {
+        let message = event(socket).await;
+        assert_eq!(
+            (message["type"].as_str(), message["from"].as_str()),
+            (Some("message"), Some("alice"))
+        );
+        assert_eq!(message["room"], "lobby");
+        assert_eq!(message["text"], "hello lobby");
+    }
+    nothing_arrives(&mut carol).await;
+
+    // Direct messages.
+    send(
+        &mut alice,
+        json!({"action": "sendmessage", "message": "psst", "to": "carol"}),
+    )
+    .await;
+    let direct = event(&mut carol).await;
+    assert_eq!(
+        (direct["to"].as_str(), direct["from"].as_str()),
+        (Some("carol"), Some("alice"))
+    );
+    assert_eq!(event(&mut alice).await["text"], "psst");
+    nothing_arrives(&mut bob).await;
+
+    // History, join, $default, invalid input.
+    send(&mut bob, json!({"action": "getmessages"})).await;
+    let history = event(&mut bob).await;
+    assert_eq!(history["type"], "history");
+    assert_eq!(history["messages"][0]["text"], "hello lobby");
+    send(&mut bob, json!({"action": "join", "room": "general"})).await;
+    assert_eq!(event(&mut bob).await, json!({"type": "joined", "room": "general"}));
+    send(&mut carol, json!({"action": "sendmessage", "message": "hi general"})).await;
+    assert_eq!(event(&mut bob).await["text"], "hi general");
+    assert_eq!(event(&mut carol).await["text"], "hi general");
+    send(&mut bob, json!({"action": "dance"})).await;
+    let help = event(&mut bob).await;
+    assert_eq!(help["code"], "unknown_action");
+    assert_eq!(help["user"], "bob");
+    assert_eq!(help["room"], "general");
+    assert!(help["connection_id"].as_str().unwrap().len() >= 16);
+    bob.send(Message::Text("not json".into())).await.unwrap();
+    assert_eq!(event(&mut bob).await["code"], "invalid_json");
+    send(&mut bob, json!({"action": "sendmessage", "message": ""})).await;
+    assert_eq!(event(&mut bob).await["code"], "empty_message");
+
+    // Frame limits close the connection as API Gateway does.
+    let mut big = dev.connect(&format!("token={bob_token}")).await.unwrap();
+    send(
+        &mut big,
+        json!({"action": "sendmessage", "message": "x".repeat(40 * 1024)}),
+    )
+    .await;
+    assert_eq!(closed_with(&mut big).await, 1009);
+    bob.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    assert_eq!(closed_with(&mut bob).await, 1003);
+
+    // The functions' logs reach the emulator's CloudWatch Logs.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let logs = dev.chatctl(&["logs", "sendmessage", "--since", "5m"]).await;
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.contains("[sendmessage]") && logs.contains("message sent"),
+        "{logs}"
+    );
+    let routes = dev.chatctl(&["routes", "list"]).await;
+    assert!(String::from_utf8_lossy(&routes.stdout).contains("chat-sendmessage"));
+
+    // Ctrl-C stops everything, with success.
+    let pid = dev.child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(20), dev.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let emulator = dev.endpoint.trim_start_matches("http://").to_string();
+    assert!(
+        std::net::TcpStream::connect(emulator).is_err(),
+        "the emulator was stopped"
+    );
+}
