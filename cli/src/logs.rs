@@ -132,23 +132,26 @@ pub async fn fetch(aws: &Aws, names: &Names, query: &Query<'_>) -> Result<Vec<Lo
 }
 
 /// Remembers printed events so `--follow` prints each exactly once.
-#[derive(Default)]
 pub struct Follower {
     seen: HashMap<String, i64>,
+    since_ms: i64,
     newest_ms: i64,
 }
 
 impl Follower {
-    pub fn new(start_ms: i64) -> Self {
+    pub fn new(since_ms: i64) -> Self {
         Follower {
             seen: HashMap::new(),
-            newest_ms: start_ms,
+            since_ms,
+            newest_ms: since_ms,
         }
     }
 
-    /// Where the next poll starts.
+    /// Where the next poll starts: a lookback before the newest event seen
+    /// (or now, when an event claims a future time), never before `--since`.
     pub fn next_start(&self) -> i64 {
-        self.newest_ms - FOLLOW_LOOKBACK_MS
+        let now = chat_core::ids::epoch_ms(SystemTime::now());
+        (self.newest_ms.min(now) - FOLLOW_LOOKBACK_MS).max(self.since_ms)
     }
 
     /// The lines not printed before; forgets what is older than the lookback.
@@ -222,6 +225,7 @@ mod tests {
     #[test]
     fn following_prints_each_event_once_and_catches_late_ones() {
         let mut follower = Follower::new(0);
+        assert_eq!(follower.next_start(), 0, "never before --since");
         let first = follower.fresh(vec![line("a", "1", 1000), line("b", "2", 2000)]);
         assert_eq!(first.len(), 2);
         // The next poll overlaps: old events are dropped, a late one is kept.

@@ -42,6 +42,12 @@ pub async fn mint(aws: &Aws, names: &Names, user: &str, ttl: Duration) -> Result
         }
         other => other.map_err(failed(format!("cannot read Lambda function {name}")))?,
     };
+    if let Some(error) = got.tags_error() {
+        bail!(
+            "cannot read the tags of function {name} ({}): chatctl needs lambda:ListTags",
+            error.message()
+        );
+    }
     if got.tags().and_then(|t| t.get(STACK_TAG)) != Some(&names.stack) {
         bail!("function {name} is not stack {}'s (no {STACK_TAG} tag)", names.stack);
     }

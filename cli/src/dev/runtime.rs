@@ -302,13 +302,13 @@ async fn next(State((shared, instance)): Instance) -> axum::response::Response {
             == Some(&id);
         if still_handling {
             watchdog.handled_by(instance);
-            watchdog.answer(&id, Outcome::Timeout);
             (watchdog.logs)(LogLine {
                 function: watchdog.config.name.clone(),
                 instance,
                 line: format!("Task timed out after {:.2} seconds", timeout.as_secs_f64()),
             });
             watchdog.restart[instance].notify_one();
+            watchdog.answer(&id, Outcome::Timeout);
         }
     });
     let arn = format!(

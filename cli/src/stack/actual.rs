@@ -204,7 +204,8 @@ async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String, Fou
             .find(|k| *k.key_type() == key_type)
             .map(|k| k.attribute_name().to_string())
     };
-    let ttl_attribute = ttl.ok().and_then(|t| t.time_to_live_description).and_then(|d| {
+    let ttl = ttl.map_err(failed(format!("cannot read the TTL of DynamoDB table {name}")))?;
+    let ttl_attribute = ttl.time_to_live_description.and_then(|d| {
         let on = matches!(
             d.time_to_live_status.as_ref().map(|s| s.as_str()),
             Some("ENABLED" | "ENABLING")
@@ -330,6 +331,12 @@ pub async fn read_function(aws: &Aws, names: &Names, function: Function) -> Resu
         Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok((function, Found::Missing)),
         other => other.map_err(failed(format!("cannot read Lambda function {name}")))?,
     };
+    if let Some(error) = got.tags_error() {
+        anyhow::bail!(
+            "cannot read the tags of Lambda function {name} ({}): chatctl needs lambda:ListTags to tell its functions from others'",
+            error.message()
+        );
+    }
     let tag = got.tags().and_then(|t| t.get(STACK_TAG)).cloned();
     let Some(config) = got.configuration else {
         return Ok((function, Found::Missing));

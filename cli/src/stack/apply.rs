@@ -72,7 +72,7 @@ pub async fn apply(aws: &Aws, desired: &Desired, actual: &Actual, report: Report
                     match created {
                         // A function invoked before `up` finished may have made it already.
                         Err(err) if is_code(&err, &["ResourceAlreadyExistsException"]) => {
-                            tag_log_group(aws, desired, spec).await?
+                            adopt_log_group(aws, desired, spec).await?
                         }
                         other => {
                             other.map_err(failed(format!("cannot create log group {}", spec.name)))?;
@@ -117,7 +117,24 @@ pub async fn apply(aws: &Aws, desired: &Desired, actual: &Actual, report: Report
     api_id
 }
 
-async fn tag_log_group(aws: &Aws, desired: &Desired, spec: &super::desired::LogGroupSpec) -> Result<()> {
+/// A log group that appeared between read and apply is taken over only if
+/// it is this stack's already; anyone else's is a conflict.
+async fn adopt_log_group(aws: &Aws, desired: &Desired, spec: &super::desired::LogGroupSpec) -> Result<()> {
+    let arn = desired.names.log_group_arn(spec.function);
+    let tags = aws
+        .logs
+        .list_tags_for_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .map_err(failed(format!("cannot read the tags of log group {}", spec.name)))?;
+    let owner = tags.tags().and_then(|t| t.get(super::STACK_TAG));
+    if owner != Some(&desired.names.stack) {
+        bail!(
+            "log group {} was created meanwhile by someone else; chatctl leaves it alone",
+            spec.name
+        );
+    }
     aws.logs
         .tag_resource()
         .resource_arn(desired.names.log_group_arn(spec.function))
@@ -402,7 +419,7 @@ async fn apply_function(
     if !diff.code && diff.configuration.is_empty() {
         return Ok(());
     }
-    wait_for_function(aws, &spec.name).await?;
+    wait_until_updatable(aws, &spec.name).await?;
     if diff.configuration.iter().any(|c| !c.starts_with("architecture")) {
         aws.lambda
             .update_function_configuration()
@@ -501,7 +518,33 @@ async fn create_function(aws: &Aws, desired: &Desired, spec: &FunctionSpec, role
     }
 }
 
-/// Waits until a function is Active and not being updated.
+/// Waits until a function can take an update: not Pending, no update in
+/// progress. A failed earlier update or an Inactive function is left to the
+/// update, which is what repairs it.
+async fn wait_until_updatable(aws: &Aws, name: &str) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let config = aws
+            .lambda
+            .get_function_configuration()
+            .function_name(name)
+            .send()
+            .await
+            .map_err(failed(format!("cannot read Lambda function {name}")))?;
+        let pending = config.state().is_some_and(|s| s.as_str() == "Pending");
+        let updating = config.last_update_status().is_some_and(|s| s.as_str() == "InProgress");
+        if !pending && !updating {
+            return Ok(());
+        }
+        if started.elapsed() > FUNCTION_TIMEOUT {
+            bail!("Lambda function {name} is still busy after {FUNCTION_TIMEOUT:?}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Waits until a function chatctl created or updated is Active and its
+/// update done; fails with Lambda's reason when it failed.
 pub async fn wait_for_function(aws: &Aws, name: &str) -> Result<()> {
     let started = Instant::now();
     loop {
@@ -775,7 +818,26 @@ async fn apply_api_parts(
     let (routes, extra, _) = tokio::try_join!(routes, extra_routes, permissions)?;
     parts_changed |= routes.iter().any(|c| *c) || !extra.is_empty();
 
-    deploy(aws, desired, existing, api_id, parts_changed, report).await
+    let served: Vec<plan::ServedRoute> = desired
+        .api
+        .routes
+        .iter()
+        .map(|route| {
+            let integration_id = integrations
+                .iter()
+                .find(|(f, _, _)| *f == route.function)
+                .map(|(_, id, _)| id.clone());
+            plan::ServedRoute {
+                key: route.key.clone(),
+                target: integration_id.map(|id| format!("integrations/{id}")),
+                integration_uri: Some(names.invocation_uri(route.function)),
+                authorization: if route.authorized { "CUSTOM" } else { "NONE" }.to_string(),
+                authorizer_id: route.authorized.then(|| authorizer_id.clone()),
+                authorizer_uri: route.authorized.then(|| authorizer_uri.clone()),
+            }
+        })
+        .collect();
+    deploy(aws, desired, existing, api_id, &served, parts_changed, report).await
 }
 
 /// Makes the stage serve the current routes: a new deployment whenever a
@@ -785,12 +847,13 @@ async fn deploy(
     desired: &Desired,
     existing: Option<&ApiState>,
     api_id: &str,
+    served: &[plan::ServedRoute],
     parts_changed: bool,
     report: Report<'_>,
 ) -> Result<()> {
     let client = &aws.apigateway;
     let stage_name = &desired.api.stage;
-    let description = deployment_description(&desired.api, &desired.names);
+    let description = deployment_description(served);
     let stage = existing.and_then(|a| a.stage.as_ref());
     let current = stage.is_some_and(|s| s.deployment_id.is_some() && s.description.as_deref() == Some(&description));
     if stage.is_some() && current && !parts_changed {

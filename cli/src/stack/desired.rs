@@ -207,7 +207,8 @@ impl Desired {
                 "Sid": "ReplyToConnections",
                 "Effect": "Allow",
                 "Action": ["execute-api:ManageConnections"],
-                "Resource": [format!("{}/{}/POST/@connections/*", names.execute_api_arn(api_id), names.stage)],
+                // Any stage of this API: a stage renamed by a later `up` keeps working until removed.
+                "Resource": [format!("{}/*/POST/@connections/*", names.execute_api_arn(api_id))],
             }));
         }
         json!({"Version": "2012-10-17", "Statement": statements})
@@ -299,7 +300,7 @@ mod tests {
         let handlers = d.role_policy(&d.roles[0], "abc123");
         let text = handlers.to_string();
         assert!(text.contains("arn:aws:dynamodb:eu-west-1:123456789012:table/chat-connections/index/*"));
-        assert!(text.contains("arn:aws:execute-api:eu-west-1:123456789012:abc123/dev/POST/@connections/*"));
+        assert!(text.contains("arn:aws:execute-api:eu-west-1:123456789012:abc123/*/POST/@connections/*"));
         assert!(!text.contains("\"*\""), "no wildcard resources: {text}");
         let authorizer = d.role_policy(&d.roles[1], "abc123").to_string();
         assert!(!authorizer.contains("dynamodb") && !authorizer.contains("execute-api"));

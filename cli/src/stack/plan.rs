@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::actual::{Actual, ApiState, Found, FunctionState, LogGroupState, RoleState, TableState};
 use super::desired::{
-    ApiSpec, Desired, FunctionSpec, HANDLER, LogGroupSpec, ROUTE_SELECTION_EXPRESSION, RUNTIME, TableSpec, trust_policy,
+    Desired, FunctionSpec, HANDLER, LogGroupSpec, ROUTE_SELECTION_EXPRESSION, RUNTIME, TableSpec, trust_policy,
 };
 use super::{Function, Names};
 
@@ -348,25 +348,67 @@ pub fn permission_source_arn(names: &Names, function: Function, api_id: &str, au
     }
 }
 
-/// A fingerprint of what the routes should do; kept in the stage's
-/// description to tell a stage that serves stale routes.
-pub fn routes_fingerprint(api: &ApiSpec, names: &Names) -> String {
-    let mut hasher = Sha256::new();
-    for route in &api.routes {
-        hasher.update(format!(
-            "{}={}:{}\n",
-            route.key,
-            names.function(route.function),
-            route.authorized
-        ));
-    }
-    hasher.update(names.function(Function::Authorizer));
-    let digest = hasher.finalize();
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+/// A route as a deployment serves it: what it targets, by id and URI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedRoute {
+    pub key: String,
+    pub target: Option<String>,
+    pub integration_uri: Option<String>,
+    pub authorization: String,
+    pub authorizer_id: Option<String>,
+    pub authorizer_uri: Option<String>,
 }
 
-pub fn deployment_description(api: &ApiSpec, names: &Names) -> String {
-    format!("{DEPLOYMENT_MARKER}{}", routes_fingerprint(api, names))
+/// The routes an API has now, resolved to their integrations and authorizer.
+pub fn served_routes(api: &ApiState) -> Vec<ServedRoute> {
+    api.routes
+        .iter()
+        .map(|route| {
+            let integration = route
+                .target
+                .as_deref()
+                .and_then(|t| t.strip_prefix("integrations/"))
+                .and_then(|id| api.integrations.iter().find(|i| i.id == id));
+            let authorization = route.authorization_type.clone().unwrap_or_else(|| "NONE".into());
+            let authorizer_id = route.authorizer_id.clone().filter(|_| authorization == "CUSTOM");
+            let authorizer_uri = authorizer_id
+                .as_deref()
+                .and_then(|id| api.authorizers.iter().find(|a| a.id == id))
+                .and_then(|a| a.uri.clone());
+            ServedRoute {
+                key: route.key.clone(),
+                target: route.target.clone(),
+                integration_uri: integration.and_then(|i| i.uri.clone()),
+                authorization,
+                authorizer_id,
+                authorizer_uri,
+            }
+        })
+        .collect()
+}
+
+/// The stage's description after a deployment: a fingerprint of the routes
+/// it serves, resolved to ids. A stage whose description differs from the
+/// fingerprint of the API's routes now serves stale routes (for instance
+/// after an `up` that changed a route and failed before deploying).
+pub fn deployment_description(routes: &[ServedRoute]) -> String {
+    let mut routes: Vec<&ServedRoute> = routes.iter().collect();
+    routes.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut hasher = Sha256::new();
+    for r in routes {
+        hasher.update(format!(
+            "{}|{}|{}|{}|{}|{}\n",
+            r.key,
+            r.target.as_deref().unwrap_or(""),
+            r.integration_uri.as_deref().unwrap_or(""),
+            r.authorization,
+            r.authorizer_id.as_deref().unwrap_or(""),
+            r.authorizer_uri.as_deref().unwrap_or("")
+        ));
+    }
+    let digest = hasher.finalize();
+    let fingerprint: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{DEPLOYMENT_MARKER}{fingerprint}")
 }
 
 /// What a route should point at, given the ids that exist.
@@ -496,7 +538,7 @@ pub fn api_changes(desired: &Desired, api: Option<&ApiState>, actual: &Actual) -
         changes.push(change("permission", names.function(function), action));
     }
 
-    let wanted_description = deployment_description(spec, names);
+    let wanted_description = deployment_description(&served_routes(api));
     let stage_action = match &api.stage {
         None => Action::Create,
         Some(stage) => {
@@ -545,4 +587,220 @@ pub fn summary(plan: &Plan) -> BTreeMap<&'static str, usize> {
         *counts.entry(key).or_default() += 1;
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::settings::{Arch, ConfigFile, Overrides, Settings};
+    use crate::stack::actual::{FunctionState, RouteState, TableState};
+    use crate::stack::desired::{Code, LogGroupSpec};
+
+    fn desired() -> Desired {
+        let settings = Settings::resolve(&ConfigFile::default(), &Overrides::default()).unwrap();
+        let names = Names {
+            stack: "chat".into(),
+            stage: "dev".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        };
+        let code = Function::ALL
+            .into_iter()
+            .map(|f| {
+                (
+                    f,
+                    Code {
+                        zip: "z".into(),
+                        sha256: "NEW".into(),
+                    },
+                )
+            })
+            .collect();
+        Desired::new(&settings, names, "secret", &code)
+    }
+
+    fn table_state(spec: &TableSpec) -> TableState {
+        TableState {
+            status: "ACTIVE".into(),
+            partition_key: Some(spec.partition_key.clone()),
+            sort_key: spec.sort_key.clone(),
+            indexes: spec
+                .indexes
+                .iter()
+                .map(|(n, k)| (n.clone(), k.clone(), "KEYS_ONLY".into()))
+                .collect(),
+            billing_mode: Some("PAY_PER_REQUEST".into()),
+            ttl_attribute: Some("ttl".into()),
+            item_count: 0,
+        }
+    }
+
+    #[test]
+    fn table_cases() {
+        let d = desired();
+        let spec = &d.tables[0];
+        assert_eq!(table_action(spec, None), Action::Create);
+        assert_eq!(table_action(spec, Some(&table_state(spec))), Action::NoChange);
+        let mut no_ttl = table_state(spec);
+        no_ttl.ttl_attribute = None;
+        assert_eq!(
+            table_action(spec, Some(&no_ttl)),
+            Action::Update {
+                changes: vec!["ttl on ttl".into()]
+            }
+        );
+        let mut provisioned = table_state(spec);
+        provisioned.billing_mode = Some("PROVISIONED".into());
+        assert!(matches!(table_action(spec, Some(&provisioned)), Action::Update { .. }));
+        let mut other_key = table_state(spec);
+        other_key.partition_key = Some("id".into());
+        assert!(matches!(table_action(spec, Some(&other_key)), Action::Replace { .. }));
+        let mut missing_index = table_state(spec);
+        missing_index.indexes.pop();
+        assert!(matches!(
+            table_action(spec, Some(&missing_index)),
+            Action::Replace { .. }
+        ));
+    }
+
+    #[test]
+    fn role_and_log_group_cases() {
+        let d = desired();
+        let policy = d.role_policy(&d.roles[0], "api");
+        let state = crate::stack::actual::RoleState {
+            trust_policy: Some(trust_policy()),
+            policy: Some(policy.clone()),
+        };
+        assert_eq!(role_action(None, Some(&policy)), Action::Create);
+        assert_eq!(role_action(Some(&state), Some(&policy)), Action::NoChange);
+        assert_eq!(
+            role_action(Some(&state), None),
+            Action::Update {
+                changes: vec!["inline policy".into()]
+            },
+            "a policy for an API still to be made"
+        );
+        let spec = LogGroupSpec {
+            function: Function::Join,
+            name: "g".into(),
+            retention_days: 14,
+        };
+        assert_eq!(log_group_action(&spec, None), Action::Create);
+        let state = crate::stack::actual::LogGroupState {
+            retention_days: Some(14),
+        };
+        assert_eq!(log_group_action(&spec, Some(&state)), Action::NoChange);
+        let never = crate::stack::actual::LogGroupState { retention_days: None };
+        assert_eq!(
+            log_group_action(&spec, Some(&never)),
+            Action::Update {
+                changes: vec!["retention never expire → 14 days".into()]
+            }
+        );
+    }
+
+    fn function_state(spec: &FunctionSpec, role_arn: &str) -> FunctionState {
+        FunctionState {
+            arn: "arn".into(),
+            runtime: Some(RUNTIME.into()),
+            handler: Some(HANDLER.into()),
+            architecture: Some("x86_64".into()),
+            memory_mb: Some(spec.memory_mb),
+            timeout_seconds: Some(spec.timeout_seconds),
+            role_arn: Some(role_arn.into()),
+            env: spec.env.clone(),
+            code_sha256: Some("NEW".into()),
+            permissions: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn function_cases_tell_code_from_configuration() {
+        let d = desired();
+        let spec = d.function(Function::SendMessage);
+        let role = d.names.role_arn(&spec.role);
+        let same = function_state(spec, &role);
+        assert_eq!(function_diff(spec, &same, &role), FunctionDiff::default());
+
+        let mut old_code = same.clone();
+        old_code.code_sha256 = Some("OLD".into());
+        let diff = function_diff(spec, &old_code, &role);
+        assert!(diff.code && diff.configuration.is_empty());
+
+        let mut small = same.clone();
+        small.memory_mb = Some(256);
+        let diff = function_diff(spec, &small, &role);
+        assert!(!diff.code);
+        assert_eq!(diff.configuration, ["memory 256 → 128"]);
+
+        let mut env = same.clone();
+        env.env.insert("CHAT_MAX_CONNECTIONS".into(), "5".into());
+        let diff = function_diff(spec, &env, &role);
+        assert_eq!(
+            diff.configuration,
+            ["environment CHAT_MAX_CONNECTIONS"],
+            "names only, never values"
+        );
+
+        let mut arm = spec.clone();
+        arm.arch = Arch::Arm64;
+        let diff = function_diff(&arm, &same, &role);
+        assert!(diff.code, "a new architecture ships with new code");
+
+        let mut unknown_code = spec.clone();
+        unknown_code.code = None;
+        assert_eq!(
+            function_diff(&unknown_code, &old_code, &role),
+            FunctionDiff::default(),
+            "status without a build"
+        );
+    }
+
+    #[test]
+    fn route_cases() {
+        let target = RouteTarget {
+            target: Some("integrations/i1".into()),
+            authorizer_id: Some("a1".into()),
+        };
+        let route = RouteState {
+            id: "r".into(),
+            key: "$connect".into(),
+            target: Some("integrations/i1".into()),
+            authorization_type: Some("CUSTOM".into()),
+            authorizer_id: Some("a1".into()),
+        };
+        assert_eq!(route_diff(&route, &target, true), Action::NoChange);
+        let mut open = route.clone();
+        open.authorization_type = Some("NONE".into());
+        open.authorizer_id = None;
+        assert!(matches!(route_diff(&open, &target, true), Action::Update { .. }));
+        let mut elsewhere = route.clone();
+        elsewhere.target = Some("integrations/i9".into());
+        assert_eq!(
+            route_diff(&elsewhere, &target, true),
+            Action::Update {
+                changes: vec!["target".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn the_deployment_fingerprint_follows_what_routes_serve() {
+        let route = |key: &str, target: &str| ServedRoute {
+            key: key.into(),
+            target: Some(target.into()),
+            integration_uri: Some(format!("uri-{target}")),
+            authorization: "NONE".into(),
+            authorizer_id: None,
+            authorizer_uri: None,
+        };
+        let a = deployment_description(&[route("join", "integrations/1"), route("$default", "integrations/2")]);
+        let b = deployment_description(&[route("$default", "integrations/2"), route("join", "integrations/1")]);
+        assert_eq!(a, b, "order does not matter");
+        assert!(a.starts_with(DEPLOYMENT_MARKER));
+        let c = deployment_description(&[route("join", "integrations/3"), route("$default", "integrations/2")]);
+        assert_ne!(a, c, "a re-pointed route needs a new deployment");
+    }
 }

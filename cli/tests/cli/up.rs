@@ -104,7 +104,7 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
     let policy = decode(policy.policy_document()).to_string();
     assert!(policy.contains("arn:aws:dynamodb:us-east-1:123456789012:table/chat-connections/index/*"));
     assert!(policy.contains(&format!(
-        "arn:aws:execute-api:us-east-1:123456789012:{api_id}/dev/POST/@connections/*"
+        "arn:aws:execute-api:us-east-1:123456789012:{api_id}/*/POST/@connections/*"
     )));
     assert!(!policy.contains("\"*\""), "no wildcard resource: {policy}");
     let authorizer_policy = iam

@@ -12,6 +12,9 @@ use crate::event::{self, WebSocketEvent};
 use crate::protocol::ServerEvent;
 use crate::store::{ConnectionRecord, ConnectionStore, MessageStore};
 
+/// API Gateway's integration timeout (29 s), rounded up.
+const CONNECT_GRACE_MS: i64 = 30_000;
+
 pub struct Services {
     pub config: ChatConfig,
     pub connections: ConnectionStore,
@@ -75,10 +78,14 @@ impl Services {
         }
     }
 
-    /// Removes connections that a delivery found gone (410).
+    /// Removes connections that a delivery found gone (410), except those
+    /// younger than API Gateway's integration timeout: they may still be in
+    /// their `$connect`, for which @connections answers 410 too.
     pub async fn prune(&self, connection_ids: &[String]) {
+        let now = crate::ids::epoch_ms(std::time::SystemTime::now());
+        let connected_before = now - CONNECT_GRACE_MS;
         let removals = connection_ids.iter().map(|id| async move {
-            match self.connections.remove(id).await {
+            match self.connections.remove_gone(id, connected_before).await {
                 Ok(_) => tracing::info!(connection_id = %id, "removed a connection that is gone"),
                 Err(error) => tracing::warn!(connection_id = %id, %error, "could not remove a gone connection"),
             }

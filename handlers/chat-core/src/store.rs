@@ -34,6 +34,9 @@ pub mod schema {
     pub const MESSAGE_ID: &str = "message_id";
 }
 
+/// Attempts of a transaction that conflicts with concurrent ones.
+const TRANSACTION_ATTEMPTS: u32 = 8;
+
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum StoreError {
     #[error("{operation} on table {table} failed: {detail}")]
@@ -162,13 +165,11 @@ impl ConnectionStore {
             .expression_attribute_names("#id", schema::CONNECTION_ID)
             .build()
             .map_err(build_error)?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(count).build())
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .send()
-            .await;
+        let items = vec![
+            TransactWriteItem::builder().update(count).build(),
+            TransactWriteItem::builder().put(put).build(),
+        ];
+        let result = self.transact(items).await;
         match result {
             Ok(_) => Ok(()),
             Err(err) => match failed_conditions(&err).as_deref() {
@@ -176,6 +177,37 @@ impl ConnectionStore {
                 Some([_, true]) => Err(AddConnectionError::AlreadyRegistered(record.connection_id.clone())),
                 _ => Err(aws_error("TransactWriteItems", table, err).into()),
             },
+        }
+    }
+
+    /// Runs a transaction, retrying when DynamoDB cancels it for a conflict
+    /// with a concurrent one on the counter item (which the SDK does not retry).
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput,
+        SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+    > {
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let conflicted = matches!(
+                result.as_ref().err().and_then(|e| e.as_service_error()),
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
+                    if cancelled.cancellation_reasons().iter().any(|r| matches!(r.code(), Some("TransactionConflict" | "ThrottlingError")))
+            );
+            attempt += 1;
+            if !conflicted || attempt >= TRANSACTION_ATTEMPTS {
+                return result;
+            }
+            let cap = 20u64 << attempt.min(6);
+            tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(0..=cap))).await;
         }
     }
 
@@ -205,15 +237,31 @@ impl ConnectionStore {
     /// Removes a connection and uncounts it; `false` when it was already gone,
     /// so removing twice is harmless and counts once.
     pub async fn remove(&self, connection_id: &str) -> Result<bool, StoreError> {
+        self.remove_where(connection_id, None).await
+    }
+
+    /// Removes a connection a delivery found gone (410), unless it connected
+    /// after `connected_before` (epoch ms): API Gateway also answers 410 for
+    /// a connection whose `$connect` has not returned yet.
+    pub async fn remove_gone(&self, connection_id: &str, connected_before: i64) -> Result<bool, StoreError> {
+        self.remove_where(connection_id, Some(connected_before)).await
+    }
+
+    async fn remove_where(&self, connection_id: &str, connected_before: Option<i64>) -> Result<bool, StoreError> {
         let table = &self.table;
         let build_error = |e: aws_sdk_dynamodb::error::BuildError| aws_error("TransactWriteItems", table, e);
-        let delete = Delete::builder()
+        let mut delete = Delete::builder()
             .table_name(table)
             .key(schema::CONNECTION_ID, s(connection_id))
-            .condition_expression("attribute_exists(#id)")
-            .expression_attribute_names("#id", schema::CONNECTION_ID)
-            .build()
-            .map_err(build_error)?;
+            .expression_attribute_names("#id", schema::CONNECTION_ID);
+        delete = match connected_before {
+            None => delete.condition_expression("attribute_exists(#id)"),
+            Some(before) => delete
+                .condition_expression("attribute_exists(#id) AND #at < :before")
+                .expression_attribute_names("#at", schema::CONNECTED_AT)
+                .expression_attribute_values(":before", n(before)),
+        };
+        let delete = delete.build().map_err(build_error)?;
         let (key_name, key_value) = Self::counter_key();
         let uncount = Update::builder()
             .table_name(table)
@@ -223,13 +271,11 @@ impl ConnectionStore {
             .expression_attribute_values(":minus_one", n(-1))
             .build()
             .map_err(build_error)?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().delete(delete).build())
-            .transact_items(TransactWriteItem::builder().update(uncount).build())
-            .send()
-            .await;
+        let items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            TransactWriteItem::builder().update(uncount).build(),
+        ];
+        let result = self.transact(items).await;
         match result {
             Ok(_) => Ok(true),
             Err(err) => match failed_conditions(&err).as_deref() {
@@ -394,7 +440,10 @@ impl MessageStore {
         for item in output.items().iter().take(limit as usize) {
             messages.push(self.message_from_item(item)?);
         }
-        let has_older = output.items().len() > limit as usize;
+        // A Query stops at 1 MB, possibly before `limit + 1` items: a
+        // LastEvaluatedKey then also means older messages exist.
+        let has_older =
+            output.items().len() > limit as usize || output.last_evaluated_key().is_some_and(|key| !key.is_empty());
         messages.reverse();
         Ok(HistoryPage { messages, has_older })
     }
