@@ -601,7 +601,11 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
         functions,
         idle_timeout,
     };
+    let running: Vec<Arc<LocalFunction>> = gateway_config.functions.values().cloned().collect();
     let server = tokio::spawn(gateway::serve(listener, gateway_config));
+    let watcher = tokio::spawn(crate::dev::watch::watch(root.clone(), running, |message| {
+        eprintln!("chatctl dev: {message}")
+    }));
 
     let url = format!("ws://127.0.0.1:{port}/{}", names.stage);
     println!("Stack {} runs locally.", names.stack);
@@ -629,6 +633,7 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
         }
     }
     eprintln!("chatctl dev: stopping");
+    watcher.abort();
     log_task.abort();
     Ok(0)
 }

@@ -110,6 +110,8 @@ pub struct GatewayConfig {
 
 struct Connection {
     sender: mpsc::UnboundedSender<Message>,
+    /// DELETE @connections asks the connection's task to close it.
+    close_requested: tokio::sync::Notify,
     connected_at: i64,
     last_active: Mutex<i64>,
     source_ip: String,
@@ -458,6 +460,7 @@ async fn serve_connection(
     let (sender, mut outgoing) = mpsc::unbounded_channel::<Message>();
     let connection = Arc::new(Connection {
         sender: sender.clone(),
+        close_requested: tokio::sync::Notify::new(),
         connected_at,
         last_active: Mutex::new(connected_at),
         source_ip: source_ip.clone(),
@@ -486,7 +489,14 @@ async fn serve_connection(
     };
     // Why the connection ended: (status code, reason) for $disconnect.
     let ended: (u16, String) = loop {
-        let next = tokio::time::timeout(gateway.config.idle_timeout, stream.next()).await;
+        let next = tokio::select! {
+            next = tokio::time::timeout(gateway.config.idle_timeout, stream.next()) => next,
+            _ = connection.close_requested.notified() => {
+                // Closed by the server: $disconnect runs now, not when the client answers.
+                close(1000, "");
+                break (1000, "Server-side close".into());
+            }
+        };
         let message = match next {
             Err(_) => {
                 close(1001, "Going away");
@@ -684,10 +694,7 @@ async fn manage(State(gateway): Shared, method: axum::http::Method, Path(id): Pa
             (StatusCode::OK, [("content-type", "application/json")], info.to_string()).into_response()
         }
         "DELETE" => {
-            let _ = connection.sender.send(Message::Close(Some(CloseFrame {
-                code: 1000,
-                reason: "".into(),
-            })));
+            connection.close_requested.notify_one();
             StatusCode::NO_CONTENT.into_response()
         }
         _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),

@@ -7,3 +7,4 @@ pub mod emulator;
 pub mod gateway;
 pub mod logs;
 pub mod runtime;
+pub mod watch;

@@ -159,6 +159,13 @@ impl LocalFunction {
         &self.shared.config.name
     }
 
+    /// Replaces every instance's process, e.g. after the binary was rebuilt.
+    pub fn restart(&self) {
+        for restart in &self.shared.restart {
+            restart.notify_one();
+        }
+    }
+
     /// Invokes the function with `event` and waits for its outcome.
     pub async fn invoke(&self, event: Bytes) -> Outcome {
         let id = ulid::Ulid::from_datetime(SystemTime::now()).to_string().to_lowercase();

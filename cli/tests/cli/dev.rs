@@ -225,6 +225,76 @@ async fn dev_serves_the_chat_end_to_end() {
     bob.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
     assert_eq!(closed_with(&mut bob).await, 1003);
 
+    // The @connections API: info, delivery, 410, 413, and closing a connection.
+    send(&mut alice, json!({"action": "whoami"})).await;
+    let alice_id = event(&mut alice).await["connection_id"].as_str().unwrap().to_string();
+    let callback = dev.url.replace("ws://", "http://");
+    let sdk = chat_testkit::moto::sdk_config_for(&callback).await;
+    let connections = aws_sdk_apigatewaymanagement::Client::new(&sdk);
+    let info = connections
+        .get_connection()
+        .connection_id(&alice_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.identity().unwrap().source_ip(), Some("127.0.0.1"));
+    assert!(info.connected_at().is_some() && info.last_active_at().is_some());
+    connections
+        .post_to_connection()
+        .connection_id(&alice_id)
+        .data(aws_sdk_apigatewaymanagement::primitives::Blob::new(
+            b"{\"hello\":\"from the server\"}".to_vec(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(event(&mut alice).await, json!({"hello": "from the server"}));
+    let gone = connections
+        .post_to_connection()
+        .connection_id("NoSuchConnection=")
+        .data(aws_sdk_apigatewaymanagement::primitives::Blob::new(b"x".to_vec()))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(gone.as_service_error().unwrap().is_gone_exception(), "{gone:?}");
+    let too_large = connections
+        .post_to_connection()
+        .connection_id(&alice_id)
+        .data(aws_sdk_apigatewaymanagement::primitives::Blob::new(vec![
+            b'x';
+            129 * 1024
+        ]))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        too_large.as_service_error().unwrap().is_payload_too_large_exception(),
+        "{too_large:?}"
+    );
+    let status = |output: std::process::Output| -> Value { serde_json::from_slice(&output.stdout).unwrap() };
+    let before = status(dev.chatctl(&["status", "--output", "json"]).await)["open_connections"]
+        .as_i64()
+        .unwrap();
+    connections
+        .delete_connection()
+        .connection_id(&alice_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed_with(&mut alice).await, 1000);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = status(dev.chatctl(&["status", "--output", "json"]).await)["open_connections"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(after, before - 1, "$disconnect ran for the closed connection");
+    let gone = connections
+        .get_connection()
+        .connection_id(&alice_id)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(gone.as_service_error().unwrap().is_gone_exception());
+
     // The functions' logs reach the emulator's CloudWatch Logs.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let logs = dev.chatctl(&["logs", "sendmessage", "--since", "5m"]).await;
