@@ -18,10 +18,10 @@ pub fn newest_source(handlers: &Path) -> Option<SystemTime> {
             let path = entry.path();
             if path.is_dir() {
                 walk(&path, newest);
-            } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
-                if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
-                    *newest = Some(newest.map_or(modified, |n: SystemTime| n.max(modified)));
-                }
+            } else if path.extension().is_some_and(|e| e == "rs" || e == "toml")
+                && let Ok(modified) = entry.metadata().and_then(|m| m.modified())
+            {
+                *newest = Some(newest.map_or(modified, |n: SystemTime| n.max(modified)));
             }
         }
     }
