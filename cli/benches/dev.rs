@@ -44,7 +44,13 @@ async fn start() -> Dev {
     let ready_after = started.elapsed();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    Dev { child, url, token, ready_after, stderr }
+    Dev {
+        child,
+        url,
+        token,
+        ready_after,
+        stderr,
+    }
 }
 
 async fn connect(dev: &Dev, room: &str) -> Socket {
@@ -69,10 +75,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() {
     let first = start().await;
-    println!("ready (first start, build excluded): {:>8.0} ms", first.ready_after.as_secs_f64() * 1000.0);
+    println!(
+        "ready (first start, build excluded): {:>8.0} ms",
+        first.ready_after.as_secs_f64() * 1000.0
+    );
     drop(first);
     let mut dev = start().await;
-    println!("ready (warm restart):               {:>8.0} ms", dev.ready_after.as_secs_f64() * 1000.0);
+    println!(
+        "ready (warm restart):               {:>8.0} ms",
+        dev.ready_after.as_secs_f64() * 1000.0
+    );
 
     // Round trip: alice sends, bob receives.
     let mut alice = connect(&dev, "rt").await;
@@ -102,7 +114,10 @@ async fn main() {
         .await
         .unwrap();
     futures::future::join_all(room.iter_mut().map(next_text)).await;
-    println!("fan-out to 100 (last one received): {:>8.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "fan-out to 100 (last one received): {:>8.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
     drop(room);
 
     // 1,000 connections held; one message to all of them; none lost.
@@ -113,7 +128,10 @@ async fn main() {
         crowd.extend(batch);
         let _ = chunk;
     }
-    println!("1000 connections opened:            {:>8.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "1000 connections opened:            {:>8.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
     let started = Instant::now();
     crowd[0]
         .send(Message::Text(r#"{"action":"sendmessage","message":"crowd"}"#.into()))
@@ -133,7 +151,10 @@ async fn main() {
     let file = std::fs::OpenOptions::new().append(true).open(&source).unwrap();
     file.set_modified(std::time::SystemTime::now()).unwrap();
     loop {
-        let line = tokio::time::timeout(Duration::from_secs(600), dev.stderr.next_line()).await.unwrap().unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(600), dev.stderr.next_line())
+            .await
+            .unwrap()
+            .unwrap();
         match line {
             Some(line) if line.contains("rebuilt and restarted") => break,
             Some(line) if line.contains("build failed") => panic!("{line}"),
@@ -141,6 +162,9 @@ async fn main() {
             None => panic!("chatctl dev stopped"),
         }
     }
-    println!("rebuild + restart after a change:   {:>8.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "rebuild + restart after a change:   {:>8.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
     let _ = dev.child.kill().await;
 }

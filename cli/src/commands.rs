@@ -22,18 +22,29 @@ struct Session {
     json: bool,
 }
 
-async fn connect(cli: &Cli) -> Result<Session> {
+/// Settings from flags and file, and AWS clients. `local_emulator` is the
+/// endpoint of the emulator `chatctl dev` runs, which takes any credentials.
+async fn connect(cli: &Cli, local_emulator: Option<&str>) -> Result<Session> {
     let (file, _) = ConfigFile::load(cli.global.config.as_deref())?;
     let overrides = Overrides {
         stack: cli.global.stack.clone(),
         stage: cli.global.stage.clone(),
     };
     let settings = Settings::resolve(&file, &overrides)?;
-    let options = AwsOptions {
-        region: cli.global.region.clone().or(file.region.clone()),
-        profile: cli.global.profile.clone(),
-        endpoint_url: cli.global.endpoint_url.clone(),
-        static_credentials: false,
+    let region = cli.global.region.clone().or(file.region.clone());
+    let options = match local_emulator {
+        None => AwsOptions {
+            region,
+            profile: cli.global.profile.clone(),
+            endpoint_url: cli.global.endpoint_url.clone(),
+            static_credentials: false,
+        },
+        Some(endpoint) => AwsOptions {
+            region: region.or(Some("us-east-1".into())),
+            profile: None,
+            endpoint_url: Some(endpoint.to_string()),
+            static_credentials: true,
+        },
     };
     let aws = Aws::connect(&options).await?;
     let names = Names {
@@ -64,7 +75,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     if let Command::Dev(args) = &cli.command {
         return dev(&cli, args).await;
     }
-    let mut context = connect(&cli).await?;
+    let mut context = connect(&cli, None).await?;
     let context = &mut context;
     match cli.command {
         Command::Up(args) => up(context, &args).await,
@@ -495,38 +506,7 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
         (None, Some(emulator)) => emulator.endpoint().to_string(),
         (None, None) => unreachable!("an emulator is started when no endpoint is given"),
     };
-    let (file, _) = ConfigFile::load(cli.global.config.as_deref())?;
-    let settings = Settings::resolve(
-        &file,
-        &Overrides {
-            stack: cli.global.stack.clone(),
-            stage: cli.global.stage.clone(),
-        },
-    )?;
-    let options = AwsOptions {
-        region: cli
-            .global
-            .region
-            .clone()
-            .or(file.region.clone())
-            .or(Some("us-east-1".into())),
-        profile: None,
-        endpoint_url: Some(endpoint.clone()),
-        static_credentials: true,
-    };
-    let aws = Aws::connect(&options).await?;
-    let names = Names {
-        stack: settings.stack.clone(),
-        stage: settings.stage.clone(),
-        region: aws.region.clone(),
-        account: String::new(),
-    };
-    let mut session = Session {
-        settings,
-        aws,
-        names,
-        json: false,
-    };
+    let mut session = connect(cli, Some(&endpoint)).await?;
 
     eprintln!(
         "chatctl dev: building the functions and provisioning stack {} into {endpoint}",
