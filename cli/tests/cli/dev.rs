@@ -20,9 +20,14 @@ struct Dev {
 }
 
 async fn start_dev() -> Dev {
+    start_dev_with(&[]).await
+}
+
+async fn start_dev_with(extra: &[&str]) -> Dev {
     let workdir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
         .args(["dev", "--port", "0", "--no-build", "--instances", "2"])
+        .args(extra)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
@@ -325,4 +330,27 @@ async fn dev_serves_the_chat_end_to_end() {
         std::net::TcpStream::connect(emulator).is_err(),
         "the emulator was stopped"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_disconnected() {
+    let mut dev = start_dev_with(&["--idle-timeout", "2s", "--stack", "idle"]).await;
+    let mut quiet = dev.connect(&format!("token={}", dev.token)).await.unwrap();
+    let mut chatty = dev.connect(&format!("token={}", dev.token)).await.unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        send(&mut chatty, json!({"action": "getmessages"})).await;
+        assert_eq!(event(&mut chatty).await["type"], "history");
+    }
+    assert_eq!(closed_with(&mut quiet).await, 1001, "idle for 2 s");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = dev.chatctl(&["status", "--stack", "idle", "--output", "json"]).await;
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["open_connections"], 1, "$disconnect ran for the idle one only");
+    let pid = dev.child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let _ = dev.child.wait().await;
 }
