@@ -17,7 +17,8 @@ struct Dev {
     url: String,
     token: String,
     ready_after: Duration,
-    stderr: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    /// chatctl dev's stderr, drained so it never blocks on a full pipe.
+    stderr: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 async fn start() -> Dev {
@@ -43,7 +44,13 @@ async fn start() -> Dev {
     }
     let ready_after = started.elapsed();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (sender, stderr) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = sender.send(line);
+        }
+    });
     Dev {
         child,
         url,
@@ -151,9 +158,8 @@ async fn main() {
     let file = std::fs::OpenOptions::new().append(true).open(&source).unwrap();
     file.set_modified(std::time::SystemTime::now()).unwrap();
     loop {
-        let line = tokio::time::timeout(Duration::from_secs(600), dev.stderr.next_line())
+        let line = tokio::time::timeout(Duration::from_secs(600), dev.stderr.recv())
             .await
-            .unwrap()
             .unwrap();
         match line {
             Some(line) if line.contains("rebuilt and restarted") => break,
