@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use chat_testkit::aws_proxy::longest_chain;
+use chat_testkit::aws_proxy::{longest_chain, longest_chain_calls};
 use chat_testkit::{AwsProxy, Moto};
 
 const FUNCTIONS: [&str; 7] = [
@@ -23,6 +23,8 @@ const FUNCTIONS: [&str; 7] = [
 
 struct Measured {
     what: &'static str,
+    /// The operations of the longest chain.
+    links: Vec<String>,
     calls: usize,
     mutating: usize,
     chain: usize,
@@ -57,6 +59,7 @@ async fn measure(proxy: &AwsProxy, workdir: &std::path::Path, what: &'static str
     let calls = proxy.calls();
     Measured {
         what,
+        links: longest_chain_calls(&calls).into_iter().map(|c| c.operation).collect(),
         calls: calls.len(),
         mutating: calls.iter().filter(|c| c.mutating).count(),
         chain: longest_chain(&calls),
@@ -107,6 +110,9 @@ async fn main() {
                 measured.chain,
                 measured.wall.as_secs_f64() * 1000.0
             );
+            if run == 1 {
+                println!("    chain: {}", measured.links.join(" → "));
+            }
         }
     }
 }

@@ -330,18 +330,32 @@ fn plain(status: StatusCode, text: String) -> Response {
 /// The longest chain of calls in which each starts after the previous one
 /// answered: an upper bound of the dependent calls a run made in sequence.
 pub fn longest_chain(calls: &[AwsCall]) -> usize {
+    longest_chain_calls(calls).len()
+}
+
+/// The calls of [`longest_chain`], first to last.
+pub fn longest_chain_calls(calls: &[AwsCall]) -> Vec<AwsCall> {
     let mut by_start: Vec<&AwsCall> = calls.iter().collect();
     by_start.sort_by_key(|c| c.started);
-    // chain[i]: the longest chain ending with by_start[i].
-    let mut chain = vec![1usize; by_start.len()];
+    // chain[i]: the longest chain ending with by_start[i], and its previous link.
+    let mut chain: Vec<(usize, Option<usize>)> = vec![(1, None); by_start.len()];
     for i in 0..by_start.len() {
         for j in 0..i {
-            if by_start[j].finished <= by_start[i].started {
-                chain[i] = chain[i].max(chain[j] + 1);
+            if by_start[j].finished <= by_start[i].started && chain[j].0 + 1 > chain[i].0 {
+                chain[i] = (chain[j].0 + 1, Some(j));
             }
         }
     }
-    chain.into_iter().max().unwrap_or(0)
+    let Some(mut at) = (0..chain.len()).max_by_key(|i| chain[*i].0) else {
+        return vec![];
+    };
+    let mut links = vec![by_start[at].clone()];
+    while let Some(previous) = chain[at].1 {
+        links.push(by_start[previous].clone());
+        at = previous;
+    }
+    links.reverse();
+    links
 }
 
 /// Identifies "the same request" across SDK retries: everything that retries

@@ -107,6 +107,14 @@ pub async fn apply(aws: &Aws, desired: &Desired, actual: &Actual, report: Report
                 let state = actual.functions.get(&spec.function).and_then(|f| f.ours());
                 apply_function(aws, desired, spec, state, report)
             })),
+            // The stage needs only the API: made now, it is off the critical path.
+            ensure_stage(
+                aws,
+                desired,
+                actual.api.ours().filter(|a| a.id == api_id),
+                &api_id,
+                report
+            ),
         )?;
         apply_api_parts(aws, desired, actual, &api_id, report).await?;
         Ok::<_, anyhow::Error>(api_id)
@@ -840,6 +848,30 @@ async fn apply_api_parts(
     deploy(aws, desired, existing, api_id, &served, parts_changed, report).await
 }
 
+/// Creates the stage when the API has none; deployments come later.
+async fn ensure_stage(
+    aws: &Aws,
+    desired: &Desired,
+    existing: Option<&ApiState>,
+    api_id: &str,
+    report: Report<'_>,
+) -> Result<()> {
+    if existing.is_some_and(|api| api.stage.is_some()) {
+        return Ok(());
+    }
+    let stage_name = &desired.api.stage;
+    aws.apigateway
+        .create_stage()
+        .api_id(api_id)
+        .stage_name(stage_name)
+        .set_tags(Some(desired.tags.clone().into_iter().collect()))
+        .send()
+        .await
+        .map_err(failed(format!("cannot create stage {stage_name}")))?;
+    step(report, "stage", stage_name, "created");
+    Ok(())
+}
+
 /// Makes the stage serve the current routes: a new deployment whenever a
 /// route, integration or authorizer changed, or the stage's marker is stale.
 async fn deploy(
@@ -858,17 +890,6 @@ async fn deploy(
     let current = stage.is_some_and(|s| s.deployment_id.is_some() && s.description.as_deref() == Some(&description));
     if stage.is_some() && current && !parts_changed {
         return Ok(());
-    }
-    if stage.is_none() {
-        client
-            .create_stage()
-            .api_id(api_id)
-            .stage_name(stage_name)
-            .set_tags(Some(desired.tags.clone().into_iter().collect()))
-            .send()
-            .await
-            .map_err(failed(format!("cannot create stage {stage_name}")))?;
-        step(report, "stage", stage_name, "created");
     }
     let deployment = client
         .create_deployment()
