@@ -156,6 +156,7 @@ mod tests {
                 name: "chat-authorizer".into(),
                 authorizer_type: Some("REQUEST".into()),
                 uri: None,
+                identity_sources: vec![],
             }],
             stage: None,
         };

@@ -37,6 +37,8 @@ pub struct RouteTable {
     pub routes: HashMap<String, String>,
     /// The `$connect` authorizer's function name, if the route has one.
     pub authorizer: Option<String>,
+    /// The authorizer's identity sources.
+    pub identity_sources: Vec<String>,
 }
 
 impl RouteTable {
@@ -51,6 +53,7 @@ impl RouteTable {
         let function_of = |uri: Option<&str>| uri.and_then(crate::routes::function_name);
         let mut routes = HashMap::new();
         let mut authorizer = None;
+        let mut identity_sources = vec![];
         for route in &api.routes {
             let integration = route
                 .target
@@ -61,17 +64,19 @@ impl RouteTable {
                 routes.insert(route.key.clone(), function);
             }
             if route.key == "$connect" && route.authorization_type.as_deref() == Some("CUSTOM") {
-                authorizer = route
+                let found = route
                     .authorizer_id
                     .as_deref()
-                    .and_then(|id| api.authorizers.iter().find(|a| a.id == id))
-                    .and_then(|a| function_of(a.uri.as_deref()));
+                    .and_then(|id| api.authorizers.iter().find(|a| a.id == id));
+                authorizer = found.and_then(|a| function_of(a.uri.as_deref()));
+                identity_sources = found.map(|a| a.identity_sources.clone()).unwrap_or_default();
             }
         }
         RouteTable {
             selection_path,
             routes,
             authorizer,
+            identity_sources,
         }
     }
 
@@ -272,6 +277,24 @@ fn form_urlencoded_pairs(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether every identity source has a non-empty value; API Gateway answers
+/// 401 without invoking the authorizer otherwise. Stage variables and
+/// context values are not modelled locally and count as present.
+fn identity_present(sources: &[String], headers: &HeaderMap, query: &[(String, String)]) -> bool {
+    sources.iter().all(|source| {
+        if let Some(name) = source.strip_prefix("route.request.header.") {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| !v.trim().is_empty())
+        } else if let Some(name) = source.strip_prefix("route.request.querystring.") {
+            query.iter().any(|(k, v)| k == name && !v.is_empty())
+        } else {
+            true
+        }
+    })
+}
+
 /// What the authorizer decided.
 enum Authorization {
     Allowed(Value),
@@ -376,6 +399,10 @@ async fn upgrade(
 
     let mut authorizer_context = None;
     if let Some(authorizer) = gateway.config.routes.authorizer.clone() {
+        let pairs = form_urlencoded_pairs(query.as_deref().unwrap_or_default());
+        if !identity_present(&gateway.config.routes.identity_sources, &headers, &pairs) {
+            return refuse(StatusCode::UNAUTHORIZED);
+        }
         let mut event = json!({
             "type": "REQUEST",
             "methodArn": gateway.method_arn(),
@@ -723,6 +750,7 @@ mod tests {
                 ("$default".to_string(), "chat-default".to_string()),
             ]),
             authorizer: None,
+            identity_sources: vec![],
         };
         assert_eq!(table.select(r#"{"action":"sendmessage"}"#), Some("sendmessage"));
         assert_eq!(table.select(r#"{"action":"dance"}"#), Some("$default"));
@@ -733,6 +761,29 @@ mod tests {
             ..table
         };
         assert_eq!(no_default.select("not json"), None);
+    }
+
+    #[test]
+    fn missing_identity_sources_refuse_before_the_authorizer_runs() {
+        let sources = vec![
+            "route.request.querystring.token".to_string(),
+            "route.request.header.X-Client".to_string(),
+        ];
+        let mut headers = HeaderMap::new();
+        headers.insert("x-client", HeaderValue::from_static("web"));
+        let query = form_urlencoded_pairs("token=abc&room=lobby");
+        assert!(identity_present(&sources, &headers, &query));
+        assert!(!identity_present(&sources, &HeaderMap::new(), &query));
+        assert!(!identity_present(
+            &sources,
+            &headers,
+            &form_urlencoded_pairs("token=&room=lobby")
+        ));
+        assert!(!identity_present(&sources, &headers, &[]));
+        assert!(
+            identity_present(&[], &HeaderMap::new(), &[]),
+            "no sources: always invoke"
+        );
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub struct AuthorizerState {
     pub name: String,
     pub authorizer_type: Option<String>,
     pub uri: Option<String>,
+    /// `route.request.header.X`, `route.request.querystring.Y`, …: each must
+    /// be present or the client gets 401 without the authorizer running.
+    pub identity_sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -462,6 +465,7 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
             .items()
             .iter()
             .map(|a| AuthorizerState {
+                identity_sources: a.identity_source().to_vec(),
                 id: a.authorizer_id().unwrap_or_default().to_string(),
                 name: a.name().unwrap_or_default().to_string(),
                 authorizer_type: a.authorizer_type().map(|t| t.as_str().to_string()),
