@@ -581,7 +581,15 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
         functions,
         idle_timeout,
     };
-    let running: Vec<Arc<LocalFunction>> = gateway_config.functions.values().cloned().collect();
+    // Crate name (the function's short name) → its running function.
+    let running: std::collections::BTreeMap<String, Arc<LocalFunction>> = desired
+        .functions
+        .iter()
+        .filter_map(|spec| {
+            let function = gateway_config.functions.get(&spec.name)?;
+            Some((spec.function.short_name().to_string(), function.clone()))
+        })
+        .collect();
     let server = tokio::spawn(gateway::serve(listener, gateway_config));
     let watcher = tokio::spawn(crate::dev::watch::watch(root.clone(), running, |message| {
         eprintln!("chatctl dev: {message}")

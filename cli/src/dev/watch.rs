@@ -1,6 +1,7 @@
-//! Rebuilds the functions when their source changes and restarts them, so
-//! `chatctl dev` always serves the code on disk.
+//! Rebuilds the functions when their source changes and restarts the ones
+//! affected, so `chatctl dev` always serves the code on disk.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -9,9 +10,11 @@ use super::runtime::LocalFunction;
 
 /// How often the sources are checked.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The crate every function uses: a change there restarts them all.
+const SHARED_CRATE: &str = "chat-core";
 
-/// The newest modification time among the handlers' sources and manifests.
-pub fn newest_source(handlers: &Path) -> Option<SystemTime> {
+/// The newest modification time of the `.rs` and `.toml` files below `dir`.
+fn newest_source(dir: &Path) -> Option<SystemTime> {
     fn walk(dir: &Path, newest: &mut Option<SystemTime>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for entry in entries.flatten() {
@@ -26,35 +29,92 @@ pub fn newest_source(handlers: &Path) -> Option<SystemTime> {
         }
     }
     let mut newest = None;
-    walk(handlers, &mut newest);
+    walk(dir, &mut newest);
     newest
 }
 
-/// Watches `root/handlers`; on a change, rebuilds and restarts every function.
-/// Build failures are reported and the running functions keep serving.
-pub async fn watch(root: PathBuf, functions: Vec<Arc<LocalFunction>>, report: impl Fn(String)) {
+/// Each crate in handlers/ and the newest time of its sources.
+pub fn snapshot(handlers: &Path) -> BTreeMap<String, Option<SystemTime>> {
+    let Ok(entries) = std::fs::read_dir(handlers) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), newest_source(&e.path())))
+        .collect()
+}
+
+/// The crates whose sources changed between two snapshots.
+pub fn changed(
+    before: &BTreeMap<String, Option<SystemTime>>,
+    after: &BTreeMap<String, Option<SystemTime>>,
+) -> Vec<String> {
+    after
+        .iter()
+        .filter(|(name, time)| before.get(*name) != Some(*time))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Watches `root/handlers`; on a change, rebuilds and restarts the affected
+/// functions (all of them when the shared crate changed). `functions` maps
+/// each crate name to its running function. A failed build is reported and
+/// the running functions keep serving.
+pub async fn watch(root: PathBuf, functions: BTreeMap<String, Arc<LocalFunction>>, report: impl Fn(String)) {
     let handlers = root.join("handlers");
-    let mut seen = newest_source(&handlers);
+    let mut seen = snapshot(&handlers);
     loop {
         tokio::time::sleep(POLL_INTERVAL).await;
-        let now = newest_source(&handlers);
-        if now == seen {
+        let now = snapshot(&handlers);
+        let crates = changed(&seen, &now);
+        seen = now;
+        if crates.is_empty() {
             continue;
         }
-        seen = now;
-        report("source changed: rebuilding the functions".into());
+        report(format!("{} changed: rebuilding", crates.join(", ")));
         let started = std::time::Instant::now();
         match crate::build::build_host(&root).await {
             Ok(()) => {
-                for function in &functions {
-                    function.restart();
-                }
+                let all = crates.iter().any(|c| c == SHARED_CRATE);
+                let restarted: Vec<&str> = functions
+                    .iter()
+                    .filter(|(name, _)| all || crates.contains(*name))
+                    .map(|(name, function)| {
+                        function.restart();
+                        name.as_str()
+                    })
+                    .collect();
                 report(format!(
-                    "rebuilt and restarted in {:.1} s",
+                    "rebuilt and restarted {} in {:.1} s",
+                    restarted.join(", "),
                     started.elapsed().as_secs_f64()
                 ));
             }
             Err(err) => report(format!("build failed; still serving the previous build:\n{err:#}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_touched_crate_is_named_and_only_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["chat-core", "join", "connect"] {
+            std::fs::create_dir_all(dir.path().join(name).join("src")).unwrap();
+            std::fs::write(dir.path().join(name).join("src/main.rs"), "fn main() {}").unwrap();
+        }
+        let before = snapshot(dir.path());
+        assert_eq!(before.len(), 3);
+        assert!(changed(&before, &snapshot(dir.path())).is_empty());
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("join/src/main.rs"))
+            .unwrap();
+        file.set_modified(SystemTime::now() + Duration::from_secs(5)).unwrap();
+        assert_eq!(changed(&before, &snapshot(dir.path())), ["join"]);
     }
 }
