@@ -31,7 +31,7 @@ pub fn python() -> PathBuf {
 
 /// Our launcher, which closes moto's gaps before starting it (see the script).
 fn launcher() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("moto_server.py")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../emulator/moto_server.py")
 }
 
 pub fn free_port() -> u16 {

@@ -1,5 +1,5 @@
 //! The local AWS endpoint: a moto server started through the project's
-//! launcher (testkit/moto_server.py, which closes the gaps in moto that
+//! launcher (emulator/moto_server.py, which closes the gaps in moto that
 //! `up` would hit), stopped when dropped.
 
 use std::net::{TcpListener, TcpStream};
@@ -24,7 +24,7 @@ impl Emulator {
         }
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let child = Command::new(&python)
-            .arg(root.join("testkit/moto_server.py"))
+            .arg(root.join("emulator/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
