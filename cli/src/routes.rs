@@ -38,34 +38,14 @@ pub async fn list(aws: &Aws, names: &Names) -> Result<Vec<RouteRow>> {
 
 /// `$connect`, `$disconnect`, `$default` first, then the rest by key.
 pub fn rows(api: &ApiState) -> Vec<RouteRow> {
-    let mut rows: Vec<RouteRow> = api
-        .routes
-        .iter()
-        .map(|route| {
-            let integration = route
-                .target
-                .as_deref()
-                .and_then(|t| t.strip_prefix("integrations/"))
-                .and_then(|id| api.integrations.iter().find(|i| i.id == id));
-            let authorization = route.authorization_type.clone().unwrap_or_else(|| "NONE".into());
-            let authorizer = route
-                .authorizer_id
-                .as_deref()
-                .filter(|_| authorization == "CUSTOM")
-                .map(|id| {
-                    api.authorizers
-                        .iter()
-                        .find(|a| a.id == id)
-                        .map(|a| a.name.clone())
-                        .unwrap_or_else(|| id.to_string())
-                });
-            RouteRow {
-                route_key: route.key.clone(),
-                function: integration.and_then(|i| i.uri.as_deref()).and_then(function_name),
-                authorization,
-                authorizer,
-                integration_type: integration.and_then(|i| i.integration_type.clone()),
-            }
+    let mut rows: Vec<RouteRow> = crate::stack::plan::served_routes(api)
+        .into_iter()
+        .map(|route| RouteRow {
+            function: route.integration_uri.as_deref().and_then(function_name),
+            authorizer: route.authorizer_name,
+            route_key: route.key,
+            authorization: route.authorization,
+            integration_type: route.integration_type,
         })
         .collect();
     rows.sort_by_key(|row| order(&row.route_key));

@@ -839,8 +839,10 @@ async fn apply_api_parts(
                 key: route.key.clone(),
                 target: integration_id.map(|id| format!("integrations/{id}")),
                 integration_uri: Some(names.invocation_uri(route.function)),
+                integration_type: Some("AWS_PROXY".into()),
                 authorization: if route.authorized { "CUSTOM" } else { "NONE" }.to_string(),
                 authorizer_id: route.authorized.then(|| authorizer_id.clone()),
+                authorizer_name: route.authorized.then(|| desired.api.authorizer.clone()),
                 authorizer_uri: route.authorized.then(|| authorizer_uri.clone()),
             }
         })

@@ -354,8 +354,10 @@ pub struct ServedRoute {
     pub key: String,
     pub target: Option<String>,
     pub integration_uri: Option<String>,
+    pub integration_type: Option<String>,
     pub authorization: String,
     pub authorizer_id: Option<String>,
+    pub authorizer_name: Option<String>,
     pub authorizer_uri: Option<String>,
 }
 
@@ -371,17 +373,19 @@ pub fn served_routes(api: &ApiState) -> Vec<ServedRoute> {
                 .and_then(|id| api.integrations.iter().find(|i| i.id == id));
             let authorization = route.authorization_type.clone().unwrap_or_else(|| "NONE".into());
             let authorizer_id = route.authorizer_id.clone().filter(|_| authorization == "CUSTOM");
-            let authorizer_uri = authorizer_id
+            let authorizer = authorizer_id
                 .as_deref()
-                .and_then(|id| api.authorizers.iter().find(|a| a.id == id))
-                .and_then(|a| a.uri.clone());
+                .and_then(|id| api.authorizers.iter().find(|a| a.id == id));
             ServedRoute {
                 key: route.key.clone(),
                 target: route.target.clone(),
                 integration_uri: integration.and_then(|i| i.uri.clone()),
+                integration_type: integration.and_then(|i| i.integration_type.clone()),
                 authorization,
+                // An authorizer that is gone is named by its id.
+                authorizer_name: authorizer.map(|a| a.name.clone()).or_else(|| authorizer_id.clone()),
+                authorizer_uri: authorizer.and_then(|a| a.uri.clone()),
                 authorizer_id,
-                authorizer_uri,
             }
         })
         .collect()
@@ -792,8 +796,10 @@ mod tests {
             key: key.into(),
             target: Some(target.into()),
             integration_uri: Some(format!("uri-{target}")),
+            integration_type: Some("AWS_PROXY".into()),
             authorization: "NONE".into(),
             authorizer_id: None,
+            authorizer_name: None,
             authorizer_uri: None,
         };
         let a = deployment_description(&[route("join", "integrations/1"), route("$default", "integrations/2")]);
