@@ -80,6 +80,8 @@ struct Shared {
     handling: Mutex<HashMap<usize, String>>,
     /// Tells an instance's supervisor to replace its process (after a timeout).
     restart: Vec<tokio::sync::Notify>,
+    /// Whether each instance's current process has polled for an event yet.
+    polled: Vec<std::sync::atomic::AtomicBool>,
     logs: LogSink,
 }
 
@@ -89,6 +91,29 @@ impl Shared {
         match sender {
             Some(sender) => sender.send(outcome).is_ok(),
             None => false,
+        }
+    }
+
+    /// Fails every invocation still waiting in the queue: what Lambda does
+    /// when the runtime cannot start (Runtime.ExitError).
+    fn fail_queued(&self, reason: &str) {
+        let handling: Vec<String> = self
+            .handling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let queued: Vec<String> = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|id| !handling.contains(id))
+            .cloned()
+            .collect();
+        for id in queued {
+            self.answer(&id, Outcome::Crashed(reason.to_string()));
         }
     }
 
@@ -131,6 +156,9 @@ impl LocalFunction {
             handling: Mutex::new(HashMap::new()),
             restart: (0..config.instances.max(1))
                 .map(|_| tokio::sync::Notify::new())
+                .collect(),
+            polled: (0..config.instances.max(1))
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
             logs,
             config,
@@ -231,6 +259,7 @@ async fn supervise(shared: Arc<Shared>, instance: usize, runtime_api: String) {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        shared.polled[instance].store(false, std::sync::atomic::Ordering::SeqCst);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(err) => {
@@ -257,11 +286,17 @@ async fn supervise(shared: Arc<Shared>, instance: usize, runtime_api: String) {
             }
         };
         if let Some(id) = shared.handled_by(instance) {
-            let reason = match status {
+            let reason = match &status {
                 Ok(status) => format!("the process exited ({status}) while handling the event"),
                 Err(err) => format!("the process was lost: {err}"),
             };
             shared.answer(&id, Outcome::Crashed(reason));
+        } else if !shared.polled[instance].load(std::sync::atomic::Ordering::SeqCst) {
+            let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            shared.fail_queued(&format!(
+                "Runtime.ExitError: {} exited ({status}) before it asked for an event; see its log",
+                config.binary.display()
+            ));
         }
         tokio::time::sleep(RESTART_DELAY).await;
     }
@@ -283,12 +318,25 @@ type Instance = State<(Arc<Shared>, usize)>;
 
 /// `GET /next`: hands the instance the next event, blocking until there is one.
 async fn next(State((shared, instance)): Instance) -> axum::response::Response {
-    let invocation = {
-        let mut queue = shared.queue.lock().await;
-        queue.recv().await
-    };
-    let Some(invocation) = invocation else {
-        return StatusCode::GONE.into_response();
+    shared.polled[instance].store(true, std::sync::atomic::Ordering::SeqCst);
+    // Events nobody waits for any more (timed out in the queue, or failed
+    // because the runtime could not start) are dropped, never run late.
+    let invocation = loop {
+        let next = {
+            let mut queue = shared.queue.lock().await;
+            queue.recv().await
+        };
+        let Some(invocation) = next else {
+            return StatusCode::GONE.into_response();
+        };
+        let awaited = shared
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&invocation.id);
+        if awaited {
+            break invocation;
+        }
     };
     shared
         .handling

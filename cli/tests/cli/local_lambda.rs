@@ -177,3 +177,27 @@ async fn an_overrunning_or_crashing_instance_is_replaced() {
     assert!(matches!(function.invoke(echo("exit")).await, Outcome::Crashed(_)));
     assert!(matches!(function.invoke(echo("after")).await, Outcome::Response(_)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_that_cannot_start_fails_its_invocations_at_once() {
+    let (logs, _) = collecting_logs();
+    let config = FunctionConfig {
+        name: "broken".into(),
+        binary: PathBuf::from("/bin/false"),
+        memory_mb: 128,
+        timeout: Duration::from_secs(30),
+        env: BTreeMap::new(),
+        region: "us-east-1".into(),
+        instances: 1,
+    };
+    let function = LocalFunction::start(config, logs).await.unwrap();
+    let started = std::time::Instant::now();
+    match function.invoke(Bytes::from_static(b"{}")).await {
+        Outcome::Crashed(reason) => assert!(reason.contains("Runtime.ExitError"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not left to the 30 s timeout"
+    );
+}
