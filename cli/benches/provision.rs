@@ -11,15 +11,7 @@ use std::time::{Duration, Instant};
 use chat_testkit::aws_proxy::{longest_chain, longest_chain_calls};
 use chat_testkit::{AwsProxy, Moto};
 
-const FUNCTIONS: [&str; 7] = [
-    "authorizer",
-    "connect",
-    "disconnect",
-    "default",
-    "sendmessage",
-    "getmessages",
-    "join",
-];
+const FUNCTIONS: [&str; 7] = chatctl::stack::Function::SHORT_NAMES;
 
 struct Measured {
     what: &'static str,

@@ -38,17 +38,20 @@ impl Function {
         Function::Join,
     ];
 
+    /// The crates' (and cargo-lambda outputs') names, in the order of `ALL`.
+    pub const SHORT_NAMES: [&'static str; 7] = [
+        "authorizer",
+        "connect",
+        "disconnect",
+        "default",
+        "sendmessage",
+        "getmessages",
+        "join",
+    ];
+
     /// The crate's (and cargo-lambda output's) name.
     pub fn short_name(self) -> &'static str {
-        match self {
-            Function::Authorizer => "authorizer",
-            Function::Connect => "connect",
-            Function::Disconnect => "disconnect",
-            Function::Default => "default",
-            Function::SendMessage => "sendmessage",
-            Function::GetMessages => "getmessages",
-            Function::Join => "join",
-        }
+        Self::SHORT_NAMES[self as usize]
     }
 
     pub fn from_short_name(name: &str) -> Option<Function> {

@@ -55,15 +55,7 @@ impl Env {
         };
         let sdk = moto.sdk_config().await;
         let lambda_dir = tempfile::tempdir().unwrap();
-        for function in [
-            "authorizer",
-            "connect",
-            "disconnect",
-            "default",
-            "sendmessage",
-            "getmessages",
-            "join",
-        ] {
+        for function in FUNCTIONS {
             let built = workspace_root()
                 .join("target/lambda")
                 .join(function)
@@ -192,12 +184,5 @@ fn append_to_zip(zip: &Path) {
     assert!(status.success());
 }
 
-pub const FUNCTIONS: [&str; 7] = [
-    "authorizer",
-    "connect",
-    "disconnect",
-    "default",
-    "sendmessage",
-    "getmessages",
-    "join",
-];
+/// Every function's short name, as the product names them.
+pub const FUNCTIONS: [&str; 7] = chatctl::stack::Function::SHORT_NAMES;
