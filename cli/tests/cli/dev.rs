@@ -16,6 +16,8 @@ struct Dev {
     url: String,
     endpoint: String,
     token: String,
+    /// `--stack NAME` when the stack is not the default one.
+    stack: Vec<String>,
     _workdir: tempfile::TempDir,
 }
 
@@ -64,11 +66,31 @@ async fn start_dev_with(extra: &[&str]) -> Dev {
         url,
         endpoint,
         token,
+        stack: extra
+            .windows(2)
+            .find(|pair| pair[0] == "--stack")
+            .map(|pair| pair.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default(),
         _workdir: workdir,
     }
 }
 
 impl Dev {
+    /// Ctrl-C; the exit code.
+    async fn interrupt(&mut self) -> Option<i32> {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("chatctl dev did not stop within 20 s after Ctrl-C")
+            .unwrap();
+        status.code()
+    }
+
     async fn chatctl(&self, args: &[&str]) -> std::process::Output {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
             .args(args)
@@ -82,7 +104,9 @@ impl Dev {
     }
 
     async fn token(&self, user: &str) -> String {
-        let output = self.chatctl(&["token", "--user", user]).await;
+        let mut args = vec!["token", "--user", user];
+        args.extend(self.stack.iter().map(String::as_str));
+        let output = self.chatctl(&args).await;
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).unwrap().trim().to_string()
     }
@@ -312,19 +336,7 @@ async fn dev_serves_the_chat_end_to_end() {
     assert!(String::from_utf8_lossy(&routes.stdout).contains("chat-sendmessage"));
 
     // Ctrl-C stops everything, with success.
-    let pid = dev.child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(Duration::from_secs(20), dev.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(dev.interrupt().await, Some(0));
     let emulator = dev.endpoint.trim_start_matches("http://").to_string();
     assert!(
         std::net::TcpStream::connect(emulator).is_err(),
@@ -347,10 +359,109 @@ async fn idle_connections_are_closed_and_disconnected() {
     let status = dev.chatctl(&["status", "--stack", "idle", "--output", "json"]).await;
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["open_connections"], 1, "$disconnect ran for the idle one only");
-    let pid = dev.child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
+    dev.interrupt().await;
+}
+
+/// Whether `condition` holds within 10 s.
+async fn eventually<F, Fut>(condition: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// Open connection records of a stack, as (connection id, connected_at), and its counter.
+async fn connection_records(dynamodb: &aws_sdk_dynamodb::Client, stack: &str) -> (Vec<(String, i64)>, i64) {
+    use chat_core::store::schema;
+    let scan = dynamodb
+        .scan()
+        .table_name(format!("{stack}-connections"))
+        .consistent_read(true)
+        .send()
+        .await
         .unwrap();
-    let _ = dev.child.wait().await;
+    let number = |item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .map(|n| n.parse::<i64>().unwrap())
+    };
+    let (mut records, mut counter) = (vec![], 0);
+    for item in scan.items() {
+        let id = item[schema::CONNECTION_ID].as_s().unwrap().clone();
+        if id == schema::COUNTER_ID {
+            counter = number(item, schema::COUNTER_ATTRIBUTE).unwrap_or(0);
+        } else {
+            records.push((id, number(item, schema::CONNECTED_AT).unwrap()));
+        }
+    }
+    (records, counter)
+}
+
+/// A connection that went away without `$disconnect` running (aws-facts.md
+/// §5: 410 comes for such connections) is pruned the first time a delivery
+/// finds it gone. Here it vanishes with the gateway that held it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_connection_is_pruned_by_the_next_delivery() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use chat_core::store::schema;
+
+    let moto = chat_testkit::Moto::start();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let args = ["--endpoint-url", moto.endpoint(), "--stack", "vanish"];
+
+    let mut first = start_dev_with(&args).await;
+    let vanished = first
+        .connect(&format!("token={}&room=attic", first.token))
+        .await
+        .unwrap();
+    assert_eq!(first.interrupt().await, Some(0));
+    drop(vanished);
+    let (records, counter) = connection_records(&dynamodb, "vanish").await;
+    assert_eq!((records.len(), counter), (1, 1), "no $disconnect ran: {records:?}");
+    // Make the record older than the grace that a connect still in flight gets.
+    let (vanished_id, connected_at) = records[0].clone();
+    dynamodb
+        .update_item()
+        .table_name("vanish-connections")
+        .key(schema::CONNECTION_ID, AttributeValue::S(vanished_id.clone()))
+        .update_expression("SET #at = :at")
+        .expression_attribute_names("#at", schema::CONNECTED_AT)
+        .expression_attribute_values(":at", AttributeValue::N((connected_at - 60_000).to_string()))
+        .send()
+        .await
+        .unwrap();
+
+    let mut second = start_dev_with(&args).await;
+    let mut bob = second
+        .connect(&format!("token={}&room=attic", second.token("bob").await))
+        .await
+        .unwrap();
+    send(&mut bob, json!({"action": "sendmessage", "message": "anyone here?"})).await;
+    let echoed = event(&mut bob).await;
+    assert_eq!(echoed["text"], "anyone here?", "{echoed}");
+    // The delivery to bob and the one that finds the vanished connection gone run together.
+    let only_bob = eventually(|| async {
+        let (records, counter) = connection_records(&dynamodb, "vanish").await;
+        records.len() == 1 && records[0].0 != vanished_id && counter == 1
+    });
+    assert!(only_bob.await, "{:?}", connection_records(&dynamodb, "vanish").await);
+
+    // A client that drops its TCP connection without a close frame is disconnected at once.
+    let carol = second
+        .connect(&format!("token={}&room=attic", second.token("carol").await))
+        .await
+        .unwrap();
+    assert_eq!(connection_records(&dynamodb, "vanish").await.1, 2);
+    drop(carol);
+    let disconnected = eventually(|| async { connection_records(&dynamodb, "vanish").await.1 == 1 });
+    assert!(disconnected.await, "carol's $disconnect did not run");
+    second.interrupt().await;
 }

@@ -186,3 +186,47 @@ fn append_to_zip(zip: &Path) {
 
 /// Every function's short name, as the product names them.
 pub const FUNCTIONS: [&str; 7] = chatctl::stack::Function::SHORT_NAMES;
+
+/// The runtime-API loop of a function written in Python: `handle(event)`'s
+/// return value is the response; an exception is the invocation's error,
+/// with its text as `errorMessage`.
+const PYTHON_RUNTIME_LOOP: &str = r#"
+import json, os, sys, traceback, urllib.request
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with urllib.request.urlopen(api + "next") as r:
+        request_id = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        assert r.headers["Lambda-Runtime-Deadline-Ms"]
+        event = json.loads(r.read())
+    try:
+        outcome, body = "response", handle(event)
+    except Exception as e:
+        outcome, body = "error", {"errorMessage": str(e), "errorType": type(e).__name__}
+    request = urllib.request.Request(api + request_id + "/" + outcome, data=json.dumps(body).encode(), method="POST")
+    urllib.request.urlopen(request)
+"#;
+
+/// A function whose code is `handler` (Python defining `handle(event)`), run
+/// by the emulator's Python through the local runtime.
+pub fn python_function(dir: &Path, name: &str, handler: &str) -> chatctl::dev::runtime::FunctionConfig {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join(format!("{name}.py"));
+    std::fs::write(&script, format!("{handler}\n{PYTHON_RUNTIME_LOOP}")).unwrap();
+    let launcher = dir.join(name);
+    let python = chat_testkit::moto::python();
+    std::fs::write(
+        &launcher,
+        format!("#!/bin/sh\nexec '{}' '{}'\n", python.display(), script.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
+    chatctl::dev::runtime::FunctionConfig {
+        name: name.into(),
+        binary: launcher,
+        memory_mb: 128,
+        timeout: std::time::Duration::from_secs(5),
+        env: std::collections::BTreeMap::new(),
+        region: "us-east-1".into(),
+        instances: 1,
+    }
+}

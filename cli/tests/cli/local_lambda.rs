@@ -110,50 +110,24 @@ async fn concurrent_invocations_queue_for_one_instance_or_spread_over_several() 
     }
 }
 
-/// A function in Python, speaking the runtime API: sleeps on "sleep", exits on "exit".
+/// A function in Python: sleeps on "sleep", exits on "exit", else echoes.
 const SCRIPTED_FUNCTION: &str = r#"
-import json, os, sys, time, urllib.request
-api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
-while True:
-    with urllib.request.urlopen(api + "next") as r:
-        request_id = r.headers["Lambda-Runtime-Aws-Request-Id"]
-        assert r.headers["Lambda-Runtime-Deadline-Ms"]
-        event = json.loads(r.read())
+import json, os, sys, time
+def handle(event):
     if event == "sleep":
         time.sleep(60)
     if event == "exit":
         sys.exit(3)
-    body = json.dumps({"echo": event, "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"]}).encode()
-    urllib.request.urlopen(urllib.request.Request(api + request_id + "/response", data=body, method="POST"))
+    return {"echo": event, "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"]}
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overrunning_or_crashing_instance_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("function.py");
-    std::fs::write(&script, SCRIPTED_FUNCTION).unwrap();
-    let launcher = dir.path().join("bootstrap");
-    std::fs::write(
-        &launcher,
-        format!(
-            "#!/bin/sh\nexec '{}' '{}'\n",
-            chat_testkit::moto::python().display(),
-            script.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
-
     let (logs, lines) = collecting_logs();
     let config = FunctionConfig {
-        name: "scripted".into(),
-        binary: launcher,
-        memory_mb: 128,
         timeout: Duration::from_secs(1),
-        env: BTreeMap::new(),
-        region: "us-east-1".into(),
-        instances: 1,
+        ..crate::harness::python_function(dir.path(), "scripted", SCRIPTED_FUNCTION)
     };
     let function = LocalFunction::start(config, logs).await.unwrap();
     let echo = |text: &str| Bytes::from(serde_json::to_vec(text).unwrap());

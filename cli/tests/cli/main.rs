@@ -5,6 +5,7 @@
 
 mod dev;
 mod down;
+mod gateway;
 mod harness;
 mod local_lambda;
 mod operate;

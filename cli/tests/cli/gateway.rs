@@ -1,0 +1,160 @@
+//! The local gateway's authorizer semantics that the chat's own authorizer
+//! never exercises (Deny, malformed output, identity sources), through a real
+//! WebSocket client, the real gateway and runtime, and functions in Python.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatctl::dev::gateway::{self, GatewayConfig, RouteTable};
+use chatctl::dev::runtime::{LocalFunction, LogSink};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// Answers according to `?mode=` and counts its invocations in a file.
+const AUTHORIZER: &str = r#"
+import os
+def handle(event):
+    with open(os.environ["INVOCATIONS"], "a") as f:
+        f.write("invoked\n")
+    mode = event["queryStringParameters"]["mode"]
+    if mode == "unauthorized":
+        raise Exception("Unauthorized")
+    if mode == "malformed":
+        return {"principalId": "someone", "policy": "allow me"}
+    if mode == "crash":
+        raise RuntimeError("the authorizer failed")
+    effect = "Deny" if mode == "deny" else "Allow"
+    statement = {"Action": "execute-api:Invoke", "Effect": effect, "Resource": event["methodArn"]}
+    return {
+        "principalId": "carol",
+        "policyDocument": {"Version": "2012-10-17", "Statement": [statement]},
+        "context": {"user": "carol", "plan": "free"},
+    }
+"#;
+
+const CONNECT: &str = r#"
+def handle(event):
+    return {"statusCode": 200}
+"#;
+
+/// Sends the route it ran for and the authorizer context back to the caller.
+const ECHO: &str = r#"
+import json, os, urllib.parse, urllib.request
+def handle(event):
+    context = event["requestContext"]
+    reply = {"route": context["routeKey"], "authorizer": context.get("authorizer"), "body": event.get("body")}
+    url = os.environ["CALLBACK"] + "/@connections/" + urllib.parse.quote(context["connectionId"], safe="")
+    urllib.request.urlopen(urllib.request.Request(url, data=json.dumps(reply).encode(), method="POST"))
+    return {"statusCode": 200}
+"#;
+
+struct LocalApi {
+    url: String,
+    invocations: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    _server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn serve_api(identity_sources: &[&str]) -> LocalApi {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let invocations = dir.path().join("invocations");
+    let logs: LogSink = Arc::new(|_| {});
+    let mut functions = HashMap::new();
+    for (name, code) in [("authorizer", AUTHORIZER), ("connect", CONNECT), ("echo", ECHO)] {
+        let mut config = crate::harness::python_function(dir.path(), name, code);
+        config
+            .env
+            .insert("INVOCATIONS".into(), invocations.display().to_string());
+        config
+            .env
+            .insert("CALLBACK".into(), format!("http://127.0.0.1:{port}/test"));
+        let function = LocalFunction::start(config, logs.clone()).await.unwrap();
+        functions.insert(name.to_string(), Arc::new(function));
+    }
+    let config = GatewayConfig {
+        api_id: "abc123".into(),
+        stage: "test".into(),
+        region: "us-east-1".into(),
+        account: "123456789012".into(),
+        routes: RouteTable {
+            selection_path: vec!["action".into()],
+            routes: HashMap::from([
+                ("$connect".to_string(), "connect".to_string()),
+                ("$default".to_string(), "echo".to_string()),
+            ]),
+            authorizer: Some("authorizer".into()),
+            identity_sources: identity_sources.iter().map(|s| s.to_string()).collect(),
+        },
+        functions,
+        idle_timeout: gateway::DEFAULT_IDLE_TIMEOUT,
+    };
+    LocalApi {
+        url: format!("ws://127.0.0.1:{port}/test"),
+        invocations,
+        _dir: dir,
+        _server: tokio::spawn(gateway::serve(listener, config)),
+    }
+}
+
+impl LocalApi {
+    async fn handshake(&self, query: &str) -> Result<(), u16> {
+        match tokio_tungstenite::connect_async(format!("{}?{query}", self.url)).await {
+            Ok(_) => Ok(()),
+            Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    fn invocations(&self) -> usize {
+        std::fs::read_to_string(&self.invocations)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorizer_answers_decide_the_handshake() {
+    let api = serve_api(&["route.request.querystring.mode"]).await;
+
+    assert_eq!(api.handshake("").await, Err(401), "identity source missing");
+    assert_eq!(api.handshake("mode=").await, Err(401), "identity source empty");
+    assert_eq!(api.invocations(), 0, "refused without invoking the authorizer");
+
+    assert_eq!(api.handshake("mode=unauthorized").await, Err(401));
+    assert_eq!(api.handshake("mode=deny").await, Err(403));
+    assert_eq!(api.handshake("mode=malformed").await, Err(500));
+    assert_eq!(api.handshake("mode=crash").await, Err(500));
+    assert_eq!(api.invocations(), 4);
+    assert_eq!(api.handshake("mode=allow").await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorizer_context_reaches_every_later_event() {
+    let api = serve_api(&[]).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{}?mode=allow", api.url))
+        .await
+        .unwrap();
+    for frame in ["not json", r#"{"action":"unknown"}"#, r#"{"action":{"nested":1}}"#] {
+        socket.send(Message::Text(frame.into())).await.unwrap();
+        let reply = loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("no reply within 10 s")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = message {
+                break serde_json::from_str::<Value>(&text).unwrap();
+            }
+        };
+        assert_eq!(reply["route"], "$default", "{frame}");
+        assert_eq!(reply["body"], frame);
+        assert_eq!(
+            reply["authorizer"],
+            serde_json::json!({"principalId": "carol", "user": "carol", "plan": "free"})
+        );
+    }
+}
