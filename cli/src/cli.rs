@@ -81,6 +81,9 @@ pub struct DevArgs {
     /// Use the handler binaries already built in target/debug
     #[arg(long)]
     pub no_build: bool,
+    /// Do not rebuild and restart functions when their sources in handlers/ change
+    #[arg(long)]
+    pub no_watch: bool,
     /// Processes per function, each serving one event at a time
     #[arg(long, default_value_t = 2)]
     pub instances: usize,

@@ -591,9 +591,11 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
         })
         .collect();
     let server = tokio::spawn(gateway::serve(listener, gateway_config));
-    let watcher = tokio::spawn(crate::dev::watch::watch(root.clone(), running, |message| {
-        eprintln!("chatctl dev: {message}")
-    }));
+    let watcher = (!args.no_watch).then(|| {
+        tokio::spawn(crate::dev::watch::watch(root.clone(), running, |message| {
+            eprintln!("chatctl dev: {message}")
+        }))
+    });
 
     let url = format!("ws://127.0.0.1:{port}/{}", names.stage);
     println!("Stack {} runs locally.", names.stack);
@@ -621,7 +623,9 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
         }
     }
     eprintln!("chatctl dev: stopping");
-    watcher.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     log_task.abort();
     Ok(0)
 }

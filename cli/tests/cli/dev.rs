@@ -16,6 +16,8 @@ struct Dev {
     url: String,
     endpoint: String,
     token: String,
+    /// What `chatctl dev` prints on stderr, line by line.
+    stderr: tokio::sync::mpsc::UnboundedReceiver<String>,
     /// `--stack NAME` when the stack is not the default one.
     stack: Vec<String>,
     _workdir: tempfile::TempDir,
@@ -25,17 +27,25 @@ async fn start_dev() -> Dev {
     start_dev_with(&[]).await
 }
 
+/// `chatctl dev` on the binaries already built, not watching the sources
+/// (other tests' dev servers must not restart when one test touches them).
 async fn start_dev_with(extra: &[&str]) -> Dev {
+    let mut args = vec!["--no-build", "--no-watch"];
+    args.extend(extra);
+    spawn_dev(&args).await
+}
+
+async fn spawn_dev(extra: &[&str]) -> Dev {
     let workdir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
-        .args(["dev", "--port", "0", "--no-build", "--instances", "2"])
+        .args(["dev", "--port", "0", "--instances", "2"])
         .args(extra)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("HOME", workdir.path())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -59,13 +69,21 @@ async fn start_dev_with(extra: &[&str]) -> Dev {
     tokio::time::timeout(Duration::from_secs(180), ready)
         .await
         .expect("chatctl dev was not ready in time");
-    // Keep draining stdout so the process never blocks on a full pipe.
+    // Keep draining stdout so the process never blocks on a full pipe; pass stderr on.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (stderr_lines, stderr) = tokio::sync::mpsc::unbounded_channel();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = stderr_lines.send(line);
+        }
+    });
     Dev {
         child,
         url,
         endpoint,
         token,
+        stderr,
         stack: extra
             .windows(2)
             .find(|pair| pair[0] == "--stack")
@@ -464,4 +482,38 @@ async fn a_vanished_connection_is_pruned_by_the_next_delivery() {
     let disconnected = eventually(|| async { connection_records(&dynamodb, "vanish").await.1 == 1 });
     assert!(disconnected.await, "carol's $disconnect did not run");
     second.interrupt().await;
+}
+
+/// Editing a handler rebuilds it and restarts only its function, which
+/// serves again afterwards. The test touches a source file without changing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_handler_is_rebuilt_and_restarted() {
+    let mut dev = spawn_dev(&["--stack", "rebuild"]).await;
+    let mut alice = dev.connect(&format!("token={}", dev.token)).await.unwrap();
+    send(&mut alice, json!({"action": "join", "room": "before"})).await;
+    assert_eq!(event(&mut alice).await, json!({"type": "joined", "room": "before"}));
+
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../handlers/join/src/main.rs");
+    let file = std::fs::OpenOptions::new().append(true).open(&source).unwrap();
+    file.set_modified(std::time::SystemTime::now()).unwrap();
+    let restarted = tokio::time::timeout(Duration::from_secs(600), async {
+        loop {
+            let line = dev.stderr.recv().await.expect("chatctl dev exited");
+            if line.contains("rebuilt and restarted") || line.contains("build failed") {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("no rebuild within 10 minutes");
+    assert!(
+        restarted.contains("rebuilt and restarted join in"),
+        "only join restarts: {restarted}"
+    );
+
+    send(&mut alice, json!({"action": "join", "room": "after"})).await;
+    assert_eq!(event(&mut alice).await, json!({"type": "joined", "room": "after"}));
+    send(&mut alice, json!({"action": "sendmessage", "message": "still here"})).await;
+    assert_eq!(event(&mut alice).await["room"], "after");
+    assert_eq!(dev.interrupt().await, Some(0));
 }
