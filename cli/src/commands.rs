@@ -590,26 +590,30 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
             Some((spec.function.short_name().to_string(), function.clone()))
         })
         .collect();
-    let server = tokio::spawn(gateway::serve(listener, gateway_config));
+    let url = format!("ws://127.0.0.1:{port}/{}", names.stage);
+    let token_mode = session.settings.auth == crate::settings::AuthMode::Token;
+    let page = crate::dev::web::PageConfig {
+        url: url.clone(),
+        auth: if token_mode { "token" } else { "none" }.into(),
+        user: "alice".into(),
+        room: "lobby".into(),
+        token_endpoint: token_mode.then(|| "token".into()),
+    };
+    let site = crate::dev::web::router(page, token_mode.then(|| secret.clone()));
+    let server = tokio::spawn(gateway::serve(listener, gateway::router(gateway_config).merge(site)));
     let watcher = (!args.no_watch).then(|| {
         tokio::spawn(crate::dev::watch::watch(root.clone(), running, |message| {
             eprintln!("chatctl dev: {message}")
         }))
     });
 
-    let url = format!("ws://127.0.0.1:{port}/{}", names.stage);
     println!("Stack {} runs locally.", names.stack);
+    println!("Web client:        http://127.0.0.1:{port}/");
     println!("WebSocket URL:     {url}");
     println!("@connections URL:  {callback}/@connections");
     println!("AWS endpoint:      {endpoint}  (pass --endpoint-url {endpoint} to other chatctl commands)");
-    if session.settings.auth == crate::settings::AuthMode::Token {
-        let token = chat_core::token::mint(
-            secret.as_bytes(),
-            "alice",
-            std::time::Duration::from_secs(24 * 3600),
-            std::time::SystemTime::now(),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if token_mode {
+        let token = crate::token::mint_with(&secret, "alice", std::time::Duration::from_secs(24 * 3600))?.token;
         println!("Token for alice:   {token}");
         println!("Try:               npx wscat -c '{url}?token={token}&room=lobby'");
     } else {

@@ -159,13 +159,10 @@ pub fn router(config: GatewayConfig) -> Router {
         .with_state(gateway)
 }
 
-/// Serves the gateway on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, config: GatewayConfig) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(config).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+/// Serves `router` (the gateway's, perhaps with more routes) on `listener`
+/// until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await
 }
 
 impl Gateway {

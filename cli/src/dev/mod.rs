@@ -8,3 +8,4 @@ pub mod gateway;
 pub mod logs;
 pub mod runtime;
 pub mod watch;
+pub mod web;

@@ -1,0 +1,80 @@
+//! The browser client of examples/web, served by `chatctl dev` at
+//! `http://127.0.0.1:PORT/`, pre-filled for the local stack. In token mode it
+//! can mint tokens for any user: the server listens on loopback only and the
+//! secret belongs to a throwaway local stack.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+const INDEX_HTML: &str = include_str!("../../../examples/web/index.html");
+const APP_JS: &str = include_str!("../../../examples/web/app.js");
+const STYLE_CSS: &str = include_str!("../../../examples/web/style.css");
+
+/// How long a token minted for the page lives.
+const PAGE_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// What the page is pre-filled with (`config.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PageConfig {
+    pub url: String,
+    /// `token` or `none`.
+    pub auth: String,
+    pub user: String,
+    pub room: String,
+    /// Where the page gets a token for a user name; token mode only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+}
+
+struct Site {
+    config: PageConfig,
+    /// The stack's token secret, in token mode.
+    secret: Option<String>,
+}
+
+/// `/`, its assets, `/config.json` and, in token mode, `/token?user=NAME`.
+pub fn router(config: PageConfig, secret: Option<String>) -> Router {
+    let site = Arc::new(Site { config, secret });
+    let asset = |content_type: &'static str, body: &'static str| {
+        get(move || async move { ([(header::CONTENT_TYPE, content_type)], body) })
+    };
+    Router::new()
+        .route("/", asset("text/html; charset=utf-8", INDEX_HTML))
+        .route("/app.js", asset("text/javascript; charset=utf-8", APP_JS))
+        .route("/style.css", asset("text/css; charset=utf-8", STYLE_CSS))
+        .route("/config.json", get(page_config))
+        .route("/token", get(token))
+        .with_state(site)
+}
+
+async fn page_config(State(site): State<Arc<Site>>) -> Json<PageConfig> {
+    Json(site.config.clone())
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    user: Option<String>,
+}
+
+async fn token(State(site): State<Arc<Site>>, Query(query): Query<TokenQuery>) -> Response {
+    let error = |status: StatusCode, message: String| (status, Json(serde_json::json!({"error": message})));
+    let Some(secret) = &site.secret else {
+        let message = "this stack runs with auth = \"none\": connect with ?user=NAME".to_string();
+        return error(StatusCode::NOT_FOUND, message).into_response();
+    };
+    let Some(user) = query.user.filter(|u| !u.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "give a user: /token?user=NAME".into()).into_response();
+    };
+    match crate::token::mint_with(secret, &user, PAGE_TOKEN_TTL) {
+        Ok(minted) => Json(minted).into_response(),
+        Err(err) => error(StatusCode::BAD_REQUEST, format!("{err:#}")).into_response(),
+    }
+}

@@ -1,0 +1,443 @@
+// A browser client for chatctl's WebSocket chat: plain DOM APIs, no build step.
+// All user-provided text reaches the page through textContent, never innerHTML.
+"use strict";
+
+const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const HISTORY_LIMIT = 50;
+const ERROR_TTL_MS = 10000;
+const MAX_ERRORS = 5;
+const REFUSED =
+  "Could not connect: the server refused the connection (check the URL and token) or is not reachable.";
+
+// Close frames rarely carry a reason, so explain the codes this chat produces.
+const CLOSE_REASONS = {
+  1000: "normal closure",
+  1001: "going away or idle timeout",
+  1003: "binary frames are not accepted",
+  1006: "connection lost or refused",
+  1008: "policy violation",
+  1009: "message too big",
+  1011: "server error",
+};
+
+const $ = (id) => document.getElementById(id);
+const el = {
+  status: $("status"),
+  connectForm: $("connect-form"),
+  connectFields: $("connect-fields"),
+  url: $("url"),
+  user: $("user"),
+  token: $("token"),
+  room: $("room"),
+  connect: $("connect"),
+  disconnect: $("disconnect"),
+  joinForm: $("join-form"),
+  joinRoom: $("join-room"),
+  join: $("join"),
+  currentRoom: $("current-room"),
+  older: $("older"),
+  errors: $("errors"),
+  messages: $("messages"),
+  composer: $("composer"),
+  to: $("to"),
+  message: $("message"),
+  send: $("send"),
+};
+
+const state = {
+  config: null, // config.json, present when the page is served by `chatctl dev`
+  ws: null,
+  attempt: 0, // bumped by every connect/disconnect so stale async work is dropped
+  me: "", // our user name, to tell our own messages apart
+  room: "",
+  roomCursor: null, // `before` for the current room's previous history page
+};
+
+class ClientError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+// ---- start-up ----
+
+// Listeners go on first, so a click before config.json arrives never submits
+// the form natively; connect() waits for the config instead.
+bindEvents();
+const configReady = loadConfig().then(prefill);
+
+async function loadConfig() {
+  try {
+    const res = await fetch("config.json", { cache: "no-store" });
+    return res.ok ? await res.json() : null;
+  } catch {
+    return null; // opened from disk or from a server that is not chatctl dev
+  }
+}
+
+// config.json first, then the page's query parameters win over it.
+function prefill(config) {
+  state.config = config;
+  el.url.value = config?.url ?? "";
+  el.user.value = config?.user ?? "";
+  el.room.value = config?.room || "lobby";
+  const query = new URLSearchParams(location.search);
+  for (const name of ["url", "user", "token", "room"]) {
+    if (query.has(name)) el[name].value = query.get(name);
+  }
+  if (query.get("autoconnect") === "1") connect();
+}
+
+function bindEvents() {
+  el.connectForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    connect();
+  });
+  el.disconnect.addEventListener("click", disconnect);
+  el.joinForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    send({ action: "join", room: el.joinRoom.value.trim() });
+  });
+  el.composer.addEventListener("submit", (e) => {
+    e.preventDefault();
+    sendMessage();
+  });
+  el.message.addEventListener("keydown", (e) => {
+    // Enter sends, Shift+Enter starts a new line; never cut an IME composition short.
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      sendMessage();
+    }
+  });
+  el.to.addEventListener("keydown", (e) => {
+    // Enter in "To" moves on to the message instead of submitting the composer.
+    if (e.key === "Enter") {
+      e.preventDefault();
+      el.message.focus();
+    }
+  });
+  el.to.addEventListener("input", updatePlaceholder);
+  el.to.addEventListener("change", loadDirectHistory);
+  el.messages.addEventListener("click", (e) => {
+    const name = e.target.closest("button[data-user]");
+    if (name) chooseRecipient(name.dataset.user);
+  });
+  el.errors.addEventListener("click", (e) => {
+    if (e.target.closest(".dismiss")) dismiss(e.target.closest(".error"));
+  });
+  el.older.addEventListener("click", () => {
+    if (state.roomCursor) {
+      send({ action: "getmessages", limit: HISTORY_LIMIT, before: state.roomCursor });
+    }
+  });
+}
+
+// ---- connection ----
+
+async function connect() {
+  const attempt = ++state.attempt;
+  clearStickyErrors();
+  setState("connecting", "Connecting…");
+  try {
+    await configReady;
+    const { url, room, me } = await prepare();
+    if (attempt === state.attempt) open(url, room, me);
+  } catch (e) {
+    if (attempt !== state.attempt) return;
+    showError(e.code || "connect_failed", e.message, true);
+    setState("disconnected", "Disconnected");
+  }
+}
+
+// Validates the form and resolves credentials into the URL to open. A refused
+// handshake is invisible to browser JS, so catch what we can before trying.
+async function prepare() {
+  const token = el.token.value.trim();
+  const user = el.user.value.trim();
+  const room = el.room.value.trim() || "lobby";
+  let url;
+  try {
+    url = new URL(el.url.value.trim());
+  } catch {
+    throw new ClientError("invalid_url", "Enter the server's WebSocket URL, e.g. ws://127.0.0.1:8080/dev.");
+  }
+  url.protocol = url.protocol.replace(/^http/, "ws"); // accept a pasted http(s) URL
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
+    throw new ClientError("invalid_url", `The URL must start with ws:// or wss://, not ${url.protocol}//.`);
+  }
+  if (!ROOM_RE.test(room)) {
+    throw new ClientError("invalid_room", "Room names are 1 to 64 letters, digits, '_' or '-'.");
+  }
+  if (!token && !user) throw new ClientError("invalid_user", "Enter a user name or a token.");
+
+  const auth = await credentials(token, user);
+  url.searchParams.set(auth.key, auth.value);
+  url.searchParams.set("room", room);
+  return { url: url.href, room, me: auth.me };
+}
+
+// Picks how to identify: a given token, a token minted by chatctl dev, or a plain name.
+async function credentials(token, user) {
+  if (token) return { key: "token", value: token, me: tokenSubject(token) || user };
+  const config = state.config;
+  if (config?.auth !== "token" || !config.token_endpoint) return { key: "user", value: user, me: user };
+
+  setState("connecting", `Getting a token for ${user}…`);
+  const endpoint = new URL(config.token_endpoint, location.href);
+  endpoint.searchParams.set("user", user);
+  let res;
+  try {
+    res = await fetch(endpoint);
+  } catch {
+    throw new ClientError("token_failed", `Could not reach the token endpoint ${endpoint.pathname}.`);
+  }
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok || !body.token) {
+    throw new ClientError("token_failed", body.error || `The token endpoint answered ${res.status}.`);
+  }
+  return { key: "token", value: body.token, me: body.user || user };
+}
+
+// The token's `sub` is our user name; decoding without verifying is enough to
+// mark our own messages (the server verifies the token).
+function tokenSubject(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload)).sub || "";
+  } catch {
+    return "";
+  }
+}
+
+function open(url, room, me) {
+  const ws = new WebSocket(url);
+  let opened = false;
+  state.ws = ws;
+  setState("connecting", `Connecting to ${new URL(url).host}…`);
+
+  ws.onopen = () => {
+    opened = true;
+    state.me = me;
+    el.messages.replaceChildren(); // a new session may be another user: rebuild "own" marks
+    enterRoom(room);
+    loadDirectHistory();
+  };
+  ws.onmessage = (e) => {
+    if (state.ws === ws) handleEvent(e.data);
+  };
+  ws.onclose = (e) => {
+    if (state.ws !== ws) return; // we closed it ourselves, or a newer socket replaced it
+    state.ws = null;
+    const why = `${e.code}: ${e.reason || CLOSE_REASONS[e.code] || "closed"}`;
+    if (!opened) showError("connect_failed", REFUSED, true);
+    else if (e.code !== 1000) showError("connection_closed", `The connection closed (${why}).`, true);
+    setState("disconnected", `Disconnected (${why})`);
+  };
+}
+
+function disconnect() {
+  state.attempt++;
+  const ws = state.ws;
+  state.ws = null;
+  ws?.close(1000);
+  setState("disconnected", `Disconnected (1000: ${CLOSE_REASONS[1000]})`);
+}
+
+function send(frame) {
+  if (state.ws?.readyState !== WebSocket.OPEN) {
+    showError("not_connected", "Connect first.");
+    return false;
+  }
+  state.ws.send(JSON.stringify(frame));
+  return true;
+}
+
+// ---- server events ----
+
+function handleEvent(data) {
+  let event;
+  try {
+    event = JSON.parse(data);
+  } catch {
+    showError("bad_event", "The server sent a frame that is not JSON.");
+    return;
+  }
+  switch (event.type) {
+    case "message":
+      addMessages([event]);
+      break;
+    case "history":
+      addHistory(event);
+      break;
+    case "joined":
+      el.joinRoom.value = "";
+      enterRoom(event.room);
+      break;
+    case "error":
+      // $default replies carry `actions` too; their message already names them.
+      showError(event.code || "error", event.message || "The server reported an error.");
+      break;
+    // Other event types may come with newer servers; ignoring them is safe.
+  }
+}
+
+function enterRoom(room) {
+  state.room = room;
+  state.roomCursor = null;
+  el.older.hidden = true;
+  el.currentRoom.textContent = room;
+  document.title = `#${room} · chatctl`;
+  for (const node of el.messages.querySelectorAll('.message[data-kind="room"]')) node.remove();
+  setState("connected", state.me ? `Connected as ${state.me} in #${room}` : `Connected in #${room}`);
+  updatePlaceholder();
+  send({ action: "getmessages", limit: HISTORY_LIMIT });
+}
+
+function addHistory({ messages = [], next = null }) {
+  // A history event does not say which conversation it answers; its messages do.
+  if (messages[0]?.room === state.room) {
+    state.roomCursor = next;
+    el.older.hidden = !next;
+  }
+  addMessages(messages);
+}
+
+function addMessages(messages) {
+  const box = el.messages;
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  let appended = false;
+  for (const m of messages) {
+    if (m.room && m.room !== state.room) continue; // in flight from the room we left
+    if (box.querySelector(`[data-id="${CSS.escape(m.id)}"]`)) continue; // history and live overlap
+    appended = insertSorted(renderMessage(m)) || appended;
+  }
+  // Follow new messages; keep the view still when an older page lands above it.
+  box.scrollTop = appended ? box.scrollHeight : box.scrollHeight - fromBottom;
+}
+
+// ULIDs sort by time, so ordering by id interleaves history and live messages
+// correctly. Returns whether the node landed at the end.
+function insertSorted(node) {
+  let prev = el.messages.lastElementChild;
+  while (prev && prev.dataset.id > node.dataset.id) prev = prev.previousElementSibling;
+  el.messages.insertBefore(node, prev ? prev.nextElementSibling : el.messages.firstElementChild);
+  return !node.nextElementSibling;
+}
+
+function renderMessage(m) {
+  const direct = Boolean(m.to);
+  const node = document.createElement("article");
+  node.className = "message";
+  node.classList.toggle("own", m.from === state.me);
+  node.dataset.id = m.id;
+  node.dataset.from = m.from;
+  node.dataset.kind = direct ? "direct" : "room";
+
+  const meta = document.createElement("header");
+  meta.className = "meta";
+  meta.append(nameButton(m.from, "from"));
+  if (direct) meta.append(textNode("span", "arrow", "→"), nameButton(m.to, "to"), textNode("span", "badge", "direct"));
+  const time = textNode("time", "time", clock(m.ts));
+  time.dateTime = m.ts;
+  time.title = m.ts;
+  meta.append(time);
+
+  node.append(meta, textNode("p", "text", m.text));
+  return node;
+}
+
+function nameButton(name, className) {
+  const button = textNode("button", className, name);
+  button.type = "button";
+  button.dataset.user = name;
+  button.title = `Direct message to ${name}`;
+  return button;
+}
+
+function textNode(tag, className, text) {
+  const node = document.createElement(tag);
+  node.className = className;
+  node.textContent = text;
+  return node;
+}
+
+// Local HH:MM:SS; the full UTC timestamp stays in the title.
+function clock(ts) {
+  const date = new Date(ts);
+  if (Number.isNaN(date.getTime())) return String(ts);
+  return [date.getHours(), date.getMinutes(), date.getSeconds()]
+    .map((n) => String(n).padStart(2, "0"))
+    .join(":");
+}
+
+// ---- composing ----
+
+function sendMessage() {
+  const text = el.message.value;
+  if (!text.trim()) return;
+  const to = el.to.value.trim();
+  const frame = { action: "sendmessage", message: text };
+  if (to) frame.to = to;
+  // Not rendered here: the server echoes our message back to us like to everyone.
+  if (send(frame)) el.message.value = "";
+}
+
+function chooseRecipient(user) {
+  el.to.value = user;
+  updatePlaceholder();
+  loadDirectHistory();
+  el.message.focus();
+}
+
+function loadDirectHistory() {
+  const peer = el.to.value.trim();
+  if (peer && state.ws?.readyState === WebSocket.OPEN) {
+    send({ action: "getmessages", limit: HISTORY_LIMIT, with: peer });
+  }
+}
+
+function updatePlaceholder() {
+  const to = el.to.value.trim();
+  el.composer.dataset.mode = to ? "direct" : "room";
+  el.message.placeholder = to ? `Direct message to ${to}` : `Message #${state.room || "the room"}`;
+}
+
+// ---- status and errors ----
+
+function setState(name, text) {
+  el.status.dataset.state = name;
+  el.status.textContent = text;
+  document.body.dataset.state = name;
+  const idle = name === "disconnected";
+  el.connectFields.disabled = !idle;
+  el.connect.hidden = !idle;
+  el.disconnect.hidden = idle;
+  el.send.disabled = el.join.disabled = name !== "connected";
+  if (idle) el.older.hidden = true;
+}
+
+// Sticky errors explain a failed or lost connection and stay until dismissed or
+// the next connect; the rest fade after a while.
+function showError(code, message, sticky = false) {
+  const node = document.createElement("div");
+  node.className = "error";
+  node.toggleAttribute("data-sticky", sticky);
+  const close = textNode("button", "dismiss", "×");
+  close.type = "button";
+  close.setAttribute("aria-label", "Dismiss");
+  node.append(textNode("span", "code", code), textNode("span", "detail", message), close);
+  el.errors.append(node);
+  while (el.errors.children.length > MAX_ERRORS) el.errors.firstElementChild.remove();
+  if (!sticky) setTimeout(() => dismiss(node), ERROR_TTL_MS);
+}
+
+function dismiss(node) {
+  if (!node?.isConnected) return;
+  node.classList.add("leaving");
+  setTimeout(() => node.remove(), 250);
+}
+
+function clearStickyErrors() {
+  for (const node of el.errors.querySelectorAll(".error[data-sticky]")) node.remove();
+}

@@ -1,0 +1,143 @@
+// The browser client of examples/web, driven in headless Chromium against
+// `chatctl dev`: two pages as two users exchange room and direct messages.
+// A screenshot of alice's page is kept in target/test-artifacts/web-client.png.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { createWriteStream, mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { chromium } from "playwright-core";
+
+const root = resolve(import.meta.dirname, "../..");
+const artifacts = join(root, "target/test-artifacts");
+const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+// Without the background-networking flags Chromium keeps dialling out, which a closed network refuses.
+const chromiumFlags = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync", "--no-first-run",
+];
+
+let dev;
+let site;
+let browser;
+
+/**
+ * Starts `chatctl dev` on the binaries `cargo build --workspace --bins` made;
+ * resolves with its web client URL. Its stderr goes to target/test-artifacts/.
+ */
+function startDev() {
+  mkdirSync(artifacts, { recursive: true });
+  const log = createWriteStream(join(artifacts, "web-client-chatctl-dev.log"));
+  const child = spawn(join(root, "target/debug/chatctl"),
+    ["dev", "--port", "0", "--no-build", "--no-watch", "--stack", "webclient"], {
+      cwd: root,
+      env: { ...process.env, HOME: mkdtempSync(join(tmpdir(), "chatctl-web-")), AWS_ACCESS_KEY_ID: "", AWS_SECRET_ACCESS_KEY: "" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+  child.stderr.pipe(log);
+  return new Promise((ready, fail) => {
+    let web;
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      web ??= line.match(/^Web client:\s+(\S+)/)?.[1];
+      if (line.startsWith("Ready.")) ready({ child, web });
+    });
+    child.on("exit", (code) => fail(new Error(`chatctl dev exited with ${code} before it was ready`)));
+    setTimeout(() => fail(new Error("chatctl dev was not ready within 120 s")), 120_000).unref();
+  });
+}
+
+before(async () => {
+  ({ child: dev, web: site } = await startDev());
+  browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumFlags });
+});
+
+after(async () => {
+  await browser?.close();
+  if (dev && dev.exitCode === null) {
+    const exited = new Promise((done) => dev.on("exit", done));
+    dev.kill("SIGINT");
+    assert.equal(await exited, 0, "chatctl dev exits 0 on Ctrl-C");
+  }
+});
+
+/** A page signed in as `user` through the pre-filled form (dev mints the token). */
+async function signedIn(user) {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
+  page.on("pageerror", (error) => assert.fail(`page error for ${user}: ${error}`));
+  await page.goto(`${site}?user=${user}`);
+  assert.match(await page.inputValue("#url"), /^ws:\/\/127\.0\.0\.1:\d+\/\w+$/, "the URL is pre-filled");
+  await page.click("#connect");
+  await page.waitForSelector('#status[data-state="connected"]');
+  assert.equal(await page.textContent("#current-room"), "lobby");
+  return page;
+}
+
+async function send(page, text, to = "") {
+  await page.fill("#to", to);
+  await page.fill("#message", text);
+  await page.click("#send");
+}
+
+/** The message with this text, once it is shown. */
+function message(page, text) {
+  return page.locator("#messages .message", { has: page.locator(".text", { hasText: text }) });
+}
+
+async function shown(page, text) {
+  const found = message(page, text);
+  await found.waitFor({ timeout: 10_000 });
+  return { from: await found.getAttribute("data-from"), kind: await found.getAttribute("data-kind") };
+}
+
+test("two users chat in a room and directly, switch rooms and see history", async () => {
+  const alice = await signedIn("alice");
+  const bob = await signedIn("bob");
+
+  await send(alice, "hello from alice");
+  assert.deepEqual(await shown(alice, "hello from alice"), { from: "alice", kind: "room" }, "the sender gets it too");
+  assert.deepEqual(await shown(bob, "hello from alice"), { from: "alice", kind: "room" });
+
+  await send(bob, "psst, alice", "alice");
+  assert.deepEqual(await shown(alice, "psst, alice"), { from: "bob", kind: "direct" });
+  assert.deepEqual(await shown(bob, "psst, alice"), { from: "bob", kind: "direct" });
+  await alice.screenshot({ path: join(artifacts, "web-client.png") });
+
+  // A room switch: messages there do not reach the lobby; joining loads the room's history.
+  await alice.fill("#join-room", "general");
+  await alice.click("#join");
+  await alice.waitForFunction(() => document.querySelector("#current-room").textContent === "general");
+  await send(alice, "anyone in general?");
+  await shown(alice, "anyone in general?");
+  await bob.waitForTimeout(700);
+  assert.equal(await message(bob, "anyone in general?").count(), 0, "bob is still in the lobby");
+  await bob.fill("#join-room", "general");
+  await bob.click("#join");
+  assert.deepEqual(await shown(bob, "anyone in general?"), { from: "alice", kind: "room" }, "history on join");
+
+  // A direct message to someone who is not connected is refused with a clear error.
+  await send(alice, "are you there?", "nobody");
+  const error = alice.locator("#errors .error", { hasText: "unknown_recipient" });
+  await error.waitFor({ timeout: 10_000 });
+
+  await Promise.all([alice.close(), bob.close()]);
+});
+
+test("a forged token is refused with a clear message", async () => {
+  const page = await browser.newPage();
+  await page.goto(`${site}?user=mallory&token=not.a.token&autoconnect=1`);
+  await page.waitForSelector('#status[data-state="disconnected"] >> text=/./');
+  const error = page.locator("#errors .error", { hasText: /could not connect/i });
+  await error.waitFor({ timeout: 10_000 });
+  await page.close();
+});
+
+test("the page says why a token cannot be minted", async () => {
+  const page = await browser.newPage();
+  await page.goto(`${site}?user=${encodeURIComponent("not a valid name!")}&autoconnect=1`);
+  const error = page.locator("#errors .error", { hasText: /invalid user/i });
+  await error.waitFor({ timeout: 10_000 });
+  assert.equal(await page.getAttribute("#status", "data-state"), "disconnected");
+  await page.close();
+});
