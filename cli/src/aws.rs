@@ -22,6 +22,34 @@ pub struct AwsOptions {
 
 /// Credentials for the local emulator, which accepts any.
 pub const LOCAL_ACCESS_KEY: &str = "chatctl-dev";
+/// The region of a local emulator when none is given.
+pub const LOCAL_REGION: &str = "us-east-1";
+
+/// Whether `url` is on this machine (127.0.0.1, ::1, localhost): a local
+/// emulator, which accepts any credentials, so the user needs none.
+pub fn is_local_endpoint(url: &str) -> bool {
+    let host = url
+        .parse::<axum::http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase()));
+    match host.as_deref() {
+        Some("localhost") => true,
+        Some(host) => host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// The region a local emulator is used in: the flag or chatctl.toml, else
+/// AWS_REGION or AWS_DEFAULT_REGION, else us-east-1 (never a profile lookup).
+pub fn local_region(configured: Option<String>) -> String {
+    configured
+        .or_else(|| {
+            ["AWS_REGION", "AWS_DEFAULT_REGION"]
+                .into_iter()
+                .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        })
+        .unwrap_or_else(|| LOCAL_REGION.to_string())
+}
 
 /// The SDK clients chatctl uses, built once per command.
 #[derive(Clone, Debug)]
@@ -164,4 +192,29 @@ pub fn decode_policy(text: &str) -> Result<serde_json::Value> {
             .into_owned()
     };
     serde_json::from_str(&decoded).context("policy document is not JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_endpoints_are_told_from_remote_ones() {
+        for url in [
+            "http://127.0.0.1:4566",
+            "http://localhost:5000/",
+            "http://[::1]:80",
+            "http://127.0.0.2",
+        ] {
+            assert!(is_local_endpoint(url), "{url}");
+        }
+        for url in [
+            "https://dynamodb.eu-west-1.amazonaws.com",
+            "http://10.0.0.5:4566",
+            "not a url",
+            "",
+        ] {
+            assert!(!is_local_endpoint(url), "{url}");
+        }
+    }
 }

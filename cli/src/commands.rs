@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::EXIT_DRIFT;
-use crate::aws::{Aws, AwsOptions};
+use crate::aws::{Aws, AwsOptions, is_local_endpoint, local_region};
 use crate::build;
 use crate::cli::{Cli, Command, DevArgs, DownArgs, LogsArgs, OutputFormat, RoutesCommand, TokenArgs, UpArgs};
 use crate::output::{Outputs, Progress, confirm, print_json};
@@ -32,7 +32,11 @@ async fn connect(cli: &Cli, local_emulator: Option<&str>) -> Result<Session> {
     };
     let settings = Settings::resolve(&file, &overrides)?;
     let region = cli.global.region.clone().or(file.region.clone());
-    let options = match local_emulator {
+    // An endpoint on this machine is an emulator (the one `chatctl dev` prints, say).
+    let local_endpoint = local_emulator
+        .map(str::to_string)
+        .or_else(|| cli.global.endpoint_url.clone().filter(|url| is_local_endpoint(url)));
+    let options = match local_endpoint {
         None => AwsOptions {
             region,
             profile: cli.global.profile.clone(),
@@ -40,9 +44,9 @@ async fn connect(cli: &Cli, local_emulator: Option<&str>) -> Result<Session> {
             static_credentials: false,
         },
         Some(endpoint) => AwsOptions {
-            region: region.or(Some("us-east-1".into())),
+            region: Some(local_region(region)),
             profile: None,
-            endpoint_url: Some(endpoint.to_string()),
+            endpoint_url: Some(endpoint),
             static_credentials: true,
         },
     };

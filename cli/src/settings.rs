@@ -259,6 +259,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_files_are_valid() {
+        let examples = [
+            ("chatctl.toml", include_str!("../../examples/chatctl.toml")),
+            ("chatctl.demo.toml", include_str!("../../examples/chatctl.demo.toml")),
+            (
+                "chatctl.production.toml",
+                include_str!("../../examples/chatctl.production.toml"),
+            ),
+        ];
+        for (name, text) in examples {
+            let file = ConfigFile::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            Settings::resolve(&file, &Overrides::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let default = ConfigFile::parse(examples[0].1).unwrap();
+        let default = Settings::resolve(&default, &Overrides::default()).unwrap();
+        let nothing = Settings::resolve(&ConfigFile::default(), &Overrides::default()).unwrap();
+        assert_eq!(default, nothing, "examples/chatctl.toml shows the defaults");
+    }
+
+    #[test]
     fn defaults_without_a_file() {
         let settings = Settings::resolve(&ConfigFile::default(), &Overrides::default()).unwrap();
         assert_eq!(settings.stack, "chat");

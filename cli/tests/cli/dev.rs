@@ -113,9 +113,11 @@ impl Dev {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
             .args(args)
             .args(["--endpoint-url", &self.endpoint])
-            .env("AWS_ACCESS_KEY_ID", "x")
-            .env("AWS_SECRET_ACCESS_KEY", "x")
-            .env("AWS_REGION", "us-east-1")
+            // As the README says: the printed endpoint is all other commands need.
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
             .output()
             .await
             .unwrap()

@@ -79,16 +79,18 @@ impl Env {
 
     /// Runs chatctl with `args` against the proxy, stdin closed.
     pub async fn chatctl(&self, args: &[&str]) -> Run {
-        self.chatctl_without(args, &[]).await
+        self.chatctl_without(args, &self.proxy.endpoint(), &[]).await
     }
 
-    /// Runs chatctl without the environment variables `unset`.
-    pub async fn chatctl_without(&self, args: &[&str], unset: &[&str]) -> Run {
+    /// Runs chatctl without the environment variables `unset`, against
+    /// `endpoint` (an endpoint on this machine is taken for an emulator,
+    /// which needs no credentials or region).
+    pub async fn chatctl_without(&self, args: &[&str], endpoint: &str, unset: &[&str]) -> Run {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"));
         command
             .args(args)
             .arg("--endpoint-url")
-            .arg(self.proxy.endpoint())
+            .arg(endpoint)
             .current_dir(self.workdir.path())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -475,11 +475,13 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("invalid stack name"), "{run:?}");
 
-    let run = env.chatctl_without(&["status"], &["AWS_REGION"]).await;
+    // Against AWS (an endpoint not on this machine, never reached), a region and credentials are needed.
+    let remote = "https://aws.invalid";
+    let run = env.chatctl_without(&["status"], remote, &["AWS_REGION"]).await;
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("no AWS region: pass --region"), "{run:?}");
     let run = env
-        .chatctl_without(&["status"], &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+        .chatctl_without(&["status"], remote, &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
         .await;
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("no AWS credentials found"), "{run:?}");
