@@ -601,7 +601,7 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
         auth: if token_mode { "token" } else { "none" }.into(),
         user: "alice".into(),
         room: "lobby".into(),
-        token_endpoint: token_mode.then(|| "token".into()),
+        token_endpoint: token_mode.then(|| "token.json".into()),
     };
     let site = crate::dev::web::router(page, token_mode.then(|| secret.clone()));
     let server = tokio::spawn(gateway::serve(listener, gateway::router(gateway_config).merge(site)));

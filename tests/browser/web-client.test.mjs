@@ -19,7 +19,7 @@ const chromiumFlags = [
   "--disable-component-update", "--disable-sync", "--no-first-run",
 ];
 
-let dev;
+const devs = [];
 let site;
 let browser;
 
@@ -27,21 +27,22 @@ let browser;
  * Starts `chatctl dev` on the binaries `cargo build --workspace --bins` made;
  * resolves with its web client URL. Its stderr goes to target/test-artifacts/.
  */
-function startDev() {
+function startDev(name, args) {
   mkdirSync(artifacts, { recursive: true });
-  const log = createWriteStream(join(artifacts, "web-client-chatctl-dev.log"));
+  const log = createWriteStream(join(artifacts, `${name}-chatctl-dev.log`));
   const child = spawn(join(root, "target/debug/chatctl"),
-    ["dev", "--port", "0", "--no-build", "--no-watch", "--stack", "webclient"], {
+    ["dev", "--port", "0", "--no-build", "--no-watch", ...args], {
       cwd: root,
       env: { ...process.env, HOME: mkdtempSync(join(tmpdir(), "chatctl-web-")), AWS_ACCESS_KEY_ID: "", AWS_SECRET_ACCESS_KEY: "" },
       stdio: ["ignore", "pipe", "pipe"],
     });
   child.stderr.pipe(log);
+  devs.push(child);
   return new Promise((ready, fail) => {
     let web;
     createInterface({ input: child.stdout }).on("line", (line) => {
       web ??= line.match(/^Web client:\s+(\S+)/)?.[1];
-      if (line.startsWith("Ready.")) ready({ child, web });
+      if (line.startsWith("Ready.")) ready(web);
     });
     child.on("exit", (code) => fail(new Error(`chatctl dev exited with ${code} before it was ready`)));
     setTimeout(() => fail(new Error("chatctl dev was not ready within 120 s")), 120_000).unref();
@@ -49,24 +50,24 @@ function startDev() {
 }
 
 before(async () => {
-  ({ child: dev, web: site } = await startDev());
+  site = await startDev("web-client", ["--stack", "webclient"]);
   browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumFlags });
 });
 
 after(async () => {
   await browser?.close();
-  if (dev && dev.exitCode === null) {
+  for (const dev of devs.filter((d) => d.exitCode === null)) {
     const exited = new Promise((done) => dev.on("exit", done));
     dev.kill("SIGINT");
     assert.equal(await exited, 0, "chatctl dev exits 0 on Ctrl-C");
   }
 });
 
-/** A page signed in as `user` through the pre-filled form (dev mints the token). */
-async function signedIn(user) {
+/** A page signed in as `user` through the pre-filled form (in token mode, dev mints the token). */
+async function signedIn(user, at = site) {
   const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
   page.on("pageerror", (error) => assert.fail(`page error for ${user}: ${error}`));
-  await page.goto(`${site}?user=${user}`);
+  await page.goto(`${at}?user=${user}`);
   assert.match(await page.inputValue("#url"), /^ws:\/\/127\.0\.0\.1:\d+\/\w+$/, "the URL is pre-filled");
   await page.click("#connect");
   await page.waitForSelector('#status[data-state="connected"]');
@@ -98,6 +99,8 @@ test("two users chat in a room and directly, switch rooms and see history", asyn
   await send(alice, "hello from alice");
   assert.deepEqual(await shown(alice, "hello from alice"), { from: "alice", kind: "room" }, "the sender gets it too");
   assert.deepEqual(await shown(bob, "hello from alice"), { from: "alice", kind: "room" });
+  await send(bob, "hi alice, welcome to the lobby");
+  assert.deepEqual(await shown(alice, "hi alice, welcome to the lobby"), { from: "bob", kind: "room" });
 
   await send(bob, "psst, alice", "alice");
   assert.deepEqual(await shown(alice, "psst, alice"), { from: "bob", kind: "direct" });
@@ -140,4 +143,15 @@ test("the page says why a token cannot be minted", async () => {
   await error.waitFor({ timeout: 10_000 });
   assert.equal(await page.getAttribute("#status", "data-state"), "disconnected");
   await page.close();
+});
+
+test("with auth = \"none\" (examples/chatctl.demo.toml) the user name is enough", async () => {
+  const demo = await startDev("web-client-demo", ["--config", join(root, "examples/chatctl.demo.toml")]);
+  const config = await (await fetch(new URL("config.json", demo))).json();
+  assert.equal(config.auth, "none");
+  assert.match(config.url, /\/demo$/, "the demo config's stage");
+  const carol = await signedIn("carol", demo);
+  await send(carol, "no token needed");
+  assert.deepEqual(await shown(carol, "no token needed"), { from: "carol", kind: "room" });
+  await carol.close();
 });

@@ -1,7 +1,8 @@
 //! The browser client of examples/web, served by `chatctl dev` at
 //! `http://127.0.0.1:PORT/`, pre-filled for the local stack. In token mode it
 //! can mint tokens for any user: the server listens on loopback only and the
-//! secret belongs to a throwaway local stack.
+//! secret belongs to a throwaway local stack. Every path but `/` has a dot,
+//! which stage names cannot have, so none can shadow the WebSocket API.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +41,7 @@ struct Site {
     secret: Option<String>,
 }
 
-/// `/`, its assets, `/config.json` and, in token mode, `/token?user=NAME`.
+/// `/`, its assets, `/config.json` and, in token mode, `/token.json?user=NAME`.
 pub fn router(config: PageConfig, secret: Option<String>) -> Router {
     let site = Arc::new(Site { config, secret });
     let asset = |content_type: &'static str, body: &'static str| {
@@ -51,7 +52,7 @@ pub fn router(config: PageConfig, secret: Option<String>) -> Router {
         .route("/app.js", asset("text/javascript; charset=utf-8", APP_JS))
         .route("/style.css", asset("text/css; charset=utf-8", STYLE_CSS))
         .route("/config.json", get(page_config))
-        .route("/token", get(token))
+        .route("/token.json", get(token))
         .with_state(site)
 }
 
@@ -71,7 +72,7 @@ async fn token(State(site): State<Arc<Site>>, Query(query): Query<TokenQuery>) -
         return error(StatusCode::NOT_FOUND, message).into_response();
     };
     let Some(user) = query.user.filter(|u| !u.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "give a user: /token?user=NAME".into()).into_response();
+        return error(StatusCode::BAD_REQUEST, "give a user: /token.json?user=NAME".into()).into_response();
     };
     match crate::token::mint_with(secret, &user, PAGE_TOKEN_TTL) {
         Ok(minted) => Json(minted).into_response(),
