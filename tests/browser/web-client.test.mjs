@@ -155,3 +155,19 @@ test("with auth = \"none\" (examples/chatctl.demo.toml) the user name is enough"
   assert.deepEqual(await shown(carol, "no token needed"), { from: "carol", kind: "room" });
   await carol.close();
 });
+
+test("opened from disk with a URL and a token, as for a deployed stack", async () => {
+  const config = await (await fetch(new URL("config.json", site))).json();
+  const minted = await (await fetch(new URL("token.json?user=dave", site))).json();
+  const page = await browser.newPage();
+  page.on("pageerror", (error) => assert.fail(`page error: ${error}`));
+  await page.goto(`file://${join(root, "examples/web/index.html")}`);
+  assert.equal(await page.inputValue("#url"), "", "nothing is pre-filled off chatctl dev");
+  await page.fill("#url", config.url);
+  await page.fill("#token", minted.token);
+  await page.click("#connect");
+  await page.waitForSelector('#status[data-state="connected"]');
+  await send(page, "from a file");
+  assert.deepEqual(await shown(page, "from a file"), { from: "dave", kind: "room" });
+  await page.close();
+});
