@@ -34,9 +34,13 @@ def handle(event):
     }
 "#;
 
+/// Accepts, unless `?connect=` asks for a status or a failure.
 const CONNECT: &str = r#"
 def handle(event):
-    return {"statusCode": 200}
+    answer = (event.get("queryStringParameters") or {}).get("connect", "200")
+    if answer == "fail":
+        raise RuntimeError("the connect function failed")
+    return {"statusCode": int(answer)}
 "#;
 
 /// Sends the route it ran for and the authorizer context back to the caller.
@@ -133,6 +137,76 @@ async fn authorizer_answers_decide_the_handshake() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connect_function_decides_the_handshake() {
+    let api = serve_api(&[]).await;
+    assert_eq!(api.handshake("mode=allow&connect=200").await, Ok(()));
+    assert_eq!(api.handshake("mode=allow&connect=204").await, Ok(()));
+    assert_eq!(api.handshake("mode=allow&connect=429").await, Err(429));
+    assert_eq!(api.handshake("mode=allow&connect=403").await, Err(403));
+    assert_eq!(
+        api.handshake("mode=allow&connect=fail").await,
+        Err(502),
+        "a failing function"
+    );
+}
+
+/// Sends `total` bytes of text as one message in frames of at most 30 KB.
+async fn send_fragmented(socket: &mut Socket, total: usize) {
+    use tungstenite::protocol::frame::Frame;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    let text = "x".repeat(total);
+    let chunks: Vec<&[u8]> = text.as_bytes().chunks(30 * 1024).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let opcode = if i == 0 { Data::Text } else { Data::Continue };
+        let frame = Frame::message(chunk.to_vec(), OpCode::Data(opcode), i + 1 == chunks.len());
+        socket.send(Message::Frame(frame)).await.unwrap();
+    }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_128_kb_closes_with_1009_even_in_small_frames() {
+    let api = serve_api(&[]).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{}?mode=allow", api.url))
+        .await
+        .unwrap();
+    send_fragmented(&mut socket, 120 * 1024).await;
+    let reply = next_text(&mut socket).await;
+    assert_eq!(
+        reply["body"].as_str().map(str::len),
+        Some(120 * 1024),
+        "120 KB in 4 frames is delivered"
+    );
+
+    send_fragmented(&mut socket, 129 * 1024).await;
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("closed without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(closed, Some(1009));
+}
+
+async fn next_text(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("no reply within 10 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_authorizer_context_reaches_every_later_event() {
     let api = serve_api(&[]).await;
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("{}?mode=allow", api.url))
@@ -140,16 +214,7 @@ async fn the_authorizer_context_reaches_every_later_event() {
         .unwrap();
     for frame in ["not json", r#"{"action":"unknown"}"#, r#"{"action":{"nested":1}}"#] {
         socket.send(Message::Text(frame.into())).await.unwrap();
-        let reply = loop {
-            let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
-                .await
-                .expect("no reply within 10 s")
-                .unwrap()
-                .unwrap();
-            if let Message::Text(text) = message {
-                break serde_json::from_str::<Value>(&text).unwrap();
-            }
-        };
+        let reply = next_text(&mut socket).await;
         assert_eq!(reply["route"], "$default", "{frame}");
         assert_eq!(reply["body"], frame);
         assert_eq!(
