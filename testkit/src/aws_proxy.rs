@@ -15,6 +15,9 @@
 //! (same service, operation, method, path, query and body: what an SDK retry
 //! resends) is never faulted twice in a row, so a retried request always
 //! passes on its next attempt.
+//!
+//! [`AwsProxy::deny`] answers chosen operations with the service's
+//! access-denied error, as for credentials that lack the permission.
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -90,6 +93,8 @@ struct Recorded {
     calls: Vec<AwsCall>,
     next_sequence: u64,
     faults: Option<FaultState>,
+    /// Operations answered with access denied.
+    denied: HashSet<String>,
 }
 
 struct Shared {
@@ -134,6 +139,7 @@ impl AwsProxy {
             upstream: moto_endpoint.trim_end_matches('/').to_string(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             recorded: Mutex::new(Recorded {
+                denied: HashSet::new(),
                 calls: Vec::new(),
                 next_sequence: 0,
                 faults: faults.map(FaultState::new),
@@ -191,6 +197,12 @@ impl AwsProxy {
     /// Replaces the fault injection from the next request on; `None` stops it.
     pub fn set_faults(&self, faults: Option<Faults>) {
         self.recorded().faults = faults.map(FaultState::new);
+    }
+
+    /// Answers `operations` (e.g. `CreateRole`) with access denied from the
+    /// next request on, every time; an empty list stops it.
+    pub fn deny(&self, operations: &[&str]) {
+        self.recorded().denied = operations.iter().map(|o| o.to_string()).collect();
     }
 
     fn recorded(&self) -> std::sync::MutexGuard<'_, Recorded> {
@@ -262,25 +274,29 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
     let identified = identify(&parts.method, &parts.uri, &parts.headers, &body);
 
     let started = shared.epoch.elapsed();
-    let (fault, sequence) = {
+    let (denied, fault, sequence) = {
         let mut recorded = shared.recorded.lock().unwrap();
-        let fault = recorded
-            .faults
-            .as_mut()
-            .and_then(|state| state.decide(request_key(&identified, &parts.method, &parts.uri, &body)));
+        let denied = recorded.denied.contains(&identified.operation);
+        let fault = match &mut recorded.faults {
+            Some(state) if !denied => state.decide(request_key(&identified, &parts.method, &parts.uri, &body)),
+            _ => None,
+        };
         let sequence = recorded.next_sequence;
         recorded.next_sequence += 1;
         recorded.calls.push(AwsCall {
             service: identified.service.clone(),
             operation: identified.operation.clone(),
             mutating: identified.mutating,
-            faulted: fault.is_some(),
+            faulted: denied || fault.is_some(),
             started,
             finished: started,
             sequence,
         });
-        (fault, sequence)
+        (denied, fault, sequence)
     };
+    if denied {
+        return access_denied_response(&identified, &parts.headers);
+    }
     if let Some(kind) = fault {
         return fault_response(&identified, &parts.headers, kind);
     }
@@ -739,12 +755,58 @@ fn fault_response(identified: &Identified, request_headers: &HeaderMap, kind: Fa
             )
         }
     };
+    error_response(status, &content_type, error_type, body)
+}
+
+/// The service's access-denied error, shaped by its protocol.
+fn access_denied_response(identified: &Identified, request_headers: &HeaderMap) -> Response {
+    let service = identified.service.as_str();
+    let denied = format!(
+        "User: arn:aws:iam::123456789012:user/tester is not authorized to perform: {service}:{} \
+         because no identity-based policy allows the {service}:{} action",
+        identified.operation, identified.operation
+    );
+    let (status, content_type, error_type, body) = match identified.protocol {
+        Protocol::AwsJson => {
+            let content_type = request_headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("application/x-amz-json-1.0")
+                .to_string();
+            let code = match service {
+                "dynamodb" => "com.amazon.coral.service#AccessDeniedException",
+                _ => "AccessDeniedException",
+            };
+            let body = serde_json::json!({ "__type": code, "message": denied });
+            (StatusCode::BAD_REQUEST, content_type, None, body.to_string())
+        }
+        Protocol::AwsQuery => {
+            let body = format!(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>\
+                 <Message>{denied}</Message></Error><RequestId>{REQUEST_ID}</RequestId></ErrorResponse>"
+            );
+            (StatusCode::FORBIDDEN, "text/xml".to_string(), None, body)
+        }
+        Protocol::RestJson => {
+            let body = serde_json::json!({ "message": denied, "Message": denied });
+            (
+                StatusCode::FORBIDDEN,
+                "application/json".to_string(),
+                Some("AccessDeniedException"),
+                body.to_string(),
+            )
+        }
+    };
+    error_response(status, &content_type, error_type, body)
+}
+
+fn error_response(status: StatusCode, content_type: &str, error_type: Option<&'static str>, body: String) -> Response {
     let mut response = Response::new(Body::from(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/json")),
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/json")),
     );
     headers.insert("x-amzn-requestid", HeaderValue::from_static(REQUEST_ID));
     if let Some(error_type) = error_type {

@@ -394,6 +394,49 @@ async fn up_and_down_converge_through_throttling_and_server_errors() {
     assert!(!status.stdout.contains(" present "), "{status:?}");
 }
 
+/// Credentials without a permission chatctl needs: a clear error naming the
+/// call and pointing to the permissions list, no retry storm, and a later
+/// `up` with the permission finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_denied_stops_with_a_pointer_to_the_permissions() {
+    let env = Env::start().await;
+    env.proxy.deny(&["CreateRole"]);
+    let run = env.up(&[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("chat-handlers") || run.stderr.contains("chat-authorizer"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("AccessDenied"), "{run:?}");
+    assert!(
+        run.stderr.contains("not authorized to perform: iam:CreateRole"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr
+            .contains("see the README for the IAM permissions chatctl needs"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
+    let attempts = env.proxy.calls().iter().filter(|c| c.operation == "CreateRole").count();
+    assert!(
+        attempts <= 2,
+        "access denied is not retried: {attempts} CreateRole calls"
+    );
+
+    env.proxy.deny(&["GetFunction", "ListFunctions"]);
+    let status = env.chatctl(&["status"]).await;
+    assert_eq!(status.code, 1, "{status:?}");
+    assert!(
+        status.stderr.contains("see the README for the IAM permissions"),
+        "{status:?}"
+    );
+
+    env.proxy.deny(&[]);
+    env.up(&[]).await.assert_ok();
+    assert_eq!(env.chatctl(&["status"]).await.code, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacement_without_a_terminal_is_refused_with_a_pointer_to_yes() {
     let env = Env::start().await;
