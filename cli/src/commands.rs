@@ -604,7 +604,8 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
         token_endpoint: token_mode.then(|| "token.json".into()),
     };
     let site = crate::dev::web::router(page, token_mode.then(|| secret.clone()));
-    let server = tokio::spawn(gateway::serve(listener, gateway::router(gateway_config).merge(site)));
+    let (api_router, gateway_handle) = gateway::router(gateway_config);
+    let server = tokio::spawn(gateway::serve(listener, api_router.merge(site)));
     let watcher = (!args.no_watch).then(|| {
         tokio::spawn(crate::dev::watch::watch(root.clone(), running, |message| {
             eprintln!("chatctl dev: {message}")
@@ -631,6 +632,12 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
         }
     }
     eprintln!("chatctl dev: stopping");
+    // Clients see 1001 (going away) and `$disconnect` runs, so a stack in a
+    // lasting emulator (--endpoint-url) keeps no records of dead connections.
+    let closed = gateway_handle.shut_down(std::time::Duration::from_secs(5)).await;
+    if closed > 0 {
+        eprintln!("chatctl dev: closed {closed} connections");
+    }
     if let Some(watcher) = watcher {
         watcher.abort();
     }

@@ -126,6 +126,26 @@ struct Connection {
 struct Gateway {
     config: GatewayConfig,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
+    /// Set when the gateway stops: every connection closes with 1001.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// Connections whose task (and so their `$disconnect`) has not finished.
+    live: tokio::sync::watch::Sender<usize>,
+}
+
+/// Stops a running gateway the way a server going away does.
+#[derive(Clone)]
+pub struct GatewayHandle(Arc<Gateway>);
+
+impl GatewayHandle {
+    /// Closes every connection with 1001 (going away) and waits, at most
+    /// `grace`, for their `$disconnect` to run; returns how many were open.
+    pub async fn shut_down(&self, grace: Duration) -> usize {
+        let open = *self.0.live.borrow();
+        self.0.stopping.send_replace(true);
+        let mut live = self.0.live.subscribe();
+        let _ = tokio::time::timeout(grace, live.wait_for(|n| *n == 0)).await;
+        open
+    }
 }
 
 type Shared = State<Arc<Gateway>>;
@@ -146,17 +166,20 @@ fn request_id() -> String {
 }
 
 /// The router: `GET /{stage}` upgrades to WebSocket; `/{stage}/@connections/{id}`
-/// is the management API.
-pub fn router(config: GatewayConfig) -> Router {
+/// is the management API. The handle stops it.
+pub fn router(config: GatewayConfig) -> (Router, GatewayHandle) {
     let stage = config.stage.clone();
     let gateway = Arc::new(Gateway {
         config,
         connections: Mutex::new(HashMap::new()),
+        stopping: tokio::sync::watch::Sender::new(false),
+        live: tokio::sync::watch::Sender::new(0),
     });
-    Router::new()
+    let router = Router::new()
         .route(&format!("/{stage}"), get(upgrade))
         .route(&format!("/{stage}/@connections/{{id}}"), any(manage))
-        .with_state(gateway)
+        .with_state(gateway.clone());
+    (router, GatewayHandle(gateway))
 }
 
 /// Serves `router` (the gateway's, perhaps with more routes) on `listener`
@@ -480,6 +503,8 @@ async fn serve_connection(
     user_agent: String,
     authorizer: Option<Value>,
 ) {
+    gateway.live.send_modify(|n| *n += 1);
+    let mut stopping = gateway.stopping.subscribe();
     let (mut sink, mut stream) = socket.split();
     let (sender, mut outgoing) = mpsc::unbounded_channel::<Message>();
     let connection = Arc::new(Connection {
@@ -519,6 +544,10 @@ async fn serve_connection(
                 // Closed by the server: $disconnect runs now, not when the client answers.
                 close(1000, "");
                 break (1000, "Server-side close".into());
+            }
+            _ = stopping.wait_for(|stopping| *stopping) => {
+                close(1001, "Going away");
+                break (1001, "Going away".into());
             }
         };
         let message = match next {
@@ -594,6 +623,7 @@ async fn serve_connection(
         )
         .await;
     }
+    gateway.live.send_modify(|n| *n -= 1);
 }
 
 async fn disconnect(

@@ -46,6 +46,8 @@ async fn spawn_dev(extra: &[&str]) -> Dev {
         .env("HOME", workdir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        // Its own process group, so a test can kill it with its functions.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -94,6 +96,17 @@ async fn spawn_dev(extra: &[&str]) -> Dev {
 }
 
 impl Dev {
+    /// SIGKILL to chatctl dev and the functions it runs: nothing gets to clean up.
+    async fn kill_everything(&mut self) {
+        let group = format!("-{}", self.child.id().unwrap());
+        let sent = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let _ = self.child.wait().await;
+    }
+
     /// Ctrl-C; the exit code.
     async fn interrupt(&mut self) -> Option<i32> {
         let pid = self.child.id().unwrap().to_string();
@@ -427,7 +440,7 @@ async fn connection_records(dynamodb: &aws_sdk_dynamodb::Client, stack: &str) ->
 
 /// A connection that went away without `$disconnect` running (aws-facts.md
 /// §5: 410 comes for such connections) is pruned the first time a delivery
-/// finds it gone. Here it vanishes with the gateway that held it.
+/// finds it gone. Here it vanishes with the gateway that held it, killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_connection_is_pruned_by_the_next_delivery() {
     use aws_sdk_dynamodb::types::AttributeValue;
@@ -442,7 +455,7 @@ async fn a_vanished_connection_is_pruned_by_the_next_delivery() {
         .connect(&format!("token={}&room=attic", first.token))
         .await
         .unwrap();
-    assert_eq!(first.interrupt().await, Some(0));
+    first.kill_everything().await;
     drop(vanished);
     let (records, counter) = connection_records(&dynamodb, "vanish").await;
     assert_eq!((records.len(), counter), (1, 1), "no $disconnect ran: {records:?}");
@@ -483,7 +496,11 @@ async fn a_vanished_connection_is_pruned_by_the_next_delivery() {
     drop(carol);
     let disconnected = eventually(|| async { connection_records(&dynamodb, "vanish").await.1 == 1 });
     assert!(disconnected.await, "carol's $disconnect did not run");
-    second.interrupt().await;
+
+    // Ctrl-C closes the open connections as going away, and `$disconnect` runs for them.
+    assert_eq!(second.interrupt().await, Some(0));
+    assert_eq!(closed_with(&mut bob).await, 1001);
+    assert_eq!(connection_records(&dynamodb, "vanish").await, (vec![], 0));
 }
 
 /// Editing a handler rebuilds it and restarts only its function, which

@@ -100,7 +100,7 @@ async fn serve_api(identity_sources: &[&str]) -> LocalApi {
         url: format!("ws://127.0.0.1:{port}/test"),
         invocations,
         _dir: dir,
-        _server: tokio::spawn(gateway::serve(listener, gateway::router(config))),
+        _server: tokio::spawn(gateway::serve(listener, gateway::router(config).0)),
     }
 }
 
