@@ -118,17 +118,34 @@ impl Names {
         format!("{}-authorizer", self.stack)
     }
 
+    /// The AWS partition of the region (ARNs) and its DNS suffix (endpoints).
+    pub fn partition(&self) -> (&'static str, &'static str) {
+        if self.region.starts_with("cn-") {
+            ("aws-cn", "amazonaws.com.cn")
+        } else if self.region.starts_with("us-gov-") {
+            ("aws-us-gov", "amazonaws.com")
+        } else {
+            ("aws", "amazonaws.com")
+        }
+    }
+
     pub fn table_arn(&self, table: &str) -> String {
-        format!("arn:aws:dynamodb:{}:{}:table/{table}", self.region, self.account)
+        let (partition, _) = self.partition();
+        format!(
+            "arn:{partition}:dynamodb:{}:{}:table/{table}",
+            self.region, self.account
+        )
     }
 
     pub fn role_arn(&self, role: &str) -> String {
-        format!("arn:aws:iam::{}:role/{role}", self.account)
+        let (partition, _) = self.partition();
+        format!("arn:{partition}:iam::{}:role/{role}", self.account)
     }
 
     pub fn function_arn(&self, function: Function) -> String {
+        let (partition, _) = self.partition();
         format!(
-            "arn:aws:lambda:{}:{}:function:{}",
+            "arn:{partition}:lambda:{}:{}:function:{}",
             self.region,
             self.account,
             self.function(function)
@@ -136,8 +153,9 @@ impl Names {
     }
 
     pub fn log_group_arn(&self, function: Function) -> String {
+        let (partition, _) = self.partition();
         format!(
-            "arn:aws:logs:{}:{}:log-group:{}",
+            "arn:{partition}:logs:{}:{}:log-group:{}",
             self.region,
             self.account,
             self.log_group(function)
@@ -146,29 +164,84 @@ impl Names {
 
     /// The `execute-api` ARN prefix of an API: `…:{api_id}`.
     pub fn execute_api_arn(&self, api_id: &str) -> String {
-        format!("arn:aws:execute-api:{}:{}:{api_id}", self.region, self.account)
+        let (partition, _) = self.partition();
+        format!("arn:{partition}:execute-api:{}:{}:{api_id}", self.region, self.account)
     }
 
     /// How API Gateway names a Lambda function it invokes.
     pub fn invocation_uri(&self, function: Function) -> String {
+        let (partition, _) = self.partition();
         format!(
-            "arn:aws:apigateway:{}:lambda:path/2015-03-31/functions/{}/invocations",
+            "arn:{partition}:apigateway:{}:lambda:path/2015-03-31/functions/{}/invocations",
             self.region,
             self.function_arn(function)
         )
     }
 
     pub fn websocket_url(&self, api_id: &str) -> String {
-        format!(
-            "wss://{api_id}.execute-api.{}.amazonaws.com/{}",
-            self.region, self.stage
-        )
+        let (_, dns_suffix) = self.partition();
+        format!("wss://{api_id}.execute-api.{}.{dns_suffix}/{}", self.region, self.stage)
     }
 
     pub fn callback_url(&self, api_id: &str) -> String {
+        let (_, dns_suffix) = self.partition();
         format!(
-            "https://{api_id}.execute-api.{}.amazonaws.com/{}/@connections",
+            "https://{api_id}.execute-api.{}.{dns_suffix}/{}/@connections",
             self.region, self.stage
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(region: &str) -> Names {
+        Names {
+            stack: "chat".into(),
+            stage: "dev".into(),
+            region: region.into(),
+            account: "123456789012".into(),
+        }
+    }
+
+    #[test]
+    fn arns_and_urls_follow_the_partition_of_the_region() {
+        let standard = names("eu-west-1");
+        assert_eq!(standard.role_arn("r"), "arn:aws:iam::123456789012:role/r");
+        assert_eq!(
+            standard.websocket_url("abc"),
+            "wss://abc.execute-api.eu-west-1.amazonaws.com/dev"
+        );
+
+        let china = names("cn-north-1");
+        assert_eq!(
+            china.table_arn("t"),
+            "arn:aws-cn:dynamodb:cn-north-1:123456789012:table/t"
+        );
+        assert_eq!(
+            china.callback_url("abc"),
+            "https://abc.execute-api.cn-north-1.amazonaws.com.cn/dev/@connections"
+        );
+        assert!(
+            china
+                .invocation_uri(Function::Join)
+                .starts_with("arn:aws-cn:apigateway:cn-north-1:lambda:path/")
+        );
+        assert!(
+            china
+                .invocation_uri(Function::Join)
+                .contains("arn:aws-cn:lambda:cn-north-1:123456789012:function:chat-join")
+        );
+
+        let gov = names("us-gov-west-1");
+        assert_eq!(
+            gov.execute_api_arn("abc"),
+            "arn:aws-us-gov:execute-api:us-gov-west-1:123456789012:abc"
+        );
+        assert_eq!(
+            gov.websocket_url("abc"),
+            "wss://abc.execute-api.us-gov-west-1.amazonaws.com/dev"
+        );
     }
 }
