@@ -587,7 +587,21 @@ pub async fn wait_for_function(aws: &Aws, name: &str) -> Result<()> {
 }
 
 async fn ensure_api(aws: &Aws, desired: &Desired, api: Option<&ApiState>, report: Report<'_>) -> Result<String> {
-    if let Some(api) = api {
+    // An API of ours with another protocol (HTTP) cannot become a WebSocket
+    // API: the plan replaces it (a confirmed replacement), so delete it first.
+    let replaced = api.filter(|api| api.protocol.as_deref() != Some("WEBSOCKET"));
+    if let Some(old) = replaced {
+        aws.apigateway
+            .delete_api()
+            .api_id(&old.id)
+            .send()
+            .await
+            .map_err(failed(format!(
+                "cannot delete API {} ({}) to replace it",
+                desired.api.name, old.id
+            )))?;
+    }
+    if let Some(api) = api.filter(|_| replaced.is_none()) {
         if api.route_selection_expression.as_deref() != Some(ROUTE_SELECTION_EXPRESSION) {
             aws.apigateway
                 .update_api()
@@ -612,7 +626,8 @@ async fn ensure_api(aws: &Aws, desired: &Desired, api: Option<&ApiState>, report
         .await
         .map_err(failed(format!("cannot create WebSocket API {}", desired.api.name)))?;
     let id = created.api_id.context("CreateApi returned no id")?;
-    step(report, "api", &desired.api.name, format!("created ({id})"));
+    let done = if replaced.is_some() { "replaced" } else { "created" };
+    step(report, "api", &desired.api.name, format!("{done} ({id})"));
     Ok(id)
 }
 

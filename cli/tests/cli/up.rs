@@ -437,6 +437,43 @@ async fn access_denied_stops_with_a_pointer_to_the_permissions() {
     assert_eq!(env.chatctl(&["status"]).await.code, 0);
 }
 
+/// An HTTP API of ours under the stack's API name cannot be turned into a
+/// WebSocket API: `up` replaces it, after confirmation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_of_ours_with_the_wrong_protocol_is_replaced() {
+    use aws_sdk_apigatewayv2::types::ProtocolType;
+    let env = Env::start().await;
+    let http = env
+        .apigateway()
+        .create_api()
+        .name("chat")
+        .protocol_type(ProtocolType::Http)
+        .tags("chatctl:stack", "chat")
+        .send()
+        .await
+        .unwrap();
+    let http_id = http.api_id().unwrap().to_string();
+
+    let refused = env.up(&[]).await;
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(
+        refused.stdout.contains("protocol is HTTP"),
+        "the plan says why: {refused:?}"
+    );
+    assert!(refused.stderr.contains("--yes"), "{refused:?}");
+
+    let run = env.up(&["--yes"]).await;
+    run.assert_ok();
+    assert!(run.stderr.contains("api chat: replaced"), "{run:?}");
+    let apis = env.apigateway().get_apis().send().await.unwrap();
+    let apis: Vec<_> = apis.items().iter().filter(|a| a.name() == Some("chat")).collect();
+    assert_eq!(apis.len(), 1, "{apis:?}");
+    assert_ne!(apis[0].api_id(), Some(http_id.as_str()), "the HTTP API is gone");
+    assert_eq!(apis[0].protocol_type(), Some(&ProtocolType::Websocket));
+    let status = env.chatctl(&["status"]).await;
+    assert_eq!(status.code, 0, "{status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacement_without_a_terminal_is_refused_with_a_pointer_to_yes() {
     let env = Env::start().await;
