@@ -76,12 +76,13 @@ async function loadConfig() {
   }
 }
 
-// config.json first, then the page's query parameters win over it.
+// config.json first, then the page's query parameters win over it. What the
+// user typed before config.json arrived stays.
 function prefill(config) {
   state.config = config;
-  el.url.value = config?.url ?? "";
-  el.user.value = config?.user ?? "";
-  el.room.value = config?.room || "lobby";
+  el.url.value ||= config?.url ?? "";
+  el.user.value ||= config?.user ?? "";
+  el.room.value ||= config?.room || "lobby";
   const query = new URLSearchParams(location.search);
   for (const name of ["url", "user", "token", "room"]) {
     if (query.has(name)) el[name].value = query.get(name);

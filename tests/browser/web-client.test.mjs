@@ -68,6 +68,8 @@ async function signedIn(user, at = site) {
   const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
   page.on("pageerror", (error) => assert.fail(`page error for ${user}: ${error}`));
   await page.goto(`${at}?user=${user}`);
+  // config.json arrives after the page has loaded.
+  await page.waitForFunction(() => document.querySelector("#url").value !== "");
   assert.match(await page.inputValue("#url"), /^ws:\/\/127\.0\.0\.1:\d+\/\w+$/, "the URL is pre-filled");
   await page.click("#connect");
   await page.waitForSelector('#status[data-state="connected"]');

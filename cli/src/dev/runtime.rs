@@ -74,6 +74,12 @@ struct Invocation {
 struct Shared {
     config: FunctionConfig,
     queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Invocation>>,
+    /// Puts back an event that a process being replaced took at the last moment.
+    requeue: mpsc::UnboundedSender<Invocation>,
+    /// Per instance, the generation of the process that may take events; 0
+    /// while it is being replaced. A `/next` call serves the generation that
+    /// was current when it came in.
+    accepting: Vec<tokio::sync::watch::Sender<u64>>,
     /// Answers awaited, by request id.
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     /// The request each instance is handling.
@@ -117,6 +123,13 @@ impl Shared {
         }
     }
 
+    fn is_handling(&self, instance: usize) -> bool {
+        self.handling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&instance)
+    }
+
     fn handled_by(&self, instance: usize) -> Option<String> {
         self.handling
             .lock()
@@ -152,6 +165,10 @@ impl LocalFunction {
         let (queue, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             queue: tokio::sync::Mutex::new(receiver),
+            requeue: queue.clone(),
+            accepting: (0..config.instances.max(1))
+                .map(|_| tokio::sync::watch::Sender::new(0))
+                .collect(),
             waiting: Mutex::new(HashMap::new()),
             handling: Mutex::new(HashMap::new()),
             restart: (0..config.instances.max(1))
@@ -188,6 +205,8 @@ impl LocalFunction {
     }
 
     /// Replaces every instance's process, e.g. after the binary was rebuilt.
+    /// An instance stops taking events at once and finishes the one in hand
+    /// first, so no invocation fails for it.
     pub fn restart(&self) {
         for restart in &self.shared.restart {
             restart.notify_one();
@@ -239,7 +258,9 @@ impl LocalFunction {
 
 /// Runs one instance's process, replacing it when it exits or overruns.
 async fn supervise(shared: Arc<Shared>, instance: usize, runtime_api: String) {
+    let mut generation = 0;
     loop {
+        generation += 1;
         let config = &shared.config;
         let mut command = tokio::process::Command::new(&config.binary);
         command
@@ -278,13 +299,24 @@ async fn supervise(shared: Arc<Shared>, instance: usize, runtime_api: String) {
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(forward_lines(stderr, shared.clone(), instance));
         }
+        shared.accepting[instance].send_replace(generation);
         let status = tokio::select! {
             status = child.wait() => status,
             _ = shared.restart[instance].notified() => {
+                {
+                    let _handling = shared.handling.lock().unwrap_or_else(|e| e.into_inner());
+                    shared.accepting[instance].send_replace(0);
+                }
+                // A timed-out event was already taken off the instance; any other runs to its end.
+                let deadline = tokio::time::Instant::now() + shared.config.timeout;
+                while shared.is_handling(instance) && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 let _ = child.kill().await;
                 child.wait().await
             }
         };
+        shared.accepting[instance].send_replace(0);
         if let Some(id) = shared.handled_by(instance) {
             let reason = match &status {
                 Ok(status) => format!("the process exited ({status}) while handling the event"),
@@ -319,12 +351,19 @@ type Instance = State<(Arc<Shared>, usize)>;
 /// `GET /next`: hands the instance the next event, blocking until there is one.
 async fn next(State((shared, instance)): Instance) -> axum::response::Response {
     shared.polled[instance].store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut accepting = shared.accepting[instance].subscribe();
+    let generation = *accepting.borrow_and_update();
+    if generation == 0 {
+        return StatusCode::GONE.into_response();
+    }
     // Events nobody waits for any more (timed out in the queue, or failed
     // because the runtime could not start) are dropped, never run late.
     let invocation = loop {
-        let next = {
-            let mut queue = shared.queue.lock().await;
-            queue.recv().await
+        // A process being replaced stops waiting for events.
+        let replaced = accepting.wait_for(|current| *current != generation);
+        let next = tokio::select! {
+            next = async { shared.queue.lock().await.recv().await } => next,
+            _ = replaced => return StatusCode::GONE.into_response(),
         };
         let Some(invocation) = next else {
             return StatusCode::GONE.into_response();
@@ -334,15 +373,20 @@ async fn next(State((shared, instance)): Instance) -> axum::response::Response {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(&invocation.id);
-        if awaited {
-            break invocation;
+        if !awaited {
+            continue;
         }
+        // Under the lock the supervisor takes to stop the instance: either
+        // it sees this event in hand and waits for it, or the event goes back.
+        let mut handling = shared.handling.lock().unwrap_or_else(|e| e.into_inner());
+        if *shared.accepting[instance].borrow() != generation {
+            drop(handling);
+            let _ = shared.requeue.send(invocation);
+            return StatusCode::GONE.into_response();
+        }
+        handling.insert(instance, invocation.id.clone());
+        break invocation;
     };
-    shared
-        .handling
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(instance, invocation.id.clone());
     // Enforce the timeout from the moment the instance takes the event.
     let watchdog = shared.clone();
     let id = invocation.id.clone();

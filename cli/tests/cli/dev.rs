@@ -411,7 +411,7 @@ where
     false
 }
 
-/// Open connection records of a stack, as (connection id, connected_at), and its counter.
+/// Open connection records of a stack, as (connection id, connected_at), and its count.
 async fn connection_records(dynamodb: &aws_sdk_dynamodb::Client, stack: &str) -> (Vec<(String, i64)>, i64) {
     use chat_core::store::schema;
     let scan = dynamodb
@@ -430,7 +430,12 @@ async fn connection_records(dynamodb: &aws_sdk_dynamodb::Client, stack: &str) ->
     for item in scan.items() {
         let id = item[schema::CONNECTION_ID].as_s().unwrap().clone();
         if id == schema::COUNTER_ID {
-            counter = number(item, schema::COUNTER_ATTRIBUTE).unwrap_or(0);
+            // This window's count and the previous one's (see chat_core::store::count_window).
+            let window = chat_core::store::count_window(chat_core::ids::epoch_ms(std::time::SystemTime::now()));
+            counter = [window, window - 1]
+                .into_iter()
+                .filter_map(|w| number(item, &schema::count_attribute(w)))
+                .sum();
         } else {
             records.push((id, number(item, schema::CONNECTED_AT).unwrap()));
         }

@@ -110,7 +110,8 @@ async fn concurrent_invocations_queue_for_one_instance_or_spread_over_several() 
     }
 }
 
-/// A function in Python: sleeps on "sleep", exits on "exit", else echoes.
+/// A function in Python: sleeps on "sleep", exits on "exit", takes half a
+/// second on "slow", tells its process id on "pid", else echoes.
 const SCRIPTED_FUNCTION: &str = r#"
 import json, os, sys, time
 def handle(event):
@@ -118,6 +119,10 @@ def handle(event):
         time.sleep(60)
     if event == "exit":
         sys.exit(3)
+    if event == "slow":
+        time.sleep(0.5)
+    if event == "pid":
+        return {"pid": os.getpid()}
     return {"echo": event, "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"]}
 "#;
 
@@ -174,4 +179,39 @@ async fn a_binary_that_cannot_start_fails_its_invocations_at_once() {
         started.elapsed() < Duration::from_secs(5),
         "not left to the 30 s timeout"
     );
+}
+
+/// A restart (after a rebuild) replaces the process without failing an
+/// invocation: the event in hand finishes, new ones wait for the new process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_loses_no_invocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, _) = collecting_logs();
+    let config = crate::harness::python_function(dir.path(), "scripted", SCRIPTED_FUNCTION);
+    let function = Arc::new(LocalFunction::start(config, logs).await.unwrap());
+    let event = |text: &str| Bytes::from(serde_json::to_vec(text).unwrap());
+    let pid = |outcome: Outcome| match outcome {
+        Outcome::Response(body) => serde_json::from_slice::<serde_json::Value>(&body).unwrap()["pid"].clone(),
+        other => panic!("{other:?}"),
+    };
+    let before = pid(function.invoke(event("pid")).await);
+
+    let slow = tokio::spawn({
+        let function = function.clone();
+        async move { function.invoke(Bytes::from_static(b"\"slow\"")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    function.restart();
+    let quick = (0..10).map(|i| {
+        let function = function.clone();
+        async move { function.invoke(Bytes::from(format!("\"quick {i}\""))).await }
+    });
+    for outcome in futures::future::join_all(quick).await {
+        assert!(matches!(outcome, Outcome::Response(_)), "{outcome:?}");
+    }
+    assert!(
+        matches!(slow.await.unwrap(), Outcome::Response(_)),
+        "the event in hand finished"
+    );
+    assert_ne!(pid(function.invoke(event("pid")).await), before, "a new process serves");
 }

@@ -17,6 +17,8 @@ pub mod schema {
     pub const USER: &str = "user";
     pub const ROOM: &str = "room";
     pub const CONNECTED_AT: &str = "connected_at";
+    /// The counting window (see [`super::count_window`]) a connection was counted in.
+    pub const COUNTED_IN: &str = "counted_in";
     /// Both tables: DynamoDB TTL attribute, epoch seconds.
     pub const TTL: &str = "ttl";
     /// Connections table: index to Query a room's connections (keys only).
@@ -25,8 +27,14 @@ pub mod schema {
     pub const USER_INDEX: &str = "by-user";
     /// The item counting open connections, so `max_connections` is enforced
     /// without a Scan. It has no user or room, so it is in neither index.
+    /// It counts per window (see [`super::count_window`]) in attributes
+    /// named by [`count_attribute`].
     pub const COUNTER_ID: &str = "#open-connections";
-    pub const COUNTER_ATTRIBUTE: &str = "open_connections";
+
+    /// The counter item's attribute for the connections made in `window`.
+    pub fn count_attribute(window: i64) -> String {
+        format!("open_{window}")
+    }
 
     /// Messages table: partition key, `room#{room}` or `dm#{a}#{b}`.
     pub const CONVERSATION: &str = "conversation";
@@ -36,6 +44,41 @@ pub mod schema {
 
 /// Attempts of a transaction that conflicts with concurrent ones.
 const TRANSACTION_ATTEMPTS: u32 = 8;
+
+/// API Gateway closes every connection after 2 hours (aws-facts.md §6).
+pub const CONNECTION_LIFETIME_MS: i64 = 2 * 3600 * 1000;
+
+/// Connections are counted per window of one connection lifetime: one
+/// counted in window `w` (by the connect handler's clock, which reads after
+/// API Gateway opened it) is closed by the end of `w + 1`, so the open ones
+/// are those counted in the current window and the one before. A record whose
+/// `$disconnect` never ran (and that TTL removed) thus stops counting after
+/// at most two windows instead of inflating the count for ever.
+pub fn count_window(epoch_ms: i64) -> i64 {
+    epoch_ms.div_euclid(CONNECTION_LIFETIME_MS)
+}
+
+/// What the counter item says about admitting a connection in `window`:
+/// how many the current window may reach, and the attributes of windows
+/// too old to matter (to be removed).
+fn admission(counter: &HashMap<String, AttributeValue>, window: i64, max_connections: u64) -> (i64, Vec<String>) {
+    let previous = number_attr(counter, &schema::count_attribute(window - 1));
+    let limit = max_connections as i64 - previous.max(0);
+    let stale = counter
+        .keys()
+        .filter(|name| {
+            name.strip_prefix("open_")
+                .and_then(|w| w.parse::<i64>().ok())
+                .is_some_and(|w| w < window - 1)
+        })
+        .cloned()
+        .collect();
+    (limit, stale)
+}
+
+fn now_epoch_ms() -> i64 {
+    crate::ids::epoch_ms(std::time::SystemTime::now())
+}
 
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum StoreError {
@@ -138,22 +181,35 @@ impl ConnectionStore {
     }
 
     /// Registers a connection and counts it, in one transaction: the count
-    /// may not pass `max_connections`, however many connect at once.
+    /// may not pass `max_connections`, however many connect at once. The
+    /// previous window's count only falls once the current one has begun, so
+    /// reading it first never admits too many.
     pub async fn add(&self, record: &ConnectionRecord, max_connections: u64) -> Result<(), AddConnectionError> {
         let table = &self.table;
         let build_error = |e: aws_sdk_dynamodb::error::BuildError| aws_error("TransactWriteItems", table, e);
+        let window = count_window(now_epoch_ms());
+        let (limit, stale) = admission(&self.counter().await?, window, max_connections);
+        if limit <= 0 {
+            return Err(AddConnectionError::LimitReached(max_connections));
+        }
         let (key_name, key_value) = Self::counter_key();
-        let count = Update::builder()
+        let mut expression = "SET #count = if_not_exists(#count, :zero) + :one".to_string();
+        let mut count = Update::builder()
             .table_name(table)
             .key(key_name, key_value)
-            .update_expression("SET #count = if_not_exists(#count, :zero) + :one")
-            .condition_expression("attribute_not_exists(#count) OR #count < :max")
-            .expression_attribute_names("#count", schema::COUNTER_ATTRIBUTE)
+            .condition_expression("attribute_not_exists(#count) OR #count < :limit")
+            .expression_attribute_names("#count", schema::count_attribute(window))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":max", n(max_connections))
-            .build()
-            .map_err(build_error)?;
+            .expression_attribute_values(":limit", n(limit));
+        if !stale.is_empty() {
+            let placeholders: Vec<String> = (0..stale.len()).map(|i| format!("#stale{i}")).collect();
+            expression.push_str(&format!(" REMOVE {}", placeholders.join(", ")));
+            for (placeholder, name) in placeholders.into_iter().zip(stale) {
+                count = count.expression_attribute_names(placeholder, name);
+            }
+        }
+        let count = count.update_expression(expression).build().map_err(build_error)?;
         let put = Put::builder()
             .table_name(table)
             .item(schema::CONNECTION_ID, s(&record.connection_id))
@@ -161,6 +217,7 @@ impl ConnectionStore {
             .item(schema::ROOM, s(&record.room))
             .item(schema::CONNECTED_AT, n(record.connected_at))
             .item(schema::TTL, n(record.ttl))
+            .item(schema::COUNTED_IN, n(window))
             .condition_expression("attribute_not_exists(#id)")
             .expression_attribute_names("#id", schema::CONNECTION_ID)
             .build()
@@ -178,6 +235,21 @@ impl ConnectionStore {
                 _ => Err(aws_error("TransactWriteItems", table, err).into()),
             },
         }
+    }
+
+    /// The counter item's attributes (none before the first connection).
+    async fn counter(&self) -> Result<HashMap<String, AttributeValue>, StoreError> {
+        let (key_name, key_value) = Self::counter_key();
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(key_name, key_value)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws_error("GetItem", &self.table, e))?;
+        Ok(output.item.unwrap_or_default())
     }
 
     /// Runs a transaction, retrying when DynamoDB cancels it for a conflict
@@ -213,6 +285,13 @@ impl ConnectionStore {
 
     /// Reads a connection, strongly consistent so a fresh `join` is seen.
     pub async fn get(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
+        match self.get_item(connection_id).await? {
+            Some(item) => Ok(Some(self.record(&item)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_item(&self, connection_id: &str) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -222,16 +301,17 @@ impl ConnectionStore {
             .send()
             .await
             .map_err(|e| aws_error("GetItem", &self.table, e))?;
-        let Some(item) = output.item else {
-            return Ok(None);
-        };
-        Ok(Some(ConnectionRecord {
-            connection_id: string_attr(&item, schema::CONNECTION_ID, &self.table)?,
-            user: string_attr(&item, schema::USER, &self.table)?,
-            room: string_attr(&item, schema::ROOM, &self.table)?,
-            connected_at: number_attr(&item, schema::CONNECTED_AT),
-            ttl: number_attr(&item, schema::TTL),
-        }))
+        Ok(output.item)
+    }
+
+    fn record(&self, item: &HashMap<String, AttributeValue>) -> Result<ConnectionRecord, StoreError> {
+        Ok(ConnectionRecord {
+            connection_id: string_attr(item, schema::CONNECTION_ID, &self.table)?,
+            user: string_attr(item, schema::USER, &self.table)?,
+            room: string_attr(item, schema::ROOM, &self.table)?,
+            connected_at: number_attr(item, schema::CONNECTED_AT),
+            ttl: number_attr(item, schema::TTL),
+        })
     }
 
     /// Removes a connection and uncounts it; `false` when it was already gone,
@@ -250,33 +330,42 @@ impl ConnectionStore {
     async fn remove_where(&self, connection_id: &str, connected_before: Option<i64>) -> Result<bool, StoreError> {
         let table = &self.table;
         let build_error = |e: aws_sdk_dynamodb::error::BuildError| aws_error("TransactWriteItems", table, e);
+        // Its window says which count to lower.
+        let Some(item) = self.get_item(connection_id).await? else {
+            return Ok(false);
+        };
+        let record = self.record(&item)?;
+        let mut condition = "attribute_exists(#id) AND #at = :at".to_string();
         let mut delete = Delete::builder()
             .table_name(table)
             .key(schema::CONNECTION_ID, s(connection_id))
-            .expression_attribute_names("#id", schema::CONNECTION_ID);
-        delete = match connected_before {
-            None => delete.condition_expression("attribute_exists(#id)"),
-            Some(before) => delete
-                .condition_expression("attribute_exists(#id) AND #at < :before")
-                .expression_attribute_names("#at", schema::CONNECTED_AT)
-                .expression_attribute_values(":before", n(before)),
+            .expression_attribute_names("#id", schema::CONNECTION_ID)
+            .expression_attribute_names("#at", schema::CONNECTED_AT)
+            .expression_attribute_values(":at", n(record.connected_at));
+        if let Some(before) = connected_before {
+            condition.push_str(" AND #at < :before");
+            delete = delete.expression_attribute_values(":before", n(before));
+        }
+        let delete = delete.condition_expression(condition).build().map_err(build_error)?;
+        let mut items = vec![TransactWriteItem::builder().delete(delete).build()];
+        let window = match item.get(schema::COUNTED_IN) {
+            Some(_) => number_attr(&item, schema::COUNTED_IN),
+            None => count_window(record.connected_at),
         };
-        let delete = delete.build().map_err(build_error)?;
-        let (key_name, key_value) = Self::counter_key();
-        let uncount = Update::builder()
-            .table_name(table)
-            .key(key_name, key_value)
-            .update_expression("ADD #count :minus_one")
-            .expression_attribute_names("#count", schema::COUNTER_ATTRIBUTE)
-            .expression_attribute_values(":minus_one", n(-1))
-            .build()
-            .map_err(build_error)?;
-        let items = vec![
-            TransactWriteItem::builder().delete(delete).build(),
-            TransactWriteItem::builder().update(uncount).build(),
-        ];
-        let result = self.transact(items).await;
-        match result {
+        // Windows before the previous one count no more: nothing to lower.
+        if window >= count_window(now_epoch_ms()) - 1 {
+            let (key_name, key_value) = Self::counter_key();
+            let uncount = Update::builder()
+                .table_name(table)
+                .key(key_name, key_value)
+                .update_expression("ADD #count :minus_one")
+                .expression_attribute_names("#count", schema::count_attribute(window))
+                .expression_attribute_values(":minus_one", n(-1))
+                .build()
+                .map_err(build_error)?;
+            items.push(TransactWriteItem::builder().update(uncount).build());
+        }
+        match self.transact(items).await {
             Ok(_) => Ok(true),
             Err(err) => match failed_conditions(&err).as_deref() {
                 Some([true, ..]) => Ok(false),
@@ -350,22 +439,13 @@ impl ConnectionStore {
         }
     }
 
-    /// The number of open connections, as counted on connect and disconnect.
+    /// The number of open connections, as counted on connect and disconnect
+    /// in the current window and the one before.
     pub async fn open_count(&self) -> Result<i64, StoreError> {
-        let (key_name, key_value) = Self::counter_key();
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(key_name, key_value)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| aws_error("GetItem", &self.table, e))?;
-        Ok(output
-            .item
-            .map(|item| number_attr(&item, schema::COUNTER_ATTRIBUTE))
-            .unwrap_or(0))
+        let counter = self.counter().await?;
+        let window = count_window(now_epoch_ms());
+        Ok(number_attr(&counter, &schema::count_attribute(window))
+            + number_attr(&counter, &schema::count_attribute(window - 1)))
     }
 }
 
@@ -461,5 +541,44 @@ impl MessageStore {
             text: string_attr(item, "text", &self.table)?,
             ts: string_attr(item, "ts", &self.table)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter(counts: &[(i64, i64)]) -> HashMap<String, AttributeValue> {
+        counts
+            .iter()
+            .map(|(window, count)| (schema::count_attribute(*window), n(count)))
+            .collect()
+    }
+
+    #[test]
+    fn windows_are_one_connection_lifetime_long() {
+        assert_eq!(count_window(0), 0);
+        assert_eq!(count_window(CONNECTION_LIFETIME_MS - 1), 0);
+        assert_eq!(count_window(CONNECTION_LIFETIME_MS), 1);
+        assert_eq!(count_window(-1), -1);
+    }
+
+    #[test]
+    fn the_previous_window_counts_and_older_ones_are_dropped() {
+        // 3 still open from the previous window: 7 more may connect in this one.
+        let (limit, stale) = admission(&counter(&[(99, 3), (100, 2)]), 100, 10);
+        assert_eq!((limit, stale), (7, vec![]));
+
+        // Connections counted two windows ago are closed by now, even when
+        // their `$disconnect` never ran: they no longer count.
+        let (limit, mut stale) = admission(&counter(&[(97, 500), (98, 10), (100, 1)]), 100, 10);
+        stale.sort();
+        assert_eq!(limit, 10);
+        assert_eq!(stale, ["open_97", "open_98"]);
+
+        let (limit, _) = admission(&counter(&[(99, 10)]), 100, 10);
+        assert_eq!(limit, 0, "a full previous window admits no one");
+        let (limit, _) = admission(&HashMap::new(), 100, 10);
+        assert_eq!(limit, 10);
     }
 }

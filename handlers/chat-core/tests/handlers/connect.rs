@@ -145,3 +145,57 @@ async fn disconnect_removes_the_record_once_and_is_idempotent() {
     assert_eq!(response.status_code, 400);
     assert_eq!(stack.open_count().await, 1);
 }
+
+/// Records whose `$disconnect` never ran (TTL removes them later) leave
+/// their count behind; it stops counting once API Gateway's 2-hour limit
+/// guarantees those connections are closed, so the stack never locks up.
+#[tokio::test]
+async fn counts_left_by_lost_disconnects_expire_with_their_window() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use chat_core::store::{count_window, schema};
+
+    let stack = Stack::start_with(|config| config.max_connections = 2).await;
+    let now = count_window(chat_core::ids::epoch_ms(std::time::SystemTime::now()));
+    let n = |count: i64| AttributeValue::N(count.to_string());
+    stack
+        .dynamodb()
+        .put_item()
+        .table_name("test-connections")
+        .item(schema::CONNECTION_ID, AttributeValue::S(schema::COUNTER_ID.into()))
+        // Two windows ago: all closed by now, whatever the count says.
+        .item(schema::count_attribute(now - 2), n(2))
+        // The previous window: one may still be open.
+        .item(schema::count_attribute(now - 1), n(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stack.open_count().await, 1);
+
+    assert_eq!(stack.connect("new=", "alice", "lobby").await.status_code, 200);
+    assert_eq!(
+        stack.connect("newer=", "bob", "lobby").await.status_code,
+        429,
+        "1 + 1 = the limit"
+    );
+    assert_eq!(stack.open_count().await, 2);
+    let counter = stack
+        .dynamodb()
+        .get_item()
+        .table_name("test-connections")
+        .key(schema::CONNECTION_ID, AttributeValue::S(schema::COUNTER_ID.into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(
+        !counter.contains_key(&schema::count_attribute(now - 2)),
+        "the stale count is dropped"
+    );
+
+    // A disconnect lowers the count of the window the connection was counted in.
+    let response = disconnect::handle(&stack.services, ws_event(events::disconnect("new=", None))).await;
+    assert_eq!(response.status_code, 200);
+    assert_eq!(stack.open_count().await, 1);
+    assert_eq!(stack.connect("newer=", "bob", "lobby").await.status_code, 200);
+}
