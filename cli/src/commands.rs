@@ -584,6 +584,7 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
         routes,
         functions,
         idle_timeout,
+        max_lifetime: gateway::MAX_CONNECTION_LIFETIME,
     };
     // Crate name (the function's short name) → its running function.
     let running: std::collections::BTreeMap<String, Arc<LocalFunction>> = desired

@@ -27,6 +27,7 @@ use crate::stack::actual::ApiState;
 pub const MAX_FRAME_BYTES: usize = 32 * 1024;
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+pub const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(2 * 3600);
 
 /// What each route invokes, read from the provisioned API.
 #[derive(Debug, Clone, Default)]
@@ -111,6 +112,8 @@ pub struct GatewayConfig {
     pub routes: RouteTable,
     pub functions: HashMap<String, Arc<LocalFunction>>,
     pub idle_timeout: Duration,
+    /// Connections are closed after this long however busy (API Gateway: 2 h).
+    pub max_lifetime: Duration,
 }
 
 struct Connection {
@@ -536,6 +539,7 @@ async fn serve_connection(
             reason: reason.into(),
         })));
     };
+    let end_of_life = tokio::time::Instant::now() + gateway.config.max_lifetime;
     // Why the connection ended: (status code, reason) for $disconnect.
     let ended: (u16, String) = loop {
         let next = tokio::select! {
@@ -548,6 +552,10 @@ async fn serve_connection(
             _ = stopping.wait_for(|stopping| *stopping) => {
                 close(1001, "Going away");
                 break (1001, "Going away".into());
+            }
+            _ = tokio::time::sleep_until(end_of_life) => {
+                close(1001, "Going away");
+                break (1001, "Connection lifetime exceeded".into());
             }
         };
         let message = match next {

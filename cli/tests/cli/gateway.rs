@@ -62,6 +62,10 @@ struct LocalApi {
 }
 
 async fn serve_api(identity_sources: &[&str]) -> LocalApi {
+    serve_api_with(identity_sources, gateway::MAX_CONNECTION_LIFETIME).await
+}
+
+async fn serve_api_with(identity_sources: &[&str], max_lifetime: Duration) -> LocalApi {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -95,6 +99,7 @@ async fn serve_api(identity_sources: &[&str]) -> LocalApi {
         },
         functions,
         idle_timeout: gateway::DEFAULT_IDLE_TIMEOUT,
+        max_lifetime,
     };
     LocalApi {
         url: format!("ws://127.0.0.1:{port}/test"),
@@ -222,4 +227,28 @@ async fn the_authorizer_context_reaches_every_later_event() {
             serde_json::json!({"principalId": "carol", "user": "carol", "plan": "free"})
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_ends_at_its_maximum_lifetime_however_busy() {
+    let api = serve_api_with(&[], Duration::from_millis(1500)).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{}?mode=allow", api.url))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let code = loop {
+        socket.send(Message::Text("busy".into())).await.unwrap_or_default();
+        match tokio::time::timeout(Duration::from_millis(300), socket.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) | Err(_) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still open");
+    };
+    assert_eq!(code, Some(1001));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
 }
