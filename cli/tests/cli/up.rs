@@ -251,6 +251,11 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        stage.tags().and_then(|t| t.get("chatctl:stack")).map(String::as_str),
+        Some("chat"),
+        "the stage is tagged"
+    );
     let deployment = stage.deployment_id().expect("the stage serves a deployment");
     let deployments = apigw.get_deployments().api_id(&api_id).send().await.unwrap();
     assert!(
