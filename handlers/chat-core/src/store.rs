@@ -58,22 +58,46 @@ pub fn count_window(epoch_ms: i64) -> i64 {
     epoch_ms.div_euclid(CONNECTION_LIFETIME_MS)
 }
 
-/// What the counter item says about admitting a connection in `window`:
-/// how many the current window may reach, and the attributes of windows
-/// too old to matter (to be removed).
-fn admission(counter: &HashMap<String, AttributeValue>, window: i64, max_connections: u64) -> (i64, Vec<String>) {
-    let previous = number_attr(counter, &schema::count_attribute(window - 1));
-    let limit = max_connections as i64 - previous.max(0);
-    let stale = counter
+/// The counter's attribute from before counting by window: dropped on sight.
+const LEGACY_COUNT_ATTRIBUTE: &str = "open_connections";
+
+/// What the counter item says about admitting one more connection.
+#[derive(Debug, PartialEq)]
+struct Admission {
+    /// The window to count it in: the current one, or a newer one already
+    /// begun on the counter (by a connect whose clock runs ahead).
+    window: i64,
+    /// The previous window's count as read.
+    previous: i64,
+    /// This window's count as read.
+    current: i64,
+    /// How many the window's count may reach.
+    limit: i64,
+    /// Attributes of windows too old to matter, to remove.
+    stale: Vec<String>,
+}
+
+fn admission(counter: &HashMap<String, AttributeValue>, now_ms: i64, max_connections: u64) -> Admission {
+    let window_of = |name: &str| name.strip_prefix("open_").and_then(|w| w.parse::<i64>().ok());
+    let window = counter
         .keys()
-        .filter(|name| {
-            name.strip_prefix("open_")
-                .and_then(|w| w.parse::<i64>().ok())
-                .is_some_and(|w| w < window - 1)
-        })
+        .filter_map(|name| window_of(name))
+        .fold(count_window(now_ms), i64::max);
+    let previous = number_attr(counter, &schema::count_attribute(window - 1));
+    let current = number_attr(counter, &schema::count_attribute(window));
+    let mut stale: Vec<String> = counter
+        .keys()
+        .filter(|name| name.as_str() == LEGACY_COUNT_ATTRIBUTE || window_of(name).is_some_and(|w| w < window - 1))
         .cloned()
         .collect();
-    (limit, stale)
+    stale.sort();
+    Admission {
+        window,
+        previous,
+        current,
+        limit: max_connections as i64 - previous.max(0),
+        stale,
+    }
 }
 
 fn now_epoch_ms() -> i64 {
@@ -182,30 +206,62 @@ impl ConnectionStore {
 
     /// Registers a connection and counts it, in one transaction: the count
     /// may not pass `max_connections`, however many connect at once. The
-    /// previous window's count only falls once the current one has begun, so
-    /// reading it first never admits too many.
+    /// transaction holds only if the previous window's count has not risen
+    /// since it was read (a connect still counting there) and no newer window
+    /// has begun; else the counter is read again.
     pub async fn add(&self, record: &ConnectionRecord, max_connections: u64) -> Result<(), AddConnectionError> {
         let table = &self.table;
-        let build_error = |e: aws_sdk_dynamodb::error::BuildError| aws_error("TransactWriteItems", table, e);
-        let window = count_window(now_epoch_ms());
-        let (limit, stale) = admission(&self.counter().await?, window, max_connections);
-        if limit <= 0 {
-            return Err(AddConnectionError::LimitReached(max_connections));
+        for _ in 0..TRANSACTION_ATTEMPTS {
+            let admission = admission(&self.counter().await?, now_epoch_ms(), max_connections);
+            if admission.current >= admission.limit {
+                return Err(AddConnectionError::LimitReached(max_connections));
+            }
+            let result = self.transact(self.add_items(record, &admission)?).await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(err) => match failed_conditions(&err).as_deref() {
+                    Some([_, true]) => return Err(AddConnectionError::AlreadyRegistered(record.connection_id.clone())),
+                    // The counter moved since it was read: read again.
+                    Some([true, ..]) => continue,
+                    _ => return Err(aws_error("TransactWriteItems", table, err).into()),
+                },
+            }
         }
+        Err(AddConnectionError::LimitReached(max_connections))
+    }
+
+    /// Counts the connection in `admission.window`, provided the counter is
+    /// as it was read (the previous window no higher, no newer window begun),
+    /// and registers it.
+    fn add_items(
+        &self,
+        record: &ConnectionRecord,
+        admission: &Admission,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let table = &self.table;
+        let build_error = |e: aws_sdk_dynamodb::error::BuildError| aws_error("TransactWriteItems", table, e);
+        let window = admission.window;
         let (key_name, key_value) = Self::counter_key();
         let mut expression = "SET #count = if_not_exists(#count, :zero) + :one".to_string();
         let mut count = Update::builder()
             .table_name(table)
             .key(key_name, key_value)
-            .condition_expression("attribute_not_exists(#count) OR #count < :limit")
+            .condition_expression(
+                "(attribute_not_exists(#count) OR #count < :limit) \
+                 AND (attribute_not_exists(#previous) OR #previous <= :previous) \
+                 AND attribute_not_exists(#next)",
+            )
             .expression_attribute_names("#count", schema::count_attribute(window))
+            .expression_attribute_names("#previous", schema::count_attribute(window - 1))
+            .expression_attribute_names("#next", schema::count_attribute(window + 1))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":limit", n(limit));
-        if !stale.is_empty() {
-            let placeholders: Vec<String> = (0..stale.len()).map(|i| format!("#stale{i}")).collect();
+            .expression_attribute_values(":limit", n(admission.limit))
+            .expression_attribute_values(":previous", n(admission.previous));
+        if !admission.stale.is_empty() {
+            let placeholders: Vec<String> = (0..admission.stale.len()).map(|i| format!("#stale{i}")).collect();
             expression.push_str(&format!(" REMOVE {}", placeholders.join(", ")));
-            for (placeholder, name) in placeholders.into_iter().zip(stale) {
+            for (placeholder, name) in placeholders.into_iter().zip(&admission.stale) {
                 count = count.expression_attribute_names(placeholder, name);
             }
         }
@@ -222,19 +278,10 @@ impl ConnectionStore {
             .expression_attribute_names("#id", schema::CONNECTION_ID)
             .build()
             .map_err(build_error)?;
-        let items = vec![
+        Ok(vec![
             TransactWriteItem::builder().update(count).build(),
             TransactWriteItem::builder().put(put).build(),
-        ];
-        let result = self.transact(items).await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => match failed_conditions(&err).as_deref() {
-                Some([true, ..]) => Err(AddConnectionError::LimitReached(max_connections)),
-                Some([_, true]) => Err(AddConnectionError::AlreadyRegistered(record.connection_id.clone())),
-                _ => Err(aws_error("TransactWriteItems", table, err).into()),
-            },
-        }
+        ])
     }
 
     /// The counter item's attributes (none before the first connection).
@@ -317,14 +364,16 @@ impl ConnectionStore {
     /// Removes a connection and uncounts it; `false` when it was already gone,
     /// so removing twice is harmless and counts once.
     pub async fn remove(&self, connection_id: &str) -> Result<bool, StoreError> {
-        self.remove_where(connection_id, None).await
+        Box::pin(self.remove_where(connection_id, None)).await
     }
 
     /// Removes a connection a delivery found gone (410), unless it connected
     /// after `connected_before` (epoch ms): API Gateway also answers 410 for
     /// a connection whose `$connect` has not returned yet.
     pub async fn remove_gone(&self, connection_id: &str, connected_before: i64) -> Result<bool, StoreError> {
-        self.remove_where(connection_id, Some(connected_before)).await
+        // Boxed: inlined, the future nests too deep for the compiler in
+        // the sendmessage binary (query depth limit).
+        Box::pin(self.remove_where(connection_id, Some(connected_before))).await
     }
 
     async fn remove_where(&self, connection_id: &str, connected_before: Option<i64>) -> Result<bool, StoreError> {
@@ -348,12 +397,12 @@ impl ConnectionStore {
         }
         let delete = delete.condition_expression(condition).build().map_err(build_error)?;
         let mut items = vec![TransactWriteItem::builder().delete(delete).build()];
-        let window = match item.get(schema::COUNTED_IN) {
-            Some(_) => number_attr(&item, schema::COUNTED_IN),
-            None => count_window(record.connected_at),
-        };
-        // Windows before the previous one count no more: nothing to lower.
-        if window >= count_window(now_epoch_ms()) - 1 {
+        // Records from before counting by window were not counted in one;
+        // windows before the previous one count no more: nothing to lower.
+        let window = item
+            .get(schema::COUNTED_IN)
+            .map(|_| number_attr(&item, schema::COUNTED_IN));
+        if let Some(window) = window.filter(|w| *w >= count_window(now_epoch_ms()) - 1) {
             let (key_name, key_value) = Self::counter_key();
             let uncount = Update::builder()
                 .table_name(table)
@@ -565,20 +614,31 @@ mod tests {
 
     #[test]
     fn the_previous_window_counts_and_older_ones_are_dropped() {
+        let at = |window: i64| window * CONNECTION_LIFETIME_MS + 5;
         // 3 still open from the previous window: 7 more may connect in this one.
-        let (limit, stale) = admission(&counter(&[(99, 3), (100, 2)]), 100, 10);
-        assert_eq!((limit, stale), (7, vec![]));
+        let found = admission(&counter(&[(99, 3), (100, 2)]), at(100), 10);
+        assert_eq!((found.window, found.previous, found.limit), (100, 3, 7));
+        assert!(found.stale.is_empty());
 
         // Connections counted two windows ago are closed by now, even when
         // their `$disconnect` never ran: they no longer count.
-        let (limit, mut stale) = admission(&counter(&[(97, 500), (98, 10), (100, 1)]), 100, 10);
-        stale.sort();
-        assert_eq!(limit, 10);
-        assert_eq!(stale, ["open_97", "open_98"]);
+        let mut old = counter(&[(97, 500), (98, 10), (100, 1)]);
+        old.insert(LEGACY_COUNT_ATTRIBUTE.into(), n(40));
+        let found = admission(&old, at(100), 10);
+        assert_eq!((found.window, found.limit), (100, 10));
+        assert_eq!(found.stale, ["open_97", "open_98", "open_connections"]);
 
-        let (limit, _) = admission(&counter(&[(99, 10)]), 100, 10);
-        assert_eq!(limit, 0, "a full previous window admits no one");
-        let (limit, _) = admission(&HashMap::new(), 100, 10);
-        assert_eq!(limit, 10);
+        assert_eq!(
+            admission(&counter(&[(99, 10)]), at(100), 10).limit,
+            0,
+            "a full previous window"
+        );
+        assert_eq!(admission(&HashMap::new(), at(100), 10).limit, 10);
+    }
+
+    #[test]
+    fn a_window_begun_by_a_clock_ahead_is_joined() {
+        let found = admission(&counter(&[(100, 4), (101, 1)]), 100 * CONNECTION_LIFETIME_MS + 5, 10);
+        assert_eq!((found.window, found.previous, found.limit), (101, 4, 6));
     }
 }
