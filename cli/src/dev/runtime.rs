@@ -84,8 +84,12 @@ struct Shared {
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     /// The request each instance is handling.
     handling: Mutex<HashMap<usize, String>>,
-    /// Tells an instance's supervisor to replace its process (after a timeout).
+    /// Tells an instance's supervisor to replace its process (after a
+    /// timeout, or a rebuild); see [`Shared::request_restart`].
     restart: Vec<tokio::sync::Notify>,
+    /// Whether a replacement is asked for and not yet done: a wake-up that
+    /// finds it false is stale (the process asked about is already gone).
+    restart_requested: Vec<std::sync::atomic::AtomicBool>,
     /// Whether each instance's current process has polled for an event yet.
     polled: Vec<std::sync::atomic::AtomicBool>,
     logs: LogSink,
@@ -121,6 +125,11 @@ impl Shared {
         for id in queued {
             self.answer(&id, Outcome::Crashed(reason.to_string()));
         }
+    }
+
+    fn request_restart(&self, instance: usize) {
+        self.restart_requested[instance].store(true, std::sync::atomic::Ordering::SeqCst);
+        self.restart[instance].notify_one();
     }
 
     fn is_handling(&self, instance: usize) -> bool {
@@ -174,6 +183,9 @@ impl LocalFunction {
             restart: (0..config.instances.max(1))
                 .map(|_| tokio::sync::Notify::new())
                 .collect(),
+            restart_requested: (0..config.instances.max(1))
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             polled: (0..config.instances.max(1))
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
@@ -208,8 +220,8 @@ impl LocalFunction {
     /// An instance stops taking events at once and finishes the one in hand
     /// first, so no invocation fails for it.
     pub fn restart(&self) {
-        for restart in &self.shared.restart {
-            restart.notify_one();
+        for instance in 0..self.shared.restart.len() {
+            self.shared.request_restart(instance);
         }
     }
 
@@ -299,21 +311,17 @@ async fn supervise(shared: Arc<Shared>, instance: usize, runtime_api: String) {
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(forward_lines(stderr, shared.clone(), instance));
         }
+        // A replacement asked for before this process started is done by starting it.
+        shared.restart_requested[instance].store(false, std::sync::atomic::Ordering::SeqCst);
         shared.accepting[instance].send_replace(generation);
-        let status = tokio::select! {
-            status = child.wait() => status,
-            _ = shared.restart[instance].notified() => {
-                {
-                    let _handling = shared.handling.lock().unwrap_or_else(|e| e.into_inner());
-                    shared.accepting[instance].send_replace(0);
+        let (status, replaced) = loop {
+            tokio::select! {
+                status = child.wait() => break (status, false),
+                _ = shared.restart[instance].notified() => {
+                    if shared.restart_requested[instance].swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        break (replace(&shared, instance, &mut child).await, true);
+                    }
                 }
-                // A timed-out event was already taken off the instance; any other runs to its end.
-                let deadline = tokio::time::Instant::now() + shared.config.timeout;
-                while shared.is_handling(instance) && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                let _ = child.kill().await;
-                child.wait().await
             }
         };
         shared.accepting[instance].send_replace(0);
@@ -323,7 +331,7 @@ async fn supervise(shared: Arc<Shared>, instance: usize, runtime_api: String) {
                 Err(err) => format!("the process was lost: {err}"),
             };
             shared.answer(&id, Outcome::Crashed(reason));
-        } else if !shared.polled[instance].load(std::sync::atomic::Ordering::SeqCst) {
+        } else if !replaced && !shared.polled[instance].load(std::sync::atomic::Ordering::SeqCst) {
             let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
             shared.fail_queued(&format!(
                 "Runtime.ExitError: {} exited ({status}) before it asked for an event; see its log",
@@ -332,6 +340,29 @@ async fn supervise(shared: Arc<Shared>, instance: usize, runtime_api: String) {
         }
         tokio::time::sleep(RESTART_DELAY).await;
     }
+}
+
+/// Stops an instance's process for a replacement: it takes no new event,
+/// and the one in hand (a timed-out one was already taken off it) runs to its
+/// end unless the process dies first.
+async fn replace(
+    shared: &Shared,
+    instance: usize,
+    child: &mut tokio::process::Child,
+) -> std::io::Result<std::process::ExitStatus> {
+    {
+        let _handling = shared.handling.lock().unwrap_or_else(|e| e.into_inner());
+        shared.accepting[instance].send_replace(0);
+    }
+    let deadline = tokio::time::Instant::now() + shared.config.timeout;
+    while shared.is_handling(instance) && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            status = child.wait() => return status,
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+    let _ = child.kill().await;
+    child.wait().await
 }
 
 /// Sends each line a process prints to the log sink.
@@ -406,7 +437,7 @@ async fn next(State((shared, instance)): Instance) -> axum::response::Response {
                 instance,
                 line: format!("Task timed out after {:.2} seconds", timeout.as_secs_f64()),
             });
-            watchdog.restart[instance].notify_one();
+            watchdog.request_restart(instance);
             watchdog.answer(&id, Outcome::Timeout);
         }
     });

@@ -215,3 +215,36 @@ async fn a_restart_loses_no_invocation() {
     );
     assert_ne!(pid(function.invoke(event("pid")).await), before, "a new process serves");
 }
+
+/// A restart while the event in hand overruns: that one times out, as on
+/// Lambda, and the events queued meanwhile are served by the new process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_an_overrunning_event_fails_only_that_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, _) = collecting_logs();
+    let config = FunctionConfig {
+        timeout: Duration::from_secs(1),
+        ..crate::harness::python_function(dir.path(), "scripted", SCRIPTED_FUNCTION)
+    };
+    let function = Arc::new(LocalFunction::start(config, logs).await.unwrap());
+    let event = |text: &str| Bytes::from(serde_json::to_vec(text).unwrap());
+    assert!(matches!(function.invoke(event("warm")).await, Outcome::Response(_)));
+
+    let overrun = tokio::spawn({
+        let function = function.clone();
+        async move { function.invoke(Bytes::from_static(b"\"sleep\"")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    function.restart();
+    let queued = (0..5).map(|i| {
+        let function = function.clone();
+        async move { function.invoke(Bytes::from(format!("\"queued {i}\""))).await }
+    });
+    for outcome in futures::future::join_all(queued).await {
+        assert!(matches!(outcome, Outcome::Response(_)), "{outcome:?}");
+    }
+    assert_eq!(overrun.await.unwrap(), Outcome::Timeout);
+    // A later rebuild replaces the process again, without failing anything.
+    function.restart();
+    assert!(matches!(function.invoke(event("after")).await, Outcome::Response(_)));
+}
