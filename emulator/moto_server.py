@@ -54,9 +54,11 @@ Usage: python moto_server.py [moto_server options, e.g. -H 127.0.0.1 -p 5000]
 import functools
 import inspect
 import json
+import os
 import string
 import sys
 import threading
+import time
 
 from moto.apigateway import urls as apigateway_urls
 from moto.apigatewayv2 import urls as apigatewayv2_urls
@@ -304,5 +306,16 @@ _graft(_BackendUpdateStage, ApiGatewayV2Backend)
 _graft(_ResponseUpdateStage, ApiGatewayV2Response)
 
 
+def _exit_with_parent():
+    """The process that started the server owns it (chatctl dev, a test),
+    but may run it in its own process group, out of reach of the terminal's
+    Ctrl-C: end the server when that process is gone, however it ended."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
 if __name__ == "__main__":
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
     main(sys.argv[1:])

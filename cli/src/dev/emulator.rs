@@ -23,7 +23,12 @@ impl Emulator {
             bail!("the local AWS emulator is not installed: run scripts/setup (or scripts/dev)");
         }
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        use std::os::unix::process::CommandExt;
         let child = Command::new(&python)
+            // Its own process group: a Ctrl-C in the terminal reaches only
+            // chatctl, which stops the emulator after the last `$disconnect`.
+            // The launcher exits by itself when chatctl is gone.
+            .process_group(0)
             .arg(root.join("emulator/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())

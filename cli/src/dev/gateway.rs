@@ -135,6 +135,22 @@ struct Gateway {
     live: tokio::sync::watch::Sender<usize>,
 }
 
+/// Counts a connection from its handshake until its `$disconnect` has run.
+struct LiveConnection(Arc<Gateway>);
+
+impl LiveConnection {
+    fn new(gateway: &Arc<Gateway>) -> LiveConnection {
+        gateway.live.send_modify(|n| *n += 1);
+        LiveConnection(gateway.clone())
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.0.live.send_modify(|n| *n -= 1);
+    }
+}
+
 /// Stops a running gateway the way a server going away does.
 #[derive(Clone)]
 pub struct GatewayHandle(Arc<Gateway>);
@@ -401,6 +417,10 @@ async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if *gateway.stopping.borrow() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let live = LiveConnection::new(&gateway);
     let connection_id = new_connection_id();
     let connected_at = now_ms();
     let source_ip = peer.ip().to_string();
@@ -486,6 +506,7 @@ async fn upgrade(
     }
     upgrade.on_upgrade(move |socket| {
         serve_connection(
+            live,
             gateway,
             socket,
             connection_id,
@@ -497,7 +518,9 @@ async fn upgrade(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
+    _live: LiveConnection,
     gateway: Arc<Gateway>,
     socket: WebSocket,
     connection_id: String,
@@ -506,7 +529,6 @@ async fn serve_connection(
     user_agent: String,
     authorizer: Option<Value>,
 ) {
-    gateway.live.send_modify(|n| *n += 1);
     let mut stopping = gateway.stopping.subscribe();
     let (mut sink, mut stream) = socket.split();
     let (sender, mut outgoing) = mpsc::unbounded_channel::<Message>();
@@ -539,7 +561,9 @@ async fn serve_connection(
             reason: reason.into(),
         })));
     };
-    let end_of_life = tokio::time::Instant::now() + gateway.config.max_lifetime;
+    // API Gateway counts the lifetime from the handshake's start.
+    let age = Duration::from_millis((now_ms() - connected_at).max(0) as u64);
+    let end_of_life = tokio::time::Instant::now() + gateway.config.max_lifetime.saturating_sub(age);
     // Why the connection ended: (status code, reason) for $disconnect.
     let ended: (u16, String) = loop {
         let next = tokio::select! {
@@ -631,7 +655,6 @@ async fn serve_connection(
         )
         .await;
     }
-    gateway.live.send_modify(|n| *n -= 1);
 }
 
 async fn disconnect(

@@ -291,6 +291,10 @@ async fn supervise(shared: Arc<Shared>, instance: usize, runtime_api: String) {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C in the terminal reaches only
+            // chatctl dev, which still needs the functions for `$disconnect`.
+            // A function exits by itself once its runtime API is gone.
+            .process_group(0)
             .kill_on_drop(true);
         shared.polled[instance].store(false, std::sync::atomic::Ordering::SeqCst);
         let mut child = match command.spawn() {

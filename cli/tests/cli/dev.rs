@@ -96,30 +96,30 @@ async fn spawn_dev(extra: &[&str]) -> Dev {
 }
 
 impl Dev {
-    /// SIGKILL to chatctl dev and the functions it runs: nothing gets to clean up.
+    /// SIGKILL to chatctl dev's process group: nothing gets to clean up. Its
+    /// functions and emulator run in groups of their own and end by themselves.
     async fn kill_everything(&mut self) {
-        let group = format!("-{}", self.child.id().unwrap());
-        let sent = std::process::Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        self.signal("-KILL");
         let _ = self.child.wait().await;
     }
 
-    /// Ctrl-C; the exit code.
+    /// Ctrl-C as a terminal sends it, to the whole foreground group; the exit code.
     async fn interrupt(&mut self) -> Option<i32> {
-        let pid = self.child.id().unwrap().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        self.signal("-INT");
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .expect("chatctl dev did not stop within 20 s after Ctrl-C")
             .unwrap();
         status.code()
+    }
+
+    fn signal(&self, signal: &str) {
+        let group = format!("-{}", self.child.id().unwrap());
+        let sent = std::process::Command::new("kill")
+            .args([signal, "--", &group])
+            .status()
+            .unwrap();
+        assert!(sent.success());
     }
 
     async fn chatctl(&self, args: &[&str]) -> std::process::Output {

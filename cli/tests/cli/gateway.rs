@@ -35,6 +35,15 @@ def handle(event):
 "#;
 
 /// Accepts, unless `?connect=` asks for a status or a failure.
+/// Notes each `$disconnect` with its status code.
+const DISCONNECT: &str = r#"
+import os
+def handle(event):
+    with open(os.environ["DISCONNECTS"], "a") as f:
+        f.write(str(event["requestContext"]["disconnectStatusCode"]) + "\n")
+    return {"statusCode": 200}
+"#;
+
 const CONNECT: &str = r#"
 def handle(event):
     answer = (event.get("queryStringParameters") or {}).get("connect", "200")
@@ -57,6 +66,8 @@ def handle(event):
 struct LocalApi {
     url: String,
     invocations: std::path::PathBuf,
+    disconnects: std::path::PathBuf,
+    handle: gateway::GatewayHandle,
     _dir: tempfile::TempDir,
     _server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -70,13 +81,23 @@ async fn serve_api_with(identity_sources: &[&str], max_lifetime: Duration) -> Lo
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let invocations = dir.path().join("invocations");
+    let disconnects = dir.path().join("disconnects");
     let logs: LogSink = Arc::new(|_| {});
     let mut functions = HashMap::new();
-    for (name, code) in [("authorizer", AUTHORIZER), ("connect", CONNECT), ("echo", ECHO)] {
+    let functions_code = [
+        ("authorizer", AUTHORIZER),
+        ("connect", CONNECT),
+        ("echo", ECHO),
+        ("disconnect", DISCONNECT),
+    ];
+    for (name, code) in functions_code {
         let mut config = crate::harness::python_function(dir.path(), name, code);
         config
             .env
             .insert("INVOCATIONS".into(), invocations.display().to_string());
+        config
+            .env
+            .insert("DISCONNECTS".into(), disconnects.display().to_string());
         config
             .env
             .insert("CALLBACK".into(), format!("http://127.0.0.1:{port}/test"));
@@ -93,6 +114,7 @@ async fn serve_api_with(identity_sources: &[&str], max_lifetime: Duration) -> Lo
             routes: HashMap::from([
                 ("$connect".to_string(), "connect".to_string()),
                 ("$default".to_string(), "echo".to_string()),
+                ("$disconnect".to_string(), "disconnect".to_string()),
             ]),
             authorizer: Some("authorizer".into()),
             identity_sources: identity_sources.iter().map(|s| s.to_string()).collect(),
@@ -101,11 +123,14 @@ async fn serve_api_with(identity_sources: &[&str], max_lifetime: Duration) -> Lo
         idle_timeout: gateway::DEFAULT_IDLE_TIMEOUT,
         max_lifetime,
     };
+    let (router, handle) = gateway::router(config);
     LocalApi {
         url: format!("ws://127.0.0.1:{port}/test"),
         invocations,
+        disconnects,
+        handle,
         _dir: dir,
-        _server: tokio::spawn(gateway::serve(listener, gateway::router(config).0)),
+        _server: tokio::spawn(gateway::serve(listener, router)),
     }
 }
 
@@ -232,10 +257,11 @@ async fn the_authorizer_context_reaches_every_later_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_ends_at_its_maximum_lifetime_however_busy() {
     let api = serve_api_with(&[], Duration::from_millis(1500)).await;
+    // The lifetime counts from the start of the handshake.
+    let started = std::time::Instant::now();
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("{}?mode=allow", api.url))
         .await
         .unwrap();
-    let started = std::time::Instant::now();
     let code = loop {
         socket.send(Message::Text("busy".into())).await.unwrap_or_default();
         match tokio::time::timeout(Duration::from_millis(300), socket.next()).await {
@@ -250,5 +276,42 @@ async fn a_connection_ends_at_its_maximum_lifetime_however_busy() {
         started.elapsed() >= Duration::from_millis(1400),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_closes_as_going_away_and_runs_every_disconnect() {
+    let api = serve_api(&[]).await;
+    let mut sockets = vec![];
+    for _ in 0..3 {
+        let (socket, _) = tokio_tungstenite::connect_async(format!("{}?mode=allow", api.url))
+            .await
+            .unwrap();
+        sockets.push(socket);
+    }
+    assert_eq!(api.handle.shut_down(Duration::from_secs(10)).await, 3);
+    let disconnects = std::fs::read_to_string(&api.disconnects).unwrap();
+    assert_eq!(
+        disconnects.lines().collect::<Vec<_>>(),
+        ["1001"; 3],
+        "ran before shut_down returned"
+    );
+    for socket in &mut sockets {
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(5), socket.next())
+                .await
+                .unwrap()
+            {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(closed, Some(1001));
+    }
+    assert_eq!(
+        api.handshake("mode=allow").await,
+        Err(503),
+        "no new connection while stopping"
     );
 }
