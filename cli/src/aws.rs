@@ -25,8 +25,8 @@ pub const LOCAL_ACCESS_KEY: &str = "chatctl-dev";
 /// The region of a local emulator when none is given.
 pub const LOCAL_REGION: &str = "us-east-1";
 
-/// Whether `url` is on this machine (127.0.0.1, ::1, localhost): a local
-/// emulator, which accepts any credentials, so the user needs none.
+/// Whether `url` is on this machine (127.0.0.1, ::1, localhost): for an
+/// endpoint, a local emulator, which accepts any credentials.
 pub fn is_local_endpoint(url: &str) -> bool {
     let host = url
         .parse::<axum::http::Uri>()

@@ -182,7 +182,10 @@ async function prepare() {
 async function credentials(token, user) {
   if (token) return { key: "token", value: token, me: tokenSubject(token) || user };
   const config = state.config;
-  if (config?.auth !== "token" || !config.token_endpoint) return { key: "user", value: user, me: user };
+  // Tokens from chatctl dev are for its own stack only: never mint one for
+  // another server (a link could name any URL).
+  const local = config?.auth === "token" && config.token_endpoint && sameServer(el.url.value, config.url);
+  if (!local) return { key: "user", value: user, me: user };
 
   setState("connecting", `Getting a token for ${user}…`);
   const endpoint = new URL(config.token_endpoint, location.href);
@@ -198,6 +201,14 @@ async function credentials(token, user) {
     throw new ClientError("token_failed", body.error || `The token endpoint answered ${res.status}.`);
   }
   return { key: "token", value: body.token, me: body.user || user };
+}
+
+function sameServer(a, b) {
+  try {
+    return new URL(a.trim()).href === new URL(b).href;
+  } catch {
+    return false;
+  }
 }
 
 // The token's `sub` is our user name; decoding without verifying is enough to

@@ -173,3 +173,13 @@ test("opened from disk with a URL and a token, as for a deployed stack", async (
   assert.deepEqual(await shown(page, "from a file"), { from: "dave", kind: "room" });
   await page.close();
 });
+
+test("the page never mints a token for another server", async () => {
+  const page = await browser.newPage();
+  const minted = [];
+  page.on("request", (request) => request.url().includes("token.json") && minted.push(request.url()));
+  await page.goto(`${site}?url=${encodeURIComponent("ws://127.0.0.1:9/elsewhere")}&user=alice&autoconnect=1`);
+  await page.locator("#errors .error", { hasText: /could not connect/i }).waitFor({ timeout: 10_000 });
+  assert.deepEqual(minted, [], "no token was asked for");
+  await page.close();
+});

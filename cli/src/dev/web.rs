@@ -53,7 +53,19 @@ pub fn router(config: PageConfig, secret: Option<String>) -> Router {
         .route("/style.css", asset("text/css; charset=utf-8", STYLE_CSS))
         .route("/config.json", get(page_config))
         .route("/token.json", get(token))
+        .route_layer(axum::middleware::from_fn(loopback_host_only))
         .with_state(site)
+}
+
+/// Serves only requests addressed to this machine by name or address, so a
+/// web page elsewhere cannot reach the token endpoint through DNS rebinding
+/// (its requests carry its own host name).
+async fn loopback_host_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    if !host.is_some_and(|host| crate::aws::is_local_endpoint(&format!("http://{host}/"))) {
+        return (StatusCode::FORBIDDEN, "chatctl dev serves this page on 127.0.0.1 only").into_response();
+    }
+    next.run(request).await
 }
 
 async fn page_config(State(site): State<Arc<Site>>) -> Json<PageConfig> {

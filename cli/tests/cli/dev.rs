@@ -151,6 +151,22 @@ impl Dev {
     }
 }
 
+/// A plain HTTP/1.1 GET to `server` with the given Host header: (status, body).
+async fn http_get(server: &str, path: &str, host: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
 fn refused_with(result: Result<Socket, tungstenite::Error>) -> u16 {
     match result {
         Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
@@ -367,6 +383,34 @@ async fn dev_serves_the_chat_end_to_end() {
     );
     let routes = dev.chatctl(&["routes", "list"]).await;
     assert!(String::from_utf8_lossy(&routes.stdout).contains("chat-sendmessage"));
+
+    // The web client, its settings, and tokens for the page, on loopback names only.
+    let server = dev
+        .url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (status, page) = http_get(&server, "/", &server).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("app.js"), "{page}");
+    let (_, config) = http_get(&server, "/config.json", "localhost").await;
+    let config: Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["url"], dev.url.as_str());
+    assert_eq!(config["auth"], "token");
+    let (status, minted) = http_get(&server, "/token.json?user=bob", &server).await;
+    assert_eq!(status, 200);
+    let minted: Value = serde_json::from_str(&minted).unwrap();
+    assert!(
+        dev.connect(&format!("token={}", minted["token"].as_str().unwrap()))
+            .await
+            .is_ok()
+    );
+    let (status, refused) = http_get(&server, "/token.json?user=bob", "attacker.example").await;
+    assert_eq!(status, 403, "a rebound host name: {refused}");
+    let (status, refused) = http_get(&server, "/token.json?user=bad%20name", &server).await;
+    assert_eq!(status, 400, "{refused}");
 
     // Ctrl-C stops everything, with success.
     assert_eq!(dev.interrupt().await, Some(0));
