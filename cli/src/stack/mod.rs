@@ -120,13 +120,19 @@ impl Names {
 
     /// The AWS partition of the region (ARNs) and its DNS suffix (endpoints).
     pub fn partition(&self) -> (&'static str, &'static str) {
-        if self.region.starts_with("cn-") {
-            ("aws-cn", "amazonaws.com.cn")
-        } else if self.region.starts_with("us-gov-") {
-            ("aws-us-gov", "amazonaws.com")
-        } else {
-            ("aws", "amazonaws.com")
-        }
+        // Longest prefixes first: us-isob- before us-iso-.
+        const PARTITIONS: [(&str, &str, &str); 6] = [
+            ("cn-", "aws-cn", "amazonaws.com.cn"),
+            ("us-gov-", "aws-us-gov", "amazonaws.com"),
+            ("us-isob-", "aws-iso-b", "sc2s.sgov.gov"),
+            ("us-isof-", "aws-iso-f", "csp.hci.ic.gov"),
+            ("us-iso-", "aws-iso", "c2s.ic.gov"),
+            ("eu-isoe-", "aws-iso-e", "cloud.adc-e.uk"),
+        ];
+        PARTITIONS
+            .iter()
+            .find(|(prefix, _, _)| self.region.starts_with(prefix))
+            .map_or(("aws", "amazonaws.com"), |(_, partition, suffix)| (partition, suffix))
     }
 
     pub fn table_arn(&self, table: &str) -> String {
@@ -233,6 +239,9 @@ mod tests {
                 .invocation_uri(Function::Join)
                 .contains("arn:aws-cn:lambda:cn-north-1:123456789012:function:chat-join")
         );
+
+        assert_eq!(names("us-isob-east-1").partition(), ("aws-iso-b", "sc2s.sgov.gov"));
+        assert_eq!(names("us-iso-east-1").partition(), ("aws-iso", "c2s.ic.gov"));
 
         let gov = names("us-gov-west-1");
         assert_eq!(
