@@ -18,7 +18,9 @@ where
     let services = Services::from_env().await?;
     let (services, handler) = (&services, &handler);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<WebSocketEvent>| async move {
-        Ok::<_, lambda_runtime::Error>(handler(services, event.payload).await)
+        // Boxed: a handler's future nests deep (handler, store, SDK); inline in
+        // the runtime's, it passes the compiler's query depth limit.
+        Ok::<_, lambda_runtime::Error>(Box::pin(handler(services, event.payload)).await)
     }))
     .await
 }
