@@ -69,7 +69,7 @@ struct Admission {
     window: i64,
     /// The previous window's count as read.
     previous: i64,
-    /// This window's count as read.
+    /// This window's count as read (0 when remembered, not read).
     current: i64,
     /// How many the window's count may reach.
     limit: i64,
@@ -190,6 +190,11 @@ fn failed_conditions<R>(err: &SdkError<TransactWriteItemsError, R>) -> Option<Ve
 pub struct ConnectionStore {
     client: Client,
     table: String,
+    /// The window and the previous window's count as last read, so that a
+    /// connect usually needs no read: the previous count only falls, so a
+    /// stale one can refuse too early but never admit too many, and a
+    /// refusal reads again.
+    last_read: std::sync::Arc<std::sync::Mutex<Option<(i64, i64)>>>,
 }
 
 impl ConnectionStore {
@@ -197,6 +202,7 @@ impl ConnectionStore {
         Self {
             client,
             table: table.into(),
+            last_read: Default::default(),
         }
     }
 
@@ -211,23 +217,47 @@ impl ConnectionStore {
     /// has begun; else the counter is read again.
     pub async fn add(&self, record: &ConnectionRecord, max_connections: u64) -> Result<(), AddConnectionError> {
         let table = &self.table;
+        let mut remembered = self.remembered_admission(max_connections);
         for _ in 0..TRANSACTION_ATTEMPTS {
-            let admission = admission(&self.counter().await?, now_epoch_ms(), max_connections);
-            if admission.current >= admission.limit {
-                return Err(AddConnectionError::LimitReached(max_connections));
-            }
+            let admission = match remembered.take() {
+                Some(admission) => admission,
+                None => {
+                    let admission = admission(&self.counter().await?, now_epoch_ms(), max_connections);
+                    if admission.current >= admission.limit {
+                        return Err(AddConnectionError::LimitReached(max_connections));
+                    }
+                    admission
+                }
+            };
             let result = self.transact(self.add_items(record, &admission)?).await;
             match result {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    *self.last_read.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((admission.window, admission.previous));
+                    return Ok(());
+                }
                 Err(err) => match failed_conditions(&err).as_deref() {
                     Some([_, true]) => return Err(AddConnectionError::AlreadyRegistered(record.connection_id.clone())),
-                    // The counter moved since it was read: read again.
+                    // Full, or the counter moved since it was read: read again.
                     Some([true, ..]) => continue,
                     _ => return Err(aws_error("TransactWriteItems", table, err).into()),
                 },
             }
         }
         Err(AddConnectionError::LimitReached(max_connections))
+    }
+
+    /// The admission last read, while its window is the current one.
+    fn remembered_admission(&self, max_connections: u64) -> Option<Admission> {
+        let last_read = *self.last_read.lock().unwrap_or_else(|e| e.into_inner());
+        let (window, previous) = last_read.filter(|(window, _)| *window == count_window(now_epoch_ms()))?;
+        Some(Admission {
+            window,
+            previous,
+            current: 0,
+            limit: max_connections as i64 - previous.max(0),
+            stale: vec![],
+        })
     }
 
     /// Counts the connection in `admission.window`, provided the counter is
