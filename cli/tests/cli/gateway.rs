@@ -210,17 +210,21 @@ async fn a_message_over_128_kb_closes_with_1009_even_in_small_frames() {
     );
 
     send_fragmented(&mut socket, 129 * 1024).await;
-    let closed = loop {
+    assert_eq!(close_code(&mut socket).await, Some(1009));
+}
+
+/// The code of the close frame that ends `socket`, within 10 s.
+async fn close_code(socket: &mut Socket) -> Option<u16> {
+    loop {
         match tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await
-            .unwrap()
+            .expect("not closed within 10 s")
         {
-            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
             Some(Ok(_)) => continue,
             other => panic!("closed without a close frame: {other:?}"),
         }
-    };
-    assert_eq!(closed, Some(1009));
+    }
 }
 
 async fn next_text(socket: &mut Socket) -> Value {
@@ -297,17 +301,7 @@ async fn shutting_down_closes_as_going_away_and_runs_every_disconnect() {
         "ran before shut_down returned"
     );
     for socket in &mut sockets {
-        let closed = loop {
-            match tokio::time::timeout(Duration::from_secs(5), socket.next())
-                .await
-                .unwrap()
-            {
-                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                other => panic!("{other:?}"),
-            }
-        };
-        assert_eq!(closed, Some(1001));
+        assert_eq!(close_code(socket).await, Some(1001));
     }
     assert_eq!(
         api.handshake("mode=allow").await,

@@ -181,6 +181,26 @@ async fn a_binary_that_cannot_start_fails_its_invocations_at_once() {
     );
 }
 
+/// Restarts `function` while it handles `in_hand`, with `queued` more events
+/// arriving meanwhile, which must all succeed; `in_hand`'s outcome.
+async fn restart_during(function: &Arc<LocalFunction>, in_hand: &str, queued: usize) -> Outcome {
+    let in_hand = tokio::spawn({
+        let function = function.clone();
+        let event = Bytes::from(serde_json::to_vec(in_hand).unwrap());
+        async move { function.invoke(event).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    function.restart();
+    let queued = (0..queued).map(|i| {
+        let function = function.clone();
+        async move { function.invoke(Bytes::from(format!("\"queued {i}\""))).await }
+    });
+    for outcome in futures::future::join_all(queued).await {
+        assert!(matches!(outcome, Outcome::Response(_)), "{outcome:?}");
+    }
+    in_hand.await.unwrap()
+}
+
 /// A restart (after a rebuild) replaces the process without failing an
 /// invocation: the event in hand finishes, new ones wait for the new process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,21 +216,8 @@ async fn a_restart_loses_no_invocation() {
     };
     let before = pid(function.invoke(event("pid")).await);
 
-    let slow = tokio::spawn({
-        let function = function.clone();
-        async move { function.invoke(Bytes::from_static(b"\"slow\"")).await }
-    });
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    function.restart();
-    let quick = (0..10).map(|i| {
-        let function = function.clone();
-        async move { function.invoke(Bytes::from(format!("\"quick {i}\""))).await }
-    });
-    for outcome in futures::future::join_all(quick).await {
-        assert!(matches!(outcome, Outcome::Response(_)), "{outcome:?}");
-    }
     assert!(
-        matches!(slow.await.unwrap(), Outcome::Response(_)),
+        matches!(restart_during(&function, "slow", 10).await, Outcome::Response(_)),
         "the event in hand finished"
     );
     assert_ne!(pid(function.invoke(event("pid")).await), before, "a new process serves");
@@ -230,20 +237,7 @@ async fn a_restart_during_an_overrunning_event_fails_only_that_event() {
     let event = |text: &str| Bytes::from(serde_json::to_vec(text).unwrap());
     assert!(matches!(function.invoke(event("warm")).await, Outcome::Response(_)));
 
-    let overrun = tokio::spawn({
-        let function = function.clone();
-        async move { function.invoke(Bytes::from_static(b"\"sleep\"")).await }
-    });
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    function.restart();
-    let queued = (0..5).map(|i| {
-        let function = function.clone();
-        async move { function.invoke(Bytes::from(format!("\"queued {i}\""))).await }
-    });
-    for outcome in futures::future::join_all(queued).await {
-        assert!(matches!(outcome, Outcome::Response(_)), "{outcome:?}");
-    }
-    assert_eq!(overrun.await.unwrap(), Outcome::Timeout);
+    assert_eq!(restart_during(&function, "sleep", 5).await, Outcome::Timeout);
     // A later rebuild replaces the process again, without failing anything.
     function.restart();
     assert!(matches!(function.invoke(event("after")).await, Outcome::Response(_)));
