@@ -394,16 +394,14 @@ impl ConnectionStore {
     /// Removes a connection and uncounts it; `false` when it was already gone,
     /// so removing twice is harmless and counts once.
     pub async fn remove(&self, connection_id: &str) -> Result<bool, StoreError> {
-        Box::pin(self.remove_where(connection_id, None)).await
+        self.remove_where(connection_id, None).await
     }
 
     /// Removes a connection a delivery found gone (410), unless it connected
     /// after `connected_before` (epoch ms): API Gateway also answers 410 for
     /// a connection whose `$connect` has not returned yet.
     pub async fn remove_gone(&self, connection_id: &str, connected_before: i64) -> Result<bool, StoreError> {
-        // Boxed: inlined, the future nests too deep for the compiler in
-        // the sendmessage binary (query depth limit).
-        Box::pin(self.remove_where(connection_id, Some(connected_before))).await
+        self.remove_where(connection_id, Some(connected_before)).await
     }
 
     async fn remove_where(&self, connection_id: &str, connected_before: Option<i64>) -> Result<bool, StoreError> {
