@@ -619,7 +619,7 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
     println!("@connections URL:  {callback}/@connections");
     println!("AWS endpoint:      {endpoint}  (pass --endpoint-url {endpoint} to other chatctl commands)");
     if token_mode {
-        let token = crate::token::mint_with(&secret, "alice", std::time::Duration::from_secs(24 * 3600))?.token;
+        let token = crate::token::mint_with(&secret, "alice", crate::dev::web::DEV_TOKEN_TTL)?.token;
         println!("Token for alice:   {token}");
         println!("Try:               npx wscat -c '{url}?token={token}&room=lobby'");
     } else {

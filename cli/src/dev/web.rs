@@ -19,8 +19,8 @@ const INDEX_HTML: &str = include_str!("../../../examples/web/index.html");
 const APP_JS: &str = include_str!("../../../examples/web/app.js");
 const STYLE_CSS: &str = include_str!("../../../examples/web/style.css");
 
-/// How long a token minted for the page lives.
-const PAGE_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a token minted by `chatctl dev` (printed, or for the page) lives.
+pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// What the page is pre-filled with (`config.json`).
 #[derive(Debug, Clone, Serialize)]
@@ -86,7 +86,7 @@ async fn token(State(site): State<Arc<Site>>, Query(query): Query<TokenQuery>) -
     let Some(user) = query.user.filter(|u| !u.is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "give a user: /token.json?user=NAME".into()).into_response();
     };
-    match crate::token::mint_with(secret, &user, PAGE_TOKEN_TTL) {
+    match crate::token::mint_with(secret, &user, DEV_TOKEN_TTL) {
         Ok(minted) => Json(minted).into_response(),
         Err(err) => error(StatusCode::BAD_REQUEST, format!("{err:#}")).into_response(),
     }
