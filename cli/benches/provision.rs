@@ -1,6 +1,9 @@
-//! How much `chatctl up` (fresh and no-op) and `chatctl down` cost against a
-//! moto server, the build excluded: AWS calls made, mutating calls, the
-//! longest chain of calls that ran one after another, and wall time.
+//! How much `chatctl up` (fresh, after one function's code changed, no-op)
+//! and `chatctl down` cost, the build excluded: AWS calls made, mutating
+//! calls, the longest chain of calls that ran one after another, and wall
+//! time; first against plain moto, then through the AWS behaviour layer at
+//! real-scale timings (aws-facts.md §10), where it also prints the critical
+//! path of waits the model makes unavoidable and the ratio of wall time to it.
 //!
 //! Run: `cargo bench -p chatctl --bench provision` (after scripts/build-handlers),
 //! or scripts/bench-provision. `CHATCTL_BENCH_RUNS` sets the repetitions (default 3).
@@ -8,6 +11,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use chat_testkit::aws_behaviour::{Behaviours, Timings};
 use chat_testkit::aws_proxy::{longest_chain, longest_chain_calls};
 use chat_testkit::{AwsProxy, Moto};
 
@@ -80,31 +84,102 @@ async fn main() {
     let lambda_dir = lambda_dir.path().to_string_lossy().into_owned();
     let up = ["up", "--no-build", "--lambda-dir", lambda_dir.as_str()];
 
-    println!(
-        "{:<10} {:>4} {:>6} {:>9} {:>6} {:>9}",
-        "command", "run", "calls", "mutating", "chain", "wall ms"
-    );
-    for run in 1..=runs {
-        let moto = Moto::start();
-        let proxy = AwsProxy::start(moto.endpoint()).await;
-        let workdir = tempfile::tempdir().unwrap();
-        for measured in [
-            measure(&proxy, workdir.path(), "up (fresh)", &up).await,
-            measure(&proxy, workdir.path(), "up (no-op)", &up).await,
-            measure(&proxy, workdir.path(), "down", &["down", "--yes"]).await,
-        ] {
-            println!(
-                "{:<10} {:>4} {:>6} {:>9} {:>6} {:>9.0}",
-                measured.what,
-                run,
-                measured.calls,
-                measured.mutating,
-                measured.chain,
-                measured.wall.as_secs_f64() * 1000.0
-            );
-            if run == 1 {
-                println!("    chain: {}", measured.links.join(" → "));
+    for (model, behaviours) in [
+        ("plain moto", Behaviours::none()),
+        (
+            "AWS behaviour layer, real-scale timings",
+            Behaviours::all(Timings::real_scale()),
+        ),
+    ] {
+        println!("\n{model}");
+        println!(
+            "{:<17} {:>4} {:>6} {:>9} {:>6} {:>9} {:>9} {:>6}",
+            "command", "run", "calls", "mutating", "chain", "wall ms", "path ms", "ratio"
+        );
+        let timings = (behaviours != Behaviours::none()).then_some(behaviours.timings);
+        for run in 1..=runs {
+            let moto = Moto::start();
+            let proxy = AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
+            let workdir = tempfile::tempdir().unwrap();
+            let fresh = measure(&proxy, workdir.path(), "up (fresh)", &up).await;
+            change_code(&lambda_dir, "sendmessage");
+            let changed = measure(&proxy, workdir.path(), "up (one function)", &up).await;
+            let no_op = measure(&proxy, workdir.path(), "up (no-op)", &up).await;
+            let down = measure(&proxy, workdir.path(), "down", &["down", "--yes"]).await;
+            for (measured, path) in [
+                (fresh, timings.map(fresh_up_path)),
+                (changed, timings.map(code_update_path)),
+                (no_op, timings.map(no_op_path)),
+                (down, timings.map(down_path)),
+            ] {
+                let wall_ms = measured.wall.as_secs_f64() * 1000.0;
+                let (path_ms, ratio) = match path {
+                    Some(path) => {
+                        let path_ms = path.as_secs_f64() * 1000.0;
+                        (format!("{path_ms:.0}"), format!("{:.2}", wall_ms / path_ms))
+                    }
+                    None => ("-".into(), "-".into()),
+                };
+                println!(
+                    "{:<17} {:>4} {:>6} {:>9} {:>6} {:>9.0} {:>9} {:>6}",
+                    measured.what, run, measured.calls, measured.mutating, measured.chain, wall_ms, path_ms, ratio
+                );
+                if run == 1 {
+                    println!("    chain: {}", measured.links.join(" → "));
+                }
             }
         }
     }
+}
+
+/// Gives a function new code: one more file in its zip.
+fn change_code(lambda_dir: &str, function: &str) {
+    let zip = PathBuf::from(lambda_dir).join(function).join("bootstrap.zip");
+    let stamp = format!("{:?}", Instant::now());
+    let status = std::process::Command::new(chat_testkit::moto::python())
+        .args([
+            "-c",
+            "import sys, zipfile; zipfile.ZipFile(sys.argv[1], 'a').writestr('changed-' + sys.argv[2], 'new code')",
+        ])
+        .arg(&zip)
+        .arg(stamp)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Reading the stack: credentials and names, then what needs an id.
+fn read_path(t: &Timings) -> Duration {
+    t.latency.read * 3
+}
+
+/// The waits a fresh `up` cannot avoid under the model, the longest of:
+/// role → propagation → CreateFunction → Pending → Active → AddPermission;
+/// CreateTable → CREATING → ACTIVE → UpdateTimeToLive; CreateApi → the API's
+/// 15 writes, one at a time (a second meanwhile is a conflict) → deployment.
+fn fresh_up_path(t: Timings) -> Duration {
+    let w = t.latency.write;
+    let functions = w + t.role_propagation.max(w) + w + t.function_pending + t.latency.read + w;
+    let tables = w + t.table_creating + t.latency.read + w;
+    let api_writes = 15; // stage, authorizer, 6 integrations, 6 routes, stage update
+    let api = w + t.api_write.max(w) * api_writes + t.latency.create_deployment;
+    read_path(&t) + functions.max(tables).max(api)
+}
+
+/// New code for one function: UpdateFunctionCode → InProgress → Successful.
+fn code_update_path(t: Timings) -> Duration {
+    read_path(&t) + t.latency.read + t.latency.write + t.function_update + t.latency.read
+}
+
+fn no_op_path(t: Timings) -> Duration {
+    read_path(&t)
+}
+
+/// DeleteApi → DeleteFunction → (DeleteTable → DELETING → gone | the role's
+/// policies → DeleteRole) → DeleteLogGroup.
+fn down_path(t: Timings) -> Duration {
+    let w = t.latency.write;
+    let tables = t.latency.read + w + t.table_deleting + t.latency.read;
+    let roles = t.latency.read * 2 + w * 2;
+    read_path(&t) + w + w + tables.max(roles) + w
 }

@@ -3,11 +3,13 @@
 //! that say what failed and what to do.
 
 use std::fmt::Display;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 /// Where to find AWS: all optional, the standard chain fills the rest.
@@ -181,6 +183,106 @@ where
     move |err| aws_error(what, err)
 }
 
+/// How long and how often to retry one AWS condition. Delays double from
+/// `first_delay` up to `max_delay`: at most a second, so that a wait is
+/// never overshot by more than that.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub total: Duration,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Budget {
+    pub const fn new(total: Duration) -> Budget {
+        Budget {
+            total,
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A call retried while `retryable` says so, until the budget is spent.
+/// `Err((err, spent))`: the last error, and whether it outlasted the budget.
+pub async fn retry<T, E, F, Fut>(
+    budget: Budget,
+    retryable: impl Fn(&E) -> bool,
+    mut call: F,
+) -> std::result::Result<T, (E, bool)>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, E>>,
+{
+    let started = Instant::now();
+    let mut delay = budget.first_delay;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(err) if !retryable(&err) => return Err((err, false)),
+            Err(err) if started.elapsed() + delay > budget.total => return Err((err, true)),
+            Err(_) => {
+                tokio::time::sleep(jitter(delay)).await;
+                delay = (delay * 2).min(budget.max_delay);
+            }
+        }
+    }
+}
+
+/// Between half and all of `delay`, so that concurrent retries spread out.
+fn jitter(delay: Duration) -> Duration {
+    delay.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+}
+
+/// [`aws_error`] for the outcome of [`retry`]: past the budget, it says how
+/// long chatctl tried and what to do.
+pub fn retry_error<E, R>(
+    what: impl Display,
+    budget: Budget,
+    todo: &str,
+    (err, spent): (SdkError<E, R>, bool),
+) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let error = aws_error(what, err);
+    if spent {
+        anyhow!(
+            "{error}\n  still failing after {}s of retries: {todo}",
+            budget.total.as_secs()
+        )
+    } else {
+        error
+    }
+}
+
+/// API Gateway's answer to concurrent writes to one API: `409
+/// ConflictException` ("concurrent modification"), which the SDK does not
+/// retry (aws-facts.md §10; terraform-provider-aws #18018, #37897).
+pub fn is_api_conflict<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    is_code(err, &["ConflictException"])
+}
+
+/// Whether a failed create may have happened all the same: its answer was
+/// lost (timeout, connection, 5xx) or it was throttled. A create that cannot
+/// be retried safely looks for what it made before trying again
+/// (aws-facts.md §10, "lost responses").
+pub fn may_have_happened<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(context) => {
+            context.raw().status().is_server_error()
+                || context.raw().status().as_u16() == 429
+                || is_code(
+                    err,
+                    &["ThrottlingException", "TooManyRequestsException", "ConflictException"],
+                )
+        }
+        _ => false,
+    }
+}
+
 /// IAM returns policy documents URL-encoded.
 pub fn decode_policy(text: &str) -> Result<serde_json::Value> {
     let decoded = if text.trim_start().starts_with('{') {
@@ -197,6 +299,37 @@ pub fn decode_policy(text: &str) -> Result<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SHORT: Budget = Budget {
+        total: Duration::from_millis(200),
+        first_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(40),
+    };
+
+    #[tokio::test]
+    async fn retry_stops_at_success_at_a_final_error_or_past_its_budget() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let count = || calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let third_time_lucky = retry(
+            SHORT,
+            |e: &&str| *e == "busy",
+            || async { if count() < 3 { Err("busy") } else { Ok("done") } },
+        )
+        .await;
+        assert_eq!(third_time_lucky, Ok("done"));
+
+        let final_error = retry(SHORT, |e: &&str| *e == "busy", || async { Err::<(), _>("denied") }).await;
+        assert_eq!(final_error, Err(("denied", false)));
+
+        let started = Instant::now();
+        let spent = retry(SHORT, |e: &&str| *e == "busy", || async { Err::<(), _>("busy") }).await;
+        assert_eq!(spent, Err(("busy", true)));
+        assert!(
+            started.elapsed() <= SHORT.total + Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 
     #[test]
     fn local_endpoints_are_told_from_remote_ones() {

@@ -74,11 +74,13 @@ pub struct Query<'a> {
 /// merged by time. Log groups that do not exist are skipped; if none does,
 /// the stack is not deployed.
 pub async fn fetch(aws: &Aws, names: &Names, query: &Query<'_>) -> Result<Vec<LogLine>> {
+    let pace = &FilterPace::new();
     let reads = query.functions.iter().map(|function| async move {
         let group = names.log_group(*function);
         let mut lines = vec![];
         let mut next_token = None;
         loop {
+            pace.wait().await;
             let page = aws
                 .logs
                 .filter_log_events()
@@ -129,6 +131,27 @@ pub async fn fetch(aws: &Aws, names: &Names, query: &Query<'_>) -> Result<Vec<Lo
     // Stable: within a millisecond, each group's own order is kept.
     merged.sort_by_key(|line| line.timestamp_ms);
     Ok(merged)
+}
+
+/// FilterLogEvents is limited to 5 requests/s per account and region
+/// (aws-facts.md §10, AWS Knowledge Center); past it AWS answers
+/// ThrottlingException. One `fetch` reads many groups and pages, so it
+/// spaces its own requests to stay within that, leaving room for others.
+pub const FILTER_REQUESTS_PER_SECOND: u32 = 4;
+
+/// Spaces the FilterLogEvents requests of one fetch.
+struct FilterPace(tokio::sync::Mutex<tokio::time::Interval>);
+
+impl FilterPace {
+    fn new() -> FilterPace {
+        let mut interval = tokio::time::interval(Duration::from_secs(1) / FILTER_REQUESTS_PER_SECOND);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        FilterPace(tokio::sync::Mutex::new(interval))
+    }
+
+    async fn wait(&self) {
+        self.0.lock().await.tick().await;
+    }
 }
 
 /// Remembers printed events so `--follow` prints each exactly once.

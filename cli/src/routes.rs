@@ -139,6 +139,7 @@ mod tests {
                 identity_sources: vec![],
             }],
             stage: None,
+            duplicates: vec![],
         };
         let rows = rows(&api);
         let keys: Vec<_> = rows.iter().map(|r| r.route_key.as_str()).collect();

@@ -18,6 +18,12 @@
 //!
 //! [`AwsProxy::deny`] answers chosen operations with the service's
 //! access-denied error, as for credentials that lack the permission.
+//!
+//! With [`Behaviours`] (see [`crate::aws_behaviour`]), the proxy answers the
+//! way real AWS does where moto is instant and lenient: concurrent-write
+//! conflicts, IAM propagation, Lambda function states, DynamoDB CREATING and
+//! tag lag, small pages, lost create responses, quotas and latency. All are off
+//! for [`AwsProxy::start`].
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -33,6 +39,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::aws_behaviour::{Behaviours, Decision, LayerError, LayerState, Protocol, RequestView};
+
 /// One request that reached the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsCall {
@@ -44,8 +52,15 @@ pub struct AwsCall {
     pub operation: String,
     /// Whether the operation changes state (see [`is_mutating_operation`]).
     pub mutating: bool,
-    /// Whether the proxy answered with an injected fault instead of moto.
+    /// Whether the proxy answered with an error of its own instead of moto's
+    /// answer: an injected fault, a denial, or an error of the behaviour layer.
     pub faulted: bool,
+    /// What the behaviour layer answered instead of moto: the error code
+    /// (`ConflictException`, `ResourceConflictException`, …), `LostResponse`
+    /// for a create whose answer it replaced by an HTTP 500, or
+    /// `TableStatus DELETING` for a DescribeTable it answered (not faulted).
+    /// `None` for moto's answers, injected [`Faults`] and [`AwsProxy::deny`].
+    pub answered_by_layer: Option<String>,
     /// When the request arrived and when its answer left, since the proxy started.
     pub started: Duration,
     pub finished: Duration,
@@ -71,16 +86,6 @@ enum FaultKind {
     ServerError,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    /// awsJson1_0 / awsJson1_1: `X-Amz-Target`, errors in `__type`.
-    AwsJson,
-    /// awsQuery: form-encoded `Action=`, XML `<ErrorResponse>` errors.
-    AwsQuery,
-    /// restJson1: the operation is in method and path, errors in `x-amzn-ErrorType`.
-    RestJson,
-}
-
 struct FaultState {
     faults: Faults,
     rng: u64,
@@ -88,13 +93,14 @@ struct FaultState {
     just_faulted: HashSet<u64>,
 }
 
-#[derive(Default)]
 struct Recorded {
     calls: Vec<AwsCall>,
     next_sequence: u64,
     faults: Option<FaultState>,
     /// Operations answered with access denied.
     denied: HashSet<String>,
+    /// The AWS behaviour layer.
+    layer: LayerState,
 }
 
 struct Shared {
@@ -126,15 +132,21 @@ impl AwsProxy {
     /// Starts a recording proxy to `moto_endpoint` (e.g. `Moto::endpoint()`)
     /// on a free loopback port. Needs a Tokio runtime.
     pub async fn start(moto_endpoint: &str) -> AwsProxy {
-        Self::start_inner(moto_endpoint, None).await
+        Self::start_inner(moto_endpoint, None, Behaviours::none()).await
     }
 
     /// Like [`AwsProxy::start`], and injects `faults` from the first request on.
     pub async fn start_with_faults(moto_endpoint: &str, faults: Faults) -> AwsProxy {
-        Self::start_inner(moto_endpoint, Some(faults)).await
+        Self::start_inner(moto_endpoint, Some(faults), Behaviours::none()).await
     }
 
-    async fn start_inner(moto_endpoint: &str, faults: Option<Faults>) -> AwsProxy {
+    /// Like [`AwsProxy::start`], and reproduces `behaviours` of real AWS from
+    /// the first request on (see [`crate::aws_behaviour`]).
+    pub async fn start_with_behaviours(moto_endpoint: &str, behaviours: Behaviours) -> AwsProxy {
+        Self::start_inner(moto_endpoint, None, behaviours).await
+    }
+
+    async fn start_inner(moto_endpoint: &str, faults: Option<Faults>, behaviours: Behaviours) -> AwsProxy {
         let shared = Arc::new(Shared {
             upstream: moto_endpoint.trim_end_matches('/').to_string(),
             client: Client::builder(TokioExecutor::new()).build_http(),
@@ -143,6 +155,7 @@ impl AwsProxy {
                 calls: Vec::new(),
                 next_sequence: 0,
                 faults: faults.map(FaultState::new),
+                layer: LayerState::new(behaviours),
             }),
             epoch: Instant::now(),
         });
@@ -203,6 +216,22 @@ impl AwsProxy {
     /// next request on, every time; an empty list stops it.
     pub fn deny(&self, operations: &[&str]) {
         self.recorded().denied = operations.iter().map(|o| o.to_string()).collect();
+    }
+
+    /// Replaces the AWS behaviours from the next request on; what the layer
+    /// remembers (roles, functions, tables, API writes, …) stays.
+    pub fn set_behaviours(&self, behaviours: Behaviours) {
+        self.recorded().layer.behaviours = behaviours;
+    }
+
+    /// GetFunction / GetFunctionConfiguration then show `function_name` (a
+    /// name or ARN) as State `Inactive` (StateReasonCode `Idle`), as a
+    /// function idle for weeks; updates are allowed and keep it `Inactive`
+    /// (LastUpdateStatus goes `InProgress` → `Successful` with
+    /// `function_states`). Lambda docs "functions-states" (aws-facts.md §10).
+    /// Works whatever the behaviours; DeleteFunction forgets it.
+    pub fn make_function_inactive(&self, function_name: &str) {
+        self.recorded().layer.make_function_inactive(function_name);
     }
 
     fn recorded(&self) -> std::sync::MutexGuard<'_, Recorded> {
@@ -272,13 +301,14 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")),
     };
     let identified = identify(&parts.method, &parts.uri, &parts.headers, &body);
+    let key = request_key(&identified, &parts.method, &parts.uri, &body);
 
     let started = shared.epoch.elapsed();
-    let (denied, fault, sequence) = {
+    let (denied, fault, sequence, behaviours) = {
         let mut recorded = shared.recorded.lock().unwrap();
         let denied = recorded.denied.contains(&identified.operation);
         let fault = match &mut recorded.faults {
-            Some(state) if !denied => state.decide(request_key(&identified, &parts.method, &parts.uri, &body)),
+            Some(state) if !denied => state.decide(key),
             _ => None,
         };
         let sequence = recorded.next_sequence;
@@ -288,11 +318,12 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
             operation: identified.operation.clone(),
             mutating: identified.mutating,
             faulted: denied || fault.is_some(),
+            answered_by_layer: None,
             started,
             finished: started,
             sequence,
         });
-        (denied, fault, sequence)
+        (denied, fault, sequence, recorded.layer.behaviours)
     };
     if denied {
         return access_denied_response(&identified, &parts.headers);
@@ -300,7 +331,100 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
     if let Some(kind) = fault {
         return fault_response(&identified, &parts.headers, kind);
     }
-    let response = forward(&shared, parts, body).await;
+
+    let latency = behaviours.latency_of(&identified.operation, identified.mutating);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let view = RequestView {
+        service: &identified.service,
+        operation: &identified.operation,
+        method: &parts.method,
+        uri: &parts.uri,
+        body: &body,
+        key,
+    };
+    let decision = shared.recorded.lock().unwrap().layer.before(&view);
+    let mut plan = match decision {
+        Decision::Answer(error) => {
+            finish(&shared, sequence, true, Some(error.code.to_string()));
+            return layer_error_response(&identified, &parts.headers, &error);
+        }
+        Decision::Reply(value, what) => {
+            finish(&shared, sequence, false, Some(what.to_string()));
+            return json_response(&parts.headers, value);
+        }
+        Decision::Forward(plan) => plan,
+    };
+    if let Some(arn) = plan.snapshot_tags_of.take() {
+        plan.snapshot = fetch_dynamodb_tags(&shared, &parts.headers, &arn).await;
+    }
+
+    // What moto gets: the request, less the paging parameters the layer took out.
+    let mut upstream_parts = parts.clone();
+    let mut upstream_body = body.clone();
+    if let Some(path_and_query) = plan.new_path_and_query.take()
+        && let Ok(uri) = path_and_query.parse::<Uri>()
+    {
+        upstream_parts.uri = uri;
+    }
+    if let Some(new_body) = plan.new_body.take() {
+        upstream_parts.headers.remove(header::CONTENT_LENGTH);
+        upstream_body = Bytes::from(new_body);
+    }
+    let (mut response_parts, response_body) = match forward_raw(&shared, upstream_parts, upstream_body).await {
+        Ok(answer) => answer,
+        Err(response) => {
+            let view = RequestView {
+                service: &identified.service,
+                operation: &identified.operation,
+                method: &parts.method,
+                uri: &parts.uri,
+                body: &body,
+                key,
+            };
+            shared
+                .recorded
+                .lock()
+                .unwrap()
+                .layer
+                .after(&view, plan, StatusCode::BAD_GATEWAY, &[]);
+            finish(&shared, sequence, false, None);
+            return response;
+        }
+    };
+    let view = RequestView {
+        service: &identified.service,
+        operation: &identified.operation,
+        method: &parts.method,
+        uri: &parts.uri,
+        body: &body,
+        key,
+    };
+    let after = shared
+        .recorded
+        .lock()
+        .unwrap()
+        .layer
+        .after(&view, plan, response_parts.status, &response_body);
+    if after.lost {
+        finish(&shared, sequence, true, Some("LostResponse".to_string()));
+        return fault_response(&identified, &parts.headers, FaultKind::ServerError);
+    }
+    finish(&shared, sequence, false, None);
+    let response_body = match after.body {
+        Some(rewritten) => {
+            // hyper sets the length of the new body.
+            response_parts.headers.remove(header::CONTENT_LENGTH);
+            Bytes::from(rewritten)
+        }
+        None => response_body,
+    };
+    Response::from_parts(response_parts, Body::from(response_body))
+}
+
+/// Notes when the call `sequence` was answered, and by whom.
+fn finish(shared: &Shared, sequence: u64, faulted: bool, answered_by_layer: Option<String>) {
     let finished = shared.epoch.elapsed();
     if let Some(call) = shared
         .recorded
@@ -311,30 +435,77 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         .find(|c| c.sequence == sequence)
     {
         call.finished = finished;
+        call.faulted |= faulted;
+        call.answered_by_layer = answered_by_layer;
     }
-    response
 }
 
-async fn forward(shared: &Shared, mut parts: axum::http::request::Parts, body: axum::body::Bytes) -> Response {
+/// The tags of a DynamoDB resource as moto has them now, asked with the
+/// headers (credential scope) of the client's request; `None` if moto fails.
+async fn fetch_dynamodb_tags(shared: &Shared, client_headers: &HeaderMap, arn: &str) -> Option<Vec<serde_json::Value>> {
+    let mut tags = Vec::new();
+    let mut next_token: Option<String> = None;
+    loop {
+        let mut body = serde_json::json!({ "ResourceArn": arn });
+        if let Some(token) = &next_token {
+            body["NextToken"] = serde_json::json!(token);
+        }
+        let mut request = axum::http::Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}/", shared.upstream))
+            .header(header::CONTENT_TYPE, "application/x-amz-json-1.0")
+            .header("x-amz-target", "DynamoDB_20120810.ListTagsOfResource");
+        if let Some(authorization) = client_headers.get(header::AUTHORIZATION) {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
+        let request = request.body(Body::from(body.to_string())).ok()?;
+        let response = shared.client.request(request).await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let bytes = axum::body::to_bytes(Body::new(response.into_body()), usize::MAX)
+            .await
+            .ok()?;
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        tags.extend(answer["Tags"].as_array().cloned().unwrap_or_default());
+        match answer["NextToken"].as_str() {
+            Some(token) => next_token = Some(token.to_string()),
+            None => return Some(tags),
+        }
+    }
+}
+
+/// Sends the request to moto; its answer (hop-by-hop headers removed), or
+/// the proxy's answer when moto cannot be reached.
+async fn forward_raw(
+    shared: &Shared,
+    mut parts: axum::http::request::Parts,
+    body: Bytes,
+) -> Result<(axum::http::response::Parts, Bytes), Response> {
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     parts.uri = match format!("{}{path_and_query}", shared.upstream).parse::<Uri>() {
         Ok(uri) => uri,
-        Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("bad upstream URI: {e}")),
+        Err(e) => return Err(plain(StatusCode::BAD_GATEWAY, format!("bad upstream URI: {e}"))),
     };
     parts.headers.remove(header::HOST);
     strip_hop_by_hop(&mut parts.headers);
     let upstream_request = axum::http::Request::from_parts(parts, Body::from(body));
     let response = match shared.client.request(upstream_request).await {
         Ok(response) => response,
-        Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("moto is unreachable: {e}")),
+        Err(e) => return Err(plain(StatusCode::BAD_GATEWAY, format!("moto is unreachable: {e}"))),
     };
     let (mut parts, body) = response.into_parts();
     let body = match axum::body::to_bytes(Body::new(body), usize::MAX).await {
         Ok(body) => body,
-        Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("cannot read moto's response: {e}")),
+        Err(e) => {
+            return Err(plain(
+                StatusCode::BAD_GATEWAY,
+                format!("cannot read moto's response: {e}"),
+            ));
+        }
     };
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Body::from(body))
+    Ok((parts, body))
 }
 
 fn plain(status: StatusCode, text: String) -> Response {
@@ -800,7 +971,69 @@ fn access_denied_response(identified: &Identified, request_headers: &HeaderMap) 
     error_response(status, &content_type, error_type, body)
 }
 
-fn error_response(status: StatusCode, content_type: &str, error_type: Option<&'static str>, body: String) -> Response {
+/// An error of the behaviour layer, shaped by the protocol of the request.
+fn layer_error_response(identified: &Identified, request_headers: &HeaderMap, error: &LayerError) -> Response {
+    let service = identified.service.as_str();
+    let mut response = match identified.protocol {
+        Protocol::AwsJson => {
+            let code = match service {
+                "dynamodb" => format!("com.amazonaws.dynamodb.v20120810#{}", error.code),
+                _ => error.code.to_string(),
+            };
+            let body = serde_json::json!({ "__type": code, "message": error.message });
+            error_response(
+                error.status,
+                &json_content_type(request_headers),
+                None,
+                body.to_string(),
+            )
+        }
+        Protocol::AwsQuery => {
+            let body = format!(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>{}</Code><Message>{}</Message></Error>\
+                 <RequestId>{REQUEST_ID}</RequestId></ErrorResponse>",
+                error.code, error.message
+            );
+            error_response(error.status, "text/xml", None, body)
+        }
+        Protocol::RestJson => {
+            let mut body = serde_json::json!({ "message": error.message });
+            if let Some(serde_json::Value::Object(extra)) = &error.extra {
+                for (name, value) in extra {
+                    body[name] = value.clone();
+                }
+            }
+            error_response(error.status, "application/json", Some(error.code), body.to_string())
+        }
+    };
+    if let Some(seconds) = error.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// A 200 awsJson answer made by the layer.
+fn json_response(request_headers: &HeaderMap, value: serde_json::Value) -> Response {
+    error_response(
+        StatusCode::OK,
+        &json_content_type(request_headers),
+        None,
+        value.to_string(),
+    )
+}
+
+/// The awsJson content type of the request (1.0 or 1.1), for its answer.
+fn json_content_type(request_headers: &HeaderMap) -> String {
+    request_headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("application/x-amz-json-1.0")
+        .to_string()
+}
+
+fn error_response(status: StatusCode, content_type: &str, error_type: Option<&str>, body: String) -> Response {
     let mut response = Response::new(Body::from(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -809,8 +1042,8 @@ fn error_response(status: StatusCode, content_type: &str, error_type: Option<&'s
         HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/json")),
     );
     headers.insert("x-amzn-requestid", HeaderValue::from_static(REQUEST_ID));
-    if let Some(error_type) = error_type {
-        headers.insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+    if let Some(error_type) = error_type.and_then(|value| HeaderValue::from_str(value).ok()) {
+        headers.insert("x-amzn-errortype", error_type);
     }
     response
 }

@@ -96,10 +96,19 @@ impl RouteTable {
             }
         });
         match key {
+            // `$connect` and `$disconnect` belong to the connection's life, not
+            // to messages: a frame selecting them is unmatched and goes to
+            // `$default` (API Gateway's developer guide ties those routes to
+            // connecting and disconnecting only, and reserves the `$` prefix).
+            Some(key) if key == "$connect" || key == "$disconnect" => self.fallback(),
             Some(key) if self.routes.contains_key(&key) => self.routes.get_key_value(&key).map(|(k, _)| k.as_str()),
-            _ if self.routes.contains_key("$default") => Some("$default"),
-            _ => None,
+            _ => self.fallback(),
         }
+    }
+
+    /// `$default` when the API has it; else the frame is answered Forbidden.
+    fn fallback(&self) -> Option<&str> {
+        self.routes.get_key_value("$default").map(|(k, _)| k.as_str())
     }
 }
 
@@ -814,6 +823,17 @@ mod tests {
         assert_eq!(table.select(r#"{"action":"dance"}"#), Some("$default"));
         assert_eq!(table.select(r#"{"message":"hi"}"#), Some("$default"));
         assert_eq!(table.select("not json"), Some("$default"));
+        let with_lifecycle = RouteTable {
+            routes: HashMap::from([
+                ("$connect".to_string(), "chat-connect".to_string()),
+                ("$disconnect".to_string(), "chat-disconnect".to_string()),
+                ("$default".to_string(), "chat-default".to_string()),
+            ]),
+            ..table.clone()
+        };
+        assert_eq!(with_lifecycle.select(r#"{"action":"$connect"}"#), Some("$default"));
+        assert_eq!(with_lifecycle.select(r#"{"action":"$disconnect"}"#), Some("$default"));
+        assert_eq!(with_lifecycle.select(r#"{"action":"$default"}"#), Some("$default"));
         let no_default = RouteTable {
             routes: HashMap::from([("join".to_string(), "f".to_string())]),
             ..table

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::Result;
 use serde_json::Value;
 
+use aws_sdk_dynamodb::types::{TableDescription, TableStatus};
+
 use super::desired::POLICY_NAME;
 use super::{Function, Names, STACK_TAG};
 use crate::aws::{Aws, decode_policy, failed, is_code};
@@ -125,6 +127,9 @@ pub struct ApiState {
     pub integrations: Vec<IntegrationState>,
     pub authorizers: Vec<AuthorizerState>,
     pub stage: Option<StageState>,
+    /// Other APIs of this stack with the same name (an interrupted run or
+    /// two runs at once made them): `up` and `down` delete them.
+    pub duplicates: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,7 +181,7 @@ pub async fn read(aws: &Aws, names: &Names) -> Result<Actual> {
     })
 }
 
-async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String, Found<TableState>)> {
+pub async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String, Found<TableState>)> {
     let (described, ttl) = tokio::join!(
         aws.dynamodb.describe_table().table_name(name).send(),
         aws.dynamodb.describe_time_to_live().table_name(name).send(),
@@ -185,21 +190,27 @@ async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String, Fou
         Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok((name.to_string(), Found::Missing)),
         other => other.map_err(failed(format!("cannot read DynamoDB table {name}")))?,
     };
-    let Some(table) = described.table else {
+    let Some(mut table) = described.table else {
         return Ok((name.to_string(), Found::Missing));
     };
-    let tags = aws
-        .dynamodb
-        .list_tags_of_resource()
-        .resource_arn(table.table_arn().unwrap_or_default())
-        .send()
-        .await
-        .map_err(failed(format!("cannot read the tags of DynamoDB table {name}")))?;
-    let tag = tags
-        .tags()
-        .iter()
-        .find(|t| t.key() == STACK_TAG)
-        .map(|t| t.value().to_string());
+    if table.table_status() == Some(&TableStatus::Deleting) {
+        // An interrupted `down`: the table is on its way out.
+        super::apply::wait_until_table_gone(aws, name).await?;
+        return Ok((name.to_string(), Found::Missing));
+    }
+    let tag = match read_table_tag(aws, name, &table).await? {
+        TableTag::Read(tag) => tag,
+        TableTag::Creating => {
+            // ListTagsOfResource answers ResourceNotFoundException while the
+            // table is CREATING (aws-facts.md §10; cortex #1369): its owner
+            // is known once it is ACTIVE.
+            table = super::apply::wait_for_table(aws, name).await?;
+            match read_table_tag(aws, name, &table).await? {
+                TableTag::Read(tag) => tag,
+                TableTag::Creating => anyhow::bail!("DynamoDB table {name} is ACTIVE but its tags cannot be read"),
+            }
+        }
+    };
     let key = |key_type: aws_sdk_dynamodb::types::KeyType| {
         table
             .key_schema()
@@ -247,7 +258,65 @@ async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String, Fou
     Ok((name.to_string(), Found::classify(&names.stack, tag.as_deref(), state)))
 }
 
-async fn read_role(aws: &Aws, names: &Names, name: &str) -> Result<(String, Found<RoleState>)> {
+enum TableTag {
+    /// The stack tag's value, if the table has one.
+    Read(Option<String>),
+    /// The tags cannot be read yet: the table is being created.
+    Creating,
+}
+
+/// How long after its creation a table's tags may still be unreadable:
+/// DynamoDB's TagResource is eventually consistent (aws-facts.md §10;
+/// terraform-provider-aws PR #39326 waits for tags after tagging).
+const TAG_LAG_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long chatctl waits for the tags of a table made that recently.
+const TAG_LAG_BUDGET: crate::aws::Budget = crate::aws::Budget::new(std::time::Duration::from_secs(10));
+
+/// The stack tag of a table. A table without any tag that was created in the
+/// last minutes may be ours with tags not yet readable, so its tags are read
+/// again for a while before it is taken for someone else's.
+async fn read_table_tag(aws: &Aws, name: &str, table: &TableDescription) -> Result<TableTag> {
+    let arn = table.table_arn().unwrap_or_default();
+    let recent = table.creation_date_time().is_some_and(|created| {
+        let age = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|now| now.as_secs_f64() - created.as_secs_f64())
+            .unwrap_or(0.0);
+        age < TAG_LAG_WINDOW.as_secs_f64()
+    });
+    let read = || async {
+        match aws.dynamodb.list_tags_of_resource().resource_arn(arn).send().await {
+            Err(err) if is_code(&err, &["ResourceNotFoundException"]) => Ok(None),
+            Err(err) => Err(err),
+            Ok(tags) => Ok(Some(tags.tags.unwrap_or_default())),
+        }
+    };
+    let untagged = |tags: &Result<Option<Vec<aws_sdk_dynamodb::types::Tag>>, _>| {
+        recent && matches!(tags, Ok(Some(tags)) if tags.is_empty())
+    };
+    let tags = match crate::aws::retry(
+        TAG_LAG_BUDGET,
+        |_| true,
+        || async {
+            let tags = read().await;
+            if untagged(&tags) { Err(tags) } else { Ok(tags) }
+        },
+    )
+    .await
+    {
+        Ok(tags) | Err((tags, _)) => tags,
+    };
+    match tags.map_err(failed(format!("cannot read the tags of DynamoDB table {name}")))? {
+        None => Ok(TableTag::Creating),
+        Some(tags) => Ok(TableTag::Read(
+            tags.iter()
+                .find(|t| t.key() == STACK_TAG)
+                .map(|t| t.value().to_string()),
+        )),
+    }
+}
+
+pub async fn read_role(aws: &Aws, names: &Names, name: &str) -> Result<(String, Found<RoleState>)> {
     let (role, policy) = tokio::join!(
         aws.iam.get_role().role_name(name).send(),
         aws.iam
@@ -392,41 +461,65 @@ fn permission_statements(policy: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
-    let client = &aws.apigateway;
-    let mut next = None;
-    let mut found = None;
-    loop {
-        let page = client
+/// Every item of a list call that pages with a token. AWS may answer fewer
+/// items than asked, with a token, on any page; API Gateway documents no
+/// largest page (aws-facts.md §10, "pagination").
+pub async fn all_pages<T, F, Fut>(what: &str, mut page: F) -> Result<Vec<T>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>)>>,
+{
+    let mut items = vec![];
+    let mut token = None;
+    for _ in 0..MAX_PAGES {
+        let (mut got, next) = page(token.take()).await?;
+        items.append(&mut got);
+        match next {
+            Some(next) if !next.is_empty() => token = Some(next),
+            _ => return Ok(items),
+        }
+    }
+    anyhow::bail!("{what}: AWS still had more after {MAX_PAGES} pages")
+}
+
+/// More pages than any list of this stack's can take; a guard against a
+/// token that never ends.
+const MAX_PAGES: usize = 10_000;
+
+/// The ids of this stack's APIs (by name and tag), oldest first: one,
+/// unless an interrupted run or two runs at once made more.
+pub async fn find_apis(aws: &Aws, names: &Names) -> Result<Vec<aws_sdk_apigatewayv2::types::Api>> {
+    let mut apis = all_pages("cannot list API Gateway APIs", |token| async move {
+        let page = aws
+            .apigateway
             .get_apis()
-            .set_next_token(next)
+            .set_next_token(token)
             .send()
             .await
             .map_err(failed("cannot list API Gateway APIs"))?;
-        for api in page.items() {
-            let ours = api.tags().and_then(|t| t.get(STACK_TAG)).map(String::as_str) == Some(names.stack.as_str());
-            if api.name() == Some(names.api().as_str()) && ours {
-                found = Some(api.clone());
-            }
-        }
-        next = page.next_token;
-        if next.is_none() || found.is_some() {
-            break;
-        }
-    }
-    let Some(api) = found else {
+        Ok((page.items.unwrap_or_default(), page.next_token))
+    })
+    .await?;
+    apis.retain(|api| {
+        let ours = api.tags().and_then(|t| t.get(STACK_TAG)).map(String::as_str) == Some(names.stack.as_str());
+        api.name() == Some(names.api().as_str()) && ours
+    });
+    apis.sort_by_key(|api| api.created_date().map(|d| (d.secs(), d.subsec_nanos())));
+    Ok(apis)
+}
+
+pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
+    let apis = find_apis(aws, names).await?;
+    let Some(api) = apis.first() else {
         return Ok(Found::Missing);
     };
-    let id = api.api_id().unwrap_or_default().to_string();
+    let id = api.api_id().unwrap_or_default();
     let (routes, integrations, authorizers, stage) = tokio::join!(
-        client.get_routes().api_id(&id).max_results("500").send(),
-        client.get_integrations().api_id(&id).max_results("500").send(),
-        client.get_authorizers().api_id(&id).max_results("500").send(),
-        client.get_stage().api_id(&id).stage_name(&names.stage).send(),
+        read_routes(aws, id),
+        read_integrations(aws, id),
+        read_authorizers(aws, id),
+        aws.apigateway.get_stage().api_id(id).stage_name(&names.stage).send(),
     );
-    let routes = routes.map_err(failed("cannot read the API's routes"))?;
-    let integrations = integrations.map_err(failed("cannot read the API's integrations"))?;
-    let authorizers = authorizers.map_err(failed("cannot read the API's authorizers"))?;
     let stage = match stage {
         Err(err) if is_code(&err, &["NotFoundException"]) => None,
         other => {
@@ -438,9 +531,32 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
         }
     };
     Ok(Found::Ours(ApiState {
+        id: id.to_string(),
         protocol: api.protocol_type().map(|p| p.as_str().to_string()),
         route_selection_expression: api.route_selection_expression().map(str::to_string),
-        routes: routes
+        routes: routes?,
+        integrations: integrations?,
+        authorizers: authorizers?,
+        stage,
+        duplicates: apis[1..]
+            .iter()
+            .filter_map(|api| api.api_id().map(str::to_string))
+            .collect(),
+    }))
+}
+
+/// Every route of an API, every page.
+pub async fn read_routes(aws: &Aws, api_id: &str) -> Result<Vec<RouteState>> {
+    all_pages("cannot read the API's routes", |token| async move {
+        let page = aws
+            .apigateway
+            .get_routes()
+            .api_id(api_id)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(failed("cannot read the API's routes"))?;
+        let routes = page
             .items()
             .iter()
             .map(|r| RouteState {
@@ -450,8 +566,24 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
                 authorization_type: r.authorization_type().map(|a| a.as_str().to_string()),
                 authorizer_id: r.authorizer_id().map(str::to_string),
             })
-            .collect(),
-        integrations: integrations
+            .collect();
+        Ok((routes, page.next_token))
+    })
+    .await
+}
+
+/// Every integration of an API, every page.
+pub async fn read_integrations(aws: &Aws, api_id: &str) -> Result<Vec<IntegrationState>> {
+    all_pages("cannot read the API's integrations", |token| async move {
+        let page = aws
+            .apigateway
+            .get_integrations()
+            .api_id(api_id)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(failed("cannot read the API's integrations"))?;
+        let integrations = page
             .items()
             .iter()
             .map(|i| IntegrationState {
@@ -460,8 +592,24 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
                 uri: i.integration_uri().map(str::to_string),
                 method: i.integration_method().map(str::to_string),
             })
-            .collect(),
-        authorizers: authorizers
+            .collect();
+        Ok((integrations, page.next_token))
+    })
+    .await
+}
+
+/// Every authorizer of an API, every page.
+pub async fn read_authorizers(aws: &Aws, api_id: &str) -> Result<Vec<AuthorizerState>> {
+    all_pages("cannot read the API's authorizers", |token| async move {
+        let page = aws
+            .apigateway
+            .get_authorizers()
+            .api_id(api_id)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(failed("cannot read the API's authorizers"))?;
+        let authorizers = page
             .items()
             .iter()
             .map(|a| AuthorizerState {
@@ -471,10 +619,10 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
                 authorizer_type: a.authorizer_type().map(|t| t.as_str().to_string()),
                 uri: a.authorizer_uri().map(str::to_string),
             })
-            .collect(),
-        stage,
-        id,
-    }))
+            .collect();
+        Ok((authorizers, page.next_token))
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -487,6 +635,29 @@ mod tests {
         let statements = permission_statements(policy);
         assert_eq!(statements["chatctl-invoke"], "arn:aws:execute-api:r:1:abc/*/$connect");
         assert!(permission_statements("not json").is_empty());
+    }
+
+    #[tokio::test]
+    async fn all_pages_follows_every_token_until_the_last_page() {
+        let pages = &[
+            (vec![1, 2], Some("a")),
+            (vec![], Some("b")),
+            (vec![3], Some("")),
+            (vec![9], None),
+        ];
+        let items = all_pages("test", |token| async move {
+            let at = match token.as_deref() {
+                None => 0,
+                Some("a") => 1,
+                Some("b") => 2,
+                Some(other) => panic!("unexpected token {other}"),
+            };
+            let (items, next) = pages[at].clone();
+            Ok((items, next.map(str::to_string)))
+        })
+        .await
+        .unwrap();
+        assert_eq!(items, [1, 2, 3]);
     }
 
     #[test]

@@ -11,26 +11,31 @@ use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_apigatewayv2::types::{AuthorizationType, AuthorizerType, IntegrationType, ProtocolType};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    ScalarAttributeType, TableDescription, TableStatus, TimeToLiveSpecification,
 };
+use aws_sdk_lambda::config::http::HttpResponse;
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::operation::create_function::CreateFunctionError;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, Runtime};
 use futures::future::try_join_all;
 
 use super::Function;
 use super::actual::{Actual, ApiState};
+use super::api_writes::{ApiWrites, sent_once};
 use super::desired::{Desired, FunctionSpec, HANDLER, POLICY_NAME, ROUTE_SELECTION_EXPRESSION, RoleSpec, TableSpec};
 use super::plan::{
     self, Action, PERMISSION_ID, RouteTarget, deployment_description, function_diff, permission_source_arn,
     role_action, route_diff, table_action,
 };
-use crate::aws::{Aws, failed, is_code};
+use crate::aws::{Aws, Budget, failed, is_code, retry, retry_error};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const TABLE_TIMEOUT: Duration = Duration::from_secs(600);
 const FUNCTION_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a new IAM role may take to become usable by Lambda.
-const ROLE_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a new IAM role may take to become usable by Lambda: 5–30 s
+/// usually, rarely minutes (aws-facts.md §8).
+const ROLE_PROPAGATION: Budget = Budget::new(Duration::from_secs(180));
 
 /// One finished step, for progress output.
 #[derive(Debug, Clone)]
@@ -90,15 +95,21 @@ pub async fn apply(aws: &Aws, desired: &Desired, actual: &Actual, report: Report
             }
         }
     }));
+    let writes = ApiWrites::default();
+    let writes = &writes;
     let compute = async {
         let (_, api_id) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
                 let state = actual.roles.get(&spec.name).and_then(|r| r.ours());
                 create_role(aws, desired, spec, state.is_none(), report)
             })),
-            ensure_api(aws, desired, actual.api.ours(), report),
+            ensure_api(aws, desired, actual.api.ours(), writes, report),
         )?;
-        tokio::try_join!(
+        // An integration needs only its function's ARN, known from the name:
+        // the API's parts are written while the functions are created and
+        // wait for their role and Active state; only the permissions, which
+        // name the authorizer's id, wait for both.
+        let (_, _, authorizer_id) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
                 let state = actual.roles.get(&spec.name).and_then(|r| r.ours());
                 put_role_policy(aws, desired, spec, state, &api_id, report)
@@ -107,16 +118,13 @@ pub async fn apply(aws: &Aws, desired: &Desired, actual: &Actual, report: Report
                 let state = actual.functions.get(&spec.function).and_then(|f| f.ours());
                 apply_function(aws, desired, spec, state, report)
             })),
-            // The stage needs only the API: made now, it is off the critical path.
-            ensure_stage(
-                aws,
-                desired,
-                actual.api.ours().filter(|a| a.id == api_id),
-                &api_id,
-                report
-            ),
+            async {
+                let existing = actual.api.ours().filter(|a| a.id == api_id);
+                ensure_stage(aws, desired, existing, &api_id, writes, report).await?;
+                apply_api_parts(aws, desired, actual, &api_id, writes, report).await
+            },
         )?;
-        apply_api_parts(aws, desired, actual, &api_id, report).await?;
+        grant_permissions(aws, desired, actual, &api_id, &authorizer_id, report).await?;
         Ok::<_, anyhow::Error>(api_id)
     };
     let (tables, log_groups, api_id) = tokio::join!(tables, log_groups, compute);
@@ -253,11 +261,25 @@ async fn create_table(aws: &Aws, desired: &Desired, spec: &TableSpec) -> Result<
     for (k, v) in &desired.tags {
         request = request.tags(aws_sdk_dynamodb::types::Tag::builder().key(k).value(v).build()?);
     }
-    request
-        .send()
-        .await
-        .map_err(failed(format!("cannot create DynamoDB table {}", spec.name)))?;
-    Ok(())
+    match request.send().await {
+        Ok(_) => Ok(()),
+        // The answer to an earlier attempt was lost and the SDK sent it again
+        // (aws-facts.md §10, "lost responses"): the table is there.
+        Err(err) if is_code(&err, &["ResourceInUseException"]) => {
+            let (_, found) = super::actual::read_table(aws, &desired.names, &spec.name).await?;
+            match found {
+                super::actual::Found::Ours(_) => Ok(()),
+                _ => bail!(
+                    "DynamoDB table {} was created meanwhile by someone else; chatctl leaves it alone",
+                    spec.name
+                ),
+            }
+        }
+        Err(err) => Err(crate::aws::aws_error(
+            format!("cannot create DynamoDB table {}", spec.name),
+            err,
+        )),
+    }
 }
 
 async fn enable_ttl(aws: &Aws, spec: &TableSpec) -> Result<()> {
@@ -275,10 +297,14 @@ async fn enable_ttl(aws: &Aws, spec: &TableSpec) -> Result<()> {
         .await;
     match result {
         Ok(_) => Ok(()),
-        // Enabling takes up to an hour; a second request meanwhile is refused.
+        // Enabling takes up to an hour; a second request meanwhile is refused
+        // (aws-facts.md §10, "DynamoDB TTL").
         Err(err)
             if is_code(&err, &["ValidationException"])
-                && format!("{err:?}").to_lowercase().contains("already enabled") =>
+                && err.message().is_some_and(|m| {
+                    let m = m.to_lowercase();
+                    m.contains("already enabled") || m.contains("modified multiple times")
+                }) =>
         {
             Ok(())
         }
@@ -289,7 +315,9 @@ async fn enable_ttl(aws: &Aws, spec: &TableSpec) -> Result<()> {
     }
 }
 
-pub async fn wait_for_table(aws: &Aws, name: &str) -> Result<()> {
+/// Waits until a table is ACTIVE: a new one is CREATING for seconds, longer
+/// with indexes, and takes no TTL or update meanwhile (aws-facts.md §8, §10).
+pub async fn wait_for_table(aws: &Aws, name: &str) -> Result<TableDescription> {
     let started = Instant::now();
     loop {
         let described = aws
@@ -299,45 +327,58 @@ pub async fn wait_for_table(aws: &Aws, name: &str) -> Result<()> {
             .send()
             .await
             .map_err(failed(format!("cannot read DynamoDB table {name}")))?;
-        let status = described
+        let table = described
             .table
-            .and_then(|t| t.table_status)
-            .map(|s| s.as_str().to_string());
-        if status.as_deref() == Some("ACTIVE") {
-            return Ok(());
+            .with_context(|| format!("DynamoDB table {name}: DescribeTable returned no table"))?;
+        match table.table_status() {
+            Some(TableStatus::Active) => return Ok(table),
+            Some(TableStatus::Deleting) => bail!("DynamoDB table {name} is being deleted; run the command again"),
+            _ => {}
         }
         if started.elapsed() > TABLE_TIMEOUT {
             bail!(
-                "DynamoDB table {name} is still {} after {:?}",
-                status.unwrap_or_default(),
-                TABLE_TIMEOUT
+                "DynamoDB table {name} is still {} after {}s; see it in the DynamoDB console, then run the command again",
+                table.table_status().map(|s| s.as_str()).unwrap_or("-"),
+                TABLE_TIMEOUT.as_secs()
             );
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
-pub async fn delete_table_and_wait(aws: &Aws, name: &str) -> Result<()> {
-    wait_for_table(aws, name).await.ok();
-    match aws.dynamodb.delete_table().table_name(name).send().await {
-        Ok(_) => {}
-        Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(()),
-        Err(err) => {
-            return Err(crate::aws::aws_error(
-                format!("cannot delete DynamoDB table {name}"),
-                err,
-            ));
-        }
-    }
+/// Waits until a deleted table is gone (DescribeTable says it is not found).
+pub async fn wait_until_table_gone(aws: &Aws, name: &str) -> Result<()> {
     let started = Instant::now();
     loop {
         match aws.dynamodb.describe_table().table_name(name).send().await {
             Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(()),
             Err(err) => return Err(crate::aws::aws_error(format!("cannot read DynamoDB table {name}"), err)),
-            Ok(_) if started.elapsed() > TABLE_TIMEOUT => bail!("DynamoDB table {name} is still being deleted"),
+            Ok(_) if started.elapsed() > TABLE_TIMEOUT => bail!(
+                "DynamoDB table {name} is still being deleted after {}s; run the command again later",
+                TABLE_TIMEOUT.as_secs()
+            ),
             Ok(_) => tokio::time::sleep(POLL_INTERVAL).await,
         }
     }
+}
+
+/// Deletes a table once it takes a deletion (not while CREATING or
+/// UPDATING: ResourceInUseException) and waits until it is gone.
+pub async fn delete_table_and_wait(aws: &Aws, name: &str) -> Result<()> {
+    match wait_for_table(aws, name).await {
+        Err(_) => {}
+        Ok(_) => match aws.dynamodb.delete_table().table_name(name).send().await {
+            Ok(_) => {}
+            Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(()),
+            Err(err) => {
+                return Err(crate::aws::aws_error(
+                    format!("cannot delete DynamoDB table {name}"),
+                    err,
+                ));
+            }
+        },
+    }
+    wait_until_table_gone(aws, name).await
 }
 
 async fn create_role(aws: &Aws, desired: &Desired, spec: &RoleSpec, missing: bool, report: Report<'_>) -> Result<()> {
@@ -353,10 +394,25 @@ async fn create_role(aws: &Aws, desired: &Desired, spec: &RoleSpec, missing: boo
     for (k, v) in &desired.tags {
         request = request.tags(aws_sdk_iam::types::Tag::builder().key(k).value(v).build()?);
     }
-    request
-        .send()
-        .await
-        .map_err(failed(format!("cannot create IAM role {}", spec.name)))?;
+    match request.send().await {
+        Ok(_) => {}
+        // A create whose answer was lost, sent again (aws-facts.md §10).
+        Err(err) if is_code(&err, &["EntityAlreadyExists"]) => {
+            let (_, found) = super::actual::read_role(aws, &desired.names, &spec.name).await?;
+            if found.ours().is_none() {
+                bail!(
+                    "IAM role {} was created meanwhile by someone else; chatctl leaves it alone",
+                    spec.name
+                );
+            }
+        }
+        Err(err) => {
+            return Err(crate::aws::aws_error(
+                format!("cannot create IAM role {}", spec.name),
+                err,
+            ));
+        }
+    }
     step(report, "role", &spec.name, "created");
     Ok(())
 }
@@ -478,15 +534,29 @@ fn read_code(spec: &FunctionSpec) -> Result<Vec<u8>> {
     std::fs::read(&code.zip).with_context(|| format!("cannot read {}", code.zip.display()))
 }
 
+/// Lambda's two answers while a new role propagates through IAM, both
+/// `InvalidParameterValueException` (aws-facts.md §8 and §10): "The role
+/// defined for the function cannot be assumed by Lambda", and for a function
+/// with environment variables "Lambda was unable to configure access to your
+/// environment variables because the KMS key is invalid for CreateGrant"
+/// (terraform-provider-aws retries both in internal/service/lambda/function.go).
+fn is_role_propagating(err: &SdkError<CreateFunctionError, HttpResponse>) -> bool {
+    match err.as_service_error() {
+        Some(CreateFunctionError::InvalidParameterValueException(e)) => e.message().is_some_and(|m| {
+            m.contains("cannot be assumed by Lambda") || m.contains("KMS key is invalid for CreateGrant")
+        }),
+        _ => false,
+    }
+}
+
 /// Creates a function, retrying while its new role is not yet usable by
-/// Lambda (IAM changes take seconds to propagate).
+/// Lambda. A create whose answer was lost and that the SDK sent again gets
+/// `ResourceConflictException`: the function is there, made by this create,
+/// so it is taken when it carries the stack's tag.
 async fn create_function(aws: &Aws, desired: &Desired, spec: &FunctionSpec, role_arn: &str) -> Result<()> {
     let zip = read_code(spec)?;
-    let started = Instant::now();
-    let mut delay = Duration::from_secs(1);
-    loop {
-        let result = aws
-            .lambda
+    let created = retry(ROLE_PROPAGATION, is_role_propagating, || {
+        aws.lambda
             .create_function()
             .function_name(&spec.name)
             .runtime(Runtime::from(super::desired::RUNTIME))
@@ -504,140 +574,206 @@ async fn create_function(aws: &Aws, desired: &Desired, spec: &FunctionSpec, role
                 spec.function.short_name()
             ))
             .send()
-            .await;
-        match result {
-            Ok(_) => return Ok(()),
-            Err(err)
-                if is_code(&err, &["InvalidParameterValueException"])
-                    && format!("{err:?}").contains("cannot be assumed")
-                    && started.elapsed() < ROLE_PROPAGATION_TIMEOUT =>
-            {
-                tracing::debug!(function = spec.name, ?delay, "role not yet usable by Lambda; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-            Err(err) => {
-                return Err(crate::aws::aws_error(
-                    format!("cannot create Lambda function {}", spec.name),
-                    err,
-                ));
+    })
+    .await;
+    match created {
+        Ok(_) => Ok(()),
+        Err((err, _))
+            if matches!(
+                err.as_service_error(),
+                Some(CreateFunctionError::ResourceConflictException(_))
+            ) =>
+        {
+            let (_, found) = super::actual::read_function(aws, &desired.names, spec.function).await?;
+            match found {
+                super::actual::Found::Ours(_) => Ok(()),
+                _ => bail!(
+                    "Lambda function {} was created meanwhile by someone else; chatctl leaves it alone",
+                    spec.name
+                ),
             }
         }
+        Err(failure) => Err(retry_error(
+            format!("cannot create Lambda function {}", spec.name),
+            ROLE_PROPAGATION,
+            &format!(
+                "IAM role {role_arn} is still not usable by Lambda; IAM can take minutes to propagate a new role: run `chatctl up` again"
+            ),
+            failure,
+        )),
     }
 }
 
+/// A function's state, read with GetFunction: it has a quota of its own
+/// (100 requests/s), while GetFunctionConfiguration shares the control
+/// plane's 15 requests/s with every create and update (aws-facts.md §10).
+async fn function_state(aws: &Aws, name: &str) -> Result<(Option<String>, Option<String>, Option<String>)> {
+    let got = aws
+        .lambda
+        .get_function()
+        .function_name(name)
+        .send()
+        .await
+        .map_err(failed(format!("cannot read Lambda function {name}")))?;
+    let Some(config) = got.configuration else {
+        bail!("Lambda function {name}: GetFunction returned no configuration");
+    };
+    let reason = config
+        .state_reason()
+        .or(config.last_update_status_reason())
+        .map(str::to_string);
+    Ok((
+        config.state.map(|s| s.as_str().to_string()),
+        config.last_update_status.map(|s| s.as_str().to_string()),
+        reason,
+    ))
+}
+
 /// Waits until a function can take an update: not Pending, no update in
-/// progress. A failed earlier update or an Inactive function is left to the
-/// update, which is what repairs it.
+/// progress (either way an update gets ResourceConflictException). A failed
+/// earlier update or an Inactive function is left to the update, which is
+/// what repairs it: updates are allowed on Active and Inactive functions
+/// (Lambda docs, "functions-states").
 async fn wait_until_updatable(aws: &Aws, name: &str) -> Result<()> {
     let started = Instant::now();
     loop {
-        let config = aws
-            .lambda
-            .get_function_configuration()
-            .function_name(name)
-            .send()
-            .await
-            .map_err(failed(format!("cannot read Lambda function {name}")))?;
-        let pending = config.state().is_some_and(|s| s.as_str() == "Pending");
-        let updating = config.last_update_status().is_some_and(|s| s.as_str() == "InProgress");
+        let (state, update, _) = function_state(aws, name).await?;
+        let pending = state.as_deref() == Some("Pending");
+        let updating = update.as_deref() == Some("InProgress");
         if !pending && !updating {
             return Ok(());
         }
         if started.elapsed() > FUNCTION_TIMEOUT {
-            bail!("Lambda function {name} is still busy after {FUNCTION_TIMEOUT:?}");
+            bail!(
+                "Lambda function {name} is still busy ({}) after {}s; an update from elsewhere may be running: wait and run `chatctl up` again",
+                if pending { "Pending" } else { "update InProgress" },
+                FUNCTION_TIMEOUT.as_secs()
+            );
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
-/// Waits until a function chatctl created or updated is Active and its
-/// update done; fails with Lambda's reason when it failed.
+/// Waits until a function chatctl created or updated is usable: created →
+/// `Active` (it is `Pending` first); updated → `LastUpdateStatus` no longer
+/// `InProgress`. An `Inactive` function (idle for weeks) stays Inactive after
+/// an update until it is invoked, so it counts as settled (Lambda docs,
+/// "functions-states"). Fails with Lambda's reason when it failed.
 pub async fn wait_for_function(aws: &Aws, name: &str) -> Result<()> {
     let started = Instant::now();
     loop {
-        let config = aws
-            .lambda
-            .get_function_configuration()
-            .function_name(name)
-            .send()
-            .await
-            .map_err(failed(format!("cannot read Lambda function {name}")))?;
-        let state = config.state().map(|s| s.as_str().to_string());
-        let update = config.last_update_status().map(|s| s.as_str().to_string());
+        let (state, update, reason) = function_state(aws, name).await?;
         if state.as_deref() == Some("Failed") || update.as_deref() == Some("Failed") {
             bail!(
                 "Lambda function {name} failed: {}",
-                config
-                    .state_reason()
-                    .or(config.last_update_status_reason())
-                    .unwrap_or("no reason given")
+                reason.as_deref().unwrap_or("no reason given")
             );
         }
-        let active = state.as_deref().is_none_or(|s| s == "Active");
+        let usable = state.as_deref().is_none_or(|s| s == "Active" || s == "Inactive");
         let settled = update.as_deref().is_none_or(|u| u != "InProgress");
-        if active && settled {
+        if usable && settled {
             return Ok(());
         }
         if started.elapsed() > FUNCTION_TIMEOUT {
-            bail!("Lambda function {name} is still {state:?}/{update:?} after {FUNCTION_TIMEOUT:?}");
+            bail!(
+                "Lambda function {name} is still {}/{} after {}s; see it in the Lambda console, then run `chatctl up` again",
+                state.as_deref().unwrap_or("-"),
+                update.as_deref().unwrap_or("-"),
+                FUNCTION_TIMEOUT.as_secs()
+            );
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
-async fn ensure_api(aws: &Aws, desired: &Desired, api: Option<&ApiState>, report: Report<'_>) -> Result<String> {
+async fn ensure_api(
+    aws: &Aws,
+    desired: &Desired,
+    api: Option<&ApiState>,
+    writes: &ApiWrites,
+    report: Report<'_>,
+) -> Result<String> {
     // An API of ours with another protocol (HTTP) cannot become a WebSocket
     // API: the plan replaces it (a confirmed replacement), so delete it first.
     let replaced = api.filter(|api| api.protocol.as_deref() != Some("WEBSOCKET"));
     if let Some(old) = replaced {
-        aws.apigateway
-            .delete_api()
-            .api_id(&old.id)
-            .send()
-            .await
-            .map_err(failed(format!(
-                "cannot delete API {} ({}) to replace it",
-                desired.api.name, old.id
-            )))?;
+        delete_api(aws, writes, &desired.api.name, &old.id).await?;
     }
     if let Some(api) = api.filter(|_| replaced.is_none()) {
         if api.route_selection_expression.as_deref() != Some(ROUTE_SELECTION_EXPRESSION) {
-            aws.apigateway
-                .update_api()
-                .api_id(&api.id)
-                .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
-                .send()
-                .await
-                .map_err(failed("cannot update the API"))?;
+            writes
+                .send("cannot update the API", || {
+                    aws.apigateway
+                        .update_api()
+                        .api_id(&api.id)
+                        .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
+                        .send()
+                })
+                .await?;
             step(report, "api", &desired.api.name, "updated");
+        }
+        for duplicate in &api.duplicates {
+            delete_api(aws, writes, &desired.api.name, duplicate).await?;
+            step(
+                report,
+                "api",
+                &format!("{} {duplicate} (duplicate)", desired.api.name),
+                "deleted",
+            );
         }
         return Ok(api.id.clone());
     }
-    let created = aws
-        .apigateway
-        .create_api()
-        .name(&desired.api.name)
-        .protocol_type(ProtocolType::Websocket)
-        .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
-        .description(format!("chatctl stack {}", desired.names.stack))
-        .set_tags(Some(desired.tags.clone().into_iter().collect()))
-        .send()
-        .await
-        .map_err(failed(format!("cannot create WebSocket API {}", desired.api.name)))?;
-    let id = created.api_id.context("CreateApi returned no id")?;
+    let id = writes
+        .create_or_adopt(
+            format!("cannot create WebSocket API {}", desired.api.name),
+            || async move {
+                let created = aws
+                    .apigateway
+                    .create_api()
+                    .name(&desired.api.name)
+                    .protocol_type(ProtocolType::Websocket)
+                    .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
+                    .description(format!("chatctl stack {}", desired.names.stack))
+                    .set_tags(Some(desired.tags.clone().into_iter().collect()))
+                    .customize()
+                    .config_override(sent_once())
+                    .send()
+                    .await?;
+                Ok(created.api_id.unwrap_or_default())
+            },
+            || async move {
+                let found = super::actual::find_apis(aws, &desired.names).await?;
+                Ok(found.first().and_then(|api| api.api_id.clone()))
+            },
+        )
+        .await?;
     let done = if replaced.is_some() { "replaced" } else { "created" };
     step(report, "api", &desired.api.name, format!("{done} ({id})"));
     Ok(id)
 }
+
+async fn delete_api(aws: &Aws, writes: &ApiWrites, name: &str, id: &str) -> Result<()> {
+    writes
+        .send(format!("cannot delete API {name} ({id})"), || async move {
+            match aws.apigateway.delete_api().api_id(id).send().await {
+                Err(err) if is_code(&err, &["NotFoundException"]) => Ok(()),
+                other => other.map(|_| ()),
+            }
+        })
+        .await
+}
+
+/// What an API part was: its id, and whether chatctl changed it.
+type Part = (String, bool);
 
 async fn apply_api_parts(
     aws: &Aws,
     desired: &Desired,
     actual: &Actual,
     api_id: &str,
+    writes: &ApiWrites,
     report: Report<'_>,
-) -> Result<()> {
+) -> Result<String> {
     let names = &desired.names;
     let client = &aws.apigateway;
     let existing = actual.api.ours().filter(|a| a.id == api_id);
@@ -651,75 +787,107 @@ async fn apply_api_parts(
     };
     let mut parts_changed = false;
 
-    // The authorizer and the integrations need only the functions.
+    // The authorizer and the integrations need only the functions' names.
     let authorizer_uri = names.invocation_uri(Function::Authorizer);
+    let authorizer_name = &desired.api.authorizer;
     let authorizer = async {
-        let found = existing.and_then(|a| a.authorizers.iter().find(|x| x.name == desired.api.authorizer));
-        match (found, action_of("authorizer", &desired.api.authorizer)) {
-            (Some(a), Action::NoChange) => Ok::<_, anyhow::Error>((a.id.clone(), false)),
+        let found = existing.and_then(|a| a.authorizers.iter().find(|x| &x.name == authorizer_name));
+        match (found, action_of("authorizer", authorizer_name)) {
+            (Some(a), Action::NoChange) => Ok::<Part, anyhow::Error>((a.id.clone(), false)),
             (Some(a), _) => {
-                client
-                    .update_authorizer()
-                    .api_id(api_id)
-                    .authorizer_id(&a.id)
-                    .authorizer_type(AuthorizerType::Request)
-                    .authorizer_uri(&authorizer_uri)
-                    .send()
-                    .await
-                    .map_err(failed("cannot update the authorizer"))?;
-                step(report, "authorizer", &desired.api.authorizer, "updated");
+                writes
+                    .send("cannot update the authorizer", || {
+                        client
+                            .update_authorizer()
+                            .api_id(api_id)
+                            .authorizer_id(&a.id)
+                            .authorizer_type(AuthorizerType::Request)
+                            .authorizer_uri(&authorizer_uri)
+                            .send()
+                    })
+                    .await?;
+                step(report, "authorizer", authorizer_name, "updated");
                 Ok((a.id.clone(), true))
             }
             (None, _) => {
-                let created = client
-                    .create_authorizer()
-                    .api_id(api_id)
-                    .name(&desired.api.authorizer)
-                    .authorizer_type(AuthorizerType::Request)
-                    .authorizer_uri(&authorizer_uri)
-                    .send()
-                    .await
-                    .map_err(failed("cannot create the authorizer"))?;
-                step(report, "authorizer", &desired.api.authorizer, "created");
-                Ok((created.authorizer_id.context("CreateAuthorizer returned no id")?, true))
+                let id = writes
+                    .create_or_adopt(
+                        "cannot create the authorizer",
+                        || async {
+                            let created = client
+                                .create_authorizer()
+                                .api_id(api_id)
+                                .name(authorizer_name)
+                                .authorizer_type(AuthorizerType::Request)
+                                .authorizer_uri(&authorizer_uri)
+                                .customize()
+                                .config_override(sent_once())
+                                .send()
+                                .await?;
+                            Ok(created.authorizer_id.unwrap_or_default())
+                        },
+                        || async {
+                            let found = super::actual::read_authorizers(aws, api_id).await?;
+                            Ok(found.into_iter().find(|a| &a.name == authorizer_name).map(|a| a.id))
+                        },
+                    )
+                    .await?;
+                step(report, "authorizer", authorizer_name, "created");
+                Ok((id, true))
             }
         }
     };
     let integrations = try_join_all(desired.api.routes.iter().map(|route| async move {
         let uri = names.invocation_uri(route.function);
+        let uri = uri.as_str();
         let name = names.function(route.function);
-        let found = existing.and_then(|a| a.integrations.iter().find(|i| i.uri.as_deref() == Some(uri.as_str())));
-        match (found, action_of("integration", &name)) {
-            (Some(i), Action::NoChange) => Ok::<_, anyhow::Error>((route.function, i.id.clone(), false)),
+        let found = existing.and_then(|a| a.integrations.iter().find(|i| i.uri.as_deref() == Some(uri)));
+        let (id, changed) = match (found, action_of("integration", &name)) {
+            (Some(i), Action::NoChange) => (i.id.clone(), false),
             (Some(i), _) => {
-                client
-                    .update_integration()
-                    .api_id(api_id)
-                    .integration_id(&i.id)
-                    .integration_type(IntegrationType::AwsProxy)
-                    .integration_method("POST")
-                    .integration_uri(&uri)
-                    .send()
-                    .await
-                    .map_err(failed(format!("cannot update the integration of {name}")))?;
+                writes
+                    .send(format!("cannot update the integration of {name}"), || {
+                        client
+                            .update_integration()
+                            .api_id(api_id)
+                            .integration_id(&i.id)
+                            .integration_type(IntegrationType::AwsProxy)
+                            .integration_method("POST")
+                            .integration_uri(uri)
+                            .send()
+                    })
+                    .await?;
                 step(report, "integration", &name, "updated");
-                Ok((route.function, i.id.clone(), true))
+                (i.id.clone(), true)
             }
             (None, _) => {
-                let created = client
-                    .create_integration()
-                    .api_id(api_id)
-                    .integration_type(IntegrationType::AwsProxy)
-                    .integration_method("POST")
-                    .integration_uri(&uri)
-                    .send()
-                    .await
-                    .map_err(failed(format!("cannot create the integration of {name}")))?;
+                let id = writes
+                    .create_or_adopt(
+                        format!("cannot create the integration of {name}"),
+                        || async {
+                            let created = client
+                                .create_integration()
+                                .api_id(api_id)
+                                .integration_type(IntegrationType::AwsProxy)
+                                .integration_method("POST")
+                                .integration_uri(uri)
+                                .customize()
+                                .config_override(sent_once())
+                                .send()
+                                .await?;
+                            Ok(created.integration_id.unwrap_or_default())
+                        },
+                        || async {
+                            let found = super::actual::read_integrations(aws, api_id).await?;
+                            Ok(found.into_iter().find(|i| i.uri.as_deref() == Some(uri)).map(|i| i.id))
+                        },
+                    )
+                    .await?;
                 step(report, "integration", &name, "created");
-                let id = created.integration_id.context("CreateIntegration returned no id")?;
-                Ok((route.function, id, true))
+                (id, true)
             }
-        }
+        };
+        Ok::<_, anyhow::Error>((route.function, id, changed))
     }));
     let ((authorizer_id, authorizer_changed), integrations) = tokio::try_join!(authorizer, integrations)?;
     parts_changed |= authorizer_changed || integrations.iter().any(|(_, _, changed)| *changed);
@@ -746,30 +914,64 @@ async fn apply_api_parts(
                     Ok::<_, anyhow::Error>(false)
                 }
                 Some(r) => {
-                    client
-                        .update_route()
-                        .api_id(api_id)
-                        .route_id(&r.id)
-                        .set_target(target.target.clone())
-                        .authorization_type(authorization)
-                        .set_authorizer_id(target.authorizer_id.clone())
-                        .send()
-                        .await
-                        .map_err(failed(format!("cannot update route {}", route.key)))?;
+                    writes
+                        .send(format!("cannot update route {}", route.key), || {
+                            client
+                                .update_route()
+                                .api_id(api_id)
+                                .route_id(&r.id)
+                                .set_target(target.target.clone())
+                                .authorization_type(authorization.clone())
+                                .set_authorizer_id(target.authorizer_id.clone())
+                                .send()
+                        })
+                        .await?;
                     step(report, "route", &route.key, "updated");
                     Ok(true)
                 }
                 None => {
-                    client
-                        .create_route()
-                        .api_id(api_id)
-                        .route_key(&route.key)
-                        .set_target(target.target.clone())
-                        .authorization_type(authorization)
-                        .set_authorizer_id(target.authorizer_id.clone())
-                        .send()
-                        .await
-                        .map_err(failed(format!("cannot create route {}", route.key)))?;
+                    // A route that exists already (made by a create whose
+                    // answer was lost) is updated to the target wanted.
+                    let id = writes
+                        .create_or_adopt(
+                            format!("cannot create route {}", route.key),
+                            || async {
+                                let created = client
+                                    .create_route()
+                                    .api_id(api_id)
+                                    .route_key(&route.key)
+                                    .set_target(target.target.clone())
+                                    .authorization_type(authorization.clone())
+                                    .set_authorizer_id(target.authorizer_id.clone())
+                                    .customize()
+                                    .config_override(sent_once())
+                                    .send()
+                                    .await?;
+                                Ok((created.route_id.unwrap_or_default(), true))
+                            },
+                            || async {
+                                let found = super::actual::read_routes(aws, api_id).await?;
+                                Ok(found.into_iter().find(|r| r.key == route.key).map(|r| {
+                                    let current = route_diff(&r, &target, route.authorized) == Action::NoChange;
+                                    (r.id, current)
+                                }))
+                            },
+                        )
+                        .await?;
+                    if !id.1 {
+                        writes
+                            .send(format!("cannot update route {}", route.key), || {
+                                client
+                                    .update_route()
+                                    .api_id(api_id)
+                                    .route_id(&id.0)
+                                    .set_target(target.target.clone())
+                                    .authorization_type(authorization.clone())
+                                    .set_authorizer_id(target.authorizer_id.clone())
+                                    .send()
+                            })
+                            .await?;
+                    }
                     step(report, "route", &route.key, "created");
                     Ok(true)
                 }
@@ -783,62 +985,16 @@ async fn apply_api_parts(
             .into_iter()
             .filter(|r| !desired.api.routes.iter().any(|s| s.key == r.key))
             .map(|r| async move {
-                client
-                    .delete_route()
-                    .api_id(api_id)
-                    .route_id(&r.id)
-                    .send()
-                    .await
-                    .map_err(failed(format!("cannot delete route {}", r.key)))?;
+                writes
+                    .send(format!("cannot delete route {}", r.key), || {
+                        client.delete_route().api_id(api_id).route_id(&r.id).send()
+                    })
+                    .await?;
                 step(report, "route", &r.key, "deleted");
                 Ok::<_, anyhow::Error>(true)
             }),
     );
-    let permissions = try_join_all(Function::ALL.into_iter().map(|function| {
-        let authorizer_id = authorizer_id.clone();
-        async move {
-            let name = names.function(function);
-            let source_arn = permission_source_arn(names, function, api_id, Some(&authorizer_id));
-            let have = actual
-                .functions
-                .get(&function)
-                .and_then(|f| f.ours())
-                .and_then(|f| f.permissions.get(PERMISSION_ID));
-            if have == Some(&source_arn) {
-                return Ok::<_, anyhow::Error>(());
-            }
-            if have.is_some() {
-                let removed = aws
-                    .lambda
-                    .remove_permission()
-                    .function_name(&name)
-                    .statement_id(PERMISSION_ID)
-                    .send()
-                    .await;
-                if let Err(err) = removed
-                    && !is_code(&err, &["ResourceNotFoundException"])
-                {
-                    return Err(crate::aws::aws_error(
-                        format!("cannot replace the permission of {name}"),
-                        err,
-                    ));
-                }
-            }
-            aws.lambda
-                .add_permission()
-                .function_name(&name)
-                .statement_id(PERMISSION_ID)
-                .action("lambda:InvokeFunction")
-                .principal("apigateway.amazonaws.com")
-                .source_arn(&source_arn)
-                .send()
-                .await
-                .map_err(failed(format!("cannot let API Gateway invoke {name}")))?;
-            step(report, "permission", &name, "granted");
-            Ok(())
-        }
-    }));
-    let (routes, extra, _) = tokio::try_join!(routes, extra_routes, permissions)?;
+    let (routes, extra) = tokio::try_join!(routes, extra_routes)?;
     parts_changed |= routes.iter().any(|c| *c) || !extra.is_empty();
 
     let served: Vec<plan::ServedRoute> = desired
@@ -862,7 +1018,64 @@ async fn apply_api_parts(
             }
         })
         .collect();
-    deploy(aws, desired, existing, api_id, &served, parts_changed, report).await
+    deploy(aws, desired, existing, api_id, &served, parts_changed, writes, report).await?;
+    Ok(authorizer_id)
+}
+
+/// Lets API Gateway invoke each function, from this API's routes and
+/// authorizer only (aws-facts.md §8).
+async fn grant_permissions(
+    aws: &Aws,
+    desired: &Desired,
+    actual: &Actual,
+    api_id: &str,
+    authorizer_id: &str,
+    report: Report<'_>,
+) -> Result<()> {
+    let names = &desired.names;
+    try_join_all(Function::ALL.into_iter().map(|function| async move {
+        let name = names.function(function);
+        let source_arn = permission_source_arn(names, function, api_id, Some(authorizer_id));
+        let have = actual
+            .functions
+            .get(&function)
+            .and_then(|f| f.ours())
+            .and_then(|f| f.permissions.get(PERMISSION_ID));
+        if have == Some(&source_arn) {
+            return Ok::<_, anyhow::Error>(());
+        }
+        if have.is_some() {
+            let removed = aws
+                .lambda
+                .remove_permission()
+                .function_name(&name)
+                .statement_id(PERMISSION_ID)
+                .send()
+                .await;
+            if let Err(err) = removed
+                && !is_code(&err, &["ResourceNotFoundException"])
+            {
+                return Err(crate::aws::aws_error(
+                    format!("cannot replace the permission of {name}"),
+                    err,
+                ));
+            }
+        }
+        aws.lambda
+            .add_permission()
+            .function_name(&name)
+            .statement_id(PERMISSION_ID)
+            .action("lambda:InvokeFunction")
+            .principal("apigateway.amazonaws.com")
+            .source_arn(&source_arn)
+            .send()
+            .await
+            .map_err(failed(format!("cannot let API Gateway invoke {name}")))?;
+        step(report, "permission", &name, "granted");
+        Ok(())
+    }))
+    .await?;
+    Ok(())
 }
 
 /// Creates the stage when the API has none; deployments come later.
@@ -871,20 +1084,45 @@ async fn ensure_stage(
     desired: &Desired,
     existing: Option<&ApiState>,
     api_id: &str,
+    writes: &ApiWrites,
     report: Report<'_>,
 ) -> Result<()> {
     if existing.is_some_and(|api| api.stage.is_some()) {
         return Ok(());
     }
     let stage_name = &desired.api.stage;
-    aws.apigateway
-        .create_stage()
-        .api_id(api_id)
-        .stage_name(stage_name)
-        .set_tags(Some(desired.tags.clone().into_iter().collect()))
-        .send()
-        .await
-        .map_err(failed(format!("cannot create stage {stage_name}")))?;
+    writes
+        .create_or_adopt(
+            format!("cannot create stage {stage_name}"),
+            || async {
+                aws.apigateway
+                    .create_stage()
+                    .api_id(api_id)
+                    .stage_name(stage_name)
+                    .set_tags(Some(desired.tags.clone().into_iter().collect()))
+                    .customize()
+                    .config_override(sent_once())
+                    .send()
+                    .await
+                    .map(|_| ())
+            },
+            || async {
+                let found = aws
+                    .apigateway
+                    .get_stage()
+                    .api_id(api_id)
+                    .stage_name(stage_name)
+                    .send()
+                    .await;
+                match found {
+                    Err(err) if is_code(&err, &["NotFoundException"]) => Ok(None),
+                    other => other
+                        .map(|_| Some(()))
+                        .map_err(failed(format!("cannot read stage {stage_name}"))),
+                }
+            },
+        )
+        .await?;
     step(report, "stage", stage_name, "created");
     Ok(())
 }
@@ -898,6 +1136,7 @@ async fn deploy(
     api_id: &str,
     served: &[plan::ServedRoute],
     parts_changed: bool,
+    writes: &ApiWrites,
     report: Report<'_>,
 ) -> Result<()> {
     let client = &aws.apigateway;
@@ -908,23 +1147,29 @@ async fn deploy(
     if stage.is_some() && current && !parts_changed {
         return Ok(());
     }
-    let deployment = client
-        .create_deployment()
-        .api_id(api_id)
-        .description(&description)
-        .send()
-        .await
-        .map_err(failed("cannot deploy the API"))?;
+    // A deployment made twice (its answer lost) is harmless: only the one
+    // the stage points at serves, and DeleteApi takes them all.
+    let deployment = writes
+        .send("cannot deploy the API", || {
+            client
+                .create_deployment()
+                .api_id(api_id)
+                .description(&description)
+                .send()
+        })
+        .await?;
     let deployment_id = deployment.deployment_id.context("CreateDeployment returned no id")?;
-    client
-        .update_stage()
-        .api_id(api_id)
-        .stage_name(stage_name)
-        .deployment_id(&deployment_id)
-        .description(&description)
-        .send()
-        .await
-        .map_err(failed(format!("cannot point stage {stage_name} at the new deployment")))?;
+    writes
+        .send(format!("cannot point stage {stage_name} at the new deployment"), || {
+            client
+                .update_stage()
+                .api_id(api_id)
+                .stage_name(stage_name)
+                .deployment_id(&deployment_id)
+                .description(&description)
+                .send()
+        })
+        .await?;
     step(report, "stage", stage_name, format!("deployed ({deployment_id})"));
     Ok(())
 }

@@ -7,6 +7,7 @@ use futures::future::try_join_all;
 
 use super::Names;
 use super::actual::{Actual, Found};
+use super::api_writes::ApiWrites;
 use super::apply::{Report, Step, delete_table_and_wait};
 use crate::aws::{Aws, aws_error, failed, is_code};
 
@@ -61,11 +62,20 @@ pub async fn destroy(
     }
 
     if let Some(api) = actual.api.ours() {
-        match aws.apigateway.delete_api().api_id(&api.id).send().await {
-            Err(err) if !is_code(&err, &["NotFoundException"]) => {
-                return Err(aws_error(format!("cannot delete WebSocket API {}", api.id), err));
-            }
-            _ => done(report, "api", &names.api()),
+        let writes = ApiWrites::default();
+        for id in std::iter::once(&api.id).chain(&api.duplicates) {
+            writes
+                .send(
+                    format!("cannot delete WebSocket API {} ({id})", names.api()),
+                    || async {
+                        match aws.apigateway.delete_api().api_id(id).send().await {
+                            Err(err) if is_code(&err, &["NotFoundException"]) => Ok(()),
+                            other => other.map(|_| ()),
+                        }
+                    },
+                )
+                .await?;
+            done(report, "api", &names.api());
         }
     }
 
@@ -133,11 +143,24 @@ pub async fn destroy(
 /// Inline policies are deleted and managed ones detached first: IAM refuses
 /// to delete a role that has any (DeleteConflict).
 async fn delete_role(aws: &Aws, name: &str) -> Result<()> {
-    let inline = match aws.iam.list_role_policies().role_name(name).send().await {
+    // IAM may answer fewer items than asked with a marker, on any page
+    // (aws-facts.md §10, "pagination"): the paginators follow it.
+    let inline: Result<Vec<String>, _> = aws
+        .iam
+        .list_role_policies()
+        .role_name(name)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect();
+    let inline = match inline {
         Err(err) if is_code(&err, &["NoSuchEntity"]) => return Ok(()),
         other => other.map_err(failed(format!("cannot list the policies of IAM role {name}")))?,
     };
-    for policy in inline.policy_names() {
+    for policy in &inline {
         aws.iam
             .delete_role_policy()
             .role_name(name)
@@ -146,14 +169,19 @@ async fn delete_role(aws: &Aws, name: &str) -> Result<()> {
             .await
             .map_err(failed(format!("cannot delete policy {policy} of IAM role {name}")))?;
     }
-    let attached = aws
+    let attached: Vec<_> = aws
         .iam
         .list_attached_role_policies()
         .role_name(name)
+        .into_paginator()
+        .items()
         .send()
+        .collect::<Vec<_>>()
         .await
+        .into_iter()
+        .collect::<Result<_, _>>()
         .map_err(failed(format!("cannot list the managed policies of IAM role {name}")))?;
-    for policy in attached.attached_policies() {
+    for policy in &attached {
         if let Some(arn) = policy.policy_arn() {
             aws.iam
                 .detach_role_policy()

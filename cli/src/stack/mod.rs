@@ -3,6 +3,7 @@
 //! (destroy).
 
 pub mod actual;
+pub mod api_writes;
 pub mod apply;
 pub mod desired;
 pub mod destroy;

@@ -456,6 +456,13 @@ pub fn api_changes(desired: &Desired, api: Option<&ApiState>, actual: &Actual) -
         api_changes.push("route selection expression".to_string());
     }
     changes.push(change("api", spec.name.clone(), update_or_nothing(api_changes)));
+    for duplicate in &api.duplicates {
+        changes.push(change(
+            "api",
+            format!("{} {duplicate} (duplicate)", spec.name),
+            Action::Delete,
+        ));
+    }
 
     let authorizer_uri = names.invocation_uri(Function::Authorizer);
     let authorizer = api.authorizers.iter().find(|a| a.name == spec.authorizer);

@@ -287,6 +287,13 @@ async fn dev_serves_the_chat_end_to_end() {
     assert_eq!(help["user"], "bob");
     assert_eq!(help["room"], "general");
     assert!(help["connection_id"].as_str().unwrap().len() >= 16);
+    // The lifecycle routes are not for messages: such a frame reaches
+    // $default, which answers, and the connection stays open.
+    for lifecycle in ["$connect", "$disconnect"] {
+        send(&mut bob, json!({"action": lifecycle})).await;
+        let help = event(&mut bob).await;
+        assert_eq!(help["code"], "unknown_action", "{lifecycle}: {help}");
+    }
     bob.send(Message::Text("not json".into())).await.unwrap();
     assert_eq!(event(&mut bob).await["code"], "invalid_json");
     send(&mut bob, json!({"action": "sendmessage", "message": ""})).await;
@@ -595,4 +602,28 @@ async fn a_changed_handler_is_rebuilt_and_restarted() {
     send(&mut alice, json!({"action": "sendmessage", "message": "still here"})).await;
     assert_eq!(event(&mut alice).await["room"], "after");
     assert_eq!(dev.interrupt().await, Some(0));
+}
+
+/// `chatctl dev` provisions with the same code as `up`, so it meets real
+/// AWS's behaviours the same way: through the AWS behaviour layer, the stack
+/// comes up and the chat works end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_provisions_through_the_aws_behaviour_layer() {
+    use chat_testkit::aws_behaviour::{Behaviours, Timings};
+    let moto = chat_testkit::Moto::start();
+    let proxy =
+        chat_testkit::AwsProxy::start_with_behaviours(moto.endpoint(), Behaviours::all(Timings::compressed())).await;
+    let endpoint = proxy.endpoint();
+    let dev = start_dev_with(&["--endpoint-url", &endpoint]).await;
+    assert!(
+        proxy.calls().iter().any(|c| c.faulted),
+        "the layer answered some calls as AWS does"
+    );
+    let mut alice = dev.connect(&format!("token={}&room=lobby", dev.token)).await.unwrap();
+    send(
+        &mut alice,
+        json!({"action": "sendmessage", "message": "through the layer"}),
+    )
+    .await;
+    assert_eq!(event(&mut alice).await["text"], "through the layer");
 }

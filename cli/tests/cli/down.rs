@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use crate::harness::Env;
 
 /// Asserts that nothing named for stack `chat` exists in any service.
-async fn assert_nothing_left(env: &Env) {
+pub async fn assert_nothing_left(env: &Env) {
     let tables = env.dynamodb().list_tables().send().await.unwrap();
     assert!(
         !tables.table_names().iter().any(|t| t.starts_with("chat-")),
@@ -42,24 +42,8 @@ async fn down_leaves_nothing_and_a_second_down_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_after_an_interrupted_up_cleans_everything() {
     let env = Env::start().await;
-    let lambda_dir = env.lambda_dir.path().to_string_lossy().into_owned();
-    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
-        .args([
-            "up",
-            "--no-build",
-            "--lambda-dir",
-            &lambda_dir,
-            "--endpoint-url",
-            &env.proxy.endpoint(),
-        ])
-        .current_dir(env.workdir.path())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let up_args = env.up_args();
+    let mut up = env.spawn(&up_args.iter().map(String::as_str).collect::<Vec<_>>());
     // Stop it once functions are being created: tables, roles and the API exist, routes do not.
     let started = Instant::now();
     while !env.proxy.calls().iter().any(|c| c.operation == "CreateFunction") {

@@ -2,7 +2,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use aws_config::SdkConfig;
-use chat_testkit::aws_proxy::{AwsCall, Faults};
+use chat_testkit::aws_behaviour::{Behaviours, Timings};
+use chat_testkit::aws_proxy::AwsCall;
 use chat_testkit::{AwsProxy, Moto};
 
 pub struct Run {
@@ -43,16 +44,20 @@ fn workspace_root() -> PathBuf {
 }
 
 impl Env {
+    /// Through the AWS behaviour layer with every behaviour on, at compressed
+    /// timings: what a real account does that moto does not.
     pub async fn start() -> Env {
-        Self::start_with(None).await
+        Self::start_with(Behaviours::all(Timings::compressed())).await
     }
 
-    pub async fn start_with(faults: Option<Faults>) -> Env {
+    /// Plain moto, for what does not depend on AWS's timing.
+    pub async fn start_plain() -> Env {
+        Self::start_with(Behaviours::none()).await
+    }
+
+    pub async fn start_with(behaviours: Behaviours) -> Env {
         let moto = Moto::start();
-        let proxy = match faults {
-            Some(faults) => AwsProxy::start_with_faults(moto.endpoint(), faults).await,
-            None => AwsProxy::start(moto.endpoint()).await,
-        };
+        let proxy = AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
         let sdk = moto.sdk_config().await;
         let lambda_dir = tempfile::tempdir().unwrap();
         for function in FUNCTIONS {
@@ -86,6 +91,34 @@ impl Env {
     /// `endpoint` (an endpoint on this machine is taken for an emulator,
     /// which needs no credentials or region).
     pub async fn chatctl_without(&self, args: &[&str], endpoint: &str, unset: &[&str]) -> Run {
+        let output = self
+            .command(args, endpoint, unset)
+            .output()
+            .await
+            .expect("cannot run chatctl");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Starts chatctl with `args` against the proxy, to be killed midway.
+    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        self.command(args, &self.proxy.endpoint(), &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start chatctl")
+    }
+
+    /// `up --no-build` with the test's zips, as [`Env::up`] runs it.
+    pub fn up_args(&self) -> Vec<String> {
+        let lambda_dir = self.lambda_dir.path().to_string_lossy().into_owned();
+        vec!["up".into(), "--no-build".into(), "--lambda-dir".into(), lambda_dir]
+    }
+
+    fn command(&self, args: &[&str], endpoint: &str, unset: &[&str]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"));
         command
             .args(args)
@@ -108,18 +141,13 @@ impl Env {
         for name in unset {
             command.env_remove(name);
         }
-        let output = command.output().await.expect("cannot run chatctl");
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        command
     }
 
     /// `chatctl up --no-build` with the test's zips, plus `args`.
     pub async fn up(&self, args: &[&str]) -> Run {
-        let lambda_dir = self.lambda_dir.path().to_string_lossy().into_owned();
-        let mut all = vec!["up", "--no-build", "--lambda-dir", lambda_dir.as_str()];
+        let up = self.up_args();
+        let mut all: Vec<&str> = up.iter().map(String::as_str).collect();
         all.extend_from_slice(args);
         self.chatctl(&all).await
     }

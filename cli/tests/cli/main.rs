@@ -9,5 +9,6 @@ mod gateway;
 mod harness;
 mod local_lambda;
 mod operate;
+mod real_aws;
 mod status;
 mod up;

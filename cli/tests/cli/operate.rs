@@ -304,7 +304,7 @@ async fn token_is_accepted_by_the_authorizers_own_check_until_it_expires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_explains_that_auth_mode_none_needs_none() {
-    let env = Env::start().await;
+    let env = Env::start_plain().await;
     env.write_config("auth = \"none\"\n");
     env.up(&[]).await.assert_ok();
     let run = env.chatctl(&["token", "--user", "alice"]).await;

@@ -323,7 +323,7 @@ async fn new_code_updates_only_that_function_and_memory_only_configuration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_prints_the_plan_and_changes_nothing() {
-    let env = Env::start().await;
+    let env = Env::start_plain().await;
     let run = env.up(&["--dry-run"]).await;
     run.assert_ok();
     assert!(run.stdout.contains("+ table chat-connections"), "{run:?}");
@@ -387,7 +387,8 @@ async fn up_and_down_converge_through_throttling_and_server_errors() {
         server_error_ratio: 0.1,
         seed: 7,
     };
-    let env = Env::start_with(Some(faults)).await;
+    let env = Env::start().await;
+    env.proxy.set_faults(Some(faults));
     env.up(&[]).await.assert_ok();
     assert!(!env.proxy.faulted_calls().is_empty(), "faults were injected");
     let status = env.chatctl(&["status"]).await;
@@ -540,7 +541,7 @@ async fn a_replacement_without_a_terminal_is_refused_with_a_pointer_to_yes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
-    let env = Env::start().await;
+    let env = Env::start_plain().await;
     env.write_config("stack = \"chat\"\nmemroy = 512\n");
     let run = env.up(&[]).await;
     assert_eq!(run.code, 1);

@@ -1,0 +1,122 @@
+//! chatctl through the AWS behaviour layer with every behaviour on: write
+//! conflicts on one API, IAM propagation, Lambda and DynamoDB states, lagging
+//! tags, small pages, lost create responses, request quotas and latency
+//! (aws-facts.md §10). What a first `up` on a real account meets.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::down::assert_nothing_left;
+use crate::harness::Env;
+
+/// Exactly one API named chat, one authorizer, one integration per function
+/// and one route per key: nothing duplicated by a retried or interrupted create.
+async fn assert_one_of_each(env: &Env) {
+    let apigateway = env.apigateway();
+    let apis = apigateway.get_apis().send().await.unwrap();
+    let ours: Vec<_> = apis.items().iter().filter(|a| a.name() == Some("chat")).collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    let api_id = ours[0].api_id().unwrap();
+    let integrations = apigateway.get_integrations().api_id(api_id).send().await.unwrap();
+    let uris: Vec<_> = integrations
+        .items()
+        .iter()
+        .map(|i| i.integration_uri().unwrap())
+        .collect();
+    assert_eq!(uris.len(), 6, "{uris:?}");
+    assert_eq!(uris.iter().collect::<HashSet<_>>().len(), 6, "{uris:?}");
+    let routes = apigateway.get_routes().api_id(api_id).send().await.unwrap();
+    let keys: HashSet<_> = routes.items().iter().map(|r| r.route_key().unwrap()).collect();
+    assert_eq!(keys.len(), 6, "{keys:?}");
+    assert_eq!(routes.items().len(), 6);
+    // moto has no GetAuthorizers of its own; the launcher adds it.
+    let authorizers = apigateway.get_authorizers().api_id(api_id).send().await.unwrap();
+    assert_eq!(authorizers.items().len(), 1, "{:?}", authorizers.items());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_up_succeeds_the_next_changes_nothing_and_down_leaves_nothing() {
+    let env = Env::start().await;
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    let answered: HashSet<String> = env
+        .proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.faulted)
+        .map(|c| c.operation)
+        .collect();
+    // The layer did answer as AWS does: conflicts, propagation, lost creates.
+    assert!(answered.contains("CreateFunction"), "{answered:?}");
+    assert!(answered.contains("CreateApi"), "{answered:?}");
+    assert_one_of_each(&env).await;
+
+    env.proxy.clear();
+    let again = env.up(&[]).await;
+    again.assert_ok();
+    assert!(again.stdout.contains("No changes"), "{again:?}");
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
+
+    let status = env.chatctl(&["status"]).await;
+    assert_eq!(status.code, 0, "{status:?}");
+    let routes = env.chatctl(&["routes", "list", "--output", "json"]).await;
+    routes.assert_ok();
+    let rows: Vec<Value> = serde_json::from_str(&routes.stdout).unwrap();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+
+    env.chatctl(&["down", "--yes"]).await.assert_ok();
+    assert_nothing_left(&env).await;
+}
+
+/// An `up` or `down` killed at any moment converges on the next run, with no
+/// duplicate and nothing orphaned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_up_or_down_killed_midway_converges_on_the_next_run() {
+    let env = Env::start().await;
+    let up_args = env.up_args();
+    let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();
+    // Killed while tables are CREATING and roles propagate, while functions
+    // are Pending, and while the API's parts are written.
+    for after in [300, 1_500, 3_000] {
+        let mut up = env.spawn(&up_args);
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        up.kill().await.unwrap();
+    }
+    env.up(&[]).await.assert_ok();
+    assert_one_of_each(&env).await;
+    let status = env.chatctl(&["status"]).await;
+    assert_eq!(status.code, 0, "{status:?}");
+
+    for after in [200, 1_000] {
+        let mut down = env.spawn(&["down", "--yes"]);
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        down.kill().await.unwrap();
+    }
+    env.chatctl(&["down", "--yes"]).await.assert_ok();
+    assert_nothing_left(&env).await;
+}
+
+/// A function idle for weeks is Inactive: updates are allowed and it stays
+/// Inactive until invoked, so `up` must not wait for Active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inactive_function_takes_new_code_without_waiting_for_active() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    env.proxy.make_function_inactive("chat-join");
+    env.change_code("join");
+    let started = std::time::Instant::now();
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("chat-join"), "{run:?}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    let config = env
+        .lambda()
+        .get_function_configuration()
+        .function_name("chat-join")
+        .send()
+        .await
+        .unwrap();
+    assert!(config.code_sha256().is_some());
+}

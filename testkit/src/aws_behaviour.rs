@@ -1,0 +1,1238 @@
+//! The AWS behaviour layer of [`AwsProxy`](crate::AwsProxy): makes the proxy
+//! answer the way real AWS does where moto is instant and lenient
+//! (aws-facts.md §10).
+//!
+//! Each behaviour of [`Behaviours`] can be switched on alone; all are off
+//! unless the proxy is started with [`AwsProxy::start_with_behaviours`](crate::AwsProxy::start_with_behaviours)
+//! or given them with [`AwsProxy::set_behaviours`](crate::AwsProxy::set_behaviours).
+//! Errors are shaped the way each service's protocol shapes them, so the SDK
+//! parses them into its typed variants. Durations come from [`Timings`]:
+//! [`Timings::compressed`] for tests, [`Timings::real_scale`] for the typical
+//! values on real accounts.
+//!
+//! The layer decides before a request reaches moto ([`LayerState::before`]:
+//! answer it with an error, or forward it with a [`Plan`]) and looks at moto's
+//! answer afterwards ([`LayerState::after`]: remember state, rewrite the
+//! answer, or lose it).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode, Uri};
+use serde_json::{Value, json};
+
+use crate::moto::{ACCOUNT_ID, REGION};
+
+/// How long each modelled AWS delay lasts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timings {
+    /// After CreateRole, how long Lambda cannot assume the role (real: 8 s).
+    pub role_propagation: Duration,
+    /// State `Pending` after CreateFunction (real: 2 s).
+    pub function_pending: Duration,
+    /// LastUpdateStatus `InProgress` after each update (real: 1 s).
+    pub function_update: Duration,
+    /// TableStatus `CREATING` after CreateTable (real: 10 s).
+    pub table_creating: Duration,
+    /// TableStatus `DELETING` after DeleteTable, before the table vanishes (real: 5 s).
+    pub table_deleting: Duration,
+    /// DynamoDB tags not readable after CreateTable (with tags) / TagResource / UntagResource (real: 2 s).
+    pub tag_lag: Duration,
+    /// How long one API Gateway write holds its API at least (real: 300 ms).
+    pub api_write: Duration,
+    pub latency: Latency,
+}
+
+/// How long each call takes to be answered (see [`Behaviours::latency`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    /// Get / List / Describe and other non-mutating calls (real: 80 ms).
+    pub read: Duration,
+    /// Mutating calls (real: 200 ms).
+    pub write: Duration,
+    /// API Gateway CreateDeployment (real: 1 s).
+    pub create_deployment: Duration,
+}
+
+impl Timings {
+    /// Short delays for tests, in the same proportions as real ones.
+    pub fn compressed() -> Timings {
+        Timings {
+            role_propagation: Duration::from_millis(1500),
+            function_pending: Duration::from_millis(300),
+            function_update: Duration::from_millis(200),
+            table_creating: Duration::from_secs(1),
+            table_deleting: Duration::from_millis(300),
+            tag_lag: Duration::from_millis(500),
+            api_write: Duration::from_millis(60),
+            latency: Latency {
+                read: Duration::from_millis(5),
+                write: Duration::from_millis(15),
+                create_deployment: Duration::from_millis(50),
+            },
+        }
+    }
+
+    /// The typical delays on real accounts (aws-facts.md §10, "Typical timings").
+    pub fn real_scale() -> Timings {
+        Timings {
+            role_propagation: Duration::from_secs(8),
+            function_pending: Duration::from_secs(2),
+            function_update: Duration::from_secs(1),
+            table_creating: Duration::from_secs(10),
+            table_deleting: Duration::from_secs(5),
+            tag_lag: Duration::from_secs(2),
+            api_write: Duration::from_millis(300),
+            latency: Latency {
+                read: Duration::from_millis(80),
+                write: Duration::from_millis(200),
+                create_deployment: Duration::from_secs(1),
+            },
+        }
+    }
+}
+
+/// Which AWS behaviours the proxy reproduces; see each field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Behaviours {
+    /// A write to an API Gateway v2 API (POST/PATCH/DELETE under
+    /// `/v2/apis/{id}/…`, PATCH/DELETE of the API) while another write to it is
+    /// in flight gets `409 ConflictException`. A successful write holds its
+    /// API from its start until the later of its end and start + `api_write`.
+    pub api_conflicts: bool,
+    /// CreateFunction within `role_propagation` of the CreateRole of its role:
+    /// `InvalidParameterValueException` "The role defined for the function
+    /// cannot be assumed by Lambda." in the first half of the window; in the
+    /// second half, for a function with environment variables, the KMS
+    /// CreateGrant message; else passes.
+    pub role_propagation: bool,
+    /// State `Pending` for `function_pending` after CreateFunction,
+    /// LastUpdateStatus `InProgress` for `function_update` after each
+    /// UpdateFunctionCode / UpdateFunctionConfiguration; an update meanwhile
+    /// gets `409 ResourceConflictException`.
+    pub function_states: bool,
+    /// TableStatus `CREATING` (and GSIs `CREATING`) for `table_creating` after
+    /// CreateTable: UpdateTimeToLive / UpdateTable / DeleteTable get
+    /// `ResourceInUseException`, ListTagsOfResource / TagResource /
+    /// UntagResource and item operations `ResourceNotFoundException`. After
+    /// DeleteTable, DescribeTable shows `DELETING` for `table_deleting`.
+    pub table_creating: bool,
+    /// ListTagsOfResource answers the tags from before the last change (none
+    /// after CreateTable) for `tag_lag` after CreateTable-with-tags /
+    /// TagResource / UntagResource.
+    pub tag_lag: bool,
+    /// The list calls chatctl uses answer pages of at most 2 items with a
+    /// continuation token (apigatewayv2 GetApis/GetRoutes/GetIntegrations/
+    /// GetAuthorizers, DynamoDB ListTagsOfResource, IAM ListRolePolicies/
+    /// ListAttachedRolePolicies, Logs DescribeLogGroups/FilterLogEvents).
+    pub small_pages: bool,
+    /// The first attempt of each create reaches moto, but its answer is
+    /// replaced by an HTTP 500 service error; the SDK's retry of the same
+    /// request gets moto's answer (a duplicate, or "already exists").
+    pub lost_create_responses: bool,
+    /// Lambda control-plane quota: 15 requests/s (burst 15) for every Lambda
+    /// operation but Invoke, GetFunction and GetPolicy, which have 100/s
+    /// (GetFunctionConfiguration counts against the 15); beyond: `429
+    /// TooManyRequestsException`.
+    pub lambda_quota: bool,
+    /// CloudWatch Logs FilterLogEvents: 5 requests/s; beyond: `ThrottlingException`.
+    pub logs_quota: bool,
+    /// Every call is answered after `timings.latency` (read, write or
+    /// create_deployment).
+    pub latency: bool,
+    pub timings: Timings,
+}
+
+impl Behaviours {
+    /// Every behaviour off, compressed timings.
+    pub fn none() -> Behaviours {
+        Behaviours {
+            api_conflicts: false,
+            role_propagation: false,
+            function_states: false,
+            table_creating: false,
+            tag_lag: false,
+            small_pages: false,
+            lost_create_responses: false,
+            lambda_quota: false,
+            logs_quota: false,
+            latency: false,
+            timings: Timings::compressed(),
+        }
+    }
+
+    /// Every behaviour on, with `timings`.
+    pub fn all(timings: Timings) -> Behaviours {
+        Behaviours {
+            api_conflicts: true,
+            role_propagation: true,
+            function_states: true,
+            table_creating: true,
+            tag_lag: true,
+            small_pages: true,
+            lost_create_responses: true,
+            lambda_quota: true,
+            logs_quota: true,
+            latency: true,
+            timings,
+        }
+    }
+
+    /// How long a call of `operation` waits before it is answered (zero when
+    /// `latency` is off).
+    pub(crate) fn latency_of(&self, operation: &str, mutating: bool) -> Duration {
+        if !self.latency {
+            Duration::ZERO
+        } else if operation == "CreateDeployment" {
+            self.timings.latency.create_deployment
+        } else if mutating {
+            self.timings.latency.write
+        } else {
+            self.timings.latency.read
+        }
+    }
+}
+
+/// The wire protocol of a request, for the shape of its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// awsJson1_0 / awsJson1_1: `X-Amz-Target`, errors in `__type`.
+    AwsJson,
+    /// awsQuery: form-encoded `Action=`, XML `<ErrorResponse>` errors.
+    AwsQuery,
+    /// restJson1: the operation is in method and path, errors in `x-amzn-ErrorType`.
+    RestJson,
+}
+
+/// What the layer sees of a request.
+pub(crate) struct RequestView<'a> {
+    pub service: &'a str,
+    pub operation: &'a str,
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    /// The body as the client sent it.
+    pub body: &'a [u8],
+    /// Same for an SDK retry of the same request.
+    pub key: u64,
+}
+
+/// An error the layer answers instead of moto.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LayerError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Fields added to a restJson body besides `message` (Lambda: `Type`, …).
+    pub extra: Option<Value>,
+    /// Seconds, for a `Retry-After` header.
+    pub retry_after: Option<u64>,
+}
+
+impl LayerError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> LayerError {
+        LayerError {
+            status,
+            code,
+            message: message.into(),
+            extra: None,
+            retry_after: None,
+        }
+    }
+
+    /// Lambda's restJson errors carry `"Type": "User"`.
+    fn lambda(status: StatusCode, code: &'static str, message: impl Into<String>) -> LayerError {
+        LayerError {
+            extra: Some(json!({ "Type": "User" })),
+            ..LayerError::new(status, code, message)
+        }
+    }
+}
+
+/// What to do with a request.
+pub(crate) enum Decision {
+    /// Answer with this error; moto never sees the request.
+    Answer(LayerError),
+    /// Answer 200 with this JSON (awsJson); moto never sees the request.
+    Reply(Value, &'static str),
+    /// Forward to moto, then call [`LayerState::after`] with the plan.
+    Forward(Plan),
+}
+
+/// What the layer decided for a forwarded request.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// The API Gateway API this write holds (api_conflicts).
+    api_hold: Option<(String, Instant)>,
+    /// Replaces the path and query sent to moto (paging parameters removed).
+    pub new_path_and_query: Option<String>,
+    /// Replaces the body sent to moto (paging parameters removed).
+    pub new_body: Option<Vec<u8>>,
+    /// Slice moto's full list answer.
+    page: Option<Paging>,
+    /// Before forwarding, the proxy reads this DynamoDB ARN's tags from moto
+    /// into `snapshot` (tag_lag of TagResource / UntagResource).
+    pub snapshot_tags_of: Option<String>,
+    pub snapshot: Option<Vec<Value>>,
+    /// ListTagsOfResource answers these tags instead of moto's (tag_lag).
+    tags_override: Option<Vec<Value>>,
+    /// Lose the answer if moto succeeds (lost_create_responses).
+    lose: bool,
+    /// Rewrite the function state of moto's answer (function_states).
+    function: Option<String>,
+    /// Rewrite or remember the table of moto's answer (table_creating, tag_lag).
+    table: Option<String>,
+}
+
+/// What to do with moto's answer.
+pub(crate) struct After {
+    /// A new body for moto's answer.
+    pub body: Option<Vec<u8>>,
+    /// Replace moto's answer by an HTTP 500 (a lost response).
+    pub lost: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PageFormat {
+    /// A JSON list `items` and token field `token` (restJson and awsJson).
+    Json { items: &'static str, token: &'static str },
+    /// An awsQuery XML list `<list><member>…</member>…</list>`, `IsTruncated`, `Marker`.
+    Query { list: &'static str },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Paging {
+    format: PageFormat,
+    offset: usize,
+}
+
+/// At most this many items per page with `small_pages`.
+const PAGE_SIZE: usize = 2;
+const TOKEN_PREFIX: &str = "chatctl-proxy-page-";
+
+#[derive(Debug, Default)]
+struct ApiLock {
+    /// Writes in flight.
+    active: u32,
+    /// Held until then by the last successful writes.
+    busy_until: Option<Instant>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct FunctionState {
+    pending_until: Option<Instant>,
+    updating_until: Option<Instant>,
+    inactive: bool,
+}
+
+/// A token bucket: `rate` per second, at most `burst` saved.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: burst,
+            rate,
+            burst,
+            last: now,
+        }
+    }
+
+    /// Takes a token, or says how long until one is there.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+}
+
+/// The layer's memory, inside the proxy's recorded state.
+#[derive(Debug)]
+pub(crate) struct LayerState {
+    pub behaviours: Behaviours,
+    apis: HashMap<String, ApiLock>,
+    /// Role name → when CreateRole answered.
+    roles: HashMap<String, Instant>,
+    functions: HashMap<String, FunctionState>,
+    /// Table name → CREATING until.
+    creating: HashMap<String, Instant>,
+    /// Table name → DELETING until, and its description.
+    deleting: HashMap<String, (Instant, Value)>,
+    /// DynamoDB ARN → tags answered until then.
+    tag_lags: HashMap<String, (Instant, Vec<Value>)>,
+    /// Requests whose answer was lost once.
+    lost: HashSet<u64>,
+    lambda_control: Option<Bucket>,
+    lambda_reads: Option<Bucket>,
+    filter_log_events: Option<Bucket>,
+}
+
+// --- aws-facts.md §10 messages -------------------------------------------------
+
+const CONFLICT_MESSAGE: &str = "Unable to complete operation due to concurrent modification. Please try again later.";
+const ROLE_MESSAGE: &str = "The role defined for the function cannot be assumed by Lambda.";
+
+fn kms_message(role_arn: &str) -> String {
+    format!(
+        "Lambda was unable to configure access to your environment variables because the KMS key is invalid \
+         for CreateGrant. Please check your KMS key settings. KMS Exception: InvalidArnException KMS Message: \
+         ARN does not refer to a valid principal: {role_arn}"
+    )
+}
+
+fn function_arn(name: &str) -> String {
+    format!("arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}")
+}
+
+/// The creates whose first answer `lost_create_responses` loses.
+const CREATES: &[(&str, &str)] = &[
+    ("apigateway", "CreateApi"),
+    ("apigateway", "CreateIntegration"),
+    ("apigateway", "CreateAuthorizer"),
+    ("apigateway", "CreateRoute"),
+    ("apigateway", "CreateStage"),
+    ("apigateway", "CreateDeployment"),
+    ("lambda", "CreateFunction"),
+    ("iam", "CreateRole"),
+    ("dynamodb", "CreateTable"),
+    ("logs", "CreateLogGroup"),
+];
+
+/// DynamoDB item operations (answer ResourceNotFoundException on a table
+/// that is not ACTIVE yet).
+const ITEM_OPERATIONS: &[&str] = &[
+    "PutItem",
+    "GetItem",
+    "UpdateItem",
+    "DeleteItem",
+    "Query",
+    "Scan",
+    "BatchGetItem",
+    "BatchWriteItem",
+    "TransactGetItems",
+    "TransactWriteItems",
+];
+
+impl LayerState {
+    pub fn new(behaviours: Behaviours) -> LayerState {
+        LayerState {
+            behaviours,
+            apis: HashMap::new(),
+            roles: HashMap::new(),
+            functions: HashMap::new(),
+            creating: HashMap::new(),
+            deleting: HashMap::new(),
+            tag_lags: HashMap::new(),
+            lost: HashSet::new(),
+            lambda_control: None,
+            lambda_reads: None,
+            filter_log_events: None,
+        }
+    }
+
+    /// See [`AwsProxy::make_function_inactive`](crate::AwsProxy::make_function_inactive).
+    pub fn make_function_inactive(&mut self, function_name: &str) {
+        self.functions
+            .entry(function_name_of(function_name))
+            .or_default()
+            .inactive = true;
+    }
+
+    /// Decides, as the request arrives (after its latency), whether the layer
+    /// answers it or moto does.
+    pub fn before(&mut self, request: &RequestView) -> Decision {
+        let now = Instant::now();
+        let b = self.behaviours;
+        let mut plan = Plan::default();
+        match request.service {
+            "lambda" => {
+                if b.lambda_quota
+                    && let Err(error) = self.lambda_quota(request.operation, now)
+                {
+                    return Decision::Answer(error);
+                }
+                if let Some(error) = self.lambda_before(request, now, &mut plan) {
+                    return Decision::Answer(error);
+                }
+            }
+            // AWS Knowledge Center: FilterLogEvents 5 requests/s per account and region (§10).
+            "logs" if b.logs_quota && request.operation == "FilterLogEvents" => {
+                let bucket = self.filter_log_events.get_or_insert_with(|| Bucket::new(5.0, 5.0, now));
+                if bucket.take(now).is_err() {
+                    return Decision::Answer(LayerError::new(
+                        StatusCode::BAD_REQUEST,
+                        "ThrottlingException",
+                        "Rate exceeded",
+                    ));
+                }
+            }
+            "dynamodb" => match self.dynamodb_before(request, now, &mut plan) {
+                Some(Ok(error)) => return Decision::Answer(error),
+                Some(Err(description)) => return Decision::Reply(description, "TableStatus DELETING"),
+                None => {}
+            },
+            "apigateway" => {
+                if b.api_conflicts
+                    && let Some(api) = written_api(request)
+                {
+                    // terraform-provider-aws #18018, PR #29735, #37897, #40575 (§10).
+                    let lock = self.apis.entry(api.clone()).or_default();
+                    if lock.active > 0 || lock.busy_until.is_some_and(|until| now < until) {
+                        return Decision::Answer(LayerError::new(
+                            StatusCode::CONFLICT,
+                            "ConflictException",
+                            CONFLICT_MESSAGE,
+                        ));
+                    }
+                    lock.active += 1;
+                    plan.api_hold = Some((api, now));
+                }
+            }
+            _ => {}
+        }
+        if b.small_pages {
+            small_pages_request(request, &mut plan);
+        }
+        // General AWS idempotency guidance; terraform-provider-aws retry code (§10 "lost responses").
+        if b.lost_create_responses
+            && CREATES.contains(&(request.service, request.operation))
+            && !self.lost.contains(&request.key)
+        {
+            plan.lose = true;
+        }
+        Decision::Forward(plan)
+    }
+
+    /// Lambda control-plane quota (Lambda quotas page, §10): 15/s for the
+    /// control plane, GetFunction and GetPolicy 100/s.
+    fn lambda_quota(&mut self, operation: &str, now: Instant) -> Result<(), LayerError> {
+        if operation == "Invoke" {
+            return Ok(());
+        }
+        let bucket = if matches!(operation, "GetFunction" | "GetPolicy") {
+            self.lambda_reads.get_or_insert_with(|| Bucket::new(100.0, 100.0, now))
+        } else {
+            self.lambda_control.get_or_insert_with(|| Bucket::new(15.0, 15.0, now))
+        };
+        bucket.take(now).map_err(|wait| LayerError {
+            extra: Some(json!({ "Type": "User", "Reason": "CallerRateLimitExceeded" })),
+            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ..LayerError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                "Rate exceeded",
+            )
+        })
+    }
+
+    fn lambda_before(&mut self, request: &RequestView, now: Instant, plan: &mut Plan) -> Option<LayerError> {
+        let b = self.behaviours;
+        match request.operation {
+            "CreateFunction" => {
+                let body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
+                if b.role_propagation
+                    && let Some(role_arn) = body["Role"].as_str()
+                {
+                    // IAM propagation, messages 1 and 2 (§8, §10; terraform-provider-aws
+                    // internal/service/lambda/function.go).
+                    let role = role_arn.rsplit('/').next().unwrap_or(role_arn);
+                    if let Some(created) = self.roles.get(role) {
+                        let age = now.saturating_duration_since(*created);
+                        let window = b.timings.role_propagation;
+                        let has_environment = body["Environment"]["Variables"]
+                            .as_object()
+                            .is_some_and(|variables| !variables.is_empty());
+                        if age < window / 2 {
+                            return Some(LayerError::lambda(
+                                StatusCode::BAD_REQUEST,
+                                "InvalidParameterValueException",
+                                ROLE_MESSAGE,
+                            ));
+                        }
+                        if age < window && has_environment {
+                            return Some(LayerError::lambda(
+                                StatusCode::BAD_REQUEST,
+                                "InvalidParameterValueException",
+                                kms_message(role_arn),
+                            ));
+                        }
+                    }
+                }
+                if let Some(name) = body["FunctionName"].as_str() {
+                    plan.function = Some(function_name_of(name));
+                }
+            }
+            "UpdateFunctionCode" | "UpdateFunctionConfiguration" => {
+                let name = path_function(request.uri)?;
+                if b.function_states
+                    && let Some(state) = self.functions.get(&name)
+                {
+                    // Lambda docs "functions-states"; botocore #2584 (§10).
+                    if state.pending_until.is_some_and(|until| now < until) {
+                        return Some(LayerError::lambda(
+                            StatusCode::CONFLICT,
+                            "ResourceConflictException",
+                            "The operation cannot be performed at this time. \
+                             The function is currently in the following state: Pending",
+                        ));
+                    }
+                    if state.updating_until.is_some_and(|until| now < until) {
+                        return Some(LayerError::lambda(
+                            StatusCode::CONFLICT,
+                            "ResourceConflictException",
+                            format!(
+                                "The operation cannot be performed at this time. \
+                                 An update is in progress for resource: {}",
+                                function_arn(&name)
+                            ),
+                        ));
+                    }
+                }
+                plan.function = Some(name);
+            }
+            "GetFunction" | "GetFunctionConfiguration" | "DeleteFunction" => plan.function = path_function(request.uri),
+            _ => {}
+        }
+        None
+    }
+
+    /// `Some(Ok(error))`: answer the error; `Some(Err(description))`: answer
+    /// DescribeTable with it.
+    fn dynamodb_before(
+        &mut self,
+        request: &RequestView,
+        now: Instant,
+        plan: &mut Plan,
+    ) -> Option<Result<LayerError, Value>> {
+        let b = self.behaviours;
+        let body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
+        let operation = request.operation;
+        self.creating.retain(|_, until| now < *until);
+        self.deleting.retain(|_, (until, _)| now < *until);
+        self.tag_lags.retain(|_, (until, _)| now < *until);
+        let tables = tables_of(operation, &body);
+        plan.table = tables.first().cloned();
+        if b.table_creating {
+            // DynamoDB API reference; cortex #1369, cloud-custodian #3361/#3514 (§10).
+            for table in &tables {
+                if self.creating.contains_key(table) {
+                    match operation {
+                        "UpdateTimeToLive" | "UpdateTable" | "DeleteTable" => {
+                            return Some(Ok(LayerError::new(
+                                StatusCode::BAD_REQUEST,
+                                "ResourceInUseException",
+                                format!(
+                                    "Attempt to change a resource which is still in use: Table is being created: {table}"
+                                ),
+                            )));
+                        }
+                        "ListTagsOfResource" | "TagResource" | "UntagResource" => {
+                            let arn = body["ResourceArn"].as_str().unwrap_or_default();
+                            return Some(Ok(LayerError::new(
+                                StatusCode::BAD_REQUEST,
+                                "ResourceNotFoundException",
+                                format!("Requested resource not found: ResourcArn: {arn} not found"),
+                            )));
+                        }
+                        op if ITEM_OPERATIONS.contains(&op) => {
+                            return Some(Ok(LayerError::new(
+                                StatusCode::BAD_REQUEST,
+                                "ResourceNotFoundException",
+                                "Requested resource not found",
+                            )));
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some((_, description)) = self.deleting.get(table) {
+                    match operation {
+                        "DescribeTable" => return Some(Err(json!({ "Table": description }))),
+                        "CreateTable" | "UpdateTimeToLive" | "UpdateTable" | "DeleteTable" => {
+                            return Some(Ok(LayerError::new(
+                                StatusCode::BAD_REQUEST,
+                                "ResourceInUseException",
+                                format!(
+                                    "Attempt to change a resource which is still in use: Table is being deleted: {table}"
+                                ),
+                            )));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if b.tag_lag
+            && let Some(arn) = body["ResourceArn"].as_str()
+        {
+            // terraform-provider-aws PR #39326 (§10 "DynamoDB tags").
+            match operation {
+                "ListTagsOfResource" => plan.tags_override = self.tag_lags.get(arn).map(|(_, tags)| tags.clone()),
+                "TagResource" | "UntagResource" if !self.tag_lags.contains_key(arn) => {
+                    plan.snapshot_tags_of = Some(arn.to_string());
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Looks at moto's answer to a forwarded request: remembers state,
+    /// rewrites the answer, or loses it.
+    pub fn after(&mut self, request: &RequestView, plan: Plan, status: StatusCode, body: &[u8]) -> After {
+        let now = Instant::now();
+        let b = self.behaviours;
+        let success = status.is_success();
+        if let Some((api, started)) = &plan.api_hold
+            && let Some(lock) = self.apis.get_mut(api)
+        {
+            lock.active = lock.active.saturating_sub(1);
+            if success {
+                let held = (*started + b.timings.api_write).max(now);
+                lock.busy_until = Some(lock.busy_until.map_or(held, |until| until.max(held)));
+            }
+        }
+        let mut json: Option<Value> = None;
+        let mut rewritten = false;
+        if success {
+            let parsed = || serde_json::from_slice::<Value>(body).ok();
+            match (request.service, request.operation) {
+                ("iam", "CreateRole") if b.role_propagation => {
+                    if let Some(role) = form_value(request.body, "RoleName") {
+                        self.roles.insert(role, now);
+                    }
+                }
+                ("lambda", operation) => {
+                    if let Some(name) = &plan.function {
+                        json = parsed();
+                        rewritten = self.lambda_after(operation, name, json.as_mut(), now);
+                    }
+                }
+                ("dynamodb", operation) => {
+                    json = parsed();
+                    rewritten = self.dynamodb_after(request, &plan, operation, json.as_mut(), now);
+                }
+                _ => {}
+            }
+        }
+        let mut new_body = None;
+        if success && let Some(paging) = plan.page {
+            match paging.format {
+                PageFormat::Json { items, token } => {
+                    if json.is_none() {
+                        json = serde_json::from_slice(body).ok();
+                    }
+                    if let Some(value) = json.as_mut() {
+                        page_json(value, items, token, paging.offset);
+                        rewritten = true;
+                    }
+                }
+                PageFormat::Query { list } => {
+                    if let Some(paged) = std::str::from_utf8(body)
+                        .ok()
+                        .and_then(|xml| page_query_xml(xml, list, paging.offset))
+                    {
+                        new_body = Some(paged.into_bytes());
+                    }
+                }
+            }
+        }
+        if rewritten && let Some(value) = &json {
+            new_body = Some(value.to_string().into_bytes());
+        }
+        let lost = plan.lose && success;
+        if lost {
+            self.lost.insert(request.key);
+        }
+        After { body: new_body, lost }
+    }
+
+    /// Remembers and rewrites the function state; whether `json` changed.
+    fn lambda_after(&mut self, operation: &str, name: &str, json: Option<&mut Value>, now: Instant) -> bool {
+        let b = self.behaviours;
+        match operation {
+            "CreateFunction" if b.function_states => {
+                self.functions.insert(
+                    name.to_string(),
+                    FunctionState {
+                        pending_until: Some(now + b.timings.function_pending),
+                        updating_until: None,
+                        inactive: false,
+                    },
+                );
+            }
+            "UpdateFunctionCode" | "UpdateFunctionConfiguration" => {
+                let tracked = self.functions.contains_key(name);
+                if !b.function_states && !tracked {
+                    return false;
+                }
+                let state = self.functions.entry(name.to_string()).or_default();
+                if b.function_states {
+                    state.updating_until = Some(now + b.timings.function_update);
+                }
+            }
+            "DeleteFunction" => {
+                self.functions.remove(name);
+                return false;
+            }
+            _ => {}
+        }
+        let Some(state) = self.functions.get(name).copied() else {
+            return false;
+        };
+        let Some(json) = json else { return false };
+        let configuration = if operation == "GetFunction" {
+            &mut json["Configuration"]
+        } else {
+            json
+        };
+        let Some(configuration) = configuration.as_object_mut() else {
+            return false;
+        };
+        let pending = state.pending_until.is_some_and(|until| now < until);
+        let updating = state.updating_until.is_some_and(|until| now < until);
+        for field in [
+            "StateReason",
+            "StateReasonCode",
+            "LastUpdateStatusReason",
+            "LastUpdateStatusReasonCode",
+        ] {
+            configuration.remove(field);
+        }
+        if pending {
+            configuration.insert("State".into(), json!("Pending"));
+            configuration.insert("StateReason".into(), json!("The function is being created."));
+            configuration.insert("StateReasonCode".into(), json!("Creating"));
+            configuration.insert("LastUpdateStatus".into(), json!("InProgress"));
+            configuration.insert("LastUpdateStatusReason".into(), json!("The function is being created."));
+            configuration.insert("LastUpdateStatusReasonCode".into(), json!("Creating"));
+            return true;
+        }
+        if state.inactive {
+            configuration.insert("State".into(), json!("Inactive"));
+            configuration.insert(
+                "StateReason".into(),
+                json!("The function is inactive because it has not been invoked for an extended period."),
+            );
+            configuration.insert("StateReasonCode".into(), json!("Idle"));
+        } else {
+            configuration.insert("State".into(), json!("Active"));
+        }
+        if updating {
+            configuration.insert("LastUpdateStatus".into(), json!("InProgress"));
+            configuration.insert("LastUpdateStatusReason".into(), json!("The function is being updated."));
+        } else {
+            configuration.insert("LastUpdateStatus".into(), json!("Successful"));
+        }
+        true
+    }
+
+    /// Remembers and rewrites table states and tags; whether `json` changed.
+    fn dynamodb_after(
+        &mut self,
+        request: &RequestView,
+        plan: &Plan,
+        operation: &str,
+        json: Option<&mut Value>,
+        now: Instant,
+    ) -> bool {
+        let b = self.behaviours;
+        let Some(json) = json else { return false };
+        let request_body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
+        match operation {
+            "CreateTable" => {
+                let Some(table) = plan.table.clone() else { return false };
+                if b.tag_lag
+                    && request_body["Tags"].as_array().is_some_and(|tags| !tags.is_empty())
+                    && let Some(arn) = json["TableDescription"]["TableArn"].as_str()
+                {
+                    self.tag_lags.insert(arn.to_string(), (now + b.timings.tag_lag, vec![]));
+                }
+                if b.table_creating {
+                    self.creating.insert(table, now + b.timings.table_creating);
+                    set_table_status(&mut json["TableDescription"], "CREATING");
+                    return true;
+                }
+            }
+            "DescribeTable" => {
+                if let Some(table) = &plan.table
+                    && self.creating.get(table).is_some_and(|until| now < *until)
+                {
+                    set_table_status(&mut json["Table"], "CREATING");
+                    return true;
+                }
+            }
+            "DeleteTable" if b.table_creating => {
+                let Some(table) = plan.table.clone() else { return false };
+                self.creating.remove(&table);
+                let description = &mut json["TableDescription"];
+                if description.is_object() {
+                    description["TableStatus"] = json!("DELETING");
+                    self.deleting
+                        .insert(table, (now + b.timings.table_deleting, description.clone()));
+                    return true;
+                }
+            }
+            "TagResource" | "UntagResource" if b.tag_lag => {
+                if let Some(arn) = request_body["ResourceArn"].as_str() {
+                    let snapshot = match self.tag_lags.get(arn) {
+                        Some((_, tags)) => tags.clone(),
+                        None => plan.snapshot.clone().unwrap_or_default(),
+                    };
+                    self.tag_lags
+                        .insert(arn.to_string(), (now + b.timings.tag_lag, snapshot));
+                }
+            }
+            "ListTagsOfResource" => {
+                if let Some(tags) = &plan.tags_override {
+                    json["Tags"] = Value::Array(tags.clone());
+                    if let Some(object) = json.as_object_mut() {
+                        object.remove("NextToken");
+                    }
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+}
+
+fn set_table_status(description: &mut Value, status: &str) {
+    if !description.is_object() {
+        return;
+    }
+    description["TableStatus"] = json!(status);
+    if let Some(indexes) = description["GlobalSecondaryIndexes"].as_array_mut() {
+        for index in indexes {
+            index["IndexStatus"] = json!(status);
+        }
+    }
+}
+
+/// The tables a DynamoDB request names (`TableName` may be an ARN).
+fn tables_of(operation: &str, body: &Value) -> Vec<String> {
+    let mut tables = Vec::new();
+    if let Some(name) = body["TableName"].as_str() {
+        tables.push(table_name_of(name));
+    }
+    if let Some(arn) = body["ResourceArn"].as_str() {
+        tables.push(table_name_of(arn));
+    }
+    if let Some(items) = body["RequestItems"].as_object() {
+        tables.extend(items.keys().map(|name| table_name_of(name)));
+    }
+    if operation.starts_with("Transact")
+        && let Some(items) = body["TransactItems"].as_array()
+    {
+        for item in items {
+            if let Some(item) = item.as_object() {
+                for action in item.values() {
+                    if let Some(name) = action["TableName"].as_str() {
+                        tables.push(table_name_of(name));
+                    }
+                }
+            }
+        }
+    }
+    tables
+}
+
+/// `arn:aws:dynamodb:…:table/NAME[/…]` → `NAME`; a name stays.
+fn table_name_of(name_or_arn: &str) -> String {
+    match name_or_arn.split_once(":table/") {
+        Some((_, rest)) => rest.split('/').next().unwrap_or(rest).to_string(),
+        None => name_or_arn.to_string(),
+    }
+}
+
+/// A Lambda function name from a name, a (partial) ARN, with a qualifier or not.
+fn function_name_of(name_or_arn: &str) -> String {
+    match name_or_arn.split_once("function:") {
+        Some((_, rest)) => rest.split(':').next().unwrap_or(rest).to_string(),
+        None => name_or_arn.to_string(),
+    }
+}
+
+/// The function of a `/2015-03-31/functions/{name}/…` path, URL-decoded.
+fn path_function(uri: &Uri) -> Option<String> {
+    let segment = uri.path().split('/').nth(3)?;
+    Some(function_name_of(&percent_decode(segment)))
+}
+
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// A URL-decoded value of an `application/x-www-form-urlencoded` body.
+fn form_value(form: &[u8], key: &str) -> Option<String> {
+    let form = std::str::from_utf8(form).ok()?;
+    form.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (name == key).then(|| percent_decode(&value.replace('+', " ")))
+    })
+}
+
+/// The API a write to API Gateway v2 changes: POST/PATCH/PUT/DELETE under
+/// `/v2/apis/{id}/…`, and PATCH/PUT/DELETE of `/v2/apis/{id}`.
+fn written_api(request: &RequestView) -> Option<String> {
+    if !matches!(
+        *request.method,
+        Method::POST | Method::PATCH | Method::PUT | Method::DELETE
+    ) {
+        return None;
+    }
+    let segments: Vec<&str> = request.uri.path().trim_end_matches('/').split('/').collect();
+    // "", "v2", "apis", id, …
+    (segments.len() >= 4 && segments[1] == "v2" && segments[2] == "apis" && !segments[3].is_empty())
+        .then(|| segments[3].to_string())
+}
+
+/// The offset a continuation token of ours stands for.
+fn token_offset(token: &str) -> Option<usize> {
+    token.strip_prefix(TOKEN_PREFIX)?.parse().ok()
+}
+
+/// Plans `small_pages` for the list calls chatctl uses: takes the paging
+/// parameters out of the request (moto then answers the full list), and
+/// remembers which page to cut. A token the proxy did not issue leaves the
+/// request alone. ("pagination" row of §10: SDK docs of each operation; IAM
+/// "might return fewer results, even when there are more results available".)
+fn small_pages_request(request: &RequestView, plan: &mut Plan) {
+    let (format, token_field, drop): (PageFormat, &str, &[&str]) = match (request.service, request.operation) {
+        ("apigateway", "GetApis" | "GetRoutes" | "GetIntegrations" | "GetAuthorizers") => {
+            let mut offset = 0;
+            let mut kept = Vec::new();
+            for pair in request.uri.query().unwrap_or_default().split('&') {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                match name {
+                    "nextToken" => match token_offset(&percent_decode(value)) {
+                        Some(at) => offset = at,
+                        None => return,
+                    },
+                    "maxResults" | "" => {}
+                    _ => kept.push(pair),
+                }
+            }
+            let path = request.uri.path();
+            plan.new_path_and_query = Some(if kept.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            });
+            plan.page = Some(Paging {
+                format: PageFormat::Json {
+                    items: "items",
+                    token: "nextToken",
+                },
+                offset,
+            });
+            return;
+        }
+        ("dynamodb", "ListTagsOfResource") => (
+            PageFormat::Json {
+                items: "Tags",
+                token: "NextToken",
+            },
+            "NextToken",
+            &[],
+        ),
+        ("logs", "DescribeLogGroups") => (
+            PageFormat::Json {
+                items: "logGroups",
+                token: "nextToken",
+            },
+            "nextToken",
+            &["limit"],
+        ),
+        ("logs", "FilterLogEvents") => (
+            PageFormat::Json {
+                items: "events",
+                token: "nextToken",
+            },
+            "nextToken",
+            &["limit"],
+        ),
+        ("iam", "ListRolePolicies" | "ListAttachedRolePolicies") => {
+            let list = if request.operation == "ListRolePolicies" {
+                "PolicyNames"
+            } else {
+                "AttachedPolicies"
+            };
+            let Ok(form) = std::str::from_utf8(request.body) else {
+                return;
+            };
+            let mut offset = 0;
+            let mut kept = Vec::new();
+            for pair in form.split('&') {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                match name {
+                    "Marker" => match token_offset(&percent_decode(value)) {
+                        Some(at) => offset = at,
+                        None => return,
+                    },
+                    "MaxItems" => {}
+                    _ => kept.push(pair),
+                }
+            }
+            plan.new_body = Some(kept.join("&").into_bytes());
+            plan.page = Some(Paging {
+                format: PageFormat::Query { list },
+                offset,
+            });
+            return;
+        }
+        _ => return,
+    };
+    let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(request.body) else {
+        return;
+    };
+    let offset = match body.remove(token_field) {
+        Some(Value::String(token)) => match token_offset(&token) {
+            Some(at) => at,
+            None => return,
+        },
+        _ => 0,
+    };
+    for field in drop {
+        body.remove(*field);
+    }
+    plan.new_body = Some(Value::Object(body).to_string().into_bytes());
+    plan.page = Some(Paging { format, offset });
+}
+
+/// Cuts page `offset..offset + PAGE_SIZE` of `value[items]`, with our token
+/// in `value[token]` when more follow.
+fn page_json(value: &mut Value, items: &str, token: &str, offset: usize) {
+    let Some(object) = value.as_object_mut() else { return };
+    object.remove(token);
+    let Some(Value::Array(all)) = object.get_mut(items) else {
+        return;
+    };
+    let total = all.len();
+    let page: Vec<Value> = all.drain(..).skip(offset).take(PAGE_SIZE).collect();
+    *all = page;
+    if offset + PAGE_SIZE < total {
+        object.insert(token.into(), json!(format!("{TOKEN_PREFIX}{}", offset + PAGE_SIZE)));
+    }
+}
+
+/// Cuts a page of the `<member>`s of `<list>` in an awsQuery answer and sets
+/// `IsTruncated` and `Marker`. `None` when the XML is not as expected.
+fn page_query_xml(xml: &str, list: &str, offset: usize) -> Option<String> {
+    let open = format!("<{list}>");
+    let close = format!("</{list}>");
+    let (start, end) = match xml.find(&open) {
+        Some(start) => (
+            start + open.len(),
+            start + open.len() + xml[start + open.len()..].find(&close)?,
+        ),
+        // `<list/>`: no members, nothing to cut.
+        None if xml.contains(&format!("<{list}/>")) => return Some(xml.to_string()),
+        None => return None,
+    };
+    let mut members = Vec::new();
+    let mut rest = &xml[start..end];
+    while let Some(at) = rest.find("<member>") {
+        let stop = rest[at..].find("</member>")? + at + "</member>".len();
+        members.push(&rest[at..stop]);
+        rest = &rest[stop..];
+    }
+    let total = members.len();
+    let page: String = members.into_iter().skip(offset).take(PAGE_SIZE).collect();
+    let mut paged = format!(
+        "{}{open}{page}{close}{}",
+        &xml[..start - open.len()],
+        &xml[end + close.len()..]
+    );
+    // Drop moto's own IsTruncated / Marker, then state ours.
+    for field in ["IsTruncated", "Marker"] {
+        if let Some(at) = paged.find(&format!("<{field}>")) {
+            let stop = paged[at..].find(&format!("</{field}>"))? + at + field.len() + 3;
+            paged.replace_range(at..stop, "");
+        }
+    }
+    let truncated = offset + PAGE_SIZE < total;
+    let mut status = format!("<IsTruncated>{truncated}</IsTruncated>");
+    if truncated {
+        status.push_str(&format!("<Marker>{TOKEN_PREFIX}{}</Marker>", offset + PAGE_SIZE));
+    }
+    let at = paged.find(&close)? + close.len();
+    paged.insert_str(at, &status);
+    Some(paged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_query_xml() {
+        let xml = "<R xmlns=\"x\"><Result><PolicyNames><member>a</member><member>b</member><member>c</member>\
+                   </PolicyNames><IsTruncated>false</IsTruncated></Result><M/></R>";
+        let first = page_query_xml(xml, "PolicyNames", 0).unwrap();
+        assert_eq!(
+            first,
+            "<R xmlns=\"x\"><Result><PolicyNames><member>a</member><member>b</member></PolicyNames>\
+             <IsTruncated>true</IsTruncated><Marker>chatctl-proxy-page-2</Marker></Result><M/></R>"
+        );
+        let second = page_query_xml(xml, "PolicyNames", 2).unwrap();
+        assert_eq!(
+            second,
+            "<R xmlns=\"x\"><Result><PolicyNames><member>c</member></PolicyNames>\
+             <IsTruncated>false</IsTruncated></Result><M/></R>"
+        );
+        let nested = "<R><AttachedPolicies><member><PolicyName>p</PolicyName></member></AttachedPolicies>\
+                      <IsTruncated>false</IsTruncated></R>";
+        assert_eq!(page_query_xml(nested, "AttachedPolicies", 0).unwrap(), nested);
+        let empty = "<R><PolicyNames/><IsTruncated>false</IsTruncated></R>";
+        assert_eq!(page_query_xml(empty, "PolicyNames", 0).unwrap(), empty);
+    }
+
+    #[test]
+    fn pages_json() {
+        let mut value = json!({ "items": [1, 2, 3], "nextToken": "moto" });
+        page_json(&mut value, "items", "nextToken", 0);
+        assert_eq!(value, json!({ "items": [1, 2], "nextToken": "chatctl-proxy-page-2" }));
+        let mut value = json!({ "items": [1, 2, 3] });
+        page_json(&mut value, "items", "nextToken", 2);
+        assert_eq!(value, json!({ "items": [3] }));
+    }
+
+    #[test]
+    fn normalises_names() {
+        assert_eq!(function_name_of("chat-connect"), "chat-connect");
+        assert_eq!(
+            function_name_of("arn:aws:lambda:us-east-1:123456789012:function:chat-connect:live"),
+            "chat-connect"
+        );
+        assert_eq!(function_name_of("123456789012:function:chat"), "chat");
+        assert_eq!(
+            table_name_of("arn:aws:dynamodb:us-east-1:123456789012:table/chat/index/gsi"),
+            "chat"
+        );
+        assert_eq!(table_name_of("chat"), "chat");
+    }
+
+    #[test]
+    fn buckets_refill_at_their_rate() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(10.0, 2.0, start);
+        assert!(bucket.take(start).is_ok());
+        assert!(bucket.take(start).is_ok());
+        assert!(bucket.take(start).is_err());
+        assert!(bucket.take(start + Duration::from_millis(110)).is_ok());
+    }
+}
