@@ -93,9 +93,21 @@ fn retry_config() -> RetryConfig {
         .with_max_backoff(Duration::from_secs(10))
 }
 
+/// A call that hangs is given up and retried (or, for a create that must not
+/// be resent blindly, looked for) instead of blocking `up` for ever. Long
+/// enough for CreateFunction to upload a zip over a slow link.
+fn timeout_config() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(Duration::from_secs(120))
+        .build()
+}
+
 impl Aws {
     pub async fn connect(options: &AwsOptions) -> Result<Aws> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(retry_config());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(retry_config())
+            .timeout_config(timeout_config());
         if let Some(profile) = &options.profile {
             loader = loader.profile_name(profile);
         }

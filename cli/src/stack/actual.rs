@@ -486,8 +486,8 @@ where
 /// token that never ends.
 const MAX_PAGES: usize = 10_000;
 
-/// The ids of this stack's APIs (by name and tag), oldest first: one,
-/// unless an interrupted run or two runs at once made more.
+/// This stack's APIs (by name and tag), oldest first: one, unless two runs
+/// at once or a lost create sent again made more.
 pub async fn find_apis(aws: &Aws, names: &Names) -> Result<Vec<aws_sdk_apigatewayv2::types::Api>> {
     let mut apis = all_pages("cannot list API Gateway APIs", |token| async move {
         let page = aws
@@ -510,9 +510,24 @@ pub async fn find_apis(aws: &Aws, names: &Names) -> Result<Vec<aws_sdk_apigatewa
 
 pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
     let apis = find_apis(aws, names).await?;
-    let Some(api) = apis.first() else {
-        return Ok(Found::Missing);
+    let chosen = match apis.len() {
+        0 => return Ok(Found::Missing),
+        1 => 0,
+        // Two runs at once, or a lost create that was sent again, made more
+        // than one: the one with the most routes is the one in use, then the
+        // oldest.
+        _ => {
+            let routes = futures::future::try_join_all(
+                apis.iter()
+                    .map(|api| read_routes(aws, api.api_id().unwrap_or_default())),
+            )
+            .await?;
+            (0..apis.len())
+                .max_by_key(|i| (routes[*i].len(), std::cmp::Reverse(*i)))
+                .unwrap_or(0)
+        }
     };
+    let api = &apis[chosen];
     let id = api.api_id().unwrap_or_default();
     let (routes, integrations, authorizers, stage) = tokio::join!(
         read_routes(aws, id),
@@ -538,9 +553,11 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
         integrations: integrations?,
         authorizers: authorizers?,
         stage,
-        duplicates: apis[1..]
+        duplicates: apis
             .iter()
-            .filter_map(|api| api.api_id().map(str::to_string))
+            .enumerate()
+            .filter(|(i, _)| *i != chosen)
+            .filter_map(|(_, api)| api.api_id().map(str::to_string))
             .collect(),
     }))
 }

@@ -365,9 +365,16 @@ pub async fn wait_until_table_gone(aws: &Aws, name: &str) -> Result<()> {
 /// Deletes a table once it takes a deletion (not while CREATING or
 /// UPDATING: ResourceInUseException) and waits until it is gone.
 pub async fn delete_table_and_wait(aws: &Aws, name: &str) -> Result<()> {
-    match wait_for_table(aws, name).await {
-        Err(_) => {}
-        Ok(_) => match aws.dynamodb.delete_table().table_name(name).send().await {
+    let status = match aws.dynamodb.describe_table().table_name(name).send().await {
+        Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(()),
+        other => other
+            .map_err(failed(format!("cannot read DynamoDB table {name}")))?
+            .table
+            .and_then(|t| t.table_status),
+    };
+    if status != Some(TableStatus::Deleting) {
+        wait_for_table(aws, name).await?;
+        match aws.dynamodb.delete_table().table_name(name).send().await {
             Ok(_) => {}
             Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(()),
             Err(err) => {
@@ -376,7 +383,7 @@ pub async fn delete_table_and_wait(aws: &Aws, name: &str) -> Result<()> {
                     err,
                 ));
             }
-        },
+        }
     }
     wait_until_table_gone(aws, name).await
 }
@@ -986,8 +993,12 @@ async fn apply_api_parts(
             .filter(|r| !desired.api.routes.iter().any(|s| s.key == r.key))
             .map(|r| async move {
                 writes
-                    .send(format!("cannot delete route {}", r.key), || {
-                        client.delete_route().api_id(api_id).route_id(&r.id).send()
+                    .send(format!("cannot delete route {}", r.key), || async {
+                        match client.delete_route().api_id(api_id).route_id(&r.id).send().await {
+                            // Gone already: a resent delete whose first answer was lost.
+                            Err(err) if is_code(&err, &["NotFoundException"]) => Ok(()),
+                            other => other.map(|_| ()),
+                        }
                     })
                     .await?;
                 step(report, "route", &r.key, "deleted");
@@ -1018,7 +1029,7 @@ async fn apply_api_parts(
             }
         })
         .collect();
-    deploy(aws, desired, existing, api_id, &served, parts_changed, writes, report).await?;
+    deploy(aws, desired, existing, (api_id, writes), &served, parts_changed, report).await?;
     Ok(authorizer_id)
 }
 
@@ -1061,7 +1072,8 @@ async fn grant_permissions(
                 ));
             }
         }
-        aws.lambda
+        let added = aws
+            .lambda
             .add_permission()
             .function_name(&name)
             .statement_id(PERMISSION_ID)
@@ -1069,8 +1081,23 @@ async fn grant_permissions(
             .principal("apigateway.amazonaws.com")
             .source_arn(&source_arn)
             .send()
-            .await
-            .map_err(failed(format!("cannot let API Gateway invoke {name}")))?;
+            .await;
+        if let Err(err) = added {
+            // The statement is there when an earlier answer was lost and the
+            // SDK sent it again (aws-facts.md §10, "lost responses").
+            let resent = if is_code(&err, &["ResourceConflictException"]) {
+                let (_, found) = super::actual::read_function(aws, names, function).await?;
+                found.ours().and_then(|f| f.permissions.get(PERMISSION_ID)) == Some(&source_arn)
+            } else {
+                false
+            };
+            if !resent {
+                return Err(crate::aws::aws_error(
+                    format!("cannot let API Gateway invoke {name}"),
+                    err,
+                ));
+            }
+        }
         step(report, "permission", &name, "granted");
         Ok(())
     }))
@@ -1133,10 +1160,9 @@ async fn deploy(
     aws: &Aws,
     desired: &Desired,
     existing: Option<&ApiState>,
-    api_id: &str,
+    (api_id, writes): (&str, &ApiWrites),
     served: &[plan::ServedRoute],
     parts_changed: bool,
-    writes: &ApiWrites,
     report: Report<'_>,
 ) -> Result<()> {
     let client = &aws.apigateway;

@@ -9,7 +9,10 @@ use super::Names;
 use super::actual::{Actual, Found};
 use super::api_writes::ApiWrites;
 use super::apply::{Report, Step, delete_table_and_wait};
-use crate::aws::{Aws, aws_error, failed, is_code};
+use crate::aws::{Aws, Budget, aws_error, failed, is_code, retry, retry_error};
+
+/// How long a function may take to leave Pending or an update InProgress.
+const FUNCTION_SETTLING: Budget = Budget::new(std::time::Duration::from_secs(300));
 
 #[derive(Debug, Default, Clone)]
 pub struct Destroyed {
@@ -83,12 +86,28 @@ pub async fn destroy(
         found.ours()?;
         let name = names.function(*function);
         Some(async move {
-            match aws.lambda.delete_function().function_name(&name).send().await {
-                Err(err) if !is_code(&err, &["ResourceNotFoundException"]) => {
-                    return Err(aws_error(format!("cannot delete Lambda function {name}"), err));
+            // A function being created or updated (an `up` killed midway)
+            // refuses deletion with ResourceConflictException until it
+            // settles (aws-facts.md §10, "Lambda states").
+            let deleted = retry(
+                FUNCTION_SETTLING,
+                |err| is_code(err, &["ResourceConflictException"]),
+                || aws.lambda.delete_function().function_name(&name).send(),
+            )
+            .await;
+            match deleted {
+                Ok(_) => {}
+                Err((err, _)) if is_code(&err, &["ResourceNotFoundException"]) => {}
+                Err(failure) => {
+                    return Err(retry_error(
+                        format!("cannot delete Lambda function {name}"),
+                        FUNCTION_SETTLING,
+                        "an update of the function from elsewhere is still running; run `chatctl down` again later",
+                        failure,
+                    ));
                 }
-                _ => done(report, "function", &name),
             }
+            done(report, "function", &name);
             Ok(())
         })
     }))
@@ -161,13 +180,22 @@ async fn delete_role(aws: &Aws, name: &str) -> Result<()> {
         other => other.map_err(failed(format!("cannot list the policies of IAM role {name}")))?,
     };
     for policy in &inline {
-        aws.iam
+        match aws
+            .iam
             .delete_role_policy()
             .role_name(name)
             .policy_name(policy)
             .send()
             .await
-            .map_err(failed(format!("cannot delete policy {policy} of IAM role {name}")))?;
+        {
+            Err(err) if !is_code(&err, &["NoSuchEntity"]) => {
+                return Err(aws_error(
+                    format!("cannot delete policy {policy} of IAM role {name}"),
+                    err,
+                ));
+            }
+            _ => {}
+        }
     }
     let attached: Vec<_> = aws
         .iam

@@ -166,8 +166,16 @@ impl Env {
         self.proxy.mutating_calls()
     }
 
+    /// The mutating operations that reached AWS (moto): not those the proxy
+    /// answered itself with an error, such as a conflict or a throttle; a
+    /// create whose answer the layer lost did reach it.
     pub fn mutating_operations(&self) -> Vec<String> {
-        let mut operations: Vec<String> = self.mutating_calls().into_iter().map(|c| c.operation).collect();
+        let mut operations: Vec<String> = self
+            .mutating_calls()
+            .into_iter()
+            .filter(|c| !c.faulted || c.answered_by_layer.as_deref() == Some("LostResponse"))
+            .map(|c| c.operation)
+            .collect();
         operations.sort();
         operations
     }
