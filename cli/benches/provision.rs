@@ -24,6 +24,8 @@ struct Measured {
     calls: usize,
     mutating: usize,
     chain: usize,
+    /// Calls the layer refused for a request quota (Lambda, Logs).
+    throttled: usize,
     wall: Duration,
 }
 
@@ -59,6 +61,15 @@ async fn measure(proxy: &AwsProxy, workdir: &std::path::Path, what: &'static str
         calls: calls.len(),
         mutating: calls.iter().filter(|c| c.mutating).count(),
         chain: longest_chain(&calls),
+        throttled: calls
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.answered_by_layer.as_deref(),
+                    Some("TooManyRequestsException" | "ThrottlingException")
+                )
+            })
+            .count(),
         wall,
     }
 }
@@ -93,8 +104,8 @@ async fn main() {
     ] {
         println!("\n{model}");
         println!(
-            "{:<17} {:>4} {:>6} {:>9} {:>6} {:>9} {:>9} {:>6}",
-            "command", "run", "calls", "mutating", "chain", "wall ms", "path ms", "ratio"
+            "{:<17} {:>4} {:>6} {:>9} {:>6} {:>9} {:>9} {:>9} {:>6}",
+            "command", "run", "calls", "mutating", "throttled", "chain", "wall ms", "path ms", "ratio"
         );
         let timings = (behaviours != Behaviours::none()).then_some(behaviours.timings);
         for run in 1..=runs {
@@ -121,8 +132,16 @@ async fn main() {
                     None => ("-".into(), "-".into()),
                 };
                 println!(
-                    "{:<17} {:>4} {:>6} {:>9} {:>6} {:>9.0} {:>9} {:>6}",
-                    measured.what, run, measured.calls, measured.mutating, measured.chain, wall_ms, path_ms, ratio
+                    "{:<17} {:>4} {:>6} {:>9} {:>9} {:>6} {:>9.0} {:>9} {:>6}",
+                    measured.what,
+                    run,
+                    measured.calls,
+                    measured.mutating,
+                    measured.throttled,
+                    measured.chain,
+                    wall_ms,
+                    path_ms,
+                    ratio
                 );
                 if run == 1 {
                     println!("    chain: {}", measured.links.join(" → "));

@@ -242,7 +242,7 @@ where
 }
 
 /// Between half and all of `delay`, so that concurrent retries spread out.
-fn jitter(delay: Duration) -> Duration {
+pub fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(0.5 + rand::random::<f64>() / 2.0)
 }
 
@@ -277,22 +277,22 @@ pub fn is_api_conflict<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool
 }
 
 /// Whether a failed create may have happened all the same: its answer was
-/// lost (timeout, connection, 5xx) or it was throttled. A create that cannot
-/// be retried safely looks for what it made before trying again
-/// (aws-facts.md §10, "lost responses").
-pub fn may_have_happened<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+/// lost (timeout, connection, 5xx). A create that cannot be retried safely
+/// looks for what it made before trying again (aws-facts.md §10, "lost
+/// responses").
+pub fn may_have_happened<E>(err: &SdkError<E, HttpResponse>) -> bool {
     match err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(context) => {
-            context.raw().status().is_server_error()
-                || context.raw().status().as_u16() == 429
-                || is_code(
-                    err,
-                    &["ThrottlingException", "TooManyRequestsException", "ConflictException"],
-                )
-        }
+        SdkError::ServiceError(context) => context.raw().status().is_server_error(),
         _ => false,
     }
+}
+
+/// Whether AWS refused a call for now, without doing it: a conflict with
+/// another write, or a throttle (429 and the throttling codes).
+pub fn refused_for_now<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    let throttled = matches!(err, SdkError::ServiceError(context) if context.raw().status().as_u16() == 429);
+    throttled || is_api_conflict(err) || is_code(err, &["ThrottlingException", "TooManyRequestsException"])
 }
 
 /// IAM returns policy documents URL-encoded.

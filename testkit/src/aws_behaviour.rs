@@ -98,7 +98,12 @@ pub struct Behaviours {
     /// A write to an API Gateway v2 API (POST/PATCH/DELETE under
     /// `/v2/apis/{id}/…`, PATCH/DELETE of the API) while another write to it is
     /// in flight gets `409 ConflictException`. A successful write holds its
-    /// API from its start until the later of its end and start + `api_write`.
+    /// API from its arrival until the later of its end and arrival +
+    /// `api_write`; a later write is checked when AWS takes it, after its
+    /// latency. So writes sent at once conflict (the reports: parallel
+    /// creates), while one sent after the previous answered passes when
+    /// `api_write` is within two write latencies (real-scale), and may still
+    /// conflict at compressed timings.
     pub api_conflicts: bool,
     /// CreateFunction within `role_propagation` of the CreateRole of its role:
     /// `InvalidParameterValueException` "The role defined for the function
@@ -214,6 +219,8 @@ pub(crate) struct RequestView<'a> {
     pub body: &'a [u8],
     /// Same for an SDK retry of the same request.
     pub key: u64,
+    /// When the request reached the proxy, before its latency.
+    pub arrived: Instant,
 }
 
 /// An error the layer answers instead of moto.
@@ -496,7 +503,7 @@ impl LayerState {
                         ));
                     }
                     lock.active += 1;
-                    plan.api_hold = Some((api, now));
+                    plan.api_hold = Some((api, request.arrived));
                 }
             }
             _ => {}

@@ -302,6 +302,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
     };
     let identified = identify(&parts.method, &parts.uri, &parts.headers, &body);
     let key = request_key(&identified, &parts.method, &parts.uri, &body);
+    let arrived = Instant::now();
 
     let started = shared.epoch.elapsed();
     let (denied, fault, sequence, behaviours) = {
@@ -343,6 +344,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         uri: &parts.uri,
         body: &body,
         key,
+        arrived,
     };
     let decision = shared.recorded.lock().unwrap().layer.before(&view);
     let mut plan = match decision {
@@ -382,6 +384,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
                 uri: &parts.uri,
                 body: &body,
                 key,
+                arrived,
             };
             shared
                 .recorded
@@ -400,6 +403,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         uri: &parts.uri,
         body: &body,
         key,
+        arrived,
     };
     let after = shared
         .recorded

@@ -22,12 +22,15 @@ use aws_config::retry::RetryConfig;
 use aws_sdk_apigatewayv2::config::http::HttpResponse;
 use aws_sdk_apigatewayv2::error::{ProvideErrorMetadata, SdkError};
 
-use crate::aws::{Budget, aws_error, is_api_conflict, may_have_happened, retry, retry_error};
+use crate::aws::{Budget, aws_error, is_api_conflict, jitter, may_have_happened, refused_for_now, retry, retry_error};
 
 /// How long a write waits out other writers' changes to the API.
 const CONFLICT_BUDGET: Budget = Budget::new(Duration::from_secs(60));
 const CONFLICT_TODO: &str = "another change to this API is in progress (another chatctl, the console or a \
                              deployment tool); wait until it is done and run the command again";
+
+const FAILING_TODO: &str = "API Gateway keeps failing or not answering; run the command again later \
+                            (it finds what was made and makes no duplicate)";
 
 /// The writes of one command to one API.
 #[derive(Default)]
@@ -78,17 +81,21 @@ impl ApiWrites {
         loop {
             let err = match create().await {
                 Ok(created) => return Ok(created),
-                Err(err) if !may_have_happened(&err) => return Err(aws_error(what, err)),
                 Err(err) => err,
             };
-            if let Some(found) = find().await? {
-                tracing::debug!(%what, code = ?err.code(), "the create failed but had happened: adopted");
+            let lost = may_have_happened(&err);
+            if lost && let Some(found) = find().await? {
+                tracing::debug!(%what, "the create's answer was lost but it had happened: adopted");
                 return Ok(found);
             }
-            if started.elapsed() + delay > CONFLICT_BUDGET.total {
-                return Err(retry_error(what, CONFLICT_BUDGET, CONFLICT_TODO, (err, true)));
+            if !lost && !refused_for_now(&err) {
+                return Err(aws_error(what, err));
             }
-            tokio::time::sleep(delay).await;
+            if started.elapsed() + delay > CONFLICT_BUDGET.total {
+                let todo = if lost { FAILING_TODO } else { CONFLICT_TODO };
+                return Err(retry_error(what, CONFLICT_BUDGET, todo, (err, true)));
+            }
+            tokio::time::sleep(jitter(delay)).await;
             delay = (delay * 2).min(CONFLICT_BUDGET.max_delay);
         }
     }

@@ -11,10 +11,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_apigatewayv2::types::{AuthorizationType, AuthorizerType, IntegrationType, ProtocolType};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TableDescription, TableStatus, TimeToLiveSpecification,
+    ScalarAttributeType, TableDescription, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_lambda::config::http::HttpResponse;
-use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::create_function::CreateFunctionError;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, Runtime};
@@ -295,24 +295,41 @@ async fn enable_ttl(aws: &Aws, spec: &TableSpec) -> Result<()> {
         )
         .send()
         .await;
-    match result {
-        Ok(_) => Ok(()),
-        // Enabling takes up to an hour; a second request meanwhile is refused
-        // (aws-facts.md §10, "DynamoDB TTL").
-        Err(err)
-            if is_code(&err, &["ValidationException"])
-                && err.message().is_some_and(|m| {
-                    let m = m.to_lowercase();
-                    m.contains("already enabled") || m.contains("modified multiple times")
-                }) =>
-        {
-            Ok(())
+    let err = match result {
+        Ok(_) => return Ok(()),
+        Err(err) if is_code(&err, &["ValidationException"]) => err,
+        Err(err) => {
+            return Err(crate::aws::aws_error(
+                format!("cannot enable TTL on DynamoDB table {}", spec.name),
+                err,
+            ));
         }
-        Err(err) => Err(crate::aws::aws_error(
-            format!("cannot enable TTL on DynamoDB table {}", spec.name),
-            err,
-        )),
+    };
+    // Enabling takes up to an hour, and a second change within it is refused
+    // with ValidationException (aws-facts.md §10, "DynamoDB TTL"): done when
+    // TTL is already on, or being turned on, for the attribute wanted.
+    let described = aws
+        .dynamodb
+        .describe_time_to_live()
+        .table_name(&spec.name)
+        .send()
+        .await
+        .map_err(failed(format!("cannot read the TTL of DynamoDB table {}", spec.name)))?;
+    let ttl = described.time_to_live_description();
+    let on = matches!(
+        ttl.and_then(|d| d.time_to_live_status()),
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+    );
+    if on && ttl.and_then(|d| d.attribute_name()) == Some(spec.ttl_attribute.as_str()) {
+        return Ok(());
     }
+    Err(crate::aws::aws_error(
+        format!(
+            "cannot enable TTL on DynamoDB table {} (DynamoDB takes one TTL change per hour; run `chatctl up` again later)",
+            spec.name
+        ),
+        err,
+    ))
 }
 
 /// Waits until a table is ACTIVE: a new one is CREATING for seconds, longer

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use chat_testkit::aws_behaviour::Behaviours;
 use serde_json::Value;
 
 use crate::down::assert_nothing_left;
@@ -119,4 +120,35 @@ async fn an_inactive_function_takes_new_code_without_waiting_for_active() {
         .await
         .unwrap();
     assert!(config.code_sha256().is_some());
+}
+
+/// A condition that outlasts its retry budget: another writer holds the API
+/// for minutes. `up` stops after its budget with the call, AWS's words and
+/// what to do, and the next `up` finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_past_its_budget_says_what_failed_and_what_to_do() {
+    let mut behaviours = Behaviours {
+        api_conflicts: true,
+        ..Behaviours::none()
+    };
+    behaviours.timings.api_write = Duration::from_secs(600);
+    let env = Env::start_with(behaviours).await;
+    let run = env.up(&[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    for expected in [
+        "ConflictException",
+        "concurrent modification",
+        "still failing after 60s of retries",
+        "another change to this API is in progress",
+    ] {
+        assert!(run.stderr.contains(expected), "{expected:?} in {run:?}");
+    }
+    assert!(
+        run.stderr.contains("cannot create") || run.stderr.contains("cannot update"),
+        "{run:?}"
+    );
+
+    env.proxy.set_behaviours(Behaviours::none());
+    env.up(&[]).await.assert_ok();
+    assert_one_of_each(&env).await;
 }
