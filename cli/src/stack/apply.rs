@@ -5,6 +5,7 @@
 //! Order (each arrow a real dependency): role → function → integration →
 //! route → deployment. Tables, log groups and the API run beside the roles.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -30,12 +31,41 @@ use super::plan::{
 };
 use crate::aws::{Aws, Budget, failed, is_code, retry, retry_error};
 
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a state is polled while waiting for it: short enough that a
+/// wait ends at most this much after its cause; seven functions polled this
+/// often make 28 GetFunction calls a second, within its quota of 100/s
+/// (aws-facts.md §10, "Lambda control-plane quota").
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
 const TABLE_TIMEOUT: Duration = Duration::from_secs(600);
 const FUNCTION_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a new IAM role may take to become usable by Lambda: 5–30 s
 /// usually, rarely minutes (aws-facts.md §8).
-const ROLE_PROPAGATION: Budget = Budget::new(Duration::from_secs(180));
+/// Retried at most half a second apart: one probe per role (see
+/// [`RoleProbes`]) keeps that within Lambda's quota.
+const ROLE_PROPAGATION: Budget = Budget {
+    total: Duration::from_secs(180),
+    first_delay: Duration::from_millis(100),
+    max_delay: Duration::from_millis(500),
+};
+
+/// Whether Lambda can use each of the stack's roles yet, by role ARN. While
+/// IAM propagates a new role, one function per role probes with
+/// CreateFunction and the role's other functions wait for its success, so
+/// that the retries stay within Lambda's control-plane quota of about 15
+/// requests/s (aws-facts.md §10) however many functions share a role.
+struct RoleProbes(HashMap<String, tokio::sync::Mutex<bool>>);
+
+impl RoleProbes {
+    fn new(desired: &Desired) -> RoleProbes {
+        RoleProbes(
+            desired
+                .roles
+                .iter()
+                .map(|role| (desired.names.role_arn(&role.name), tokio::sync::Mutex::new(false)))
+                .collect(),
+        )
+    }
+}
 
 /// One finished step, for progress output.
 #[derive(Debug, Clone)]
@@ -95,8 +125,8 @@ pub async fn apply(aws: &Aws, desired: &Desired, actual: &Actual, report: Report
             }
         }
     }));
-    let writes = ApiWrites::default();
-    let writes = &writes;
+    let writes = &ApiWrites::default();
+    let probes = &RoleProbes::new(desired);
     let compute = async {
         let (_, api_id) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
@@ -116,7 +146,7 @@ pub async fn apply(aws: &Aws, desired: &Desired, actual: &Actual, report: Report
             })),
             try_join_all(desired.functions.iter().map(|spec| {
                 let state = actual.functions.get(&spec.function).and_then(|f| f.ours());
-                apply_function(aws, desired, spec, state, report)
+                apply_function(aws, desired, spec, state, probes, report)
             })),
             async {
                 let existing = actual.api.ours().filter(|a| a.id == api_id);
@@ -494,11 +524,12 @@ async fn apply_function(
     desired: &Desired,
     spec: &FunctionSpec,
     state: Option<&super::actual::FunctionState>,
+    probes: &RoleProbes,
     report: Report<'_>,
 ) -> Result<()> {
     let role_arn = desired.names.role_arn(&spec.role);
     let Some(state) = state else {
-        create_function(aws, desired, spec, &role_arn).await?;
+        create_function(aws, desired, spec, &role_arn, probes).await?;
         wait_for_function(aws, &spec.name).await?;
         step(report, "function", &spec.name, "created");
         return Ok(());
@@ -577,8 +608,22 @@ fn is_role_propagating(err: &SdkError<CreateFunctionError, HttpResponse>) -> boo
 /// Lambda. A create whose answer was lost and that the SDK sent again gets
 /// `ResourceConflictException`: the function is there, made by this create,
 /// so it is taken when it carries the stack's tag.
-async fn create_function(aws: &Aws, desired: &Desired, spec: &FunctionSpec, role_arn: &str) -> Result<()> {
+async fn create_function(
+    aws: &Aws,
+    desired: &Desired,
+    spec: &FunctionSpec,
+    role_arn: &str,
+    probes: &RoleProbes,
+) -> Result<()> {
     let zip = read_code(spec)?;
+    // Probe while the role is not known usable; once it is, go at once.
+    let mut probe = match probes.0.get(role_arn) {
+        Some(usable) => Some(usable.lock().await),
+        None => None,
+    };
+    if probe.as_deref() == Some(&true) {
+        probe = None;
+    }
     let created = retry(ROLE_PROPAGATION, is_role_propagating, || {
         aws.lambda
             .create_function()
@@ -600,6 +645,11 @@ async fn create_function(aws: &Aws, desired: &Desired, spec: &FunctionSpec, role
             .send()
     })
     .await;
+    if created.is_ok()
+        && let Some(mut usable) = probe
+    {
+        *usable = true;
+    }
     match created {
         Ok(_) => Ok(()),
         Err((err, _))
