@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
@@ -70,9 +71,10 @@ impl Aws {
     pub async fn account_id(&self) -> Result<String> {
         let sts = aws_sdk_sts::Client::new(&self.sdk);
         let identity = sts.get_caller_identity().send().await.map_err(|err| {
-            let text = DisplayErrorContext(&err).to_string();
-            if text.contains("no credentials") || text.contains("NoCredentials") || text.contains("credentials provider")
-            {
+            // The credentials chain's own error type, somewhere in the chain of sources.
+            let no_credentials = std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| e.source())
+                .any(|e| e.downcast_ref::<CredentialsError>().is_some());
+            if no_credentials {
                 anyhow!(
                     "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, run `aws sso login`, or pass --profile"
                 )

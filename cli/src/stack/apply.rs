@@ -822,6 +822,7 @@ async fn ensure_api(
         )
         .await?;
     let done = if replaced.is_some() { "replaced" } else { "created" };
+    anyhow::ensure!(!id.is_empty(), "CreateApi answered without an API id");
     step(report, "api", &desired.api.name, format!("{done} ({id})"));
     Ok(id)
 }
@@ -906,6 +907,7 @@ async fn apply_api_parts(
                         },
                     )
                     .await?;
+                anyhow::ensure!(!id.is_empty(), "CreateAuthorizer answered without an id");
                 step(report, "authorizer", authorizer_name, "created");
                 Ok((id, true))
             }
@@ -957,6 +959,7 @@ async fn apply_api_parts(
                         },
                     )
                     .await?;
+                anyhow::ensure!(!id.is_empty(), "CreateIntegration answered without an id");
                 step(report, "integration", &name, "created");
                 (id, true)
             }
