@@ -22,7 +22,7 @@ use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, Runtime};
 use futures::future::try_join_all;
 
 use super::Function;
-use super::actual::{Actual, ApiState};
+use super::actual::{Actual, ApiState, Found};
 use super::api_writes::{ApiWrites, sent_once};
 use super::desired::{Desired, FunctionSpec, HANDLER, POLICY_NAME, ROUTE_SELECTION_EXPRESSION, RoleSpec, TableSpec};
 use super::plan::{
@@ -40,6 +40,9 @@ const TABLE_TIMEOUT: Duration = Duration::from_secs(600);
 const FUNCTION_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a new IAM role may take to become usable by Lambda: 5–30 s
 /// usually, rarely minutes (aws-facts.md §8).
+/// How long a role that IAM says exists may take to be readable.
+const ROLE_READ: Duration = Duration::from_secs(10);
+
 /// Retried at most half a second apart: one probe per role (see
 /// [`RoleProbes`]) keeps that within Lambda's quota.
 const ROLE_PROPAGATION: Budget = Budget {
@@ -452,12 +455,24 @@ async fn create_role(aws: &Aws, desired: &Desired, spec: &RoleSpec, missing: boo
         Ok(_) => {}
         // A create whose answer was lost, sent again (aws-facts.md §10).
         Err(err) if is_code(&err, &["EntityAlreadyExists"]) => {
-            let (_, found) = super::actual::read_role(aws, &desired.names, &spec.name).await?;
-            if found.ours().is_none() {
-                bail!(
-                    "IAM role {} was created meanwhile by someone else; chatctl leaves it alone",
-                    spec.name
-                );
+            // IAM reads are eventually consistent: a role just made may not
+            // be readable yet (IAM user guide, "changes that I make are not
+            // always immediately visible").
+            let started = Instant::now();
+            loop {
+                match super::actual::read_role(aws, &desired.names, &spec.name).await?.1 {
+                    Found::Ours(_) => break,
+                    Found::Foreign(_) => bail!(
+                        "IAM role {} was created meanwhile by someone else; chatctl leaves it alone",
+                        spec.name
+                    ),
+                    Found::Missing if started.elapsed() < ROLE_READ => tokio::time::sleep(POLL_INTERVAL).await,
+                    Found::Missing => bail!(
+                        "IAM role {} exists (EntityAlreadyExists) but IAM still does not show it after {}s; run `chatctl up` again",
+                        spec.name,
+                        ROLE_READ.as_secs()
+                    ),
+                }
             }
         }
         Err(err) => {
