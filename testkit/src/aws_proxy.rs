@@ -377,15 +377,6 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
     let (mut response_parts, response_body) = match forward_raw(&shared, upstream_parts, upstream_body).await {
         Ok(answer) => answer,
         Err(response) => {
-            let view = RequestView {
-                service: &identified.service,
-                operation: &identified.operation,
-                method: &parts.method,
-                uri: &parts.uri,
-                body: &body,
-                key,
-                arrived,
-            };
             shared
                 .recorded
                 .lock()
@@ -395,15 +386,6 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
             finish(&shared, sequence, false, None);
             return response;
         }
-    };
-    let view = RequestView {
-        service: &identified.service,
-        operation: &identified.operation,
-        method: &parts.method,
-        uri: &parts.uri,
-        body: &body,
-        key,
-        arrived,
     };
     let after = shared
         .recorded
