@@ -4,11 +4,11 @@
 //! account id, so the read can run while the credentials are checked.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use serde_json::Value;
-
 use aws_sdk_dynamodb::types::{TableDescription, TableStatus};
+use serde_json::Value;
 
 use super::desired::POLICY_NAME;
 use super::{Function, Names, STACK_TAG};
@@ -268,51 +268,39 @@ enum TableTag {
 /// How long after its creation a table's tags may still be unreadable:
 /// DynamoDB's TagResource is eventually consistent (aws-facts.md §10;
 /// terraform-provider-aws PR #39326 waits for tags after tagging).
-const TAG_LAG_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
-/// How long chatctl waits for the tags of a table made that recently.
-const TAG_LAG_BUDGET: crate::aws::Budget = crate::aws::Budget::new(std::time::Duration::from_secs(10));
+const TAG_LAG_WINDOW: Duration = Duration::from_secs(300);
+/// How long chatctl waits for the tags of a table made that recently, and
+/// how often it reads them meanwhile.
+const TAG_LAG_WAIT: Duration = Duration::from_secs(10);
+const TAG_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The stack tag of a table. A table without any tag that was created in the
 /// last minutes may be ours with tags not yet readable, so its tags are read
 /// again for a while before it is taken for someone else's.
 async fn read_table_tag(aws: &Aws, name: &str, table: &TableDescription) -> Result<TableTag> {
     let arn = table.table_arn().unwrap_or_default();
-    let recent = table.creation_date_time().is_some_and(|created| {
-        let age = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|now| now.as_secs_f64() - created.as_secs_f64())
-            .unwrap_or(0.0);
-        age < TAG_LAG_WINDOW.as_secs_f64()
-    });
-    let read = || async {
-        match aws.dynamodb.list_tags_of_resource().resource_arn(arn).send().await {
-            Err(err) if is_code(&err, &["ResourceNotFoundException"]) => Ok(None),
-            Err(err) => Err(err),
-            Ok(tags) => Ok(Some(tags.tags.unwrap_or_default())),
-        }
-    };
-    let untagged = |tags: &Result<Option<Vec<aws_sdk_dynamodb::types::Tag>>, _>| {
-        recent && matches!(tags, Ok(Some(tags)) if tags.is_empty())
-    };
-    let tags = match crate::aws::retry(
-        TAG_LAG_BUDGET,
-        |_| true,
-        || async {
-            let tags = read().await;
-            if untagged(&tags) { Err(tags) } else { Ok(tags) }
-        },
-    )
-    .await
-    {
-        Ok(tags) | Err((tags, _)) => tags,
-    };
-    match tags.map_err(failed(format!("cannot read the tags of DynamoDB table {name}")))? {
-        None => Ok(TableTag::Creating),
-        Some(tags) => Ok(TableTag::Read(
-            tags.iter()
+    let recent = table
+        .creation_date_time()
+        .and_then(|created| std::time::SystemTime::try_from(*created).ok())
+        .and_then(|created| created.elapsed().ok())
+        .is_some_and(|age| age < TAG_LAG_WINDOW);
+    let started = Instant::now();
+    loop {
+        let tags = match aws.dynamodb.list_tags_of_resource().resource_arn(arn).send().await {
+            Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(TableTag::Creating),
+            other => other
+                .map_err(failed(format!("cannot read the tags of DynamoDB table {name}")))?
+                .tags
+                .unwrap_or_default(),
+        };
+        if !(recent && tags.is_empty() && started.elapsed() < TAG_LAG_WAIT) {
+            let tag = tags
+                .iter()
                 .find(|t| t.key() == STACK_TAG)
-                .map(|t| t.value().to_string()),
-        )),
+                .map(|t| t.value().to_string());
+            return Ok(TableTag::Read(tag));
+        }
+        tokio::time::sleep(TAG_POLL_INTERVAL).await;
     }
 }
 

@@ -18,7 +18,9 @@ use aws_sdk_lambda::config::http::HttpResponse;
 use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::create_function::CreateFunctionError;
 use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, Runtime};
+use aws_sdk_lambda::types::{
+    Architecture, Environment, FunctionCode, FunctionConfiguration, LastUpdateStatus, Runtime, State,
+};
 use futures::future::try_join_all;
 
 use super::Function;
@@ -38,13 +40,13 @@ use crate::aws::{Aws, Budget, failed, is_code, retry, retry_error};
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 const TABLE_TIMEOUT: Duration = Duration::from_secs(600);
 const FUNCTION_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a new IAM role may take to become usable by Lambda: 5–30 s
-/// usually, rarely minutes (aws-facts.md §8).
 /// How long a role that IAM says exists may take to be readable.
 const ROLE_READ: Duration = Duration::from_secs(10);
 
-/// Retried at most half a second apart: one probe per role (see
-/// [`RoleProbes`]) keeps that within Lambda's quota.
+/// How long a new IAM role may take to become usable by Lambda: 5–30 s
+/// usually, rarely minutes (aws-facts.md §8). Retried at most half a second
+/// apart: one probe per role (see [`RoleProbes`]) keeps that within
+/// Lambda's quota.
 const ROLE_PROPAGATION: Budget = Budget {
     total: Duration::from_secs(180),
     first_delay: Duration::from_millis(100),
@@ -67,6 +69,16 @@ impl RoleProbes {
                 .map(|role| (desired.names.role_arn(&role.name), tokio::sync::Mutex::new(false)))
                 .collect(),
         )
+    }
+}
+
+/// A resource that "already exists" when chatctl created it (the answer to
+/// its create was lost and the SDK sent it again, aws-facts.md §10): taken
+/// when it carries the stack's tag, else it is someone else's.
+fn taken_if_ours<T>(found: &Found<T>, kind: &str, name: &str) -> Result<()> {
+    match found {
+        Found::Ours(_) => Ok(()),
+        _ => bail!("{kind} {name} was created meanwhile by someone else; chatctl leaves it alone"),
     }
 }
 
@@ -300,13 +312,7 @@ async fn create_table(aws: &Aws, desired: &Desired, spec: &TableSpec) -> Result<
         // (aws-facts.md §10, "lost responses"): the table is there.
         Err(err) if is_code(&err, &["ResourceInUseException"]) => {
             let (_, found) = super::actual::read_table(aws, &desired.names, &spec.name).await?;
-            match found {
-                super::actual::Found::Ours(_) => Ok(()),
-                _ => bail!(
-                    "DynamoDB table {} was created meanwhile by someone else; chatctl leaves it alone",
-                    spec.name
-                ),
-            }
+            taken_if_ours(&found, "DynamoDB table", &spec.name)
         }
         Err(err) => Err(crate::aws::aws_error(
             format!("cannot create DynamoDB table {}", spec.name),
@@ -462,10 +468,7 @@ async fn create_role(aws: &Aws, desired: &Desired, spec: &RoleSpec, missing: boo
             loop {
                 match super::actual::read_role(aws, &desired.names, &spec.name).await?.1 {
                     Found::Ours(_) => break,
-                    Found::Foreign(_) => bail!(
-                        "IAM role {} was created meanwhile by someone else; chatctl leaves it alone",
-                        spec.name
-                    ),
+                    found @ Found::Foreign(_) => return taken_if_ours(&found, "IAM role", &spec.name),
                     Found::Missing if started.elapsed() < ROLE_READ => tokio::time::sleep(POLL_INTERVAL).await,
                     Found::Missing => bail!(
                         "IAM role {} exists (EntityAlreadyExists) but IAM still does not show it after {}s; run `chatctl up` again",
@@ -674,13 +677,7 @@ async fn create_function(
             ) =>
         {
             let (_, found) = super::actual::read_function(aws, &desired.names, spec.function).await?;
-            match found {
-                super::actual::Found::Ours(_) => Ok(()),
-                _ => bail!(
-                    "Lambda function {} was created meanwhile by someone else; chatctl leaves it alone",
-                    spec.name
-                ),
-            }
+            taken_if_ours(&found, "Lambda function", &spec.name)
         }
         Err(failure) => Err(retry_error(
             format!("cannot create Lambda function {}", spec.name),
@@ -693,29 +690,19 @@ async fn create_function(
     }
 }
 
-/// A function's state, read with GetFunction: it has a quota of its own
-/// (100 requests/s), while GetFunctionConfiguration shares the control
-/// plane's 15 requests/s with every create and update (aws-facts.md §10).
-async fn function_state(aws: &Aws, name: &str) -> Result<(Option<String>, Option<String>, Option<String>)> {
-    let got = aws
-        .lambda
+/// A function's configuration and state, read with GetFunction: it has a
+/// quota of its own (100 requests/s), while GetFunctionConfiguration shares
+/// the control plane's 15 requests/s with every create and update
+/// (aws-facts.md §10).
+async fn function_configuration(aws: &Aws, name: &str) -> Result<FunctionConfiguration> {
+    aws.lambda
         .get_function()
         .function_name(name)
         .send()
         .await
-        .map_err(failed(format!("cannot read Lambda function {name}")))?;
-    let Some(config) = got.configuration else {
-        bail!("Lambda function {name}: GetFunction returned no configuration");
-    };
-    let reason = config
-        .state_reason()
-        .or(config.last_update_status_reason())
-        .map(str::to_string);
-    Ok((
-        config.state.map(|s| s.as_str().to_string()),
-        config.last_update_status.map(|s| s.as_str().to_string()),
-        reason,
-    ))
+        .map_err(failed(format!("cannot read Lambda function {name}")))?
+        .configuration
+        .with_context(|| format!("Lambda function {name}: GetFunction returned no configuration"))
 }
 
 /// Waits until a function can take an update: not Pending, no update in
@@ -726,9 +713,9 @@ async fn function_state(aws: &Aws, name: &str) -> Result<(Option<String>, Option
 async fn wait_until_updatable(aws: &Aws, name: &str) -> Result<()> {
     let started = Instant::now();
     loop {
-        let (state, update, _) = function_state(aws, name).await?;
-        let pending = state.as_deref() == Some("Pending");
-        let updating = update.as_deref() == Some("InProgress");
+        let config = function_configuration(aws, name).await?;
+        let pending = config.state() == Some(&State::Pending);
+        let updating = config.last_update_status() == Some(&LastUpdateStatus::InProgress);
         if !pending && !updating {
             return Ok(());
         }
@@ -751,23 +738,27 @@ async fn wait_until_updatable(aws: &Aws, name: &str) -> Result<()> {
 pub async fn wait_for_function(aws: &Aws, name: &str) -> Result<()> {
     let started = Instant::now();
     loop {
-        let (state, update, reason) = function_state(aws, name).await?;
-        if state.as_deref() == Some("Failed") || update.as_deref() == Some("Failed") {
+        let config = function_configuration(aws, name).await?;
+        let (state, update) = (config.state(), config.last_update_status());
+        if state == Some(&State::Failed) || update == Some(&LastUpdateStatus::Failed) {
             bail!(
                 "Lambda function {name} failed: {}",
-                reason.as_deref().unwrap_or("no reason given")
+                config
+                    .state_reason()
+                    .or(config.last_update_status_reason())
+                    .unwrap_or("no reason given")
             );
         }
-        let usable = state.as_deref().is_none_or(|s| s == "Active" || s == "Inactive");
-        let settled = update.as_deref().is_none_or(|u| u != "InProgress");
+        let usable = state.is_none_or(|s| matches!(s, State::Active | State::Inactive));
+        let settled = update != Some(&LastUpdateStatus::InProgress);
         if usable && settled {
             return Ok(());
         }
         if started.elapsed() > FUNCTION_TIMEOUT {
             bail!(
                 "Lambda function {name} is still {}/{} after {}s; see it in the Lambda console, then run `chatctl up` again",
-                state.as_deref().unwrap_or("-"),
-                update.as_deref().unwrap_or("-"),
+                state.map_or("-", |s| s.as_str()),
+                update.map_or("-", |u| u.as_str()),
                 FUNCTION_TIMEOUT.as_secs()
             );
         }
@@ -842,7 +833,9 @@ async fn ensure_api(
     Ok(id)
 }
 
-async fn delete_api(aws: &Aws, writes: &ApiWrites, name: &str, id: &str) -> Result<()> {
+/// Deletes an API (with its routes, integrations, authorizers and stages);
+/// one already gone is fine.
+pub async fn delete_api(aws: &Aws, writes: &ApiWrites, name: &str, id: &str) -> Result<()> {
     writes
         .send(format!("cannot delete API {name} ({id})"), || async move {
             match aws.apigateway.delete_api().api_id(id).send().await {

@@ -8,7 +8,7 @@ use futures::future::try_join_all;
 use super::Names;
 use super::actual::{Actual, Found};
 use super::api_writes::ApiWrites;
-use super::apply::{Report, Step, delete_table_and_wait};
+use super::apply::{Report, Step, delete_api, delete_table_and_wait};
 use crate::aws::{Aws, Budget, aws_error, failed, is_code, retry, retry_error};
 
 /// How long a function may take to leave Pending or an update InProgress.
@@ -67,17 +67,7 @@ pub async fn destroy(
     if let Some(api) = actual.api.ours() {
         let writes = ApiWrites::default();
         for id in std::iter::once(&api.id).chain(&api.duplicates) {
-            writes
-                .send(
-                    format!("cannot delete WebSocket API {} ({id})", names.api()),
-                    || async {
-                        match aws.apigateway.delete_api().api_id(id).send().await {
-                            Err(err) if is_code(&err, &["NotFoundException"]) => Ok(()),
-                            other => other.map(|_| ()),
-                        }
-                    },
-                )
-                .await?;
+            delete_api(aws, &writes, &names.api(), id).await?;
             done(report, "api", &names.api());
         }
     }
@@ -164,17 +154,15 @@ pub async fn destroy(
 async fn delete_role(aws: &Aws, name: &str) -> Result<()> {
     // IAM may answer fewer items than asked with a marker, on any page
     // (aws-facts.md §10, "pagination"): the paginators follow it.
-    let inline: Result<Vec<String>, _> = aws
+    let inline = aws
         .iam
         .list_role_policies()
         .role_name(name)
         .into_paginator()
         .items()
         .send()
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect();
+        .try_collect()
+        .await;
     let inline = match inline {
         Err(err) if is_code(&err, &["NoSuchEntity"]) => return Ok(()),
         other => other.map_err(failed(format!("cannot list the policies of IAM role {name}")))?,
@@ -197,17 +185,15 @@ async fn delete_role(aws: &Aws, name: &str) -> Result<()> {
             _ => {}
         }
     }
-    let attached: Vec<_> = aws
+    let attached = aws
         .iam
         .list_attached_role_policies()
         .role_name(name)
         .into_paginator()
         .items()
         .send()
-        .collect::<Vec<_>>()
+        .try_collect()
         .await
-        .into_iter()
-        .collect::<Result<_, _>>()
         .map_err(failed(format!("cannot list the managed policies of IAM role {name}")))?;
     for policy in &attached {
         if let Some(arn) = policy.policy_arn() {
