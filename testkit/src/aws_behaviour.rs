@@ -694,20 +694,32 @@ impl LayerState {
         None
     }
 
+    /// The API Gateway API a forwarded write holds while it is in flight.
+    pub fn held_api(plan: &Plan) -> Option<String> {
+        plan.api_hold.as_ref().map(|(api, _)| api.clone())
+    }
+
+    /// A write to `api` is no longer in flight: answered, or abandoned by a
+    /// client that went away (a killed `up`), which must not hold the API
+    /// for ever.
+    pub fn release_api(&mut self, api: &str) {
+        if let Some(lock) = self.apis.get_mut(api) {
+            lock.active = lock.active.saturating_sub(1);
+        }
+    }
+
     /// Looks at moto's answer to a forwarded request: remembers state,
     /// rewrites the answer, or loses it.
     pub fn after(&mut self, request: &RequestView, plan: Plan, status: StatusCode, body: &[u8]) -> After {
         let now = Instant::now();
         let b = self.behaviours;
         let success = status.is_success();
-        if let Some((api, started)) = &plan.api_hold
+        if success
+            && let Some((api, started)) = &plan.api_hold
             && let Some(lock) = self.apis.get_mut(api)
         {
-            lock.active = lock.active.saturating_sub(1);
-            if success {
-                let held = (*started + b.timings.api_write).max(now);
-                lock.busy_until = Some(lock.busy_until.map_or(held, |until| until.max(held)));
-            }
+            let held = (*started + b.timings.api_write).max(now);
+            lock.busy_until = Some(lock.busy_until.map_or(held, |until| until.max(held)));
         }
         let mut json: Option<Value> = None;
         let mut rewritten = false;

@@ -275,6 +275,21 @@ impl FaultState {
     }
 }
 
+/// A write the layer let through to an API: released when its handling
+/// ends, however it ends (the handler is dropped when the client goes away).
+struct ApiInFlight {
+    shared: Arc<Shared>,
+    api: String,
+}
+
+impl Drop for ApiInFlight {
+    fn drop(&mut self) {
+        if let Ok(mut recorded) = self.shared.recorded.lock() {
+            recorded.layer.release_api(&self.api);
+        }
+    }
+}
+
 /// Headers that belong to one connection, not to the request or response.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -358,6 +373,10 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         }
         Decision::Forward(plan) => plan,
     };
+    let _in_flight = LayerState::held_api(&plan).map(|api| ApiInFlight {
+        shared: shared.clone(),
+        api,
+    });
     if let Some(arn) = plan.snapshot_tags_of.take() {
         plan.snapshot = fetch_dynamodb_tags(&shared, &parts.headers, &arn).await;
     }
