@@ -40,6 +40,11 @@ pub struct Timings {
     pub tag_lag: Duration,
     /// How long one API Gateway write holds its API at least (real: 300 ms).
     pub api_write: Duration,
+    /// How long one DynamoDB TransactWriteItems holds its items at least (real: 25 ms).
+    pub transaction: Duration,
+    /// How long a written item stays out of the table's global secondary
+    /// indexes (real: 500 ms).
+    pub gsi_lag: Duration,
     pub latency: Latency,
 }
 
@@ -65,6 +70,8 @@ impl Timings {
             table_deleting: Duration::from_millis(300),
             tag_lag: Duration::from_millis(500),
             api_write: Duration::from_millis(60),
+            transaction: Duration::from_millis(10),
+            gsi_lag: Duration::from_millis(500),
             latency: Latency {
                 read: Duration::from_millis(5),
                 write: Duration::from_millis(15),
@@ -83,6 +90,8 @@ impl Timings {
             table_deleting: Duration::from_secs(5),
             tag_lag: Duration::from_secs(2),
             api_write: Duration::from_millis(300),
+            transaction: Duration::from_millis(25),
+            gsi_lag: Duration::from_millis(500),
             latency: Latency {
                 read: Duration::from_millis(80),
                 write: Duration::from_millis(200),
@@ -142,6 +151,19 @@ pub struct Behaviours {
     pub lambda_quota: bool,
     /// CloudWatch Logs FilterLogEvents: 5 requests/s; beyond: `ThrottlingException`.
     pub logs_quota: bool,
+    /// A DynamoDB TransactWriteItems touching an item that another
+    /// transaction holds is cancelled: `TransactionCanceledException` with
+    /// reason `TransactionConflict` for that item (`None` for the others). A
+    /// PutItem / UpdateItem / DeleteItem of a held item gets
+    /// `TransactionConflictException`. A transaction holds its items from
+    /// its arrival until the later of its end and arrival + `transaction`.
+    /// moto serialises every request, so its transactions never overlap.
+    pub transaction_conflicts: bool,
+    /// A Query or Scan of a global secondary index leaves out the items
+    /// written (put, updated, or written by a transaction) in the last
+    /// `gsi_lag`: a new item, or one whose index key changed, is not there
+    /// yet. (Deleted items vanish at once: the model keeps no old images.)
+    pub gsi_lag: bool,
     /// Every call is answered after `timings.latency` (read, write or
     /// create_deployment).
     pub latency: bool,
@@ -161,6 +183,8 @@ impl Behaviours {
             lost_create_responses: false,
             lambda_quota: false,
             logs_quota: false,
+            transaction_conflicts: false,
+            gsi_lag: false,
             latency: false,
             timings: Timings::compressed(),
         }
@@ -178,6 +202,8 @@ impl Behaviours {
             lost_create_responses: true,
             lambda_quota: true,
             logs_quota: true,
+            transaction_conflicts: true,
+            gsi_lag: true,
             latency: true,
             timings,
         }
@@ -268,8 +294,14 @@ pub(crate) enum Decision {
 /// What the layer decided for a forwarded request.
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
-    /// The API Gateway API this write holds (api_conflicts).
-    api_hold: Option<(String, Instant)>,
+    /// What this write holds while in flight: an API Gateway API
+    /// (api_conflicts) or DynamoDB items (transaction_conflicts), see [`Lock`].
+    holds: Vec<String>,
+    /// How long at least a successful write keeps holding, from its arrival.
+    hold_for: Duration,
+    /// Leave out of a global secondary index's answer the items of this
+    /// table written lately (gsi_lag).
+    hide_recent_writes_of: Option<String>,
     /// Replaces the path and query sent to moto (paging parameters removed).
     pub new_path_and_query: Option<String>,
     /// Replaces the body sent to moto (paging parameters removed).
@@ -316,12 +348,20 @@ struct Paging {
 const PAGE_SIZE: usize = 2;
 const TOKEN_PREFIX: &str = "chatctl-proxy-page-";
 
+/// A resource that one write at a time may change: an API (`api:{id}`) or
+/// a DynamoDB item (`item:{table}:{key}`).
 #[derive(Debug, Default)]
-struct ApiLock {
+struct Lock {
     /// Writes in flight.
     active: u32,
     /// Held until then by the last successful writes.
     busy_until: Option<Instant>,
+}
+
+impl Lock {
+    fn held(&self, now: Instant) -> bool {
+        self.active > 0 || self.busy_until.is_some_and(|until| now < until)
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -368,7 +408,11 @@ impl Bucket {
 #[derive(Debug)]
 pub(crate) struct LayerState {
     pub behaviours: Behaviours,
-    apis: HashMap<String, ApiLock>,
+    locks: HashMap<String, Lock>,
+    /// Table → its key attributes, from CreateTable requests and DescribeTable answers.
+    key_schemas: HashMap<String, Vec<String>>,
+    /// Items written lately: (table, key, out of the indexes until then).
+    recent_writes: Vec<(String, Value, Instant)>,
     /// Role name → when CreateRole answered.
     roles: HashMap<String, Instant>,
     functions: HashMap<String, FunctionState>,
@@ -435,7 +479,9 @@ impl LayerState {
     pub fn new(behaviours: Behaviours) -> LayerState {
         LayerState {
             behaviours,
-            apis: HashMap::new(),
+            locks: HashMap::new(),
+            key_schemas: HashMap::new(),
+            recent_writes: Vec::new(),
             roles: HashMap::new(),
             functions: HashMap::new(),
             creating: HashMap::new(),
@@ -494,16 +540,15 @@ impl LayerState {
                     && let Some(api) = written_api(request)
                 {
                     // terraform-provider-aws #18018, PR #29735, #37897, #40575 (§10).
-                    let lock = self.apis.entry(api.clone()).or_default();
-                    if lock.active > 0 || lock.busy_until.is_some_and(|until| now < until) {
+                    let lock = format!("api:{api}");
+                    if self.locks.get(&lock).is_some_and(|l| l.held(now)) {
                         return Decision::Answer(LayerError::new(
                             StatusCode::CONFLICT,
                             "ConflictException",
                             CONFLICT_MESSAGE,
                         ));
                     }
-                    lock.active += 1;
-                    plan.api_hold = Some((api, request.arrived));
+                    self.hold(&mut plan, vec![lock], b.timings.api_write);
                 }
             }
             _ => {}
@@ -679,6 +724,37 @@ impl LayerState {
                 }
             }
         }
+        if operation == "CreateTable"
+            && let Some(table) = tables.first()
+        {
+            self.learn_key_schema(table, &body["KeySchema"]);
+        }
+        if b.transaction_conflicts {
+            // DynamoDB developer guide, transactions: conflict handling (§10 "DynamoDB transactions").
+            self.locks.retain(|_, lock| lock.held(now));
+            let items = self.written_items(operation, &body);
+            let locks: Vec<String> = items.iter().map(|(table, key)| format!("item:{table}:{key}")).collect();
+            let conflicts: Vec<bool> = locks
+                .iter()
+                .map(|lock| self.locks.get(lock).is_some_and(|l| l.held(now)))
+                .collect();
+            if operation == "TransactWriteItems" {
+                if conflicts.contains(&true) {
+                    return Some(Ok(transaction_cancelled(&conflicts)));
+                }
+                self.hold(plan, locks, b.timings.transaction);
+            } else if conflicts.contains(&true) {
+                return Some(Ok(LayerError::new(
+                    StatusCode::BAD_REQUEST,
+                    "TransactionConflictException",
+                    "Transaction is ongoing for the item",
+                )));
+            }
+        }
+        if b.gsi_lag && matches!(operation, "Query" | "Scan") && body["IndexName"].is_string() {
+            self.recent_writes.retain(|(_, _, until)| now < *until);
+            plan.hide_recent_writes_of = tables.first().cloned();
+        }
         if b.tag_lag
             && let Some(arn) = body["ResourceArn"].as_str()
         {
@@ -694,17 +770,31 @@ impl LayerState {
         None
     }
 
-    /// The API Gateway API a forwarded write holds while it is in flight.
-    pub fn held_api(plan: &Plan) -> Option<String> {
-        plan.api_hold.as_ref().map(|(api, _)| api.clone())
+    /// Holds `locks` for a forwarded write.
+    fn hold(&mut self, plan: &mut Plan, locks: Vec<String>, hold_for: Duration) {
+        for lock in &locks {
+            self.locks.entry(lock.clone()).or_default().active += 1;
+        }
+        plan.holds = locks;
+        plan.hold_for = hold_for;
     }
 
-    /// A write to `api` is no longer in flight: answered, or abandoned by a
-    /// client that went away (a killed `up`), which must not hold the API
-    /// for ever.
-    pub fn release_api(&mut self, api: &str) {
-        if let Some(lock) = self.apis.get_mut(api) {
-            lock.active = lock.active.saturating_sub(1);
+    /// What a forwarded write holds while it is in flight.
+    pub fn holds(plan: &Plan) -> Vec<String> {
+        plan.holds.clone()
+    }
+
+    /// A write holding `locks` is no longer in flight: answered, or
+    /// abandoned by a client that went away (a killed `up`), which must not
+    /// hold them for ever.
+    pub fn release(&mut self, locks: &[String]) {
+        for name in locks {
+            if let Some(lock) = self.locks.get_mut(name) {
+                lock.active = lock.active.saturating_sub(1);
+                if lock.active == 0 && lock.busy_until.is_none_or(|until| until <= Instant::now()) {
+                    self.locks.remove(name);
+                }
+            }
         }
     }
 
@@ -714,12 +804,12 @@ impl LayerState {
         let now = Instant::now();
         let b = self.behaviours;
         let success = status.is_success();
-        if success
-            && let Some((api, started)) = &plan.api_hold
-            && let Some(lock) = self.apis.get_mut(api)
-        {
-            let held = (*started + b.timings.api_write).max(now);
-            lock.busy_until = Some(lock.busy_until.map_or(held, |until| until.max(held)));
+        if success {
+            let held = (request.arrived + plan.hold_for).max(now);
+            for name in &plan.holds {
+                let lock = self.locks.entry(name.clone()).or_default();
+                lock.busy_until = Some(lock.busy_until.map_or(held, |until| until.max(held)));
+            }
         }
         let mut json: Option<Value> = None;
         let mut rewritten = false;
@@ -884,6 +974,9 @@ impl LayerState {
                 }
             }
             "DescribeTable" => {
+                if let Some(table) = &plan.table {
+                    self.learn_key_schema(table, &json["Table"]["KeySchema"]);
+                }
                 if let Some(table) = &plan.table
                     && self.creating.get(table).is_some_and(|until| now < *until)
                 {
@@ -912,6 +1005,16 @@ impl LayerState {
                         .insert(arn.to_string(), (now + b.timings.tag_lag, snapshot));
                 }
             }
+            "PutItem" | "UpdateItem" | "DeleteItem" | "TransactWriteItems" | "BatchWriteItem" if b.gsi_lag => {
+                for (table, key) in self.written_items(operation, &request_body) {
+                    self.recent_writes.push((table, key, now + b.timings.gsi_lag));
+                }
+            }
+            "Query" | "Scan" => {
+                if let Some(table) = &plan.hide_recent_writes_of {
+                    return self.hide_recent_writes(table, json, now);
+                }
+            }
             "ListTagsOfResource" => {
                 if let Some(tags) = &plan.tags_override {
                     json["Tags"] = Value::Array(tags.clone());
@@ -924,6 +1027,134 @@ impl LayerState {
             _ => {}
         }
         false
+    }
+}
+
+impl LayerState {
+    fn learn_key_schema(&mut self, table: &str, key_schema: &Value) {
+        let names: Vec<String> = key_schema
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|element| element["AttributeName"].as_str().map(String::from))
+            .collect();
+        if !names.is_empty() {
+            self.key_schemas.insert(table.to_string(), names);
+        }
+    }
+
+    /// The items a DynamoDB write changes, as (table, key). The key of a put
+    /// item is cut to the table's key schema when the layer knows it.
+    fn written_items(&self, operation: &str, body: &Value) -> Vec<(String, Value)> {
+        let key_of = |table: &str, action: &Value| -> Option<Value> {
+            if action["Key"].is_object() {
+                return Some(action["Key"].clone());
+            }
+            let item = action["Item"].as_object()?;
+            Some(match self.key_schemas.get(table) {
+                Some(names) => Value::Object(
+                    item.iter()
+                        .filter(|(name, _)| names.contains(name))
+                        .map(|(name, value)| (name.clone(), value.clone()))
+                        .collect(),
+                ),
+                None => Value::Object(item.clone()),
+            })
+        };
+        let mut items = Vec::new();
+        match operation {
+            "PutItem" | "UpdateItem" | "DeleteItem" => {
+                if let Some(table) = body["TableName"].as_str().map(table_name_of)
+                    && let Some(key) = key_of(&table, body)
+                {
+                    items.push((table, key));
+                }
+            }
+            "TransactWriteItems" => {
+                for entry in body["TransactItems"].as_array().into_iter().flatten() {
+                    let Some(action) = entry.as_object().and_then(|entry| entry.values().next()) else {
+                        continue;
+                    };
+                    if let Some(table) = action["TableName"].as_str().map(table_name_of)
+                        && let Some(key) = key_of(&table, action)
+                    {
+                        items.push((table, key));
+                    }
+                }
+            }
+            "BatchWriteItem" => {
+                for (table, requests) in body["RequestItems"].as_object().into_iter().flatten() {
+                    let table = table_name_of(table);
+                    for request in requests.as_array().into_iter().flatten() {
+                        let action = if request["PutRequest"].is_object() {
+                            &request["PutRequest"]
+                        } else {
+                            &request["DeleteRequest"]
+                        };
+                        if let Some(key) = key_of(&table, action) {
+                            items.push((table.clone(), key));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        items
+    }
+
+    /// Takes the items of `table` written in the last `gsi_lag` out of an
+    /// index's Query or Scan answer; whether `json` changed.
+    fn hide_recent_writes(&self, table: &str, json: &mut Value, now: Instant) -> bool {
+        let recent: Vec<&Value> = self
+            .recent_writes
+            .iter()
+            .filter(|(written, _, until)| written == table && now < *until)
+            .map(|(_, key, _)| key)
+            .collect();
+        let Some(items) = json["Items"].as_array_mut() else {
+            return false;
+        };
+        let before = items.len();
+        // An index answer holds the table's key attributes of every item.
+        items.retain(|item| {
+            !recent.iter().any(|key| {
+                key.as_object()
+                    .is_some_and(|key| key.iter().all(|(name, value)| item.get(name) == Some(value)))
+            })
+        });
+        let count = items.len();
+        if count == before {
+            return false;
+        }
+        json["Count"] = json!(count);
+        true
+    }
+}
+
+/// DynamoDB's answer to a transaction cancelled for a conflict on the items
+/// marked true (API reference, TransactWriteItems: CancellationReasons).
+fn transaction_cancelled(conflicts: &[bool]) -> LayerError {
+    let reasons: Vec<Value> = conflicts
+        .iter()
+        .map(|&conflict| match conflict {
+            true => json!({ "Code": "TransactionConflict", "Message": "Transaction is ongoing for the item" }),
+            false => json!({ "Code": "None" }),
+        })
+        .collect();
+    let codes: Vec<&str> = conflicts
+        .iter()
+        .map(|&c| if c { "TransactionConflict" } else { "None" })
+        .collect();
+    LayerError {
+        extra: Some(json!({ "CancellationReasons": reasons })),
+        ..LayerError::new(
+            StatusCode::BAD_REQUEST,
+            "TransactionCanceledException",
+            format!(
+                "Transaction cancelled, please refer cancellation reasons for specific reasons [{}]",
+                codes.join(", ")
+            ),
+        )
     }
 }
 

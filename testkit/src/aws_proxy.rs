@@ -275,17 +275,18 @@ impl FaultState {
     }
 }
 
-/// A write the layer let through to an API: released when its handling
-/// ends, however it ends (the handler is dropped when the client goes away).
-struct ApiInFlight {
+/// What a write the layer let through holds (an API, DynamoDB items):
+/// released when its handling ends, however it ends (the handler is dropped
+/// when the client goes away).
+struct InFlight {
     shared: Arc<Shared>,
-    api: String,
+    locks: Vec<String>,
 }
 
-impl Drop for ApiInFlight {
+impl Drop for InFlight {
     fn drop(&mut self) {
         if let Ok(mut recorded) = self.shared.recorded.lock() {
-            recorded.layer.release_api(&self.api);
+            recorded.layer.release(&self.locks);
         }
     }
 }
@@ -373,10 +374,10 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         }
         Decision::Forward(plan) => plan,
     };
-    let _in_flight = LayerState::held_api(&plan).map(|api| ApiInFlight {
+    let _in_flight = InFlight {
         shared: shared.clone(),
-        api,
-    });
+        locks: LayerState::holds(&plan),
+    };
     if let Some(arn) = plan.snapshot_tags_of.take() {
         plan.snapshot = fetch_dynamodb_tags(&shared, &parts.headers, &arn).await;
     }
@@ -985,7 +986,12 @@ fn layer_error_response(identified: &Identified, request_headers: &HeaderMap, er
                 "dynamodb" => format!("com.amazonaws.dynamodb.v20120810#{}", error.code),
                 _ => error.code.to_string(),
             };
-            let body = serde_json::json!({ "__type": code, "message": error.message });
+            let mut body = serde_json::json!({ "__type": code, "message": error.message });
+            if let Some(serde_json::Value::Object(extra)) = &error.extra {
+                for (name, value) in extra {
+                    body[name] = value.clone();
+                }
+            }
             error_response(
                 error.status,
                 &json_content_type(request_headers),

@@ -10,9 +10,10 @@ use aws_config::retry::RetryConfig;
 use aws_sdk_apigatewayv2::operation::create_route::CreateRouteError;
 use aws_sdk_apigatewayv2::types::{IntegrationType, ProtocolType};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, Tag, TimeToLiveSpecification,
+    ProjectionType, Put, ScalarAttributeType, Tag, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Environment, FunctionCode, LastUpdateStatus, Runtime, State, StateReasonCode};
@@ -1121,4 +1122,197 @@ fn timings_are_as_documented() {
     assert!(all.api_conflicts && all.latency && all.small_pages && all.lost_create_responses);
     assert_eq!(Behaviours::none().timings, Timings::compressed());
     assert!(!Behaviours::none().api_conflicts);
+    assert!(all.transaction_conflicts && all.gsi_lag);
+    assert_eq!(real.gsi_lag, Duration::from_millis(500));
+}
+
+/// A table `pk` with index `by-room`, made and waited for.
+async fn items_table(clients: &Clients, name: &str) {
+    table_request(clients, name).send().await.unwrap();
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// A transaction like the connect handler's: count on one shared item,
+/// register one item of its own.
+async fn count_and_register(
+    clients: &Clients,
+    table: &str,
+    id: &str,
+) -> Result<(), aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>> {
+    let count = Update::builder()
+        .table_name(table)
+        .key("pk", s("#counter"))
+        .update_expression("ADD #n :one")
+        .expression_attribute_names("#n", "n")
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .build()
+        .unwrap();
+    let register = Put::builder()
+        .table_name(table)
+        .item("pk", s(id))
+        .item("room", s("lobby"))
+        .build()
+        .unwrap();
+    clients
+        .dynamodb
+        .transact_write_items()
+        .transact_items(TransactWriteItem::builder().update(count).build())
+        .transact_items(TransactWriteItem::builder().put(register).build())
+        .send()
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_conflicts_cancel_overlapping_transactions_on_one_item() {
+    let (_moto, _proxy, clients) = setup(Behaviours {
+        transaction_conflicts: true,
+        ..Behaviours::none()
+    })
+    .await;
+    items_table(&clients, "items").await;
+    let results = futures::future::join_all((0..20).map(|i| {
+        let clients = &clients;
+        async move { count_and_register(clients, "items", &format!("c{i}")).await }
+    }))
+    .await;
+    let mut committed = 0;
+    let mut conflicts = 0;
+    for result in results {
+        match result {
+            Ok(()) => committed += 1,
+            Err(err) => {
+                let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error()
+                else {
+                    panic!("unexpected error: {err:?}");
+                };
+                let codes: Vec<Option<&str>> = cancelled.cancellation_reasons().iter().map(|r| r.code()).collect();
+                assert_eq!(
+                    codes,
+                    [Some("TransactionConflict"), Some("None")],
+                    "the shared item conflicts"
+                );
+                conflicts += 1;
+            }
+        }
+    }
+    assert!(
+        conflicts > 0,
+        "20 transactions at once on one item: DynamoDB cancels some"
+    );
+    let counter = clients
+        .dynamodb
+        .get_item()
+        .table_name("items")
+        .key("pk", s("#counter"))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let counted = counter.item().unwrap()["n"].as_n().unwrap().parse::<i32>().unwrap();
+    assert_eq!(counted, committed, "a cancelled transaction writes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_an_item_in_a_transaction_conflicts_and_other_items_do_not() {
+    let (_moto, _proxy, clients) = setup(Behaviours {
+        transaction_conflicts: true,
+        timings: Timings {
+            transaction: Duration::from_millis(800),
+            ..Timings::compressed()
+        },
+        ..Behaviours::none()
+    })
+    .await;
+    items_table(&clients, "items").await;
+    count_and_register(&clients, "items", "c1").await.unwrap();
+    // The transaction still holds its items: a single write to one of them
+    // conflicts, a transaction on other items passes.
+    let update = clients
+        .dynamodb
+        .update_item()
+        .table_name("items")
+        .key("pk", s("c1"))
+        .update_expression("SET room = :r")
+        .expression_attribute_values(":r", s("other"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            update.as_service_error(),
+            Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::TransactionConflictException(_))
+        ),
+        "{update:?}"
+    );
+    let other = Put::builder().table_name("items").item("pk", s("c2")).build().unwrap();
+    clients
+        .dynamodb
+        .transact_write_items()
+        .transact_items(TransactWriteItem::builder().put(other).build())
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    count_and_register(&clients, "items", "c3").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gsi_lag_keeps_fresh_writes_out_of_indexes_for_a_while() {
+    let (_moto, _proxy, clients) = setup(Behaviours {
+        gsi_lag: true,
+        timings: Timings {
+            gsi_lag: Duration::from_millis(600),
+            ..Timings::compressed()
+        },
+        ..Behaviours::none()
+    })
+    .await;
+    items_table(&clients, "items").await;
+    let in_room = || async {
+        let output = clients
+            .dynamodb
+            .query()
+            .table_name("items")
+            .index_name("by-room")
+            .key_condition_expression("room = :r")
+            .expression_attribute_values(":r", s("lobby"))
+            .send()
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = output.items().iter().map(|i| i["pk"].as_s().unwrap().clone()).collect();
+        ids.sort();
+        assert_eq!(output.count() as usize, ids.len());
+        ids
+    };
+    let put = |id: &'static str| {
+        clients
+            .dynamodb
+            .put_item()
+            .table_name("items")
+            .item("pk", s(id))
+            .item("room", s("lobby"))
+            .send()
+    };
+    put("old").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    put("new").await.unwrap();
+    count_and_register(&clients, "items", "txn").await.unwrap();
+    assert_eq!(in_room().await, ["old"], "fresh writes are not in the index yet");
+    // The table itself has them at once.
+    let read = clients
+        .dynamodb
+        .get_item()
+        .table_name("items")
+        .key("pk", s("new"))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert!(read.item().is_some());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(in_room().await, ["new", "old", "txn"]);
 }
