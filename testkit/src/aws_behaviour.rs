@@ -155,9 +155,9 @@ pub struct Behaviours {
     /// transaction holds is cancelled: `TransactionCanceledException` with
     /// reason `TransactionConflict` for that item (`None` for the others). A
     /// PutItem / UpdateItem / DeleteItem of a held item gets
-    /// `TransactionConflictException`. A transaction holds its items from
-    /// its arrival until the later of its end and arrival + `transaction`.
-    /// moto serialises every request, so its transactions never overlap.
+    /// `TransactionConflictException`. A transaction holds its items for
+    /// `transaction` from when AWS takes it (after its latency), however
+    /// long moto, which serialises every request, then takes to answer.
     pub transaction_conflicts: bool,
     /// A Query or Scan of a global secondary index leaves out the items
     /// written (put, updated, or written by a transaction) in the last
@@ -742,7 +742,14 @@ impl LayerState {
                 if conflicts.contains(&true) {
                     return Some(Ok(transaction_cancelled(&conflicts)));
                 }
-                self.hold(plan, locks, b.timings.transaction);
+                // DynamoDB's own time for the transaction, not moto's: moto
+                // answers one request at a time, and a transaction waiting
+                // there behind others would hold its items far longer.
+                let until = now + b.timings.transaction;
+                for lock in locks {
+                    let lock = self.locks.entry(lock).or_default();
+                    lock.busy_until = Some(lock.busy_until.map_or(until, |held| held.max(until)));
+                }
             } else if conflicts.contains(&true) {
                 return Some(Ok(LayerError::new(
                     StatusCode::BAD_REQUEST,

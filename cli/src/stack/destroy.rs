@@ -3,6 +3,7 @@
 //! (a late invocation could otherwise recreate a log group).
 
 use anyhow::Result;
+use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::try_join_all;
 
 use super::Names;
@@ -212,20 +213,26 @@ async fn delete_role(aws: &Aws, name: &str) -> Result<()> {
     }
 }
 
-/// Whether a table holds chat data (anything but the connection counter).
+/// Whether a table holds chat data (anything but the connection counter's
+/// shards). Scan pages may be empty after the filter, so every page is read
+/// until an item turns up.
 pub async fn table_has_items(aws: &Aws, name: &str) -> Result<bool> {
-    let scanned = aws
+    use chat_core::store::schema;
+    let mut pages = aws
         .dynamodb
         .scan()
         .table_name(name)
-        .limit(2)
-        .send()
-        .await
-        .map_err(failed(format!("cannot look into DynamoDB table {name}")))?;
-    let counter = chat_core::store::schema::COUNTER_ID;
-    Ok(scanned.items().iter().any(|item| {
-        item.get(chat_core::store::schema::CONNECTION_ID)
-            .and_then(|v| v.as_s().ok())
-            .is_none_or(|id| id != counter)
-    }))
+        .filter_expression("attribute_not_exists(#id) OR NOT begins_with(#id, :counter)")
+        .expression_attribute_names("#id", schema::CONNECTION_ID)
+        .expression_attribute_values(":counter", AttributeValue::S(schema::COUNTER_ID.to_string()))
+        .limit(100)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(failed(format!("cannot look into DynamoDB table {name}")))?;
+        if !page.items().is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

@@ -480,13 +480,13 @@ async fn connection_records(dynamodb: &aws_sdk_dynamodb::Client, stack: &str) ->
     let (mut records, mut counter) = (vec![], 0);
     for item in scan.items() {
         let id = item[schema::CONNECTION_ID].as_s().unwrap().clone();
-        if id == schema::COUNTER_ID {
-            // This window's count and the previous one's (see chat_core::store::count_window).
+        if schema::is_counter_id(&id) {
+            // This window's count and the previous one's, on every shard (see chat_core::store::count_window).
             let window = chat_core::store::count_window(chat_core::ids::epoch_ms(std::time::SystemTime::now()));
-            counter = [window, window - 1]
+            counter += [window, window - 1]
                 .into_iter()
                 .filter_map(|w| number(item, &schema::count_attribute(w)))
-                .sum();
+                .sum::<i64>();
         } else {
             records.push((id, number(item, schema::CONNECTED_AT).unwrap()));
         }

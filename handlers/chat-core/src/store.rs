@@ -25,11 +25,29 @@ pub mod schema {
     pub const ROOM_INDEX: &str = "by-room";
     /// Connections table: index to Query a user's connections (keys only).
     pub const USER_INDEX: &str = "by-user";
-    /// The item counting open connections, so `max_connections` is enforced
-    /// without a Scan. It has no user or room, so it is in neither index.
-    /// It counts per window (see [`super::count_window`]) in attributes
-    /// named by [`count_attribute`].
+    /// The items counting open connections, so `max_connections` is enforced
+    /// without a Scan: [`super::COUNTER_SHARDS`] of them, so that connects
+    /// do not all write one hot item (see [`counter_id`]). They have no user
+    /// or room, so they are in neither index. Each counts per window (see
+    /// [`super::count_window`]) in attributes named by [`count_attribute`].
     pub const COUNTER_ID: &str = "#open-connections";
+    /// Connections table: the counter shard a connection was counted on.
+    pub const COUNTER_SHARD: &str = "counter_shard";
+
+    /// The key of counter shard `shard`. Shard 0 is the single counter of
+    /// before sharding, so the connections it counted are uncounted there.
+    pub fn counter_id(shard: u64) -> String {
+        match shard {
+            0 => COUNTER_ID.to_string(),
+            shard => format!("{COUNTER_ID}#{shard}"),
+        }
+    }
+
+    /// Whether a connections-table key is a counter shard's (API Gateway's
+    /// connection ids never start with `#`).
+    pub fn is_counter_id(id: &str) -> bool {
+        id.starts_with(COUNTER_ID)
+    }
 
     /// The counter item's attribute for the connections made in `window`.
     pub fn count_attribute(window: i64) -> String {
@@ -42,8 +60,23 @@ pub mod schema {
     pub const MESSAGE_ID: &str = "message_id";
 }
 
-/// Attempts of a transaction that conflicts with concurrent ones.
-const TRANSACTION_ATTEMPTS: u32 = 8;
+/// Shards of the open-connection count. DynamoDB cancels a transaction on an
+/// item another transaction is writing (aws-facts.md §10 "DynamoDB
+/// transactions"), so one counter item serialises every connect and
+/// disconnect; 16 spread a burst of connects over 16 items.
+pub const COUNTER_SHARDS: u64 = 16;
+
+/// How many of `max_connections` counter shard `shard` may count: the
+/// shares add up to `max_connections` exactly.
+pub fn shard_share(max_connections: u64, shard: u64) -> u64 {
+    max_connections / COUNTER_SHARDS + u64::from(shard < max_connections % COUNTER_SHARDS)
+}
+
+/// Attempts of a connect whose transactions are cancelled by concurrent
+/// ones (each on a shard picked afresh) before it gives up.
+const CONNECT_ATTEMPTS: u32 = 24;
+/// Attempts of a disconnect's transaction on its shard.
+const TRANSACTION_ATTEMPTS: u32 = 16;
 
 /// API Gateway closes every connection after 2 hours (aws-facts.md §6).
 pub const CONNECTION_LIFETIME_MS: i64 = 2 * 3600 * 1000;
@@ -77,7 +110,8 @@ struct Admission {
     stale: Vec<String>,
 }
 
-fn admission(counter: &HashMap<String, AttributeValue>, now_ms: i64, max_connections: u64) -> Admission {
+/// What a counter shard allows, `share` being its part of `max_connections`.
+fn admission(counter: &HashMap<String, AttributeValue>, now_ms: i64, share: u64) -> Admission {
     let window_of = |name: &str| name.strip_prefix("open_").and_then(|w| w.parse::<i64>().ok());
     let window = counter
         .keys()
@@ -95,7 +129,7 @@ fn admission(counter: &HashMap<String, AttributeValue>, now_ms: i64, max_connect
         window,
         previous,
         current,
-        limit: max_connections as i64 - previous.max(0),
+        limit: share as i64 - previous.max(0),
         stale,
     }
 }
@@ -135,6 +169,8 @@ pub enum AddConnectionError {
     LimitReached(u64),
     #[error("connection {0} is already registered")]
     AlreadyRegistered(String),
+    #[error("too many connections are being made at once: {0} attempts were cancelled by concurrent ones")]
+    Busy(u32),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -172,8 +208,20 @@ fn number_attr(item: &HashMap<String, AttributeValue>, name: &str) -> i64 {
     }
 }
 
-/// Which items of a cancelled transaction failed their condition, in order.
-fn failed_conditions<R>(err: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<bool>> {
+/// Why each item of a cancelled transaction failed, in order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cancelled {
+    /// Its condition did not hold.
+    Condition,
+    /// Another transaction was writing it, or it was throttled: try again.
+    Conflict,
+    /// Nothing wrong with this item.
+    None,
+}
+
+/// The reasons of a cancelled transaction (API reference, TransactWriteItems:
+/// CancellationReasons), or `None` for any other error.
+fn cancellation<R>(err: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<Cancelled>> {
     let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() else {
         return None;
     };
@@ -181,20 +229,31 @@ fn failed_conditions<R>(err: &SdkError<TransactWriteItemsError, R>) -> Option<Ve
         cancelled
             .cancellation_reasons()
             .iter()
-            .map(|reason| reason.code() == Some("ConditionalCheckFailed"))
+            .map(|reason| match reason.code() {
+                Some("ConditionalCheckFailed") => Cancelled::Condition,
+                Some("TransactionConflict" | "ThrottlingError") => Cancelled::Conflict,
+                _ => Cancelled::None,
+            })
             .collect(),
     )
+}
+
+/// Full jitter over a capped exponential, for transactions cancelled by
+/// concurrent ones.
+fn conflict_backoff(attempt: u32) -> std::time::Duration {
+    let cap = 10u64 << attempt.min(5);
+    std::time::Duration::from_millis(rand::random_range(0..=cap))
 }
 
 #[derive(Debug, Clone)]
 pub struct ConnectionStore {
     client: Client,
     table: String,
-    /// The window and the previous window's count as last read, so that a
-    /// connect usually needs no read: the previous count only falls, so a
-    /// stale one can refuse too early but never admit too many, and a
-    /// refusal reads again.
-    last_read: std::sync::Arc<std::sync::Mutex<Option<(i64, i64)>>>,
+    /// Per counter shard, the window and the previous window's count as
+    /// last read, so that a connect usually needs no read: the previous
+    /// count only falls, so a stale one can refuse too early but never admit
+    /// too many, and a refusal reads again.
+    last_read: std::sync::Arc<std::sync::Mutex<HashMap<u64, (i64, i64)>>>,
 }
 
 impl ConnectionStore {
@@ -206,72 +265,173 @@ impl ConnectionStore {
         }
     }
 
-    fn counter_key() -> (String, AttributeValue) {
-        (schema::CONNECTION_ID.to_string(), s(schema::COUNTER_ID))
+    fn counter_key(shard: u64) -> (String, AttributeValue) {
+        (schema::CONNECTION_ID.to_string(), s(schema::counter_id(shard)))
     }
 
-    /// Registers a connection and counts it, in one transaction: the count
-    /// may not pass `max_connections`, however many connect at once. The
-    /// transaction holds only if the previous window's count has not risen
-    /// since it was read (a connect still counting there) and no newer window
-    /// has begun; else the counter is read again.
+    /// Registers a connection and counts it on one counter shard, in one
+    /// transaction. Each shard counts at most its share of
+    /// `max_connections` (the shares add up to it), so the open count never
+    /// passes the limit, however many connect at once; a connect is refused
+    /// only when every shard, read afresh, is full. A transaction cancelled
+    /// by a concurrent one is tried again on a shard picked afresh.
     pub async fn add(&self, record: &ConnectionRecord, max_connections: u64) -> Result<(), AddConnectionError> {
-        let table = &self.table;
-        let mut remembered = self.remembered_admission(max_connections);
-        for _ in 0..TRANSACTION_ATTEMPTS {
-            let admission = match remembered.take() {
-                Some(admission) => admission,
-                None => {
-                    let admission = admission(&self.counter().await?, now_epoch_ms(), max_connections);
-                    if admission.current >= admission.limit {
-                        return Err(AddConnectionError::LimitReached(max_connections));
-                    }
-                    admission
+        let shards: Vec<u64> = (0..COUNTER_SHARDS)
+            .filter(|shard| shard_share(max_connections, *shard) > 0)
+            .collect();
+        // What each shard allows: remembered, or read (`fresh`).
+        let mut view = self.remembered_view(&shards, max_connections);
+        let mut fresh = false;
+        for attempt in 1..=CONNECT_ATTEMPTS {
+            let open: Vec<u64> = shards
+                .iter()
+                .copied()
+                .filter(|shard| view.get(shard).is_some_and(|a| a.current < a.limit))
+                .collect();
+            if open.is_empty() {
+                if fresh {
+                    return Err(AddConnectionError::LimitReached(max_connections));
                 }
+                view = self.read_shards(&shards, max_connections).await?;
+                fresh = true;
+                continue;
+            }
+            let shard = open[rand::random_range(0..open.len())];
+            let admission = &view[&shard];
+            let items = self.add_items(record, shard, admission)?;
+            let Err(err) = self.transact(items, 1).await else {
+                return Ok(());
             };
-            let result = self.transact(self.add_items(record, &admission)?).await;
-            match result {
-                Ok(_) => {
-                    *self.last_read.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some((admission.window, admission.previous));
-                    return Ok(());
+            match cancellation(&err).as_deref() {
+                Some([_, Cancelled::Condition]) => {
+                    return Err(AddConnectionError::AlreadyRegistered(record.connection_id.clone()));
                 }
-                Err(err) => match failed_conditions(&err).as_deref() {
-                    Some([_, true]) => return Err(AddConnectionError::AlreadyRegistered(record.connection_id.clone())),
-                    // Full, or the counter moved since it was read: read again.
-                    Some([true, ..]) => continue,
-                    _ => return Err(aws_error("TransactWriteItems", table, err).into()),
-                },
+                // The shard is full, or moved since it was read: so are
+                // others, likely; read them all again.
+                Some([Cancelled::Condition, _]) => {
+                    view = self.read_shards(&shards, max_connections).await?;
+                    fresh = true;
+                }
+                Some(reasons) if reasons.contains(&Cancelled::Conflict) => {
+                    tokio::time::sleep(conflict_backoff(attempt)).await
+                }
+                _ => return Err(aws_error("TransactWriteItems", &self.table, err).into()),
             }
         }
-        Err(AddConnectionError::LimitReached(max_connections))
+        Err(AddConnectionError::Busy(CONNECT_ATTEMPTS))
     }
 
-    /// The admission last read, while its window is the current one.
-    fn remembered_admission(&self, max_connections: u64) -> Option<Admission> {
-        let last_read = *self.last_read.lock().unwrap_or_else(|e| e.into_inner());
-        let (window, previous) = last_read.filter(|(window, _)| *window == count_window(now_epoch_ms()))?;
-        Some(Admission {
-            window,
-            previous,
-            current: 0,
-            limit: max_connections as i64 - previous.max(0),
-            stale: vec![],
-        })
+    /// Reads every shard in one strongly consistent BatchGetItem and
+    /// remembers what each allows.
+    async fn read_shards(&self, shards: &[u64], max_connections: u64) -> Result<HashMap<u64, Admission>, StoreError> {
+        let counters = self.counters(shards).await?;
+        let now = now_epoch_ms();
+        let mut last_read = self.last_read.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(shards
+            .iter()
+            .map(|shard| {
+                let empty = HashMap::new();
+                let counter = counters.get(shard).unwrap_or(&empty);
+                let found = admission(counter, now, shard_share(max_connections, *shard));
+                last_read.insert(*shard, (found.window, found.previous));
+                (*shard, found)
+            })
+            .collect())
     }
 
-    /// Counts the connection in `admission.window`, provided the counter is
-    /// as it was read (the previous window no higher, no newer window begun),
-    /// and registers it.
+    /// The shards' items, by shard (a shard never written has none), read
+    /// strongly consistently; keys DynamoDB leaves unprocessed are asked again.
+    async fn counters(&self, shards: &[u64]) -> Result<HashMap<u64, HashMap<String, AttributeValue>>, StoreError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let build_error = |e: aws_sdk_dynamodb::error::BuildError| aws_error("BatchGetItem", &self.table, e);
+        let keys: Vec<HashMap<String, AttributeValue>> = shards
+            .iter()
+            .map(|shard| HashMap::from([Self::counter_key(*shard)]))
+            .collect();
+        let mut request = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(build_error)?,
+        );
+        let mut found = HashMap::new();
+        for attempt in 1..=TRANSACTION_ATTEMPTS {
+            let Some(keys) = request.take() else { break };
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, keys)
+                .send()
+                .await
+                .map_err(|e| aws_error("BatchGetItem", &self.table, e))?;
+            for item in output
+                .responses
+                .unwrap_or_default()
+                .remove(&self.table)
+                .unwrap_or_default()
+            {
+                let id = string_attr(&item, schema::CONNECTION_ID, &self.table)?;
+                let shard = (0..COUNTER_SHARDS).find(|shard| schema::counter_id(*shard) == id);
+                found.extend(shard.map(|shard| (shard, item)));
+            }
+            // BatchGetItem may leave keys unprocessed (API reference): ask again.
+            request = output
+                .unprocessed_keys
+                .unwrap_or_default()
+                .remove(&self.table)
+                .filter(|keys| !keys.keys().is_empty());
+            if request.is_some() {
+                tokio::time::sleep(conflict_backoff(attempt)).await;
+            }
+        }
+        if request.is_some() {
+            return Err(StoreError::Aws {
+                operation: "BatchGetItem",
+                table: self.table.clone(),
+                detail: "DynamoDB left the counter shards unprocessed too many times".into(),
+            });
+        }
+        Ok(found)
+    }
+
+    /// What each shard allows as last read, while its window is the current
+    /// one; its count this window unknown (taken as 0: the transaction's
+    /// condition checks it).
+    fn remembered_view(&self, shards: &[u64], max_connections: u64) -> HashMap<u64, Admission> {
+        let window = count_window(now_epoch_ms());
+        let last_read = self.last_read.lock().unwrap_or_else(|e| e.into_inner());
+        shards
+            .iter()
+            .filter_map(|shard| {
+                let (read_window, previous) = last_read.get(shard).copied()?;
+                (read_window == window).then(|| {
+                    let admission = Admission {
+                        window,
+                        previous,
+                        current: 0,
+                        limit: shard_share(max_connections, *shard) as i64 - previous.max(0),
+                        stale: vec![],
+                    };
+                    (*shard, admission)
+                })
+            })
+            .collect()
+    }
+
+    /// Counts the connection on `shard` in `admission.window`, provided the
+    /// shard is as it was read (the previous window no higher, no newer
+    /// window begun), and registers it.
     fn add_items(
         &self,
         record: &ConnectionRecord,
+        shard: u64,
         admission: &Admission,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let table = &self.table;
         let build_error = |e: aws_sdk_dynamodb::error::BuildError| aws_error("TransactWriteItems", table, e);
         let window = admission.window;
-        let (key_name, key_value) = Self::counter_key();
+        let (key_name, key_value) = Self::counter_key(shard);
         let mut expression = "SET #count = if_not_exists(#count, :zero) + :one".to_string();
         let mut count = Update::builder()
             .table_name(table)
@@ -304,6 +464,7 @@ impl ConnectionStore {
             .item(schema::CONNECTED_AT, n(record.connected_at))
             .item(schema::TTL, n(record.ttl))
             .item(schema::COUNTED_IN, n(window))
+            .item(schema::COUNTER_SHARD, n(shard))
             .condition_expression("attribute_not_exists(#id)")
             .expression_attribute_names("#id", schema::CONNECTION_ID)
             .build()
@@ -314,26 +475,13 @@ impl ConnectionStore {
         ])
     }
 
-    /// The counter item's attributes (none before the first connection).
-    async fn counter(&self) -> Result<HashMap<String, AttributeValue>, StoreError> {
-        let (key_name, key_value) = Self::counter_key();
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(key_name, key_value)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| aws_error("GetItem", &self.table, e))?;
-        Ok(output.item.unwrap_or_default())
-    }
-
-    /// Runs a transaction, retrying when DynamoDB cancels it for a conflict
-    /// with a concurrent one on the counter item (which the SDK does not retry).
+    /// Runs a transaction, up to `attempts` times while DynamoDB cancels it
+    /// for a conflict with a concurrent one (aws-facts.md §10: the SDK does
+    /// not retry that).
     async fn transact(
         &self,
         items: Vec<TransactWriteItem>,
+        attempts: u32,
     ) -> Result<
         aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput,
         SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
@@ -346,17 +494,15 @@ impl ConnectionStore {
                 .set_transact_items(Some(items.clone()))
                 .send()
                 .await;
-            let conflicted = matches!(
-                result.as_ref().err().and_then(|e| e.as_service_error()),
-                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
-                    if cancelled.cancellation_reasons().iter().any(|r| matches!(r.code(), Some("TransactionConflict" | "ThrottlingError")))
-            );
             attempt += 1;
-            if !conflicted || attempt >= TRANSACTION_ATTEMPTS {
+            let conflicted = match &result {
+                Err(err) => cancellation(err).is_some_and(|reasons| reasons.contains(&Cancelled::Conflict)),
+                Ok(_) => false,
+            };
+            if !conflicted || attempt >= attempts {
                 return result;
             }
-            let cap = 20u64 << attempt.min(6);
-            tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(0..=cap))).await;
+            tokio::time::sleep(conflict_backoff(attempt)).await;
         }
     }
 
@@ -431,7 +577,9 @@ impl ConnectionStore {
             .get(schema::COUNTED_IN)
             .map(|_| number_attr(&item, schema::COUNTED_IN));
         if let Some(window) = window.filter(|w| *w >= count_window(now_epoch_ms()) - 1) {
-            let (key_name, key_value) = Self::counter_key();
+            // Records from before sharding were counted on shard 0.
+            let shard = number_attr(&item, schema::COUNTER_SHARD) as u64;
+            let (key_name, key_value) = Self::counter_key(shard);
             let uncount = Update::builder()
                 .table_name(table)
                 .key(key_name, key_value)
@@ -442,10 +590,10 @@ impl ConnectionStore {
                 .map_err(build_error)?;
             items.push(TransactWriteItem::builder().update(uncount).build());
         }
-        match self.transact(items).await {
+        match self.transact(items, TRANSACTION_ATTEMPTS).await {
             Ok(_) => Ok(true),
-            Err(err) => match failed_conditions(&err).as_deref() {
-                Some([true, ..]) => Ok(false),
+            Err(err) => match cancellation(&err).as_deref() {
+                Some([Cancelled::Condition, ..]) => Ok(false),
                 _ => Err(aws_error("TransactWriteItems", table, err)),
             },
         }
@@ -517,12 +665,18 @@ impl ConnectionStore {
     }
 
     /// The number of open connections, as counted on connect and disconnect
-    /// in the current window and the one before.
+    /// in the current window and the one before, on every shard.
     pub async fn open_count(&self) -> Result<i64, StoreError> {
-        let counter = self.counter().await?;
+        let shards: Vec<u64> = (0..COUNTER_SHARDS).collect();
+        let counters = self.counters(&shards).await?;
         let window = count_window(now_epoch_ms());
-        Ok(number_attr(&counter, &schema::count_attribute(window))
-            + number_attr(&counter, &schema::count_attribute(window - 1)))
+        Ok(counters
+            .values()
+            .map(|counter| {
+                number_attr(counter, &schema::count_attribute(window))
+                    + number_attr(counter, &schema::count_attribute(window - 1))
+            })
+            .sum())
     }
 }
 
@@ -662,6 +816,19 @@ mod tests {
             "a full previous window"
         );
         assert_eq!(admission(&HashMap::new(), at(100), 10).limit, 10);
+    }
+
+    #[test]
+    fn shard_shares_add_up_to_the_limit_exactly() {
+        for max in [0, 1, 2, 15, 16, 17, 100, 10_000, 10_007] {
+            let shares: Vec<u64> = (0..COUNTER_SHARDS).map(|shard| shard_share(max, shard)).collect();
+            assert_eq!(shares.iter().sum::<u64>(), max, "{max}");
+            assert!(shares.iter().max().unwrap() - shares.iter().min().unwrap() <= 1);
+        }
+        assert_eq!(schema::counter_id(0), "#open-connections");
+        assert_eq!(schema::counter_id(3), "#open-connections#3");
+        assert!(schema::is_counter_id(&schema::counter_id(15)));
+        assert!(!schema::is_counter_id("L0SM9cOFvHcCIhw="));
     }
 
     #[test]

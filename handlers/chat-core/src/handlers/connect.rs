@@ -70,6 +70,7 @@ async fn connect(services: &Services, event: &WebSocketEvent, now: SystemTime) -
         // A retried $connect for the same connection is not an error.
         Ok(()) | Err(AddConnectionError::AlreadyRegistered(_)) => {}
         Err(error @ AddConnectionError::LimitReached(_)) => return Err(Refusal::new(429, error)),
+        Err(error @ AddConnectionError::Busy(_)) => return Err(Refusal::new(503, error)),
         Err(error) => return Err(Refusal::new(500, error)),
     }
     // API Gateway requires exactly one of the offered values back.

@@ -161,7 +161,7 @@ async fn counts_left_by_lost_disconnects_expire_with_their_window() {
         .dynamodb()
         .put_item()
         .table_name("test-connections")
-        .item(schema::CONNECTION_ID, AttributeValue::S(schema::COUNTER_ID.into()))
+        .item(schema::CONNECTION_ID, AttributeValue::S(schema::counter_id(0)))
         // Two windows ago: all closed by now, whatever the count says.
         .item(schema::count_attribute(now - 2), n(2))
         // The previous window: one may still be open.
@@ -178,24 +178,81 @@ async fn counts_left_by_lost_disconnects_expire_with_their_window() {
         "1 + 1 = the limit"
     );
     assert_eq!(stack.open_count().await, 2);
-    let counter = stack
-        .dynamodb()
-        .get_item()
-        .table_name("test-connections")
-        .key(schema::CONNECTION_ID, AttributeValue::S(schema::COUNTER_ID.into()))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
-    assert!(
-        !counter.contains_key(&schema::count_attribute(now - 2)),
-        "the stale count is dropped"
-    );
-
     // A disconnect lowers the count of the window the connection was counted in.
     let response = disconnect::handle(&stack.services, ws_event(events::disconnect("new=", None))).await;
     assert_eq!(response.status_code, 200);
     assert_eq!(stack.open_count().await, 1);
     assert_eq!(stack.connect("newer=", "bob", "lobby").await.status_code, 200);
+}
+
+/// DynamoDB cancels transactions that write one item at once (aws-facts.md
+/// §10 "DynamoDB transactions"), as the behaviour layer does here.
+fn conflicts() -> chat_testkit::aws_behaviour::Behaviours {
+    chat_testkit::aws_behaviour::Behaviours {
+        transaction_conflicts: true,
+        ..chat_testkit::aws_behaviour::Behaviours::none()
+    }
+}
+
+/// `count` connects at once, spread over 20 function instances as Lambda
+/// would run them; their statuses.
+async fn burst(stack: &Stack, count: usize) -> Vec<i64> {
+    let instances: Vec<chat_core::Services> = (0..20).map(|_| stack.instance()).collect();
+    let connects = (0..count).map(|i| {
+        let services = &instances[i % instances.len()];
+        async move {
+            let event = ws_event(events::connect(
+                &format!("burst-{i}="),
+                Some((&format!("user{i}"), "lobby")),
+                &[],
+                None,
+            ));
+            connect::handle(services, event).await.status_code
+        }
+    });
+    futures::future::join_all(connects).await
+}
+
+async fn disconnect_all(stack: &Stack, count: usize) {
+    let disconnects = (0..count).map(|i| async move {
+        let event = ws_event(events::disconnect(&format!("burst-{i}="), None));
+        disconnect::handle(&stack.services, event).await.status_code
+    });
+    for status in futures::future::join_all(disconnects).await {
+        assert_eq!(status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_connects_through_transaction_conflicts_is_all_admitted() {
+    let stack = Stack::start_through(conflicts(), |_| {}).await;
+    let statuses = burst(&stack, 200).await;
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every handshake succeeds: {statuses:?}"
+    );
+    assert!(
+        stack.layer_answers("TransactionCanceledException") > 0,
+        "DynamoDB cancelled some of the transactions"
+    );
+    assert_eq!(stack.open_count().await, 200);
+    disconnect_all(&stack, 200).await;
+    assert_eq!(
+        stack.open_count().await,
+        0,
+        "every close is uncounted, conflicts or not"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_past_the_limit_admits_exactly_the_limit_and_refuses_the_rest_with_429() {
+    let stack = Stack::start_through(conflicts(), |config| config.max_connections = 100).await;
+    let statuses = burst(&stack, 200).await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((admitted, refused), (100, 100), "{statuses:?}");
+    assert_eq!(stack.open_count().await, 100);
+    disconnect_all(&stack, 200).await;
+    assert_eq!(stack.open_count().await, 0);
+    assert_eq!(burst(&stack, 1).await, [200], "room again once they closed");
 }

@@ -11,13 +11,16 @@ use aws_sdk_dynamodb::types::{
 use chat_core::event::{Response, WebSocketEvent};
 use chat_core::store::schema;
 use chat_core::{ChatConfig, Services};
-use chat_testkit::{ConnectionsEndpoint, Moto, events};
+use chat_testkit::aws_behaviour::Behaviours;
+use chat_testkit::{AwsProxy, ConnectionsEndpoint, Moto, events};
 use serde_json::Value;
 
 pub struct Stack {
     pub services: Services,
     pub endpoint: ConnectionsEndpoint,
     pub sdk: SdkConfig,
+    /// The AWS behaviour layer between the handlers and moto, when asked for.
+    pub proxy: Option<AwsProxy>,
     _moto: Moto,
 }
 
@@ -39,8 +42,24 @@ impl Stack {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut ChatConfig)) -> Stack {
+        Self::start_inner(None, adjust).await
+    }
+
+    /// A stack whose DynamoDB calls go through the AWS behaviour layer.
+    pub async fn start_through(behaviours: Behaviours, adjust: impl FnOnce(&mut ChatConfig)) -> Stack {
+        Self::start_inner(Some(behaviours), adjust).await
+    }
+
+    async fn start_inner(behaviours: Option<Behaviours>, adjust: impl FnOnce(&mut ChatConfig)) -> Stack {
         let moto = Moto::start();
-        let sdk = moto.sdk_config().await;
+        let proxy = match behaviours {
+            Some(behaviours) => Some(AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await),
+            None => None,
+        };
+        let sdk = match &proxy {
+            Some(proxy) => chat_testkit::moto::sdk_config_for(&proxy.endpoint()).await,
+            None => moto.sdk_config().await,
+        };
         let endpoint = ConnectionsEndpoint::start().await;
         let mut config = config(&endpoint);
         adjust(&mut config);
@@ -49,8 +68,25 @@ impl Stack {
             services: Services::new(config, &sdk),
             endpoint,
             sdk,
+            proxy,
             _moto: moto,
         }
+    }
+
+    /// Another function instance of the same stack: its own clients and memory.
+    pub fn instance(&self) -> Services {
+        Services::new(self.services.config.clone(), &self.sdk)
+    }
+
+    /// How many calls the behaviour layer answered with `code` itself.
+    pub fn layer_answers(&self, code: &str) -> usize {
+        self.proxy.as_ref().map_or(0, |proxy| {
+            proxy
+                .calls()
+                .iter()
+                .filter(|call| call.answered_by_layer.as_deref() == Some(code))
+                .count()
+        })
     }
 
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
