@@ -17,6 +17,8 @@ struct Recorded {
     gone: HashSet<String>,
     throttle: HashMap<String, u32>,
     attempts: HashMap<String, u32>,
+    /// How long each POST takes to be answered.
+    latency: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -30,6 +32,10 @@ async fn post_to_connection(
     Path((_stage, id)): Path<(String, String)>,
     body: Bytes,
 ) -> StatusCode {
+    let latency = state.lock().unwrap().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let mut state = state.lock().unwrap();
     *state.attempts.entry(id.clone()).or_default() += 1;
     if state.gone.contains(&id) {
@@ -110,6 +116,12 @@ impl ConnectionsEndpoint {
             .unwrap()
             .throttle
             .insert(connection_id.to_string(), times);
+    }
+
+    /// From now on, each POST takes `latency` to be answered (a model of
+    /// @connections' own time per call).
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.state.lock().unwrap().latency = latency;
     }
 
     pub fn clear(&self) {

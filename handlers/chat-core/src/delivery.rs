@@ -4,7 +4,7 @@
 //! capped exponential backoff and jitter, and reports a 410 as [`DeliveryError::Gone`]
 //! so the caller can remove that connection.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
 use aws_sdk_apigatewaymanagement::Client;
@@ -41,6 +41,8 @@ pub struct FanOutReport {
     /// Connections that answered 410; their records should be removed.
     pub gone: Vec<String>,
     pub failed: Vec<(String, DeliveryError)>,
+    /// Connections not tried: the invocation was about to time out.
+    pub not_attempted: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -106,17 +108,30 @@ impl Delivery {
         }
     }
 
-    /// Sends one message to many connections, at most [`FAN_OUT_CONCURRENCY`] at a time.
-    pub async fn send_all(&self, connection_ids: &[String], payload: &str) -> FanOutReport {
+    /// Sends one message to many connections, in order, at most
+    /// [`FAN_OUT_CONCURRENCY`] at a time. None is begun after `stop_at`:
+    /// those are counted in [`FanOutReport::not_attempted`].
+    pub async fn send_all(
+        &self,
+        connection_ids: &[String],
+        payload: &str,
+        stop_at: Option<SystemTime>,
+    ) -> FanOutReport {
         let mut results = futures::stream::iter(connection_ids)
-            .map(|id| async move { (id, self.send(id, payload).await) })
+            .map(|id| async move {
+                if stop_at.is_some_and(|stop| SystemTime::now() >= stop) {
+                    return (id, None);
+                }
+                (id, Some(self.send(id, payload).await))
+            })
             .buffer_unordered(FAN_OUT_CONCURRENCY);
         let mut report = FanOutReport::default();
         while let Some((id, result)) = results.next().await {
             match result {
-                Ok(()) => report.delivered += 1,
-                Err(DeliveryError::Gone) => report.gone.push(id.clone()),
-                Err(error) => report.failed.push((id.clone(), error)),
+                None => report.not_attempted += 1,
+                Some(Ok(())) => report.delivered += 1,
+                Some(Err(DeliveryError::Gone)) => report.gone.push(id.clone()),
+                Some(Err(error)) => report.failed.push((id.clone(), error)),
             }
         }
         report

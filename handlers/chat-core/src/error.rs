@@ -24,6 +24,9 @@ pub enum ErrorCode {
     InvalidCursor,
     /// The connection is not (or no longer) registered.
     NotConnected,
+    /// The message was stored, but the function ran out of time before it
+    /// reached every connection; the rest can read it in the history.
+    DeliveryIncomplete,
     /// Something on our side failed; retrying may help.
     InternalError,
 }
@@ -50,6 +53,11 @@ pub enum ChatError {
     InvalidCursor(String),
     #[error("this connection is not registered; reconnect")]
     NotConnected,
+    #[error(
+        "the message was stored but reached only {delivered} of {targets} connections before the function's \
+         timeout; the others can read it with getmessages"
+    )]
+    DeliveryIncomplete { delivered: usize, targets: usize },
     #[error("internal error; try again")]
     Internal(String),
 }
@@ -67,6 +75,7 @@ impl ChatError {
             ChatError::InvalidLimit(_) => ErrorCode::InvalidLimit,
             ChatError::InvalidCursor(_) => ErrorCode::InvalidCursor,
             ChatError::NotConnected => ErrorCode::NotConnected,
+            ChatError::DeliveryIncomplete { .. } => ErrorCode::DeliveryIncomplete,
             ChatError::Internal(_) => ErrorCode::InternalError,
         }
     }

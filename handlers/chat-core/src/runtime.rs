@@ -9,6 +9,22 @@ use crate::config::AuthMode;
 use crate::event::WebSocketEvent;
 use crate::services::Services;
 
+tokio::task_local! {
+    /// When Lambda stops the invocation being served (its timeout).
+    static DEADLINE: std::time::SystemTime;
+}
+
+/// When the invocation being served times out; `None` outside Lambda's
+/// runtime loop (in the tests, unless [`with_deadline`] sets one).
+pub fn deadline() -> Option<std::time::SystemTime> {
+    DEADLINE.try_with(|deadline| *deadline).ok()
+}
+
+/// Runs `work` as an invocation that times out at `deadline`.
+pub async fn with_deadline<F: std::future::Future>(deadline: std::time::SystemTime, work: F) -> F::Output {
+    DEADLINE.scope(deadline, work).await
+}
+
 /// Serves a WebSocket route (`$connect`, `sendmessage`, …) with `handler`.
 pub async fn serve_route<H>(handler: H) -> Result<(), lambda_runtime::Error>
 where
@@ -20,7 +36,9 @@ where
     lambda_runtime::run(service_fn(move |event: LambdaEvent<WebSocketEvent>| async move {
         // Boxed: a handler's future nests deep (handler, store, SDK); inline in
         // the runtime's, it passes the compiler's query depth limit.
-        Ok::<_, lambda_runtime::Error>(Box::pin(handler(services, event.payload)).await)
+        let deadline = std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.context.deadline);
+        let handled = DEADLINE.scope(deadline, Box::pin(handler(services, event.payload)));
+        Ok::<_, lambda_runtime::Error>(handled.await)
     }))
     .await
 }

@@ -14,6 +14,10 @@ use crate::store::{ConnectionRecord, ConnectionStore, MessageStore};
 
 /// API Gateway's integration timeout (29 s), rounded up.
 const CONNECT_GRACE_MS: i64 = 30_000;
+/// Removals of gone connections in flight at once.
+const PRUNE_CONCURRENCY: usize = 4;
+/// Removals of gone connections per invocation at most.
+pub const PRUNE_PER_INVOCATION: usize = 50;
 
 pub struct Services {
     pub config: ChatConfig,
@@ -81,15 +85,30 @@ impl Services {
     /// Removes connections that a delivery found gone (410), except those
     /// younger than API Gateway's integration timeout: they may still be in
     /// their `$connect`, for which @connections answers 410 too.
+    ///
+    /// It runs after every delivery, a few at a time and at most
+    /// [`PRUNE_PER_INVOCATION`] per call, so a room full of stale records
+    /// neither delays a message nor fires a burst of transactions at the
+    /// counter; the rest are found gone again by later messages (and their
+    /// records expire by TTL regardless).
     pub async fn prune(&self, connection_ids: &[String]) {
+        use futures::StreamExt;
         let now = crate::ids::epoch_ms(std::time::SystemTime::now());
         let connected_before = now - CONNECT_GRACE_MS;
-        let removals = connection_ids.iter().map(|id| async move {
-            match self.connections.remove_gone(id, connected_before).await {
-                Ok(_) => tracing::info!(connection_id = %id, "removed a connection that is gone"),
-                Err(error) => tracing::warn!(connection_id = %id, %error, "could not remove a gone connection"),
-            }
-        });
-        futures::future::join_all(removals).await;
+        if connection_ids.len() > PRUNE_PER_INVOCATION {
+            tracing::info!(
+                gone = connection_ids.len(),
+                pruned = PRUNE_PER_INVOCATION,
+                "more gone connections than one invocation prunes; later ones prune the rest"
+            );
+        }
+        futures::stream::iter(connection_ids.iter().take(PRUNE_PER_INVOCATION))
+            .for_each_concurrent(PRUNE_CONCURRENCY, |id| async move {
+                match self.connections.remove_gone(id, connected_before).await {
+                    Ok(_) => tracing::info!(connection_id = %id, "removed a connection that is gone"),
+                    Err(error) => tracing::warn!(connection_id = %id, %error, "could not remove a gone connection"),
+                }
+            })
+            .await;
     }
 }

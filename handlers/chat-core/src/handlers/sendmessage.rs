@@ -3,6 +3,12 @@
 //!
 //! Per room message: one GetItem (the sender's current room), then the write
 //! and the room Query side by side, then the deliveries in parallel.
+//!
+//! The room and user indexes are eventually consistent (aws-facts.md §10
+//! "DynamoDB GSI"): a connection made or moved a moment ago may be missing
+//! there. So the sender's own connection is always a target, and a direct
+//! message to a user the index does not show yet asks again for a while
+//! before it is refused.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +21,14 @@ use crate::protocol::{ChatMessage, SendMessageRequest, ServerEvent, parse_frame}
 use crate::services::Services;
 use crate::store::ConnectionRecord;
 use crate::validate;
+
+/// How long a direct message waits for its recipient's connections to reach
+/// the user index: DynamoDB propagates to a GSI "within a fraction of a
+/// second" normally (developer guide, GSI read consistency).
+const RECIPIENT_INDEX_LAG: Duration = Duration::from_secs(2);
+/// Deliveries stop this long before the invocation times out, to leave time
+/// to tell the sender and prune.
+const DELIVERY_MARGIN: Duration = Duration::from_secs(1);
 
 pub async fn handle(services: &Services, event: WebSocketEvent) -> Response {
     run_message_route(services, &event, send).await
@@ -53,19 +67,18 @@ async fn send(
                 connections.in_room(&sender.room)
             );
             stored.map_err(internal)?;
-            (message, members.map_err(internal)?)
+            (message, with_sender_first(sender, members.map_err(internal)?))
         }
         Some(to) => {
             // Both sides' connections are known before anything is written, so
             // a message to nobody is refused without a trace.
-            let (theirs, ours) = tokio::join!(connections.of_user(&to), connections.of_user(&sender.user));
+            let (theirs, ours) = tokio::join!(recipient_connections(services, &to), connections.of_user(&sender.user));
             let mut targets = theirs.map_err(internal)?;
             if targets.is_empty() {
                 return Err(ChatError::UnknownRecipient(to));
             }
             targets.extend(ours.map_err(internal)?);
-            targets.sort();
-            targets.dedup();
+            let targets = with_sender_first(sender, targets);
             let message = ChatMessage {
                 id,
                 room: None,
@@ -85,17 +98,52 @@ async fn send(
     };
 
     let payload = ServerEvent::Message(message).to_json();
-    let report = delivery.send_all(&targets, &payload).await;
+    let stop_at = crate::runtime::deadline().and_then(|deadline| deadline.checked_sub(DELIVERY_MARGIN));
+    let report = delivery.send_all(&targets, &payload, stop_at).await;
     for (connection_id, error) in &report.failed {
         tracing::warn!(connection_id, %error, "message not delivered");
     }
-    services.prune(&report.gone).await;
     tracing::info!(
         targets = targets.len(),
         delivered = report.delivered,
         gone = report.gone.len(),
         failed = report.failed.len(),
+        not_attempted = report.not_attempted,
         "message sent"
     );
+    services.prune(&report.gone).await;
+    if report.not_attempted > 0 {
+        return Err(ChatError::DeliveryIncomplete {
+            delivered: report.delivered,
+            targets: targets.len(),
+        });
+    }
     Ok(())
+}
+
+/// The sender's connection first (its echo goes out first), then the
+/// others, each once: the index may not show the sender's yet.
+fn with_sender_first(sender: &ConnectionRecord, others: Vec<String>) -> Vec<String> {
+    let mut targets = vec![sender.connection_id.clone()];
+    let mut others = others;
+    others.sort();
+    others.dedup();
+    targets.extend(others.into_iter().filter(|id| *id != sender.connection_id));
+    targets
+}
+
+/// A user's connections by the user index, asked again for up to
+/// [`RECIPIENT_INDEX_LAG`] while it shows none: the user may have connected
+/// a moment ago.
+async fn recipient_connections(services: &Services, user: &str) -> Result<Vec<String>, crate::store::StoreError> {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let found = services.connections.of_user(user).await?;
+        if !found.is_empty() || started.elapsed() + pause > RECIPIENT_INDEX_LAG {
+            return Ok(found);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(400));
+    }
 }

@@ -246,3 +246,114 @@ async fn a_message_fans_out_to_200_connections() {
     }
     eprintln!("fan-out to 200 connections: {elapsed:?}");
 }
+
+/// The indexes lag behind the table, as on DynamoDB (aws-facts.md §10
+/// "DynamoDB GSI"); the behaviour layer keeps fresh writes out of them for
+/// 500 ms.
+async fn lagging_indexes() -> Stack {
+    let behaviours = chat_testkit::aws_behaviour::Behaviours {
+        gsi_lag: true,
+        ..chat_testkit::aws_behaviour::Behaviours::none()
+    };
+    Stack::start_through(behaviours, |_| {}).await
+}
+
+fn texts(stack: &Stack, id: &str) -> Vec<String> {
+    stack
+        .endpoint
+        .received_json(id)
+        .iter()
+        .filter_map(|event| event["text"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_sender_gets_its_message_even_before_the_index_shows_its_connection() {
+    let stack = lagging_indexes().await;
+    assert_eq!(stack.connect("alice-1=", "alice", "lobby").await.status_code, 200);
+    stack
+        .send(
+            "alice-1=",
+            "sendmessage",
+            r#"{"action":"sendmessage","message":"first"}"#,
+        )
+        .await;
+    assert_eq!(texts(&stack, "alice-1="), ["first"]);
+}
+
+#[tokio::test]
+async fn a_join_holds_for_the_joiners_next_frame() {
+    let stack = lagging_indexes().await;
+    assert_eq!(stack.connect("alice-1=", "alice", "lobby").await.status_code, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    stack
+        .send("alice-1=", "join", r#"{"action":"join","room":"general"}"#)
+        .await;
+    stack
+        .send(
+            "alice-1=",
+            "sendmessage",
+            r#"{"action":"sendmessage","message":"in general"}"#,
+        )
+        .await;
+    let last = stack.last_event("alice-1=");
+    assert_eq!(
+        (last["room"].as_str(), last["text"].as_str()),
+        (Some("general"), Some("in general"))
+    );
+}
+
+#[tokio::test]
+async fn a_direct_message_to_a_user_connected_a_moment_ago_is_delivered() {
+    let stack = lagging_indexes().await;
+    assert_eq!(stack.connect("alice-1=", "alice", "lobby").await.status_code, 200);
+    assert_eq!(stack.connect("bob-1=", "bob", "lobby").await.status_code, 200);
+    stack
+        .send(
+            "alice-1=",
+            "sendmessage",
+            r#"{"action":"sendmessage","message":"hi bob","to":"bob"}"#,
+        )
+        .await;
+    assert_eq!(texts(&stack, "bob-1="), ["hi bob"]);
+    assert_eq!(texts(&stack, "alice-1="), ["hi bob"]);
+}
+
+/// Deliveries stop a second before the function's timeout; the sender
+/// learns how far the message got, and it is in the history for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_too_large_for_the_time_left_tells_the_sender_how_far_the_message_got() {
+    let stack = Stack::start().await;
+    let connects = (0..300).map(|i| {
+        let stack = &stack;
+        async move {
+            stack
+                .connect(&format!("member-{i:03}="), &format!("user{i}"), "crowd")
+                .await
+                .status_code
+        }
+    });
+    assert!(futures::future::join_all(connects).await.iter().all(|s| *s == 200));
+    // 64 at a time, 400 ms each: 300 deliveries need 2 s; 0.3 s are left.
+    stack.endpoint.set_latency(std::time::Duration::from_millis(400));
+    let deadline = std::time::SystemTime::now() + std::time::Duration::from_millis(1300);
+    let response = chat_core::runtime::with_deadline(
+        deadline,
+        stack.send(
+            "member-150=",
+            "sendmessage",
+            r#"{"action":"sendmessage","message":"hi all"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(response.status_code, 200);
+    let delivered = stack.endpoint.recipients().len();
+    assert!(delivered > 0 && delivered < 300, "{delivered}");
+    let sender = stack.endpoint.received_json("member-150=");
+    assert_eq!(sender[0]["text"], "hi all", "the sender's own copy goes first");
+    let last = sender.last().unwrap();
+    assert_eq!(last["code"], "delivery_incomplete");
+    let message = last["message"].as_str().unwrap();
+    assert!(message.contains(&format!("only {delivered} of 300")), "{message}");
+    assert_eq!(stack.message_count().await, 1, "stored for everyone's history");
+}
