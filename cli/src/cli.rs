@@ -84,9 +84,13 @@ pub struct DevArgs {
     /// Do not rebuild and restart functions when their sources in handlers/ change
     #[arg(long)]
     pub no_watch: bool,
-    /// Processes per function, each serving one event at a time
+    /// Processes each function starts with, each serving one event at a time
     #[arg(long, default_value_t = 2)]
     pub instances: usize,
+    /// Processes a function may scale up to when events wait and every one
+    /// is busy, as Lambda runs more sandboxes under load
+    #[arg(long, default_value_t = 16)]
+    pub max_instances: usize,
     /// Close connections idle this long (API Gateway: 10m)
     #[arg(long, default_value = "10m")]
     pub idle_timeout: String,

@@ -497,8 +497,15 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
         )
     })?;
     anyhow::ensure!(
-        (1..=16).contains(&args.instances),
-        "--instances must be between 1 and 16"
+        (1..=64).contains(&args.instances),
+        "--instances must be between 1 and 64, not {}",
+        args.instances
+    );
+    anyhow::ensure!(
+        (args.instances..=64).contains(&args.max_instances),
+        "--max-instances must be between --instances ({}) and 64, not {}",
+        args.instances,
+        args.max_instances
     );
 
     let emulator = match &cli.global.endpoint_url {
@@ -570,6 +577,7 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
             env,
             region: names.region.clone(),
             instances: args.instances,
+            max_instances: args.max_instances,
         };
         functions.insert(
             spec.name.clone(),

@@ -4,9 +4,11 @@
 //!
 //! Each instance is one process with its own runtime API listener; it serves
 //! one event at a time. Invocations wait in one queue that every instance
-//! polls, so a busy function queues and more instances serve more at once.
-//! An instance that exceeds the timeout or exits is replaced, as Lambda
-//! replaces a sandbox.
+//! polls. As on Lambda, which runs another sandbox when an event arrives and
+//! every sandbox is busy, a function starts another instance when events
+//! wait and none is free, up to `max_instances`; instances then stay warm
+//! until `chatctl dev` stops. An instance that exceeds the timeout or exits
+//! is replaced, as Lambda replaces a sandbox.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -39,7 +41,10 @@ pub struct FunctionConfig {
     /// The function's own environment, plus whatever the local stack adds.
     pub env: BTreeMap<String, String>,
     pub region: String,
+    /// Instances started at once.
     pub instances: usize,
+    /// Instances the function may scale up to under load.
+    pub max_instances: usize,
 }
 
 /// The result of one invocation, as Lambda reports it.
@@ -92,6 +97,12 @@ struct Shared {
     restart_requested: Vec<std::sync::atomic::AtomicBool>,
     /// Whether each instance's current process has polled for an event yet.
     polled: Vec<std::sync::atomic::AtomicBool>,
+    /// Instances started so far (the first of the per-instance slots).
+    started: Mutex<usize>,
+    /// Invocations in the queue, not yet taken by an instance.
+    queued: std::sync::atomic::AtomicUsize,
+    /// The tasks of every started instance, aborted when the function stops.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     logs: LogSink,
 }
 
@@ -152,12 +163,11 @@ impl Shared {
 pub struct LocalFunction {
     shared: Arc<Shared>,
     queue: mpsc::UnboundedSender<Invocation>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for LocalFunction {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             task.abort();
         }
     }
@@ -171,45 +181,32 @@ impl LocalFunction {
             config.name,
             config.binary.display()
         );
+        let slots = config.max_instances.max(config.instances).max(1);
         let (queue, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             queue: tokio::sync::Mutex::new(receiver),
             requeue: queue.clone(),
-            accepting: (0..config.instances.max(1))
-                .map(|_| tokio::sync::watch::Sender::new(0))
-                .collect(),
+            accepting: (0..slots).map(|_| tokio::sync::watch::Sender::new(0)).collect(),
             waiting: Mutex::new(HashMap::new()),
             handling: Mutex::new(HashMap::new()),
-            restart: (0..config.instances.max(1))
-                .map(|_| tokio::sync::Notify::new())
-                .collect(),
-            restart_requested: (0..config.instances.max(1))
-                .map(|_| std::sync::atomic::AtomicBool::new(false))
-                .collect(),
-            polled: (0..config.instances.max(1))
-                .map(|_| std::sync::atomic::AtomicBool::new(false))
-                .collect(),
+            restart: (0..slots).map(|_| tokio::sync::Notify::new()).collect(),
+            restart_requested: (0..slots).map(|_| std::sync::atomic::AtomicBool::new(false)).collect(),
+            polled: (0..slots).map(|_| std::sync::atomic::AtomicBool::new(false)).collect(),
+            started: Mutex::new(0),
+            queued: Default::default(),
+            tasks: Mutex::new(vec![]),
             logs,
             config,
         });
-        let mut tasks = vec![];
-        for instance in 0..shared.config.instances.max(1) {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .context("cannot open a local runtime API port")?;
-            let address = listener.local_addr()?.to_string();
-            let app = Router::new()
-                .route(&format!("{API_PREFIX}/invocation/next"), get(next))
-                .route(&format!("{API_PREFIX}/invocation/{{id}}/response"), post(response))
-                .route(&format!("{API_PREFIX}/invocation/{{id}}/error"), post(error))
-                .route(&format!("{API_PREFIX}/init/error"), post(init_error))
-                .with_state((shared.clone(), instance));
-            tasks.push(tokio::spawn(async move {
-                let _ = axum::serve(listener, app).await;
-            }));
-            tasks.push(tokio::spawn(supervise(shared.clone(), instance, address)));
+        for _ in 0..shared.config.instances.max(1) {
+            start_instance(&shared).await?;
         }
-        Ok(LocalFunction { shared, queue, tasks })
+        Ok(LocalFunction { shared, queue })
+    }
+
+    /// Instances started so far.
+    pub fn instances(&self) -> usize {
+        *self.shared.started.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn name(&self) -> &str {
@@ -220,7 +217,7 @@ impl LocalFunction {
     /// An instance stops taking events at once and finishes the one in hand
     /// first, so no invocation fails for it.
     pub fn restart(&self) {
-        for instance in 0..self.shared.restart.len() {
+        for instance in 0..self.instances() {
             self.shared.request_restart(instance);
         }
     }
@@ -240,6 +237,7 @@ impl LocalFunction {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone(), sender);
+        self.shared.queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self
             .queue
             .send(Invocation {
@@ -250,6 +248,13 @@ impl LocalFunction {
             .is_err()
         {
             return Outcome::Crashed("the function is stopped".into());
+        }
+        if let Err(error) = scale_up(&self.shared).await {
+            (self.shared.logs)(LogLine {
+                function: self.shared.config.name.clone(),
+                instance: 0,
+                line: format!("cannot start another instance: {error:#}"),
+            });
         }
         // The timeout counts from when an instance takes the event, as on Lambda;
         // a queued event waits, bounded by a generous multiple.
@@ -266,6 +271,46 @@ impl LocalFunction {
             }
         }
     }
+}
+
+/// Starts another instance when more events wait than instances are free
+/// (neither handling an event nor being replaced), below `max_instances`.
+async fn scale_up(shared: &Arc<Shared>) -> Result<()> {
+    let started = *shared.started.lock().unwrap_or_else(|e| e.into_inner());
+    let busy = shared.handling.lock().unwrap_or_else(|e| e.into_inner()).len();
+    let queued = shared.queued.load(std::sync::atomic::Ordering::SeqCst);
+    if started < shared.config.max_instances && queued > started.saturating_sub(busy) {
+        start_instance(shared).await?;
+    }
+    Ok(())
+}
+
+/// Opens the next instance's runtime API and starts its process.
+async fn start_instance(shared: &Arc<Shared>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot open a local runtime API port")?;
+    let instance = {
+        let mut started = shared.started.lock().unwrap_or_else(|e| e.into_inner());
+        if *started >= shared.accepting.len() {
+            return Ok(());
+        }
+        *started += 1;
+        *started - 1
+    };
+    let address = listener.local_addr()?.to_string();
+    let app = Router::new()
+        .route(&format!("{API_PREFIX}/invocation/next"), get(next))
+        .route(&format!("{API_PREFIX}/invocation/{{id}}/response"), post(response))
+        .route(&format!("{API_PREFIX}/invocation/{{id}}/error"), post(error))
+        .route(&format!("{API_PREFIX}/init/error"), post(init_error))
+        .with_state((shared.clone(), instance));
+    let mut tasks = shared.tasks.lock().unwrap_or_else(|e| e.into_inner());
+    tasks.push(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }));
+    tasks.push(tokio::spawn(supervise(shared.clone(), instance, address)));
+    Ok(())
 }
 
 /// Runs one instance's process, replacing it when it exits or overruns.
@@ -403,6 +448,7 @@ async fn next(State((shared, instance)): Instance) -> axum::response::Response {
         let Some(invocation) = next else {
             return StatusCode::GONE.into_response();
         };
+        shared.queued.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         let awaited = shared
             .waiting
             .lock()
@@ -416,6 +462,7 @@ async fn next(State((shared, instance)): Instance) -> axum::response::Response {
         let mut handling = shared.handling.lock().unwrap_or_else(|e| e.into_inner());
         if *shared.accepting[instance].borrow() != generation {
             drop(handling);
+            shared.queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let _ = shared.requeue.send(invocation);
             return StatusCode::GONE.into_response();
         }

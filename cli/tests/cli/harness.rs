@@ -266,5 +266,6 @@ pub fn python_function(dir: &Path, name: &str, handler: &str) -> chatctl::dev::r
         env: std::collections::BTreeMap::new(),
         region: "us-east-1".into(),
         instances: 1,
+        max_instances: 1,
     }
 }

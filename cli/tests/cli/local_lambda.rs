@@ -40,6 +40,7 @@ fn authorizer_config(instances: usize) -> FunctionConfig {
         ]),
         region: "us-east-1".into(),
         instances,
+        max_instances: instances,
     }
 }
 
@@ -168,6 +169,7 @@ async fn a_binary_that_cannot_start_fails_its_invocations_at_once() {
         env: BTreeMap::new(),
         region: "us-east-1".into(),
         instances: 1,
+        max_instances: 1,
     };
     let function = LocalFunction::start(config, logs).await.unwrap();
     let started = std::time::Instant::now();
@@ -241,4 +243,35 @@ async fn a_restart_during_an_overrunning_event_fails_only_that_event() {
     // A later rebuild replaces the process again, without failing anything.
     function.restart();
     assert!(matches!(function.invoke(event("after")).await, Outcome::Response(_)));
+}
+
+/// As Lambda runs another sandbox when every one is busy, a function starts
+/// instances while events wait, up to its maximum, and keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_scales_a_function_up_to_its_maximum_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, _) = collecting_logs();
+    let config = FunctionConfig {
+        instances: 1,
+        max_instances: 4,
+        ..crate::harness::python_function(dir.path(), "scripted", SCRIPTED_FUNCTION)
+    };
+    let function = LocalFunction::start(config, logs).await.unwrap();
+    let slow = Bytes::from_static(br#""slow""#);
+    let started = std::time::Instant::now();
+    let outcomes = futures::future::join_all((0..8).map(|_| function.invoke(slow.clone()))).await;
+    let elapsed = started.elapsed();
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Outcome::Response(_))),
+        "{outcomes:?}"
+    );
+    assert_eq!(function.instances(), 4, "scaled to the maximum, not past it");
+    // 8 × 0.5 s: 4 s on one instance, about 1 s on four.
+    assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    let again = futures::future::join_all((0..4).map(|_| function.invoke(slow.clone()))).await;
+    assert_eq!(function.instances(), 4);
+    assert!(
+        again.iter().all(|o| matches!(o, Outcome::Response(_))),
+        "the warm instances serve"
+    );
 }
