@@ -1,8 +1,15 @@
 //! `chatctl dev` speed: time to ready (first and warm start, and the rebuild
 //! after a handler change), sendmessage round trip between two clients,
-//! fan-out to a room of 100, and 1,000 connections held with no message lost.
+//! fan-out to a room of 100, a burst of 200 simultaneous connects with and
+//! without DynamoDB's transaction conflicts (through the test kit's AWS
+//! behaviour layer), and 1,000 connections opened 50 at a time, then one
+//! message to all of them, none lost.
 //!
 //! Run: `cargo bench -p chatctl --bench dev` (scripts/bench-dev builds first).
+//! `CHATCTL_BENCH_DEV_ARGS` adds arguments to `chatctl dev` (e.g.
+//! `--instances 2 --max-instances 2`); `CHATCTL_BENCH_ROOT` runs it in
+//! another checkout (whose target/debug holds the handlers to measure);
+//! `CHATCTL_BENCH_ONLY=burst,crowd` runs only those parts.
 
 use std::time::{Duration, Instant};
 
@@ -21,11 +28,20 @@ struct Dev {
     stderr: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
-async fn start() -> Dev {
+/// `chatctl dev`, against `endpoint` when given (else its own emulator).
+async fn start(endpoint: Option<&str>) -> Dev {
     let started = Instant::now();
+    let mut args: Vec<String> = ["dev", "--port", "0", "--no-build"].map(String::from).into();
+    if let Some(endpoint) = endpoint {
+        args.extend(["--endpoint-url".to_string(), endpoint.to_string()]);
+    }
+    if let Ok(extra) = std::env::var("CHATCTL_BENCH_DEV_ARGS") {
+        args.extend(extra.split_whitespace().map(String::from));
+    }
+    let root = std::env::var("CHATCTL_BENCH_ROOT").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
-        .args(["dev", "--port", "0", "--no-build", "--instances", "4"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(&args)
+        .current_dir(root)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -79,15 +95,149 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// A handshake, timed; the error when it is refused.
+async fn timed_connect(dev: &Dev, room: &str) -> (Duration, Result<Socket, String>) {
+    let url = format!("{}?token={}&room={room}", dev.url, dev.token);
+    let started = Instant::now();
+    let result = tokio_tungstenite::connect_async(url).await;
+    (
+        started.elapsed(),
+        result.map(|(socket, _)| socket).map_err(|e| e.to_string()),
+    )
+}
+
+fn wanted(part: &str) -> bool {
+    std::env::var("CHATCTL_BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p == part))
+}
+
+/// The open-connection count of dev's stack at `endpoint`.
+async fn open_count(endpoint: &str) -> i64 {
+    let config = chat_testkit::moto::sdk_config_for(endpoint).await;
+    let store = chat_core::store::ConnectionStore::new(aws_sdk_dynamodb::Client::new(&config), "chat-connections");
+    store.open_count().await.unwrap()
+}
+
+/// 200 simultaneous connects, with DynamoDB's transaction conflicts or
+/// without; the handshake p99.
+async fn burst(conflicts: bool) -> Duration {
+    use chat_testkit::aws_behaviour::Behaviours;
+    // DynamoDB's typical time per transaction (25 ms), nothing else modelled.
+    let behaviours = Behaviours {
+        transaction_conflicts: conflicts,
+        timings: chat_testkit::aws_behaviour::Timings::real_scale(),
+        ..Behaviours::none()
+    };
+    let moto = chat_testkit::Moto::start();
+    let proxy = chat_testkit::AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
+    let dev = start(Some(&proxy.endpoint())).await;
+    let results = futures::future::join_all((0..200).map(|_| timed_connect(&dev, "burst"))).await;
+    let mut times: Vec<Duration> = results.iter().map(|(time, _)| *time).collect();
+    times.sort();
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|(_, result)| result.as_ref().err().cloned())
+        .collect();
+    let cancelled = proxy
+        .calls()
+        .iter()
+        .filter(|call| call.answered_by_layer.as_deref() == Some("TransactionCanceledException"))
+        .count();
+    let sockets: Vec<Socket> = results.into_iter().filter_map(|(_, result)| result.ok()).collect();
+    let open = open_count(&proxy.endpoint()).await;
+    for mut socket in sockets {
+        let _ = socket.close(None).await;
+    }
+    // `$disconnect` runs after the close; wait for the count to settle.
+    let mut closed = open_count(&proxy.endpoint()).await;
+    for _ in 0..100 {
+        if closed == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        closed = open_count(&proxy.endpoint()).await;
+    }
+    println!(
+        "burst of 200 connects, conflicts {}: p50 {:.0} ms, p99 {:.0} ms, {} failed{}, {cancelled} transactions cancelled, open {open} then {closed} after closing",
+        if conflicts { "on " } else { "off" },
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99)),
+        failures.len(),
+        failures.first().map(|f| format!(" (first: {f})")).unwrap_or_default(),
+    );
+    percentile(&times, 0.99)
+}
+
+/// 1,000 connections opened 50 at a time (each timed), then one message to
+/// all of them: when each copy arrives, and whether any is lost.
+async fn crowd(dev: &Dev) {
+    let started = Instant::now();
+    let results: Vec<(Duration, Result<Socket, String>)> = futures::stream::iter(0..1000)
+        .map(|_| timed_connect(dev, "crowd"))
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    let opened = started.elapsed();
+    let mut times: Vec<Duration> = results.iter().map(|(time, _)| *time).collect();
+    times.sort();
+    let mut crowd: Vec<Socket> = results.into_iter().filter_map(|(_, result)| result.ok()).collect();
+    println!(
+        "1000 connects, 50 at a time:        p50 {:.0} ms, p99 {:.0} ms, {} failed, all in {:.0} ms",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99)),
+        1000 - crowd.len(),
+        ms(opened)
+    );
+    let started = Instant::now();
+    crowd[0]
+        .send(Message::Text(r#"{"action":"sendmessage","message":"crowd"}"#.into()))
+        .await
+        .unwrap();
+    let arrivals = futures::future::join_all(crowd.iter_mut().map(|socket| async move {
+        let text = next_text(socket).await;
+        (started.elapsed(), text.contains("\"crowd\""))
+    }))
+    .await;
+    let mut times: Vec<Duration> = arrivals.iter().map(|(time, _)| *time).collect();
+    times.sort();
+    let delivered = arrivals.iter().filter(|(_, ok)| *ok).count();
+    println!(
+        "fan-out to {} connections:         p50 {:.0} ms, p99 {:.0} ms, last {:.0} ms, lost {}",
+        crowd.len(),
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99)),
+        ms(*times.last().unwrap()),
+        crowd.len() - delivered
+    );
+}
+
 #[tokio::main]
 async fn main() {
-    let first = start().await;
+    if wanted("burst") {
+        let without = burst(false).await;
+        let with = burst(true).await;
+        println!(
+            "burst p99 with conflicts / without: {:.2}",
+            with.as_secs_f64() / without.as_secs_f64()
+        );
+    }
+    if wanted("crowd") {
+        let dev = start(None).await;
+        crowd(&dev).await;
+    }
+    if !wanted("start") {
+        return;
+    }
+    let first = start(None).await;
     println!(
         "ready (first start, build excluded): {:>8.0} ms",
         first.ready_after.as_secs_f64() * 1000.0
     );
     drop(first);
-    let mut dev = start().await;
+    let mut dev = start(None).await;
     println!(
         "ready (warm restart):               {:>8.0} ms",
         dev.ready_after.as_secs_f64() * 1000.0
@@ -126,31 +276,6 @@ async fn main() {
         started.elapsed().as_secs_f64() * 1000.0
     );
     drop(room);
-
-    // 1,000 connections held; one message to all of them; none lost.
-    let started = Instant::now();
-    let mut crowd = vec![];
-    for chunk in 0..10 {
-        let batch = futures::future::join_all((0..100).map(|_| connect(&dev, "crowd"))).await;
-        crowd.extend(batch);
-        let _ = chunk;
-    }
-    println!(
-        "1000 connections opened:            {:>8.0} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-    let started = Instant::now();
-    crowd[0]
-        .send(Message::Text(r#"{"action":"sendmessage","message":"crowd"}"#.into()))
-        .await
-        .unwrap();
-    let received = futures::future::join_all(crowd.iter_mut().map(next_text)).await;
-    let delivered = received.iter().filter(|t| t.contains("\"crowd\"")).count();
-    println!(
-        "message to 1000 held connections:   {delivered}/1000 delivered in {:.0} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-    drop(crowd);
 
     // A handler change: touch a source file, wait for the restart.
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../handlers/join/src/main.rs");

@@ -1,7 +1,8 @@
 //! The API Gateway v2 operations that our launcher (`moto_server.py`) adds to
 //! moto, driven through the real Rust SDK: GetAuthorizers, CreateDeployment,
 //! GetDeployments, GetDeployment, DeleteDeployment and UpdateStage. On a plain
-//! moto server each of these fails with 404 or 500.
+//! moto server each of these fails with 404 or 500. Also DynamoDB transactions
+//! backed up item by item instead of table by table.
 
 use aws_sdk_apigatewayv2::Client;
 use aws_sdk_apigatewayv2::types::{
@@ -294,4 +295,105 @@ async fn delete_api_takes_its_deployments() {
 
     let gone = client.get_deployments().api_id(&api.id).send().await.unwrap_err();
     assert!(gone.into_service_error().is_not_found_exception());
+}
+
+/// The launcher's cheaper transaction backup (items, not whole tables): a
+/// cancelled TransactWriteItems leaves every item as it was, whether the
+/// transaction created, changed or deleted it before the failing check.
+#[tokio::test]
+async fn a_cancelled_transaction_leaves_every_item_as_it_was() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement, KeyType, Put,
+        ScalarAttributeType, TransactWriteItem, Update,
+    };
+    let moto = Moto::start();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    dynamodb
+        .create_table()
+        .table_name("items")
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let s = |v: &str| AttributeValue::S(v.into());
+    for pk in ["changed", "deleted"] {
+        dynamodb
+            .put_item()
+            .table_name("items")
+            .item("pk", s(pk))
+            .item("v", s("old"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let put = Put::builder()
+        .table_name("items")
+        .item("pk", s("created"))
+        .build()
+        .unwrap();
+    let update = Update::builder()
+        .table_name("items")
+        .key("pk", s("changed"))
+        .update_expression("SET v = :new")
+        .expression_attribute_values(":new", s("new"))
+        .build()
+        .unwrap();
+    let delete = Delete::builder()
+        .table_name("items")
+        .key("pk", s("deleted"))
+        .build()
+        .unwrap();
+    let failing = ConditionCheck::builder()
+        .table_name("items")
+        .key("pk", s("absent"))
+        .condition_expression("attribute_exists(pk)")
+        .build()
+        .unwrap();
+    let err = dynamodb
+        .transact_write_items()
+        .transact_items(TransactWriteItem::builder().put(put).build())
+        .transact_items(TransactWriteItem::builder().update(update).build())
+        .transact_items(TransactWriteItem::builder().delete(delete).build())
+        .transact_items(TransactWriteItem::builder().condition_check(failing).build())
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_service_error()
+            .is_some_and(|e| e.is_transaction_canceled_exception()),
+        "{err:?}"
+    );
+    let mut items: Vec<(String, String)> = dynamodb
+        .scan()
+        .table_name("items")
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .items()
+        .iter()
+        .map(|item| (item["pk"].as_s().unwrap().clone(), item["v"].as_s().unwrap().clone()))
+        .collect();
+    items.sort();
+    assert_eq!(
+        items,
+        [
+            ("changed".to_string(), "old".to_string()),
+            ("deleted".to_string(), "old".to_string())
+        ]
+    );
 }
