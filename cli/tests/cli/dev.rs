@@ -627,3 +627,44 @@ async fn dev_provisions_through_the_aws_behaviour_layer() {
     .await;
     assert_eq!(event(&mut alice).await["text"], "through the layer");
 }
+
+/// A burst of connects through DynamoDB's transaction conflicts (aws-facts.md
+/// §10), served by the real handler binaries, which dev scales up: every
+/// handshake succeeds, the count is exact, and it is back to 0 once all close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_connects_through_transaction_conflicts_is_admitted_and_uncounted() {
+    use chat_testkit::aws_behaviour::{Behaviours, Timings};
+    let moto = chat_testkit::Moto::start();
+    let behaviours = Behaviours {
+        transaction_conflicts: true,
+        timings: Timings::real_scale(),
+        ..Behaviours::none()
+    };
+    let proxy = chat_testkit::AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
+    let endpoint = proxy.endpoint();
+    let dev = start_dev_with(&["--endpoint-url", &endpoint, "--stack", "burst"]).await;
+    let query = format!("token={}", dev.token);
+    let sockets = futures::future::join_all((0..100).map(|_| dev.connect(&query))).await;
+    let sockets: Vec<Socket> = sockets
+        .into_iter()
+        .map(|socket| socket.expect("every handshake succeeds"))
+        .collect();
+    assert!(
+        proxy
+            .calls()
+            .iter()
+            .any(|call| call.answered_by_layer.as_deref() == Some("TransactionCanceledException")),
+        "DynamoDB cancelled some connects' transactions"
+    );
+    let dynamodb = aws_sdk_dynamodb::Client::new(&chat_testkit::moto::sdk_config_for(&endpoint).await);
+    let (records, counted) = connection_records(&dynamodb, "burst").await;
+    assert_eq!((records.len(), counted), (100, 100));
+    for mut socket in sockets {
+        let _ = socket.close(None).await;
+    }
+    assert!(
+        eventually(|| async { connection_records(&dynamodb, "burst").await == (vec![], 0) }).await,
+        "every $disconnect ran and was uncounted: {:?}",
+        connection_records(&dynamodb, "burst").await.1
+    );
+}
