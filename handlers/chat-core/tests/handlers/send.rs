@@ -357,3 +357,25 @@ async fn a_room_too_large_for_the_time_left_tells_the_sender_how_far_the_message
     assert!(message.contains(&format!("only {delivered} of 300")), "{message}");
     assert_eq!(stack.message_count().await, 1, "stored for everyone's history");
 }
+
+/// A room full of stale records is pruned at most 50 per message, after the
+/// deliveries: one message never fires a burst of transactions at the
+/// counter, and the next messages prune the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_connections_are_pruned_at_most_50_per_message() {
+    let stack = Stack::start().await;
+    assert_eq!(stack.connect("alice-1=", "alice", "stale").await.status_code, 200);
+    for i in 0..60 {
+        let id = format!("gone-{i:02}=");
+        assert_eq!(stack.connect(&id, &format!("user{i}"), "stale").await.status_code, 200);
+        stack.endpoint.mark_gone(&id);
+    }
+    let message = r#"{"action":"sendmessage","message":"anyone?"}"#;
+    stack.send("alice-1=", "sendmessage", message).await;
+    assert_eq!(stack.last_event("alice-1=")["text"], "anyone?");
+    let pruned = chat_core::services::PRUNE_PER_INVOCATION;
+    assert_eq!(stack.open_count().await, 61 - pruned as i64);
+    stack.send("alice-1=", "sendmessage", message).await;
+    assert_eq!(stack.open_count().await, 1, "the next message prunes the rest");
+    assert_eq!(stack.services.connections.in_room("stale").await.unwrap(), ["alice-1="]);
+}
