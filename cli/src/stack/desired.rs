@@ -200,7 +200,7 @@ impl Desired {
             statements.push(json!({
                 "Sid": "ChatTables",
                 "Effect": "Allow",
-                "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"],
+                "Action": chat_core::store::IAM_ACTIONS,
                 "Resource": [connections.clone(), format!("{connections}/index/*"), messages],
             }));
             statements.push(json!({

@@ -60,6 +60,19 @@ pub mod schema {
     pub const MESSAGE_ID: &str = "message_id";
 }
 
+/// The IAM actions the functions' DynamoDB calls need, which chatctl grants
+/// them. A TransactWriteItems is authorised by the actions of its items
+/// (DynamoDB developer guide: IAM with DynamoDB transactions), and
+/// BatchGetItem by its own action, not GetItem's.
+pub const IAM_ACTIONS: &[&str] = &[
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+];
+
 /// Shards of the open-connection count. DynamoDB cancels a transaction on an
 /// item another transaction is writing (aws-facts.md §10 "DynamoDB
 /// transactions"), so one counter item serialises every connect and

@@ -242,6 +242,7 @@ async fn a_burst_of_connects_through_transaction_conflicts_is_all_admitted() {
         0,
         "every close is uncounted, conflicts or not"
     );
+    stack.assert_calls_allowed();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,4 +256,5 @@ async fn a_burst_past_the_limit_admits_exactly_the_limit_and_refuses_the_rest_wi
     disconnect_all(&stack, 200).await;
     assert_eq!(stack.open_count().await, 0);
     assert_eq!(burst(&stack, 1).await, [200], "room again once they closed");
+    stack.assert_calls_allowed();
 }

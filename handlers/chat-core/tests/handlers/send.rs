@@ -301,6 +301,7 @@ async fn a_join_holds_for_the_joiners_next_frame() {
         (last["room"].as_str(), last["text"].as_str()),
         (Some("general"), Some("in general"))
     );
+    stack.assert_calls_allowed();
 }
 
 #[tokio::test]
@@ -317,6 +318,10 @@ async fn a_direct_message_to_a_user_connected_a_moment_ago_is_delivered() {
         .await;
     assert_eq!(texts(&stack, "bob-1="), ["hi bob"]);
     assert_eq!(texts(&stack, "alice-1="), ["hi bob"]);
+    stack
+        .send("alice-1=", "getmessages", r#"{"action":"getmessages","with":"bob"}"#)
+        .await;
+    stack.assert_calls_allowed();
 }
 
 /// Deliveries stop a second before the function's timeout; the sender

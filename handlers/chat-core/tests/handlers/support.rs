@@ -78,6 +78,29 @@ impl Stack {
         Services::new(self.services.config.clone(), &self.sdk)
     }
 
+    /// Every DynamoDB call the handlers made through the layer is one the
+    /// IAM actions chatctl grants them allow (moto does not check).
+    pub fn assert_calls_allowed(&self) {
+        let proxy = self.proxy.as_ref().expect("a stack through the behaviour layer");
+        for call in proxy.calls() {
+            let needs: Vec<String> = match call.operation.as_str() {
+                "CreateTable" => continue,
+                // Authorised by the actions of its items: Update, Put, Delete.
+                "TransactWriteItems" => ["UpdateItem", "PutItem", "DeleteItem"]
+                    .map(|action| format!("dynamodb:{action}"))
+                    .into(),
+                operation => vec![format!("dynamodb:{operation}")],
+            };
+            for action in needs {
+                assert!(
+                    chat_core::store::IAM_ACTIONS.contains(&action.as_str()),
+                    "{} needs {action}, which the functions are not granted",
+                    call.operation
+                );
+            }
+        }
+    }
+
     /// How many calls the behaviour layer answered with `code` itself.
     pub fn layer_answers(&self, code: &str) -> usize {
         self.proxy.as_ref().map_or(0, |proxy| {
