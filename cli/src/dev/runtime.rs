@@ -73,7 +73,6 @@ pub type LogSink = Arc<dyn Fn(LogLine) + Send + Sync>;
 struct Invocation {
     id: String,
     event: Bytes,
-    deadline_ms: u64,
 }
 
 struct Shared {
@@ -226,11 +225,6 @@ impl LocalFunction {
     pub async fn invoke(&self, event: Bytes) -> Outcome {
         let id = ulid::Ulid::from_datetime(SystemTime::now()).to_string().to_lowercase();
         let timeout = self.shared.config.timeout;
-        let deadline_ms = SystemTime::now()
-            .checked_add(timeout)
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         let (sender, receiver) = oneshot::channel();
         self.shared
             .waiting
@@ -238,15 +232,7 @@ impl LocalFunction {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone(), sender);
         self.shared.queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if self
-            .queue
-            .send(Invocation {
-                id: id.clone(),
-                event,
-                deadline_ms,
-            })
-            .is_err()
-        {
+        if self.queue.send(Invocation { id: id.clone(), event }).is_err() {
             return Outcome::Crashed("the function is stopped".into());
         }
         if let Err(error) = scale_up(&self.shared).await {
@@ -274,7 +260,7 @@ impl LocalFunction {
 }
 
 /// Starts another instance when more events wait than instances are free
-/// (neither handling an event nor being replaced), below `max_instances`.
+/// (not handling an event), below `max_instances`.
 async fn scale_up(shared: &Arc<Shared>) -> Result<()> {
     let started = *shared.started.lock().unwrap_or_else(|e| e.into_inner());
     let busy = shared.handling.lock().unwrap_or_else(|e| e.into_inner()).len();
@@ -503,7 +489,13 @@ async fn next(State((shared, instance)): Instance) -> axum::response::Response {
         }
     };
     set("lambda-runtime-aws-request-id", &invocation.id);
-    set("lambda-runtime-deadline-ms", &invocation.deadline_ms.to_string());
+    // As on Lambda, the time limit counts from when an instance takes the
+    // event, not from when it was queued.
+    let deadline_ms = SystemTime::now()
+        .checked_add(timeout)
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    set("lambda-runtime-deadline-ms", &deadline_ms.to_string());
     set("lambda-runtime-invoked-function-arn", &arn);
     set("lambda-runtime-trace-id", &format!("Root=1-{}", invocation.id));
     set("content-type", "application/json");

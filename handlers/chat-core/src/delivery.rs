@@ -41,8 +41,8 @@ pub struct FanOutReport {
     /// Connections that answered 410; their records should be removed.
     pub gone: Vec<String>,
     pub failed: Vec<(String, DeliveryError)>,
-    /// Connections not tried: the invocation was about to time out.
-    pub not_attempted: usize,
+    /// Connections not reached because the invocation was about to time out.
+    pub out_of_time: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -109,8 +109,9 @@ impl Delivery {
     }
 
     /// Sends one message to many connections, in order, at most
-    /// [`FAN_OUT_CONCURRENCY`] at a time. None is begun after `stop_at`:
-    /// those are counted in [`FanOutReport::not_attempted`].
+    /// [`FAN_OUT_CONCURRENCY`] at a time. None is begun after `stop_at`, and
+    /// one still retrying then is given up: those are counted in
+    /// [`FanOutReport::out_of_time`].
     pub async fn send_all(
         &self,
         connection_ids: &[String],
@@ -119,16 +120,20 @@ impl Delivery {
     ) -> FanOutReport {
         let mut results = futures::stream::iter(connection_ids)
             .map(|id| async move {
-                if stop_at.is_some_and(|stop| SystemTime::now() >= stop) {
+                let Some(stop_at) = stop_at else {
+                    return (id, Some(self.send(id, payload).await));
+                };
+                let left = stop_at.duration_since(SystemTime::now()).unwrap_or_default();
+                if left.is_zero() {
                     return (id, None);
                 }
-                (id, Some(self.send(id, payload).await))
+                (id, tokio::time::timeout(left, self.send(id, payload)).await.ok())
             })
             .buffer_unordered(FAN_OUT_CONCURRENCY);
         let mut report = FanOutReport::default();
         while let Some((id, result)) = results.next().await {
             match result {
-                None => report.not_attempted += 1,
+                None => report.out_of_time += 1,
                 Some(Ok(())) => report.delivered += 1,
                 Some(Err(DeliveryError::Gone)) => report.gone.push(id.clone()),
                 Some(Err(error)) => report.failed.push((id.clone(), error)),

@@ -182,7 +182,7 @@ pub enum AddConnectionError {
     LimitReached(u64),
     #[error("connection {0} is already registered")]
     AlreadyRegistered(String),
-    #[error("too many connections are being made at once: {0} attempts were cancelled by concurrent ones")]
+    #[error("too many connections are being made at once: gave up after {0} attempts")]
     Busy(u32),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -285,9 +285,11 @@ impl ConnectionStore {
     /// Registers a connection and counts it on one counter shard, in one
     /// transaction. Each shard counts at most its share of
     /// `max_connections` (the shares add up to it), so the open count never
-    /// passes the limit, however many connect at once; a connect is refused
-    /// only when every shard, read afresh, is full. A transaction cancelled
-    /// by a concurrent one is tried again on a shard picked afresh.
+    /// passes the limit, however many connect at once (connections counted
+    /// before sharding all sit on shard 0 and may pass its share until they
+    /// close); a connect is refused only when every shard, read afresh, is
+    /// full. A transaction cancelled by a concurrent one is tried again on a
+    /// shard picked afresh.
     pub async fn add(&self, record: &ConnectionRecord, max_connections: u64) -> Result<(), AddConnectionError> {
         let shards: Vec<u64> = (0..COUNTER_SHARDS)
             .filter(|shard| shard_share(max_connections, *shard) > 0)
@@ -295,12 +297,15 @@ impl ConnectionStore {
         // What each shard allows: remembered, or read (`fresh`).
         let mut view = self.remembered_view(&shards, max_connections);
         let mut fresh = false;
-        for attempt in 1..=CONNECT_ATTEMPTS {
-            let open: Vec<u64> = shards
+        let with_room = |view: &HashMap<u64, Admission>| -> Vec<u64> {
+            shards
                 .iter()
                 .copied()
                 .filter(|shard| view.get(shard).is_some_and(|a| a.current < a.limit))
-                .collect();
+                .collect()
+        };
+        for attempt in 1..=CONNECT_ATTEMPTS {
+            let open = with_room(&view);
             if open.is_empty() {
                 if fresh {
                     return Err(AddConnectionError::LimitReached(max_connections));
@@ -326,10 +331,15 @@ impl ConnectionStore {
                     fresh = true;
                 }
                 Some(reasons) if reasons.contains(&Cancelled::Conflict) => {
-                    tokio::time::sleep(conflict_backoff(attempt)).await
+                    if attempt < CONNECT_ATTEMPTS {
+                        tokio::time::sleep(conflict_backoff(attempt)).await
+                    }
                 }
                 _ => return Err(aws_error("TransactWriteItems", &self.table, err).into()),
             }
+        }
+        if fresh && with_room(&view).is_empty() {
+            return Err(AddConnectionError::LimitReached(max_connections));
         }
         Err(AddConnectionError::Busy(CONNECT_ATTEMPTS))
     }

@@ -26,8 +26,9 @@ use crate::validate;
 /// the user index: DynamoDB propagates to a GSI "within a fraction of a
 /// second" normally (developer guide, GSI read consistency).
 const RECIPIENT_INDEX_LAG: Duration = Duration::from_secs(2);
-/// Deliveries stop this long before the invocation times out, to leave time
-/// to tell the sender and prune.
+/// Deliveries stop this long before the invocation times out (a quarter of
+/// the time left at most, so that a short timeout still delivers), to leave
+/// time to tell the sender.
 const DELIVERY_MARGIN: Duration = Duration::from_secs(1);
 
 pub async fn handle(services: &Services, event: WebSocketEvent) -> Response {
@@ -98,7 +99,10 @@ async fn send(
     };
 
     let payload = ServerEvent::Message(message).to_json();
-    let stop_at = crate::runtime::deadline().and_then(|deadline| deadline.checked_sub(DELIVERY_MARGIN));
+    let stop_at = crate::runtime::deadline().map(|deadline| {
+        let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+        deadline - DELIVERY_MARGIN.min(left / 4)
+    });
     let report = delivery.send_all(&targets, &payload, stop_at).await;
     for (connection_id, error) in &report.failed {
         tracing::warn!(connection_id, %error, "message not delivered");
@@ -108,16 +112,17 @@ async fn send(
         delivered = report.delivered,
         gone = report.gone.len(),
         failed = report.failed.len(),
-        not_attempted = report.not_attempted,
+        out_of_time = report.out_of_time,
         "message sent"
     );
-    services.prune(&report.gone).await;
-    if report.not_attempted > 0 {
+    if report.out_of_time > 0 {
+        // No time to prune: later messages find them gone again.
         return Err(ChatError::DeliveryIncomplete {
             delivered: report.delivered,
             targets: targets.len(),
         });
     }
+    services.prune(&report.gone).await;
     Ok(())
 }
 
