@@ -160,9 +160,11 @@ pub struct Behaviours {
     /// long moto, which serialises every request, then takes to answer.
     pub transaction_conflicts: bool,
     /// A Query or Scan of a global secondary index leaves out the items
-    /// written (put, updated, or written by a transaction) in the last
-    /// `gsi_lag`: a new item, or one whose index key changed, is not there
-    /// yet. (Deleted items vanish at once: the model keeps no old images.)
+    /// written in the last `gsi_lag` that changed that index's key (a put
+    /// changes every attribute; an update, those its expression names): a
+    /// new item, or one moved to another index key, is not there yet.
+    /// (Deleted or moved items vanish from their old key at once: the model
+    /// keeps no old images.)
     pub gsi_lag: bool,
     /// Every call is answered after `timings.latency` (read, write or
     /// create_deployment).
@@ -299,9 +301,9 @@ pub(crate) struct Plan {
     holds: Vec<String>,
     /// How long at least a successful write keeps holding, from its arrival.
     hold_for: Duration,
-    /// Leave out of a global secondary index's answer the items of this
-    /// table written lately (gsi_lag).
-    hide_recent_writes_of: Option<String>,
+    /// Leave out of this (table, index)'s answer the items written lately
+    /// (gsi_lag).
+    hide_recent_writes_of: Option<(String, String)>,
     /// Replaces the path and query sent to moto (paging parameters removed).
     pub new_path_and_query: Option<String>,
     /// Replaces the body sent to moto (paging parameters removed).
@@ -411,8 +413,11 @@ pub(crate) struct LayerState {
     locks: HashMap<String, Lock>,
     /// Table → its key attributes, from CreateTable requests and DescribeTable answers.
     key_schemas: HashMap<String, Vec<String>>,
-    /// Items written lately: (table, key, out of the indexes until then).
-    recent_writes: Vec<(String, Value, Instant)>,
+    /// (table, index) → the index's key attributes, from CreateTable
+    /// requests and DescribeTable answers.
+    index_keys: HashMap<(String, String), Vec<String>>,
+    /// Items written lately, out of the indexes whose key they changed until then.
+    recent_writes: Vec<(Written, Instant)>,
     /// Role name → when CreateRole answered.
     roles: HashMap<String, Instant>,
     functions: HashMap<String, FunctionState>,
@@ -481,6 +486,7 @@ impl LayerState {
             behaviours,
             locks: HashMap::new(),
             key_schemas: HashMap::new(),
+            index_keys: HashMap::new(),
             recent_writes: Vec::new(),
             roles: HashMap::new(),
             functions: HashMap::new(),
@@ -727,13 +733,16 @@ impl LayerState {
         if operation == "CreateTable"
             && let Some(table) = tables.first()
         {
-            self.learn_key_schema(table, &body["KeySchema"]);
+            self.learn_key_schemas(table, &body);
         }
         if b.transaction_conflicts {
             // DynamoDB developer guide, transactions: conflict handling (§10 "DynamoDB transactions").
             self.locks.retain(|_, lock| lock.held(now));
             let items = self.written_items(operation, &body);
-            let locks: Vec<String> = items.iter().map(|(table, key)| format!("item:{table}:{key}")).collect();
+            let locks: Vec<String> = items
+                .iter()
+                .map(|written| format!("item:{}:{}", written.table, written.key))
+                .collect();
             let conflicts: Vec<bool> = locks
                 .iter()
                 .map(|lock| self.locks.get(lock).is_some_and(|l| l.held(now)))
@@ -758,9 +767,12 @@ impl LayerState {
                 )));
             }
         }
-        if b.gsi_lag && matches!(operation, "Query" | "Scan") && body["IndexName"].is_string() {
-            self.recent_writes.retain(|(_, _, until)| now < *until);
-            plan.hide_recent_writes_of = tables.first().cloned();
+        if b.gsi_lag
+            && matches!(operation, "Query" | "Scan")
+            && let (Some(table), Some(index)) = (tables.first(), body["IndexName"].as_str())
+        {
+            self.recent_writes.retain(|(_, until)| now < *until);
+            plan.hide_recent_writes_of = Some((table.clone(), index.to_string()));
         }
         if b.tag_lag
             && let Some(arn) = body["ResourceArn"].as_str()
@@ -982,7 +994,7 @@ impl LayerState {
             }
             "DescribeTable" => {
                 if let Some(table) = &plan.table {
-                    self.learn_key_schema(table, &json["Table"]["KeySchema"]);
+                    self.learn_key_schemas(table, &json["Table"]);
                 }
                 if let Some(table) = &plan.table
                     && self.creating.get(table).is_some_and(|until| now < *until)
@@ -1013,13 +1025,13 @@ impl LayerState {
                 }
             }
             "PutItem" | "UpdateItem" | "DeleteItem" | "TransactWriteItems" | "BatchWriteItem" if b.gsi_lag => {
-                for (table, key) in self.written_items(operation, &request_body) {
-                    self.recent_writes.push((table, key, now + b.timings.gsi_lag));
+                for written in self.written_items(operation, &request_body) {
+                    self.recent_writes.push((written, now + b.timings.gsi_lag));
                 }
             }
             "Query" | "Scan" => {
-                if let Some(table) = &plan.hide_recent_writes_of {
-                    return self.hide_recent_writes(table, json, now);
+                if let Some((table, index)) = &plan.hide_recent_writes_of {
+                    return self.hide_recent_writes(table, index, json, now);
                 }
             }
             "ListTagsOfResource" => {
@@ -1037,70 +1049,109 @@ impl LayerState {
     }
 }
 
+/// An item a DynamoDB write changes.
+#[derive(Debug)]
+struct Written {
+    table: String,
+    key: Value,
+    /// The attributes it changes: `None` for all (a put).
+    attributes: Option<Vec<String>>,
+}
+
+/// The attributes an update expression names (`#name` resolved through
+/// `names`); values (`:v`), clauses and functions are not attributes.
+fn updated_attributes(expression: &str, names: &Value) -> Vec<String> {
+    const WORDS: &[&str] = &["set", "remove", "add", "delete", "if_not_exists", "list_append"];
+    expression
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '#' || c == ':'))
+        .filter(|token| !token.is_empty() && !token.starts_with(':'))
+        .filter(|token| !WORDS.contains(&token.to_ascii_lowercase().as_str()))
+        .filter(|token| !token.chars().all(|c| c.is_ascii_digit()))
+        .map(|token| match token.strip_prefix('#') {
+            Some(_) => names[token].as_str().unwrap_or(token).to_string(),
+            None => token.to_string(),
+        })
+        .collect()
+}
+
 impl LayerState {
-    fn learn_key_schema(&mut self, table: &str, key_schema: &Value) {
-        let names: Vec<String> = key_schema
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|element| element["AttributeName"].as_str().map(String::from))
-            .collect();
-        if !names.is_empty() {
-            self.key_schemas.insert(table.to_string(), names);
+    /// The table's key and its global secondary indexes' keys, from a
+    /// CreateTable request or a DescribeTable answer's `Table`.
+    fn learn_key_schemas(&mut self, table: &str, description: &Value) {
+        let names = |key_schema: &Value| -> Vec<String> {
+            key_schema
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|element| element["AttributeName"].as_str().map(String::from))
+                .collect()
+        };
+        let key = names(&description["KeySchema"]);
+        if !key.is_empty() {
+            self.key_schemas.insert(table.to_string(), key);
+        }
+        for index in description["GlobalSecondaryIndexes"].as_array().into_iter().flatten() {
+            if let Some(name) = index["IndexName"].as_str() {
+                self.index_keys
+                    .insert((table.to_string(), name.to_string()), names(&index["KeySchema"]));
+            }
         }
     }
 
-    /// The items a DynamoDB write changes, as (table, key). The key of a put
-    /// item is cut to the table's key schema when the layer knows it.
-    fn written_items(&self, operation: &str, body: &Value) -> Vec<(String, Value)> {
-        let key_of = |table: &str, action: &Value| -> Option<Value> {
-            if action["Key"].is_object() {
-                return Some(action["Key"].clone());
-            }
-            let item = action["Item"].as_object()?;
-            Some(match self.key_schemas.get(table) {
-                Some(names) => Value::Object(
-                    item.iter()
-                        .filter(|(name, _)| names.contains(name))
-                        .map(|(name, value)| (name.clone(), value.clone()))
-                        .collect(),
-                ),
-                None => Value::Object(item.clone()),
-            })
+    /// The items a DynamoDB write changes. The key of a put item is cut to
+    /// the table's key schema when the layer knows it.
+    fn written_items(&self, operation: &str, body: &Value) -> Vec<Written> {
+        let written = |table: String, kind: &str, action: &Value| -> Option<Written> {
+            let (key, attributes) = match kind {
+                "Put" => {
+                    let item = action["Item"].as_object()?;
+                    let key = match self.key_schemas.get(&table) {
+                        Some(names) => Value::Object(
+                            item.iter()
+                                .filter(|(name, _)| names.contains(name))
+                                .map(|(name, value)| (name.clone(), value.clone()))
+                                .collect(),
+                        ),
+                        None => Value::Object(item.clone()),
+                    };
+                    (key, None)
+                }
+                "Update" => {
+                    let expression = action["UpdateExpression"].as_str().unwrap_or_default();
+                    let attributes = updated_attributes(expression, &action["ExpressionAttributeNames"]);
+                    (action["Key"].clone(), Some(attributes))
+                }
+                _ => (action["Key"].clone(), Some(vec![])),
+            };
+            key.is_object().then_some(Written { table, key, attributes })
         };
         let mut items = Vec::new();
         match operation {
             "PutItem" | "UpdateItem" | "DeleteItem" => {
-                if let Some(table) = body["TableName"].as_str().map(table_name_of)
-                    && let Some(key) = key_of(&table, body)
-                {
-                    items.push((table, key));
+                if let Some(table) = body["TableName"].as_str().map(table_name_of) {
+                    let kind = operation.trim_end_matches("Item");
+                    items.extend(written(table, kind, body));
                 }
             }
             "TransactWriteItems" => {
                 for entry in body["TransactItems"].as_array().into_iter().flatten() {
-                    let Some(action) = entry.as_object().and_then(|entry| entry.values().next()) else {
+                    let Some((kind, action)) = entry.as_object().and_then(|entry| entry.iter().next()) else {
                         continue;
                     };
-                    if let Some(table) = action["TableName"].as_str().map(table_name_of)
-                        && let Some(key) = key_of(&table, action)
-                    {
-                        items.push((table, key));
+                    if let Some(table) = action["TableName"].as_str().map(table_name_of) {
+                        items.extend(written(table, kind, action));
                     }
                 }
             }
             "BatchWriteItem" => {
                 for (table, requests) in body["RequestItems"].as_object().into_iter().flatten() {
-                    let table = table_name_of(table);
                     for request in requests.as_array().into_iter().flatten() {
-                        let action = if request["PutRequest"].is_object() {
-                            &request["PutRequest"]
+                        let (kind, action) = if request["PutRequest"].is_object() {
+                            ("Put", &request["PutRequest"])
                         } else {
-                            &request["DeleteRequest"]
+                            ("Delete", &request["DeleteRequest"])
                         };
-                        if let Some(key) = key_of(&table, action) {
-                            items.push((table.clone(), key));
-                        }
+                        items.extend(written(table_name_of(table), kind, action));
                     }
                 }
             }
@@ -1109,14 +1160,20 @@ impl LayerState {
         items
     }
 
-    /// Takes the items of `table` written in the last `gsi_lag` out of an
-    /// index's Query or Scan answer; whether `json` changed.
-    fn hide_recent_writes(&self, table: &str, json: &mut Value, now: Instant) -> bool {
+    /// Takes the items of `table` written in the last `gsi_lag` that changed
+    /// `index`'s key out of that index's Query or Scan answer; whether
+    /// `json` changed.
+    fn hide_recent_writes(&self, table: &str, index: &str, json: &mut Value, now: Instant) -> bool {
+        let index_keys = self.index_keys.get(&(table.to_string(), index.to_string()));
+        let changes_index = |written: &Written| match (&written.attributes, index_keys) {
+            (Some(attributes), Some(keys)) => attributes.iter().any(|a| keys.contains(a)),
+            _ => true,
+        };
         let recent: Vec<&Value> = self
             .recent_writes
             .iter()
-            .filter(|(written, _, until)| written == table && now < *until)
-            .map(|(_, key, _)| key)
+            .filter(|(written, until)| written.table == table && now < *until && changes_index(written))
+            .map(|(written, _)| &written.key)
             .collect();
         let Some(items) = json["Items"].as_array_mut() else {
             return false;
@@ -1466,6 +1523,20 @@ mod tests {
         let mut value = json!({ "items": [1, 2, 3] });
         page_json(&mut value, "items", "nextToken", 2);
         assert_eq!(value, json!({ "items": [3] }));
+    }
+
+    #[test]
+    fn update_expressions_name_their_attributes() {
+        let names = json!({"#count": "open_5", "#room": "room"});
+        assert_eq!(
+            updated_attributes("SET #count = if_not_exists(#count, :zero) + :one REMOVE #room", &names),
+            ["open_5", "open_5", "room"]
+        );
+        assert_eq!(
+            updated_attributes("SET room = :r, tags[0] = :t", &json!({})),
+            ["room", "tags"]
+        );
+        assert_eq!(updated_attributes("ADD #n :one", &json!({"#n": "n"})), ["n"]);
     }
 
     #[test]

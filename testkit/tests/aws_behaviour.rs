@@ -1315,4 +1315,29 @@ async fn gsi_lag_keeps_fresh_writes_out_of_indexes_for_a_while() {
     assert!(read.item().is_some());
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(in_room().await, ["new", "old", "txn"]);
+    // An update that leaves the index's key alone leaves the item there.
+    clients
+        .dynamodb
+        .update_item()
+        .table_name("items")
+        .key("pk", s("old"))
+        .update_expression("SET #note = :n")
+        .expression_attribute_names("#note", "note")
+        .expression_attribute_values(":n", s("seen"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_room().await, ["new", "old", "txn"]);
+    // One that sets the index's key is not in the index yet.
+    clients
+        .dynamodb
+        .update_item()
+        .table_name("items")
+        .key("pk", s("new"))
+        .update_expression("SET room = :r")
+        .expression_attribute_values(":r", s("lobby"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_room().await, ["old", "txn"]);
 }
