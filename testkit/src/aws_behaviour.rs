@@ -290,7 +290,7 @@ pub(crate) enum Decision {
     /// Answer 200 with this JSON (awsJson); moto never sees the request.
     Reply(Value, &'static str),
     /// Forward to moto, then call [`LayerState::after`] with the plan.
-    Forward(Plan),
+    Forward(Box<Plan>),
 }
 
 /// What the layer decided for a forwarded request.
@@ -569,7 +569,7 @@ impl LayerState {
         {
             plan.lose = true;
         }
-        Decision::Forward(plan)
+        Decision::Forward(Box::new(plan))
     }
 
     /// Lambda control-plane quota (Lambda quotas page, §10): 15/s for the

@@ -372,7 +372,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
             finish(&shared, sequence, false, Some(what.to_string()));
             return json_response(&parts.headers, value);
         }
-        Decision::Forward(plan) => plan,
+        Decision::Forward(plan) => *plan,
     };
     let _in_flight = InFlight {
         shared: shared.clone(),
