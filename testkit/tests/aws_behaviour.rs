@@ -1168,8 +1168,13 @@ async fn count_and_register(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_conflicts_cancel_overlapping_transactions_on_one_item() {
+    // A long hold, so that 20 sent at once overlap however slow the machine.
     let (_moto, _proxy, clients) = setup(Behaviours {
         transaction_conflicts: true,
+        timings: Timings {
+            transaction: Duration::from_millis(300),
+            ..Timings::compressed()
+        },
         ..Behaviours::none()
     })
     .await;

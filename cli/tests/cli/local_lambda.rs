@@ -267,7 +267,7 @@ async fn a_burst_scales_a_function_up_to_its_maximum_instances() {
     );
     assert_eq!(function.instances(), 4, "scaled to the maximum, not past it");
     // 8 × 0.5 s: 4 s on one instance, about 1 s on four.
-    assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(3500), "{elapsed:?}");
     let again = futures::future::join_all((0..4).map(|_| function.invoke(slow.clone()))).await;
     assert_eq!(function.instances(), 4);
     assert!(

@@ -186,10 +186,12 @@ async fn counts_left_by_lost_disconnects_expire_with_their_window() {
 }
 
 /// DynamoDB cancels transactions that write one item at once (aws-facts.md
-/// §10 "DynamoDB transactions"), as the behaviour layer does here.
+/// §10 "DynamoDB transactions"), as the behaviour layer does here, each
+/// transaction taking 25 ms as on AWS.
 fn conflicts() -> chat_testkit::aws_behaviour::Behaviours {
     chat_testkit::aws_behaviour::Behaviours {
         transaction_conflicts: true,
+        timings: chat_testkit::aws_behaviour::Timings::real_scale(),
         ..chat_testkit::aws_behaviour::Behaviours::none()
     }
 }
