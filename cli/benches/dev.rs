@@ -141,11 +141,7 @@ async fn burst(conflicts: bool) -> Duration {
         .iter()
         .filter_map(|(_, result)| result.as_ref().err().cloned())
         .collect();
-    let cancelled = proxy
-        .calls()
-        .iter()
-        .filter(|call| call.answered_by_layer.as_deref() == Some("TransactionCanceledException"))
-        .count();
+    let cancelled = proxy.layer_answers("TransactionCanceledException");
     let sockets: Vec<Socket> = results.into_iter().filter_map(|(_, result)| result.ok()).collect();
     let open = open_count(&proxy.endpoint()).await;
     for mut socket in sockets {

@@ -220,6 +220,15 @@ impl AwsProxy {
 
     /// Replaces the AWS behaviours from the next request on; what the layer
     /// remembers (roles, functions, tables, API writes, …) stays.
+    /// How many calls the behaviour layer answered with `code` itself.
+    pub fn layer_answers(&self, code: &str) -> usize {
+        self.recorded()
+            .calls
+            .iter()
+            .filter(|call| call.answered_by_layer.as_deref() == Some(code))
+            .count()
+    }
+
     pub fn set_behaviours(&self, behaviours: Behaviours) {
         self.recorded().layer.behaviours = behaviours;
     }

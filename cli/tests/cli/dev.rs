@@ -651,11 +651,7 @@ async fn a_burst_of_connects_through_transaction_conflicts_is_admitted_and_uncou
         .collect();
     // How many DynamoDB cancelled depends on timing (chat-core's tests
     // pin the conflict path itself); every handshake succeeds regardless.
-    let cancelled = proxy
-        .calls()
-        .iter()
-        .filter(|call| call.answered_by_layer.as_deref() == Some("TransactionCanceledException"))
-        .count();
+    let cancelled = proxy.layer_answers("TransactionCanceledException");
     eprintln!("{cancelled} transactions cancelled");
     let dynamodb = aws_sdk_dynamodb::Client::new(&chat_testkit::moto::sdk_config_for(&endpoint).await);
     let (records, counted) = connection_records(&dynamodb, "burst").await;

@@ -103,13 +103,7 @@ impl Stack {
 
     /// How many calls the behaviour layer answered with `code` itself.
     pub fn layer_answers(&self, code: &str) -> usize {
-        self.proxy.as_ref().map_or(0, |proxy| {
-            proxy
-                .calls()
-                .iter()
-                .filter(|call| call.answered_by_layer.as_deref() == Some(code))
-                .count()
-        })
+        self.proxy.as_ref().map_or(0, |proxy| proxy.layer_answers(code))
     }
 
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
