@@ -274,7 +274,7 @@ async fn main() {
     drop(room);
 
     // A handler change: touch a source file, wait for the restart.
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../handlers/join/src/main.rs");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../handlers/chat-functions/src/main.rs");
     let started = Instant::now();
     let file = std::fs::OpenOptions::new().append(true).open(&source).unwrap();
     file.set_modified(std::time::SystemTime::now()).unwrap();

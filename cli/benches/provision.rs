@@ -1,4 +1,4 @@
-//! How much `chatctl up` (fresh, after one function's code changed, no-op)
+//! How much `chatctl up` (fresh, after the functions' code changed, no-op)
 //! and `chatctl down` cost, the build excluded: AWS calls made, mutating
 //! calls, the longest chain of calls that ran one after another, and wall
 //! time; first against plain moto, then through the AWS behaviour layer at
@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 use chat_testkit::aws_behaviour::{Behaviours, Timings};
 use chat_testkit::aws_proxy::{longest_chain, longest_chain_calls};
 use chat_testkit::{AwsProxy, Moto};
-
-const FUNCTIONS: [&str; 7] = chatctl::stack::Function::SHORT_NAMES;
 
 struct Measured {
     what: &'static str,
@@ -95,16 +93,15 @@ async fn main() {
         .unwrap_or(3);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let lambda_dir = tempfile::tempdir().unwrap();
-    for function in FUNCTIONS {
-        let built = root.join("target/lambda").join(function).join("bootstrap.zip");
-        assert!(
-            built.exists(),
-            "{} is missing: run scripts/build-handlers",
-            built.display()
-        );
-        std::fs::create_dir_all(lambda_dir.path().join(function)).unwrap();
-        std::fs::copy(&built, lambda_dir.path().join(function).join("bootstrap.zip")).unwrap();
-    }
+    let binary = chatctl::build::BINARY;
+    let built = root.join("target/lambda").join(binary).join("bootstrap.zip");
+    assert!(
+        built.exists(),
+        "{} is missing: run scripts/build-handlers",
+        built.display()
+    );
+    std::fs::create_dir_all(lambda_dir.path().join(binary)).unwrap();
+    std::fs::copy(&built, lambda_dir.path().join(binary).join("bootstrap.zip")).unwrap();
     let lambda_dir = lambda_dir.path().to_string_lossy().into_owned();
     let up = ["up", "--no-build", "--lambda-dir", lambda_dir.as_str()];
 
@@ -135,8 +132,8 @@ async fn main() {
             let proxy = AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
             let workdir = tempfile::tempdir().unwrap();
             let fresh = measure(&proxy, workdir.path(), "up (fresh)", &up).await;
-            change_code(&lambda_dir, "sendmessage");
-            let changed = measure(&proxy, workdir.path(), "up (one function)", &up).await;
+            change_code(&lambda_dir);
+            let changed = measure(&proxy, workdir.path(), "up (new code)", &up).await;
             let no_op = measure(&proxy, workdir.path(), "up (no-op)", &up).await;
             let down = measure(&proxy, workdir.path(), "down", &["down", "--yes"]).await;
             for (measured, path) in [
@@ -193,9 +190,9 @@ async fn warm_up(moto: &Moto) {
     identity.unwrap();
 }
 
-/// Gives a function new code: one more file in its zip.
-fn change_code(lambda_dir: &str, function: &str) {
-    let zip = PathBuf::from(lambda_dir).join(function).join("bootstrap.zip");
+/// Gives the functions new code: one more file in their zip.
+fn change_code(lambda_dir: &str) {
+    let zip = PathBuf::from(lambda_dir).join(chatctl::build::BINARY).join("bootstrap.zip");
     let stamp = format!("{:?}", Instant::now());
     let status = std::process::Command::new(chat_testkit::moto::python())
         .args([
@@ -227,7 +224,7 @@ fn fresh_up_path(t: Timings) -> Duration {
     read_path(&t) + functions.max(tables).max(api)
 }
 
-/// New code for one function: UpdateFunctionCode → InProgress → Successful.
+/// New code (the seven functions at once): UpdateFunctionCode → InProgress → Successful.
 fn code_update_path(t: Timings) -> Duration {
     read_path(&t) + t.latency.read + t.latency.write + t.function_update + t.latency.read
 }

@@ -12,6 +12,11 @@ use crate::settings::Arch;
 use crate::stack::Function;
 use crate::stack::desired::Code;
 
+/// The one binary behind every function (handlers/chat-functions), which
+/// serves the function its Handler setting names. cargo-lambda zips it to
+/// `<lambda dir>/chat-functions/bootstrap.zip`, and every function deploys that zip.
+pub const BINARY: &str = "chat-functions";
+
 /// The repository root: the nearest directory up from `start` with handlers/chat-core.
 pub fn find_root(start: &Path) -> Option<PathBuf> {
     start
@@ -20,12 +25,54 @@ pub fn find_root(start: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// Runs `cargo lambda build --release --output-format zip` in `root`.
-pub async fn build(root: &Path, arch: Arch) -> Result<()> {
+/// Where cargo writes the workspace's output: `CARGO_TARGET_DIR` when set
+/// (relative to the root), else `root/target`.
+pub fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+/// What a build reports while cargo runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BuildProgress {
+    /// cargo began compiling this crate.
+    Compiling(String),
+    /// The functions' binary is compiled anew (its zip follows).
+    Built,
+}
+
+/// What a finished build did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Built {
+    /// Whether the functions' binary was compiled anew (else it was up to date).
+    pub compiled: bool,
+    pub elapsed: std::time::Duration,
+}
+
+/// The command `build` runs, as a user would type it.
+pub fn build_command(arch: Arch) -> String {
+    let arm = if arch == Arch::Arm64 { " --arm64" } else { "" };
+    format!("cargo lambda build --release --output-format zip{arm}")
+}
+
+/// Runs `cargo lambda build --release --output-format zip` in `root`,
+/// reporting each crate cargo compiles and each function it finishes.
+pub async fn build(root: &Path, arch: Arch, mut progress: impl FnMut(BuildProgress)) -> Result<Built> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let started = std::time::Instant::now();
     let mut command = tokio::process::Command::new("cargo");
-    command
-        .current_dir(root)
-        .args(["lambda", "build", "--release", "--output-format", "zip"]);
+    command.current_dir(root).args([
+        "lambda",
+        "build",
+        "--release",
+        "--output-format",
+        "zip",
+        // Artifacts as JSON on stdout; cargo's status and errors stay text on stderr.
+        "--message-format",
+        "json-render-diagnostics",
+    ]);
     if arch == Arch::Arm64 {
         command.arg("--arm64");
     }
@@ -37,23 +84,71 @@ pub async fn build(root: &Path, arch: Arch) -> Result<()> {
         paths.extend(std::env::split_paths(&path));
         command.env("PATH", std::env::join_paths(paths)?);
     }
-    let output = command
-        .output()
-        .await
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
         .context("cannot run `cargo lambda`; install it with scripts/setup")?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        if stderr.contains("no such command") || stderr.contains("no such subcommand") {
+    let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+    let mut stderr = BufReader::new(child.stderr.take().context("no stderr")?).lines();
+    let (mut stdout_open, mut stderr_open) = (true, true);
+    let mut compiled = false;
+    let mut errors = vec![];
+    while stdout_open || stderr_open {
+        tokio::select! {
+            line = stdout.next_line(), if stdout_open => match line? {
+                Some(line) => {
+                    if is_binary_built(&line) {
+                        progress(BuildProgress::Built);
+                        compiled = true;
+                    }
+                }
+                None => stdout_open = false,
+            },
+            line = stderr.next_line(), if stderr_open => match line? {
+                Some(line) => match line.trim_start().strip_prefix("Compiling ") {
+                    Some(unit) => progress(BuildProgress::Compiling(unit.split(' ').next().unwrap_or(unit).to_string())),
+                    None => errors.push(line),
+                },
+                None => stderr_open = false,
+            },
+        }
+    }
+    let status = child.wait().await?;
+    if !status.success() {
+        let text = errors.join("\n");
+        if text.contains("no such command") || text.contains("no such subcommand") {
             bail!("cargo-lambda is not installed; run scripts/setup (or pip install cargo-lambda)");
         }
-        bail!("building the functions failed:\n{}", tail.join("\n"));
+        let tail: Vec<&str> = errors.iter().map(String::as_str).rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "building the functions failed:\n{}\nto see it again: (cd {} && {})",
+            tail.join("\n"),
+            root.display(),
+            build_command(arch)
+        );
     }
-    Ok(())
+    Ok(Built {
+        compiled,
+        elapsed: started.elapsed(),
+    })
 }
 
-/// Builds the functions for this machine (for `chatctl dev`): target/debug/<name>.
+/// Whether a cargo JSON message says the functions' binary was compiled anew.
+fn is_binary_built(message: &str) -> bool {
+    let Ok(message) = serde_json::from_str::<serde_json::Value>(message) else {
+        return false;
+    };
+    let is_bin = message["target"]["kind"]
+        .as_array()
+        .is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin"));
+    message["reason"] == "compiler-artifact" && message["fresh"] == false && is_bin && message["target"]["name"] == BINARY
+}
+
+/// Builds the functions for this machine (for `chatctl dev`): target/debug/chat-functions.
 pub async fn build_host(root: &Path) -> Result<()> {
     // The whole workspace's binaries, so that features resolve as in every
     // other build and nothing is compiled twice.
@@ -72,7 +167,7 @@ pub async fn build_host(root: &Path) -> Result<()> {
 /// The code `chatctl dev` uploads to the emulator, which never runs it: a
 /// zip holding a `bootstrap` that says where the function really runs.
 pub fn placeholder_zip(root: &Path) -> Result<Code> {
-    let dir = root.join("target/dev");
+    let dir = target_dir(root).join("dev");
     std::fs::create_dir_all(&dir)?;
     let zip = dir.join("placeholder.zip");
     if !zip.exists() {
@@ -96,26 +191,21 @@ pub fn placeholder_zip(root: &Path) -> Result<Code> {
     })
 }
 
-/// Reads each function's zip from `lambda_dir/<name>/bootstrap.zip`.
+/// Every function's code: the functions' binary, zipped at
+/// `lambda_dir/chat-functions/bootstrap.zip`.
 pub fn read_zips(lambda_dir: &Path) -> Result<BTreeMap<Function, Code>> {
-    let mut code = BTreeMap::new();
-    for function in Function::ALL {
-        let zip = lambda_dir.join(function.short_name()).join("bootstrap.zip");
-        let bytes = std::fs::read(&zip).with_context(|| {
-            format!(
-                "cannot read {}; build the functions (drop --no-build) or pass --lambda-dir",
-                zip.display()
-            )
-        })?;
-        code.insert(
-            function,
-            Code {
-                zip,
-                sha256: code_sha256(&bytes),
-            },
-        );
-    }
-    Ok(code)
+    let zip = lambda_dir.join(BINARY).join("bootstrap.zip");
+    let bytes = std::fs::read(&zip).with_context(|| {
+        format!(
+            "cannot read {}; build the functions (drop --no-build) or pass --lambda-dir",
+            zip.display()
+        )
+    })?;
+    let code = Code {
+        sha256: code_sha256(&bytes),
+        zip,
+    };
+    Ok(Function::ALL.into_iter().map(|function| (function, code.clone())).collect())
 }
 
 /// base64(SHA-256(zip)), as Lambda's `CodeSha256`.
@@ -134,10 +224,32 @@ mod tests {
     }
 
     #[test]
+    fn only_the_functions_binary_compiled_anew_counts_as_built() {
+        let artifact = |name: &str, kind: &str, fresh: bool| {
+            serde_json::json!({
+                "reason": "compiler-artifact",
+                "target": {"name": name, "kind": [kind]},
+                "fresh": fresh,
+            })
+            .to_string()
+        };
+        assert!(is_binary_built(&artifact("chat-functions", "bin", false)));
+        assert!(!is_binary_built(&artifact("chat-functions", "bin", true)), "up to date");
+        assert!(!is_binary_built(&artifact("chat_core", "lib", false)));
+        assert!(!is_binary_built(&artifact("chatctl", "bin", false)), "not the functions");
+        assert!(!is_binary_built(r#"{"reason":"build-finished","success":true}"#));
+        assert!(!is_binary_built("not json"));
+        assert_eq!(
+            build_command(Arch::Arm64),
+            "cargo lambda build --release --output-format zip --arm64"
+        );
+    }
+
+    #[test]
     fn missing_zips_name_the_file_and_the_fix() {
         let dir = std::env::temp_dir().join("chatctl-no-zips");
         let err = read_zips(&dir).unwrap_err();
-        assert!(format!("{err:#}").contains("authorizer/bootstrap.zip"));
+        assert!(format!("{err:#}").contains("chat-functions/bootstrap.zip"));
         assert!(format!("{err:#}").contains("--lambda-dir"));
     }
 }

@@ -143,7 +143,7 @@ pub struct UpArgs {
     /// Use the zips already built instead of running cargo-lambda
     #[arg(long)]
     pub no_build: bool,
-    /// Where the built zips are: <DIR>/<function>/bootstrap.zip [default: target/lambda]
+    /// Where the built zip is: <DIR>/chat-functions/bootstrap.zip [default: target/lambda]
     #[arg(long, value_name = "DIR")]
     pub lambda_dir: Option<PathBuf>,
 }

@@ -123,24 +123,66 @@ fn print_plan(plan: &Plan) {
     println!("{}.", summary.join(", "));
 }
 
+/// Builds the functions, showing which crates cargo is compiling (on a
+/// terminal) and a line per function built.
+async fn build_with_progress(
+    root: &std::path::Path,
+    arch: crate::settings::Arch,
+    progress: &Progress,
+) -> Result<build::Built> {
+    let mut compiling: Vec<String> = vec![];
+    let mut compiled = 0;
+    build::build(root, arch, |event| match event {
+        build::BuildProgress::Compiling(unit) => {
+            compiled += 1;
+            compiling.push(unit);
+            let recent: Vec<&str> = compiling.iter().rev().take(4).map(String::as_str).collect();
+            progress.set_message(format!(
+                "building the functions: compiling {} ({compiled} crates so far)",
+                recent.join(", ")
+            ));
+        }
+        build::BuildProgress::Built => {
+            progress.line(&format!(
+                "  compiled {}, the binary of all {} functions",
+                build::BINARY,
+                crate::stack::Function::ALL.len()
+            ));
+        }
+    })
+    .await
+}
+
 async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let root = build::find_root(&cwd);
     let lambda_dir = match (&args.lambda_dir, &root) {
         (Some(dir), _) => dir.clone(),
-        (None, Some(root)) => root.join("target/lambda"),
+        (None, Some(root)) => build::target_dir(root).join("lambda"),
         (None, None) => bail!(
             "cannot find the handlers to build: run chatctl inside its repository, or pass --no-build --lambda-dir DIR"
         ),
     };
-    let progress = Progress::start("reading the stack", context.json);
+    let first = if args.no_build {
+        "reading the stack"
+    } else {
+        "building the functions"
+    };
+    let progress = Progress::start(first, context.json);
     let arch = context.settings.arch;
     let build_step = async {
         if !args.no_build {
             let root = root
                 .as_deref()
                 .context("cannot build outside the chatctl repository; pass --no-build")?;
-            build::build(root, arch).await?;
+            let built = build_with_progress(root, arch, &progress).await?;
+            let elapsed = built.elapsed.as_secs_f64();
+            progress.line(&if built.compiled {
+                format!("built the functions in {elapsed:.1} s")
+            } else {
+                format!("functions up to date ({elapsed:.1} s)")
+            });
+            progress.set_message("reading the stack".into());
         }
         build::read_zips(&lambda_dir)
     };
@@ -571,7 +613,8 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
         env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
         let config = FunctionConfig {
             name: spec.name.clone(),
-            binary: root.join("target/debug").join(spec.function.short_name()),
+            binary: build::target_dir(&root).join("debug").join(build::BINARY),
+            handler: spec.function.short_name().into(),
             memory_mb: spec.memory_mb,
             timeout: std::time::Duration::from_secs(spec.timeout_seconds as u64),
             env,
@@ -594,15 +637,7 @@ async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
         idle_timeout,
         max_lifetime: gateway::MAX_CONNECTION_LIFETIME,
     };
-    // Crate name (the function's short name) → its running function.
-    let running: std::collections::BTreeMap<String, Arc<LocalFunction>> = desired
-        .functions
-        .iter()
-        .filter_map(|spec| {
-            let function = gateway_config.functions.get(&spec.name)?;
-            Some((spec.function.short_name().to_string(), function.clone()))
-        })
-        .collect();
+    let running: Vec<Arc<LocalFunction>> = gateway_config.functions.values().cloned().collect();
     let url = format!("ws://127.0.0.1:{port}/{}", names.stage);
     let token_mode = session.settings.auth == crate::settings::AuthMode::Token;
     let page = crate::dev::web::PageConfig {

@@ -34,11 +34,22 @@ impl Progress {
     }
 
     pub fn step(&self, step: Step) {
-        let line = format!("  {} {}: {}", step.kind, step.name, step.done);
+        self.line(&format!("  {} {}: {}", step.kind, step.name, step.done));
+    }
+
+    /// A line above the spinner on a terminal; on stderr otherwise.
+    pub fn line(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
             None if !self.quiet => eprintln!("{line}"),
             None => {}
+        }
+    }
+
+    /// What the spinner says (on a terminal only).
+    pub fn set_message(&self, message: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message);
         }
     }
 

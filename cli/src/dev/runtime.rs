@@ -36,6 +36,8 @@ const RESTART_DELAY: Duration = Duration::from_millis(200);
 pub struct FunctionConfig {
     pub name: String,
     pub binary: PathBuf,
+    /// The function's Handler setting, given to the process as `_HANDLER`.
+    pub handler: String,
     pub memory_mb: i32,
     pub timeout: Duration,
     /// The function's own environment, plus whatever the local stack adds.
@@ -312,6 +314,9 @@ async fn supervise(shared: Arc<Shared>, instance: usize, runtime_api: String) {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
             .env("AWS_LAMBDA_FUNCTION_NAME", &config.name)
+            // The function's Handler setting, as Lambda passes it (its reserved
+            // variables: docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html).
+            .env("_HANDLER", &config.handler)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", config.memory_mb.to_string())
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", config.name))

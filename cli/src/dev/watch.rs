@@ -1,5 +1,5 @@
-//! Rebuilds the functions when their source changes and restarts the ones
-//! affected, so `chatctl dev` always serves the code on disk.
+//! Rebuilds the functions when their source changes and restarts them, so
+//! `chatctl dev` always serves the code on disk.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,9 +9,7 @@ use std::time::{Duration, SystemTime};
 use super::runtime::LocalFunction;
 
 /// How often the sources are checked.
-const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// The crate every function uses: a change there restarts them all.
-const SHARED_CRATE: &str = "chat-core";
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The newest modification time of the `.rs` and `.toml` files below `dir`.
 fn newest_source(dir: &Path) -> Option<SystemTime> {
@@ -57,11 +55,10 @@ pub fn changed(
         .collect()
 }
 
-/// Watches `root/handlers`; on a change, rebuilds and restarts the affected
-/// functions (all of them when the shared crate changed). `functions` maps
-/// each crate name to its running function. A failed build is reported and
-/// the running functions keep serving.
-pub async fn watch(root: PathBuf, functions: BTreeMap<String, Arc<LocalFunction>>, report: impl Fn(String)) {
+/// Watches `root/handlers`; on a change, rebuilds the functions' binary and
+/// restarts every function (they all run that binary). A failed build is
+/// reported and the running functions keep serving.
+pub async fn watch(root: PathBuf, functions: Vec<Arc<LocalFunction>>, report: impl Fn(String)) {
     let handlers = root.join("handlers");
     let mut seen = snapshot(&handlers);
     loop {
@@ -76,18 +73,12 @@ pub async fn watch(root: PathBuf, functions: BTreeMap<String, Arc<LocalFunction>
         let started = std::time::Instant::now();
         match crate::build::build_host(&root).await {
             Ok(()) => {
-                let all = crates.iter().any(|c| c == SHARED_CRATE);
-                let restarted: Vec<&str> = functions
-                    .iter()
-                    .filter(|(name, _)| all || crates.contains(*name))
-                    .map(|(name, function)| {
-                        function.restart();
-                        name.as_str()
-                    })
-                    .collect();
+                for function in &functions {
+                    function.restart();
+                }
                 report(format!(
-                    "rebuilt and restarted {} in {:.1} s",
-                    restarted.join(", "),
+                    "rebuilt and restarted the {} functions in {:.1} s",
+                    functions.len(),
                     started.elapsed().as_secs_f64()
                 ));
             }

@@ -26,7 +26,7 @@ use futures::future::try_join_all;
 use super::Function;
 use super::actual::{Actual, ApiState, Found};
 use super::api_writes::{ApiWrites, sent_once};
-use super::desired::{Desired, FunctionSpec, HANDLER, POLICY_NAME, ROUTE_SELECTION_EXPRESSION, RoleSpec, TableSpec};
+use super::desired::{Desired, FunctionSpec, POLICY_NAME, ROUTE_SELECTION_EXPRESSION, RoleSpec, TableSpec};
 use super::plan::{
     self, Action, PERMISSION_ID, RouteTarget, deployment_description, function_diff, permission_source_arn,
     role_action, route_diff, table_action,
@@ -563,7 +563,7 @@ async fn apply_function(
             .function_name(&spec.name)
             .role(&role_arn)
             .runtime(Runtime::from(super::desired::RUNTIME))
-            .handler(HANDLER)
+            .handler(spec.function.short_name())
             .memory_size(spec.memory_mb)
             .timeout(spec.timeout_seconds)
             .environment(environment(spec))
@@ -647,7 +647,7 @@ async fn create_function(
             .create_function()
             .function_name(&spec.name)
             .runtime(Runtime::from(super::desired::RUNTIME))
-            .handler(HANDLER)
+            .handler(spec.function.short_name())
             .role(role_arn)
             .architectures(Architecture::from(spec.arch.as_lambda()))
             .memory_size(spec.memory_mb)

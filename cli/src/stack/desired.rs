@@ -12,7 +12,6 @@ use super::{Function, Names, STACK_TAG};
 use crate::settings::{Arch, AuthMode, Settings};
 
 pub const RUNTIME: &str = "provided.al2023";
-pub const HANDLER: &str = "bootstrap";
 pub const ROUTE_SELECTION_EXPRESSION: &str = "$request.body.action";
 /// The name of the inline policy on each of the stack's roles.
 pub const POLICY_NAME: &str = "chatctl";

@@ -39,18 +39,11 @@ impl Function {
         Function::Join,
     ];
 
-    /// The crates' (and cargo-lambda outputs') names, in the order of `ALL`.
-    pub const SHORT_NAMES: [&'static str; 7] = [
-        "authorizer",
-        "connect",
-        "disconnect",
-        "default",
-        "sendmessage",
-        "getmessages",
-        "join",
-    ];
+    /// The functions' short names, in the order of `ALL`. Each is also the
+    /// function's Handler setting, by which the one binary behind all seven
+    /// knows which to serve (handlers/chat-functions).
+    pub const SHORT_NAMES: [&'static str; 7] = chat_core::runtime::FUNCTIONS;
 
-    /// The crate's (and cargo-lambda output's) name.
     pub fn short_name(self) -> &'static str {
         Self::SHORT_NAMES[self as usize]
     }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::actual::{Actual, ApiState, Found, FunctionState, LogGroupState, RoleState, TableState};
 use super::desired::{
-    Desired, FunctionSpec, HANDLER, LogGroupSpec, ROUTE_SELECTION_EXPRESSION, RUNTIME, TableSpec, trust_policy,
+    Desired, FunctionSpec, LogGroupSpec, ROUTE_SELECTION_EXPRESSION, RUNTIME, TableSpec, trust_policy,
 };
 use super::{Function, Names};
 
@@ -298,7 +298,7 @@ pub fn function_diff(spec: &FunctionSpec, state: &FunctionState, role_arn: &str)
         }
     };
     compare("runtime", state.runtime.clone(), RUNTIME.into());
-    compare("handler", state.handler.clone(), HANDLER.into());
+    compare("handler", state.handler.clone(), spec.function.short_name().into());
     compare(
         "memory",
         state.memory_mb.map(|m| m.to_string()),
@@ -716,7 +716,7 @@ mod tests {
         FunctionState {
             arn: "arn".into(),
             runtime: Some(RUNTIME.into()),
-            handler: Some(HANDLER.into()),
+            handler: Some(spec.function.short_name().into()),
             architecture: Some("x86_64".into()),
             memory_mb: Some(spec.memory_mb),
             timeout_seconds: Some(spec.timeout_seconds),
@@ -745,6 +745,13 @@ mod tests {
         let diff = function_diff(spec, &small, &role);
         assert!(!diff.code);
         assert_eq!(diff.configuration, ["memory 256 → 128"]);
+
+        // A stack deployed when each function had a binary of its own: the
+        // Handler now names the function, for the one binary to dispatch on.
+        let mut own_binary = same.clone();
+        own_binary.handler = Some("bootstrap".into());
+        let diff = function_diff(spec, &own_binary, &role);
+        assert_eq!(diff.configuration, ["handler bootstrap → sendmessage"]);
 
         let mut env = same.clone();
         env.env.insert("CHAT_MAX_CONNECTIONS".into(), "5".into());

@@ -568,10 +568,10 @@ impl Drop for TemporaryFile {
     }
 }
 
-/// Editing a handler rebuilds it and restarts only its function, which
-/// serves again afterwards. The test adds a source file to the join crate
-/// that no module uses: the watcher sees a change, and cargo has nothing to
-/// relink under the other tests running the same binaries.
+/// Editing a handler rebuilds the functions' binary and restarts every
+/// function, which serves again afterwards. The test adds a source file to
+/// handlers/ that no module uses: the watcher sees a change, and cargo has
+/// nothing to relink under the other tests running the same binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_handler_is_rebuilt_and_restarted() {
     let mut dev = spawn_dev(&["--stack", "rebuild"]).await;
@@ -579,7 +579,7 @@ async fn a_changed_handler_is_rebuilt_and_restarted() {
     send(&mut alice, json!({"action": "join", "room": "before"})).await;
     assert_eq!(event(&mut alice).await, json!({"type": "joined", "room": "before"}));
 
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../handlers/join/src/watch_test.rs");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../handlers/chat-functions/src/watch_test.rs");
     std::fs::write(&source, "// Written by chatctl's dev test; safe to delete.\n").unwrap();
     let _source = TemporaryFile(source);
     let restarted = tokio::time::timeout(Duration::from_secs(600), async {
@@ -593,8 +593,8 @@ async fn a_changed_handler_is_rebuilt_and_restarted() {
     .await
     .expect("no rebuild within 10 minutes");
     assert!(
-        restarted.contains("rebuilt and restarted join in"),
-        "only join restarts: {restarted}"
+        restarted.contains("rebuilt and restarted the 7 functions in"),
+        "{restarted}"
     );
 
     send(&mut alice, json!({"action": "join", "room": "after"})).await;

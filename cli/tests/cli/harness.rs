@@ -60,19 +60,17 @@ impl Env {
         let proxy = AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
         let sdk = moto.sdk_config().await;
         let lambda_dir = tempfile::tempdir().unwrap();
-        for function in FUNCTIONS {
-            let built = workspace_root()
-                .join("target/lambda")
-                .join(function)
-                .join("bootstrap.zip");
-            assert!(
-                built.exists(),
-                "{} is missing: build the functions first with scripts/build-handlers",
-                built.display()
-            );
-            std::fs::create_dir_all(lambda_dir.path().join(function)).unwrap();
-            std::fs::copy(&built, lambda_dir.path().join(function).join("bootstrap.zip")).unwrap();
-        }
+        let built = workspace_root()
+            .join("target/lambda")
+            .join(BINARY)
+            .join("bootstrap.zip");
+        assert!(
+            built.exists(),
+            "{} is missing: build the functions first with scripts/build-handlers",
+            built.display()
+        );
+        std::fs::create_dir_all(lambda_dir.path().join(BINARY)).unwrap();
+        std::fs::copy(&built, lambda_dir.path().join(BINARY).join("bootstrap.zip")).unwrap();
         Env {
             proxy,
             sdk,
@@ -93,6 +91,28 @@ impl Env {
     pub async fn chatctl_without(&self, args: &[&str], endpoint: &str, unset: &[&str]) -> Run {
         let output = self
             .command(args, endpoint, unset)
+            .output()
+            .await
+            .expect("cannot run chatctl");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs chatctl with `args` against the proxy from `dir`, with the
+    /// user's HOME and toolchain (it runs cargo-lambda, whose linker wrappers
+    /// live under HOME: another HOME would make cargo link everything again).
+    pub async fn chatctl_in(&self, dir: &std::path::Path, args: &[&str]) -> Run {
+        let mut command = self.command(args, &self.proxy.endpoint(), &[]);
+        for var in ["HOME", "CARGO_HOME", "RUSTUP_HOME", "CARGO_TARGET_DIR"] {
+            if let Some(value) = std::env::var_os(var) {
+                command.env(var, value);
+            }
+        }
+        let output = command
+            .current_dir(dir)
             .output()
             .await
             .expect("cannot run chatctl");
@@ -156,10 +176,9 @@ impl Env {
         std::fs::write(self.workdir.path().join("chatctl.toml"), text).unwrap();
     }
 
-    /// Gives one function new code: a zip with one more file in it.
-    pub fn change_code(&self, function: &str) {
-        let zip = self.lambda_dir.path().join(function).join("bootstrap.zip");
-        append_to_zip(&zip);
+    /// Gives the functions new code: a zip with one more file in it.
+    pub fn change_code(&self) {
+        append_to_zip(&self.lambda_dir.path().join(BINARY).join("bootstrap.zip"));
     }
 
     pub fn mutating_calls(&self) -> Vec<AwsCall> {
@@ -224,6 +243,8 @@ fn append_to_zip(zip: &Path) {
 
 /// Every function's short name, as the product names them.
 pub const FUNCTIONS: [&str; 7] = chatctl::stack::Function::SHORT_NAMES;
+/// The binary behind every function, zipped at <lambda dir>/chat-functions/bootstrap.zip.
+pub const BINARY: &str = chatctl::build::BINARY;
 
 /// The runtime-API loop of a function written in Python: `handle(event)`'s
 /// return value is the response; an exception is the invocation's error,
@@ -261,6 +282,7 @@ pub fn python_function(dir: &Path, name: &str, handler: &str) -> chatctl::dev::r
     chatctl::dev::runtime::FunctionConfig {
         name: name.into(),
         binary: launcher,
+        handler: format!("{name}.handle"),
         memory_mb: 128,
         timeout: std::time::Duration::from_secs(5),
         env: std::collections::BTreeMap::new(),

@@ -10,10 +10,11 @@ use chatctl::dev::runtime::{FunctionConfig, LocalFunction, LogLine, LogSink, Out
 
 const SECRET: &str = "local-lambda-secret-local-lambda-secret";
 
-fn binary(name: &str) -> PathBuf {
+/// The functions' binary, which serves the function its `_HANDLER` names.
+fn binary() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/debug")
-        .join(name);
+        .join(chatctl::build::BINARY);
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --workspace`",
@@ -31,7 +32,8 @@ fn collecting_logs() -> (LogSink, Arc<Mutex<Vec<LogLine>>>) {
 fn authorizer_config(instances: usize) -> FunctionConfig {
     FunctionConfig {
         name: "chat-authorizer".into(),
-        binary: binary("authorizer"),
+        binary: binary(),
+        handler: "authorizer".into(),
         memory_mb: 128,
         timeout: Duration::from_secs(5),
         env: BTreeMap::from([
@@ -124,7 +126,7 @@ def handle(event):
         time.sleep(0.5)
     if event == "pid":
         return {"pid": os.getpid()}
-    return {"echo": event, "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"]}
+    return {"echo": event, "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"], "handler": os.environ["_HANDLER"]}
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +142,7 @@ async fn an_overrunning_or_crashing_instance_is_replaced() {
 
     assert_eq!(
         function.invoke(echo("hello")).await,
-        Outcome::Response(Bytes::from_static(br#"{"echo": "hello", "function": "scripted"}"#))
+        Outcome::Response(Bytes::from_static(br#"{"echo": "hello", "function": "scripted", "handler": "scripted.handle"}"#))
     );
     assert_eq!(function.invoke(echo("sleep")).await, Outcome::Timeout);
     assert!(
@@ -164,6 +166,7 @@ async fn a_binary_that_cannot_start_fails_its_invocations_at_once() {
     let config = FunctionConfig {
         name: "broken".into(),
         binary: PathBuf::from("/bin/false"),
+        handler: "broken".into(),
         memory_mb: 128,
         timeout: Duration::from_secs(30),
         env: BTreeMap::new(),
@@ -180,6 +183,28 @@ async fn a_binary_that_cannot_start_fails_its_invocations_at_once() {
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "not left to the 30 s timeout"
+    );
+}
+
+/// The functions' binary started with a Handler it does not know (a function
+/// configured by hand) exits at init, naming the Handler and the valid ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_functions_binary_refuses_a_handler_it_does_not_know() {
+    let (logs, lines) = collecting_logs();
+    let config = FunctionConfig {
+        handler: "bootstrap".into(),
+        ..authorizer_config(1)
+    };
+    let function = LocalFunction::start(config, logs).await.unwrap();
+    match function.invoke(authorizer_event("x")).await {
+        Outcome::Crashed(reason) => assert!(reason.contains("Runtime.ExitError"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let logged: Vec<String> = lines.lock().unwrap().iter().map(|l| l.line.clone()).collect();
+    assert!(
+        logged.iter().any(|l| l.contains("_HANDLER=bootstrap is not a chat function")
+            && l.contains("authorizer, connect, disconnect")),
+        "{logged:?}"
     );
 }
 

@@ -106,7 +106,7 @@ async fn an_inactive_function_takes_new_code_without_waiting_for_active() {
     let env = Env::start().await;
     env.up(&[]).await.assert_ok();
     env.proxy.make_function_inactive("chat-join");
-    env.change_code("join");
+    env.change_code();
     let started = std::time::Instant::now();
     let run = env.up(&[]).await;
     run.assert_ok();

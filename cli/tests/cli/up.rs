@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use chat_testkit::aws_proxy::Faults;
 use serde_json::Value;
 
-use crate::harness::{Env, FUNCTIONS};
+use crate::harness::{BINARY, Env, FUNCTIONS};
 
 fn decode(document: &str) -> Value {
     let text = percent_encoding::percent_decode_str(document).decode_utf8().unwrap();
@@ -292,18 +292,34 @@ async fn a_second_up_makes_no_mutating_call_and_keeps_the_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_code_updates_only_that_function_and_memory_only_configuration() {
+async fn new_code_updates_only_the_functions_running_other_code_and_memory_only_configuration() {
     let env = Env::start().await;
     env.up(&[]).await.assert_ok();
+    let first_build = std::fs::read(env.lambda_dir.path().join(BINARY).join("bootstrap.zip")).unwrap();
 
-    env.change_code("sendmessage");
+    // A rebuild: the seven functions run one binary, so each takes the new zip.
+    env.change_code();
     env.proxy.clear();
     let run = env.up(&[]).await;
     run.assert_ok();
     assert!(run.stdout.contains("~ function chat-sendmessage (code)"), "{run:?}");
+    assert_eq!(env.mutating_operations(), vec!["UpdateFunctionCode"; 7]);
+
+    // One function left on other code (changed by hand, or by an `up`
+    // interrupted midway): only it is updated.
+    env.lambda()
+        .update_function_code()
+        .function_name("chat-sendmessage")
+        .zip_file(aws_sdk_lambda::primitives::Blob::new(first_build))
+        .send()
+        .await
+        .unwrap();
+    env.proxy.clear();
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("~ function chat-sendmessage (code)"), "{run:?}");
+    assert!(!run.stdout.contains("chat-join"), "{run:?}");
     assert_eq!(env.mutating_operations(), ["UpdateFunctionCode"]);
-    let code = env.mutating_calls();
-    assert_eq!(code.len(), 1);
 
     env.write_config("memory = 256\n");
     env.proxy.clear();
@@ -581,6 +597,27 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
     let run = env.chatctl(&["up", "--no-build", "--lambda-dir", "/nonexistent"]).await;
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("/nonexistent/authorizer/bootstrap.zip"), "{run:?}");
+    assert!(run.stderr.contains("/nonexistent/chat-functions/bootstrap.zip"), "{run:?}");
     assert_eq!(env.mutating_operations(), Vec::<String>::new());
+}
+
+/// `up` run anywhere inside the repository builds the functions itself, as
+/// a step of its own with its time (scripts/test has built the zip, so cargo
+/// usually finds it up to date).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_inside_the_repository_builds_the_functions_as_a_step_of_its_own() {
+    let env = Env::start_plain().await;
+    let repository = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let run = env
+        .chatctl_in(&repository.join("handlers/chat-core/src"), &["up", "--dry-run"])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .lines()
+            .any(|line| line.starts_with("functions up to date (") || line.starts_with("built ")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("+ function chat-join"), "{}", run.stdout);
 }

@@ -1,6 +1,0 @@
-//! The `connect` Lambda function; its logic is `chat_core::handlers::connect`.
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    chat_core::runtime::serve_route(chat_core::handlers::connect::handle).await
-}
