@@ -192,7 +192,9 @@ async fn warm_up(moto: &Moto) {
 
 /// Gives the functions new code: one more file in their zip.
 fn change_code(lambda_dir: &str) {
-    let zip = PathBuf::from(lambda_dir).join(chatctl::build::BINARY).join("bootstrap.zip");
+    let zip = PathBuf::from(lambda_dir)
+        .join(chatctl::build::BINARY)
+        .join("bootstrap.zip");
     let stamp = format!("{:?}", Instant::now());
     let status = std::process::Command::new(chat_testkit::moto::python())
         .args([

@@ -145,7 +145,10 @@ fn is_binary_built(message: &str) -> bool {
     let is_bin = message["target"]["kind"]
         .as_array()
         .is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin"));
-    message["reason"] == "compiler-artifact" && message["fresh"] == false && is_bin && message["target"]["name"] == BINARY
+    message["reason"] == "compiler-artifact"
+        && message["fresh"] == false
+        && is_bin
+        && message["target"]["name"] == BINARY
 }
 
 /// Builds the functions for this machine (for `chatctl dev`): target/debug/chat-functions.
@@ -205,7 +208,10 @@ pub fn read_zips(lambda_dir: &Path) -> Result<BTreeMap<Function, Code>> {
         sha256: code_sha256(&bytes),
         zip,
     };
-    Ok(Function::ALL.into_iter().map(|function| (function, code.clone())).collect())
+    Ok(Function::ALL
+        .into_iter()
+        .map(|function| (function, code.clone()))
+        .collect())
 }
 
 /// base64(SHA-256(zip)), as Lambda's `CodeSha256`.
@@ -236,7 +242,10 @@ mod tests {
         assert!(is_binary_built(&artifact("chat-functions", "bin", false)));
         assert!(!is_binary_built(&artifact("chat-functions", "bin", true)), "up to date");
         assert!(!is_binary_built(&artifact("chat_core", "lib", false)));
-        assert!(!is_binary_built(&artifact("chatctl", "bin", false)), "not the functions");
+        assert!(
+            !is_binary_built(&artifact("chatctl", "bin", false)),
+            "not the functions"
+        );
         assert!(!is_binary_built(r#"{"reason":"build-finished","success":true}"#));
         assert!(!is_binary_built("not json"));
         assert_eq!(

@@ -111,11 +111,7 @@ impl Env {
                 command.env(var, value);
             }
         }
-        let output = command
-            .current_dir(dir)
-            .output()
-            .await
-            .expect("cannot run chatctl");
+        let output = command.current_dir(dir).output().await.expect("cannot run chatctl");
         Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -142,7 +142,9 @@ async fn an_overrunning_or_crashing_instance_is_replaced() {
 
     assert_eq!(
         function.invoke(echo("hello")).await,
-        Outcome::Response(Bytes::from_static(br#"{"echo": "hello", "function": "scripted", "handler": "scripted.handle"}"#))
+        Outcome::Response(Bytes::from_static(
+            br#"{"echo": "hello", "function": "scripted", "handler": "scripted.handle"}"#
+        ))
     );
     assert_eq!(function.invoke(echo("sleep")).await, Outcome::Timeout);
     assert!(
@@ -202,8 +204,10 @@ async fn the_functions_binary_refuses_a_handler_it_does_not_know() {
     }
     let logged: Vec<String> = lines.lock().unwrap().iter().map(|l| l.line.clone()).collect();
     assert!(
-        logged.iter().any(|l| l.contains("_HANDLER=bootstrap is not a chat function")
-            && l.contains("authorizer, connect, disconnect")),
+        logged
+            .iter()
+            .any(|l| l.contains("_HANDLER=bootstrap is not a chat function")
+                && l.contains("authorizer, connect, disconnect")),
         "{logged:?}"
     );
 }

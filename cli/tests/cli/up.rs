@@ -597,7 +597,10 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
     let run = env.chatctl(&["up", "--no-build", "--lambda-dir", "/nonexistent"]).await;
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("/nonexistent/chat-functions/bootstrap.zip"), "{run:?}");
+    assert!(
+        run.stderr.contains("/nonexistent/chat-functions/bootstrap.zip"),
+        "{run:?}"
+    );
     assert_eq!(env.mutating_operations(), Vec::<String>::new());
 }
 

@@ -20,7 +20,15 @@ use crate::services::Services;
 
 /// The seven Lambda functions by short name, which is also their Handler:
 /// the `$connect` authorizer and the six routes' handlers.
-pub const FUNCTIONS: [&str; 7] = ["authorizer", "connect", "disconnect", "default", "sendmessage", "getmessages", "join"];
+pub const FUNCTIONS: [&str; 7] = [
+    "authorizer",
+    "connect",
+    "disconnect",
+    "default",
+    "sendmessage",
+    "getmessages",
+    "join",
+];
 
 tokio::task_local! {
     /// When Lambda stops the invocation being served (its timeout).
