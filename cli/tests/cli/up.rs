@@ -142,7 +142,8 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
             .unwrap();
         let config = got.configuration().unwrap();
         assert_eq!(config.runtime().unwrap().as_str(), "provided.al2023");
-        assert_eq!(config.handler(), Some("bootstrap"));
+        // One zip behind every function: the Handler tells its binary which to serve.
+        assert_eq!(config.handler(), Some(function));
         assert_eq!(config.architectures()[0].as_str(), "x86_64");
         assert_eq!(config.memory_size(), Some(128));
         assert_eq!(config.timeout(), Some(10));
@@ -320,6 +321,21 @@ async fn new_code_updates_only_the_functions_running_other_code_and_memory_only_
     assert!(run.stdout.contains("~ function chat-sendmessage (code)"), "{run:?}");
     assert!(!run.stdout.contains("chat-join"), "{run:?}");
     assert_eq!(env.mutating_operations(), ["UpdateFunctionCode"]);
+
+    // A function deployed when each had a binary of its own (Handler
+    // "bootstrap"): its Handler is set to its name, so the binary knows it.
+    env.lambda()
+        .update_function_configuration()
+        .function_name("chat-join")
+        .handler("bootstrap")
+        .send()
+        .await
+        .unwrap();
+    env.proxy.clear();
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("handler bootstrap → join"), "{run:?}");
+    assert_eq!(env.mutating_operations(), ["UpdateFunctionConfiguration"]);
 
     env.write_config("memory = 256\n");
     env.proxy.clear();
