@@ -102,8 +102,9 @@ impl Env {
     }
 
     /// Runs chatctl with `args` against the proxy from `dir`, with the
-    /// user's HOME and toolchain (it runs cargo-lambda, whose linker wrappers
-    /// live under HOME: another HOME would make cargo link everything again).
+    /// user's HOME and toolchain, and the cargo-lambda scripts/setup installs
+    /// (it builds; cargo-lambda's linker wrappers live under HOME: another
+    /// HOME would make cargo link everything again).
     pub async fn chatctl_in(&self, dir: &std::path::Path, args: &[&str]) -> Run {
         let mut command = self.command(args, &self.proxy.endpoint(), &[]);
         for var in ["HOME", "CARGO_HOME", "RUSTUP_HOME", "CARGO_TARGET_DIR"] {
@@ -111,6 +112,10 @@ impl Env {
                 command.env(var, value);
             }
         }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![workspace_root().join(".venv/bin")];
+        paths.extend(std::env::split_paths(&path));
+        command.env("PATH", std::env::join_paths(paths).unwrap());
         let output = command.current_dir(dir).output().await.expect("cannot run chatctl");
         Run {
             code: output.status.code().unwrap_or(-1),

@@ -640,3 +640,51 @@ async fn up_inside_the_repository_builds_the_functions_as_a_step_of_its_own() {
     );
     assert!(run.stdout.contains("+ function chat-join"), "{}", run.stdout);
 }
+
+/// A build that fails stops `up` before it changes anything, with cargo's
+/// error and the command that shows it again. The repository here is a
+/// stand-in whose functions' binary does not compile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_build_shows_cargos_error_and_the_command_to_reproduce_it() {
+    let env = Env::start_plain().await;
+    let repository = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let path = repository.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "Cargo.toml",
+        "[workspace]\nresolver = \"3\"\nmembers = [\"handlers/*\"]\n",
+    );
+    write(
+        "handlers/chat-core/Cargo.toml",
+        "[package]\nname = \"chat-core\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
+    );
+    write("handlers/chat-core/src/lib.rs", "");
+    write(
+        "handlers/chat-functions/Cargo.toml",
+        "[package]\nname = \"chat-functions\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
+    );
+    write(
+        "handlers/chat-functions/src/main.rs",
+        "fn main() {\n    let count: u32 = \"seven\";\n}\n",
+    );
+    let run = env.chatctl_in(repository.path(), &["up", "--yes"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("building the functions failed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("mismatched types"),
+        "cargo's own error: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "to see it again: (cd {} && cargo lambda build --release --output-format zip)",
+            repository.path().display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
+}
