@@ -78,7 +78,7 @@ pub struct DevArgs {
     /// Port of the local WebSocket API and @connections endpoint (0: any free port)
     #[arg(long, default_value_t = 8787)]
     pub port: u16,
-    /// Use the handler binaries already built in target/debug
+    /// Use the functions' binary already built in target/debug
     #[arg(long)]
     pub no_build: bool,
     /// Do not rebuild and restart functions when their sources in handlers/ change
