@@ -137,6 +137,9 @@ pub struct UpArgs {
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: exit 3 when changes are pending, 0 when none (for CI)
+    #[arg(long, requires = "dry_run")]
+    pub exit_code: bool,
     /// Do not ask before replacing or deleting resources
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -150,6 +153,9 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 pub struct DownArgs {
+    /// List what would be deleted, kept and left alone; delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Do not ask before deleting tables that hold data
     #[arg(long, short = 'y')]
     pub yes: bool,

@@ -213,7 +213,9 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
         } else if let Some(outputs) = existing_outputs.filter(|_| !args.dry_run) {
             println!("{outputs}");
         }
-        return Ok(0);
+        // As `status` and `terraform plan -detailed-exitcode`: CI can gate on drift.
+        let pending = args.exit_code && !plan.is_noop();
+        return Ok(if pending { EXIT_DRIFT } else { 0 });
     }
     let destructive = plan.destructive();
     if !destructive.is_empty() && !args.yes {
@@ -254,24 +256,48 @@ struct DownReport {
     kept: Vec<String>,
 }
 
+#[derive(Serialize)]
+struct DownPlanReport<'a> {
+    stack: &'a str,
+    dry_run: bool,
+    #[serde(flatten)]
+    teardown: &'a destroy::Teardown,
+    /// The tables to delete that hold chat data.
+    with_data: &'a [String],
+}
+
 async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
     let actual = read(context).await?;
     let Session { aws, names, .. } = &*context;
-    if !args.keep_data && !args.yes {
-        let mut with_data = vec![];
-        for (name, found) in &actual.tables {
-            if found.ours().is_some() && destroy::table_has_items(aws, name).await? {
+    let teardown = destroy::Teardown::of(names, &actual, args.keep_data);
+    let mut with_data = vec![];
+    if args.dry_run || !args.yes {
+        for name in teardown.tables() {
+            if destroy::table_has_items(aws, name).await? {
                 with_data.push(name.clone());
             }
         }
-        if !with_data.is_empty() {
-            let question = format!(
-                "Tables {} hold data that will be deleted (--keep-data keeps them). Delete?",
-                with_data.join(", ")
-            );
-            if !confirm(&question)? {
-                bail!("cancelled; nothing was deleted");
-            }
+    }
+    if args.dry_run {
+        if context.json {
+            print_json(&DownPlanReport {
+                stack: &names.stack,
+                dry_run: true,
+                teardown: &teardown,
+                with_data: &with_data,
+            })?;
+        } else {
+            print_teardown(&names.stack, &teardown, &with_data);
+        }
+        return Ok(0);
+    }
+    if !with_data.is_empty() {
+        let question = format!(
+            "Tables {} hold data that will be deleted (--keep-data keeps them). Delete?",
+            with_data.join(", ")
+        );
+        if !confirm(&question)? {
+            bail!("cancelled; nothing was deleted");
         }
     }
     let progress = Progress::start("deleting", context.json);
@@ -282,16 +308,16 @@ async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
         }
         progress.step(step)
     };
-    let result = destroy::destroy(aws, names, &actual, args.keep_data, &report).await;
+    let result = destroy::destroy(aws, names, &teardown, &report).await;
     progress.finish();
-    let outcome = result?;
+    result?;
     let deleted = deleted.into_inner().unwrap_or_default();
     if context.json {
         print_json(&DownReport {
             stack: names.stack.clone(),
             deleted,
-            skipped: outcome.skipped,
-            kept: outcome.kept,
+            skipped: teardown.skipped,
+            kept: teardown.kept,
         })?;
         return Ok(0);
     }
@@ -300,13 +326,34 @@ async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
     } else {
         println!("Stack {} is down: {} resources deleted.", names.stack, deleted.len());
     }
-    for kept in &outcome.kept {
+    for kept in &teardown.kept {
         println!("kept table {kept} (--keep-data)");
     }
-    for skipped in &outcome.skipped {
+    for skipped in &teardown.skipped {
         eprintln!("warning: left {skipped} alone: it is not this stack's");
     }
     Ok(0)
+}
+
+/// `down --dry-run`: what would be deleted, kept and left alone.
+fn print_teardown(stack: &str, teardown: &destroy::Teardown, with_data: &[String]) {
+    if teardown.delete.is_empty() {
+        println!("Nothing of stack {stack} exists; `down` would delete nothing.");
+    } else {
+        println!("`down` would delete {} resources of stack {stack}:", teardown.delete.len());
+    }
+    for resource in &teardown.delete {
+        let data = resource
+            .strip_prefix("table ")
+            .is_some_and(|table| with_data.iter().any(|t| t == table));
+        println!("  - {resource}{}", if data { " (holds data)" } else { "" });
+    }
+    for kept in &teardown.kept {
+        println!("  keep table {kept} (--keep-data)");
+    }
+    for skipped in &teardown.skipped {
+        println!("  leave {skipped} alone: it is not this stack's");
+    }
 }
 
 #[derive(Serialize)]

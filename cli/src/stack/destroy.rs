@@ -5,6 +5,7 @@
 use anyhow::Result;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::try_join_all;
+use serde::Serialize;
 
 use super::Names;
 use super::actual::{Actual, Found};
@@ -15,12 +16,84 @@ use crate::aws::{Aws, Budget, aws_error, failed, is_code, retry, retry_error};
 /// How long a function may take to leave Pending or an update InProgress.
 const FUNCTION_SETTLING: Budget = Budget::new(std::time::Duration::from_secs(300));
 
-#[derive(Debug, Default, Clone)]
-pub struct Destroyed {
-    /// Resources with the stack's names that are not the stack's; left alone.
-    pub skipped: Vec<String>,
+/// What `down` deletes, keeps and leaves alone, decided once from what
+/// exists: `destroy` carries it out and `down --dry-run` prints it.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct Teardown {
+    /// The stack's API, by id: its own and any duplicate an interrupted `up` left.
+    #[serde(skip)]
+    pub api_ids: Vec<String>,
+    /// Everything deleted, as "kind name", in the order `down` goes.
+    pub delete: Vec<String>,
     /// Tables kept by `--keep-data`.
     pub kept: Vec<String>,
+    /// Resources with the stack's names that are not the stack's; left alone.
+    pub skipped: Vec<String>,
+    #[serde(skip)]
+    functions: Vec<String>,
+    #[serde(skip)]
+    roles: Vec<String>,
+    #[serde(skip)]
+    tables: Vec<String>,
+    #[serde(skip)]
+    log_groups: Vec<String>,
+}
+
+impl Teardown {
+    pub fn of(names: &Names, actual: &Actual, keep_data: bool) -> Teardown {
+        /// The names of `found`'s resources that are ours; the others' go to `skipped`.
+        fn sort<'a, T: 'a>(
+            kind: &str,
+            found: impl IntoIterator<Item = (String, &'a Found<T>)>,
+            skipped: &mut Vec<String>,
+        ) -> Vec<String> {
+            let mut ours = vec![];
+            for (name, found) in found {
+                match found {
+                    Found::Ours(_) => ours.push(name),
+                    Found::Foreign(_) => skipped.push(format!("{kind} {name}")),
+                    Found::Missing => {}
+                }
+            }
+            ours
+        }
+        let mut t = Teardown::default();
+        let skipped = &mut t.skipped;
+        let tables = sort("table", actual.tables.iter().map(|(n, f)| (n.clone(), f)), skipped);
+        t.roles = sort("IAM role", actual.roles.iter().map(|(n, f)| (n.clone(), f)), skipped);
+        t.functions = sort(
+            "Lambda function",
+            actual.functions.iter().map(|(f, found)| (names.function(*f), found)),
+            skipped,
+        );
+        t.log_groups = sort(
+            "log group",
+            actual.log_groups.iter().map(|(f, found)| (names.log_group(*f), found)),
+            skipped,
+        );
+        if keep_data {
+            t.kept = tables;
+        } else {
+            t.tables = tables;
+        }
+        if let Some(api) = actual.api.ours() {
+            t.api_ids = std::iter::once(&api.id).chain(&api.duplicates).cloned().collect();
+        }
+        let api = t.api_ids.iter().map(|id| format!("api {} ({id})", names.api()));
+        let named = |kind: &str, list: &[String]| list.iter().map(|n| format!("{kind} {n}")).collect::<Vec<_>>();
+        t.delete = api
+            .chain(named("function", &t.functions))
+            .chain(named("role", &t.roles))
+            .chain(named("table", &t.tables))
+            .chain(named("log group", &t.log_groups))
+            .collect();
+        t
+    }
+
+    /// The tables it deletes.
+    pub fn tables(&self) -> &[String] {
+        &self.tables
+    }
 }
 
 fn done(report: Report, kind: &'static str, name: &str) {
@@ -31,52 +104,17 @@ fn done(report: Report, kind: &'static str, name: &str) {
     });
 }
 
-pub async fn destroy(
-    aws: &Aws,
-    names: &Names,
-    actual: &Actual,
-    keep_data: bool,
-    report: Report<'_>,
-) -> Result<Destroyed> {
-    let mut outcome = Destroyed::default();
-    let mut skip = |kind: &str, name: &str, found_foreign: bool| {
-        if found_foreign {
-            outcome.skipped.push(format!("{kind} {name}"));
-        }
-    };
-    for (name, found) in &actual.tables {
-        skip("table", name, matches!(found, Found::Foreign(_)));
-    }
-    for (name, found) in &actual.roles {
-        skip("IAM role", name, matches!(found, Found::Foreign(_)));
-    }
-    for (function, found) in &actual.functions {
-        skip(
-            "Lambda function",
-            &names.function(*function),
-            matches!(found, Found::Foreign(_)),
-        );
-    }
-    for (function, found) in &actual.log_groups {
-        skip(
-            "log group",
-            &names.log_group(*function),
-            matches!(found, Found::Foreign(_)),
-        );
+/// Carries out `teardown`: the API, the functions, then roles and tables,
+/// log groups last.
+pub async fn destroy(aws: &Aws, names: &Names, teardown: &Teardown, report: Report<'_>) -> Result<()> {
+    let writes = ApiWrites::default();
+    for id in &teardown.api_ids {
+        delete_api(aws, &writes, &names.api(), id).await?;
+        done(report, "api", &names.api());
     }
 
-    if let Some(api) = actual.api.ours() {
-        let writes = ApiWrites::default();
-        for id in std::iter::once(&api.id).chain(&api.duplicates) {
-            delete_api(aws, &writes, &names.api(), id).await?;
-            done(report, "api", &names.api());
-        }
-    }
-
-    try_join_all(actual.functions.iter().filter_map(|(function, found)| {
-        found.ours()?;
-        let name = names.function(*function);
-        Some(async move {
+    try_join_all(teardown.functions.iter().map(|name| {
+        async move {
             // A function being created or updated (an `up` killed midway)
             // refuses deletion with ResourceConflictException until it
             // settles (aws-facts.md §10, "Lambda states").
@@ -98,56 +136,37 @@ pub async fn destroy(
                     ));
                 }
             }
-            done(report, "function", &name);
+            done(report, "function", name);
             Ok(())
-        })
+        }
     }))
     .await?;
 
-    let roles = try_join_all(actual.roles.iter().filter_map(|(name, found)| {
-        found.ours()?;
-        Some(async move {
-            delete_role(aws, name).await?;
-            done(report, "role", name);
-            Ok::<_, anyhow::Error>(())
-        })
+    let roles = try_join_all(teardown.roles.iter().map(|name| async move {
+        delete_role(aws, name).await?;
+        done(report, "role", name);
+        Ok::<_, anyhow::Error>(())
     }));
-    let tables = try_join_all(actual.tables.iter().filter_map(|(name, found)| {
-        found.ours()?;
-        if keep_data {
-            return None;
-        }
-        Some(async move {
-            delete_table_and_wait(aws, name).await?;
-            done(report, "table", name);
-            Ok::<_, anyhow::Error>(())
-        })
+    let tables = try_join_all(teardown.tables.iter().map(|name| async move {
+        delete_table_and_wait(aws, name).await?;
+        done(report, "table", name);
+        Ok::<_, anyhow::Error>(())
     }));
     tokio::try_join!(roles, tables)?;
-    if keep_data {
-        outcome.kept = actual
-            .tables
-            .iter()
-            .filter(|(_, f)| f.ours().is_some())
-            .map(|(n, _)| n.clone())
-            .collect();
-    }
 
-    try_join_all(actual.log_groups.iter().filter_map(|(function, found)| {
-        found.ours()?;
-        let name = names.log_group(*function);
-        Some(async move {
-            match aws.logs.delete_log_group().log_group_name(&name).send().await {
+    try_join_all(teardown.log_groups.iter().map(|name| {
+        async move {
+            match aws.logs.delete_log_group().log_group_name(name).send().await {
                 Err(err) if !is_code(&err, &["ResourceNotFoundException"]) => {
                     return Err(aws_error(format!("cannot delete log group {name}"), err));
                 }
-                _ => done(report, "log group", &name),
+                _ => done(report, "log group", name),
             }
             Ok(())
-        })
+        }
     }))
     .await?;
-    Ok(outcome)
+    Ok(())
 }
 
 /// Inline policies are deleted and managed ones detached first: IAM refuses

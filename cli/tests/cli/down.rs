@@ -77,6 +77,31 @@ async fn down_asks_before_deleting_data_and_keep_data_keeps_the_tables() {
         .await
         .unwrap();
 
+    // --dry-run lists what `down` would delete, marks the table that holds
+    // data, and deletes nothing.
+    env.proxy.clear();
+    let plan = env.chatctl(&["down", "--dry-run"]).await;
+    plan.assert_ok();
+    for line in [
+        "`down` would delete 19 resources of stack chat:",
+        "  - function chat-join\n",
+        "  - role chat-handlers\n",
+        "  - table chat-messages (holds data)\n",
+        "  - table chat-connections\n",
+        "  - log group /aws/lambda/chat-join\n",
+    ] {
+        assert!(plan.stdout.contains(line), "{line:?} in {plan:?}");
+    }
+    assert!(plan.stdout.starts_with("`down` would delete") && plan.stdout.contains("  - api chat ("));
+    let plan = env.chatctl(&["down", "--dry-run", "--keep-data", "--output", "json"]).await;
+    plan.assert_ok();
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["kept"], serde_json::json!(["chat-connections", "chat-messages"]));
+    assert_eq!(plan["delete"].as_array().unwrap().len(), 17);
+    assert_eq!(plan["skipped"], serde_json::json!([]));
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
+
     let run = env.chatctl(&["down"]).await;
     assert_eq!(run.code, 1, "{run:?}");
     assert!(

@@ -290,6 +290,8 @@ async fn a_second_up_makes_no_mutating_call_and_keeps_the_secret() {
     assert!(run.stdout.contains("No changes"), "{run:?}");
     assert_eq!(env.mutating_operations(), Vec::<String>::new());
     assert_eq!(secret(&env).await, before);
+    let run = env.up(&["--dry-run", "--exit-code"]).await;
+    assert_eq!(run.code, 0, "nothing pending: {run:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,6 +358,12 @@ async fn new_code_updates_only_the_functions_running_other_code_and_memory_only_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_prints_the_plan_and_changes_nothing() {
     let env = Env::start_plain().await;
+    // --exit-code: 3 while changes are pending, for CI to gate on.
+    let run = env.up(&["--dry-run", "--exit-code"]).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stdout.contains("+ table chat-connections"), "{run:?}");
+    let run = env.up(&["--exit-code"]).await;
+    assert_eq!(run.code, 2, "--exit-code needs --dry-run: {run:?}");
     let run = env.up(&["--dry-run"]).await;
     run.assert_ok();
     assert!(run.stdout.contains("+ table chat-connections"), "{run:?}");
