@@ -340,7 +340,10 @@ fn print_teardown(stack: &str, teardown: &destroy::Teardown, with_data: &[String
     if teardown.delete.is_empty() {
         println!("Nothing of stack {stack} exists; `down` would delete nothing.");
     } else {
-        println!("`down` would delete {} resources of stack {stack}:", teardown.delete.len());
+        println!(
+            "`down` would delete {} resources of stack {stack}:",
+            teardown.delete.len()
+        );
     }
     for resource in &teardown.delete {
         let data = resource

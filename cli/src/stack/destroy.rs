@@ -121,7 +121,7 @@ pub async fn destroy(aws: &Aws, names: &Names, teardown: &Teardown, report: Repo
             let deleted = retry(
                 FUNCTION_SETTLING,
                 |err| is_code(err, &["ResourceConflictException"]),
-                || aws.lambda.delete_function().function_name(&name).send(),
+                || aws.lambda.delete_function().function_name(name).send(),
             )
             .await;
             match deleted {
@@ -154,16 +154,14 @@ pub async fn destroy(aws: &Aws, names: &Names, teardown: &Teardown, report: Repo
     }));
     tokio::try_join!(roles, tables)?;
 
-    try_join_all(teardown.log_groups.iter().map(|name| {
-        async move {
-            match aws.logs.delete_log_group().log_group_name(name).send().await {
-                Err(err) if !is_code(&err, &["ResourceNotFoundException"]) => {
-                    return Err(aws_error(format!("cannot delete log group {name}"), err));
-                }
-                _ => done(report, "log group", name),
+    try_join_all(teardown.log_groups.iter().map(|name| async move {
+        match aws.logs.delete_log_group().log_group_name(name).send().await {
+            Err(err) if !is_code(&err, &["ResourceNotFoundException"]) => {
+                return Err(aws_error(format!("cannot delete log group {name}"), err));
             }
-            Ok(())
+            _ => done(report, "log group", name),
         }
+        Ok(())
     }))
     .await?;
     Ok(())

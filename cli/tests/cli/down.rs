@@ -93,7 +93,9 @@ async fn down_asks_before_deleting_data_and_keep_data_keeps_the_tables() {
         assert!(plan.stdout.contains(line), "{line:?} in {plan:?}");
     }
     assert!(plan.stdout.starts_with("`down` would delete") && plan.stdout.contains("  - api chat ("));
-    let plan = env.chatctl(&["down", "--dry-run", "--keep-data", "--output", "json"]).await;
+    let plan = env
+        .chatctl(&["down", "--dry-run", "--keep-data", "--output", "json"])
+        .await;
     plan.assert_ok();
     let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(plan["dry_run"], true);
