@@ -414,6 +414,13 @@ async fn a_foreign_resource_with_our_name_is_reported_and_left_alone() {
     );
     assert_eq!(env.mutating_operations(), Vec::<String>::new());
 
+    let plan = env.chatctl(&["down", "--dry-run"]).await;
+    plan.assert_ok();
+    assert!(
+        plan.stdout
+            .contains("  leave IAM role chat-handlers alone: it is not this stack's"),
+        "{plan:?}"
+    );
     let down = env.chatctl(&["down", "--yes"]).await;
     down.assert_ok();
     assert!(down.stderr.contains("left IAM role chat-handlers alone"), "{down:?}");
