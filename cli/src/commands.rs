@@ -491,7 +491,7 @@ async fn token(context: &mut Session, args: &TokenArgs) -> Result<u8> {
 }
 
 async fn logs(context: &mut Session, args: &LogsArgs) -> Result<u8> {
-    use std::io::{IsTerminal, Write};
+    use std::io::Write;
 
     use crate::logs::{Follower, Query, colour, fetch, parse_since, select_functions};
 
@@ -500,7 +500,6 @@ async fn logs(context: &mut Session, args: &LogsArgs) -> Result<u8> {
     if !(1..=crate::logs::MAX_PAGE_SIZE).contains(&args.page_size) {
         bail!("--page-size must be between 1 and {}", crate::logs::MAX_PAGE_SIZE);
     }
-    let colours = std::io::stdout().is_terminal() && !context.json;
     let mut follower = Follower::new(start_ms);
     let mut query = Query {
         functions: &functions,
@@ -531,23 +530,19 @@ async fn logs(context: &mut Session, args: &LogsArgs) -> Result<u8> {
         };
         first = false;
         let lines = follower.fresh(fetched?);
-        let mut stdout = std::io::stdout().lock();
+        let mut stdout = anstream::AutoStream::auto(std::io::stdout().lock());
         for line in &lines {
             let written = if context.json {
                 serde_json::to_writer(&mut stdout, line)
                     .map_err(std::io::Error::other)
                     .and_then(|_| writeln!(stdout))
-            } else if colours {
+            } else {
+                let style = colour(&line.function);
                 writeln!(
                     stdout,
-                    "{} \x1b[{}m[{}]\x1b[0m {}",
-                    line.timestamp,
-                    colour(&line.function),
-                    line.function,
-                    line.message
+                    "{} {style}[{}]{style:#} {}",
+                    line.timestamp, line.function, line.message
                 )
-            } else {
-                writeln!(stdout, "{} [{}] {}", line.timestamp, line.function, line.message)
             };
             // A closed pipe (`| head`) ends the output; it is not an error.
             if let Err(err) = written.and_then(|_| stdout.flush()) {

@@ -196,14 +196,16 @@ impl Follower {
     }
 }
 
-/// ANSI colours for the function prefix on a terminal.
-pub fn colour(function: &str) -> &'static str {
-    const PALETTE: [&str; 7] = ["36", "32", "33", "35", "34", "31", "96"];
+/// The function prefix's colour; anstream leaves it out when stdout is not
+/// a terminal or NO_COLOR is set.
+pub fn colour(function: &str) -> anstyle::Style {
+    use anstyle::AnsiColor::{Blue, BrightCyan, Cyan, Green, Magenta, Red, Yellow};
+    const PALETTE: [anstyle::AnsiColor; 7] = [Cyan, Green, Yellow, Magenta, Blue, Red, BrightCyan];
     let index = Function::ALL
         .iter()
         .position(|f| f.short_name() == function)
         .unwrap_or(0);
-    PALETTE[index % PALETTE.len()]
+    anstyle::Style::new().fg_color(Some(PALETTE[index % PALETTE.len()].into()))
 }
 
 #[cfg(test)]

@@ -88,6 +88,21 @@ impl Env {
     /// Runs chatctl without the environment variables `unset`, against
     /// `endpoint` (an endpoint on this machine is taken for an emulator,
     /// which needs no credentials or region).
+    /// Runs chatctl with `args` and these environment variables set.
+    pub async fn chatctl_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
+        let output = self
+            .command(args, &self.proxy.endpoint(), &[])
+            .envs(vars.iter().copied())
+            .output()
+            .await
+            .expect("cannot run chatctl");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     pub async fn chatctl_without(&self, args: &[&str], endpoint: &str, unset: &[&str]) -> Run {
         let output = self
             .command(args, endpoint, unset)

@@ -145,6 +145,15 @@ async fn logs_merge_functions_by_time_with_filters_pages_and_since() {
         first.starts_with(&chat_core::ids::format_timestamp_ms(t as u64)),
         "{first}"
     );
+    // Colours only where wanted: none into a pipe, CLICOLOR_FORCE asks for
+    // them, NO_COLOR turns them off even then.
+    assert!(!run.stdout.contains('\x1b'), "{run:?}");
+    let coloured = env.chatctl_env(&["logs"], &[("CLICOLOR_FORCE", "1")]).await;
+    assert!(coloured.stdout.contains("\x1b[34m[sendmessage]\x1b[0m send one"), "{coloured:?}");
+    let plain = env
+        .chatctl_env(&["logs"], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")])
+        .await;
+    assert_eq!(plain.stdout, run.stdout);
 
     env.proxy.clear();
     let paged = env.chatctl(&["logs", "--page-size", "1"]).await;
