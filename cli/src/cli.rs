@@ -140,6 +140,14 @@ pub struct UpArgs {
     /// With --dry-run: exit 3 when changes are pending, 0 when none (for CI)
     #[arg(long, requires = "dry_run")]
     pub exit_code: bool,
+    /// With --dry-run: save the plan to FILE, for `up --plan FILE`
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    pub out: Option<PathBuf>,
+    /// Apply the plan saved in FILE, exactly, with the zips it was made with
+    /// (no build); refused, changing nothing, when anything it was computed
+    /// on changed
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub plan: Option<PathBuf>,
     /// Do not ask before replacing or deleting resources
     #[arg(long, short = 'y')]
     pub yes: bool,

@@ -163,7 +163,9 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
             "cannot find the handlers to build: run chatctl inside its repository, or pass --no-build --lambda-dir DIR"
         ),
     };
-    let first = if args.no_build {
+    // A saved plan deploys the zips it was made with.
+    let no_build = args.no_build || args.plan.is_some();
+    let first = if no_build {
         "reading the stack"
     } else {
         "building the functions"
@@ -171,7 +173,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     let progress = Progress::start(first, context.json);
     let arch = context.settings.arch;
     let build_step = async {
-        if !args.no_build {
+        if !no_build {
             let root = root
                 .as_deref()
                 .context("cannot build outside the chatctl repository; pass --no-build")?;
@@ -201,6 +203,18 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     if !context.json {
         print_plan(&plan);
     }
+    let saved = crate::stack::saved::SavedPlan::new(names, &code, &actual, &plan)?;
+    if let Some(file) = &args.out {
+        saved.write(file)?;
+        eprintln!(
+            "Plan saved to {}; apply exactly it with `chatctl up --plan {}`.",
+            file.display(),
+            file.display()
+        );
+    }
+    if let Some(file) = &args.plan {
+        crate::stack::saved::check(file, &saved)?;
+    }
     let existing_outputs = actual.api.ours().map(|api| outputs(names, &api.id));
     if plan.is_noop() || args.dry_run {
         if context.json {
@@ -218,7 +232,8 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
         return Ok(if pending { EXIT_DRIFT } else { 0 });
     }
     let destructive = plan.destructive();
-    if !destructive.is_empty() && !args.yes {
+    // A saved plan was approved when it was saved and reviewed.
+    if !destructive.is_empty() && !args.yes && args.plan.is_none() {
         let list: Vec<String> = destructive.iter().map(|c| c.to_string()).collect();
         let question = format!(
             "These changes delete resources and their data:\n{}\nGo on?",

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use aws_sdk_dynamodb::types::{TableDescription, TableStatus};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::desired::POLICY_NAME;
@@ -15,7 +16,7 @@ use super::{Function, Names, STACK_TAG};
 use crate::aws::{Aws, decode_policy, failed, is_code};
 
 /// A resource found by name: absent, ours (tagged with this stack), or someone else's.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Found<T> {
     Missing,
     Ours(T),
@@ -44,7 +45,7 @@ impl<T> Found<T> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TableState {
     pub status: String,
     pub partition_key: Option<String>,
@@ -54,22 +55,24 @@ pub struct TableState {
     pub billing_mode: Option<String>,
     /// The TTL attribute when TTL is enabled or being enabled.
     pub ttl_attribute: Option<String>,
+    /// Not part of a saved plan's fingerprint: DynamoDB refreshes it about every 6 hours.
+    #[serde(skip)]
     pub item_count: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RoleState {
     pub trust_policy: Option<Value>,
     /// Our inline policy, when present.
     pub policy: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LogGroupState {
     pub retention_days: Option<i32>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FunctionState {
     pub arn: String,
     pub runtime: Option<String>,
@@ -84,7 +87,7 @@ pub struct FunctionState {
     pub permissions: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteState {
     pub id: String,
     pub key: String,
@@ -93,7 +96,7 @@ pub struct RouteState {
     pub authorizer_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IntegrationState {
     pub id: String,
     pub integration_type: Option<String>,
@@ -101,7 +104,7 @@ pub struct IntegrationState {
     pub method: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuthorizerState {
     pub id: String,
     pub name: String,
@@ -112,13 +115,13 @@ pub struct AuthorizerState {
     pub identity_sources: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StageState {
     pub deployment_id: Option<String>,
     pub description: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApiState {
     pub id: String,
     pub protocol: Option<String>,
@@ -132,7 +135,7 @@ pub struct ApiState {
     pub duplicates: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Actual {
     pub tables: BTreeMap<String, Found<TableState>>,
     pub roles: BTreeMap<String, Found<RoleState>>,

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod desired;
 pub mod destroy;
 pub mod plan;
+pub mod saved;
 
 use serde::Serialize;
 
@@ -15,7 +16,7 @@ use serde::Serialize;
 /// Nothing without it is ever modified or deleted.
 pub const STACK_TAG: &str = "chatctl:stack";
 
-/// The Lambda functions of the chat, one per crate in handlers/.
+/// The Lambda functions of the chat (one binary serves them all).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Function {

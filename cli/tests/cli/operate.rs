@@ -149,7 +149,10 @@ async fn logs_merge_functions_by_time_with_filters_pages_and_since() {
     // them, NO_COLOR turns them off even then.
     assert!(!run.stdout.contains('\x1b'), "{run:?}");
     let coloured = env.chatctl_env(&["logs"], &[("CLICOLOR_FORCE", "1")]).await;
-    assert!(coloured.stdout.contains("\x1b[34m[sendmessage]\x1b[0m send one"), "{coloured:?}");
+    assert!(
+        coloured.stdout.contains("\x1b[34m[sendmessage]\x1b[0m send one"),
+        "{coloured:?}"
+    );
     let plain = env
         .chatctl_env(&["logs"], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")])
         .await;

@@ -703,3 +703,96 @@ async fn a_failing_build_shows_cargos_error_and_the_command_to_reproduce_it() {
     );
     assert_eq!(env.mutating_operations(), Vec::<String>::new());
 }
+
+/// `up --dry-run --out FILE` saves the plan; `up --plan FILE` applies
+/// exactly it, and refuses, changing nothing, once what it was computed on
+/// changed: the live stack, the code, the stack it was made for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_applies_exactly_or_not_at_all() {
+    let env = Env::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let first = file("first.json");
+
+    let run = env.up(&["--dry-run", "--out", &first]).await;
+    run.assert_ok();
+    assert!(
+        run.stderr
+            .contains(&format!("apply exactly it with `chatctl up --plan {first}`")),
+        "{run:?}"
+    );
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
+    let run = env.up(&["--plan", &first]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("Stack chat is up."), "{run:?}");
+    assert_eq!(
+        env.up(&["--dry-run", "--exit-code"]).await.code,
+        0,
+        "the plan did it all"
+    );
+
+    // The same plan again: the live stack is no longer the one it was made on.
+    env.proxy.clear();
+    let run = env.up(&["--plan", &first]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "cannot apply the plan in {first}: the live stack changed since it was made"
+        )),
+        "{run:?}"
+    );
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
+
+    // A change out of band after the plan was saved.
+    let memory = file("memory.json");
+    env.write_config("memory = 256\n");
+    env.up(&["--dry-run", "--out", &memory]).await.assert_ok();
+    env.lambda()
+        .update_function_configuration()
+        .function_name("chat-join")
+        .timeout(20)
+        .send()
+        .await
+        .unwrap();
+    env.proxy.clear();
+    let run = env.up(&["--plan", &memory]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("the live stack changed since it was made"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("Nothing was changed"), "{run:?}");
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
+
+    // New code after the plan was saved; then another stack.
+    let code = file("code.json");
+    env.up(&["--dry-run", "--out", &code]).await.assert_ok();
+    env.change_code();
+    let run = env.up(&["--plan", &code]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("the functions' code changed since (the zip of authorizer"),
+        "{run:?}"
+    );
+    let run = env.up(&["--plan", &code, "--stack", "other"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("it was made for stack chat, not other"), "{run:?}");
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
+
+    // Not a plan at all, and flags that do not go together.
+    std::fs::write(dir.path().join("junk.json"), "{}").unwrap();
+    let run = env.up(&["--plan", &file("junk.json")]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("is not a plan saved by `chatctl up --dry-run --out FILE`"),
+        "{run:?}"
+    );
+    assert_eq!(
+        env.up(&["--out", &file("x.json")]).await.code,
+        2,
+        "--out needs --dry-run"
+    );
+    assert_eq!(env.up(&["--plan", &code, "--dry-run"]).await.code, 2);
+}

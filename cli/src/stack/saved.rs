@@ -1,0 +1,184 @@
+//! Saved plans. `up --dry-run --out FILE` writes the plan with what it was
+//! computed on: the stack, stage, region and account, chatctl's version, the
+//! code it deploys and a fingerprint of the live stack. `up --plan FILE`
+//! applies it only when all of that is still true and the plan computed now
+//! is the same, so what runs is what was approved, or nothing runs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::actual::Actual;
+use super::desired::Code;
+use super::plan::Plan;
+use super::{Function, Names};
+
+/// Bumped when the file's meaning changes.
+const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedPlan {
+    pub format: u32,
+    pub chatctl_version: String,
+    pub stack: String,
+    pub stage: String,
+    pub region: String,
+    pub account: String,
+    /// Each function's code (CodeSha256 of its zip).
+    pub code: BTreeMap<String, String>,
+    /// SHA-256 of the live stack as read when planning.
+    pub live_stack: String,
+    /// The plan, as `up --dry-run --output json` shows it.
+    pub plan: serde_json::Value,
+}
+
+impl SavedPlan {
+    pub fn new(names: &Names, code: &BTreeMap<Function, Code>, actual: &Actual, plan: &Plan) -> Result<SavedPlan> {
+        Ok(SavedPlan {
+            format: FORMAT,
+            chatctl_version: env!("CARGO_PKG_VERSION").to_string(),
+            stack: names.stack.clone(),
+            stage: names.stage.clone(),
+            region: names.region.clone(),
+            account: names.account.clone(),
+            code: code
+                .iter()
+                .map(|(function, code)| (function.short_name().to_string(), code.sha256.clone()))
+                .collect(),
+            live_stack: fingerprint(actual)?,
+            plan: serde_json::to_value(plan)?,
+        })
+    }
+
+    pub fn write(&self, file: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(file, text + "\n").with_context(|| format!("cannot write the plan to {}", file.display()))
+    }
+
+    pub fn read(file: &Path) -> Result<SavedPlan> {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read the plan {}", file.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a plan saved by `chatctl up --dry-run --out FILE`",
+                file.display()
+            )
+        })
+    }
+
+    /// Why this plan, saved earlier, cannot be applied where `now` was just
+    /// computed; `None` when it applies exactly.
+    pub fn mismatch(&self, now: &SavedPlan) -> Option<String> {
+        if self.format != now.format || self.chatctl_version != now.chatctl_version {
+            return Some(format!(
+                "it was made by chatctl {} and this is chatctl {}",
+                self.chatctl_version, now.chatctl_version
+            ));
+        }
+        for (what, saved, here) in [
+            ("stack", &self.stack, &now.stack),
+            ("stage", &self.stage, &now.stage),
+            ("region", &self.region, &now.region),
+            ("account", &self.account, &now.account),
+        ] {
+            if saved != here {
+                return Some(format!("it was made for {what} {saved}, not {here}"));
+            }
+        }
+        if self.code != now.code {
+            let changed: Vec<&str> = now
+                .code
+                .iter()
+                .filter(|(function, sha)| self.code.get(*function) != Some(sha))
+                .map(|(function, _)| function.as_str())
+                .collect();
+            return Some(format!(
+                "the functions' code changed since (the zip of {})",
+                changed.join(", ")
+            ));
+        }
+        if self.live_stack != now.live_stack {
+            return Some("the live stack changed since it was made".into());
+        }
+        if self.plan != now.plan {
+            return Some("the settings (chatctl.toml or options) changed since it was made".into());
+        }
+        None
+    }
+}
+
+/// SHA-256 of what was read of the live stack, independent of the order in
+/// which API Gateway lists an API's parts.
+fn fingerprint(actual: &Actual) -> Result<String> {
+    let mut actual = actual.clone();
+    if let super::actual::Found::Ours(api) = &mut actual.api {
+        api.routes.sort_by(|a, b| a.id.cmp(&b.id));
+        api.integrations.sort_by(|a, b| a.id.cmp(&b.id));
+        api.authorizers.sort_by(|a, b| a.id.cmp(&b.id));
+        api.duplicates.sort();
+    }
+    let bytes = serde_json::to_vec(&actual)?;
+    Ok(Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Reads the plan in `file` and checks it against what was computed now.
+pub fn check(file: &Path, now: &SavedPlan) -> Result<()> {
+    let saved = SavedPlan::read(file)?;
+    if let Some(why) = saved.mismatch(now) {
+        bail!(
+            "cannot apply the plan in {}: {why}. Nothing was changed; make a new plan with `chatctl up --dry-run --out {}`",
+            file.display(),
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved() -> SavedPlan {
+        SavedPlan {
+            format: FORMAT,
+            chatctl_version: "0.1.0".into(),
+            stack: "chat".into(),
+            stage: "dev".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+            code: BTreeMap::from([("join".to_string(), "A".to_string())]),
+            live_stack: "L".into(),
+            plan: serde_json::json!({"changes": []}),
+        }
+    }
+
+    #[test]
+    fn a_plan_applies_only_where_and_as_it_was_made() {
+        let plan = saved();
+        assert_eq!(plan.mismatch(&saved()), None);
+        let differs = |change: fn(&mut SavedPlan)| {
+            let mut now = saved();
+            change(&mut now);
+            plan.mismatch(&now).unwrap()
+        };
+        assert_eq!(
+            differs(|p| p.region = "us-east-1".into()),
+            "it was made for region eu-west-1, not us-east-1"
+        );
+        assert_eq!(
+            differs(|p| p.account = "210987654321".into()),
+            "it was made for account 123456789012, not 210987654321"
+        );
+        assert!(differs(|p| p.chatctl_version = "0.2.0".into()).contains("chatctl 0.1.0"));
+        assert!(
+            differs(|p| {
+                p.code.insert("join".into(), "B".into());
+            })
+            .contains("the zip of join")
+        );
+        assert!(differs(|p| p.live_stack = "M".into()).contains("live stack changed"));
+        assert!(differs(|p| p.plan = serde_json::json!({"changes": [1]})).contains("settings"));
+    }
+}
