@@ -269,6 +269,9 @@ pub fn log_group_action(spec: &LogGroupSpec, state: Option<&LogGroupState>) -> A
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FunctionDiff {
     pub code: bool,
+    /// How the code changes, for people: "code 3f2a1c9b… → 9b1c0d2e…"
+    /// (CodeSha256, live → new), or "code" when only the architecture moves.
+    pub code_change: String,
     pub configuration: Vec<String>,
 }
 
@@ -276,9 +279,17 @@ impl FunctionDiff {
     pub fn into_action(self) -> Action {
         let mut changes = self.configuration;
         if self.code {
-            changes.insert(0, "code".into());
+            changes.insert(0, self.code_change);
         }
         update_or_nothing(changes)
+    }
+}
+
+/// The first characters of a CodeSha256, enough to tell two builds apart.
+fn short_hash(sha: Option<&str>) -> String {
+    match sha {
+        Some(sha) => format!("{}…", sha.chars().take(8).collect::<String>()),
+        None => "-".into(),
     }
 }
 
@@ -291,6 +302,17 @@ pub fn function_diff(spec: &FunctionSpec, state: &FunctionState, role_arn: &str)
         .as_ref()
         .is_some_and(|code| state.code_sha256.as_deref() != Some(code.sha256.as_str()))
         || state.architecture.as_deref() != Some(architecture);
+    if diff.code {
+        let new = spec.code.as_ref().map(|code| code.sha256.as_str());
+        diff.code_change = match new {
+            Some(new) if state.code_sha256.as_deref() != Some(new) => format!(
+                "code {} → {}",
+                short_hash(state.code_sha256.as_deref()),
+                short_hash(Some(new))
+            ),
+            _ => "code".into(),
+        };
+    }
     let mut config = vec![];
     let mut compare = |what: &str, have: Option<String>, want: String| {
         if have.as_deref() != Some(want.as_str()) {
@@ -739,6 +761,12 @@ mod tests {
         old_code.code_sha256 = Some("OLD".into());
         let diff = function_diff(spec, &old_code, &role);
         assert!(diff.code && diff.configuration.is_empty());
+        assert_eq!(
+            diff.into_action(),
+            Action::Update {
+                changes: vec!["code OLD… → NEW…".into()]
+            }
+        );
 
         let mut small = same.clone();
         small.memory_mb = Some(256);
