@@ -124,7 +124,7 @@ fn print_plan(plan: &Plan) {
 }
 
 /// Builds the functions, showing which crates cargo is compiling (on a
-/// terminal) and a line per function built.
+/// terminal) and a line once the functions' binary is compiled.
 async fn build_with_progress(
     root: &std::path::Path,
     arch: crate::settings::Arch,
