@@ -174,18 +174,16 @@ pub fn placeholder_zip(root: &Path) -> Result<Code> {
     std::fs::create_dir_all(&dir)?;
     let zip = dir.join("placeholder.zip");
     if !zip.exists() {
-        let status = std::process::Command::new(root.join(".venv/bin/python"))
-            .args([
-                "-c",
-                "import sys, zipfile\n\
-                 info = zipfile.ZipInfo('bootstrap', (2026, 1, 1, 0, 0, 0))\n\
-                 info.external_attr = 0o755 << 16\n\
-                 zipfile.ZipFile(sys.argv[1], 'w').writestr(info, '#!/bin/sh\\necho this function runs under chatctl dev\\n')",
-            ])
-            .arg(&zip)
-            .status()
-            .context("cannot run the project's Python; run scripts/setup")?;
-        anyhow::ensure!(status.success(), "cannot write {}", zip.display());
+        use std::io::Write;
+        let mut writer = zip::ZipWriter::new(std::fs::File::create(&zip)?);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .unix_permissions(0o755);
+        writer.start_file("bootstrap", options)?;
+        writer.write_all(b"#!/bin/sh\necho this function runs under chatctl dev\n")?;
+        writer
+            .finish()
+            .with_context(|| format!("cannot write {}", zip.display()))?;
     }
     let bytes = std::fs::read(&zip)?;
     Ok(Code {
