@@ -310,19 +310,9 @@ fn query_json(raw: Option<&str>) -> (Option<Value>, Option<Value>) {
     (Some(Value::Object(single)), Some(Value::Object(multi)))
 }
 
+/// A query string's pairs, decoded as API Gateway does (`+` is a space).
 fn form_urlencoded_pairs(raw: &str) -> Vec<(String, String)> {
-    raw.split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (decode(key), decode(value))
-        })
-        .collect()
+    form_urlencoded::parse(raw.as_bytes()).into_owned().collect()
 }
 
 /// Whether every identity source has a non-empty value; API Gateway answers
