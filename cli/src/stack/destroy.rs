@@ -253,3 +253,96 @@ pub async fn table_has_items(aws: &Aws, name: &str) -> Result<bool> {
     }
     Ok(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::stack::Function;
+    use crate::stack::actual::{ApiState, LogGroupState, RoleState};
+
+    fn names() -> Names {
+        Names {
+            stack: "chat".into(),
+            stage: "dev".into(),
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+        }
+    }
+
+    /// A partial stack: the API (and a duplicate an interrupted `up` left),
+    /// one role, no function, one log group, and a role and a table that
+    /// carry our names but not our tag.
+    fn partial() -> Actual {
+        let api = ApiState {
+            id: "a1".into(),
+            protocol: Some("WEBSOCKET".into()),
+            route_selection_expression: None,
+            routes: vec![],
+            integrations: vec![],
+            authorizers: vec![],
+            stage: None,
+            duplicates: vec!["a2".into()],
+        };
+        let role = RoleState {
+            trust_policy: None,
+            policy: None,
+        };
+        Actual {
+            tables: BTreeMap::from([
+                ("chat-connections".to_string(), Found::Foreign(None)),
+                ("chat-messages".to_string(), Found::Missing),
+            ]),
+            roles: BTreeMap::from([
+                ("chat-authorizer".to_string(), Found::Ours(role)),
+                ("chat-handlers".to_string(), Found::Foreign(Some("other".into()))),
+            ]),
+            log_groups: BTreeMap::from([(
+                Function::Join,
+                Found::Ours(LogGroupState {
+                    retention_days: Some(14),
+                }),
+            )]),
+            functions: BTreeMap::from([(Function::Join, Found::Missing)]),
+            api: Found::Ours(api),
+        }
+    }
+
+    #[test]
+    fn teardown_deletes_only_what_is_ours_in_order_and_names_the_rest() {
+        let teardown = Teardown::of(&names(), &partial(), false);
+        assert_eq!(teardown.api_ids, ["a1", "a2"]);
+        assert_eq!(
+            teardown.delete,
+            [
+                "api chat (a1)",
+                "api chat (a2)",
+                "role chat-authorizer",
+                "log group /aws/lambda/chat-join"
+            ]
+        );
+        assert_eq!(teardown.skipped, ["table chat-connections", "IAM role chat-handlers"]);
+        assert!(teardown.kept.is_empty() && teardown.tables().is_empty());
+    }
+
+    #[test]
+    fn keep_data_keeps_every_table_of_ours_and_deletes_the_rest() {
+        let mut actual = partial();
+        let table = crate::stack::actual::TableState {
+            status: "ACTIVE".into(),
+            partition_key: None,
+            sort_key: None,
+            indexes: vec![],
+            billing_mode: None,
+            ttl_attribute: None,
+            item_count: 3,
+        };
+        actual.tables.insert("chat-messages".into(), Found::Ours(table));
+        assert_eq!(Teardown::of(&names(), &actual, false).tables(), ["chat-messages"]);
+        let kept = Teardown::of(&names(), &actual, true);
+        assert_eq!(kept.kept, ["chat-messages"]);
+        assert!(kept.tables().is_empty());
+        assert!(!kept.delete.iter().any(|d| d.starts_with("table")));
+    }
+}
