@@ -518,7 +518,7 @@ async fn put_role_policy(
                 spec.name
             )))?;
     }
-    if changes.iter().any(|c| c == "inline policy") {
+    if changes.iter().any(|c| c.starts_with("inline policy")) {
         put_policy(aws, &spec.name, &policy).await?;
     }
     step(report, "role", &spec.name, "updated");

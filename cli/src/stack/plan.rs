@@ -241,11 +241,72 @@ pub fn role_action(state: Option<&RoleState>, policy: Option<&Value>) -> Action 
     if state.trust_policy.as_ref() != Some(&trust_policy()) {
         changes.push("trust policy".to_string());
     }
-    match policy {
-        Some(policy) if state.policy.as_ref() == Some(policy) => {}
+    match (policy, &state.policy) {
+        (Some(want), Some(have)) if have == want => {}
+        (Some(want), Some(have)) => changes.push(format!("inline policy: {}", policy_changes(have, want))),
         _ => changes.push("inline policy".to_string()),
     }
     update_or_nothing(changes)
+}
+
+/// What a new inline policy grants and revokes, for people: "+ Allow
+/// dynamodb:BatchGetItem on table/chat-connections; - Allow …". Statements
+/// are compared grant by grant (effect, action, resource), so one action
+/// added to a statement reads as that action alone.
+fn policy_changes(have: &Value, want: &Value) -> String {
+    use std::collections::{BTreeMap, BTreeSet};
+    fn list(value: &Value) -> Vec<String> {
+        match value {
+            Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Value::String(one) => vec![one.clone()],
+            _ => vec![],
+        }
+    }
+    fn grants(policy: &Value) -> BTreeSet<(String, String, String)> {
+        let statements = list_of_statements(&policy["Statement"]);
+        let mut grants = BTreeSet::new();
+        for statement in statements {
+            let effect = statement["Effect"].as_str().unwrap_or("?").to_string();
+            for action in list(&statement["Action"]) {
+                for resource in list(&statement["Resource"]) {
+                    grants.insert((effect.clone(), action.clone(), resource));
+                }
+            }
+        }
+        grants
+    }
+    fn list_of_statements(value: &Value) -> Vec<&Value> {
+        match value {
+            Value::Array(items) => items.iter().collect(),
+            Value::Null => vec![],
+            one => vec![one],
+        }
+    }
+    /// An ARN without its partition, service, region and account.
+    fn short(resource: &str) -> &str {
+        match resource.splitn(6, ':').nth(5) {
+            Some(rest) if resource.starts_with("arn:") => rest,
+            _ => resource,
+        }
+    }
+    fn render(sign: char, grants: Vec<&(String, String, String)>) -> Vec<String> {
+        let mut by_action: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+        for (effect, action, resource) in grants {
+            by_action.entry((effect, action)).or_default().push(short(resource));
+        }
+        by_action
+            .into_iter()
+            .map(|((effect, action), resources)| format!("{sign} {effect} {action} on {}", resources.join(", ")))
+            .collect()
+    }
+    let (have, want) = (grants(have), grants(want));
+    let mut lines = render('+', want.difference(&have).collect());
+    lines.extend(render('-', have.difference(&want).collect()));
+    if lines.is_empty() {
+        // Same grants, written differently (Sids, order): rewritten as ours.
+        return "rewritten, same grants".into();
+    }
+    lines.join("; ")
 }
 
 pub fn log_group_action(spec: &LogGroupSpec, state: Option<&LogGroupState>) -> Action {
@@ -714,6 +775,37 @@ mod tests {
                 changes: vec!["inline policy".into()]
             },
             "a policy for an API still to be made"
+        );
+        // A policy from before BatchGetItem was granted: the plan names what it adds.
+        let mut older = policy.clone();
+        let tables = older["Statement"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|s| s["Sid"] == "ChatTables")
+            .unwrap();
+        tables["Action"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|a| a != "dynamodb:BatchGetItem");
+        tables["Action"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!("dynamodb:Scan"));
+        let state_before = crate::stack::actual::RoleState {
+            policy: Some(older),
+            ..state.clone()
+        };
+        assert_eq!(
+            role_action(Some(&state_before), Some(&policy)),
+            Action::Update {
+                changes: vec![
+                    "inline policy: + Allow dynamodb:BatchGetItem on table/chat-connections, \
+                     table/chat-connections/index/*, table/chat-messages; - Allow dynamodb:Scan on \
+                     table/chat-connections, table/chat-connections/index/*, table/chat-messages"
+                        .into()
+                ]
+            }
         );
         let spec = LogGroupSpec {
             function: Function::Join,

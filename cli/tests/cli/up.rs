@@ -796,3 +796,44 @@ async fn a_saved_plan_applies_exactly_or_not_at_all() {
     );
     assert_eq!(env.up(&["--plan", &code, "--dry-run"]).await.code, 2);
 }
+
+/// A role whose inline policy was narrowed by hand: the plan names the
+/// grants `up` puts back, and `up` rewrites only that policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrowed_role_policy_is_shown_grant_by_grant_and_restored() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    let got = env
+        .iam()
+        .get_role_policy()
+        .role_name("chat-handlers")
+        .policy_name("chatctl")
+        .send()
+        .await
+        .unwrap();
+    let mut policy = decode(got.policy_document());
+    for statement in policy["Statement"].as_array_mut().unwrap() {
+        if let Some(actions) = statement["Action"].as_array_mut() {
+            actions.retain(|a| a != "dynamodb:BatchGetItem");
+        }
+    }
+    env.iam()
+        .put_role_policy()
+        .role_name("chat-handlers")
+        .policy_name("chatctl")
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    env.proxy.clear();
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(
+        run.stdout.contains(
+            "~ role chat-handlers (inline policy: + Allow dynamodb:BatchGetItem on table/chat-connections, table/chat-connections/index/*, table/chat-messages)"
+        ),
+        "{run:?}"
+    );
+    assert_eq!(env.mutating_operations(), ["PutRolePolicy"]);
+    assert!(env.up(&[]).await.stdout.contains("No changes"));
+}
