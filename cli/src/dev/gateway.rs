@@ -380,29 +380,9 @@ fn authorization_from(outcome: Outcome, method_arn: &str) -> Authorization {
     Authorization::Allowed(Value::Object(context))
 }
 
-/// IAM resource matching with `*` wildcards.
+/// IAM resource matching: `*` is any run of characters, `?` any one.
 fn arn_matches(pattern: &str, arn: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == arn;
-    }
-    let mut rest = arn;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            let Some(after) = rest.strip_prefix(part) else {
-                return false;
-            };
-            rest = after;
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            match rest.find(part) {
-                Some(at) => rest = &rest[at + part.len()..],
-                None => return false,
-            }
-        }
-    }
-    true
+    wildmatch::WildMatch::new(pattern).matches(arn)
 }
 
 fn refuse(status: StatusCode) -> Response {
@@ -797,6 +777,28 @@ fn gone() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authorizer_policies_match_resources_with_iam_wildcards() {
+        let arn = "arn:aws:execute-api:us-east-1:123456789012:abc123/dev/$connect";
+        for pattern in [
+            arn,
+            "arn:aws:execute-api:us-east-1:123456789012:abc123/*",
+            "arn:aws:execute-api:*:*:abc123/dev/*",
+            "arn:aws:execute-api:us-east-1:123456789012:abc123/?ev/$connect",
+            "*",
+        ] {
+            assert!(arn_matches(pattern, arn), "{pattern}");
+        }
+        for pattern in [
+            "arn:aws:execute-api:us-east-1:123456789012:other/*",
+            "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/*",
+            "arn:aws:execute-api:us-east-1:123456789012:abc123/?/$connect",
+            "",
+        ] {
+            assert!(!arn_matches(pattern, arn), "{pattern}");
+        }
+    }
 
     #[test]
     fn route_selection_follows_the_body_and_falls_back_to_default() {
