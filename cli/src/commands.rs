@@ -8,23 +8,24 @@ use serde::Serialize;
 use crate::EXIT_DRIFT;
 use crate::aws::{Aws, AwsOptions, is_local_endpoint, local_region};
 use crate::build;
-use crate::cli::{Cli, Command, DevArgs, DownArgs, LogsArgs, OutputFormat, RoutesCommand, TokenArgs, UpArgs};
+use crate::cli::{Cli, Command, DownArgs, LogsArgs, OutputFormat, RoutesCommand, TokenArgs, UpArgs};
 use crate::output::{Outputs, Progress, confirm, print_json};
 use crate::settings::{ConfigFile, Overrides, Settings};
 use crate::stack::desired::{Desired, new_secret};
 use crate::stack::plan::{self, Action, Plan};
 use crate::stack::{Names, actual, apply, destroy};
 
-struct Session {
-    settings: Settings,
-    aws: Aws,
-    names: Names,
-    json: bool,
+/// What every command works with: the settings, AWS clients, the stack's names.
+pub(crate) struct Session {
+    pub(crate) settings: Settings,
+    pub(crate) aws: Aws,
+    pub(crate) names: Names,
+    pub(crate) json: bool,
 }
 
 /// Settings from flags and file, and AWS clients. `local_emulator` is the
 /// endpoint of the emulator `chatctl dev` runs, which takes any credentials.
-async fn connect(cli: &Cli, local_emulator: Option<&str>) -> Result<Session> {
+pub(crate) async fn connect(cli: &Cli, local_emulator: Option<&str>) -> Result<Session> {
     let (file, _) = ConfigFile::load(cli.global.config.as_deref())?;
     let overrides = Overrides {
         stack: cli.global.stack.clone(),
@@ -68,16 +69,33 @@ async fn connect(cli: &Cli, local_emulator: Option<&str>) -> Result<Session> {
 
 /// Checks the credentials (learning the account id) while reading the stack:
 /// a no-op `up` thus costs two rounds of calls.
-async fn read(session: &mut Session) -> Result<actual::Actual> {
+pub(crate) async fn read(session: &mut Session) -> Result<actual::Actual> {
     let (account, actual) = tokio::join!(session.aws.account_id(), actual::read(&session.aws, &session.names));
     // A credentials problem explains a failed read better than the read's own error.
     session.names.account = account?;
     actual
 }
 
+/// What the stack should be for `code`, and the plan from `actual` to it:
+/// the one planning step of `up` and `dev`. Names taken by resources that
+/// are not the stack's stop it here.
+pub(crate) fn plan_for(
+    session: &Session,
+    actual: &actual::Actual,
+    code: &BTreeMap<crate::stack::Function, crate::stack::desired::Code>,
+) -> Result<(Desired, String, Plan)> {
+    let secret = actual.token_secret().unwrap_or_else(new_secret);
+    let desired = Desired::new(&session.settings, session.names.clone(), &secret, code);
+    let plan = plan::plan(&desired, actual);
+    if !plan.conflicts.is_empty() {
+        bail!("names this stack needs are taken:\n  {}", plan.conflicts.join("\n  "));
+    }
+    Ok((desired, secret, plan))
+}
+
 pub async fn run(cli: Cli) -> Result<u8> {
     if let Command::Dev(args) = &cli.command {
-        return dev(&cli, args).await;
+        return crate::dev::run(&cli, args).await;
     }
     let mut context = connect(&cli, None).await?;
     let context = &mut context;
@@ -191,15 +209,8 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     let (actual, code) = tokio::join!(read(context), build_step);
     progress.finish();
     let (actual, code) = (actual?, code?);
-    let Session {
-        settings, aws, names, ..
-    } = &*context;
-    let secret = actual.token_secret().unwrap_or_else(new_secret);
-    let desired = Desired::new(settings, names.clone(), &secret, &code);
-    let plan = plan::plan(&desired, &actual);
-    if !plan.conflicts.is_empty() {
-        bail!("names this stack needs are taken:\n  {}", plan.conflicts.join("\n  "));
-    }
+    let (desired, _, plan) = plan_for(context, &actual, &code)?;
+    let Session { aws, names, .. } = &*context;
     if !context.json {
         print_plan(&plan);
     }
@@ -577,174 +588,4 @@ async fn logs(context: &mut Session, args: &LogsArgs) -> Result<u8> {
             _ = tokio::time::sleep(crate::logs::FOLLOW_INTERVAL) => {}
         }
     }
-}
-
-/// `chatctl dev`: provisions the stack into a local emulator with the same
-/// code as `up`, then serves it from the functions' real binaries.
-async fn dev(cli: &Cli, args: &DevArgs) -> Result<u8> {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-
-    use crate::dev::gateway::{self, GatewayConfig, RouteTable};
-    use crate::dev::runtime::{FunctionConfig, LocalFunction};
-    use crate::dev::{emulator::Emulator, logs as dev_logs};
-
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let root = build::find_root(&cwd)
-        .context("chatctl dev runs inside the chatctl repository: it builds and runs the crates in handlers/")?;
-    let idle_timeout = humantime::parse_duration(&args.idle_timeout).with_context(|| {
-        format!(
-            "invalid --idle-timeout {:?}: use a duration like 10m",
-            args.idle_timeout
-        )
-    })?;
-    anyhow::ensure!(
-        (1..=64).contains(&args.instances),
-        "--instances must be between 1 and 64, not {}",
-        args.instances
-    );
-    anyhow::ensure!(
-        (args.instances..=64).contains(&args.max_instances),
-        "--max-instances must be between --instances ({}) and 64, not {}",
-        args.instances,
-        args.max_instances
-    );
-
-    let emulator = match &cli.global.endpoint_url {
-        Some(_) => None,
-        None => Some(Emulator::start(&root)?),
-    };
-    let endpoint = match (&cli.global.endpoint_url, &emulator) {
-        (Some(url), _) => url.clone(),
-        (None, Some(emulator)) => emulator.endpoint().to_string(),
-        (None, None) => unreachable!("an emulator is started when no endpoint is given"),
-    };
-    let mut session = connect(cli, Some(&endpoint)).await?;
-
-    eprintln!(
-        "chatctl dev: building the functions and provisioning stack {} into {endpoint}",
-        session.names.stack
-    );
-    let build_step = async {
-        if !args.no_build {
-            build::build_host(&root).await?;
-        }
-        Ok::<_, anyhow::Error>(())
-    };
-    let provision = async {
-        // Lambda code is not run by the emulator; a placeholder zip stands in for it.
-        let placeholder = build::placeholder_zip(&root)?;
-        let code = crate::stack::Function::ALL
-            .into_iter()
-            .map(|f| (f, placeholder.clone()))
-            .collect();
-        let actual = read(&mut session).await?;
-        let secret = actual.token_secret().unwrap_or_else(new_secret);
-        let desired = Desired::new(&session.settings, session.names.clone(), &secret, &code);
-        let plan = plan::plan(&desired, &actual);
-        if !plan.conflicts.is_empty() {
-            bail!("names this stack needs are taken:\n  {}", plan.conflicts.join("\n  "));
-        }
-        if !plan.is_noop() {
-            let report = |step: apply::Step| tracing::debug!("{} {}: {}", step.kind, step.name, step.done);
-            apply::apply(&session.aws, &desired, &actual, &report).await?;
-        }
-        Ok::<_, anyhow::Error>((desired, secret))
-    };
-    let ((), (desired, secret)) = tokio::try_join!(build_step, provision)?;
-    let Session { aws, names, .. } = &session;
-    let api = crate::stack::actual::read_api(aws, names).await?;
-    let api = api.ours().context("the API was not provisioned")?;
-    let routes = RouteTable::from_api(api);
-
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
-        .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{}; pass another --port", args.port))?;
-    let port = listener.local_addr()?.port();
-    let callback = format!("http://127.0.0.1:{port}/{}", names.stage);
-    let (sink, log_task) = dev_logs::forwarder(aws.logs.clone(), true);
-    let mut functions = HashMap::new();
-    for spec in &desired.functions {
-        let mut env = spec.env.clone();
-        env.insert("AWS_ENDPOINT_URL".into(), endpoint.clone());
-        env.insert(chat_core::config::vars::CALLBACK_URL.into(), callback.clone());
-        env.insert("AWS_ACCESS_KEY_ID".into(), crate::aws::LOCAL_ACCESS_KEY.into());
-        env.insert("AWS_SECRET_ACCESS_KEY".into(), crate::aws::LOCAL_ACCESS_KEY.into());
-        env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
-        let config = FunctionConfig {
-            name: spec.name.clone(),
-            binary: build::target_dir(&root).join("debug").join(build::BINARY),
-            handler: spec.function.short_name().into(),
-            memory_mb: spec.memory_mb,
-            timeout: std::time::Duration::from_secs(spec.timeout_seconds as u64),
-            env,
-            region: names.region.clone(),
-            instances: args.instances,
-            max_instances: args.max_instances,
-        };
-        functions.insert(
-            spec.name.clone(),
-            Arc::new(LocalFunction::start(config, sink.clone()).await?),
-        );
-    }
-    let gateway_config = GatewayConfig {
-        api_id: api.id.clone(),
-        stage: names.stage.clone(),
-        region: names.region.clone(),
-        account: names.account.clone(),
-        routes,
-        functions,
-        idle_timeout,
-        max_lifetime: gateway::MAX_CONNECTION_LIFETIME,
-    };
-    let running: Vec<Arc<LocalFunction>> = gateway_config.functions.values().cloned().collect();
-    let url = format!("ws://127.0.0.1:{port}/{}", names.stage);
-    let token_mode = session.settings.auth == crate::settings::AuthMode::Token;
-    let page = crate::dev::web::PageConfig {
-        url: url.clone(),
-        auth: if token_mode { "token" } else { "none" }.into(),
-        user: "alice".into(),
-        room: "lobby".into(),
-        token_endpoint: token_mode.then(|| "token.json".into()),
-    };
-    let site = crate::dev::web::router(page, token_mode.then(|| secret.clone()));
-    let (api_router, gateway_handle) = gateway::router(gateway_config);
-    let server = tokio::spawn(gateway::serve(listener, api_router.merge(site)));
-    let watcher = (!args.no_watch).then(|| {
-        tokio::spawn(crate::dev::watch::watch(root.clone(), running, |message| {
-            eprintln!("chatctl dev: {message}")
-        }))
-    });
-
-    println!("Stack {} runs locally.", names.stack);
-    println!("Web client:        http://127.0.0.1:{port}/");
-    println!("WebSocket URL:     {url}");
-    println!("@connections URL:  {callback}/@connections");
-    println!("AWS endpoint:      {endpoint}  (pass --endpoint-url {endpoint} to other chatctl commands)");
-    if token_mode {
-        let token = crate::token::mint_with(&secret, "alice", crate::dev::web::DEV_TOKEN_TTL)?.token;
-        println!("Token for alice:   {token}");
-        println!("Try:               npx wscat -c '{url}?token={token}&room=lobby'");
-    } else {
-        println!("Try:               npx wscat -c '{url}?user=alice&room=lobby'");
-    }
-    println!("Ready. Ctrl-C stops everything.");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        result = server => {
-            result.context("the local gateway stopped")?.context("the local gateway failed")?;
-        }
-    }
-    eprintln!("chatctl dev: stopping");
-    // Clients see 1001 (going away) and `$disconnect` runs, so a stack in a
-    // lasting emulator (--endpoint-url) keeps no records of dead connections.
-    let closed = gateway_handle.shut_down(std::time::Duration::from_secs(5)).await;
-    if closed > 0 {
-        eprintln!("chatctl dev: closed {closed} connections");
-    }
-    if let Some(watcher) = watcher {
-        watcher.abort();
-    }
-    log_task.abort();
-    Ok(0)
 }
