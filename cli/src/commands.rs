@@ -149,15 +149,14 @@ async fn build_with_progress(
     progress: &Progress,
 ) -> Result<build::Built> {
     let mut compiling: Vec<String> = vec![];
-    let mut compiled = 0;
     build::build(root, arch, |event| match event {
         build::BuildProgress::Compiling(unit) => {
-            compiled += 1;
             compiling.push(unit);
             let recent: Vec<&str> = compiling.iter().rev().take(4).map(String::as_str).collect();
             progress.set_message(format!(
-                "building the functions: compiling {} ({compiled} crates so far)",
-                recent.join(", ")
+                "building the functions: compiling {} ({} crates so far)",
+                recent.join(", "),
+                compiling.len()
             ));
         }
         build::BuildProgress::Built => {
@@ -214,17 +213,20 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     if !context.json {
         print_plan(&plan);
     }
-    let saved = crate::stack::saved::SavedPlan::new(names, &code, &actual, &plan)?;
-    if let Some(file) = &args.out {
-        saved.write(file)?;
-        eprintln!(
-            "Plan saved to {}; apply exactly it with `chatctl up --plan {}`.",
-            file.display(),
-            file.display()
-        );
-    }
-    if let Some(file) = &args.plan {
-        crate::stack::saved::check(file, &saved)?;
+    // What this plan was computed on, for a plan saved now or one to apply.
+    if args.out.is_some() || args.plan.is_some() {
+        let saved = crate::stack::saved::SavedPlan::new(names, &code, &actual, &plan)?;
+        if let Some(file) = &args.out {
+            saved.write(file)?;
+            eprintln!(
+                "Plan saved to {}; apply exactly it with `chatctl up --plan {}`.",
+                file.display(),
+                file.display()
+            );
+        }
+        if let Some(file) = &args.plan {
+            crate::stack::saved::check(file, &saved)?;
+        }
     }
     let existing_outputs = actual.api.ours().map(|api| outputs(names, &api.id));
     if plan.is_noop() || args.dry_run {

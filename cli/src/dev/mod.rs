@@ -72,11 +72,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
     };
     let provision = async {
         // Lambda code is not run by the emulator; a placeholder zip stands in for it.
-        let placeholder = build::placeholder_zip(&root)?;
-        let code = crate::stack::Function::ALL
-            .into_iter()
-            .map(|f| (f, placeholder.clone()))
-            .collect();
+        let code = build::for_every_function(build::placeholder_zip(&root)?);
         let actual = read(&mut session).await?;
         let (desired, secret, plan) = plan_for(&session, &actual, &code)?;
         if !plan.is_noop() {

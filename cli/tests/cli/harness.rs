@@ -19,6 +19,16 @@ impl Run {
     }
 }
 
+/// Runs `command` to its end.
+async fn run(mut command: tokio::process::Command) -> Run {
+    let output = command.output().await.expect("cannot run chatctl");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -85,35 +95,18 @@ impl Env {
         self.chatctl_without(args, &self.proxy.endpoint(), &[]).await
     }
 
+    /// Runs chatctl with `args` and these environment variables set.
+    pub async fn chatctl_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
+        let mut command = self.command(args, &self.proxy.endpoint(), &[]);
+        command.envs(vars.iter().copied());
+        run(command).await
+    }
+
     /// Runs chatctl without the environment variables `unset`, against
     /// `endpoint` (an endpoint on this machine is taken for an emulator,
     /// which needs no credentials or region).
-    /// Runs chatctl with `args` and these environment variables set.
-    pub async fn chatctl_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
-        let output = self
-            .command(args, &self.proxy.endpoint(), &[])
-            .envs(vars.iter().copied())
-            .output()
-            .await
-            .expect("cannot run chatctl");
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
     pub async fn chatctl_without(&self, args: &[&str], endpoint: &str, unset: &[&str]) -> Run {
-        let output = self
-            .command(args, endpoint, unset)
-            .output()
-            .await
-            .expect("cannot run chatctl");
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        run(self.command(args, endpoint, unset)).await
     }
 
     /// Runs chatctl with `args` against the proxy from `dir`, with the
@@ -131,12 +124,8 @@ impl Env {
         let mut paths = vec![workspace_root().join(".venv/bin")];
         paths.extend(std::env::split_paths(&path));
         command.env("PATH", std::env::join_paths(paths).unwrap());
-        let output = command.current_dir(dir).output().await.expect("cannot run chatctl");
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        command.current_dir(dir);
+        run(command).await
     }
 
     /// Starts chatctl with `args` against the proxy, to be killed midway.
