@@ -44,6 +44,16 @@ before the server starts, so that product code stays right for real AWS:
   stage; GetStage/GetStages (and CreateStage given a deploymentId) then show
   deploymentId.
 
+- DynamoDB, TagResource: moto appends the tags it is given, so a key tagged
+  again holds two values. On AWS a tag given again replaces the old value
+  (DynamoDB API reference, TagResource). Here it does.
+
+- API Gateway v2, TagResource / UntagResource / GetTags of a stage
+  (arn:...:apigateway:REGION::/apis/ID/stages/NAME): moto keeps them apart
+  from the stage, so GetStage never shows them. chatctl tags its stage in
+  place when the tags in chatctl.toml change. Here they are the stage's own
+  tags, which GetStage shows.
+
 The API Gateway v2 additions are pinned by testkit/tests/moto_extensions.rs,
 which drives them through the Rust SDK; every test there fails on a plain
 moto server.
@@ -367,6 +377,60 @@ class _ResponseUpdateStage:
 _graft(_StageWithDeploymentId, Stage)
 _graft(_BackendUpdateStage, ApiGatewayV2Backend)
 _graft(_ResponseUpdateStage, ApiGatewayV2Response)
+
+
+# --- DynamoDB: a tag given again replaces the old value ---------------------
+
+
+class _BackendTagsReplaced:
+    def tag_resource(self, arn, tags):
+        for table in self.tables.values():
+            if table.table_arn == arn:
+                table.tags = [tag for tag in table.tags if tag["Key"] not in tags]
+                table.tags.extend({"Key": key, "Value": value} for key, value in tags.items())
+
+
+_graft(_BackendTagsReplaced, DynamoDBBackend)
+DynamoDBBackend.tag_resource = _serialised(DynamoDBBackend.tag_resource)
+
+
+# --- API Gateway v2: tags of a stage are the stage's ------------------------
+
+_moto_tag_resource = ApiGatewayV2Backend.tag_resource
+_moto_untag_resource = ApiGatewayV2Backend.untag_resource
+_moto_get_tags = ApiGatewayV2Backend.get_tags
+
+
+def _stage_of(backend, resource_arn):
+    """The stage a tagging ARN names, or None for any other resource."""
+    _, _, path = resource_arn.partition("::")
+    parts = path.strip("/").split("/")
+    if len(parts) == 4 and parts[0] == "apis" and parts[2] == "stages":
+        return backend.get_api(parts[1]).get_stage(parts[3])
+    return None
+
+
+class _BackendStageTags:
+    def tag_resource(self, resource_arn, tags):
+        stage = _stage_of(self, resource_arn)
+        if stage is None:
+            return _moto_tag_resource(self, resource_arn, tags)
+        stage.tags = {**(stage.tags or {}), **(tags or {})}
+
+    def untag_resource(self, resource_arn, tag_keys):
+        stage = _stage_of(self, resource_arn)
+        if stage is None:
+            return _moto_untag_resource(self, resource_arn, tag_keys)
+        stage.tags = {k: v for k, v in (stage.tags or {}).items() if k not in tag_keys}
+
+    def get_tags(self, resource_id):
+        stage = _stage_of(self, resource_id)
+        if stage is None:
+            return _moto_get_tags(self, resource_id)
+        return dict(stage.tags or {})
+
+
+_graft(_BackendStageTags, ApiGatewayV2Backend)
 
 
 def _exit_with_parent():

@@ -208,7 +208,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     let (actual, code) = tokio::join!(read(context), build_step);
     progress.finish();
     let (actual, code) = (actual?, code?);
-    let (desired, _, plan) = plan_for(context, &actual, &code)?;
+    let (desired, _, mut plan) = plan_for(context, &actual, &code)?;
     let Session { aws, names, .. } = &*context;
     if !context.json {
         print_plan(&plan);
@@ -225,7 +225,8 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
             );
         }
         if let Some(file) = &args.plan {
-            crate::stack::saved::check(file, &saved)?;
+            // What runs is the saved plan's steps, shown to be still right.
+            plan = crate::stack::saved::check(file, &saved)?;
         }
     }
     let existing_outputs = actual.api.ours().map(|api| outputs(names, &api.id));
@@ -258,7 +259,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     }
     let progress = Progress::start("applying", context.json);
     let report = |step| progress.step(step);
-    let result = apply::apply(aws, &desired, &actual, &report).await;
+    let result = apply::apply(aws, &desired, &plan, &report).await;
     progress.finish();
     let api_id = result?;
     let outputs = outputs(names, &api_id);
@@ -421,12 +422,12 @@ async fn status(context: &mut Session) -> Result<u8> {
             let (state, details) = match &change.action {
                 Action::NoChange => ("present", vec![]),
                 Action::Create => ("missing", vec![]),
-                Action::Update { changes } => ("drifted", changes.clone()),
+                Action::Update { changes } => ("drifted", changes.iter().map(|c| c.to_string()).collect()),
                 Action::Replace { reason } => ("drifted", vec![reason.clone()]),
                 Action::Delete => ("drifted", vec!["not part of the stack".into()]),
             };
             ResourceStatus {
-                kind: change.kind,
+                kind: change.kind.as_str(),
                 name: change.name.clone(),
                 state,
                 details,

@@ -140,6 +140,7 @@ mod tests {
             }],
             stage: None,
             duplicates: vec![],
+            tags: Default::default(),
         };
         let rows = rows(&api);
         let keys: Vec<_> = rows.iter().map(|r| r.route_key.as_str()).collect();

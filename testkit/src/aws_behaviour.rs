@@ -130,6 +130,11 @@ pub struct Behaviours {
     /// `ResourceInUseException`, ListTagsOfResource / TagResource /
     /// UntagResource and item operations `ResourceNotFoundException`. After
     /// DeleteTable, DescribeTable shows `DELETING` for `table_deleting`.
+    /// After an UpdateTable that creates or deletes a global secondary
+    /// index, the table is `UPDATING` (a new index `CREATING`, backfilling)
+    /// for `table_creating`: another index change meanwhile gets
+    /// `LimitExceededException`, any other UpdateTable or a DeleteTable
+    /// `ResourceInUseException`.
     pub table_creating: bool,
     /// ListTagsOfResource answers the tags from before the last change (none
     /// after CreateTable) for `tag_lag` after CreateTable-with-tags /
@@ -425,6 +430,9 @@ pub(crate) struct LayerState {
     creating: HashMap<String, Instant>,
     /// Table name → DELETING until, and its description.
     deleting: HashMap<String, (Instant, Value)>,
+    /// Table name → UPDATING until (an index being built or deleted), and
+    /// the index being built, if any.
+    updating: HashMap<String, (Instant, Option<String>)>,
     /// DynamoDB ARN → tags answered until then.
     tag_lags: HashMap<String, (Instant, Vec<Value>)>,
     /// Requests whose answer was lost once.
@@ -492,6 +500,7 @@ impl LayerState {
             functions: HashMap::new(),
             creating: HashMap::new(),
             deleting: HashMap::new(),
+            updating: HashMap::new(),
             tag_lags: HashMap::new(),
             lost: HashSet::new(),
             lambda_control: None,
@@ -678,6 +687,7 @@ impl LayerState {
         let operation = request.operation;
         self.creating.retain(|_, until| now < *until);
         self.deleting.retain(|_, (until, _)| now < *until);
+        self.updating.retain(|_, (until, _)| now < *until);
         self.tag_lags.retain(|_, (until, _)| now < *until);
         let tables = tables_of(operation, &body);
         plan.table = tables.first().cloned();
@@ -708,6 +718,33 @@ impl LayerState {
                                 StatusCode::BAD_REQUEST,
                                 "ResourceNotFoundException",
                                 "Requested resource not found",
+                            )));
+                        }
+                        _ => {}
+                    }
+                }
+                if self.updating.contains_key(table) {
+                    // DynamoDB API reference, UpdateTable ("one global
+                    // secondary index per operation"); the error as users
+                    // report it: architect/architect #334, taoensso/faraday #80.
+                    let index_change = body["GlobalSecondaryIndexUpdates"]
+                        .as_array()
+                        .is_some_and(|updates| !updates.is_empty());
+                    match operation {
+                        "UpdateTable" if index_change => {
+                            return Some(Ok(LayerError::new(
+                                StatusCode::BAD_REQUEST,
+                                "LimitExceededException",
+                                "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table",
+                            )));
+                        }
+                        "UpdateTable" | "DeleteTable" => {
+                            return Some(Ok(LayerError::new(
+                                StatusCode::BAD_REQUEST,
+                                "ResourceInUseException",
+                                format!(
+                                    "Attempt to change a resource which is still in use: Table is being updated: {table}"
+                                ),
                             )));
                         }
                         _ => {}
@@ -992,9 +1029,31 @@ impl LayerState {
                     return true;
                 }
             }
+            "UpdateTable" if b.table_creating => {
+                let Some(table) = plan.table.clone() else { return false };
+                let updates = request_body["GlobalSecondaryIndexUpdates"].as_array();
+                if updates.is_none_or(|updates| updates.is_empty()) {
+                    return false;
+                }
+                let created = updates
+                    .into_iter()
+                    .flatten()
+                    .find_map(|u| u["Create"]["IndexName"].as_str().map(str::to_string));
+                let description = &mut json["TableDescription"];
+                set_updating(description, created.as_deref());
+                self.updating.insert(table, (now + b.timings.table_creating, created));
+                return true;
+            }
             "DescribeTable" => {
                 if let Some(table) = &plan.table {
                     self.learn_key_schemas(table, &json["Table"]);
+                }
+                if let Some(table) = &plan.table
+                    && let Some((until, created)) = self.updating.get(table)
+                    && now < *until
+                {
+                    set_updating(&mut json["Table"], created.as_deref());
+                    return true;
                 }
                 if let Some(table) = &plan.table
                     && self.creating.get(table).is_some_and(|until| now < *until)
@@ -1230,6 +1289,23 @@ fn set_table_status(description: &mut Value, status: &str) {
     if let Some(indexes) = description["GlobalSecondaryIndexes"].as_array_mut() {
         for index in indexes {
             index["IndexStatus"] = json!(status);
+        }
+    }
+}
+
+/// A table building index `created` (or deleting one): `UPDATING`, the new
+/// index `CREATING` and backfilling.
+fn set_updating(description: &mut Value, created: Option<&str>) {
+    if !description.is_object() {
+        return;
+    }
+    description["TableStatus"] = json!("UPDATING");
+    if let Some(indexes) = description["GlobalSecondaryIndexes"].as_array_mut() {
+        for index in indexes {
+            if created.is_some() && index["IndexName"].as_str() == created {
+                index["IndexStatus"] = json!("CREATING");
+                index["Backfilling"] = json!(true);
+            }
         }
     }
 }

@@ -2,7 +2,8 @@
 //! moto, driven through the real Rust SDK: GetAuthorizers, CreateDeployment,
 //! GetDeployments, GetDeployment, DeleteDeployment and UpdateStage. On a plain
 //! moto server each of these fails with 404 or 500. Also DynamoDB transactions
-//! backed up item by item instead of table by table.
+//! backed up item by item instead of table by table, a DynamoDB tag given
+//! again replacing its value, and a stage's tags changed in place.
 
 use aws_sdk_apigatewayv2::Client;
 use aws_sdk_apigatewayv2::types::{
@@ -396,4 +397,105 @@ async fn a_cancelled_transaction_leaves_every_item_as_it_was() {
             ("deleted".to_string(), "old".to_string())
         ]
     );
+}
+
+/// A stage tagged in place through its ARN shows its tags in GetStage and
+/// GetTags, as on AWS; a plain moto server keeps them apart (GetStage shows
+/// only the tags given to CreateStage).
+#[tokio::test]
+async fn a_stage_is_tagged_and_untagged_in_place() {
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let api = chat_api(&client, true).await;
+    client
+        .create_stage()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .tags("chatctl:stack", "chat")
+        .tags("old", "x")
+        .send()
+        .await
+        .unwrap();
+    let arn = format!("arn:aws:apigateway:us-east-1::/apis/{}/stages/dev", api.id);
+
+    client
+        .tag_resource()
+        .resource_arn(&arn)
+        .tags("team", "chat")
+        .send()
+        .await
+        .unwrap();
+    client
+        .untag_resource()
+        .resource_arn(&arn)
+        .tag_keys("old")
+        .send()
+        .await
+        .unwrap();
+
+    let stage = client
+        .get_stage()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .send()
+        .await
+        .unwrap();
+    let tags = stage.tags().unwrap();
+    assert_eq!(tags.get("team").map(String::as_str), Some("chat"));
+    assert_eq!(tags.get("chatctl:stack").map(String::as_str), Some("chat"));
+    assert!(!tags.contains_key("old"), "{tags:?}");
+    let listed = client.get_tags().resource_arn(&arn).send().await.unwrap();
+    assert_eq!(listed.tags(), Some(tags));
+}
+
+/// A DynamoDB tag given again replaces its value (on a plain moto server the
+/// table then holds the key twice).
+#[tokio::test]
+async fn a_dynamodb_tag_given_again_replaces_its_value() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Tag,
+    };
+    let moto = Moto::start();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let tag = |key: &str, value: &str| Tag::builder().key(key).value(value).build().unwrap();
+    let created = dynamodb
+        .create_table()
+        .table_name("tagged")
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .tags(tag("team", "web"))
+        .send()
+        .await
+        .unwrap();
+    let arn = created.table_description().unwrap().table_arn().unwrap().to_string();
+
+    dynamodb
+        .tag_resource()
+        .resource_arn(&arn)
+        .tags(tag("team", "chat"))
+        .send()
+        .await
+        .unwrap();
+
+    let listed = dynamodb
+        .list_tags_of_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let tags: Vec<(&str, &str)> = listed.tags().iter().map(|t| (t.key(), t.value())).collect();
+    assert_eq!(tags, [("team", "chat")]);
 }

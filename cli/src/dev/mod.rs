@@ -77,7 +77,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         let (desired, secret, plan) = plan_for(&session, &actual, &code)?;
         if !plan.is_noop() {
             let report = |step: apply::Step| tracing::debug!("{} {}: {}", step.kind, step.name, step.done);
-            apply::apply(&session.aws, &desired, &actual, &report).await?;
+            apply::apply(&session.aws, &desired, &plan, &report).await?;
         }
         Ok::<_, anyhow::Error>((desired, secret))
     };

@@ -58,6 +58,8 @@ pub struct TableState {
     /// Not part of a saved plan's fingerprint: DynamoDB refreshes it about every 6 hours.
     #[serde(skip)]
     pub item_count: i64,
+    /// Every tag, the stack's included.
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,11 +67,15 @@ pub struct RoleState {
     pub trust_policy: Option<Value>,
     /// Our inline policy, when present.
     pub policy: Option<Value>,
+    /// Every tag, the stack's included.
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LogGroupState {
     pub retention_days: Option<i32>,
+    /// Every tag, the stack's included.
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -85,6 +91,8 @@ pub struct FunctionState {
     pub code_sha256: Option<String>,
     /// Statement id → source ARN of the resource policy's statements.
     pub permissions: BTreeMap<String, String>,
+    /// Every tag, the stack's included.
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -119,6 +127,8 @@ pub struct AuthorizerState {
 pub struct StageState {
     pub deployment_id: Option<String>,
     pub description: Option<String>,
+    /// Every tag, the stack's included.
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -133,6 +143,8 @@ pub struct ApiState {
     /// Other APIs of this stack with the same name (an interrupted run or
     /// two runs at once made them): `up` and `down` delete them.
     pub duplicates: Vec<String>,
+    /// Every tag, the stack's included.
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -201,15 +213,15 @@ pub async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String,
         super::apply::wait_until_table_gone(aws, name).await?;
         return Ok((name.to_string(), Found::Missing));
     }
-    let tag = match read_table_tag(aws, name, &table).await? {
-        TableTag::Read(tag) => tag,
+    let tags = match read_table_tags(aws, name, &table).await? {
+        TableTag::Read(tags) => tags,
         TableTag::Creating => {
             // ListTagsOfResource answers ResourceNotFoundException while the
             // table is CREATING (aws-facts.md §10; cortex #1369): its owner
             // is known once it is ACTIVE.
             table = super::apply::wait_for_table(aws, name).await?;
-            match read_table_tag(aws, name, &table).await? {
-                TableTag::Read(tag) => tag,
+            match read_table_tags(aws, name, &table).await? {
+                TableTag::Read(tags) => tags,
                 TableTag::Creating => anyhow::bail!("DynamoDB table {name} is ACTIVE but its tags cannot be read"),
             }
         }
@@ -257,13 +269,15 @@ pub async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String,
             .map(|b| b.as_str().to_string()),
         ttl_attribute,
         item_count: table.item_count().unwrap_or(0),
+        tags,
     };
+    let tag = state.tags.get(STACK_TAG).cloned();
     Ok((name.to_string(), Found::classify(&names.stack, tag.as_deref(), state)))
 }
 
 enum TableTag {
-    /// The stack tag's value, if the table has one.
-    Read(Option<String>),
+    /// Every tag of the table.
+    Read(BTreeMap<String, String>),
     /// The tags cannot be read yet: the table is being created.
     Creating,
 }
@@ -277,10 +291,10 @@ const TAG_LAG_WINDOW: Duration = Duration::from_secs(300);
 const TAG_LAG_WAIT: Duration = Duration::from_secs(10);
 const TAG_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The stack tag of a table. A table without any tag that was created in the
+/// The tags of a table. A table without any tag that was created in the
 /// last minutes may be ours with tags not yet readable, so its tags are read
 /// again for a while before it is taken for someone else's.
-async fn read_table_tag(aws: &Aws, name: &str, table: &TableDescription) -> Result<TableTag> {
+async fn read_table_tags(aws: &Aws, name: &str, table: &TableDescription) -> Result<TableTag> {
     let arn = table.table_arn().unwrap_or_default();
     let recent = table
         .creation_date_time()
@@ -289,22 +303,45 @@ async fn read_table_tag(aws: &Aws, name: &str, table: &TableDescription) -> Resu
         .is_some_and(|age| age < TAG_LAG_WINDOW);
     let started = Instant::now();
     loop {
-        let tags = match aws.dynamodb.list_tags_of_resource().resource_arn(arn).send().await {
-            Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(TableTag::Creating),
-            other => other
-                .map_err(failed(format!("cannot read the tags of DynamoDB table {name}")))?
-                .tags
-                .unwrap_or_default(),
+        let Some(tags) = list_table_tags(aws, name, arn).await? else {
+            return Ok(TableTag::Creating);
         };
         if !(recent && tags.is_empty() && started.elapsed() < TAG_LAG_WAIT) {
-            let tag = tags
-                .iter()
-                .find(|t| t.key() == STACK_TAG)
-                .map(|t| t.value().to_string());
-            return Ok(TableTag::Read(tag));
+            return Ok(TableTag::Read(tags));
         }
         tokio::time::sleep(TAG_POLL_INTERVAL).await;
     }
+}
+
+/// Every tag of a table, every page; None while the table is being created
+/// (ListTagsOfResource then answers ResourceNotFoundException).
+pub async fn list_table_tags(aws: &Aws, name: &str, arn: &str) -> Result<Option<BTreeMap<String, String>>> {
+    let what = format!("cannot read the tags of DynamoDB table {name}");
+    let pages = all_pages(&what, |token| {
+        let what = &what;
+        async move {
+            match aws
+                .dynamodb
+                .list_tags_of_resource()
+                .resource_arn(arn)
+                .set_next_token(token)
+                .send()
+                .await
+            {
+                Err(err) if is_code(&err, &["ResourceNotFoundException"]) => Ok((vec![None], None)),
+                other => {
+                    let page = other.map_err(failed(what))?;
+                    let tags = page
+                        .tags()
+                        .iter()
+                        .map(|t| Some((t.key().to_string(), t.value().to_string())));
+                    Ok((tags.collect(), page.next_token))
+                }
+            }
+        }
+    })
+    .await?;
+    Ok(pages.into_iter().collect())
 }
 
 pub async fn read_role(aws: &Aws, names: &Names, name: &str) -> Result<(String, Found<RoleState>)> {
@@ -323,11 +360,12 @@ pub async fn read_role(aws: &Aws, names: &Names, name: &str) -> Result<(String, 
     let Some(role) = role.role else {
         return Ok((name.to_string(), Found::Missing));
     };
-    let tag = role
+    let tags: BTreeMap<String, String> = role
         .tags()
         .iter()
-        .find(|t| t.key() == STACK_TAG)
-        .map(|t| t.value().to_string());
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    let tag = tags.get(STACK_TAG).cloned();
     let policy = match policy {
         Err(err) if is_code(&err, &["NoSuchEntity"]) => None,
         other => Some(decode_policy(
@@ -339,6 +377,7 @@ pub async fn read_role(aws: &Aws, names: &Names, name: &str) -> Result<(String, 
     let state = RoleState {
         trust_policy: role.assume_role_policy_document().map(decode_policy).transpose()?,
         policy,
+        tags,
     };
     Ok((name.to_string(), Found::classify(&names.stack, tag.as_deref(), state)))
 }
@@ -376,8 +415,9 @@ async fn read_log_groups(aws: &Aws, names: &Names) -> Result<BTreeMap<Function, 
                 .send()
                 .await
                 .map_err(failed(format!("cannot read the tags of log group {name}")))?;
-            let tag = tags.tags().and_then(|t| t.get(STACK_TAG)).cloned();
-            let state = LogGroupState { retention_days };
+            let tags: BTreeMap<String, String> = tags.tags.unwrap_or_default().into_iter().collect();
+            let tag = tags.get(STACK_TAG).cloned();
+            let state = LogGroupState { retention_days, tags };
             Ok((function, Found::classify(&names.stack, tag.as_deref(), state)))
         }
     });
@@ -400,7 +440,8 @@ pub async fn read_function(aws: &Aws, names: &Names, function: Function) -> Resu
             error.message()
         );
     }
-    let tag = got.tags().and_then(|t| t.get(STACK_TAG)).cloned();
+    let tags: BTreeMap<String, String> = got.tags.clone().unwrap_or_default().into_iter().collect();
+    let tag = tags.get(STACK_TAG).cloned();
     let Some(config) = got.configuration else {
         return Ok((function, Found::Missing));
     };
@@ -429,6 +470,7 @@ pub async fn read_function(aws: &Aws, names: &Names, function: Function) -> Resu
             .unwrap_or_default(),
         code_sha256: config.code_sha256().map(str::to_string),
         permissions,
+        tags,
     };
     Ok((function, Found::classify(&names.stack, tag.as_deref(), state)))
 }
@@ -533,6 +575,7 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
             Some(StageState {
                 deployment_id: stage.deployment_id,
                 description: stage.description,
+                tags: stage.tags.unwrap_or_default().into_iter().collect(),
             })
         }
     };
@@ -550,6 +593,7 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
             .filter(|(i, _)| *i != chosen)
             .filter_map(|(_, api)| api.api_id().map(str::to_string))
             .collect(),
+        tags: api.tags.clone().unwrap_or_default().into_iter().collect(),
     }))
 }
 

@@ -1,18 +1,20 @@
-//! Applies a plan: creates and updates what differs, in dependency order,
-//! with independent steps running concurrently, and waits until every
-//! resource is usable.
+//! Executes a plan: exactly its steps, in dependency order, with independent
+//! steps running concurrently, resolving the ids that exist only once a step
+//! has run (a new API's, integration's, authorizer's), and waits until every
+//! resource is usable. Nothing is decided here that the plan did not say.
 //!
 //! Order (each arrow a real dependency): role → function → integration →
 //! route → deployment. Tables, log groups and the API run beside the roles.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_apigatewayv2::types::{AuthorizationType, AuthorizerType, IntegrationType, ProtocolType};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TableDescription, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, DeleteGlobalSecondaryIndexAction,
+    GlobalSecondaryIndex, GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TableDescription, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_lambda::config::http::HttpResponse;
 use aws_sdk_lambda::error::SdkError;
@@ -24,13 +26,13 @@ use aws_sdk_lambda::types::{
 use futures::future::try_join_all;
 
 use super::Function;
-use super::actual::{Actual, ApiState, Found};
+use super::actual::Found;
 use super::api_writes::{ApiWrites, sent_once};
-use super::desired::{Desired, FunctionSpec, POLICY_NAME, ROUTE_SELECTION_EXPRESSION, RoleSpec, TableSpec};
-use super::plan::{
-    self, Action, PERMISSION_ID, RouteTarget, deployment_description, function_diff, permission_source_arn,
-    role_action, route_diff, table_action,
+use super::desired::{
+    Desired, FunctionSpec, LogGroupSpec, POLICY_NAME, ROUTE_SELECTION_EXPRESSION, RoleSpec, TableSpec,
 };
+use super::plan::{self, Action, Detail, Kind, PERMISSION_ID, Plan, deployment_description, permission_source_arn};
+use super::tags::{Tagged, retag};
 use crate::aws::{Aws, Budget, failed, is_code, retry, retry_error};
 
 /// How often a state is polled while waiting for it: short enough that a
@@ -38,6 +40,8 @@ use crate::aws::{Aws, Budget, failed, is_code, retry, retry_error};
 /// often make 28 GetFunction calls a second, within its quota of 100/s
 /// (aws-facts.md §10, "Lambda control-plane quota").
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a table may take to become ACTIVE: creating it, or building a
+/// new index over its items (backfilling takes longer the more items).
 const TABLE_TIMEOUT: Duration = Duration::from_secs(600);
 const FUNCTION_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a role that IAM says exists may take to be readable.
@@ -92,63 +96,45 @@ pub struct Step {
 
 pub type Report<'a> = &'a (dyn Fn(Step) + Sync);
 
-fn step(report: Report, kind: &'static str, name: &str, done: impl Into<String>) {
+fn step(report: Report, kind: Kind, name: &str, done: impl Into<String>) {
     report(Step {
-        kind,
+        kind: kind.as_str(),
         name: name.to_string(),
         done: done.into(),
     });
 }
 
-/// Brings the stack to `desired`; returns the API id.
-pub async fn apply(aws: &Aws, desired: &Desired, actual: &Actual, report: Report<'_>) -> Result<String> {
-    let tables = try_join_all(desired.tables.iter().map(|spec| {
-        let state = actual.tables.get(&spec.name).and_then(|t| t.ours());
-        apply_table(aws, desired, spec, state, report)
-    }));
-    let log_groups = try_join_all(desired.log_groups.iter().map(|spec| {
-        let state = actual.log_groups.get(&spec.function).and_then(|l| l.ours());
-        async move {
-            match plan::log_group_action(spec, state) {
-                Action::NoChange => Ok::<_, anyhow::Error>(()),
-                Action::Create => {
-                    let created = aws
-                        .logs
-                        .create_log_group()
-                        .log_group_name(&spec.name)
-                        .set_tags(Some(desired.tags.clone().into_iter().collect()))
-                        .send()
-                        .await;
-                    match created {
-                        // A function invoked before `up` finished may have made it already.
-                        Err(err) if is_code(&err, &["ResourceAlreadyExistsException"]) => {
-                            adopt_log_group(aws, desired, spec).await?
-                        }
-                        other => {
-                            other.map_err(failed(format!("cannot create log group {}", spec.name)))?;
-                        }
-                    }
-                    set_retention(aws, &spec.name, spec.retention_days).await?;
-                    step(report, "log group", &spec.name, "created");
-                    Ok(())
-                }
-                _ => {
-                    set_retention(aws, &spec.name, spec.retention_days).await?;
-                    step(report, "log group", &spec.name, "updated");
-                    Ok(())
-                }
-            }
-        }
-    }));
+/// The tags to set and remove, if an update's changes include them.
+fn tag_detail(changes: &[Detail]) -> Option<(&BTreeMap<String, String>, &[String])> {
+    changes.iter().find_map(|c| match c {
+        Detail::Tags { set, remove } => Some((set, remove.as_slice())),
+        _ => None,
+    })
+}
+
+/// Executes `plan`, made for `desired`; returns the API id.
+pub async fn apply(aws: &Aws, desired: &Desired, plan: &Plan, report: Report<'_>) -> Result<String> {
+    let tables = try_join_all(
+        desired
+            .tables
+            .iter()
+            .map(|spec| apply_table(aws, desired, spec, plan.action(Kind::Table, &spec.name), report)),
+    );
+    let log_groups = try_join_all(
+        desired
+            .log_groups
+            .iter()
+            .map(|spec| apply_log_group(aws, desired, spec, plan.action(Kind::LogGroup, &spec.name), report)),
+    );
     let writes = &ApiWrites::default();
     let probes = &RoleProbes::new(desired);
     let compute = async {
         let (_, api_id) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
-                let state = actual.roles.get(&spec.name).and_then(|r| r.ours());
-                create_role(aws, desired, spec, state.is_none(), report)
+                let action = plan.action(Kind::Role, &spec.name);
+                create_role(aws, desired, spec, action, report)
             })),
-            ensure_api(aws, desired, actual.api.ours(), writes, report),
+            ensure_api(aws, desired, plan, writes, report),
         )?;
         // An integration needs only its function's ARN, known from the name:
         // the API's parts are written while the functions are created and
@@ -156,26 +142,78 @@ pub async fn apply(aws: &Aws, desired: &Desired, actual: &Actual, report: Report
         // name the authorizer's id, wait for both.
         let (_, _, authorizer_id) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
-                let state = actual.roles.get(&spec.name).and_then(|r| r.ours());
-                put_role_policy(aws, desired, spec, state, &api_id, report)
+                let action = plan.action(Kind::Role, &spec.name);
+                update_role(aws, desired, spec, action, &api_id, report)
             })),
             try_join_all(desired.functions.iter().map(|spec| {
-                let state = actual.functions.get(&spec.function).and_then(|f| f.ours());
-                apply_function(aws, desired, spec, state, probes, report)
+                let action = plan.action(Kind::Function, &spec.name);
+                apply_function(aws, desired, spec, action, probes, report)
             })),
             async {
-                let existing = actual.api.ours().filter(|a| a.id == api_id);
-                ensure_stage(aws, desired, existing, &api_id, writes, report).await?;
-                apply_api_parts(aws, desired, actual, &api_id, writes, report).await
+                ensure_stage(aws, desired, plan, &api_id, writes, report).await?;
+                apply_api_parts(aws, desired, plan, &api_id, writes, report).await
             },
         )?;
-        grant_permissions(aws, desired, actual, &api_id, &authorizer_id, report).await?;
+        grant_permissions(aws, desired, plan, &api_id, &authorizer_id, report).await?;
         Ok::<_, anyhow::Error>(api_id)
     };
     let (tables, log_groups, api_id) = tokio::join!(tables, log_groups, compute);
     tables?;
     log_groups?;
     api_id
+}
+
+async fn apply_log_group(
+    aws: &Aws,
+    desired: &Desired,
+    spec: &LogGroupSpec,
+    action: &Action,
+    report: Report<'_>,
+) -> Result<()> {
+    match action {
+        Action::Create => {
+            let created = aws
+                .logs
+                .create_log_group()
+                .log_group_name(&spec.name)
+                .set_tags(Some(desired.tags.clone().into_iter().collect()))
+                .send()
+                .await;
+            match created {
+                // A function invoked before `up` finished may have made it already.
+                Err(err) if is_code(&err, &["ResourceAlreadyExistsException"]) => {
+                    adopt_log_group(aws, desired, spec).await?
+                }
+                other => {
+                    other.map_err(failed(format!("cannot create log group {}", spec.name)))?;
+                }
+            }
+            set_retention(aws, &spec.name, spec.retention_days).await?;
+            step(report, Kind::LogGroup, &spec.name, "created");
+        }
+        Action::Update { changes } => {
+            for change in changes {
+                match change {
+                    Detail::Retention { to, .. } => set_retention(aws, &spec.name, *to).await?,
+                    Detail::Tags { set, remove } => {
+                        let arn = desired.names.log_group_arn(spec.function);
+                        retag(aws, Tagged::LogGroup(&arn), set, remove).await?
+                    }
+                    other => bail!(
+                        "log group {}: the plan asks for {other}, which chatctl cannot apply",
+                        spec.name
+                    ),
+                }
+            }
+            step(report, Kind::LogGroup, &spec.name, "updated");
+        }
+        Action::NoChange => {}
+        other => bail!(
+            "log group {}: the plan asks to {other:?}, which chatctl cannot apply",
+            spec.name
+        ),
+    }
+    Ok(())
 }
 
 /// A log group that appeared between read and apply is taken over only if
@@ -224,84 +262,149 @@ fn key(name: &str, key_type: KeyType) -> Result<KeySchemaElement> {
         .build()?)
 }
 
+fn string_attribute(name: &str) -> Result<AttributeDefinition> {
+    Ok(AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()?)
+}
+
+fn keys_only_index(name: &str, index_key: &str) -> Result<GlobalSecondaryIndex> {
+    Ok(GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(key(index_key, KeyType::Hash)?)
+        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+        .build()?)
+}
+
 async fn apply_table(
     aws: &Aws,
     desired: &Desired,
     spec: &TableSpec,
-    state: Option<&super::actual::TableState>,
+    action: &Action,
     report: Report<'_>,
 ) -> Result<()> {
-    let action = table_action(spec, state);
-    match &action {
-        Action::NoChange => {
-            if state.is_some_and(|s| s.status != "ACTIVE") {
-                wait_for_table(aws, &spec.name).await?;
-            }
-            return Ok(());
+    let done = match action {
+        Action::NoChange => return Ok(()),
+        Action::Create => {
+            create_table(aws, desired, spec).await?;
+            wait_for_table(aws, &spec.name).await?;
+            enable_ttl(aws, spec).await?;
+            "created"
         }
         Action::Replace { .. } => {
             delete_table_and_wait(aws, &spec.name).await?;
             create_table(aws, desired, spec).await?;
+            wait_for_table(aws, &spec.name).await?;
+            enable_ttl(aws, spec).await?;
+            "replaced"
         }
-        Action::Create => create_table(aws, desired, spec).await?,
         Action::Update { changes } => {
-            if changes.iter().any(|c| c.starts_with("billing")) {
-                wait_for_table(aws, &spec.name).await?;
-                aws.dynamodb
-                    .update_table()
-                    .table_name(&spec.name)
-                    .billing_mode(BillingMode::PayPerRequest)
-                    .send()
-                    .await
-                    .map_err(failed(format!("cannot update DynamoDB table {}", spec.name)))?;
+            for change in changes {
+                update_table(aws, desired, spec, change).await?;
             }
+            "updated"
         }
-        Action::Delete => {}
-    }
-    wait_for_table(aws, &spec.name).await?;
-    if state.is_none_or(|s| s.ttl_attribute.as_deref() != Some(spec.ttl_attribute.as_str()))
-        || matches!(action, Action::Replace { .. })
-    {
-        enable_ttl(aws, spec).await?;
-    }
-    let done = match action {
-        Action::Create => "created",
-        Action::Replace { .. } => "replaced",
-        _ => "updated",
+        Action::Delete => bail!("table {}: chatctl deletes tables only with `down`", spec.name),
     };
-    step(report, "table", &spec.name, done);
+    step(report, Kind::Table, &spec.name, done);
+    Ok(())
+}
+
+/// One change to a live table. DynamoDB takes one UpdateTable at a time
+/// per table, and one index created or deleted per call; another while the
+/// table is UPDATING gets ResourceInUseException, and another index change
+/// while one is being built LimitExceededException (DynamoDB API reference,
+/// UpdateTable; architect/architect #334): each waits until the table and
+/// its indexes are ACTIVE before and after.
+async fn update_table(aws: &Aws, desired: &Desired, spec: &TableSpec, change: &Detail) -> Result<()> {
+    let name = &spec.name;
+    let request = || aws.dynamodb.update_table().table_name(name);
+    match change {
+        Detail::Billing { .. } => {
+            wait_for_table(aws, name).await?;
+            request()
+                .billing_mode(BillingMode::PayPerRequest)
+                .send()
+                .await
+                .map_err(failed(format!(
+                    "cannot switch DynamoDB table {name} to on-demand billing"
+                )))?;
+        }
+        Detail::DeleteIndex { name: index } => {
+            wait_for_table(aws, name).await?;
+            request()
+                .global_secondary_index_updates(
+                    GlobalSecondaryIndexUpdate::builder()
+                        .delete(DeleteGlobalSecondaryIndexAction::builder().index_name(index).build()?)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(failed(format!("cannot delete index {index} of DynamoDB table {name}")))?;
+        }
+        Detail::AddIndex {
+            name: index,
+            key: index_key,
+        } => {
+            let table = wait_for_table(aws, name).await?;
+            // The key attributes of the table and of its indexes after this
+            // one is added: AWS needs the new index's key among them.
+            let mut attributes = table.attribute_definitions().to_vec();
+            if !attributes.iter().any(|a| a.attribute_name() == index_key) {
+                attributes.push(string_attribute(index_key)?);
+            }
+            let index_spec = keys_only_index(index, index_key)?;
+            request()
+                .set_attribute_definitions(Some(attributes))
+                .global_secondary_index_updates(
+                    GlobalSecondaryIndexUpdate::builder()
+                        .create(
+                            CreateGlobalSecondaryIndexAction::builder()
+                                .index_name(index)
+                                .set_key_schema(Some(index_spec.key_schema().to_vec()))
+                                .set_projection(index_spec.projection().cloned())
+                                .build()?,
+                        )
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(failed(format!(
+                    "cannot add index {index} to DynamoDB table {name} (DynamoDB builds one index at a time; if another is being built, run `chatctl up` again once it is ACTIVE)"
+                )))?;
+        }
+        Detail::Ttl { .. } => {
+            wait_for_table(aws, name).await?;
+            enable_ttl(aws, spec).await?;
+        }
+        Detail::Tags { set, remove } => {
+            let arn = desired.names.table_arn(name);
+            retag(aws, Tagged::Table(&arn), set, remove).await?;
+        }
+        other => bail!("table {name}: the plan asks for {other}, which chatctl cannot apply to a table"),
+    }
+    wait_for_table(aws, name).await?;
     Ok(())
 }
 
 async fn create_table(aws: &Aws, desired: &Desired, spec: &TableSpec) -> Result<()> {
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-    };
     let mut request = aws
         .dynamodb
         .create_table()
         .table_name(&spec.name)
         .billing_mode(BillingMode::PayPerRequest)
         .key_schema(key(&spec.partition_key, KeyType::Hash)?)
-        .attribute_definitions(attribute(&spec.partition_key)?);
+        .attribute_definitions(string_attribute(&spec.partition_key)?);
     if let Some(sort_key) = &spec.sort_key {
         request = request
             .key_schema(key(sort_key, KeyType::Range)?)
-            .attribute_definitions(attribute(sort_key)?);
+            .attribute_definitions(string_attribute(sort_key)?);
     }
     for (index, index_key) in &spec.indexes {
         request = request
-            .attribute_definitions(attribute(index_key)?)
-            .global_secondary_indexes(
-                GlobalSecondaryIndex::builder()
-                    .index_name(index)
-                    .key_schema(key(index_key, KeyType::Hash)?)
-                    .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
-                    .build()?,
-            );
+            .attribute_definitions(string_attribute(index_key)?)
+            .global_secondary_indexes(keys_only_index(index, index_key)?);
     }
     for (k, v) in &desired.tags {
         request = request.tags(aws_sdk_dynamodb::types::Tag::builder().key(k).value(v).build()?);
@@ -371,8 +474,10 @@ async fn enable_ttl(aws: &Aws, spec: &TableSpec) -> Result<()> {
     ))
 }
 
-/// Waits until a table is ACTIVE: a new one is CREATING for seconds, longer
-/// with indexes, and takes no TTL or update meanwhile (aws-facts.md §8, §10).
+/// Waits until a table and its indexes are ACTIVE: a new table is CREATING
+/// for seconds, longer with indexes, a new index CREATING while it is built
+/// over the table's items, and the table takes no TTL or update meanwhile
+/// (aws-facts.md §8, §10; DynamoDB API reference, GlobalSecondaryIndexDescription).
 pub async fn wait_for_table(aws: &Aws, name: &str) -> Result<TableDescription> {
     let started = Instant::now();
     loop {
@@ -386,15 +491,22 @@ pub async fn wait_for_table(aws: &Aws, name: &str) -> Result<TableDescription> {
         let table = described
             .table
             .with_context(|| format!("DynamoDB table {name}: DescribeTable returned no table"))?;
+        let indexes_active = table
+            .global_secondary_indexes()
+            .iter()
+            .all(|index| index.index_status().is_none_or(|s| *s == IndexStatus::Active));
         match table.table_status() {
-            Some(TableStatus::Active) => return Ok(table),
+            Some(TableStatus::Active) if indexes_active => return Ok(table),
             Some(TableStatus::Deleting) => bail!("DynamoDB table {name} is being deleted; run the command again"),
             _ => {}
         }
         if started.elapsed() > TABLE_TIMEOUT {
             bail!(
                 "DynamoDB table {name} is still {} after {}s; see it in the DynamoDB console, then run the command again",
-                table.table_status().map(|s| s.as_str()).unwrap_or("-"),
+                match table.table_status() {
+                    Some(TableStatus::Active) => "building an index",
+                    status => status.map_or("-", |s| s.as_str()),
+                },
                 TABLE_TIMEOUT.as_secs()
             );
         }
@@ -444,8 +556,8 @@ pub async fn delete_table_and_wait(aws: &Aws, name: &str) -> Result<()> {
     wait_until_table_gone(aws, name).await
 }
 
-async fn create_role(aws: &Aws, desired: &Desired, spec: &RoleSpec, missing: bool, report: Report<'_>) -> Result<()> {
-    if !missing {
+async fn create_role(aws: &Aws, desired: &Desired, spec: &RoleSpec, action: &Action, report: Report<'_>) -> Result<()> {
+    if *action != Action::Create {
         return Ok(());
     }
     let mut request = aws
@@ -485,44 +597,55 @@ async fn create_role(aws: &Aws, desired: &Desired, spec: &RoleSpec, missing: boo
             ));
         }
     }
-    step(report, "role", &spec.name, "created");
+    step(report, Kind::Role, &spec.name, "created");
     Ok(())
 }
 
-async fn put_role_policy(
+/// A new role's policy, or the changes to a live role; the policy names
+/// the API, so this runs once its id is known.
+async fn update_role(
     aws: &Aws,
     desired: &Desired,
     spec: &RoleSpec,
-    state: Option<&super::actual::RoleState>,
+    action: &Action,
     api_id: &str,
     report: Report<'_>,
 ) -> Result<()> {
     let policy = desired.role_policy(spec, api_id);
-    let action = role_action(state, Some(&policy));
-    let Action::Update { changes } = action else {
-        if state.is_none() {
-            // A new role: its policy goes on now.
-            put_policy(aws, &spec.name, &policy).await?;
+    match action {
+        Action::Create => put_policy(aws, &spec.name, &policy).await,
+        Action::Update { changes } => {
+            for change in changes {
+                match change {
+                    Detail::TrustPolicy => {
+                        aws.iam
+                            .update_assume_role_policy()
+                            .role_name(&spec.name)
+                            .policy_document(super::desired::trust_policy().to_string())
+                            .send()
+                            .await
+                            .map_err(failed(format!(
+                                "cannot update the trust policy of IAM role {}",
+                                spec.name
+                            )))?;
+                    }
+                    Detail::InlinePolicy { .. } => put_policy(aws, &spec.name, &policy).await?,
+                    Detail::Tags { set, remove } => retag(aws, Tagged::Role(&spec.name), set, remove).await?,
+                    other => bail!(
+                        "role {}: the plan asks for {other}, which chatctl cannot apply to a role",
+                        spec.name
+                    ),
+                }
+            }
+            step(report, Kind::Role, &spec.name, "updated");
+            Ok(())
         }
-        return Ok(());
-    };
-    if changes.iter().any(|c| c == "trust policy") {
-        aws.iam
-            .update_assume_role_policy()
-            .role_name(&spec.name)
-            .policy_document(super::desired::trust_policy().to_string())
-            .send()
-            .await
-            .map_err(failed(format!(
-                "cannot update the trust policy of IAM role {}",
-                spec.name
-            )))?;
+        Action::NoChange => Ok(()),
+        other => bail!(
+            "role {}: the plan asks to {other:?}, which chatctl cannot apply",
+            spec.name
+        ),
     }
-    if changes.iter().any(|c| c.starts_with("inline policy")) {
-        put_policy(aws, &spec.name, &policy).await?;
-    }
-    step(report, "role", &spec.name, "updated");
-    Ok(())
 }
 
 async fn put_policy(aws: &Aws, role: &str, policy: &serde_json::Value) -> Result<()> {
@@ -541,23 +664,33 @@ async fn apply_function(
     aws: &Aws,
     desired: &Desired,
     spec: &FunctionSpec,
-    state: Option<&super::actual::FunctionState>,
+    action: &Action,
     probes: &RoleProbes,
     report: Report<'_>,
 ) -> Result<()> {
     let role_arn = desired.names.role_arn(&spec.role);
-    let Some(state) = state else {
-        create_function(aws, desired, spec, &role_arn, probes).await?;
-        wait_for_function(aws, &spec.name).await?;
-        step(report, "function", &spec.name, "created");
-        return Ok(());
+    let changes = match action {
+        Action::NoChange => return Ok(()),
+        Action::Create => {
+            create_function(aws, desired, spec, &role_arn, probes).await?;
+            wait_for_function(aws, &spec.name).await?;
+            step(report, Kind::Function, &spec.name, "created");
+            return Ok(());
+        }
+        Action::Update { changes } => changes,
+        other => bail!(
+            "function {}: the plan asks to {other:?}, which chatctl cannot apply",
+            spec.name
+        ),
     };
-    let diff = function_diff(spec, state, &role_arn);
-    if !diff.code && diff.configuration.is_empty() {
-        return Ok(());
+    let code = changes.iter().any(Detail::is_function_code);
+    let configuration = changes.iter().any(Detail::is_function_configuration);
+    if code || configuration {
+        wait_until_updatable(aws, &spec.name).await?;
     }
-    wait_until_updatable(aws, &spec.name).await?;
-    if diff.configuration.iter().any(|c| !c.starts_with("architecture")) {
+    // The configuration first: the Handler names the function for the one
+    // binary, so new code never runs with an old Handler.
+    if configuration {
         aws.lambda
             .update_function_configuration()
             .function_name(&spec.name)
@@ -572,7 +705,7 @@ async fn apply_function(
             .map_err(failed(format!("cannot update the configuration of {}", spec.name)))?;
         wait_for_function(aws, &spec.name).await?;
     }
-    if diff.code {
+    if code {
         let zip = read_code(spec)?;
         aws.lambda
             .update_function_code()
@@ -584,12 +717,17 @@ async fn apply_function(
             .map_err(failed(format!("cannot update the code of {}", spec.name)))?;
         wait_for_function(aws, &spec.name).await?;
     }
-    let what = match (diff.code, diff.configuration.is_empty()) {
-        (true, true) => "code updated",
-        (false, false) => "configuration updated",
-        _ => "code and configuration updated",
+    if let Some((set, remove)) = tag_detail(changes) {
+        let arn = desired.names.function_arn(spec.function);
+        retag(aws, Tagged::Function(&arn), set, remove).await?;
+    }
+    let what = match (code, configuration) {
+        (true, false) => "code updated",
+        (false, true) => "configuration updated",
+        (true, true) => "code and configuration updated",
+        (false, false) => "tags updated",
     };
-    step(report, "function", &spec.name, what);
+    step(report, Kind::Function, &spec.name, what);
     Ok(())
 }
 
@@ -766,51 +904,80 @@ pub async fn wait_for_function(aws: &Aws, name: &str) -> Result<()> {
     }
 }
 
+/// The plan's step for a resource it must list.
+fn planned<'a>(plan: &'a Plan, kind: Kind, name: &str) -> Result<&'a plan::Change> {
+    plan.step(kind, name)
+        .with_context(|| format!("the plan has no step for {kind} {name}; make a new plan"))
+}
+
+/// The id of a live API part the plan changes or keeps.
+fn live_id(change: &plan::Change) -> Result<String> {
+    change.id.clone().with_context(|| {
+        format!(
+            "the plan names no id for {} {}; make a new plan",
+            change.kind, change.name
+        )
+    })
+}
+
 async fn ensure_api(
     aws: &Aws,
     desired: &Desired,
-    api: Option<&ApiState>,
+    plan: &Plan,
     writes: &ApiWrites,
     report: Report<'_>,
 ) -> Result<String> {
-    // An API of ours with another protocol (HTTP) cannot become a WebSocket
-    // API: the plan replaces it (a confirmed replacement), so delete it first.
-    let replaced = api.filter(|api| api.protocol.as_deref() != Some("WEBSOCKET"));
-    if let Some(old) = replaced {
-        delete_api(aws, writes, &desired.api.name, &old.id).await?;
+    let name = &desired.api.name;
+    let api = planned(plan, Kind::Api, name)?;
+    for duplicate in plan.deletions(Kind::Api) {
+        let id = live_id(duplicate)?;
+        delete_api(aws, writes, name, &id).await?;
+        step(report, Kind::Api, &format!("{name} {id} (duplicate)"), "deleted");
     }
-    if let Some(api) = api.filter(|_| replaced.is_none()) {
-        if api.route_selection_expression.as_deref() != Some(ROUTE_SELECTION_EXPRESSION) {
-            writes
-                .send("cannot update the API", || {
-                    aws.apigateway
-                        .update_api()
-                        .api_id(&api.id)
-                        .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
-                        .send()
-                })
-                .await?;
-            step(report, "api", &desired.api.name, "updated");
+    let done = match &api.action {
+        Action::NoChange => return live_id(api),
+        Action::Update { changes } => {
+            let id = live_id(api)?;
+            for change in changes {
+                match change {
+                    Detail::RouteSelection => {
+                        writes
+                            .send("cannot update the API", || {
+                                aws.apigateway
+                                    .update_api()
+                                    .api_id(&id)
+                                    .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
+                                    .send()
+                            })
+                            .await?;
+                    }
+                    Detail::Tags { set, remove } => {
+                        let arn = desired.names.api_arn(&id);
+                        retag(aws, Tagged::Api(&arn), set, remove).await?;
+                    }
+                    other => bail!("API {name}: the plan asks for {other}, which chatctl cannot apply to an API"),
+                }
+            }
+            step(report, Kind::Api, name, "updated");
+            return Ok(id);
         }
-        for duplicate in &api.duplicates {
-            delete_api(aws, writes, &desired.api.name, duplicate).await?;
-            step(
-                report,
-                "api",
-                &format!("{} {duplicate} (duplicate)", desired.api.name),
-                "deleted",
-            );
+        // An API of another protocol cannot become a WebSocket API: the
+        // confirmed replacement deletes it first.
+        Action::Replace { .. } => {
+            delete_api(aws, writes, name, &live_id(api)?).await?;
+            "replaced"
         }
-        return Ok(api.id.clone());
-    }
+        Action::Create => "created",
+        Action::Delete => bail!("the plan deletes API {name}; only `down` does that"),
+    };
     let id = writes
         .create_or_adopt(
-            format!("cannot create WebSocket API {}", desired.api.name),
+            format!("cannot create WebSocket API {name}"),
             || async move {
                 let created = aws
                     .apigateway
                     .create_api()
-                    .name(&desired.api.name)
+                    .name(name)
                     .protocol_type(ProtocolType::Websocket)
                     .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
                     .description(format!("chatctl stack {}", desired.names.stack))
@@ -827,9 +994,8 @@ async fn ensure_api(
             },
         )
         .await?;
-    let done = if replaced.is_some() { "replaced" } else { "created" };
     anyhow::ensure!(!id.is_empty(), "CreateApi answered without an API id");
-    step(report, "api", &desired.api.name, format!("{done} ({id})"));
+    step(report, Kind::Api, name, format!("{done} ({id})"));
     Ok(id)
 }
 
@@ -846,268 +1012,298 @@ pub async fn delete_api(aws: &Aws, writes: &ApiWrites, name: &str, id: &str) -> 
         .await
 }
 
-/// What an API part was: its id, and whether chatctl changed it.
+/// What an API part is: its id, and whether chatctl changed it.
 type Part = (String, bool);
+
+async fn apply_authorizer(
+    aws: &Aws,
+    desired: &Desired,
+    plan: &Plan,
+    api_id: &str,
+    writes: &ApiWrites,
+    report: Report<'_>,
+) -> Result<Part> {
+    let client = &aws.apigateway;
+    let name = &desired.api.authorizer;
+    let uri = desired.names.invocation_uri(Function::Authorizer);
+    let planned = planned(plan, Kind::Authorizer, name)?;
+    match &planned.action {
+        Action::NoChange => Ok((live_id(planned)?, false)),
+        Action::Update { .. } => {
+            let id = live_id(planned)?;
+            writes
+                .send("cannot update the authorizer", || {
+                    client
+                        .update_authorizer()
+                        .api_id(api_id)
+                        .authorizer_id(&id)
+                        .authorizer_type(AuthorizerType::Request)
+                        .authorizer_uri(&uri)
+                        .send()
+                })
+                .await?;
+            step(report, Kind::Authorizer, name, "updated");
+            Ok((id, true))
+        }
+        Action::Create => {
+            let id = writes
+                .create_or_adopt(
+                    "cannot create the authorizer",
+                    || async {
+                        let created = client
+                            .create_authorizer()
+                            .api_id(api_id)
+                            .name(name)
+                            .authorizer_type(AuthorizerType::Request)
+                            .authorizer_uri(&uri)
+                            .customize()
+                            .config_override(sent_once())
+                            .send()
+                            .await?;
+                        Ok(created.authorizer_id.unwrap_or_default())
+                    },
+                    || async {
+                        let found = super::actual::read_authorizers(aws, api_id).await?;
+                        Ok(found.into_iter().find(|a| &a.name == name).map(|a| a.id))
+                    },
+                )
+                .await?;
+            anyhow::ensure!(!id.is_empty(), "CreateAuthorizer answered without an id");
+            step(report, Kind::Authorizer, name, "created");
+            Ok((id, true))
+        }
+        other => bail!("authorizer {name}: the plan asks to {other:?}, which chatctl cannot apply"),
+    }
+}
+
+async fn apply_integration(
+    aws: &Aws,
+    desired: &Desired,
+    plan: &Plan,
+    function: Function,
+    (api_id, writes): (&str, &ApiWrites),
+    report: Report<'_>,
+) -> Result<Part> {
+    let client = &aws.apigateway;
+    let uri = desired.names.invocation_uri(function);
+    let uri = uri.as_str();
+    let name = desired.names.function(function);
+    let planned = planned(plan, Kind::Integration, &name)?;
+    match &planned.action {
+        Action::NoChange => Ok((live_id(planned)?, false)),
+        Action::Update { .. } => {
+            let id = live_id(planned)?;
+            writes
+                .send(format!("cannot update the integration of {name}"), || {
+                    client
+                        .update_integration()
+                        .api_id(api_id)
+                        .integration_id(&id)
+                        .integration_type(IntegrationType::AwsProxy)
+                        .integration_method("POST")
+                        .integration_uri(uri)
+                        .send()
+                })
+                .await?;
+            step(report, Kind::Integration, &name, "updated");
+            Ok((id, true))
+        }
+        Action::Create => {
+            let id = writes
+                .create_or_adopt(
+                    format!("cannot create the integration of {name}"),
+                    || async {
+                        let created = client
+                            .create_integration()
+                            .api_id(api_id)
+                            .integration_type(IntegrationType::AwsProxy)
+                            .integration_method("POST")
+                            .integration_uri(uri)
+                            .customize()
+                            .config_override(sent_once())
+                            .send()
+                            .await?;
+                        Ok(created.integration_id.unwrap_or_default())
+                    },
+                    || async {
+                        let found = super::actual::read_integrations(aws, api_id).await?;
+                        Ok(found.into_iter().find(|i| i.uri.as_deref() == Some(uri)).map(|i| i.id))
+                    },
+                )
+                .await?;
+            anyhow::ensure!(!id.is_empty(), "CreateIntegration answered without an id");
+            step(report, Kind::Integration, &name, "created");
+            Ok((id, true))
+        }
+        other => bail!("integration {name}: the plan asks to {other:?}, which chatctl cannot apply"),
+    }
+}
+
+/// A route's wanted settings, with the ids resolved at apply time.
+struct RouteWrite<'a> {
+    key: &'a str,
+    target: String,
+    authorizer_id: Option<String>,
+}
+
+impl RouteWrite<'_> {
+    fn authorization(&self) -> AuthorizationType {
+        if self.authorizer_id.is_some() {
+            AuthorizationType::Custom
+        } else {
+            AuthorizationType::None
+        }
+    }
+
+    async fn update(&self, aws: &Aws, (api_id, writes): (&str, &ApiWrites), route_id: &str) -> Result<()> {
+        writes
+            .send(format!("cannot update route {}", self.key), || {
+                aws.apigateway
+                    .update_route()
+                    .api_id(api_id)
+                    .route_id(route_id)
+                    .target(&self.target)
+                    .authorization_type(self.authorization())
+                    .set_authorizer_id(self.authorizer_id.clone())
+                    .send()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the route; one that exists already (made by a create whose
+    /// answer was lost) is updated to what is wanted.
+    async fn create(&self, aws: &Aws, (api_id, writes): (&str, &ApiWrites)) -> Result<()> {
+        let client = &aws.apigateway;
+        let (id, current) = writes
+            .create_or_adopt(
+                format!("cannot create route {}", self.key),
+                || async {
+                    let created = client
+                        .create_route()
+                        .api_id(api_id)
+                        .route_key(self.key)
+                        .target(&self.target)
+                        .authorization_type(self.authorization())
+                        .set_authorizer_id(self.authorizer_id.clone())
+                        .customize()
+                        .config_override(sent_once())
+                        .send()
+                        .await?;
+                    Ok((created.route_id.unwrap_or_default(), true))
+                },
+                || async {
+                    let found = super::actual::read_routes(aws, api_id).await?;
+                    Ok(found.into_iter().find(|r| r.key == self.key).map(|r| {
+                        let current = r.target.as_deref() == Some(self.target.as_str())
+                            && r.authorization_type.as_deref() == Some(self.authorization().as_str())
+                            && r.authorizer_id == self.authorizer_id;
+                        (r.id, current)
+                    }))
+                },
+            )
+            .await?;
+        if !current {
+            self.update(aws, (api_id, writes), &id).await?;
+        }
+        Ok(())
+    }
+}
 
 async fn apply_api_parts(
     aws: &Aws,
     desired: &Desired,
-    actual: &Actual,
+    plan: &Plan,
     api_id: &str,
     writes: &ApiWrites,
     report: Report<'_>,
 ) -> Result<String> {
     let names = &desired.names;
     let client = &aws.apigateway;
-    let existing = actual.api.ours().filter(|a| a.id == api_id);
-    let changes = plan::api_changes(desired, existing, actual);
-    let action_of = |kind: &str, name: &str| {
-        changes
-            .iter()
-            .find(|c| c.kind == kind && c.name == name)
-            .map(|c| c.action.clone())
-            .unwrap_or(Action::Create)
-    };
-    let mut parts_changed = false;
-
     // The authorizer and the integrations need only the functions' names.
-    let authorizer_uri = names.invocation_uri(Function::Authorizer);
-    let authorizer_name = &desired.api.authorizer;
-    let authorizer = async {
-        let found = existing.and_then(|a| a.authorizers.iter().find(|x| &x.name == authorizer_name));
-        match (found, action_of("authorizer", authorizer_name)) {
-            (Some(a), Action::NoChange) => Ok::<Part, anyhow::Error>((a.id.clone(), false)),
-            (Some(a), _) => {
-                writes
-                    .send("cannot update the authorizer", || {
-                        client
-                            .update_authorizer()
-                            .api_id(api_id)
-                            .authorizer_id(&a.id)
-                            .authorizer_type(AuthorizerType::Request)
-                            .authorizer_uri(&authorizer_uri)
-                            .send()
-                    })
-                    .await?;
-                step(report, "authorizer", authorizer_name, "updated");
-                Ok((a.id.clone(), true))
-            }
-            (None, _) => {
-                let id = writes
-                    .create_or_adopt(
-                        "cannot create the authorizer",
-                        || async {
-                            let created = client
-                                .create_authorizer()
-                                .api_id(api_id)
-                                .name(authorizer_name)
-                                .authorizer_type(AuthorizerType::Request)
-                                .authorizer_uri(&authorizer_uri)
-                                .customize()
-                                .config_override(sent_once())
-                                .send()
-                                .await?;
-                            Ok(created.authorizer_id.unwrap_or_default())
-                        },
-                        || async {
-                            let found = super::actual::read_authorizers(aws, api_id).await?;
-                            Ok(found.into_iter().find(|a| &a.name == authorizer_name).map(|a| a.id))
-                        },
-                    )
-                    .await?;
-                anyhow::ensure!(!id.is_empty(), "CreateAuthorizer answered without an id");
-                step(report, "authorizer", authorizer_name, "created");
-                Ok((id, true))
-            }
-        }
+    let (authorizer, integrations) = tokio::try_join!(
+        apply_authorizer(aws, desired, plan, api_id, writes, report),
+        try_join_all(desired.api.routes.iter().map(|route| async move {
+            let part = apply_integration(aws, desired, plan, route.function, (api_id, writes), report).await?;
+            Ok::<_, anyhow::Error>((route.function, part.0))
+        })),
+    )?;
+    let authorizer_id = authorizer.0;
+    let integration_id = |function: Function| {
+        integrations
+            .iter()
+            .find(|(f, _)| *f == function)
+            .map(|(_, id)| id.clone())
+            .unwrap_or_default()
     };
-    let integrations = try_join_all(desired.api.routes.iter().map(|route| async move {
-        let uri = names.invocation_uri(route.function);
-        let uri = uri.as_str();
-        let name = names.function(route.function);
-        let found = existing.and_then(|a| a.integrations.iter().find(|i| i.uri.as_deref() == Some(uri)));
-        let (id, changed) = match (found, action_of("integration", &name)) {
-            (Some(i), Action::NoChange) => (i.id.clone(), false),
-            (Some(i), _) => {
-                writes
-                    .send(format!("cannot update the integration of {name}"), || {
-                        client
-                            .update_integration()
-                            .api_id(api_id)
-                            .integration_id(&i.id)
-                            .integration_type(IntegrationType::AwsProxy)
-                            .integration_method("POST")
-                            .integration_uri(uri)
-                            .send()
-                    })
-                    .await?;
-                step(report, "integration", &name, "updated");
-                (i.id.clone(), true)
-            }
-            (None, _) => {
-                let id = writes
-                    .create_or_adopt(
-                        format!("cannot create the integration of {name}"),
-                        || async {
-                            let created = client
-                                .create_integration()
-                                .api_id(api_id)
-                                .integration_type(IntegrationType::AwsProxy)
-                                .integration_method("POST")
-                                .integration_uri(uri)
-                                .customize()
-                                .config_override(sent_once())
-                                .send()
-                                .await?;
-                            Ok(created.integration_id.unwrap_or_default())
-                        },
-                        || async {
-                            let found = super::actual::read_integrations(aws, api_id).await?;
-                            Ok(found.into_iter().find(|i| i.uri.as_deref() == Some(uri)).map(|i| i.id))
-                        },
-                    )
-                    .await?;
-                anyhow::ensure!(!id.is_empty(), "CreateIntegration answered without an id");
-                step(report, "integration", &name, "created");
-                (id, true)
-            }
-        };
-        Ok::<_, anyhow::Error>((route.function, id, changed))
-    }));
-    let ((authorizer_id, authorizer_changed), integrations) = tokio::try_join!(authorizer, integrations)?;
-    parts_changed |= authorizer_changed || integrations.iter().any(|(_, _, changed)| *changed);
 
     let routes = try_join_all(desired.api.routes.iter().map(|route| {
-        let integration_id = integrations
-            .iter()
-            .find(|(f, _, _)| *f == route.function)
-            .map(|(_, id, _)| id.clone());
-        let authorizer_id = authorizer_id.clone();
+        let write = RouteWrite {
+            key: &route.key,
+            target: format!("integrations/{}", integration_id(route.function)),
+            authorizer_id: route.authorized.then(|| authorizer_id.clone()),
+        };
         async move {
-            let target = RouteTarget {
-                target: integration_id.map(|id| format!("integrations/{id}")),
-                authorizer_id: route.authorized.then_some(authorizer_id),
-            };
-            let authorization = if route.authorized {
-                AuthorizationType::Custom
-            } else {
-                AuthorizationType::None
-            };
-            let found = existing.and_then(|a| a.routes.iter().find(|r| r.key == route.key));
-            match found {
-                Some(r) if route_diff(r, &target, route.authorized) == Action::NoChange => {
-                    Ok::<_, anyhow::Error>(false)
+            let planned = planned(plan, Kind::Route, &route.key)?;
+            match &planned.action {
+                Action::NoChange => {}
+                Action::Update { .. } => {
+                    write.update(aws, (api_id, writes), &live_id(planned)?).await?;
+                    step(report, Kind::Route, &route.key, "updated");
                 }
-                Some(r) => {
-                    writes
-                        .send(format!("cannot update route {}", route.key), || {
-                            client
-                                .update_route()
-                                .api_id(api_id)
-                                .route_id(&r.id)
-                                .set_target(target.target.clone())
-                                .authorization_type(authorization.clone())
-                                .set_authorizer_id(target.authorizer_id.clone())
-                                .send()
-                        })
-                        .await?;
-                    step(report, "route", &route.key, "updated");
-                    Ok(true)
+                Action::Create => {
+                    write.create(aws, (api_id, writes)).await?;
+                    step(report, Kind::Route, &route.key, "created");
                 }
-                None => {
-                    // A route that exists already (made by a create whose
-                    // answer was lost) is updated to the target wanted.
-                    let id = writes
-                        .create_or_adopt(
-                            format!("cannot create route {}", route.key),
-                            || async {
-                                let created = client
-                                    .create_route()
-                                    .api_id(api_id)
-                                    .route_key(&route.key)
-                                    .set_target(target.target.clone())
-                                    .authorization_type(authorization.clone())
-                                    .set_authorizer_id(target.authorizer_id.clone())
-                                    .customize()
-                                    .config_override(sent_once())
-                                    .send()
-                                    .await?;
-                                Ok((created.route_id.unwrap_or_default(), true))
-                            },
-                            || async {
-                                let found = super::actual::read_routes(aws, api_id).await?;
-                                Ok(found.into_iter().find(|r| r.key == route.key).map(|r| {
-                                    let current = route_diff(&r, &target, route.authorized) == Action::NoChange;
-                                    (r.id, current)
-                                }))
-                            },
-                        )
-                        .await?;
-                    if !id.1 {
-                        writes
-                            .send(format!("cannot update route {}", route.key), || {
-                                client
-                                    .update_route()
-                                    .api_id(api_id)
-                                    .route_id(&id.0)
-                                    .set_target(target.target.clone())
-                                    .authorization_type(authorization.clone())
-                                    .set_authorizer_id(target.authorizer_id.clone())
-                                    .send()
-                            })
-                            .await?;
-                    }
-                    step(report, "route", &route.key, "created");
-                    Ok(true)
-                }
+                other => bail!(
+                    "route {}: the plan asks to {other:?}, which chatctl cannot apply",
+                    route.key
+                ),
             }
+            Ok::<_, anyhow::Error>(())
         }
     }));
-    let extra_routes = try_join_all(
-        existing
-            .map(|a| a.routes.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| !desired.api.routes.iter().any(|s| s.key == r.key))
-            .map(|r| async move {
-                writes
-                    .send(format!("cannot delete route {}", r.key), || async {
-                        match client.delete_route().api_id(api_id).route_id(&r.id).send().await {
-                            // Gone already: a resent delete whose first answer was lost.
-                            Err(err) if is_code(&err, &["NotFoundException"]) => Ok(()),
-                            other => other.map(|_| ()),
-                        }
-                    })
-                    .await?;
-                step(report, "route", &r.key, "deleted");
-                Ok::<_, anyhow::Error>(true)
-            }),
-    );
-    let (routes, extra) = tokio::try_join!(routes, extra_routes)?;
-    parts_changed |= routes.iter().any(|c| *c) || !extra.is_empty();
+    let extra_routes = try_join_all(plan.deletions(Kind::Route).map(|route| async move {
+        let id = live_id(route)?;
+        writes
+            .send(format!("cannot delete route {}", route.name), || async {
+                match client.delete_route().api_id(api_id).route_id(&id).send().await {
+                    // Gone already: a resent delete whose first answer was lost.
+                    Err(err) if is_code(&err, &["NotFoundException"]) => Ok(()),
+                    other => other.map(|_| ()),
+                }
+            })
+            .await?;
+        step(report, Kind::Route, &route.name, "deleted");
+        Ok::<_, anyhow::Error>(())
+    }));
+    tokio::try_join!(routes, extra_routes)?;
 
-    let served: Vec<plan::ServedRoute> = desired
-        .api
-        .routes
-        .iter()
-        .map(|route| {
-            let integration_id = integrations
-                .iter()
-                .find(|(f, _, _)| *f == route.function)
-                .map(|(_, id, _)| id.clone());
-            plan::ServedRoute {
+    let stage = planned(plan, Kind::Stage, &desired.api.stage)?;
+    let deploy_now = match &stage.action {
+        Action::Create => true,
+        Action::Update { changes } => changes.contains(&Detail::Deployment),
+        _ => false,
+    };
+    if deploy_now {
+        let authorizer_uri = names.invocation_uri(Function::Authorizer);
+        let served: Vec<plan::ServedRoute> = desired
+            .api
+            .routes
+            .iter()
+            .map(|route| plan::ServedRoute {
                 key: route.key.clone(),
-                target: integration_id.map(|id| format!("integrations/{id}")),
+                target: Some(format!("integrations/{}", integration_id(route.function))),
                 integration_uri: Some(names.invocation_uri(route.function)),
                 integration_type: Some("AWS_PROXY".into()),
                 authorization: if route.authorized { "CUSTOM" } else { "NONE" }.to_string(),
                 authorizer_id: route.authorized.then(|| authorizer_id.clone()),
                 authorizer_name: route.authorized.then(|| desired.api.authorizer.clone()),
                 authorizer_uri: route.authorized.then(|| authorizer_uri.clone()),
-            }
-        })
-        .collect();
-    deploy(aws, desired, existing, (api_id, writes), &served, parts_changed, report).await?;
+            })
+            .collect();
+        deploy(aws, desired, (api_id, writes), &served, report).await?;
+    }
     Ok(authorizer_id)
 }
 
@@ -1116,7 +1312,7 @@ async fn apply_api_parts(
 async fn grant_permissions(
     aws: &Aws,
     desired: &Desired,
-    actual: &Actual,
+    plan: &Plan,
     api_id: &str,
     authorizer_id: &str,
     report: Report<'_>,
@@ -1124,16 +1320,14 @@ async fn grant_permissions(
     let names = &desired.names;
     try_join_all(Function::ALL.into_iter().map(|function| async move {
         let name = names.function(function);
+        let replace = match plan.action(Kind::Permission, &name) {
+            Action::NoChange => return Ok::<_, anyhow::Error>(()),
+            Action::Create => false,
+            Action::Update { .. } => true,
+            other => bail!("permission of {name}: the plan asks to {other:?}, which chatctl cannot apply"),
+        };
         let source_arn = permission_source_arn(names, function, api_id, Some(authorizer_id));
-        let have = actual
-            .functions
-            .get(&function)
-            .and_then(|f| f.ours())
-            .and_then(|f| f.permissions.get(PERMISSION_ID));
-        if have == Some(&source_arn) {
-            return Ok::<_, anyhow::Error>(());
-        }
-        if have.is_some() {
+        if replace {
             let removed = aws
                 .lambda
                 .remove_permission()
@@ -1176,26 +1370,35 @@ async fn grant_permissions(
                 ));
             }
         }
-        step(report, "permission", &name, "granted");
+        step(report, Kind::Permission, &name, "granted");
         Ok(())
     }))
     .await?;
     Ok(())
 }
 
-/// Creates the stage when the API has none; deployments come later.
+/// Creates the stage when the plan says so, or retags it; deployments
+/// come once the routes are written.
 async fn ensure_stage(
     aws: &Aws,
     desired: &Desired,
-    existing: Option<&ApiState>,
+    plan: &Plan,
     api_id: &str,
     writes: &ApiWrites,
     report: Report<'_>,
 ) -> Result<()> {
-    if existing.is_some_and(|api| api.stage.is_some()) {
-        return Ok(());
-    }
     let stage_name = &desired.api.stage;
+    match plan.action(Kind::Stage, stage_name) {
+        Action::Create => {}
+        Action::Update { changes } => {
+            if let Some((set, remove)) = tag_detail(changes) {
+                let arn = desired.names.stage_arn(api_id);
+                retag(aws, Tagged::Stage(&arn), set, remove).await?;
+            }
+            return Ok(());
+        }
+        _ => return Ok(()),
+    }
     writes
         .create_or_adopt(
             format!("cannot create stage {stage_name}"),
@@ -1228,29 +1431,22 @@ async fn ensure_stage(
             },
         )
         .await?;
-    step(report, "stage", stage_name, "created");
+    step(report, Kind::Stage, stage_name, "created");
     Ok(())
 }
 
-/// Makes the stage serve the current routes: a new deployment whenever a
-/// route, integration or authorizer changed, or the stage's marker is stale.
+/// Makes the stage serve the routes as written: a new deployment, marked
+/// with their fingerprint.
 async fn deploy(
     aws: &Aws,
     desired: &Desired,
-    existing: Option<&ApiState>,
     (api_id, writes): (&str, &ApiWrites),
     served: &[plan::ServedRoute],
-    parts_changed: bool,
     report: Report<'_>,
 ) -> Result<()> {
     let client = &aws.apigateway;
     let stage_name = &desired.api.stage;
     let description = deployment_description(served);
-    let stage = existing.and_then(|a| a.stage.as_ref());
-    let current = stage.is_some_and(|s| s.deployment_id.is_some() && s.description.as_deref() == Some(&description));
-    if stage.is_some() && current && !parts_changed {
-        return Ok(());
-    }
     // A deployment made twice (its answer lost) is harmless: only the one
     // the stage points at serves, and DeleteApi takes them all.
     let deployment = writes
@@ -1274,15 +1470,6 @@ async fn deploy(
                 .send()
         })
         .await?;
-    step(report, "stage", stage_name, format!("deployed ({deployment_id})"));
+    step(report, Kind::Stage, stage_name, format!("deployed ({deployment_id})"));
     Ok(())
-}
-
-/// Checks that a foreign resource does not hold a name the stack needs.
-pub fn check_conflicts(actual: &Actual, desired: &Desired) -> Result<()> {
-    let plan = plan::plan(desired, actual);
-    if plan.conflicts.is_empty() {
-        return Ok(());
-    }
-    bail!("{}", plan.conflicts.join("\n"))
 }

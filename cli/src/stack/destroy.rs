@@ -284,10 +284,12 @@ mod tests {
             authorizers: vec![],
             stage: None,
             duplicates: vec!["a2".into()],
+            tags: Default::default(),
         };
         let role = RoleState {
             trust_policy: None,
             policy: None,
+            tags: Default::default(),
         };
         Actual {
             tables: BTreeMap::from([
@@ -302,6 +304,7 @@ mod tests {
                 Function::Join,
                 Found::Ours(LogGroupState {
                     retention_days: Some(14),
+                    tags: Default::default(),
                 }),
             )]),
             functions: BTreeMap::from([(Function::Join, Found::Missing)]),
@@ -337,6 +340,7 @@ mod tests {
             billing_mode: None,
             ttl_attribute: None,
             item_count: 3,
+            tags: Default::default(),
         };
         actual.tables.insert("chat-messages".into(), Found::Ours(table));
         assert_eq!(Teardown::of(&names(), &actual, false).tables(), ["chat-messages"]);

@@ -9,6 +9,7 @@ pub mod desired;
 pub mod destroy;
 pub mod plan;
 pub mod saved;
+pub mod tags;
 
 use serde::Serialize;
 
@@ -177,6 +178,17 @@ impl Names {
             self.region,
             self.function_arn(function)
         )
+    }
+
+    /// How API Gateway's tagging names an API.
+    pub fn api_arn(&self, api_id: &str) -> String {
+        let (partition, _) = self.partition();
+        format!("arn:{partition}:apigateway:{}::/apis/{api_id}", self.region)
+    }
+
+    /// How API Gateway's tagging names the stack's stage of an API.
+    pub fn stage_arn(&self, api_id: &str) -> String {
+        format!("{}/stages/{}", self.api_arn(api_id), self.stage)
     }
 
     pub fn websocket_url(&self, api_id: &str) -> String {

@@ -1,10 +1,14 @@
 //! The difference between what the stack should be and what exists: a pure
 //! function of the two, so every case is unit-tested without AWS.
+//!
+//! A plan is a list of typed steps. `Display` renders them for people,
+//! `Serialize` for `--output json` and saved plans, and `apply` executes
+//! exactly them: every decision is made here, once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -19,13 +23,166 @@ pub const PERMISSION_ID: &str = "chatctl-invoke";
 /// Stage descriptions start with this, followed by the routes' fingerprint,
 /// so a stage serving stale routes is seen as drift.
 pub const DEPLOYMENT_MARKER: &str = "chatctl deployment ";
+/// The projection of every index chatctl makes.
+pub const KEYS_ONLY: &str = "KEYS_ONLY";
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The kinds of resource a stack has, in the order `up` plans them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Table,
+    Role,
+    #[serde(rename = "log group")]
+    LogGroup,
+    Function,
+    Api,
+    Authorizer,
+    Integration,
+    Route,
+    Permission,
+    Stage,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Table => "table",
+            Kind::Role => "role",
+            Kind::LogGroup => "log group",
+            Kind::Function => "function",
+            Kind::Api => "api",
+            Kind::Authorizer => "authorizer",
+            Kind::Integration => "integration",
+            Kind::Route => "route",
+            Kind::Permission => "permission",
+            Kind::Stage => "stage",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One difference inside a resource. `apply` acts on the variant; the text
+/// is only for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Detail {
+    /// Table: to on-demand billing (UpdateTable).
+    Billing { from: Option<String> },
+    /// Table: TTL on this attribute (UpdateTimeToLive).
+    Ttl { attribute: String },
+    /// Table: a global secondary index to add (UpdateTable, data kept).
+    AddIndex { name: String, key: String },
+    /// Table: a global secondary index to delete (UpdateTable, data kept).
+    DeleteIndex { name: String },
+    /// Role: who may assume it.
+    TrustPolicy,
+    /// Role: its inline policy; `grants` says what changes, None while the
+    /// API the policy names is still to be made.
+    InlinePolicy { grants: Option<String> },
+    /// Log group: how long it keeps events (None: never expire).
+    Retention { from: Option<i32>, to: i32 },
+    /// Function: new code (CodeSha256, live → built).
+    Code { from: Option<String>, to: String },
+    /// Function: another architecture, which ships with the code.
+    Architecture { from: Option<String>, to: String },
+    /// Function: one configuration setting (runtime, handler, memory,
+    /// timeout, role).
+    Setting {
+        name: String,
+        from: Option<String>,
+        to: String,
+    },
+    /// Function: environment variables, by name only (values may be secrets).
+    Environment { names: Vec<String> },
+    /// API: its route selection expression.
+    RouteSelection,
+    /// Authorizer or integration: its type.
+    Type { to: String },
+    /// Integration: its HTTP method.
+    Method,
+    /// Authorizer: the function it invokes.
+    AuthorizerFunction,
+    /// Route: the integration it targets.
+    Target,
+    /// Route: its authorization type.
+    Authorization { to: String },
+    /// Route: the authorizer it runs.
+    Authorizer,
+    /// Permission: the API or authorizer allowed to invoke.
+    SourceArn,
+    /// Stage: serve the routes as they are now (a new deployment).
+    Deployment,
+    /// Tags to set and to remove (tags AWS reserves, `aws:*`, are never touched).
+    Tags {
+        set: BTreeMap<String, String>,
+        remove: Vec<String>,
+    },
+}
+
+/// The first characters of a CodeSha256, enough to tell two builds apart.
+fn short_hash(sha: Option<&str>) -> String {
+    match sha {
+        Some(sha) => format!("{}…", sha.chars().take(8).collect::<String>()),
+        None => "-".into(),
+    }
+}
+
+fn or_dash(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("-")
+}
+
+impl fmt::Display for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Detail::Billing { from } => write!(
+                f,
+                "billing {} → PAY_PER_REQUEST",
+                from.as_deref().unwrap_or("PROVISIONED")
+            ),
+            Detail::Ttl { attribute } => write!(f, "ttl on {attribute}"),
+            Detail::AddIndex { name, key } => write!(f, "+ index {name} on {key}"),
+            Detail::DeleteIndex { name } => write!(f, "- index {name}"),
+            Detail::TrustPolicy => f.write_str("trust policy"),
+            Detail::InlinePolicy { grants: None } => f.write_str("inline policy"),
+            Detail::InlinePolicy { grants: Some(grants) } => write!(f, "inline policy: {grants}"),
+            Detail::Retention { from, to } => write!(
+                f,
+                "retention {} → {to} days",
+                from.map_or_else(|| "never expire".to_string(), |d| d.to_string())
+            ),
+            Detail::Code { from, to } => write!(f, "code {} → {}", short_hash(from.as_deref()), short_hash(Some(to))),
+            Detail::Architecture { from, to } => write!(f, "architecture {} → {to}", or_dash(from)),
+            Detail::Setting { name, from, to } => write!(f, "{name} {} → {to}", or_dash(from)),
+            Detail::Environment { names } => write!(f, "environment {}", names.join(" ")),
+            Detail::RouteSelection => f.write_str("route selection expression"),
+            Detail::Type { to } => write!(f, "type → {to}"),
+            Detail::Method => f.write_str("method"),
+            Detail::AuthorizerFunction => f.write_str("function"),
+            Detail::Target => f.write_str("target"),
+            Detail::Authorization { to } => write!(f, "authorization → {to}"),
+            Detail::Authorizer => f.write_str("authorizer"),
+            Detail::SourceArn => f.write_str("source ARN"),
+            Detail::Deployment => f.write_str("new deployment"),
+            Detail::Tags { set, remove } => {
+                let mut parts: Vec<String> = set.iter().map(|(k, v)| format!("+ {k}={v}")).collect();
+                parts.extend(remove.iter().map(|k| format!("- {k}")));
+                write!(f, "tags {}", parts.join(", "))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum Action {
     Create,
     Update {
-        changes: Vec<String>,
+        changes: Vec<Detail>,
     },
     /// Delete and create again: destructive, so `up` asks first.
     Replace {
@@ -36,20 +193,44 @@ pub enum Action {
     NoChange,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+impl Action {
+    /// The details of an update; none for any other action.
+    pub fn changes(&self) -> &[Detail] {
+        match self {
+            Action::Update { changes } => changes,
+            _ => &[],
+        }
+    }
+
+    fn update_or_nothing(changes: Vec<Detail>) -> Action {
+        if changes.is_empty() {
+            Action::NoChange
+        } else {
+            Action::Update { changes }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
-    pub kind: &'static str,
+    pub kind: Kind,
     pub name: String,
+    /// The live resource's id, where AWS names it by id (API parts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     #[serde(flatten)]
     pub action: Action,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Plan {
     pub changes: Vec<Change>,
     /// Names taken by resources that are not this stack's.
     pub conflicts: Vec<String>,
 }
+
+/// What the plan says of a resource it does not list: nothing to do.
+static NO_CHANGE: Action = Action::NoChange;
 
 impl Plan {
     pub fn pending(&self) -> impl Iterator<Item = &Change> {
@@ -66,15 +247,40 @@ impl Plan {
             .filter(|c| matches!(c.action, Action::Replace { .. } | Action::Delete))
             .collect()
     }
+
+    /// The step for one resource (the first, for a name listed twice).
+    pub fn step(&self, kind: Kind, name: &str) -> Option<&Change> {
+        self.changes
+            .iter()
+            .find(|c| c.kind == kind && c.name == name && c.action != Action::Delete)
+    }
+
+    /// What to do with one resource; nothing when the plan does not list it.
+    pub fn action(&self, kind: Kind, name: &str) -> &Action {
+        self.step(kind, name).map_or(&NO_CHANGE, |c| &c.action)
+    }
+
+    /// The resources of a kind to delete.
+    pub fn deletions(&self, kind: Kind) -> impl Iterator<Item = &Change> {
+        self.changes
+            .iter()
+            .filter(move |c| c.kind == kind && c.action == Action::Delete)
+    }
 }
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (sign, detail) = match &self.action {
             Action::Create => ("+", String::new()),
-            Action::Update { changes } => ("~", format!(" ({})", changes.join(", "))),
+            Action::Update { changes } => (
+                "~",
+                format!(
+                    " ({})",
+                    changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            ),
             Action::Replace { reason } => ("-/+", format!(" (replace: {reason})")),
-            Action::Delete => ("-", String::new()),
+            Action::Delete => ("-", self.id.as_ref().map(|id| format!(" ({id})")).unwrap_or_default()),
             Action::NoChange => ("=", String::new()),
         };
         write!(f, "{sign:>3} {} {}{detail}", self.kind, self.name)
@@ -91,170 +297,155 @@ fn foreign_message(kind: &str, name: &str, tag: &Option<String>) -> String {
     }
 }
 
+/// The tags to set and remove so that `have` becomes `want`; tags AWS
+/// reserves (`aws:` prefix) cannot be changed by anyone and are left alone
+/// (AWS tagging best practices, "tag naming limits and requirements").
+pub fn tag_changes(have: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> Option<Detail> {
+    let set: BTreeMap<String, String> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let remove: Vec<String> = have
+        .keys()
+        .filter(|k| !want.contains_key(*k) && !k.starts_with("aws:"))
+        .cloned()
+        .collect();
+    (!set.is_empty() || !remove.is_empty()).then_some(Detail::Tags { set, remove })
+}
+
 /// Compares every resource, in the order `up` applies them.
 pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
     let mut plan = Plan::default();
-    let mut add = |kind: &'static str, name: &str, action: Option<Action>, conflict: Option<String>| {
-        if let Some(conflict) = conflict {
-            plan.conflicts.push(conflict);
-        } else if let Some(action) = action {
-            plan.changes.push(Change {
+    let mut add =
+        |kind: Kind, name: &str, found_foreign: Option<(&str, &Option<String>)>, action: Action| match found_foreign {
+            Some((what, tag)) => plan.conflicts.push(foreign_message(what, name, tag)),
+            None => plan.changes.push(Change {
                 kind,
                 name: name.to_string(),
+                id: None,
                 action,
-            });
+            }),
+        };
+    fn foreign<'a, T>(found: &'a Found<T>, what: &'a str) -> Option<(&'a str, &'a Option<String>)> {
+        match found {
+            Found::Foreign(tag) => Some((what, tag)),
+            _ => None,
         }
-    };
-    let api_id = actual.api.ours().map(|a| a.id.as_str());
+    }
+    // The API the roles' policy names: none while it is to be made or replaced.
+    let api_id = actual
+        .api
+        .ours()
+        .filter(|a| a.protocol.as_deref() == Some("WEBSOCKET"))
+        .map(|a| a.id.as_str());
 
     for spec in &desired.tables {
         let found = actual.tables.get(&spec.name).unwrap_or(&Found::Missing);
-        match found {
-            Found::Foreign(tag) => add(
-                "table",
-                &spec.name,
-                None,
-                Some(foreign_message("table", &spec.name, tag)),
-            ),
-            _ => add("table", &spec.name, Some(table_action(spec, found.ours())), None),
-        }
+        let action = table_action(spec, found.ours(), &desired.tags);
+        add(Kind::Table, &spec.name, foreign(found, "table"), action);
     }
     for spec in &desired.roles {
         let found = actual.roles.get(&spec.name).unwrap_or(&Found::Missing);
-        match found {
-            Found::Foreign(tag) => add(
-                "role",
-                &spec.name,
-                None,
-                Some(foreign_message("IAM role", &spec.name, tag)),
-            ),
-            _ => {
-                let policy = api_id.map(|id| desired.role_policy(spec, id));
-                add(
-                    "role",
-                    &spec.name,
-                    Some(role_action(found.ours(), policy.as_ref())),
-                    None,
-                )
-            }
-        }
+        let policy = api_id.map(|id| desired.role_policy(spec, id));
+        let action = role_action(found.ours(), policy.as_ref(), &desired.tags);
+        add(Kind::Role, &spec.name, foreign(found, "IAM role"), action);
     }
     for spec in &desired.log_groups {
         let found = actual.log_groups.get(&spec.function).unwrap_or(&Found::Missing);
-        match found {
-            Found::Foreign(tag) => add(
-                "log group",
-                &spec.name,
-                None,
-                Some(foreign_message("log group", &spec.name, tag)),
-            ),
-            _ => add(
-                "log group",
-                &spec.name,
-                Some(log_group_action(spec, found.ours())),
-                None,
-            ),
-        }
+        let action = log_group_action(spec, found.ours(), &desired.tags);
+        add(Kind::LogGroup, &spec.name, foreign(found, "log group"), action);
     }
     for spec in &desired.functions {
         let found = actual.functions.get(&spec.function).unwrap_or(&Found::Missing);
-        match found {
-            Found::Foreign(tag) => add(
-                "function",
-                &spec.name,
-                None,
-                Some(foreign_message("Lambda function", &spec.name, tag)),
-            ),
-            _ => {
-                let role_arn = desired.names.role_arn(&spec.role);
-                let action = match found.ours() {
-                    None => Action::Create,
-                    Some(state) => function_diff(spec, state, &role_arn).into_action(),
-                };
-                add("function", &spec.name, Some(action), None)
-            }
-        }
+        let role_arn = desired.names.role_arn(&spec.role);
+        let action = match found.ours() {
+            None => Action::Create,
+            Some(state) => Action::update_or_nothing(function_changes(spec, state, &role_arn, &desired.tags)),
+        };
+        add(Kind::Function, &spec.name, foreign(found, "Lambda function"), action);
     }
-    for change in api_changes(desired, actual.api.ours(), actual) {
-        plan.changes.push(change);
-    }
+    plan.changes.extend(api_changes(desired, actual));
     plan
 }
 
-pub fn table_action(spec: &TableSpec, state: Option<&TableState>) -> Action {
+pub fn table_action(spec: &TableSpec, state: Option<&TableState>, tags: &BTreeMap<String, String>) -> Action {
     let Some(state) = state else {
         return Action::Create;
     };
-    let wanted_indexes: Vec<(String, String, String)> = spec
-        .indexes
-        .iter()
-        .map(|(name, key)| (name.clone(), key.clone(), "KEYS_ONLY".to_string()))
-        .collect();
-    let mut have_indexes = state.indexes.clone();
-    have_indexes.sort();
-    let mut want_sorted = wanted_indexes.clone();
-    want_sorted.sort();
     if state.partition_key.as_deref() != Some(spec.partition_key.as_str()) || state.sort_key != spec.sort_key {
         return Action::Replace {
             reason: format!(
                 "key schema is {}/{}, should be {}/{}",
-                state.partition_key.as_deref().unwrap_or("-"),
-                state.sort_key.as_deref().unwrap_or("-"),
+                or_dash(&state.partition_key),
+                or_dash(&state.sort_key),
                 spec.partition_key,
                 spec.sort_key.as_deref().unwrap_or("-")
             ),
         };
     }
-    if have_indexes != want_sorted {
-        let names: Vec<&str> = have_indexes.iter().map(|i| i.0.as_str()).collect();
-        return Action::Replace {
-            reason: format!("indexes are {names:?}, should be by-room/by-user keys-only"),
-        };
-    }
     let mut changes = vec![];
     if state.billing_mode.as_deref() != Some("PAY_PER_REQUEST") {
-        changes.push(format!(
-            "billing {} → PAY_PER_REQUEST",
-            state.billing_mode.as_deref().unwrap_or("PROVISIONED")
-        ));
+        changes.push(Detail::Billing {
+            from: state.billing_mode.clone(),
+        });
+    }
+    // Indexes change in place, one UpdateTable each (DynamoDB developer
+    // guide, "Managing global secondary indexes"); an index whose key or
+    // projection differs is deleted, then made again.
+    let wanted = |name: &str, key: &str, projection: &str| {
+        projection == KEYS_ONLY && spec.indexes.iter().any(|(n, k)| n == name && k == key)
+    };
+    for (name, key, projection) in &state.indexes {
+        if !wanted(name, key, projection) {
+            changes.push(Detail::DeleteIndex { name: name.clone() });
+        }
+    }
+    for (name, key) in &spec.indexes {
+        let have = state
+            .indexes
+            .iter()
+            .any(|(n, k, p)| n == name && k == key && p == KEYS_ONLY);
+        if !have {
+            changes.push(Detail::AddIndex {
+                name: name.clone(),
+                key: key.clone(),
+            });
+        }
     }
     if state.ttl_attribute.as_deref() != Some(spec.ttl_attribute.as_str()) {
-        changes.push(format!("ttl on {}", spec.ttl_attribute));
+        changes.push(Detail::Ttl {
+            attribute: spec.ttl_attribute.clone(),
+        });
     }
-    update_or_nothing(changes)
-}
-
-fn update_or_nothing(changes: Vec<String>) -> Action {
-    if changes.is_empty() {
-        Action::NoChange
-    } else {
-        Action::Update { changes }
-    }
+    changes.extend(tag_changes(&state.tags, tags));
+    Action::update_or_nothing(changes)
 }
 
 /// `policy` is None while the API (which the policy names) does not exist yet.
-pub fn role_action(state: Option<&RoleState>, policy: Option<&Value>) -> Action {
+pub fn role_action(state: Option<&RoleState>, policy: Option<&Value>, tags: &BTreeMap<String, String>) -> Action {
     let Some(state) = state else {
         return Action::Create;
     };
     let mut changes = vec![];
     if state.trust_policy.as_ref() != Some(&trust_policy()) {
-        changes.push("trust policy".to_string());
+        changes.push(Detail::TrustPolicy);
     }
     match (policy, &state.policy) {
         (Some(want), Some(have)) if have == want => {}
-        (Some(want), Some(have)) => changes.push(format!("inline policy: {}", policy_changes(have, want))),
-        _ => changes.push("inline policy".to_string()),
+        (Some(want), Some(have)) => changes.push(Detail::InlinePolicy {
+            grants: Some(policy_changes(have, want)),
+        }),
+        _ => changes.push(Detail::InlinePolicy { grants: None }),
     }
-    update_or_nothing(changes)
+    changes.extend(tag_changes(&state.tags, tags));
+    Action::update_or_nothing(changes)
 }
-
 /// What a new inline policy grants and revokes, for people: "+ Allow
 /// dynamodb:BatchGetItem on table/chat-connections; - Allow …". Statements
 /// are compared grant by grant (effect, action, resource), so one action
 /// added to a statement reads as that action alone.
 fn policy_changes(have: &Value, want: &Value) -> String {
-    use std::collections::{BTreeMap, BTreeSet};
     fn list(value: &Value) -> Vec<String> {
         match value {
             Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
@@ -309,117 +500,94 @@ fn policy_changes(have: &Value, want: &Value) -> String {
     lines.join("; ")
 }
 
-pub fn log_group_action(spec: &LogGroupSpec, state: Option<&LogGroupState>) -> Action {
-    match state {
-        None => Action::Create,
-        Some(state) if state.retention_days == Some(spec.retention_days) => Action::NoChange,
-        Some(state) => Action::Update {
-            changes: vec![format!(
-                "retention {} → {} days",
-                state
-                    .retention_days
-                    .map(|d| d.to_string())
-                    .unwrap_or_else(|| "never expire".into()),
-                spec.retention_days
-            )],
-        },
-    }
-}
-
-/// What differs in a function: its code, its configuration, or both.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct FunctionDiff {
-    pub code: bool,
-    /// How the code changes, for people: "code 3f2a1c9b… → 9b1c0d2e…"
-    /// (CodeSha256, live → new), or "code" when only the architecture moves.
-    pub code_change: String,
-    pub configuration: Vec<String>,
-}
-
-impl FunctionDiff {
-    pub fn into_action(self) -> Action {
-        let mut changes = self.configuration;
-        if self.code {
-            changes.insert(0, self.code_change);
-        }
-        update_or_nothing(changes)
-    }
-}
-
-/// The first characters of a CodeSha256, enough to tell two builds apart.
-fn short_hash(sha: Option<&str>) -> String {
-    match sha {
-        Some(sha) => format!("{}…", sha.chars().take(8).collect::<String>()),
-        None => "-".into(),
-    }
-}
-
-pub fn function_diff(spec: &FunctionSpec, state: &FunctionState, role_arn: &str) -> FunctionDiff {
-    let mut diff = FunctionDiff::default();
-    let architecture = spec.arch.as_lambda();
-    // A changed architecture needs new code too: it goes with UpdateFunctionCode.
-    diff.code = spec
-        .code
-        .as_ref()
-        .is_some_and(|code| state.code_sha256.as_deref() != Some(code.sha256.as_str()))
-        || state.architecture.as_deref() != Some(architecture);
-    if diff.code {
-        let new = spec.code.as_ref().map(|code| code.sha256.as_str());
-        diff.code_change = match new {
-            Some(new) if state.code_sha256.as_deref() != Some(new) => format!(
-                "code {} → {}",
-                short_hash(state.code_sha256.as_deref()),
-                short_hash(Some(new))
-            ),
-            _ => "code".into(),
-        };
-    }
-    let mut config = vec![];
-    let mut compare = |what: &str, have: Option<String>, want: String| {
-        if have.as_deref() != Some(want.as_str()) {
-            config.push(format!("{what} {} → {want}", have.unwrap_or_else(|| "-".into())));
-        }
+pub fn log_group_action(spec: &LogGroupSpec, state: Option<&LogGroupState>, tags: &BTreeMap<String, String>) -> Action {
+    let Some(state) = state else {
+        return Action::Create;
     };
-    compare("runtime", state.runtime.clone(), RUNTIME.into());
-    compare("handler", state.handler.clone(), spec.function.short_name().into());
-    compare(
-        "memory",
-        state.memory_mb.map(|m| m.to_string()),
-        spec.memory_mb.to_string(),
-    );
-    compare(
-        "timeout",
-        state.timeout_seconds.map(|t| t.to_string()),
-        spec.timeout_seconds.to_string(),
-    );
-    compare("role", state.role_arn.clone(), role_arn.to_string());
+    let mut changes = vec![];
+    if state.retention_days != Some(spec.retention_days) {
+        changes.push(Detail::Retention {
+            from: state.retention_days,
+            to: spec.retention_days,
+        });
+    }
+    changes.extend(tag_changes(&state.tags, tags));
+    Action::update_or_nothing(changes)
+}
+
+impl Detail {
+    /// Applied with UpdateFunctionCode: the code, and the architecture it is built for.
+    pub fn is_function_code(&self) -> bool {
+        matches!(self, Detail::Code { .. } | Detail::Architecture { .. })
+    }
+
+    /// Applied with UpdateFunctionConfiguration.
+    pub fn is_function_configuration(&self) -> bool {
+        matches!(self, Detail::Setting { .. } | Detail::Environment { .. })
+    }
+}
+
+/// What differs in a function: code (when it is known), architecture,
+/// configuration and tags.
+pub fn function_changes(
+    spec: &FunctionSpec,
+    state: &FunctionState,
+    role_arn: &str,
+    tags: &BTreeMap<String, String>,
+) -> Vec<Detail> {
+    let mut changes = vec![];
+    if let Some(code) = &spec.code
+        && state.code_sha256.as_deref() != Some(code.sha256.as_str())
+    {
+        changes.push(Detail::Code {
+            from: state.code_sha256.clone(),
+            to: code.sha256.clone(),
+        });
+    }
+    let architecture = spec.arch.as_lambda();
     if state.architecture.as_deref() != Some(architecture) {
-        config.push(format!(
-            "architecture {} → {architecture}",
-            state.architecture.as_deref().unwrap_or("-")
-        ));
+        changes.push(Detail::Architecture {
+            from: state.architecture.clone(),
+            to: architecture.into(),
+        });
+    }
+    let settings = [
+        ("runtime", state.runtime.clone(), RUNTIME.to_string()),
+        ("handler", state.handler.clone(), spec.function.short_name().to_string()),
+        (
+            "memory",
+            state.memory_mb.map(|m| m.to_string()),
+            spec.memory_mb.to_string(),
+        ),
+        (
+            "timeout",
+            state.timeout_seconds.map(|t| t.to_string()),
+            spec.timeout_seconds.to_string(),
+        ),
+        ("role", state.role_arn.clone(), role_arn.to_string()),
+    ];
+    for (name, from, to) in settings {
+        if from.as_deref() != Some(to.as_str()) {
+            changes.push(Detail::Setting {
+                name: name.into(),
+                from,
+                to,
+            });
+        }
     }
     if state.env != spec.env {
-        // Names only: values may be secrets.
-        let mut keys: Vec<&String> = spec
+        let names: BTreeSet<&String> = spec
             .env
             .keys()
             .chain(state.env.keys())
             .filter(|k| spec.env.get(*k) != state.env.get(*k))
             .collect();
-        keys.sort();
-        keys.dedup();
-        config.push(format!(
-            "environment {}",
-            keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(" ")
-        ));
+        changes.push(Detail::Environment {
+            names: names.into_iter().cloned().collect(),
+        });
     }
-    // Architecture is applied with the code, not the configuration.
-    diff.configuration = config.into_iter().filter(|c| !c.starts_with("architecture")).collect();
-    if state.architecture.as_deref() != Some(architecture) {
-        diff.configuration.push(format!("architecture → {architecture}"));
-    }
-    diff
+    changes.extend(tag_changes(&state.tags, tags));
+    changes
 }
 
 /// The source ARN of each function's invoke permission.
@@ -506,165 +674,169 @@ pub struct RouteTarget {
 }
 
 /// The API, its integrations, authorizer, routes, permissions and stage.
-pub fn api_changes(desired: &Desired, api: Option<&ApiState>, actual: &Actual) -> Vec<Change> {
+/// Each step carries the id of the live part it changes, so `apply` needs
+/// nothing else to find it.
+pub fn api_changes(desired: &Desired, actual: &Actual) -> Vec<Change> {
     let names = &desired.names;
     let spec = &desired.api;
-    let change = |kind: &'static str, name: String, action: Action| Change { kind, name, action };
-    let Some(api) = api else {
-        let mut changes = vec![change("api", spec.name.clone(), Action::Create)];
-        changes.push(change("authorizer", spec.authorizer.clone(), Action::Create));
-        for route in &spec.routes {
-            changes.push(change("integration", names.function(route.function), Action::Create));
-            changes.push(change("route", route.key.clone(), Action::Create));
-        }
-        for function in Function::ALL {
-            changes.push(change("permission", names.function(function), Action::Create));
-        }
-        changes.push(change("stage", spec.stage.clone(), Action::Create));
-        return changes;
+    let change = |kind: Kind, name: &str, id: Option<&str>, action: Action| Change {
+        kind,
+        name: name.to_string(),
+        id: id.map(str::to_string),
+        action,
     };
     let mut changes = vec![];
-    let mut api_changes = vec![];
-    if api.protocol.as_deref() != Some("WEBSOCKET") {
-        changes.push(change(
-            "api",
-            spec.name.clone(),
+    let api = actual.api.ours();
+    // An API of another protocol (HTTP) cannot become a WebSocket API: it is
+    // replaced, and every part made anew in the new one.
+    let live = api.filter(|a| a.protocol.as_deref() == Some("WEBSOCKET"));
+    changes.push(match (api, live) {
+        (None, _) => change(Kind::Api, &spec.name, None, Action::Create),
+        (Some(old), None) => change(
+            Kind::Api,
+            &spec.name,
+            Some(&old.id),
             Action::Replace {
-                reason: format!("protocol is {}", api.protocol.as_deref().unwrap_or("-")),
+                reason: format!("protocol is {}", or_dash(&old.protocol)),
             },
-        ));
-        return changes;
-    }
-    if api.route_selection_expression.as_deref() != Some(ROUTE_SELECTION_EXPRESSION) {
-        api_changes.push("route selection expression".to_string());
-    }
-    changes.push(change("api", spec.name.clone(), update_or_nothing(api_changes)));
-    for duplicate in &api.duplicates {
-        changes.push(change(
-            "api",
-            format!("{} {duplicate} (duplicate)", spec.name),
-            Action::Delete,
-        ));
+        ),
+        (Some(api), Some(_)) => {
+            let mut details = vec![];
+            if api.route_selection_expression.as_deref() != Some(ROUTE_SELECTION_EXPRESSION) {
+                details.push(Detail::RouteSelection);
+            }
+            details.extend(tag_changes(&api.tags, &desired.tags));
+            change(Kind::Api, &spec.name, Some(&api.id), Action::update_or_nothing(details))
+        }
+    });
+    for duplicate in api.map(|a| a.duplicates.as_slice()).unwrap_or_default() {
+        changes.push(change(Kind::Api, &spec.name, Some(duplicate), Action::Delete));
     }
 
     let authorizer_uri = names.invocation_uri(Function::Authorizer);
-    let authorizer = api.authorizers.iter().find(|a| a.name == spec.authorizer);
+    let authorizer = live.and_then(|api| api.authorizers.iter().find(|a| a.name == spec.authorizer));
     let authorizer_action = match authorizer {
         None => Action::Create,
         Some(a) => {
-            let mut diffs = vec![];
+            let mut details = vec![];
             if a.authorizer_type.as_deref() != Some("REQUEST") {
-                diffs.push("type".to_string());
+                details.push(Detail::Type { to: "REQUEST".into() });
             }
             if a.uri.as_deref() != Some(authorizer_uri.as_str()) {
-                diffs.push("function".to_string());
+                details.push(Detail::AuthorizerFunction);
             }
-            update_or_nothing(diffs)
+            Action::update_or_nothing(details)
         }
     };
-    let deploy_needed_by_parts = authorizer_action != Action::NoChange;
-    changes.push(change("authorizer", spec.authorizer.clone(), authorizer_action));
+    let mut parts_changed = authorizer_action != Action::NoChange;
+    changes.push(change(
+        Kind::Authorizer,
+        &spec.authorizer,
+        authorizer.map(|a| a.id.as_str()),
+        authorizer_action,
+    ));
 
-    let mut parts_changed = deploy_needed_by_parts;
     for route in &spec.routes {
         let uri = names.invocation_uri(route.function);
-        let integration = api.integrations.iter().find(|i| i.uri.as_deref() == Some(uri.as_str()));
+        let integration = live.and_then(|api| api.integrations.iter().find(|i| i.uri.as_deref() == Some(uri.as_str())));
         let integration_action = match integration {
             None => Action::Create,
             Some(i) => {
-                let mut diffs = vec![];
+                let mut details = vec![];
                 if i.integration_type.as_deref() != Some("AWS_PROXY") {
-                    diffs.push("type".to_string());
+                    details.push(Detail::Type { to: "AWS_PROXY".into() });
                 }
                 if i.method.as_deref() != Some("POST") {
-                    diffs.push("method".to_string());
+                    details.push(Detail::Method);
                 }
-                update_or_nothing(diffs)
+                Action::update_or_nothing(details)
             }
         };
         parts_changed |= integration_action != Action::NoChange;
         changes.push(change(
-            "integration",
-            names.function(route.function),
+            Kind::Integration,
+            &names.function(route.function),
+            integration.map(|i| i.id.as_str()),
             integration_action,
         ));
 
         let target = RouteTarget {
             target: integration.map(|i| format!("integrations/{}", i.id)),
-            authorizer_id: if route.authorized {
-                authorizer.map(|a| a.id.clone())
-            } else {
-                None
-            },
+            authorizer_id: authorizer.filter(|_| route.authorized).map(|a| a.id.clone()),
         };
-        let route_action = match api.routes.iter().find(|r| r.key == route.key) {
+        let found = live.and_then(|api| api.routes.iter().find(|r| r.key == route.key));
+        let route_action = match found {
             None => Action::Create,
-            Some(r) => route_diff(r, &target, route.authorized),
+            Some(r) => Action::update_or_nothing(route_changes(r, &target, route.authorized)),
         };
         parts_changed |= route_action != Action::NoChange;
-        changes.push(change("route", route.key.clone(), route_action));
+        changes.push(change(
+            Kind::Route,
+            &route.key,
+            found.map(|r| r.id.as_str()),
+            route_action,
+        ));
     }
-    for extra in api
-        .routes
+    for extra in live
+        .map(|api| api.routes.as_slice())
+        .unwrap_or_default()
         .iter()
         .filter(|r| !spec.routes.iter().any(|s| s.key == r.key))
     {
         parts_changed = true;
-        changes.push(change("route", extra.key.clone(), Action::Delete));
+        changes.push(change(Kind::Route, &extra.key, Some(&extra.id), Action::Delete));
     }
 
     for function in Function::ALL {
-        let wanted = permission_source_arn(names, function, &api.id, authorizer.map(|a| a.id.as_str()));
         let have = actual
             .functions
             .get(&function)
             .and_then(|f| f.ours())
             .and_then(|f| f.permissions.get(PERMISSION_ID));
+        let wanted = live.map(|api| permission_source_arn(names, function, &api.id, authorizer.map(|a| a.id.as_str())));
+        let current = wanted.is_some() && have == wanted.as_ref();
         let action = match have {
-            Some(arn) if *arn == wanted && (function != Function::Authorizer || authorizer.is_some()) => {
-                Action::NoChange
-            }
+            Some(_) if current && (function != Function::Authorizer || authorizer.is_some()) => Action::NoChange,
             Some(_) => Action::Update {
-                changes: vec!["source ARN".into()],
+                changes: vec![Detail::SourceArn],
             },
             None => Action::Create,
         };
-        changes.push(change("permission", names.function(function), action));
+        changes.push(change(Kind::Permission, &names.function(function), None, action));
     }
 
-    let wanted_description = deployment_description(&served_routes(api));
-    let stage_action = match &api.stage {
+    let stage_action = match live.and_then(|api| api.stage.as_ref().map(|stage| (api, stage))) {
         None => Action::Create,
-        Some(stage) => {
+        Some((api, stage)) => {
+            let mut details = vec![];
+            let wanted_description = deployment_description(&served_routes(api));
             if parts_changed
                 || stage.deployment_id.is_none()
                 || stage.description.as_deref() != Some(wanted_description.as_str())
             {
-                Action::Update {
-                    changes: vec!["new deployment".into()],
-                }
-            } else {
-                Action::NoChange
+                details.push(Detail::Deployment);
             }
+            details.extend(tag_changes(&stage.tags, &desired.tags));
+            Action::update_or_nothing(details)
         }
     };
-    changes.push(change("stage", spec.stage.clone(), stage_action));
+    changes.push(change(Kind::Stage, &spec.stage, None, stage_action));
     changes
 }
 
-pub fn route_diff(route: &super::actual::RouteState, target: &RouteTarget, authorized: bool) -> Action {
-    let mut diffs = vec![];
+pub fn route_changes(route: &super::actual::RouteState, target: &RouteTarget, authorized: bool) -> Vec<Detail> {
+    let mut changes = vec![];
     if target.target.is_none() || route.target != target.target {
-        diffs.push("target".to_string());
+        changes.push(Detail::Target);
     }
     let wanted_auth = if authorized { "CUSTOM" } else { "NONE" };
     if route.authorization_type.as_deref().unwrap_or("NONE") != wanted_auth {
-        diffs.push(format!("authorization → {wanted_auth}"));
+        changes.push(Detail::Authorization { to: wanted_auth.into() });
     }
     if authorized && (target.authorizer_id.is_none() || route.authorizer_id != target.authorizer_id) {
-        diffs.push("authorizer".to_string());
+        changes.push(Detail::Authorizer);
     }
-    update_or_nothing(diffs)
+    changes
 }
 
 /// Counts of pending changes by action, for the summary line.
@@ -715,7 +887,7 @@ mod tests {
         Desired::new(&settings, names, "secret", &code)
     }
 
-    fn table_state(spec: &TableSpec) -> TableState {
+    fn table_state(spec: &TableSpec, tags: &BTreeMap<String, String>) -> TableState {
         TableState {
             status: "ACTIVE".into(),
             partition_key: Some(spec.partition_key.clone()),
@@ -723,57 +895,137 @@ mod tests {
             indexes: spec
                 .indexes
                 .iter()
-                .map(|(n, k)| (n.clone(), k.clone(), "KEYS_ONLY".into()))
+                .map(|(n, k)| (n.clone(), k.clone(), KEYS_ONLY.into()))
                 .collect(),
             billing_mode: Some("PAY_PER_REQUEST".into()),
             ttl_attribute: Some("ttl".into()),
             item_count: 0,
+            tags: tags.clone(),
         }
+    }
+
+    fn update(changes: Vec<Detail>) -> Action {
+        Action::Update { changes }
     }
 
     #[test]
     fn table_cases() {
         let d = desired();
-        let spec = &d.tables[0];
-        assert_eq!(table_action(spec, None), Action::Create);
-        assert_eq!(table_action(spec, Some(&table_state(spec))), Action::NoChange);
-        let mut no_ttl = table_state(spec);
+        let (spec, tags) = (&d.tables[0], &d.tags);
+        let same = table_state(spec, tags);
+        assert_eq!(table_action(spec, None, tags), Action::Create);
+        assert_eq!(table_action(spec, Some(&same), tags), Action::NoChange);
+        let mut no_ttl = same.clone();
         no_ttl.ttl_attribute = None;
         assert_eq!(
-            table_action(spec, Some(&no_ttl)),
-            Action::Update {
-                changes: vec!["ttl on ttl".into()]
-            }
+            table_action(spec, Some(&no_ttl), tags),
+            update(vec![Detail::Ttl {
+                attribute: "ttl".into()
+            }])
         );
-        let mut provisioned = table_state(spec);
+        let mut provisioned = same.clone();
         provisioned.billing_mode = Some("PROVISIONED".into());
-        assert!(matches!(table_action(spec, Some(&provisioned)), Action::Update { .. }));
-        let mut other_key = table_state(spec);
+        assert_eq!(
+            table_action(spec, Some(&provisioned), tags).to_string_for_test(),
+            "billing PROVISIONED → PAY_PER_REQUEST"
+        );
+        let mut other_key = same.clone();
         other_key.partition_key = Some("id".into());
-        assert!(matches!(table_action(spec, Some(&other_key)), Action::Replace { .. }));
-        let mut missing_index = table_state(spec);
-        missing_index.indexes.pop();
         assert!(matches!(
-            table_action(spec, Some(&missing_index)),
+            table_action(spec, Some(&other_key), tags),
             Action::Replace { .. }
         ));
     }
 
     #[test]
+    fn indexes_change_in_place_one_by_one_and_a_changed_index_is_made_again() {
+        let d = desired();
+        let (spec, tags) = (&d.tables[0], &d.tags);
+        let (first, first_key) = spec.indexes[0].clone();
+        let (second, second_key) = spec.indexes[1].clone();
+        let mut missing = table_state(spec, tags);
+        missing.indexes.remove(0);
+        missing
+            .indexes
+            .push(("by-email".into(), "email".into(), KEYS_ONLY.into()));
+        assert_eq!(
+            table_action(spec, Some(&missing), tags),
+            update(vec![
+                Detail::DeleteIndex {
+                    name: "by-email".into()
+                },
+                Detail::AddIndex {
+                    name: first.clone(),
+                    key: first_key
+                },
+            ]),
+            "an index added, one not chatctl's removed: the table and its items stay"
+        );
+        let mut projected = table_state(spec, tags);
+        projected.indexes[1].2 = "ALL".into();
+        assert_eq!(
+            table_action(spec, Some(&projected), tags),
+            update(vec![
+                Detail::DeleteIndex { name: second.clone() },
+                Detail::AddIndex {
+                    name: second,
+                    key: second_key
+                },
+            ]),
+            "DynamoDB cannot change an index's projection: deleted, then made again"
+        );
+    }
+
+    #[test]
+    fn tags_are_set_and_removed_but_never_aws_ones() {
+        let want = BTreeMap::from([
+            ("chatctl:stack".to_string(), "chat".to_string()),
+            ("team".to_string(), "chat".to_string()),
+        ]);
+        let have = BTreeMap::from([
+            ("chatctl:stack".to_string(), "chat".to_string()),
+            ("team".to_string(), "web".to_string()),
+            ("old".to_string(), "x".to_string()),
+            ("aws:cloudformation:stack-name".to_string(), "s".to_string()),
+        ]);
+        let detail = tag_changes(&have, &want).unwrap();
+        assert_eq!(
+            detail,
+            Detail::Tags {
+                set: BTreeMap::from([("team".to_string(), "chat".to_string())]),
+                remove: vec!["old".into()],
+            }
+        );
+        assert_eq!(detail.to_string(), "tags + team=chat, - old");
+        assert_eq!(tag_changes(&want, &want), None);
+    }
+
+    impl Action {
+        /// The details of an update as the plan prints them.
+        fn to_string_for_test(&self) -> String {
+            self.changes()
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+
+    #[test]
     fn role_and_log_group_cases() {
         let d = desired();
+        let tags = &d.tags;
         let policy = d.role_policy(&d.roles[0], "api");
         let state = crate::stack::actual::RoleState {
             trust_policy: Some(trust_policy()),
             policy: Some(policy.clone()),
+            tags: tags.clone(),
         };
-        assert_eq!(role_action(None, Some(&policy)), Action::Create);
-        assert_eq!(role_action(Some(&state), Some(&policy)), Action::NoChange);
+        assert_eq!(role_action(None, Some(&policy), tags), Action::Create);
+        assert_eq!(role_action(Some(&state), Some(&policy), tags), Action::NoChange);
         assert_eq!(
-            role_action(Some(&state), None),
-            Action::Update {
-                changes: vec!["inline policy".into()]
-            },
+            role_action(Some(&state), None, tags),
+            update(vec![Detail::InlinePolicy { grants: None }]),
             "a policy for an API still to be made"
         );
         // A policy from before BatchGetItem was granted: the plan names what it adds.
@@ -797,36 +1049,33 @@ mod tests {
             ..state.clone()
         };
         assert_eq!(
-            role_action(Some(&state_before), Some(&policy)),
-            Action::Update {
-                changes: vec![
-                    "inline policy: + Allow dynamodb:BatchGetItem on table/chat-connections, \
-                     table/chat-connections/index/*, table/chat-messages; - Allow dynamodb:Scan on \
-                     table/chat-connections, table/chat-connections/index/*, table/chat-messages"
-                        .into()
-                ]
-            }
+            role_action(Some(&state_before), Some(&policy), tags).to_string_for_test(),
+            "inline policy: + Allow dynamodb:BatchGetItem on table/chat-connections, \
+             table/chat-connections/index/*, table/chat-messages; - Allow dynamodb:Scan on \
+             table/chat-connections, table/chat-connections/index/*, table/chat-messages"
         );
         let spec = LogGroupSpec {
             function: Function::Join,
             name: "g".into(),
             retention_days: 14,
         };
-        assert_eq!(log_group_action(&spec, None), Action::Create);
+        assert_eq!(log_group_action(&spec, None, tags), Action::Create);
         let state = crate::stack::actual::LogGroupState {
             retention_days: Some(14),
+            tags: tags.clone(),
         };
-        assert_eq!(log_group_action(&spec, Some(&state)), Action::NoChange);
-        let never = crate::stack::actual::LogGroupState { retention_days: None };
+        assert_eq!(log_group_action(&spec, Some(&state), tags), Action::NoChange);
+        let never = crate::stack::actual::LogGroupState {
+            retention_days: None,
+            tags: BTreeMap::new(),
+        };
         assert_eq!(
-            log_group_action(&spec, Some(&never)),
-            Action::Update {
-                changes: vec!["retention never expire → 14 days".into()]
-            }
+            log_group_action(&spec, Some(&never), tags).to_string_for_test(),
+            "retention never expire → 14 days, tags + chatctl:stack=chat"
         );
     }
 
-    fn function_state(spec: &FunctionSpec, role_arn: &str) -> FunctionState {
+    fn function_state(spec: &FunctionSpec, role_arn: &str, tags: &BTreeMap<String, String>) -> FunctionState {
         FunctionState {
             arn: "arn".into(),
             runtime: Some(RUNTIME.into()),
@@ -838,62 +1087,72 @@ mod tests {
             env: spec.env.clone(),
             code_sha256: Some("NEW".into()),
             permissions: BTreeMap::new(),
+            tags: tags.clone(),
         }
     }
 
     #[test]
     fn function_cases_tell_code_from_configuration() {
         let d = desired();
+        let tags = &d.tags;
         let spec = d.function(Function::SendMessage);
         let role = d.names.role_arn(&spec.role);
-        let same = function_state(spec, &role);
-        assert_eq!(function_diff(spec, &same, &role), FunctionDiff::default());
+        let same = function_state(spec, &role, tags);
+        let changes = |spec: &FunctionSpec, state: &FunctionState| function_changes(spec, state, &role, tags);
+        assert_eq!(changes(spec, &same), []);
 
         let mut old_code = same.clone();
         old_code.code_sha256 = Some("OLD".into());
-        let diff = function_diff(spec, &old_code, &role);
-        assert!(diff.code && diff.configuration.is_empty());
-        assert_eq!(
-            diff.into_action(),
-            Action::Update {
-                changes: vec!["code OLD… → NEW…".into()]
-            }
-        );
+        let code = changes(spec, &old_code);
+        assert!(code.iter().all(Detail::is_function_code));
+        assert_eq!(update(code).to_string_for_test(), "code OLD… → NEW…");
 
         let mut small = same.clone();
         small.memory_mb = Some(256);
-        let diff = function_diff(spec, &small, &role);
-        assert!(!diff.code);
-        assert_eq!(diff.configuration, ["memory 256 → 128"]);
+        let memory = changes(spec, &small);
+        assert!(memory.iter().all(Detail::is_function_configuration));
+        assert_eq!(update(memory).to_string_for_test(), "memory 256 → 128");
 
         // A stack deployed when each function had a binary of its own: the
         // Handler now names the function, for the one binary to dispatch on.
         let mut own_binary = same.clone();
         own_binary.handler = Some("bootstrap".into());
-        let diff = function_diff(spec, &own_binary, &role);
-        assert_eq!(diff.configuration, ["handler bootstrap → sendmessage"]);
+        assert_eq!(
+            update(changes(spec, &own_binary)).to_string_for_test(),
+            "handler bootstrap → sendmessage"
+        );
 
         let mut env = same.clone();
         env.env.insert("CHAT_MAX_CONNECTIONS".into(), "5".into());
-        let diff = function_diff(spec, &env, &role);
         assert_eq!(
-            diff.configuration,
-            ["environment CHAT_MAX_CONNECTIONS"],
+            changes(spec, &env),
+            [Detail::Environment {
+                names: vec!["CHAT_MAX_CONNECTIONS".into()]
+            }],
             "names only, never values"
         );
 
         let mut arm = spec.clone();
         arm.arch = Arch::Arm64;
-        let diff = function_diff(&arm, &same, &role);
-        assert!(diff.code, "a new architecture ships with new code");
+        let moved = changes(&arm, &same);
+        assert!(
+            !moved.is_empty() && moved.iter().all(Detail::is_function_code),
+            "a new architecture ships with new code"
+        );
+
+        let mut untagged = same.clone();
+        untagged.tags.insert("team".into(), "web".into());
+        let retag = changes(spec, &untagged);
+        assert!(
+            !retag
+                .iter()
+                .any(|c| c.is_function_code() || c.is_function_configuration())
+        );
+        assert_eq!(update(retag).to_string_for_test(), "tags - team");
 
         let mut unknown_code = spec.clone();
         unknown_code.code = None;
-        assert_eq!(
-            function_diff(&unknown_code, &old_code, &role),
-            FunctionDiff::default(),
-            "status without a build"
-        );
+        assert_eq!(changes(&unknown_code, &old_code), [], "status without a build");
     }
 
     #[test]
@@ -909,19 +1168,57 @@ mod tests {
             authorization_type: Some("CUSTOM".into()),
             authorizer_id: Some("a1".into()),
         };
-        assert_eq!(route_diff(&route, &target, true), Action::NoChange);
+        assert_eq!(route_changes(&route, &target, true), []);
         let mut open = route.clone();
         open.authorization_type = Some("NONE".into());
         open.authorizer_id = None;
-        assert!(matches!(route_diff(&open, &target, true), Action::Update { .. }));
+        assert_eq!(
+            route_changes(&open, &target, true),
+            [Detail::Authorization { to: "CUSTOM".into() }, Detail::Authorizer]
+        );
         let mut elsewhere = route.clone();
         elsewhere.target = Some("integrations/i9".into());
-        assert_eq!(
-            route_diff(&elsewhere, &target, true),
-            Action::Update {
-                changes: vec!["target".into()]
-            }
-        );
+        assert_eq!(route_changes(&elsewhere, &target, true), [Detail::Target]);
+    }
+
+    #[test]
+    fn a_new_stack_plans_every_step_and_a_plan_reads_back_as_it_was_written() {
+        let d = desired();
+        let empty = Actual {
+            tables: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            log_groups: BTreeMap::new(),
+            functions: BTreeMap::new(),
+            api: Found::Missing,
+        };
+        let new = plan(&d, &empty);
+        assert!(new.changes.iter().all(|c| c.action == Action::Create));
+        assert_eq!(new.changes.len(), 2 + 2 + 7 + 7 + 1 + 1 + 6 + 6 + 7 + 1);
+        assert_eq!(new.action(Kind::Route, "$connect"), &Action::Create);
+        assert_eq!(new.action(Kind::Route, "nosuchroute"), &Action::NoChange);
+
+        let mut with_details = new.clone();
+        with_details.changes.push(Change {
+            kind: Kind::Route,
+            name: "old".into(),
+            id: Some("r9".into()),
+            action: Action::Delete,
+        });
+        with_details.changes[0].action = update(vec![
+            Detail::AddIndex {
+                name: "by-room".into(),
+                key: "room".into(),
+            },
+            Detail::Tags {
+                set: BTreeMap::from([("team".to_string(), "chat".to_string())]),
+                remove: vec![],
+            },
+        ]);
+        let json = serde_json::to_string(&with_details).unwrap();
+        let back: Plan = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, with_details);
+        assert_eq!(with_details.deletions(Kind::Route).count(), 1);
+        assert_eq!(with_details.changes.last().unwrap().to_string(), "  - route old (r9)");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::plan::Plan;
 use super::{Function, Names};
 
 /// Bumped when the file's meaning changes.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedPlan {
@@ -31,8 +31,9 @@ pub struct SavedPlan {
     pub code: BTreeMap<String, String>,
     /// SHA-256 of the live stack as read when planning.
     pub live_stack: String,
-    /// The plan, as `up --dry-run --output json` shows it.
-    pub plan: serde_json::Value,
+    /// The plan's typed steps, as `up --dry-run --output json` shows them:
+    /// `up --plan` executes these.
+    pub plan: Plan,
 }
 
 impl SavedPlan {
@@ -49,7 +50,7 @@ impl SavedPlan {
                 .map(|(function, code)| (function.short_name().to_string(), code.sha256.clone()))
                 .collect(),
             live_stack: fingerprint(actual)?,
-            plan: serde_json::to_value(plan)?,
+            plan: plan.clone(),
         })
     }
 
@@ -123,8 +124,9 @@ fn fingerprint(actual: &Actual) -> Result<String> {
     Ok(Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Reads the plan in `file` and checks it against what was computed now.
-pub fn check(file: &Path, now: &SavedPlan) -> Result<()> {
+/// Reads the plan in `file` and checks it against what was computed now;
+/// returns the plan to execute.
+pub fn check(file: &Path, now: &SavedPlan) -> Result<Plan> {
     let saved = SavedPlan::read(file)?;
     if let Some(why) = saved.mismatch(now) {
         bail!(
@@ -133,7 +135,7 @@ pub fn check(file: &Path, now: &SavedPlan) -> Result<()> {
             file.display()
         );
     }
-    Ok(())
+    Ok(saved.plan)
 }
 
 #[cfg(test)]
@@ -150,7 +152,7 @@ mod tests {
             account: "123456789012".into(),
             code: BTreeMap::from([("join".to_string(), "A".to_string())]),
             live_stack: "L".into(),
-            plan: serde_json::json!({"changes": []}),
+            plan: Plan::default(),
         }
     }
 
@@ -179,6 +181,6 @@ mod tests {
             .contains("the zip of join")
         );
         assert!(differs(|p| p.live_stack = "M".into()).contains("live stack changed"));
-        assert!(differs(|p| p.plan = serde_json::json!({"changes": [1]})).contains("settings"));
+        assert!(differs(|p| p.plan.conflicts.push("table t is someone else's".into())).contains("settings"));
     }
 }

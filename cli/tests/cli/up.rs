@@ -837,3 +837,146 @@ async fn a_narrowed_role_policy_is_shown_grant_by_grant_and_restored() {
     assert_eq!(env.mutating_operations(), ["PutRolePolicy"]);
     assert!(env.up(&[]).await.stdout.contains("No changes"));
 }
+
+/// Tags in chatctl.toml reach a live stack in place: `status` reports the
+/// drift, the plan names each tag, `up` tags and untags every resource
+/// without replacing anything, and the next `up` changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_change_in_place_and_status_reports_their_drift() {
+    let env = Env::start().await;
+    env.write_config("[tags]\nowner = \"web\"\ncostcentre = \"42\"\n");
+    env.up(&[]).await.assert_ok();
+
+    env.write_config("[tags]\nowner = \"chat\"\n");
+    let status = env.chatctl(&["status", "--output", "json"]).await;
+    assert_eq!(status.code, 3, "{status:?}");
+    let report: Value = serde_json::from_str(&status.stdout).unwrap();
+    let drifted: Vec<&Value> = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "drifted")
+        .collect();
+    // 2 tables, 2 roles, 7 log groups, 7 functions, the API and its stage.
+    assert_eq!(drifted.len(), 20, "{drifted:#?}");
+    assert!(
+        drifted
+            .iter()
+            .all(|r| r["details"] == serde_json::json!(["tags + owner=chat, - costcentre"])),
+        "{drifted:#?}"
+    );
+
+    env.proxy.clear();
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .contains("~ table chat-connections (tags + owner=chat, - costcentre)"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains("~ stage dev (tags + owner=chat, - costcentre)"),
+        "{run:?}"
+    );
+    let mut operations = env.mutating_operations();
+    operations.dedup();
+    assert_eq!(operations, ["TagResource", "TagRole", "UntagResource", "UntagRole"]);
+
+    let tags = env
+        .lambda()
+        .list_tags()
+        .resource(format!(
+            "arn:aws:lambda:{}:{}:function:chat-join",
+            chat_testkit::moto::REGION,
+            chat_testkit::moto::ACCOUNT_ID
+        ))
+        .send()
+        .await
+        .unwrap();
+    let tags = tags.tags().unwrap();
+    assert_eq!(tags.get("owner").map(String::as_str), Some("chat"));
+    assert!(!tags.contains_key("costcentre"));
+    assert_eq!(tags.get("chatctl:stack").map(String::as_str), Some("chat"));
+
+    let again = env.up(&["--dry-run", "--exit-code"]).await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(env.chatctl(&["status"]).await.code, 0);
+}
+
+/// An index missing from a live table is added in place (UpdateTable), and
+/// the table keeps its items; the behaviour layer keeps the table UPDATING
+/// while the index is built, and `up` waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_index_is_added_in_place_and_the_items_stay() {
+    use aws_sdk_dynamodb::types::{AttributeValue, DeleteGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate};
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    let dynamodb = env.dynamodb();
+    dynamodb
+        .put_item()
+        .table_name("chat-messages")
+        .item("conversation", AttributeValue::S("room#lobby".into()))
+        .item("message_id", AttributeValue::S("01J".into()))
+        .send()
+        .await
+        .unwrap();
+    dynamodb
+        .update_table()
+        .table_name("chat-connections")
+        .global_secondary_index_updates(
+            GlobalSecondaryIndexUpdate::builder()
+                .delete(
+                    DeleteGlobalSecondaryIndexAction::builder()
+                        .index_name("by-user")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // The layer keeps the table UPDATING a while: wait until it takes changes.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+
+    let plan = env.up(&["--dry-run", "--exit-code"]).await;
+    assert_eq!(plan.code, 3, "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("~ table chat-connections (+ index by-user on user)"),
+        "{plan:?}"
+    );
+    assert!(!plan.stdout.contains("replace"), "{plan:?}");
+
+    env.proxy.clear();
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert_eq!(env.mutating_operations(), ["UpdateTable"]);
+    let table = dynamodb
+        .describe_table()
+        .table_name("chat-connections")
+        .send()
+        .await
+        .unwrap();
+    let indexes: Vec<&str> = table
+        .table()
+        .unwrap()
+        .global_secondary_indexes()
+        .iter()
+        .filter_map(|i| i.index_name())
+        .collect();
+    assert!(
+        indexes.contains(&"by-user") && indexes.contains(&"by-room"),
+        "{indexes:?}"
+    );
+    let kept = dynamodb
+        .get_item()
+        .table_name("chat-messages")
+        .key("conversation", AttributeValue::S("room#lobby".into()))
+        .key("message_id", AttributeValue::S("01J".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(kept.item().is_some(), "the other table was not touched");
+    assert_eq!(env.up(&["--dry-run", "--exit-code"]).await.code, 0);
+}

@@ -1,0 +1,168 @@
+//! Tags changed in place, each service through its own TagResource and
+//! UntagResource, so that the tags in chatctl.toml reach a live stack.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::aws::{Aws, failed};
+
+/// A taggable resource of the stack, by what its service names it by.
+#[derive(Debug, Clone, Copy)]
+pub enum Tagged<'a> {
+    /// A DynamoDB table's ARN.
+    Table(&'a str),
+    /// An IAM role's name.
+    Role(&'a str),
+    /// A log group's ARN, without the trailing `:*`.
+    LogGroup(&'a str),
+    /// A Lambda function's ARN.
+    Function(&'a str),
+    /// An API Gateway API's ARN (`arn:…:apigateway:REGION::/apis/ID`).
+    Api(&'a str),
+    /// An API Gateway stage's ARN (`…/apis/ID/stages/NAME`).
+    Stage(&'a str),
+}
+
+/// How long chatctl waits for DynamoDB to show tags it has just changed, and
+/// how often it looks meanwhile.
+const TABLE_TAGS_VISIBLE: Duration = Duration::from_secs(30);
+const TABLE_TAGS_POLL: Duration = Duration::from_millis(500);
+
+/// Sets `set` and removes `remove` on one resource.
+pub async fn retag(aws: &Aws, resource: Tagged<'_>, set: &BTreeMap<String, String>, remove: &[String]) -> Result<()> {
+    let what = format!("cannot change the tags of {resource}");
+    if !remove.is_empty() {
+        let keys = Some(remove.to_vec());
+        match resource {
+            Tagged::Table(arn) => {
+                aws.dynamodb
+                    .untag_resource()
+                    .resource_arn(arn)
+                    .set_tag_keys(keys)
+                    .send()
+                    .await
+                    .map_err(failed(&what))?;
+            }
+            Tagged::Role(name) => {
+                aws.iam
+                    .untag_role()
+                    .role_name(name)
+                    .set_tag_keys(keys)
+                    .send()
+                    .await
+                    .map_err(failed(&what))?;
+            }
+            Tagged::LogGroup(arn) => {
+                aws.logs
+                    .untag_resource()
+                    .resource_arn(arn)
+                    .set_tag_keys(keys)
+                    .send()
+                    .await
+                    .map_err(failed(&what))?;
+            }
+            Tagged::Function(arn) => {
+                aws.lambda
+                    .untag_resource()
+                    .resource(arn)
+                    .set_tag_keys(keys)
+                    .send()
+                    .await
+                    .map_err(failed(&what))?;
+            }
+            Tagged::Api(arn) | Tagged::Stage(arn) => {
+                aws.apigateway
+                    .untag_resource()
+                    .resource_arn(arn)
+                    .set_tag_keys(keys)
+                    .send()
+                    .await
+                    .map_err(failed(&what))?;
+            }
+        }
+    }
+    if !set.is_empty() {
+        let map = Some(set.clone().into_iter().collect());
+        match resource {
+            Tagged::Table(arn) => {
+                let mut request = aws.dynamodb.tag_resource().resource_arn(arn);
+                for (key, value) in set {
+                    request = request.tags(aws_sdk_dynamodb::types::Tag::builder().key(key).value(value).build()?);
+                }
+                request.send().await.map_err(failed(&what))?;
+            }
+            Tagged::Role(name) => {
+                let mut request = aws.iam.tag_role().role_name(name);
+                for (key, value) in set {
+                    request = request.tags(aws_sdk_iam::types::Tag::builder().key(key).value(value).build()?);
+                }
+                request.send().await.map_err(failed(&what))?;
+            }
+            Tagged::LogGroup(arn) => {
+                aws.logs
+                    .tag_resource()
+                    .resource_arn(arn)
+                    .set_tags(map)
+                    .send()
+                    .await
+                    .map_err(failed(&what))?;
+            }
+            Tagged::Function(arn) => {
+                aws.lambda
+                    .tag_resource()
+                    .resource(arn)
+                    .set_tags(map)
+                    .send()
+                    .await
+                    .map_err(failed(&what))?;
+            }
+            Tagged::Api(arn) | Tagged::Stage(arn) => {
+                aws.apigateway
+                    .tag_resource()
+                    .resource_arn(arn)
+                    .set_tags(map)
+                    .send()
+                    .await
+                    .map_err(failed(&what))?;
+            }
+        }
+    }
+    if let Tagged::Table(arn) = resource {
+        wait_for_table_tags(aws, arn, set, remove).await?;
+    }
+    Ok(())
+}
+
+/// DynamoDB's TagResource and UntagResource are eventually consistent: for
+/// a while ListTagsOfResource answers the tags from before (aws-facts.md
+/// §10, "DynamoDB tags"; terraform-provider-aws PR #39326 waits the same
+/// way). Waiting here keeps the `up` that follows from seeing drift that is
+/// already fixed. Past the wait the tags are set all the same, so `up`
+/// goes on.
+async fn wait_for_table_tags(aws: &Aws, arn: &str, set: &BTreeMap<String, String>, remove: &[String]) -> Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < TABLE_TAGS_VISIBLE {
+        let tags = super::actual::list_table_tags(aws, arn, arn).await?.unwrap_or_default();
+        let visible = set.iter().all(|(k, v)| tags.get(k) == Some(v)) && remove.iter().all(|k| !tags.contains_key(k));
+        if visible {
+            return Ok(());
+        }
+        tokio::time::sleep(TABLE_TAGS_POLL).await;
+    }
+    Ok(())
+}
+
+impl std::fmt::Display for Tagged<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tagged::Table(arn) => write!(f, "DynamoDB table {arn}"),
+            Tagged::Role(name) => write!(f, "IAM role {name}"),
+            Tagged::LogGroup(arn) => write!(f, "log group {arn}"),
+            Tagged::Function(arn) => write!(f, "Lambda function {arn}"),
+            Tagged::Api(arn) => write!(f, "API {arn}"),
+            Tagged::Stage(arn) => write!(f, "stage {arn}"),
+        }
+    }
+}
