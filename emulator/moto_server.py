@@ -49,8 +49,9 @@ before the server starts, so that product code stays right for real AWS:
   (DynamoDB API reference, TagResource). Here it does.
 
 - API Gateway v2, TagResource / UntagResource / GetTags of a stage
-  (arn:...:apigateway:REGION::/apis/ID/stages/NAME): moto keeps them apart
-  from the stage, so GetStage never shows them. chatctl tags its stage in
+  (arn:...:apigateway:REGION::/apis/ID/stages/NAME): moto has no path for
+  them (404), and would keep them apart from the stage, where GetStage never
+  shows them. chatctl tags its stage in
   place when the tags in chatctl.toml change. Here they are the stage's own
   tags, which GetStage shows.
 
@@ -431,6 +432,8 @@ class _BackendStageTags:
 
 
 _graft(_BackendStageTags, ApiGatewayV2Backend)
+# moto routes tagging paths of APIs and VPC links only: a stage's is a 404.
+_add_url_path("{0}/v2/tags/(?P<resource_arn_pt1>[^/]+)/apis/(?P<api_id>[^/]+)/stages/(?P<stage_name>[^/]+)$")
 
 
 def _exit_with_parent():
