@@ -128,7 +128,11 @@ impl Aws {
                 "chatctl-dev",
             ));
         }
-        let sdk = loader.load().await;
+        Aws::from_sdk(loader.load().await)
+    }
+
+    /// The clients of one SDK configuration.
+    pub fn from_sdk(sdk: SdkConfig) -> Result<Aws> {
         let Some(region) = sdk.region().map(|r| r.to_string()) else {
             bail!(
                 "no AWS region: pass --region, set AWS_REGION, set `region` in chatctl.toml, or configure one in your AWS profile"

@@ -302,7 +302,7 @@ async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
     let mut with_data = vec![];
     if args.dry_run || !args.yes {
         for name in teardown.tables() {
-            if destroy::table_has_items(aws, name).await? {
+            if crate::stack::table::table_has_items(aws, name).await? {
                 with_data.push(name.clone());
             }
         }

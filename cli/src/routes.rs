@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::aws::Aws;
 use crate::stack::Names;
-use crate::stack::actual::{self, ApiState};
+use crate::stack::api::{self, ApiState};
 
 /// One row of `routes list`; with `--output json` an array of these.
 /// The schema is stable: new fields may be added, none removed or renamed.
@@ -24,7 +24,7 @@ pub struct RouteRow {
 
 /// Reads the routes; an error says so when the stack is not deployed.
 pub async fn list(aws: &Aws, names: &Names) -> Result<Vec<RouteRow>> {
-    let api = actual::read_api(aws, names).await?;
+    let api = api::read_api(aws, names).await?;
     let Some(api) = api.ours() else {
         bail!(
             "stack {} is not deployed: no WebSocket API named {:?} with tag chatctl:stack={}; run `chatctl up` first",
@@ -38,7 +38,7 @@ pub async fn list(aws: &Aws, names: &Names) -> Result<Vec<RouteRow>> {
 
 /// `$connect`, `$disconnect`, `$default` first, then the rest by key.
 pub fn rows(api: &ApiState) -> Vec<RouteRow> {
-    let mut rows: Vec<RouteRow> = crate::stack::plan::served_routes(api)
+    let mut rows: Vec<RouteRow> = crate::stack::stage::served_routes(api)
         .into_iter()
         .map(|route| RouteRow {
             function: route.integration_uri.as_deref().and_then(function_name),
@@ -90,7 +90,9 @@ pub fn table(rows: &[RouteRow]) -> comfy_table::Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::actual::{AuthorizerState, IntegrationState, RouteState};
+    use crate::stack::authorizer::AuthorizerState;
+    use crate::stack::integration::IntegrationState;
+    use crate::stack::route::RouteState;
 
     fn route(key: &str, integration: &str, authorizer: Option<&str>) -> RouteState {
         RouteState {

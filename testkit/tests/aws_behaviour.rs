@@ -12,8 +12,10 @@ use aws_sdk_apigatewayv2::types::{IntegrationType, ProtocolType};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, Put, ScalarAttributeType, Tag, TimeToLiveSpecification, TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue, BillingMode, CreateGlobalSecondaryIndexAction,
+    DeleteGlobalSecondaryIndexAction, GlobalSecondaryIndex, GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType,
+    Projection, ProjectionType, Put, ScalarAttributeType, TableDescription, Tag, TimeToLiveSpecification,
+    TransactWriteItem, Update,
 };
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Environment, FunctionCode, LastUpdateStatus, Runtime, State, StateReasonCode};
@@ -600,6 +602,214 @@ async fn tables_are_creating_before_active_and_deleting_before_gone() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     let err = db.describe_table().table_name("chat").send().await.unwrap_err();
     assert!(err.into_service_error().is_resource_not_found_exception());
+}
+
+/// An UpdateTable adding a global secondary index to `table` (`pk`,
+/// `by-room`): index `by-author`, with every attribute definition (moto
+/// replaces them with the request's).
+fn add_index_request(
+    clients: &Clients,
+    table: &str,
+) -> aws_sdk_dynamodb::operation::update_table::builders::UpdateTableFluentBuilder {
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let create = CreateGlobalSecondaryIndexAction::builder()
+        .index_name("by-author")
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("author")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .build()
+        .unwrap();
+    clients
+        .dynamodb
+        .update_table()
+        .table_name(table)
+        .attribute_definitions(attribute("pk"))
+        .attribute_definitions(attribute("room"))
+        .attribute_definitions(attribute("author"))
+        .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(create).build())
+}
+
+/// An UpdateTable deleting index `index` of `table`.
+fn delete_index_request(
+    clients: &Clients,
+    table: &str,
+    index: &str,
+) -> aws_sdk_dynamodb::operation::update_table::builders::UpdateTableFluentBuilder {
+    clients
+        .dynamodb
+        .update_table()
+        .table_name(table)
+        .global_secondary_index_updates(
+            GlobalSecondaryIndexUpdate::builder()
+                .delete(
+                    DeleteGlobalSecondaryIndexAction::builder()
+                        .index_name(index)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+}
+
+/// A table description's status and its indexes' (name, status,
+/// backfilling), by name.
+fn table_and_index_statuses(table: &TableDescription) -> (String, Vec<(String, String, bool)>) {
+    let mut indexes: Vec<(String, String, bool)> = table
+        .global_secondary_indexes()
+        .iter()
+        .map(|index| {
+            (
+                index.index_name().unwrap().to_string(),
+                index.index_status().unwrap().as_str().to_string(),
+                index.backfilling() == Some(true),
+            )
+        })
+        .collect();
+    indexes.sort();
+    (table.table_status().unwrap().as_str().to_string(), indexes)
+}
+
+/// An index's (name, status, backfilling), as `table_and_index_statuses` lists it.
+fn index_status(name: &str, status: &str, backfilling: bool) -> (String, String, bool) {
+    (name.to_string(), status.to_string(), backfilling)
+}
+
+/// An UpdateTable that creates a global secondary index leaves the table
+/// `UPDATING` (the new index `CREATING`, backfilling) for a while: another
+/// index change meanwhile gets `LimitExceededException`, any other change
+/// `ResourceInUseException`; items stay writable. DynamoDB API reference,
+/// UpdateTable; architect/architect #334.
+#[tokio::test]
+async fn an_index_change_keeps_the_table_updating_and_refuses_another_meanwhile() {
+    let timings = Timings::compressed();
+    let (_moto, proxy, clients) = setup(Behaviours {
+        table_creating: true,
+        ..Behaviours::none()
+    })
+    .await;
+    let db = &clients.dynamodb;
+    table_request(&clients, "chat").send().await.unwrap();
+    let created_at = Instant::now();
+    sleep_until(created_at + timings.table_creating + Duration::from_millis(50)).await;
+    let table = db.describe_table().table_name("chat").send().await.unwrap();
+    assert_eq!(
+        table_and_index_statuses(table.table().unwrap()),
+        ("ACTIVE".to_string(), vec![index_status("by-room", "ACTIVE", false)])
+    );
+
+    let updated = add_index_request(&clients, "chat").send().await.unwrap();
+    let updated_at = Instant::now();
+    let updating = (
+        "UPDATING".to_string(),
+        vec![
+            index_status("by-author", "CREATING", true),
+            index_status("by-room", "ACTIVE", false),
+        ],
+    );
+    assert_eq!(table_and_index_statuses(updated.table_description().unwrap()), updating);
+    let table = db.describe_table().table_name("chat").send().await.unwrap();
+    assert_eq!(table_and_index_statuses(table.table().unwrap()), updating);
+
+    // Another index change: LimitExceededException.
+    let err = delete_index_request(&clients, "chat", "by-room")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_limit_exceeded_exception(), "{err:?}");
+    assert_eq!(
+        err.meta().message(),
+        Some("Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table")
+    );
+    // Any other change: ResourceInUseException.
+    let err = db
+        .update_table()
+        .table_name("chat")
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_in_use_exception(), "{err:?}");
+    assert_eq!(
+        err.meta().message(),
+        Some("Attempt to change a resource which is still in use: Table is being updated: chat")
+    );
+    let err = db.delete_table().table_name("chat").send().await.unwrap_err();
+    assert_eq!(err.code(), Some("ResourceInUseException"), "{err:?}");
+    // The table itself takes writes while its index is built.
+    db.put_item()
+        .table_name("chat")
+        .item("pk", s("c1"))
+        .item("author", s("ann"))
+        .send()
+        .await
+        .unwrap();
+    let table = db.describe_table().table_name("chat").send().await.unwrap();
+    assert_eq!(table_and_index_statuses(table.table().unwrap()), updating);
+    assert!(
+        updated_at.elapsed() < timings.table_creating,
+        "the test itself was too slow"
+    );
+    assert_eq!(
+        layer_answers(&proxy),
+        [
+            ("UpdateTable".to_string(), "LimitExceededException".to_string()),
+            ("UpdateTable".to_string(), "ResourceInUseException".to_string()),
+            ("DeleteTable".to_string(), "ResourceInUseException".to_string()),
+        ]
+    );
+
+    // After the window: ACTIVE, both indexes ACTIVE, and the next index
+    // change is taken (and makes its own window).
+    sleep_until(updated_at + timings.table_creating + Duration::from_millis(50)).await;
+    let table = db.describe_table().table_name("chat").send().await.unwrap();
+    assert_eq!(
+        table_and_index_statuses(table.table().unwrap()),
+        (
+            "ACTIVE".to_string(),
+            vec![
+                index_status("by-author", "ACTIVE", false),
+                index_status("by-room", "ACTIVE", false)
+            ]
+        )
+    );
+    let deleted = delete_index_request(&clients, "chat", "by-room").send().await.unwrap();
+    assert_eq!(
+        deleted.table_description().unwrap().table_status().unwrap().as_str(),
+        "UPDATING"
+    );
+    let err = add_index_request(&clients, "chat").send().await.unwrap_err();
+    assert_eq!(err.code(), Some("LimitExceededException"), "{err:?}");
+
+    // With the layer off, moto answers ACTIVE at once and takes the next
+    // index change.
+    let (_moto, proxy, clients) = setup(Behaviours::none()).await;
+    table_request(&clients, "chat").send().await.unwrap();
+    let updated = add_index_request(&clients, "chat").send().await.unwrap();
+    assert_eq!(
+        table_and_index_statuses(updated.table_description().unwrap()),
+        (
+            "ACTIVE".to_string(),
+            vec![
+                index_status("by-author", "ACTIVE", false),
+                index_status("by-room", "ACTIVE", false)
+            ]
+        )
+    );
+    delete_index_request(&clients, "chat", "by-room").send().await.unwrap();
+    assert!(layer_answers(&proxy).is_empty());
 }
 
 // --- DynamoDB tag lag ---------------------------------------------------------------

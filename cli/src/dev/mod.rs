@@ -83,7 +83,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
     };
     let ((), (desired, secret)) = tokio::try_join!(build_step, provision)?;
     let Session { aws, names, .. } = &session;
-    let api = crate::stack::actual::read_api(aws, names).await?;
+    let api = crate::stack::api::read_api(aws, names).await?;
     let api = api.ours().context("the API was not provisioned")?;
     let routes = RouteTable::from_api(api);
 

@@ -3,18 +3,19 @@
 //! (a late invocation could otherwise recreate a log group).
 
 use anyhow::Result;
-use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::try_join_all;
 use serde::Serialize;
 
 use super::Names;
 use super::actual::{Actual, Found};
+use super::api::delete_api;
 use super::api_writes::ApiWrites;
-use super::apply::{Report, Step, delete_api, delete_table_and_wait};
-use crate::aws::{Aws, Budget, aws_error, failed, is_code, retry, retry_error};
-
-/// How long a function may take to leave Pending or an update InProgress.
-const FUNCTION_SETTLING: Budget = Budget::new(std::time::Duration::from_secs(300));
+use super::apply::{Report, Step};
+use super::function::delete_function;
+use super::log_group::delete_log_group;
+use super::role::delete_role;
+use super::table::delete_table_and_wait;
+use crate::aws::Aws;
 
 /// What `down` deletes, keeps and leaves alone, decided once from what
 /// exists: `destroy` carries it out and `down --dry-run` prints it.
@@ -113,32 +114,10 @@ pub async fn destroy(aws: &Aws, names: &Names, teardown: &Teardown, report: Repo
         done(report, "api", &names.api());
     }
 
-    try_join_all(teardown.functions.iter().map(|name| {
-        async move {
-            // A function being created or updated (an `up` killed midway)
-            // refuses deletion with ResourceConflictException until it
-            // settles (aws-facts.md §10, "Lambda states").
-            let deleted = retry(
-                FUNCTION_SETTLING,
-                |err| is_code(err, &["ResourceConflictException"]),
-                || aws.lambda.delete_function().function_name(name).send(),
-            )
-            .await;
-            match deleted {
-                Ok(_) => {}
-                Err((err, _)) if is_code(&err, &["ResourceNotFoundException"]) => {}
-                Err(failure) => {
-                    return Err(retry_error(
-                        format!("cannot delete Lambda function {name}"),
-                        FUNCTION_SETTLING,
-                        "an update of the function from elsewhere is still running; run `chatctl down` again later",
-                        failure,
-                    ));
-                }
-            }
-            done(report, "function", name);
-            Ok(())
-        }
+    try_join_all(teardown.functions.iter().map(|name| async move {
+        delete_function(aws, name).await?;
+        done(report, "function", name);
+        Ok::<_, anyhow::Error>(())
     }))
     .await?;
 
@@ -155,103 +134,12 @@ pub async fn destroy(aws: &Aws, names: &Names, teardown: &Teardown, report: Repo
     tokio::try_join!(roles, tables)?;
 
     try_join_all(teardown.log_groups.iter().map(|name| async move {
-        match aws.logs.delete_log_group().log_group_name(name).send().await {
-            Err(err) if !is_code(&err, &["ResourceNotFoundException"]) => {
-                return Err(aws_error(format!("cannot delete log group {name}"), err));
-            }
-            _ => done(report, "log group", name),
-        }
-        Ok(())
+        delete_log_group(aws, name).await?;
+        done(report, "log group", name);
+        Ok::<_, anyhow::Error>(())
     }))
     .await?;
     Ok(())
-}
-
-/// Inline policies are deleted and managed ones detached first: IAM refuses
-/// to delete a role that has any (DeleteConflict).
-async fn delete_role(aws: &Aws, name: &str) -> Result<()> {
-    // IAM may answer fewer items than asked with a marker, on any page
-    // (aws-facts.md §10, "pagination"): the paginators follow it.
-    let inline = aws
-        .iam
-        .list_role_policies()
-        .role_name(name)
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await;
-    let inline = match inline {
-        Err(err) if is_code(&err, &["NoSuchEntity"]) => return Ok(()),
-        other => other.map_err(failed(format!("cannot list the policies of IAM role {name}")))?,
-    };
-    for policy in &inline {
-        match aws
-            .iam
-            .delete_role_policy()
-            .role_name(name)
-            .policy_name(policy)
-            .send()
-            .await
-        {
-            Err(err) if !is_code(&err, &["NoSuchEntity"]) => {
-                return Err(aws_error(
-                    format!("cannot delete policy {policy} of IAM role {name}"),
-                    err,
-                ));
-            }
-            _ => {}
-        }
-    }
-    let attached = aws
-        .iam
-        .list_attached_role_policies()
-        .role_name(name)
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(failed(format!("cannot list the managed policies of IAM role {name}")))?;
-    for policy in &attached {
-        if let Some(arn) = policy.policy_arn() {
-            aws.iam
-                .detach_role_policy()
-                .role_name(name)
-                .policy_arn(arn)
-                .send()
-                .await
-                .map_err(failed(format!("cannot detach {arn} from IAM role {name}")))?;
-        }
-    }
-    match aws.iam.delete_role().role_name(name).send().await {
-        Err(err) if !is_code(&err, &["NoSuchEntity"]) => Err(aws_error(format!("cannot delete IAM role {name}"), err)),
-        _ => Ok(()),
-    }
-}
-
-/// Whether a table holds chat data (anything but the connection counter's
-/// shards). Scan pages may be empty after the filter, so every page is read
-/// until an item turns up.
-pub async fn table_has_items(aws: &Aws, name: &str) -> Result<bool> {
-    use chat_core::store::schema;
-    let mut pages = aws
-        .dynamodb
-        .scan()
-        .table_name(name)
-        .filter_expression("attribute_not_exists(#id) OR NOT begins_with(#id, :counter)")
-        .expression_attribute_names("#id", schema::CONNECTION_ID)
-        .expression_attribute_values(":counter", AttributeValue::S(schema::COUNTER_ID.to_string()))
-        .limit(100)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(failed(format!("cannot look into DynamoDB table {name}")))?;
-        if !page.items().is_empty() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 #[cfg(test)]
@@ -260,7 +148,9 @@ mod tests {
 
     use super::*;
     use crate::stack::Function;
-    use crate::stack::actual::{ApiState, LogGroupState, RoleState};
+    use crate::stack::api::ApiState;
+    use crate::stack::log_group::LogGroupState;
+    use crate::stack::role::RoleState;
 
     fn names() -> Names {
         Names {
@@ -332,7 +222,7 @@ mod tests {
     #[test]
     fn keep_data_keeps_every_table_of_ours_and_deletes_the_rest() {
         let mut actual = partial();
-        let table = crate::stack::actual::TableState {
+        let table = crate::stack::table::TableState {
             status: "ACTIVE".into(),
             partition_key: None,
             sort_key: None,

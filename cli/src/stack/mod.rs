@@ -1,6 +1,8 @@
 //! The stack: what `up` should make (desired), what exists (actual), the
-//! difference (plan), and the steps that close it (apply) or remove it all
-//! (destroy).
+//! difference as typed steps (plan), the executor of those steps (apply),
+//! and the teardown (destroy). Each kind of resource has a module of its
+//! own (table, role, log_group, function, api, authorizer, integration,
+//! route, permission, stage) with its read, diff, create, update and delete.
 
 pub mod actual;
 pub mod api_writes;
@@ -9,7 +11,22 @@ pub mod desired;
 pub mod destroy;
 pub mod plan;
 pub mod saved;
+#[cfg(test)]
+pub mod scripted;
 pub mod tags;
+
+// One module per kind of resource, each with its read, diff, create,
+// update and delete; actual, plan, apply and destroy compose them.
+pub mod api;
+pub mod authorizer;
+pub mod function;
+pub mod integration;
+pub mod log_group;
+pub mod permission;
+pub mod role;
+pub mod route;
+pub mod stage;
+pub mod table;
 
 use serde::Serialize;
 

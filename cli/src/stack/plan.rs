@@ -5,26 +5,14 @@
 //! `Serialize` for `--output json` and saved plans, and `apply` executes
 //! exactly them: every decision is made here, once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use super::actual::{Actual, ApiState, Found, FunctionState, LogGroupState, RoleState, TableState};
-use super::desired::{
-    Desired, FunctionSpec, LogGroupSpec, ROUTE_SELECTION_EXPRESSION, RUNTIME, TableSpec, trust_policy,
-};
-use super::{Function, Names};
-
-/// The statement id of the invoke permission chatctl adds to each function.
-pub const PERMISSION_ID: &str = "chatctl-invoke";
-/// Stage descriptions start with this, followed by the routes' fingerprint,
-/// so a stage serving stale routes is seen as drift.
-pub const DEPLOYMENT_MARKER: &str = "chatctl deployment ";
-/// The projection of every index chatctl makes.
-pub const KEYS_ONLY: &str = "KEYS_ONLY";
+use super::actual::{Actual, Found};
+use super::desired::Desired;
+use super::{Function, api, authorizer, integration, log_group, permission, role, route, stage, table};
 
 /// The kinds of resource a stack has, in the order `up` plans them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -132,7 +120,7 @@ fn short_hash(sha: Option<&str>) -> String {
     }
 }
 
-fn or_dash(value: &Option<String>) -> &str {
+pub(super) fn or_dash(value: &Option<String>) -> &str {
     value.as_deref().unwrap_or("-")
 }
 
@@ -202,7 +190,7 @@ impl Action {
         }
     }
 
-    fn update_or_nothing(changes: Vec<Detail>) -> Action {
+    pub(super) fn update_or_nothing(changes: Vec<Detail>) -> Action {
         if changes.is_empty() {
             Action::NoChange
         } else {
@@ -337,23 +325,23 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
     let api_id = actual
         .api
         .ours()
-        .filter(|a| a.protocol.as_deref() == Some("WEBSOCKET"))
+        .filter(|a| api::is_websocket(a))
         .map(|a| a.id.as_str());
 
     for spec in &desired.tables {
         let found = actual.tables.get(&spec.name).unwrap_or(&Found::Missing);
-        let action = table_action(spec, found.ours(), &desired.tags);
+        let action = table::table_action(spec, found.ours(), &desired.tags);
         add(Kind::Table, &spec.name, foreign(found, "table"), action);
     }
     for spec in &desired.roles {
         let found = actual.roles.get(&spec.name).unwrap_or(&Found::Missing);
         let policy = api_id.map(|id| desired.role_policy(spec, id));
-        let action = role_action(found.ours(), policy.as_ref(), &desired.tags);
+        let action = role::role_action(found.ours(), policy.as_ref(), &desired.tags);
         add(Kind::Role, &spec.name, foreign(found, "IAM role"), action);
     }
     for spec in &desired.log_groups {
         let found = actual.log_groups.get(&spec.function).unwrap_or(&Found::Missing);
-        let action = log_group_action(spec, found.ours(), &desired.tags);
+        let action = log_group::log_group_action(spec, found.ours(), &desired.tags);
         add(Kind::LogGroup, &spec.name, foreign(found, "log group"), action);
     }
     for spec in &desired.functions {
@@ -361,316 +349,14 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
         let role_arn = desired.names.role_arn(&spec.role);
         let action = match found.ours() {
             None => Action::Create,
-            Some(state) => Action::update_or_nothing(function_changes(spec, state, &role_arn, &desired.tags)),
+            Some(state) => {
+                Action::update_or_nothing(super::function::function_changes(spec, state, &role_arn, &desired.tags))
+            }
         };
         add(Kind::Function, &spec.name, foreign(found, "Lambda function"), action);
     }
     plan.changes.extend(api_changes(desired, actual));
     plan
-}
-
-pub fn table_action(spec: &TableSpec, state: Option<&TableState>, tags: &BTreeMap<String, String>) -> Action {
-    let Some(state) = state else {
-        return Action::Create;
-    };
-    if state.partition_key.as_deref() != Some(spec.partition_key.as_str()) || state.sort_key != spec.sort_key {
-        return Action::Replace {
-            reason: format!(
-                "key schema is {}/{}, should be {}/{}",
-                or_dash(&state.partition_key),
-                or_dash(&state.sort_key),
-                spec.partition_key,
-                spec.sort_key.as_deref().unwrap_or("-")
-            ),
-        };
-    }
-    let mut changes = vec![];
-    if state.billing_mode.as_deref() != Some("PAY_PER_REQUEST") {
-        changes.push(Detail::Billing {
-            from: state.billing_mode.clone(),
-        });
-    }
-    // Indexes change in place, one UpdateTable each (DynamoDB developer
-    // guide, "Managing global secondary indexes"); an index whose key or
-    // projection differs is deleted, then made again.
-    let wanted = |name: &str, key: &str, projection: &str| {
-        projection == KEYS_ONLY && spec.indexes.iter().any(|(n, k)| n == name && k == key)
-    };
-    for (name, key, projection) in &state.indexes {
-        if !wanted(name, key, projection) {
-            changes.push(Detail::DeleteIndex { name: name.clone() });
-        }
-    }
-    for (name, key) in &spec.indexes {
-        let have = state
-            .indexes
-            .iter()
-            .any(|(n, k, p)| n == name && k == key && p == KEYS_ONLY);
-        if !have {
-            changes.push(Detail::AddIndex {
-                name: name.clone(),
-                key: key.clone(),
-            });
-        }
-    }
-    if state.ttl_attribute.as_deref() != Some(spec.ttl_attribute.as_str()) {
-        changes.push(Detail::Ttl {
-            attribute: spec.ttl_attribute.clone(),
-        });
-    }
-    changes.extend(tag_changes(&state.tags, tags));
-    Action::update_or_nothing(changes)
-}
-
-/// `policy` is None while the API (which the policy names) does not exist yet.
-pub fn role_action(state: Option<&RoleState>, policy: Option<&Value>, tags: &BTreeMap<String, String>) -> Action {
-    let Some(state) = state else {
-        return Action::Create;
-    };
-    let mut changes = vec![];
-    if state.trust_policy.as_ref() != Some(&trust_policy()) {
-        changes.push(Detail::TrustPolicy);
-    }
-    match (policy, &state.policy) {
-        (Some(want), Some(have)) if have == want => {}
-        (Some(want), Some(have)) => changes.push(Detail::InlinePolicy {
-            grants: Some(policy_changes(have, want)),
-        }),
-        _ => changes.push(Detail::InlinePolicy { grants: None }),
-    }
-    changes.extend(tag_changes(&state.tags, tags));
-    Action::update_or_nothing(changes)
-}
-/// What a new inline policy grants and revokes, for people: "+ Allow
-/// dynamodb:BatchGetItem on table/chat-connections; - Allow …". Statements
-/// are compared grant by grant (effect, action, resource), so one action
-/// added to a statement reads as that action alone.
-fn policy_changes(have: &Value, want: &Value) -> String {
-    fn list(value: &Value) -> Vec<String> {
-        match value {
-            Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-            Value::String(one) => vec![one.clone()],
-            _ => vec![],
-        }
-    }
-    fn grants(policy: &Value) -> BTreeSet<(String, String, String)> {
-        let statements = list_of_statements(&policy["Statement"]);
-        let mut grants = BTreeSet::new();
-        for statement in statements {
-            let effect = statement["Effect"].as_str().unwrap_or("?").to_string();
-            for action in list(&statement["Action"]) {
-                for resource in list(&statement["Resource"]) {
-                    grants.insert((effect.clone(), action.clone(), resource));
-                }
-            }
-        }
-        grants
-    }
-    fn list_of_statements(value: &Value) -> Vec<&Value> {
-        match value {
-            Value::Array(items) => items.iter().collect(),
-            Value::Null => vec![],
-            one => vec![one],
-        }
-    }
-    /// An ARN without its partition, service, region and account.
-    fn short(resource: &str) -> &str {
-        match resource.splitn(6, ':').nth(5) {
-            Some(rest) if resource.starts_with("arn:") => rest,
-            _ => resource,
-        }
-    }
-    fn render(sign: char, grants: Vec<&(String, String, String)>) -> Vec<String> {
-        let mut by_action: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
-        for (effect, action, resource) in grants {
-            by_action.entry((effect, action)).or_default().push(short(resource));
-        }
-        by_action
-            .into_iter()
-            .map(|((effect, action), resources)| format!("{sign} {effect} {action} on {}", resources.join(", ")))
-            .collect()
-    }
-    let (have, want) = (grants(have), grants(want));
-    let mut lines = render('+', want.difference(&have).collect());
-    lines.extend(render('-', have.difference(&want).collect()));
-    if lines.is_empty() {
-        // Same grants, written differently (Sids, order): rewritten as ours.
-        return "rewritten, same grants".into();
-    }
-    lines.join("; ")
-}
-
-pub fn log_group_action(spec: &LogGroupSpec, state: Option<&LogGroupState>, tags: &BTreeMap<String, String>) -> Action {
-    let Some(state) = state else {
-        return Action::Create;
-    };
-    let mut changes = vec![];
-    if state.retention_days != Some(spec.retention_days) {
-        changes.push(Detail::Retention {
-            from: state.retention_days,
-            to: spec.retention_days,
-        });
-    }
-    changes.extend(tag_changes(&state.tags, tags));
-    Action::update_or_nothing(changes)
-}
-
-impl Detail {
-    /// Applied with UpdateFunctionCode: the code, and the architecture it is built for.
-    pub fn is_function_code(&self) -> bool {
-        matches!(self, Detail::Code { .. } | Detail::Architecture { .. })
-    }
-
-    /// Applied with UpdateFunctionConfiguration.
-    pub fn is_function_configuration(&self) -> bool {
-        matches!(self, Detail::Setting { .. } | Detail::Environment { .. })
-    }
-}
-
-/// What differs in a function: code (when it is known), architecture,
-/// configuration and tags.
-pub fn function_changes(
-    spec: &FunctionSpec,
-    state: &FunctionState,
-    role_arn: &str,
-    tags: &BTreeMap<String, String>,
-) -> Vec<Detail> {
-    let mut changes = vec![];
-    if let Some(code) = &spec.code
-        && state.code_sha256.as_deref() != Some(code.sha256.as_str())
-    {
-        changes.push(Detail::Code {
-            from: state.code_sha256.clone(),
-            to: code.sha256.clone(),
-        });
-    }
-    let architecture = spec.arch.as_lambda();
-    if state.architecture.as_deref() != Some(architecture) {
-        changes.push(Detail::Architecture {
-            from: state.architecture.clone(),
-            to: architecture.into(),
-        });
-    }
-    let settings = [
-        ("runtime", state.runtime.clone(), RUNTIME.to_string()),
-        ("handler", state.handler.clone(), spec.function.short_name().to_string()),
-        (
-            "memory",
-            state.memory_mb.map(|m| m.to_string()),
-            spec.memory_mb.to_string(),
-        ),
-        (
-            "timeout",
-            state.timeout_seconds.map(|t| t.to_string()),
-            spec.timeout_seconds.to_string(),
-        ),
-        ("role", state.role_arn.clone(), role_arn.to_string()),
-    ];
-    for (name, from, to) in settings {
-        if from.as_deref() != Some(to.as_str()) {
-            changes.push(Detail::Setting {
-                name: name.into(),
-                from,
-                to,
-            });
-        }
-    }
-    if state.env != spec.env {
-        let names: BTreeSet<&String> = spec
-            .env
-            .keys()
-            .chain(state.env.keys())
-            .filter(|k| spec.env.get(*k) != state.env.get(*k))
-            .collect();
-        changes.push(Detail::Environment {
-            names: names.into_iter().cloned().collect(),
-        });
-    }
-    changes.extend(tag_changes(&state.tags, tags));
-    changes
-}
-
-/// The source ARN of each function's invoke permission.
-pub fn permission_source_arn(names: &Names, function: Function, api_id: &str, authorizer_id: Option<&str>) -> String {
-    let api = names.execute_api_arn(api_id);
-    match function.route_key() {
-        Some(route) => format!("{api}/*/{route}"),
-        None => format!("{api}/authorizers/{}", authorizer_id.unwrap_or("*")),
-    }
-}
-
-/// A route as a deployment serves it: what it targets, by id and URI.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServedRoute {
-    pub key: String,
-    pub target: Option<String>,
-    pub integration_uri: Option<String>,
-    pub integration_type: Option<String>,
-    pub authorization: String,
-    pub authorizer_id: Option<String>,
-    pub authorizer_name: Option<String>,
-    pub authorizer_uri: Option<String>,
-}
-
-/// The routes an API has now, resolved to their integrations and authorizer.
-pub fn served_routes(api: &ApiState) -> Vec<ServedRoute> {
-    api.routes
-        .iter()
-        .map(|route| {
-            let integration = route
-                .target
-                .as_deref()
-                .and_then(|t| t.strip_prefix("integrations/"))
-                .and_then(|id| api.integrations.iter().find(|i| i.id == id));
-            let authorization = route.authorization_type.clone().unwrap_or_else(|| "NONE".into());
-            let authorizer_id = route.authorizer_id.clone().filter(|_| authorization == "CUSTOM");
-            let authorizer = authorizer_id
-                .as_deref()
-                .and_then(|id| api.authorizers.iter().find(|a| a.id == id));
-            ServedRoute {
-                key: route.key.clone(),
-                target: route.target.clone(),
-                integration_uri: integration.and_then(|i| i.uri.clone()),
-                integration_type: integration.and_then(|i| i.integration_type.clone()),
-                authorization,
-                // An authorizer that is gone is named by its id.
-                authorizer_name: authorizer.map(|a| a.name.clone()).or_else(|| authorizer_id.clone()),
-                authorizer_uri: authorizer.and_then(|a| a.uri.clone()),
-                authorizer_id,
-            }
-        })
-        .collect()
-}
-
-/// The stage's description after a deployment: a fingerprint of the routes
-/// it serves, resolved to ids. A stage whose description differs from the
-/// fingerprint of the API's routes now serves stale routes (for instance
-/// after an `up` that changed a route and failed before deploying).
-pub fn deployment_description(routes: &[ServedRoute]) -> String {
-    let mut routes: Vec<&ServedRoute> = routes.iter().collect();
-    routes.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut hasher = Sha256::new();
-    for r in routes {
-        hasher.update(format!(
-            "{}|{}|{}|{}|{}|{}\n",
-            r.key,
-            r.target.as_deref().unwrap_or(""),
-            r.integration_uri.as_deref().unwrap_or(""),
-            r.authorization,
-            r.authorizer_id.as_deref().unwrap_or(""),
-            r.authorizer_uri.as_deref().unwrap_or("")
-        ));
-    }
-    let digest = hasher.finalize();
-    let fingerprint: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("{DEPLOYMENT_MARKER}{fingerprint}")
-}
-
-/// What a route should point at, given the ids that exist.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouteTarget {
-    pub target: Option<String>,
-    pub authorizer_id: Option<String>,
 }
 
 /// The API, its integrations, authorizer, routes, permissions and stage.
@@ -687,47 +373,20 @@ pub fn api_changes(desired: &Desired, actual: &Actual) -> Vec<Change> {
     };
     let mut changes = vec![];
     let api = actual.api.ours();
-    // An API of another protocol (HTTP) cannot become a WebSocket API: it is
-    // replaced, and every part made anew in the new one.
-    let live = api.filter(|a| a.protocol.as_deref() == Some("WEBSOCKET"));
-    changes.push(match (api, live) {
-        (None, _) => change(Kind::Api, &spec.name, None, Action::Create),
-        (Some(old), None) => change(
-            Kind::Api,
-            &spec.name,
-            Some(&old.id),
-            Action::Replace {
-                reason: format!("protocol is {}", or_dash(&old.protocol)),
-            },
-        ),
-        (Some(api), Some(_)) => {
-            let mut details = vec![];
-            if api.route_selection_expression.as_deref() != Some(ROUTE_SELECTION_EXPRESSION) {
-                details.push(Detail::RouteSelection);
-            }
-            details.extend(tag_changes(&api.tags, &desired.tags));
-            change(Kind::Api, &spec.name, Some(&api.id), Action::update_or_nothing(details))
-        }
-    });
+    // An API of another protocol is replaced: every part is made anew.
+    let live = api.filter(|a| api::is_websocket(a));
+    changes.push(change(
+        Kind::Api,
+        &spec.name,
+        api.map(|a| a.id.as_str()),
+        api::api_action(api, &desired.tags),
+    ));
     for duplicate in api.map(|a| a.duplicates.as_slice()).unwrap_or_default() {
         changes.push(change(Kind::Api, &spec.name, Some(duplicate), Action::Delete));
     }
 
-    let authorizer_uri = names.invocation_uri(Function::Authorizer);
     let authorizer = live.and_then(|api| api.authorizers.iter().find(|a| a.name == spec.authorizer));
-    let authorizer_action = match authorizer {
-        None => Action::Create,
-        Some(a) => {
-            let mut details = vec![];
-            if a.authorizer_type.as_deref() != Some("REQUEST") {
-                details.push(Detail::Type { to: "REQUEST".into() });
-            }
-            if a.uri.as_deref() != Some(authorizer_uri.as_str()) {
-                details.push(Detail::AuthorizerFunction);
-            }
-            Action::update_or_nothing(details)
-        }
-    };
+    let authorizer_action = authorizer::authorizer_action(authorizer, &names.invocation_uri(Function::Authorizer));
     let mut parts_changed = authorizer_action != Action::NoChange;
     changes.push(change(
         Kind::Authorizer,
@@ -739,19 +398,7 @@ pub fn api_changes(desired: &Desired, actual: &Actual) -> Vec<Change> {
     for route in &spec.routes {
         let uri = names.invocation_uri(route.function);
         let integration = live.and_then(|api| api.integrations.iter().find(|i| i.uri.as_deref() == Some(uri.as_str())));
-        let integration_action = match integration {
-            None => Action::Create,
-            Some(i) => {
-                let mut details = vec![];
-                if i.integration_type.as_deref() != Some("AWS_PROXY") {
-                    details.push(Detail::Type { to: "AWS_PROXY".into() });
-                }
-                if i.method.as_deref() != Some("POST") {
-                    details.push(Detail::Method);
-                }
-                Action::update_or_nothing(details)
-            }
-        };
+        let integration_action = integration::integration_action(integration);
         parts_changed |= integration_action != Action::NoChange;
         changes.push(change(
             Kind::Integration,
@@ -760,14 +407,14 @@ pub fn api_changes(desired: &Desired, actual: &Actual) -> Vec<Change> {
             integration_action,
         ));
 
-        let target = RouteTarget {
+        let target = route::RouteTarget {
             target: integration.map(|i| format!("integrations/{}", i.id)),
             authorizer_id: authorizer.filter(|_| route.authorized).map(|a| a.id.clone()),
         };
         let found = live.and_then(|api| api.routes.iter().find(|r| r.key == route.key));
         let route_action = match found {
             None => Action::Create,
-            Some(r) => Action::update_or_nothing(route_changes(r, &target, route.authorized)),
+            Some(r) => Action::update_or_nothing(route::route_changes(r, &target, route.authorized)),
         };
         parts_changed |= route_action != Action::NoChange;
         changes.push(change(
@@ -792,50 +439,18 @@ pub fn api_changes(desired: &Desired, actual: &Actual) -> Vec<Change> {
             .functions
             .get(&function)
             .and_then(|f| f.ours())
-            .and_then(|f| f.permissions.get(PERMISSION_ID));
-        let wanted = live.map(|api| permission_source_arn(names, function, &api.id, authorizer.map(|a| a.id.as_str())));
-        let current = wanted.is_some() && have == wanted.as_ref();
-        let action = match have {
-            Some(_) if current && (function != Function::Authorizer || authorizer.is_some()) => Action::NoChange,
-            Some(_) => Action::Update {
-                changes: vec![Detail::SourceArn],
-            },
-            None => Action::Create,
-        };
+            .and_then(|f| f.permissions.get(permission::PERMISSION_ID));
+        // Known once the API (and, for the authorizer, its authorizer) is.
+        let wanted = live
+            .filter(|_| function != Function::Authorizer || authorizer.is_some())
+            .map(|api| permission::permission_source_arn(names, function, &api.id, authorizer.map(|a| a.id.as_str())));
+        let action = permission::permission_action(have.map(String::as_str), wanted.as_deref());
         changes.push(change(Kind::Permission, &names.function(function), None, action));
     }
 
-    let stage_action = match live.and_then(|api| api.stage.as_ref().map(|stage| (api, stage))) {
-        None => Action::Create,
-        Some((api, stage)) => {
-            let mut details = vec![];
-            let wanted_description = deployment_description(&served_routes(api));
-            if parts_changed
-                || stage.deployment_id.is_none()
-                || stage.description.as_deref() != Some(wanted_description.as_str())
-            {
-                details.push(Detail::Deployment);
-            }
-            details.extend(tag_changes(&stage.tags, &desired.tags));
-            Action::update_or_nothing(details)
-        }
-    };
+    let stage = live.and_then(|api| api.stage.as_ref().map(|stage| (api, stage)));
+    let stage_action = stage::stage_action(stage, parts_changed, &desired.tags);
     changes.push(change(Kind::Stage, &spec.stage, None, stage_action));
-    changes
-}
-
-pub fn route_changes(route: &super::actual::RouteState, target: &RouteTarget, authorized: bool) -> Vec<Detail> {
-    let mut changes = vec![];
-    if target.target.is_none() || route.target != target.target {
-        changes.push(Detail::Target);
-    }
-    let wanted_auth = if authorized { "CUSTOM" } else { "NONE" };
-    if route.authorization_type.as_deref().unwrap_or("NONE") != wanted_auth {
-        changes.push(Detail::Authorization { to: wanted_auth.into() });
-    }
-    if authorized && (target.authorizer_id.is_none() || route.authorizer_id != target.authorizer_id) {
-        changes.push(Detail::Authorizer);
-    }
     changes
 }
 
@@ -861,8 +476,14 @@ mod tests {
 
     use super::*;
     use crate::settings::{Arch, ConfigFile, Overrides, Settings};
-    use crate::stack::actual::{FunctionState, RouteState, TableState};
-    use crate::stack::desired::{Code, LogGroupSpec};
+    use crate::stack::Names;
+    use crate::stack::desired::{Code, FunctionSpec, LogGroupSpec, RUNTIME, TableSpec, trust_policy};
+    use crate::stack::function::{FunctionState, function_changes};
+    use crate::stack::log_group::log_group_action;
+    use crate::stack::role::role_action;
+    use crate::stack::route::{RouteState, RouteTarget, route_changes};
+    use crate::stack::stage::{DEPLOYMENT_MARKER, ServedRoute, deployment_description};
+    use crate::stack::table::{KEYS_ONLY, TableState, table_action};
 
     fn desired() -> Desired {
         let settings = Settings::resolve(&ConfigFile::default(), &Overrides::default()).unwrap();
@@ -1016,7 +637,7 @@ mod tests {
         let d = desired();
         let tags = &d.tags;
         let policy = d.role_policy(&d.roles[0], "api");
-        let state = crate::stack::actual::RoleState {
+        let state = crate::stack::role::RoleState {
             trust_policy: Some(trust_policy()),
             policy: Some(policy.clone()),
             tags: tags.clone(),
@@ -1044,7 +665,7 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .push(serde_json::json!("dynamodb:Scan"));
-        let state_before = crate::stack::actual::RoleState {
+        let state_before = crate::stack::role::RoleState {
             policy: Some(older),
             ..state.clone()
         };
@@ -1060,12 +681,12 @@ mod tests {
             retention_days: 14,
         };
         assert_eq!(log_group_action(&spec, None, tags), Action::Create);
-        let state = crate::stack::actual::LogGroupState {
+        let state = crate::stack::log_group::LogGroupState {
             retention_days: Some(14),
             tags: tags.clone(),
         };
         assert_eq!(log_group_action(&spec, Some(&state), tags), Action::NoChange);
-        let never = crate::stack::actual::LogGroupState {
+        let never = crate::stack::log_group::LogGroupState {
             retention_days: None,
             tags: BTreeMap::new(),
         };

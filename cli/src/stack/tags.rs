@@ -144,7 +144,7 @@ pub async fn retag(aws: &Aws, resource: Tagged<'_>, set: &BTreeMap<String, Strin
 async fn wait_for_table_tags(aws: &Aws, arn: &str, set: &BTreeMap<String, String>, remove: &[String]) -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < TABLE_TAGS_VISIBLE {
-        let tags = super::actual::list_table_tags(aws, arn, arn).await?.unwrap_or_default();
+        let tags = super::table::list_table_tags(aws, arn, arn).await?.unwrap_or_default();
         let visible = set.iter().all(|(k, v)| tags.get(k) == Some(v)) && remove.iter().all(|k| !tags.contains_key(k));
         if visible {
             return Ok(());

@@ -32,7 +32,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::runtime::{LocalFunction, Outcome};
-use crate::stack::actual::ApiState;
+use crate::stack::api::ApiState;
 
 use authorizer::*;
 use connection::*;

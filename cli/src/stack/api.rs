@@ -1,0 +1,231 @@
+//! The WebSocket API itself: find it (and duplicates), read it with its
+//! parts, create, update, replace and delete it.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use aws_sdk_apigatewayv2::types::ProtocolType;
+use serde::Serialize;
+
+use super::actual::{Found, all_pages};
+use super::api_writes::{ApiWrites, sent_once};
+use super::apply::{Report, live_id, planned, step};
+use super::authorizer::{AuthorizerState, read_authorizers};
+use super::desired::{Desired, ROUTE_SELECTION_EXPRESSION};
+use super::integration::{IntegrationState, read_integrations};
+use super::plan::{Action, Detail, Kind, Plan, tag_changes};
+use super::route::{RouteState, read_routes};
+use super::stage::StageState;
+use super::tags::{Tagged, retag};
+use super::{Names, STACK_TAG};
+use crate::aws::{Aws, failed, is_code};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiState {
+    pub id: String,
+    pub protocol: Option<String>,
+    pub route_selection_expression: Option<String>,
+    pub routes: Vec<RouteState>,
+    pub integrations: Vec<IntegrationState>,
+    pub authorizers: Vec<AuthorizerState>,
+    pub stage: Option<StageState>,
+    /// Other APIs of this stack with the same name (an interrupted run or
+    /// two runs at once made them): `up` and `down` delete them.
+    pub duplicates: Vec<String>,
+    /// Every tag, the stack's included.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// This stack's APIs (by name and tag), oldest first: one, unless two runs
+/// at once or a lost create sent again made more.
+pub async fn find_apis(aws: &Aws, names: &Names) -> Result<Vec<aws_sdk_apigatewayv2::types::Api>> {
+    let mut apis = all_pages("cannot list API Gateway APIs", |token| async move {
+        let page = aws
+            .apigateway
+            .get_apis()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(failed("cannot list API Gateway APIs"))?;
+        Ok((page.items.unwrap_or_default(), page.next_token))
+    })
+    .await?;
+    apis.retain(|api| {
+        let ours = api.tags().and_then(|t| t.get(STACK_TAG)).map(String::as_str) == Some(names.stack.as_str());
+        api.name() == Some(names.api().as_str()) && ours
+    });
+    apis.sort_by_key(|api| api.created_date().map(|d| (d.secs(), d.subsec_nanos())));
+    Ok(apis)
+}
+
+pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
+    let apis = find_apis(aws, names).await?;
+    let chosen = match apis.len() {
+        0 => return Ok(Found::Missing),
+        1 => 0,
+        // Two runs at once, or a lost create that was sent again, made more
+        // than one: the one with the most routes is the one in use, then the
+        // oldest.
+        _ => {
+            let routes = futures::future::try_join_all(
+                apis.iter()
+                    .map(|api| read_routes(aws, api.api_id().unwrap_or_default())),
+            )
+            .await?;
+            (0..apis.len())
+                .max_by_key(|i| (routes[*i].len(), std::cmp::Reverse(*i)))
+                .unwrap_or(0)
+        }
+    };
+    let api = &apis[chosen];
+    let id = api.api_id().unwrap_or_default();
+    let (routes, integrations, authorizers, stage) = tokio::join!(
+        read_routes(aws, id),
+        read_integrations(aws, id),
+        read_authorizers(aws, id),
+        aws.apigateway.get_stage().api_id(id).stage_name(&names.stage).send(),
+    );
+    let stage = match stage {
+        Err(err) if is_code(&err, &["NotFoundException"]) => None,
+        other => {
+            let stage = other.map_err(failed("cannot read the API's stage"))?;
+            Some(StageState {
+                deployment_id: stage.deployment_id,
+                description: stage.description,
+                tags: stage.tags.unwrap_or_default().into_iter().collect(),
+            })
+        }
+    };
+    Ok(Found::Ours(ApiState {
+        id: id.to_string(),
+        protocol: api.protocol_type().map(|p| p.as_str().to_string()),
+        route_selection_expression: api.route_selection_expression().map(str::to_string),
+        routes: routes?,
+        integrations: integrations?,
+        authorizers: authorizers?,
+        stage,
+        duplicates: apis
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != chosen)
+            .filter_map(|(_, api)| api.api_id().map(str::to_string))
+            .collect(),
+        tags: api.tags.clone().unwrap_or_default().into_iter().collect(),
+    }))
+}
+
+pub(super) async fn ensure_api(
+    aws: &Aws,
+    desired: &Desired,
+    plan: &Plan,
+    writes: &ApiWrites,
+    report: Report<'_>,
+) -> Result<String> {
+    let name = &desired.api.name;
+    let api = planned(plan, Kind::Api, name)?;
+    for duplicate in plan.deletions(Kind::Api) {
+        let id = live_id(duplicate)?;
+        delete_api(aws, writes, name, &id).await?;
+        step(report, Kind::Api, &format!("{name} {id} (duplicate)"), "deleted");
+    }
+    let done = match &api.action {
+        Action::NoChange => return live_id(api),
+        Action::Update { changes } => {
+            let id = live_id(api)?;
+            for change in changes {
+                match change {
+                    Detail::RouteSelection => {
+                        writes
+                            .send("cannot update the API", || {
+                                aws.apigateway
+                                    .update_api()
+                                    .api_id(&id)
+                                    .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
+                                    .send()
+                            })
+                            .await?;
+                    }
+                    Detail::Tags { set, remove } => {
+                        let arn = desired.names.api_arn(&id);
+                        retag(aws, Tagged::Api(&arn), set, remove).await?;
+                    }
+                    other => bail!("API {name}: the plan asks for {other}, which chatctl cannot apply to an API"),
+                }
+            }
+            step(report, Kind::Api, name, "updated");
+            return Ok(id);
+        }
+        // An API of another protocol cannot become a WebSocket API: the
+        // confirmed replacement deletes it first.
+        Action::Replace { .. } => {
+            delete_api(aws, writes, name, &live_id(api)?).await?;
+            "replaced"
+        }
+        Action::Create => "created",
+        Action::Delete => bail!("the plan deletes API {name}; only `down` does that"),
+    };
+    let id = writes
+        .create_or_adopt(
+            format!("cannot create WebSocket API {name}"),
+            || async move {
+                let created = aws
+                    .apigateway
+                    .create_api()
+                    .name(name)
+                    .protocol_type(ProtocolType::Websocket)
+                    .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
+                    .description(format!("chatctl stack {}", desired.names.stack))
+                    .set_tags(Some(desired.tags.clone().into_iter().collect()))
+                    .customize()
+                    .config_override(sent_once())
+                    .send()
+                    .await?;
+                Ok(created.api_id.unwrap_or_default())
+            },
+            || async move {
+                let found = find_apis(aws, &desired.names).await?;
+                Ok(found.first().and_then(|api| api.api_id.clone()))
+            },
+        )
+        .await?;
+    anyhow::ensure!(!id.is_empty(), "CreateApi answered without an API id");
+    step(report, Kind::Api, name, format!("{done} ({id})"));
+    Ok(id)
+}
+
+/// Deletes an API (with its routes, integrations, authorizers and stages);
+/// one already gone is fine.
+pub async fn delete_api(aws: &Aws, writes: &ApiWrites, name: &str, id: &str) -> Result<()> {
+    writes
+        .send(format!("cannot delete API {name} ({id})"), || async move {
+            match aws.apigateway.delete_api().api_id(id).send().await {
+                Err(err) if is_code(&err, &["NotFoundException"]) => Ok(()),
+                other => other.map(|_| ()),
+            }
+        })
+        .await
+}
+
+/// Whether an API is a WebSocket API: one of another protocol (HTTP)
+/// cannot become one, and is replaced.
+pub fn is_websocket(api: &ApiState) -> bool {
+    api.protocol.as_deref() == Some("WEBSOCKET")
+}
+
+/// What the API itself needs (its parts are planned on their own).
+pub fn api_action(api: Option<&ApiState>, tags: &BTreeMap<String, String>) -> Action {
+    let Some(api) = api else {
+        return Action::Create;
+    };
+    if !is_websocket(api) {
+        return Action::Replace {
+            reason: format!("protocol is {}", super::plan::or_dash(&api.protocol)),
+        };
+    }
+    let mut changes = vec![];
+    if api.route_selection_expression.as_deref() != Some(ROUTE_SELECTION_EXPRESSION) {
+        changes.push(Detail::RouteSelection);
+    }
+    changes.extend(tag_changes(&api.tags, tags));
+    Action::update_or_nothing(changes)
+}

@@ -1,0 +1,127 @@
+//! The API's Lambda proxy integrations, one per routed function: read,
+//! create and update.
+
+use anyhow::{Result, bail};
+use aws_sdk_apigatewayv2::types::IntegrationType;
+use serde::Serialize;
+
+use super::Function;
+use super::actual::all_pages;
+use super::api_writes::{ApiWrites, sent_once};
+use super::apply::{Report, live_id, planned, step};
+use super::authorizer::Part;
+use super::desired::Desired;
+use super::plan::{Action, Detail, Kind, Plan};
+use crate::aws::{Aws, failed};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IntegrationState {
+    pub id: String,
+    pub integration_type: Option<String>,
+    pub uri: Option<String>,
+    pub method: Option<String>,
+}
+
+/// Every integration of an API, every page.
+pub async fn read_integrations(aws: &Aws, api_id: &str) -> Result<Vec<IntegrationState>> {
+    all_pages("cannot read the API's integrations", |token| async move {
+        let page = aws
+            .apigateway
+            .get_integrations()
+            .api_id(api_id)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(failed("cannot read the API's integrations"))?;
+        let integrations = page
+            .items()
+            .iter()
+            .map(|i| IntegrationState {
+                id: i.integration_id().unwrap_or_default().to_string(),
+                integration_type: i.integration_type().map(|t| t.as_str().to_string()),
+                uri: i.integration_uri().map(str::to_string),
+                method: i.integration_method().map(str::to_string),
+            })
+            .collect();
+        Ok((integrations, page.next_token))
+    })
+    .await
+}
+
+pub(super) async fn apply_integration(
+    aws: &Aws,
+    desired: &Desired,
+    plan: &Plan,
+    function: Function,
+    (api_id, writes): (&str, &ApiWrites),
+    report: Report<'_>,
+) -> Result<Part> {
+    let client = &aws.apigateway;
+    let uri = desired.names.invocation_uri(function);
+    let uri = uri.as_str();
+    let name = desired.names.function(function);
+    let planned = planned(plan, Kind::Integration, &name)?;
+    match &planned.action {
+        Action::NoChange => Ok((live_id(planned)?, false)),
+        Action::Update { .. } => {
+            let id = live_id(planned)?;
+            writes
+                .send(format!("cannot update the integration of {name}"), || {
+                    client
+                        .update_integration()
+                        .api_id(api_id)
+                        .integration_id(&id)
+                        .integration_type(IntegrationType::AwsProxy)
+                        .integration_method("POST")
+                        .integration_uri(uri)
+                        .send()
+                })
+                .await?;
+            step(report, Kind::Integration, &name, "updated");
+            Ok((id, true))
+        }
+        Action::Create => {
+            let id = writes
+                .create_or_adopt(
+                    format!("cannot create the integration of {name}"),
+                    || async {
+                        let created = client
+                            .create_integration()
+                            .api_id(api_id)
+                            .integration_type(IntegrationType::AwsProxy)
+                            .integration_method("POST")
+                            .integration_uri(uri)
+                            .customize()
+                            .config_override(sent_once())
+                            .send()
+                            .await?;
+                        Ok(created.integration_id.unwrap_or_default())
+                    },
+                    || async {
+                        let found = read_integrations(aws, api_id).await?;
+                        Ok(found.into_iter().find(|i| i.uri.as_deref() == Some(uri)).map(|i| i.id))
+                    },
+                )
+                .await?;
+            anyhow::ensure!(!id.is_empty(), "CreateIntegration answered without an id");
+            step(report, Kind::Integration, &name, "created");
+            Ok((id, true))
+        }
+        other => bail!("integration {name}: the plan asks to {other:?}, which chatctl cannot apply"),
+    }
+}
+
+/// What an integration needs: a Lambda proxy integration, POST.
+pub fn integration_action(integration: Option<&IntegrationState>) -> Action {
+    let Some(integration) = integration else {
+        return Action::Create;
+    };
+    let mut changes = vec![];
+    if integration.integration_type.as_deref() != Some("AWS_PROXY") {
+        changes.push(Detail::Type { to: "AWS_PROXY".into() });
+    }
+    if integration.method.as_deref() != Some("POST") {
+        changes.push(Detail::Method);
+    }
+    Action::update_or_nothing(changes)
+}
