@@ -69,6 +69,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// Mint a connection token for the deployed stack
     Token(TokenArgs),
+    /// Check the live chat end to end: connect, send, echo, history, close
+    Smoke(SmokeArgs),
     /// Run the whole stack locally: emulator, functions, WebSocket gateway
     Dev(DevArgs),
 }
@@ -157,6 +159,21 @@ pub struct UpArgs {
     /// Where the built zip is: <DIR>/chat-functions/bootstrap.zip [default: target/lambda]
     #[arg(long, value_name = "DIR")]
     pub lambda_dir: Option<PathBuf>,
+    /// Once the stack is up, run `chatctl smoke` against it (exit 1 when it fails)
+    #[arg(long, conflicts_with = "dry_run")]
+    pub smoke: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SmokeArgs {
+    /// The WebSocket URL to check (ws:// or wss://), e.g. the one `chatctl
+    /// dev` prints [default: the deployed stack's]
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// How long to keep trying while failures look like IAM changes still
+    /// propagating (HTTP 5xx at the handshake, no echo)
+    #[arg(long, default_value = "60s")]
+    pub wait: String,
 }
 
 #[derive(Debug, Args)]

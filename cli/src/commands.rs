@@ -108,6 +108,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
         } => routes_list(context).await,
         Command::Logs(args) => logs(context, &args).await,
         Command::Token(args) => token(context, &args).await,
+        Command::Smoke(args) => {
+            let wait = humantime::parse_duration(&args.wait)
+                .with_context(|| format!("invalid --wait {:?}: use a duration like 30s or 2m", args.wait))?;
+            smoke(context, args.url.as_deref(), wait).await
+        }
         Command::Dev(_) => unreachable!("handled above"),
     }
 }
@@ -274,8 +279,14 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
         println!("Stack {} is up.", names.stack);
         println!("{outputs}");
     }
+    if args.smoke {
+        return smoke(context, None, SMOKE_AFTER_UP).await;
+    }
     Ok(0)
 }
+
+/// How long `up --smoke` keeps trying while IAM propagates what `up` made.
+const SMOKE_AFTER_UP: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[derive(Serialize)]
 struct DownReport {
@@ -492,6 +503,58 @@ async fn checked<T>(session: &Session, work: impl std::future::Future<Output = R
     let (account, result) = tokio::join!(session.aws.account_id(), work);
     account?;
     result
+}
+
+/// `chatctl smoke`, and `up --smoke` once the stack is up: exit 0 when
+/// every step passed, 1 when one failed.
+async fn smoke(context: &mut Session, url: Option<&str>, wait: std::time::Duration) -> Result<u8> {
+    use crate::smoke::Credentials;
+    use crate::token::Auth;
+
+    let Session { aws, names, .. } = &*context;
+    let url = match url {
+        Some(url) => url.to_string(),
+        None => {
+            let api = crate::stack::api::read_api(aws, names).await?;
+            let api = api
+                .ours()
+                .with_context(|| format!("stack {} is not deployed; run `chatctl up` first", names.stack))?;
+            names.websocket_url(&api.id)
+        }
+    };
+    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        bail!("invalid --url {url:?}: a WebSocket URL starts with ws:// or wss://");
+    }
+    let credentials = match crate::token::deployed_auth(aws, names).await? {
+        Auth::Token { secret } => {
+            let ten_minutes = std::time::Duration::from_secs(600);
+            Credentials::Token(crate::token::mint_with(&secret, crate::smoke::USER, ten_minutes)?.token)
+        }
+        Auth::None => Credentials::User,
+    };
+    let json = context.json;
+    if !json {
+        println!("Smoke test of {url}");
+    }
+    let progress = |line: &str| {
+        if !json {
+            println!("{line}");
+        }
+    };
+    let report = crate::smoke::run(&url, &credentials, wait, &progress).await;
+    if json {
+        print_json(&report)?;
+    } else if report.passed {
+        let total: u128 = report.steps.iter().map(|s| s.ms).sum();
+        println!("Passed in {total} ms (room {}, user {}).", report.room, report.user);
+    }
+    match &report.error {
+        None => Ok(0),
+        Some(error) => {
+            eprintln!("error: smoke test failed at {error}");
+            Ok(1)
+        }
+    }
 }
 
 async fn routes_list(context: &mut Session) -> Result<u8> {

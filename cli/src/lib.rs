@@ -10,6 +10,7 @@ pub mod logs;
 pub mod output;
 pub mod routes;
 pub mod settings;
+pub mod smoke;
 pub mod stack;
 pub mod token;
 

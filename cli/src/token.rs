@@ -30,8 +30,17 @@ pub fn parse_ttl(text: &str) -> Result<Duration> {
     Ok(ttl)
 }
 
-pub async fn mint(aws: &Aws, names: &Names, user: &str, ttl: Duration) -> Result<Minted> {
-    chat_core::validate::user(user).map_err(|e| anyhow::anyhow!("{e}"))?;
+/// How the deployed authorizer lets clients in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    /// A token signed with this secret.
+    Token { secret: String },
+    /// `auth = "none"`: anyone, naming themselves with `?user=NAME`.
+    None,
+}
+
+/// Reads the deployed authorizer's mode (and secret) from its function.
+pub async fn deployed_auth(aws: &Aws, names: &Names) -> Result<Auth> {
     let name = names.function(Function::Authorizer);
     let got = match aws.lambda.get_function().function_name(&name).send().await {
         Err(err) if is_code(&err, &["ResourceNotFoundException"]) => {
@@ -58,10 +67,7 @@ pub async fn mint(aws: &Aws, names: &Names, user: &str, ttl: Duration) -> Result
         .cloned()
         .unwrap_or_default();
     if env.get(vars::AUTH_MODE).map(String::as_str) == Some("none") {
-        bail!(
-            "stack {} runs with auth = \"none\": no token is needed; connect with ?user=NAME",
-            names.stack
-        );
+        return Ok(Auth::None);
     }
     let secret = env.get(vars::TOKEN_SECRET).with_context(|| {
         format!(
@@ -69,7 +75,18 @@ pub async fn mint(aws: &Aws, names: &Names, user: &str, ttl: Duration) -> Result
             vars::TOKEN_SECRET
         )
     })?;
-    mint_with(secret, user, ttl)
+    Ok(Auth::Token { secret: secret.clone() })
+}
+
+pub async fn mint(aws: &Aws, names: &Names, user: &str, ttl: Duration) -> Result<Minted> {
+    chat_core::validate::user(user).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match deployed_auth(aws, names).await? {
+        Auth::Token { secret } => mint_with(&secret, user, ttl),
+        Auth::None => bail!(
+            "stack {} runs with auth = \"none\": no token is needed; connect with ?user=NAME",
+            names.stack
+        ),
+    }
 }
 
 /// Mints a token with a known secret (`chatctl dev` knows its stack's).

@@ -665,3 +665,65 @@ async fn a_burst_of_connects_through_transaction_conflicts_is_admitted_and_uncou
         connection_records(&dynamodb, "burst").await.1
     );
 }
+
+/// `chatctl smoke` against `chatctl dev`: every step passes and is timed,
+/// in text and JSON. Where nothing listens it fails at once and says so;
+/// against a stopped `dev` it fails with exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_passes_against_dev_and_fails_clearly_when_nothing_answers() {
+    let mut dev = start_dev().await;
+    let run = dev.chatctl(&["smoke", "--url", &dev.url]).await;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for step in ["connect", "message echoed", "history", "close", "Passed in"] {
+        assert!(stdout.contains(step), "{step}: {stdout}");
+    }
+
+    let run = dev.chatctl(&["smoke", "--url", &dev.url, "--output", "json"]).await;
+    assert!(run.status.success());
+    let report: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["attempts"], 1);
+    assert_eq!(report["user"], "chatctl-smoke");
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["connect", "message echoed", "history", "close"]);
+    assert!(report["room"].as_str().unwrap().starts_with("smoke-"));
+
+    // A port nobody listens on: no retries, a message that says what to check.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nowhere = format!("ws://127.0.0.1:{port}/dev");
+    let started = std::time::Instant::now();
+    let run = dev.chatctl(&["smoke", "--url", &nowhere]).await;
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("smoke test failed at connect: cannot reach {nowhere}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("is the stack running"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "failed at once");
+
+    let run = dev.chatctl(&["smoke", "--url", "http://127.0.0.1/dev"]).await;
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("a WebSocket URL starts with ws:// or wss://"));
+
+    // `dev` stopped: the same command fails, exit 1, with an error.
+    let url = dev.url.clone();
+    assert_eq!(dev.interrupt().await, Some(0));
+    let run = dev.chatctl(&["smoke", "--url", &url, "--wait", "5s"]).await;
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("error:"));
+}
