@@ -71,6 +71,11 @@ pub enum Command {
     Token(TokenArgs),
     /// Check the live chat end to end: connect, send, echo, history, close
     Smoke(SmokeArgs),
+    /// The open connections: list them, send them a system message, close them
+    Connections {
+        #[command(subcommand)]
+        command: ConnectionsCommand,
+    },
     /// Run the whole stack locally: emulator, functions, WebSocket gateway
     Dev(DevArgs),
 }
@@ -96,6 +101,40 @@ pub struct DevArgs {
     /// Close connections idle this long (API Gateway: 10m)
     #[arg(long, default_value = "10m")]
     pub idle_timeout: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// Connection id, user, room and when it connected; all, or a room's or a user's
+    List {
+        #[arg(long)]
+        room: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Send a system message: `send ID TEXT`, `send --room R TEXT` or `send --user U TEXT`
+    Send {
+        /// [ID] TEXT
+        #[arg(value_name = "ID|TEXT", num_args = 1..=2, required = true)]
+        args: Vec<String>,
+        #[arg(long, conflicts_with = "user")]
+        room: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// The @connections URL [default: the deployed stack's; `chatctl dev` prints its own]
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+    /// Close connections (their `$disconnect` runs): `kick ID` or `kick --user U`
+    Kick {
+        #[arg(value_name = "ID", required_unless_present = "user", conflicts_with = "user")]
+        id: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// The @connections URL [default: the deployed stack's; `chatctl dev` prints its own]
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,9 @@ use serde::Serialize;
 use crate::EXIT_DRIFT;
 use crate::aws::{Aws, AwsOptions, is_local_endpoint, local_region};
 use crate::build;
-use crate::cli::{Cli, Command, DownArgs, LogsArgs, OutputFormat, RoutesCommand, TokenArgs, UpArgs};
+use crate::cli::{
+    Cli, Command, ConnectionsCommand, DownArgs, LogsArgs, OutputFormat, RoutesCommand, TokenArgs, UpArgs,
+};
 use crate::output::{Outputs, Progress, confirm, print_json};
 use crate::settings::{ConfigFile, Overrides, Settings};
 use crate::stack::desired::{Desired, new_secret};
@@ -108,6 +110,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         } => routes_list(context).await,
         Command::Logs(args) => logs(context, &args).await,
         Command::Token(args) => token(context, &args).await,
+        Command::Connections { command } => connections(context, command).await,
         Command::Smoke(args) => {
             let wait = humantime::parse_duration(&args.wait)
                 .with_context(|| format!("invalid --wait {:?}: use a duration like 30s or 2m", args.wait))?;
@@ -503,6 +506,85 @@ async fn checked<T>(session: &Session, work: impl std::future::Future<Output = R
     let (account, result) = tokio::join!(session.aws.account_id(), work);
     account?;
     result
+}
+
+async fn connections(context: &mut Session, command: ConnectionsCommand) -> Result<u8> {
+    use crate::connections::{self as conns, Target};
+
+    let Session { aws, names, json, .. } = &*context;
+    let (rows, outcome, verb) = match command {
+        ConnectionsCommand::List { room, user } => {
+            if let Some(room) = &room {
+                Target::Room(room.clone()).checked()?;
+            }
+            if let Some(user) = &user {
+                Target::User(user.clone()).checked()?;
+            }
+            let rows = checked(context, conns::list(aws, names, room.as_deref(), user.as_deref())).await?;
+            if *json {
+                print_json(&rows)?;
+            } else if rows.is_empty() {
+                println!("No open connection.");
+            } else {
+                println!("{}", conns::table(&rows));
+            }
+            return Ok(0);
+        }
+        ConnectionsCommand::Send {
+            mut args,
+            room,
+            user,
+            url,
+        } => {
+            let text = args.pop().unwrap_or_default();
+            let target = match (args.pop(), room, user) {
+                (Some(id), None, None) => Target::Connection(id),
+                (None, Some(room), None) => Target::Room(room),
+                (None, None, Some(user)) => Target::User(user),
+                (None, None, None) => {
+                    bail!("say who gets the message: `send ID TEXT`, `send --room R TEXT` or `send --user U TEXT`")
+                }
+                _ => bail!("name one target: a connection id, --room or --user"),
+            }
+            .checked()?;
+            let (endpoint, rows) = tokio::try_join!(
+                conns::endpoint(aws, names, url.as_deref()),
+                conns::targets(aws, names, &target)
+            )?;
+            let room = match &target {
+                Target::Room(room) => Some(room.as_str()),
+                _ => None,
+            };
+            let outcome = conns::send(aws, &endpoint, &rows, room, &text).await?;
+            (rows, outcome, "sent to")
+        }
+        ConnectionsCommand::Kick { id, user, url } => {
+            let target = match (id, user) {
+                (Some(id), None) => Target::Connection(id),
+                (None, Some(user)) => Target::User(user),
+                _ => bail!("name one target: a connection id or --user"),
+            }
+            .checked()?;
+            let (endpoint, rows) = tokio::try_join!(
+                conns::endpoint(aws, names, url.as_deref()),
+                conns::targets(aws, names, &target)
+            )?;
+            let outcome = conns::kick(aws, &endpoint, &rows).await?;
+            (rows, outcome, "closed")
+        }
+    };
+    if *json {
+        print_json(&outcome)?;
+    } else {
+        println!("{verb} {} of {} connections", outcome.done.len(), rows.len());
+        for id in &outcome.gone {
+            println!("  {id}: already closed");
+        }
+    }
+    for (id, error) in &outcome.failed {
+        eprintln!("error: {id}: {error}");
+    }
+    Ok(if outcome.failed.is_empty() { 0 } else { 1 })
 }
 
 /// `chatctl smoke`, and `up --smoke` once the stack is up: exit 0 when

@@ -5,6 +5,7 @@ pub mod aws;
 pub mod build;
 pub mod cli;
 pub mod commands;
+pub mod connections;
 pub mod dev;
 pub mod logs;
 pub mod output;

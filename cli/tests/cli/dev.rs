@@ -14,6 +14,8 @@ type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 struct Dev {
     child: tokio::process::Child,
     url: String,
+    /// The `@connections` URL it prints.
+    callback: String,
     endpoint: String,
     token: String,
     /// What `chatctl dev` prints on stderr, line by line.
@@ -52,12 +54,14 @@ async fn spawn_dev(extra: &[&str]) -> Dev {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut url, mut endpoint, mut token) = (String::new(), String::new(), String::new());
+    let (mut url, mut callback, mut endpoint, mut token) = (String::new(), String::new(), String::new(), String::new());
     let ready = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             let value = |prefix: &str| line.strip_prefix(prefix).map(|v| v.trim().to_string());
             if let Some(v) = value("WebSocket URL:") {
                 url = v;
+            } else if let Some(v) = value("@connections URL:") {
+                callback = v;
             } else if let Some(v) = value("AWS endpoint:") {
                 endpoint = v.split_whitespace().next().unwrap().to_string();
             } else if let Some(v) = value("Token for alice:") {
@@ -83,6 +87,7 @@ async fn spawn_dev(extra: &[&str]) -> Dev {
     Dev {
         child,
         url,
+        callback,
         endpoint,
         token,
         stderr,
@@ -726,4 +731,128 @@ async fn smoke_passes_against_dev_and_fails_clearly_when_nothing_answers() {
     let run = dev.chatctl(&["smoke", "--url", &url, "--wait", "5s"]).await;
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("error:"));
+}
+
+/// `chatctl connections` against `chatctl dev`: the open connections by
+/// room and by user, a system message to a room and to one connection,
+/// and a kick that closes a user's connection and runs its `$disconnect`.
+/// Unknown targets and bad input fail clearly, with exit 1 or 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_listed_messaged_and_kicked() {
+    let dev = start_dev().await;
+    let bob_token = dev.token("bob").await;
+    let mut alice = dev.connect(&format!("token={}&room=lobby", dev.token)).await.unwrap();
+    let mut bob = dev.connect(&format!("token={bob_token}&room=lobby")).await.unwrap();
+    let mut bob_elsewhere = dev.connect(&format!("token={bob_token}&room=general")).await.unwrap();
+
+    let run = dev.chatctl(&["connections", "list", "--output", "json"]).await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let all: Vec<Value> = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(all.len(), 3, "{all:?}");
+    let list = |args: &'static [&'static str]| {
+        let dev = &dev;
+        async move {
+            let mut full = vec!["connections", "list", "--output", "json"];
+            full.extend_from_slice(args);
+            let run = dev.chatctl(&full).await;
+            assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+            serde_json::from_slice::<Vec<Value>>(&run.stdout).unwrap()
+        }
+    };
+    let lobby = list(&["--room", "lobby"]).await;
+    let mut users: Vec<&str> = lobby.iter().map(|r| r["user"].as_str().unwrap()).collect();
+    users.sort();
+    assert_eq!(users, ["alice", "bob"]);
+    let bobs = list(&["--user", "bob"]).await;
+    let mut rooms: Vec<&str> = bobs.iter().map(|r| r["room"].as_str().unwrap()).collect();
+    rooms.sort();
+    assert_eq!(rooms, ["general", "lobby"]);
+    assert!(bobs.iter().all(|r| r["connected_at"].as_str().unwrap().ends_with('Z')));
+    let text = dev.chatctl(&["connections", "list", "--room", "lobby"]).await;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("CONNECTION") && text.contains("alice") && text.contains("lobby"),
+        "{text}"
+    );
+
+    // A system message to the lobby reaches both of its connections, in
+    // the protocol's message event, and nobody else.
+    let run = dev
+        .chatctl(&[
+            "connections",
+            "send",
+            "--room",
+            "lobby",
+            "maintenance at five",
+            "--url",
+            &dev.callback,
+        ])
+        .await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("sent to 2 of 2 connections"));
+    for socket in [&mut alice, &mut bob] {
+        let message = event(socket).await;
+        assert_eq!(message["type"], "message");
+        assert_eq!(message["from"], "system");
+        assert_eq!(message["room"], "lobby");
+        assert_eq!(message["text"], "maintenance at five");
+    }
+    nothing_arrives(&mut bob_elsewhere).await;
+
+    // To one connection, by id.
+    let alice_id = lobby.iter().find(|r| r["user"] == "alice").unwrap()["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = dev
+        .chatctl(&["connections", "send", &alice_id, "just you", "--url", &dev.callback])
+        .await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(event(&mut alice).await["text"], "just you");
+    nothing_arrives(&mut bob).await;
+
+    // Kick: bob's connections close, their $disconnect removes them.
+    let run = dev
+        .chatctl(&["connections", "kick", "--user", "bob", "--url", &dev.callback])
+        .await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("closed 2 of 2 connections"));
+    closed_with(&mut bob).await;
+    closed_with(&mut bob_elsewhere).await;
+    assert!(
+        eventually(|| async { list(&["--user", "bob"]).await.is_empty() }).await,
+        "bob's records are gone once $disconnect ran"
+    );
+    assert_eq!(list(&[]).await.len(), 1, "alice stays");
+
+    // Unknown targets: exit 1, a clear message; bad input: the same before any call.
+    let url = dev.callback.as_str();
+    for (args, expected) in [
+        (
+            vec!["connections", "kick", "nosuchid", "--url", url],
+            "no open connection for connection nosuchid",
+        ),
+        (
+            vec!["connections", "send", "--user", "nobody", "hi", "--url", url],
+            "no open connection for user nobody",
+        ),
+        (vec!["connections", "list", "--room", "no spaces"], "invalid --room"),
+        (
+            vec!["connections", "send", "hi", "--url", url],
+            "say who gets the message",
+        ),
+    ] {
+        let run = dev.chatctl(&args).await;
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let run = dev
+        .chatctl(&["connections", "send", "--room", "lobby", "--user", "bob", "hi"])
+        .await;
+    assert_eq!(
+        run.status.code(),
+        Some(2),
+        "--room and --user together is a usage error"
+    );
 }

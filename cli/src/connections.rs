@@ -1,0 +1,276 @@
+//! `chatctl connections`: the open connections of the live chat, read
+//! through the connections table and its indexes; a system message to some
+//! of them, and closing some of them, over the `@connections` API.
+
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use chat_core::delivery::Delivery;
+use chat_core::protocol::{ChatMessage, ServerEvent};
+use chat_core::store::{ConnectionRecord, ConnectionStore, schema};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::aws::{Aws, failed, is_code};
+use crate::stack::Names;
+
+/// Who a system message comes from.
+pub const SYSTEM_SENDER: &str = "system";
+/// Connections read or written at a time.
+const CONCURRENCY: usize = 16;
+
+/// Which connections a command is about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Connection(String),
+    Room(String),
+    User(String),
+}
+
+impl Target {
+    pub fn checked(self) -> Result<Target> {
+        match &self {
+            Target::Room(room) => {
+                chat_core::validate::room(room).map_err(|e| anyhow::anyhow!("invalid --room: {e}"))?
+            }
+            Target::User(user) => {
+                chat_core::validate::user(user).map_err(|e| anyhow::anyhow!("invalid --user: {e}"))?
+            }
+            Target::Connection(id) if id.is_empty() || schema::is_counter_id(id) => {
+                bail!("invalid connection id {id:?}")
+            }
+            Target::Connection(_) => {}
+        }
+        Ok(self)
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Connection(id) => write!(f, "connection {id}"),
+            Target::Room(room) => write!(f, "room {room}"),
+            Target::User(user) => write!(f, "user {user}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Row {
+    pub connection_id: String,
+    pub user: String,
+    pub room: String,
+    /// RFC 3339, UTC.
+    pub connected_at: String,
+}
+
+impl From<ConnectionRecord> for Row {
+    fn from(record: ConnectionRecord) -> Row {
+        Row {
+            connected_at: chat_core::ids::format_timestamp_ms(u64::try_from(record.connected_at).unwrap_or(0)),
+            connection_id: record.connection_id,
+            user: record.user,
+            room: record.room,
+        }
+    }
+}
+
+fn store(aws: &Aws, names: &Names) -> ConnectionStore {
+    ConnectionStore::new(aws.dynamodb.clone(), names.connections_table())
+}
+
+/// The open connections of a room or a user (through the table's indexes),
+/// or all of them (a Scan of the table), oldest first.
+pub async fn list(aws: &Aws, names: &Names, room: Option<&str>, user: Option<&str>) -> Result<Vec<Row>> {
+    let table = names.connections_table();
+    let store = store(aws, names);
+    let ids = match (room, user) {
+        (Some(room), _) => store.in_room(room).await?,
+        (None, Some(user)) => store.of_user(user).await?,
+        (None, None) => all_ids(aws, &table).await?,
+    };
+    // The indexes hold keys only: each record is read from the table,
+    // which also drops a connection that closed meanwhile.
+    let records: Vec<Option<ConnectionRecord>> = futures::stream::iter(&ids)
+        .map(|id| store.get(id))
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut rows: Vec<Row> = records
+        .into_iter()
+        .flatten()
+        .filter(|r| user.is_none_or(|u| r.user == u))
+        .map(Row::from)
+        .collect();
+    rows.sort_by(|a, b| (&a.connected_at, &a.connection_id).cmp(&(&b.connected_at, &b.connection_id)));
+    Ok(rows)
+}
+
+/// Every connection id in the table (not the counter's items), every page.
+async fn all_ids(aws: &Aws, table: &str) -> Result<Vec<String>> {
+    let pages = aws
+        .dynamodb
+        .scan()
+        .table_name(table)
+        .projection_expression("#id")
+        .expression_attribute_names("#id", schema::CONNECTION_ID)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await;
+    let items = match pages {
+        Err(err) if is_code(&err, &["ResourceNotFoundException"]) => {
+            bail!("table {table} does not exist: is the stack deployed? (`chatctl up`)")
+        }
+        other => other.map_err(failed(format!("cannot read table {table}")))?,
+    };
+    Ok(items
+        .iter()
+        .filter_map(|item| item.get(schema::CONNECTION_ID)?.as_s().ok().cloned())
+        .filter(|id| !schema::is_counter_id(id))
+        .collect())
+}
+
+/// The open connections a target names; an error when there is none.
+pub async fn targets(aws: &Aws, names: &Names, target: &Target) -> Result<Vec<Row>> {
+    let rows = match target {
+        Target::Connection(id) => store(aws, names).get(id).await?.map(Row::from).into_iter().collect(),
+        Target::Room(room) => list(aws, names, Some(room), None).await?,
+        Target::User(user) => list(aws, names, None, Some(user)).await?,
+    };
+    if rows.is_empty() {
+        bail!("no open connection for {target}");
+    }
+    Ok(rows)
+}
+
+/// What became of each connection a command reached.
+#[derive(Debug, Default, Serialize)]
+pub struct Outcome {
+    pub done: Vec<String>,
+    /// Closed before the command reached them (API Gateway answered 410).
+    pub gone: Vec<String>,
+    pub failed: Vec<(String, String)>,
+}
+
+/// The `@connections` endpoint of the deployed API (`https://…/{stage}`),
+/// or the one given (`chatctl dev` prints it; a trailing `/@connections`
+/// is accepted).
+pub async fn endpoint(aws: &Aws, names: &Names, url: Option<&str>) -> Result<String> {
+    let url = match url {
+        Some(url) => url.to_string(),
+        None => {
+            let api = crate::stack::api::read_api(aws, names).await?;
+            let api = api
+                .ours()
+                .with_context(|| format!("stack {} is not deployed; run `chatctl up` first", names.stack))?;
+            names.callback_url(&api.id)
+        }
+    };
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        bail!("invalid --url {url:?}: the @connections URL starts with https:// (or http:// for `chatctl dev`)");
+    }
+    Ok(url.trim_end_matches('/').trim_end_matches("/@connections").to_string())
+}
+
+/// A system message, in the protocol's `message` event, to every row.
+pub async fn send(aws: &Aws, endpoint: &str, rows: &[Row], room: Option<&str>, text: &str) -> Result<Outcome> {
+    chat_core::validate::message_text(text, usize::MAX).map_err(|e| anyhow::anyhow!("invalid message: {e}"))?;
+    let (id, ts) = chat_core::ids::new_message_id(SystemTime::now());
+    let event = ServerEvent::Message(ChatMessage {
+        id,
+        room: room.map(str::to_string),
+        to: None,
+        from: SYSTEM_SENDER.to_string(),
+        text: text.to_string(),
+        ts,
+    })
+    .to_json();
+    let delivery = Delivery::new(&aws.sdk, endpoint);
+    let ids: Vec<String> = rows.iter().map(|r| r.connection_id.clone()).collect();
+    let report = delivery.send_all(&ids, &event, None).await;
+    let failed = report.failed.into_iter().map(|(id, e)| (id, e.to_string())).collect();
+    let gone = report.gone;
+    let done = ids.into_iter().filter(|id| !gone.contains(id)).collect::<Vec<_>>();
+    let mut outcome = Outcome { done, gone, failed };
+    outcome.done.retain(|id| !outcome.failed.iter().any(|(f, _)| f == id));
+    Ok(outcome)
+}
+
+/// Closes every row's connection (DeleteConnection); API Gateway then runs
+/// its `$disconnect` (aws-facts.md §5).
+pub async fn kick(aws: &Aws, endpoint: &str, rows: &[Row]) -> Result<Outcome> {
+    let config = aws_sdk_apigatewaymanagement::config::Builder::from(&aws.sdk)
+        .endpoint_url(endpoint)
+        .build();
+    let client = aws_sdk_apigatewaymanagement::Client::from_conf(config);
+    let results: Vec<(String, Result<(), String>, bool)> = futures::stream::iter(rows)
+        .map(|row| {
+            let client = &client;
+            async move {
+                let id = row.connection_id.clone();
+                match client.delete_connection().connection_id(&id).send().await {
+                    Ok(_) => (id, Ok(()), false),
+                    Err(err) if is_code(&err, &["GoneException"]) => (id, Ok(()), true),
+                    Err(err) => (
+                        id,
+                        Err(crate::aws::aws_error("DeleteConnection", err).to_string()),
+                        false,
+                    ),
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut outcome = Outcome::default();
+    for (id, result, gone) in results {
+        match result {
+            Ok(()) if gone => outcome.gone.push(id),
+            Ok(()) => outcome.done.push(id),
+            Err(error) => outcome.failed.push((id, error)),
+        }
+    }
+    Ok(outcome)
+}
+
+pub fn table(rows: &[Row]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::NOTHING);
+    table.set_header(["CONNECTION", "USER", "ROOM", "CONNECTED AT"]);
+    for row in rows {
+        table.add_row([&row.connection_id, &row.user, &row.room, &row.connected_at]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_checked_before_any_call() {
+        assert!(Target::Room("lobby".into()).checked().is_ok());
+        let bad_room = Target::Room("no spaces".into()).checked().unwrap_err().to_string();
+        assert!(bad_room.starts_with("invalid --room"), "{bad_room}");
+        assert!(Target::User("".into()).checked().is_err());
+        assert!(
+            Target::Connection(schema::counter_id(1)).checked().is_err(),
+            "never the counter's items"
+        );
+        assert_eq!(Target::User("bob".into()).to_string(), "user bob");
+    }
+
+    #[test]
+    fn rows_show_when_they_connected_in_utc() {
+        let row = Row::from(ConnectionRecord {
+            connection_id: "c1".into(),
+            user: "alice".into(),
+            room: "lobby".into(),
+            connected_at: 1_763_783_641_000,
+            ttl: 0,
+        });
+        assert_eq!(row.connected_at, "2025-11-22T03:54:01.000Z");
+    }
+}
