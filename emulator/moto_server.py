@@ -38,11 +38,16 @@ before the server starts, so that product code stays right for real AWS:
   moto has the path but no handler (500), and its stages do not carry a
   deploymentId at all. chatctl points the stage at each new deployment. Sets
   deploymentId (NotFoundException for an unknown one), description,
-  autoDeploy, clientCertificateId, accessLogSettings; merges
-  defaultRouteSettings, routeSettings and stageVariables key by key (a PATCH;
-  AWS does not document what it does with omitted keys). Answers 200 with the
-  stage; GetStage/GetStages (and CreateStage given a deploymentId) then show
-  deploymentId.
+  autoDeploy, clientCertificateId, accessLogSettings and
+  defaultRouteSettings (replaced whole: on AWS an omitted throttling value
+  becomes 0); merges routeSettings and stageVariables key by key. Answers
+  200 with the stage; GetStage/GetStages (and CreateStage given a
+  deploymentId) then show deploymentId.
+
+- API Gateway v2, DeleteRouteSettings (DELETE
+  /v2/apis/{apiId}/stages/{stageName}/routesettings/{routeKey}): moto has
+  neither path nor handler (404). chatctl removes a route's own throttling
+  with it. Answers 204, or NotFoundException for a route without settings.
 
 - DynamoDB, TagResource: moto appends the tags it is given, so a key tagged
   again holds two values. On AWS a tag given again replaces the old value
@@ -80,6 +85,7 @@ import string
 import sys
 import threading
 import time
+from urllib.parse import unquote
 
 from moto.apigateway import urls as apigateway_urls
 from moto.apigatewayv2 import urls as apigatewayv2_urls
@@ -334,17 +340,22 @@ class _StageWithDeploymentId:
         return dct
 
 
-# UpdateStage request field -> Stage attribute, replaced as a whole.
+# UpdateStage request field -> Stage attribute, replaced as a whole. On AWS
+# a defaultRouteSettings without a throttling value sets it to 0
+# (terraform-aws-modules/terraform-aws-apigateway-v2 #45): the object is
+# replaced, not merged.
 _STAGE_REPLACED = {
     "deploymentId": "deployment_id",
     "description": "description",
     "autoDeploy": "auto_deploy",
     "clientCertificateId": "client_certificate_id",
     "accessLogSettings": "access_log_settings",
-}
-# UpdateStage request field -> Stage attribute, a map merged key by key.
-_STAGE_MERGED = {
     "defaultRouteSettings": "default_route_settings",
+}
+# UpdateStage request field -> Stage attribute, a map merged key by key
+# (routeSettings: each route's object replaced; DeleteRouteSettings removes
+# one, as terraform-provider-aws does before an UpdateStage).
+_STAGE_MERGED = {
     "routeSettings": "route_settings",
     "stageVariables": "stage_variables",
 }
@@ -367,6 +378,13 @@ class _BackendUpdateStage:
         return stage
 
 
+class RouteSettingsNotFound(APIGatewayV2Error):
+    code = 404
+
+    def __init__(self, route_key):
+        super().__init__("NotFoundException", f"Unable to find route settings for route {route_key}")
+
+
 class _ResponseUpdateStage:
     def update_stage(self):
         stage = self.apigatewayv2_backend.update_stage(
@@ -374,10 +392,21 @@ class _ResponseUpdateStage:
         )
         return _reply(200, stage.to_json())
 
+    def delete_route_settings(self):
+        api = self.apigatewayv2_backend.get_api(self.uri_match["apiId"])
+        stage = api.get_stage(self.uri_match["stageName"])
+        route_key = unquote(self.uri_match["routeKey"])
+        if route_key not in (stage.route_settings or {}):
+            raise RouteSettingsNotFound(route_key)
+        del stage.route_settings[route_key]
+        stage.updated = utcnow()
+        return _reply(204)
+
 
 _graft(_StageWithDeploymentId, Stage)
 _graft(_BackendUpdateStage, ApiGatewayV2Backend)
 _graft(_ResponseUpdateStage, ApiGatewayV2Response)
+_add_url_path("{0}/v2/apis/(?P<apiId>[^/]+)/stages/(?P<stageName>[^/]+)/routesettings/(?P<routeKey>[^/]+)$")
 
 
 # --- DynamoDB: a tag given again replaces the old value ---------------------

@@ -76,6 +76,77 @@ pub struct ConfigFile {
     pub limits: LimitsFile,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub stage_settings: StageSettingsFile,
+}
+
+/// `[stage_settings]`: the API stage's throttling, metrics and logging.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSettingsFile {
+    pub throttling_burst: Option<i32>,
+    pub throttling_rate: Option<f64>,
+    pub detailed_metrics: Option<bool>,
+    pub logging_level: Option<LoggingLevel>,
+    /// `[stage_settings.routes.ROUTE]`: throttling of one route.
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteThrottlingFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteThrottlingFile {
+    pub throttling_burst: Option<i32>,
+    pub throttling_rate: Option<f64>,
+}
+
+/// API Gateway's execution logging level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LoggingLevel {
+    #[default]
+    Off,
+    Error,
+    Info,
+}
+
+impl LoggingLevel {
+    /// As API Gateway names it.
+    pub fn as_aws(self) -> &'static str {
+        match self {
+            LoggingLevel::Off => "OFF",
+            LoggingLevel::Error => "ERROR",
+            LoggingLevel::Info => "INFO",
+        }
+    }
+}
+
+/// A token bucket: `burst` requests at once, refilled at `rate` per second.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Throttling {
+    pub burst: i32,
+    pub rate: f64,
+}
+
+/// The account's default limits in most regions (API Gateway developer
+/// guide, "Amazon API Gateway quotas"): a stage is held to the account's
+/// limits whatever it says, so these are the stage's when chatctl.toml sets
+/// none. chatctl always sends
+/// both values: route settings sent without them set both to 0, which
+/// refuses every connection and message (aws-facts.md §10, "stage
+/// settings"; terraform-provider-aws #14742).
+pub const ACCOUNT_THROTTLING: Throttling = Throttling {
+    burst: 5000,
+    rate: 10000.0,
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageSettings {
+    pub throttling: Throttling,
+    pub detailed_metrics: bool,
+    pub logging_level: LoggingLevel,
+    /// Route key → its own throttling.
+    pub routes: BTreeMap<String, Throttling>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +173,7 @@ pub struct Settings {
     pub message_retention_days: u32,
     pub history_page_size: u32,
     pub tags: BTreeMap<String, String>,
+    pub stage_settings: StageSettings,
 }
 
 /// Flags that override the file.
@@ -136,6 +208,48 @@ impl ConfigFile {
     }
 }
 
+/// The stage settings of `[stage_settings]`, checked.
+fn stage_settings(file: &StageSettingsFile) -> Result<StageSettings> {
+    let throttling = Throttling {
+        burst: file.throttling_burst.unwrap_or(ACCOUNT_THROTTLING.burst),
+        rate: file.throttling_rate.unwrap_or(ACCOUNT_THROTTLING.rate),
+    };
+    check_throttling("[stage_settings]", throttling)?;
+    let mut routes = BTreeMap::new();
+    for (route, limits) in &file.routes {
+        if !crate::stack::Function::routed().any(|f| f.route_key() == Some(route.as_str())) {
+            let keys: Vec<&str> = crate::stack::Function::routed().filter_map(|f| f.route_key()).collect();
+            bail!(
+                "[stage_settings.routes.{route}]: the stack has no route {route:?}; its routes are {}",
+                keys.join(", ")
+            );
+        }
+        let (Some(burst), Some(rate)) = (limits.throttling_burst, limits.throttling_rate) else {
+            bail!(
+                "[stage_settings.routes.{route}]: give both throttling_burst and throttling_rate (API Gateway takes a missing one as 0, refusing every request)"
+            );
+        };
+        let limits = Throttling { burst, rate };
+        check_throttling(&format!("[stage_settings.routes.{route}]"), limits)?;
+        routes.insert(route.clone(), limits);
+    }
+    Ok(StageSettings {
+        throttling,
+        detailed_metrics: file.detailed_metrics.unwrap_or(false),
+        logging_level: file.logging_level.unwrap_or_default(),
+        routes,
+    })
+}
+
+fn check_throttling(section: &str, limits: Throttling) -> Result<()> {
+    if limits.burst < 1 || !(limits.rate > 0.0) {
+        bail!(
+            "{section}: throttling_burst and throttling_rate must be above 0 (0 refuses every connection and message)"
+        );
+    }
+    Ok(())
+}
+
 impl Settings {
     pub fn resolve(file: &ConfigFile, overrides: &Overrides) -> Result<Settings> {
         let settings = Settings {
@@ -168,6 +282,7 @@ impl Settings {
                 .history_page_size
                 .unwrap_or(limits::DEFAULT_HISTORY_PAGE_SIZE),
             tags: file.tags.clone(),
+            stage_settings: stage_settings(&file.stage_settings)?,
         };
         settings.validate()?;
         Ok(settings)

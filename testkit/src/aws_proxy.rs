@@ -815,6 +815,12 @@ const REST_OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ("apigateway", "GET", "/v2/apis/*/stages", "GetStages"),
     ("apigateway", "GET", "/v2/apis/*/stages/*", "GetStage"),
     ("apigateway", "PATCH", "/v2/apis/*/stages/*", "UpdateStage"),
+    (
+        "apigateway",
+        "DELETE",
+        "/v2/apis/*/stages/*/routesettings/*",
+        "DeleteRouteSettings",
+    ),
     ("apigateway", "DELETE", "/v2/apis/*/stages/*", "DeleteStage"),
     ("apigateway", "POST", "/v2/apis/*/deployments", "CreateDeployment"),
     ("apigateway", "GET", "/v2/apis/*/deployments", "GetDeployments"),

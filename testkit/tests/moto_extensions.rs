@@ -499,3 +499,79 @@ async fn a_dynamodb_tag_given_again_replaces_its_value() {
     let tags: Vec<(&str, &str)> = listed.tags().iter().map(|t| (t.key(), t.value())).collect();
     assert_eq!(tags, [("team", "chat")]);
 }
+
+/// UpdateStage replaces the default route settings whole (on AWS an
+/// omitted throttling value becomes 0) and merges route settings by route;
+/// DeleteRouteSettings removes one route's (404 on a plain moto server).
+#[tokio::test]
+async fn route_settings_are_replaced_merged_and_deleted_as_on_aws() {
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let api = chat_api(&client, true).await;
+    create_stage(&client, &api, "dev").await;
+    let limits = |burst: i32, rate: f64| {
+        RouteSettings::builder()
+            .throttling_burst_limit(burst)
+            .throttling_rate_limit(rate)
+            .build()
+    };
+    client
+        .update_stage()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .default_route_settings(limits(100, 50.0))
+        .route_settings("sendmessage", limits(10, 5.0))
+        .route_settings("join", limits(20, 10.0))
+        .send()
+        .await
+        .unwrap();
+    client
+        .update_stage()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .default_route_settings(RouteSettings::builder().detailed_metrics_enabled(true).build())
+        .route_settings("join", limits(30, 15.0))
+        .send()
+        .await
+        .unwrap();
+
+    let stage = client
+        .get_stage()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .send()
+        .await
+        .unwrap();
+    let default = stage.default_route_settings().unwrap();
+    assert_eq!(default.detailed_metrics_enabled(), Some(true));
+    assert_eq!(default.throttling_burst_limit(), None, "replaced whole, not merged");
+    let routes = stage.route_settings().unwrap();
+    assert_eq!(routes["sendmessage"].throttling_burst_limit(), Some(10), "kept");
+    assert_eq!(routes["join"].throttling_burst_limit(), Some(30), "replaced");
+
+    client
+        .delete_route_settings()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .route_key("sendmessage")
+        .send()
+        .await
+        .unwrap();
+    let stage = client
+        .get_stage()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .send()
+        .await
+        .unwrap();
+    assert!(!stage.route_settings().unwrap().contains_key("sendmessage"));
+    let again = client
+        .delete_route_settings()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .route_key("sendmessage")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(again.into_service_error().is_not_found_exception());
+}

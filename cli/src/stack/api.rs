@@ -15,7 +15,7 @@ use super::desired::{Desired, ROUTE_SELECTION_EXPRESSION};
 use super::integration::{IntegrationState, read_integrations};
 use super::plan::{Action, Detail, Kind, Plan, tag_changes};
 use super::route::{RouteState, read_routes};
-use super::stage::StageState;
+use super::stage::{RouteSettingsState, StageState};
 use super::tags::{Tagged, retag};
 use super::{Names, STACK_TAG};
 use crate::aws::{Aws, failed, is_code};
@@ -90,6 +90,13 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
         other => {
             let stage = other.map_err(failed("cannot read the API's stage"))?;
             Some(StageState {
+                default_route: stage.default_route_settings.as_ref().map(RouteSettingsState::from),
+                routes: stage
+                    .route_settings
+                    .iter()
+                    .flatten()
+                    .map(|(route, settings)| (route.clone(), RouteSettingsState::from(settings)))
+                    .collect(),
                 deployment_id: stage.deployment_id,
                 description: stage.description,
                 tags: stage.tags.unwrap_or_default().into_iter().collect(),

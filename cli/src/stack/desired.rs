@@ -9,7 +9,7 @@ use chat_core::store::schema;
 use serde_json::{Value, json};
 
 use super::{Function, Names, STACK_TAG};
-use crate::settings::{Arch, AuthMode, Settings};
+use crate::settings::{Arch, AuthMode, Settings, StageSettings};
 
 pub const RUNTIME: &str = "provided.al2023";
 pub const ROUTE_SELECTION_EXPRESSION: &str = "$request.body.action";
@@ -74,6 +74,8 @@ pub struct ApiSpec {
     pub stage: String,
     pub routes: Vec<RouteSpec>,
     pub authorizer: String,
+    /// The stage's throttling, metrics and logging.
+    pub settings: StageSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +161,7 @@ impl Desired {
             stage: names.stage.clone(),
             routes,
             authorizer: names.authorizer(),
+            settings: settings.stage_settings.clone(),
         };
         Desired {
             names,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::actual::{Actual, Found};
 use super::desired::Desired;
 use super::{Function, api, authorizer, integration, log_group, permission, role, route, stage, table};
+use crate::settings::Throttling;
 
 /// The kinds of resource a stack has, in the order `up` plans them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -56,7 +57,7 @@ impl fmt::Display for Kind {
 
 /// One difference inside a resource. `apply` acts on the variant; the text
 /// is only for people.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Detail {
     /// Table: to on-demand billing (UpdateTable).
@@ -105,6 +106,18 @@ pub enum Detail {
     SourceArn,
     /// Stage: serve the routes as they are now (a new deployment).
     Deployment,
+    /// Stage: the throttling of every route (`route` None) or of one.
+    Throttling {
+        route: Option<String>,
+        from: Option<Throttling>,
+        to: Throttling,
+    },
+    /// Stage: CloudWatch metrics per route.
+    DetailedMetrics { to: bool },
+    /// Stage: execution logging.
+    LoggingLevel { from: Option<String>, to: String },
+    /// Stage: a route's own throttling removed (DeleteRouteSettings).
+    RouteSettingsRemoved { route: String },
     /// Tags to set and to remove (tags AWS reserves, `aws:*`, are never touched).
     Tags {
         set: BTreeMap<String, String>,
@@ -156,6 +169,15 @@ impl fmt::Display for Detail {
             Detail::Authorizer => f.write_str("authorizer"),
             Detail::SourceArn => f.write_str("source ARN"),
             Detail::Deployment => f.write_str("new deployment"),
+            Detail::Throttling { route, from, to } => {
+                let limits = |t: &Throttling| format!("{} burst, {}/s", t.burst, t.rate);
+                let whose = route.as_ref().map(|r| format!(" of {r}")).unwrap_or_default();
+                let from = from.as_ref().map_or_else(|| "-".to_string(), limits);
+                write!(f, "throttling{whose} {from} → {}", limits(to))
+            }
+            Detail::DetailedMetrics { to } => write!(f, "detailed metrics {}", if *to { "on" } else { "off" }),
+            Detail::LoggingLevel { from, to } => write!(f, "logging {} → {to}", or_dash(from)),
+            Detail::RouteSettingsRemoved { route } => write!(f, "- throttling of {route}"),
             Detail::Tags { set, remove } => {
                 let mut parts: Vec<String> = set.iter().map(|(k, v)| format!("+ {k}={v}")).collect();
                 parts.extend(remove.iter().map(|k| format!("- {k}")));
@@ -449,7 +471,7 @@ pub fn api_changes(desired: &Desired, actual: &Actual) -> Vec<Change> {
     }
 
     let stage = live.and_then(|api| api.stage.as_ref().map(|stage| (api, stage)));
-    let stage_action = stage::stage_action(stage, parts_changed, &desired.tags);
+    let stage_action = stage::stage_action(stage, parts_changed, &desired.tags, &spec.settings);
     changes.push(change(Kind::Stage, &spec.stage, None, stage_action));
     changes
 }

@@ -1,9 +1,10 @@
 //! The API's stage and its deployments: what the stage serves (a
 //! fingerprint of the routes), create, retag and deploy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result};
+use aws_sdk_apigatewayv2::types::{LoggingLevel, RouteSettings};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -14,6 +15,7 @@ use super::desired::Desired;
 use super::plan::{Action, Detail, Kind, Plan, tag_changes};
 use super::tags::{Tagged, retag};
 use crate::aws::{Aws, failed, is_code};
+use crate::settings::{StageSettings, Throttling};
 
 /// Stage descriptions start with this, followed by the routes' fingerprint,
 /// so a stage serving stale routes is seen as drift.
@@ -88,6 +90,10 @@ pub fn deployment_description(routes: &[ServedRoute]) -> String {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StageState {
+    /// The settings of every route, unless a route has its own.
+    pub default_route: Option<RouteSettingsState>,
+    /// Route key → its own settings.
+    pub routes: BTreeMap<String, RouteSettingsState>,
     pub deployment_id: Option<String>,
     pub description: Option<String>,
     /// Every tag, the stack's included.
@@ -108,6 +114,19 @@ pub(super) async fn ensure_stage(
     match plan.action(Kind::Stage, stage_name) {
         Action::Create => {}
         Action::Update { changes } => {
+            let settings = changes.iter().any(|c| {
+                matches!(
+                    c,
+                    Detail::Throttling { .. }
+                        | Detail::DetailedMetrics { .. }
+                        | Detail::LoggingLevel { .. }
+                        | Detail::RouteSettingsRemoved { .. }
+                )
+            });
+            if settings {
+                update_settings(aws, desired, api_id, writes, changes).await?;
+                step(report, Kind::Stage, stage_name, "settings updated");
+            }
             if let Some((set, remove)) = tag_detail(changes) {
                 let arn = desired.names.stage_arn(api_id);
                 retag(aws, Tagged::Stage(&arn), set, remove).await?;
@@ -116,6 +135,7 @@ pub(super) async fn ensure_stage(
         }
         _ => return Ok(()),
     }
+    let (default, routes) = all_route_settings(&desired.api.settings);
     writes
         .create_or_adopt(
             format!("cannot create stage {stage_name}"),
@@ -124,6 +144,8 @@ pub(super) async fn ensure_stage(
                     .create_stage()
                     .api_id(api_id)
                     .stage_name(stage_name)
+                    .default_route_settings(default.clone())
+                    .set_route_settings(Some(routes.clone()))
                     .set_tags(Some(desired.tags.clone().into_iter().collect()))
                     .customize()
                     .config_override(sent_once())
@@ -147,7 +169,8 @@ pub(super) async fn ensure_stage(
                 }
             },
         )
-        .await?;
+        .await
+        .map_err(explain_logging_role)?;
     step(report, Kind::Stage, stage_name, "created");
     Ok(())
 }
@@ -197,6 +220,7 @@ pub fn stage_action(
     stage: Option<(&ApiState, &StageState)>,
     parts_changed: bool,
     tags: &BTreeMap<String, String>,
+    settings: &StageSettings,
 ) -> Action {
     let Some((api, stage)) = stage else {
         return Action::Create;
@@ -209,6 +233,244 @@ pub fn stage_action(
     {
         changes.push(Detail::Deployment);
     }
+    changes.extend(settings_changes(stage, settings));
     changes.extend(tag_changes(&stage.tags, tags));
     Action::update_or_nothing(changes)
+}
+
+/// A route's settings as API Gateway reports them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RouteSettingsState {
+    pub throttling_burst: Option<i32>,
+    pub throttling_rate: Option<f64>,
+    pub detailed_metrics: Option<bool>,
+    pub logging_level: Option<String>,
+}
+
+impl From<&RouteSettings> for RouteSettingsState {
+    fn from(settings: &RouteSettings) -> RouteSettingsState {
+        RouteSettingsState {
+            throttling_burst: settings.throttling_burst_limit(),
+            throttling_rate: settings.throttling_rate_limit(),
+            detailed_metrics: settings.detailed_metrics_enabled(),
+            logging_level: settings.logging_level().map(|l| l.as_str().to_string()),
+        }
+    }
+}
+
+impl RouteSettingsState {
+    fn throttling(&self) -> Option<Throttling> {
+        Some(Throttling {
+            burst: self.throttling_burst?,
+            rate: self.throttling_rate?,
+        })
+    }
+}
+
+/// What differs in the stage's settings.
+fn settings_changes(stage: &StageState, want: &StageSettings) -> Vec<Detail> {
+    let mut changes = vec![];
+    let have = stage.default_route.clone().unwrap_or_default();
+    if have.throttling() != Some(want.throttling) {
+        changes.push(Detail::Throttling {
+            route: None,
+            from: have.throttling(),
+            to: want.throttling,
+        });
+    }
+    if have.detailed_metrics.unwrap_or(false) != want.detailed_metrics {
+        changes.push(Detail::DetailedMetrics {
+            to: want.detailed_metrics,
+        });
+    }
+    if have.logging_level.as_deref().unwrap_or("OFF") != want.logging_level.as_aws() {
+        changes.push(Detail::LoggingLevel {
+            from: have.logging_level.clone(),
+            to: want.logging_level.as_aws().into(),
+        });
+    }
+    for (route, limits) in &want.routes {
+        let have = stage.routes.get(route).and_then(RouteSettingsState::throttling);
+        if have != Some(*limits) {
+            changes.push(Detail::Throttling {
+                route: Some(route.clone()),
+                from: have,
+                to: *limits,
+            });
+        }
+    }
+    for route in stage.routes.keys().filter(|r| !want.routes.contains_key(*r)) {
+        changes.push(Detail::RouteSettingsRemoved { route: route.clone() });
+    }
+    changes
+}
+
+/// Settings as API Gateway takes them: always with both throttling values,
+/// since a missing one is taken as 0 (aws-facts.md §10, "stage settings";
+/// terraform-provider-aws #14742), and the stage's metrics and logging.
+fn route_settings(limits: Throttling, settings: &StageSettings) -> RouteSettings {
+    RouteSettings::builder()
+        .throttling_burst_limit(limits.burst)
+        .throttling_rate_limit(limits.rate)
+        .detailed_metrics_enabled(settings.detailed_metrics)
+        .logging_level(LoggingLevel::from(settings.logging_level.as_aws()))
+        .data_trace_enabled(false)
+        .build()
+}
+
+/// The stage's default route settings and every route's own.
+fn all_route_settings(settings: &StageSettings) -> (RouteSettings, HashMap<String, RouteSettings>) {
+    let routes = settings
+        .routes
+        .iter()
+        .map(|(route, limits)| (route.clone(), route_settings(*limits, settings)))
+        .collect();
+    (route_settings(settings.throttling, settings), routes)
+}
+
+/// Sets the stage's settings as chatctl.toml says, and removes the route
+/// settings it no longer has.
+async fn update_settings(
+    aws: &Aws,
+    desired: &Desired,
+    api_id: &str,
+    writes: &ApiWrites,
+    changes: &[Detail],
+) -> Result<()> {
+    let stage_name = &desired.api.stage;
+    let (default, routes) = all_route_settings(&desired.api.settings);
+    writes
+        .send(format!("cannot update the settings of stage {stage_name}"), || {
+            aws.apigateway
+                .update_stage()
+                .api_id(api_id)
+                .stage_name(stage_name)
+                .default_route_settings(default.clone())
+                .set_route_settings(Some(routes.clone()))
+                .send()
+        })
+        .await
+        .map_err(explain_logging_role)?;
+    for change in changes {
+        if let Detail::RouteSettingsRemoved { route } = change {
+            writes
+                .send(format!("cannot remove the settings of route {route}"), || async {
+                    match aws
+                        .apigateway
+                        .delete_route_settings()
+                        .api_id(api_id)
+                        .stage_name(stage_name)
+                        .route_key(route)
+                        .send()
+                        .await
+                    {
+                        Err(err) if is_code(&err, &["NotFoundException"]) => Ok(()),
+                        other => other.map(|_| ()),
+                    }
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// API Gateway logs only once the account has a CloudWatch Logs role: its
+/// answer otherwise, BadRequestException "CloudWatch Logs role ARN must be
+/// set in account settings to enable logging" (aws-facts.md §10, "stage
+/// settings"), becomes what to do.
+fn explain_logging_role(error: anyhow::Error) -> anyhow::Error {
+    let text = format!("{error:#}");
+    if text.contains("CloudWatch Logs role ARN must be set") {
+        return error.context(
+            "API Gateway cannot write logs in this account and region: it has no CloudWatch Logs role. \
+             Set one once (a role that apigateway.amazonaws.com may assume, with the managed policy \
+             AmazonAPIGatewayPushToCloudWatchLogs): `aws apigateway update-account --patch-operations \
+             op=replace,path=/cloudwatchRoleArn,value=ROLE_ARN`; or set logging_level = \"off\" in \
+             [stage_settings]. chatctl does not change account-wide settings",
+        );
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{ACCOUNT_THROTTLING, LoggingLevel as Level};
+
+    fn settings() -> StageSettings {
+        StageSettings {
+            throttling: Throttling {
+                burst: 200,
+                rate: 100.0,
+            },
+            detailed_metrics: true,
+            logging_level: Level::Off,
+            routes: BTreeMap::from([("sendmessage".to_string(), Throttling { burst: 20, rate: 10.0 })]),
+        }
+    }
+
+    #[test]
+    fn every_settings_object_carries_both_throttling_values() {
+        let (default, routes) = all_route_settings(&settings());
+        for object in std::iter::once(&default).chain(routes.values()) {
+            assert!(object.throttling_burst_limit().is_some() && object.throttling_rate_limit().is_some());
+            assert_eq!(object.detailed_metrics_enabled(), Some(true));
+        }
+        assert_eq!(routes["sendmessage"].throttling_burst_limit(), Some(20));
+    }
+
+    #[test]
+    fn settings_changes_name_what_differs() {
+        let want = settings();
+        let state = |burst: i32, routes: &[&str]| StageState {
+            default_route: Some(RouteSettingsState {
+                throttling_burst: Some(burst),
+                throttling_rate: Some(100.0),
+                detailed_metrics: Some(true),
+                logging_level: Some("OFF".into()),
+            }),
+            routes: routes
+                .iter()
+                .map(|r| {
+                    let limits = RouteSettingsState {
+                        throttling_burst: Some(20),
+                        throttling_rate: Some(10.0),
+                        ..Default::default()
+                    };
+                    (r.to_string(), limits)
+                })
+                .collect(),
+            deployment_id: None,
+            description: None,
+            tags: BTreeMap::new(),
+        };
+        assert_eq!(settings_changes(&state(200, &["sendmessage"]), &want), []);
+        let changes = settings_changes(&state(1, &["join"]), &want);
+        let text: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "throttling 1 burst, 100/s → 200 burst, 100/s",
+                "throttling of sendmessage - → 20 burst, 10/s",
+                "- throttling of join"
+            ]
+        );
+        // A stage made before chatctl set throttling: the account's defaults, explicitly.
+        let mut bare = state(0, &[]);
+        bare.default_route = None;
+        let defaults = StageSettings {
+            throttling: ACCOUNT_THROTTLING,
+            detailed_metrics: false,
+            logging_level: Level::Off,
+            routes: BTreeMap::new(),
+        };
+        assert_eq!(
+            settings_changes(&bare, &defaults),
+            [Detail::Throttling {
+                route: None,
+                from: None,
+                to: ACCOUNT_THROTTLING
+            }]
+        );
+    }
 }

@@ -980,3 +980,93 @@ async fn a_missing_index_is_added_in_place_and_the_items_stay() {
     assert!(kept.item().is_some(), "the other table was not touched");
     assert_eq!(env.up(&["--dry-run", "--exit-code"]).await.code, 0);
 }
+
+/// `[stage_settings]` reaches the stage: throttling (always both values),
+/// per-route throttling, detailed metrics; the plan names each change,
+/// `status` reports settings changed by hand, and a route dropped from the
+/// file loses its own settings (DeleteRouteSettings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_settings_are_applied_shown_checked_and_removed() {
+    let env = Env::start().await;
+    env.write_config(
+        "[stage_settings]\nthrottling_burst = 200\nthrottling_rate = 100\ndetailed_metrics = true\n\n\
+         [stage_settings.routes.sendmessage]\nthrottling_burst = 20\nthrottling_rate = 10\n",
+    );
+    env.up(&[]).await.assert_ok();
+    let api_id = env.api_id("chat").await.unwrap();
+    let stage = || async {
+        env.apigateway()
+            .get_stage()
+            .api_id(&api_id)
+            .stage_name("dev")
+            .send()
+            .await
+            .unwrap()
+    };
+    let got = stage().await;
+    let default = got.default_route_settings().unwrap();
+    assert_eq!(
+        (default.throttling_burst_limit(), default.throttling_rate_limit()),
+        (Some(200), Some(100.0))
+    );
+    assert_eq!(default.detailed_metrics_enabled(), Some(true));
+    let send = &got.route_settings().unwrap()["sendmessage"];
+    assert_eq!(
+        (send.throttling_burst_limit(), send.throttling_rate_limit()),
+        (Some(20), Some(10.0))
+    );
+    assert_eq!(env.chatctl(&["status"]).await.code, 0);
+
+    // Changed by hand: status reports it, up puts it back.
+    env.apigateway()
+        .update_stage()
+        .api_id(&api_id)
+        .stage_name("dev")
+        .default_route_settings(
+            aws_sdk_apigatewayv2::types::RouteSettings::builder()
+                .throttling_burst_limit(1)
+                .throttling_rate_limit(1.0)
+                .detailed_metrics_enabled(true)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = env.chatctl(&["status"]).await;
+    assert_eq!(status.code, 3, "{status:?}");
+    assert!(
+        status.stdout.contains("throttling 1 burst, 1/s → 200 burst, 100/s"),
+        "{status:?}"
+    );
+
+    // The route's own settings dropped from the file, the default changed.
+    env.write_config("[stage_settings]\nthrottling_burst = 300\nthrottling_rate = 150\n");
+    env.proxy.clear();
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("~ stage dev ("), "{run:?}");
+    assert!(run.stdout.contains("- throttling of sendmessage"), "{run:?}");
+    assert!(run.stdout.contains("detailed metrics off"), "{run:?}");
+    assert_eq!(env.mutating_operations(), ["DeleteRouteSettings", "UpdateStage"]);
+    let got = stage().await;
+    assert_eq!(
+        got.default_route_settings().unwrap().throttling_burst_limit(),
+        Some(300)
+    );
+    assert!(got.route_settings().is_none_or(|r| r.is_empty()), "{got:?}");
+    assert_eq!(env.up(&["--dry-run", "--exit-code"]).await.code, 0);
+
+    // Bad settings are refused before any call.
+    env.write_config("[stage_settings.routes.sendmessage]\nthrottling_burst = 5\n");
+    let run = env.up(&["--dry-run"]).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("give both throttling_burst and throttling_rate"),
+        "{run:?}"
+    );
+    env.write_config("[stage_settings.routes.nosuchroute]\nthrottling_burst = 5\nthrottling_rate = 1\n");
+    let run = env.up(&["--dry-run"]).await;
+    assert!(run.stderr.contains("the stack has no route \"nosuchroute\""), "{run:?}");
+    env.write_config("[stage_settings]\nthrottling_rate = 0\n");
+    assert!(env.up(&["--dry-run"]).await.stderr.contains("must be above 0"));
+}
