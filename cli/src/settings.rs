@@ -242,7 +242,7 @@ fn stage_settings(file: &StageSettingsFile) -> Result<StageSettings> {
 }
 
 fn check_throttling(section: &str, limits: Throttling) -> Result<()> {
-    if limits.burst < 1 || !(limits.rate > 0.0) {
+    if limits.burst < 1 || limits.rate.is_nan() || limits.rate <= 0.0 {
         bail!(
             "{section}: throttling_burst and throttling_rate must be above 0 (0 refuses every connection and message)"
         );
