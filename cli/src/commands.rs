@@ -134,6 +134,9 @@ struct UpReport<'a> {
     dry_run: bool,
     plan: &'a Plan,
     outputs: Option<Outputs>,
+    /// `up --smoke`: the smoke test's report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    smoke: Option<crate::smoke::Report>,
 }
 
 fn print_plan(plan: &Plan) {
@@ -239,15 +242,27 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     }
     let existing_outputs = actual.api.ours().map(|api| outputs(names, &api.id));
     if plan.is_noop() || args.dry_run {
+        if !context.json
+            && let Some(outputs) = existing_outputs.as_ref().filter(|_| !args.dry_run)
+        {
+            println!("{outputs}");
+        }
+        // `up --smoke` on a stack already up checks it all the same.
+        let smoke = match args.smoke && !args.dry_run {
+            true => Some(run_smoke(context, None, SMOKE_AFTER_UP).await?),
+            false => None,
+        };
         if context.json {
             print_json(&UpReport {
-                stack: &names.stack,
+                stack: &context.names.stack,
                 dry_run: args.dry_run,
                 plan: &plan,
                 outputs: existing_outputs,
+                smoke: smoke.clone(),
             })?;
-        } else if let Some(outputs) = existing_outputs.filter(|_| !args.dry_run) {
-            println!("{outputs}");
+        }
+        if let Some(report) = &smoke {
+            return Ok(smoke_exit(report, context.json));
         }
         // As `status` and `terraform plan -detailed-exitcode`: CI can gate on drift.
         let pending = args.exit_code && !plan.is_noop();
@@ -271,21 +286,24 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     progress.finish();
     let api_id = result?;
     let outputs = outputs(names, &api_id);
-    if context.json {
-        print_json(&UpReport {
-            stack: &names.stack,
-            dry_run: false,
-            plan: &plan,
-            outputs: Some(outputs),
-        })?;
-    } else {
+    if !context.json {
         println!("Stack {} is up.", names.stack);
         println!("{outputs}");
     }
-    if args.smoke {
-        return smoke(context, None, SMOKE_AFTER_UP).await;
+    let smoke = match args.smoke {
+        true => Some(run_smoke(context, None, SMOKE_AFTER_UP).await?),
+        false => None,
+    };
+    if context.json {
+        print_json(&UpReport {
+            stack: &context.names.stack,
+            dry_run: false,
+            plan: &plan,
+            outputs: Some(outputs),
+            smoke: smoke.clone(),
+        })?;
     }
-    Ok(0)
+    Ok(smoke.map_or(0, |report| smoke_exit(&report, context.json)))
 }
 
 /// How long `up --smoke` keeps trying while IAM propagates what `up` made.
@@ -587,13 +605,22 @@ async fn connections(context: &mut Session, command: ConnectionsCommand) -> Resu
     Ok(if outcome.failed.is_empty() { 0 } else { 1 })
 }
 
-/// `chatctl smoke`, and `up --smoke` once the stack is up: exit 0 when
-/// every step passed, 1 when one failed.
+/// `chatctl smoke`: exit 0 when every step passed, 1 when one failed.
 async fn smoke(context: &mut Session, url: Option<&str>, wait: std::time::Duration) -> Result<u8> {
+    let report = run_smoke(context, url, wait).await?;
+    if context.json {
+        print_json(&report)?;
+    }
+    Ok(smoke_exit(&report, context.json))
+}
+
+/// Runs the smoke test against `url` or the deployed stack's URL, showing
+/// each step on a terminal (text output).
+async fn run_smoke(context: &Session, url: Option<&str>, wait: std::time::Duration) -> Result<crate::smoke::Report> {
     use crate::smoke::Credentials;
     use crate::token::Auth;
 
-    let Session { aws, names, .. } = &*context;
+    let Session { aws, names, .. } = context;
     let url = match url {
         Some(url) => url.to_string(),
         None => {
@@ -609,8 +636,9 @@ async fn smoke(context: &mut Session, url: Option<&str>, wait: std::time::Durati
     }
     let credentials = match crate::token::deployed_auth(aws, names).await? {
         Auth::Token { secret } => {
-            let ten_minutes = std::time::Duration::from_secs(600);
-            Credentials::Token(crate::token::mint_with(&secret, crate::smoke::USER, ten_minutes)?.token)
+            // Valid for every attempt: a token expiring mid-way would read as a refusal.
+            let ttl = wait + std::time::Duration::from_secs(600);
+            Credentials::Token(crate::token::mint_with(&secret, crate::smoke::USER, ttl)?.token)
         }
         Auth::None => Credentials::User,
     };
@@ -623,18 +651,22 @@ async fn smoke(context: &mut Session, url: Option<&str>, wait: std::time::Durati
             println!("{line}");
         }
     };
-    let report = crate::smoke::run(&url, &credentials, wait, &progress).await;
-    if json {
-        print_json(&report)?;
-    } else if report.passed {
-        let total: u128 = report.steps.iter().map(|s| s.ms).sum();
-        println!("Passed in {total} ms (room {}, user {}).", report.room, report.user);
-    }
+    Ok(crate::smoke::run(&url, &credentials, wait, &progress).await)
+}
+
+/// The exit code of a smoke test, after its last line.
+fn smoke_exit(report: &crate::smoke::Report, json: bool) -> u8 {
     match &report.error {
-        None => Ok(0),
+        None => {
+            if !json {
+                let total: u128 = report.steps.iter().map(|s| s.ms).sum();
+                println!("Passed in {total} ms (room {}, user {}).", report.room, report.user);
+            }
+            0
+        }
         Some(error) => {
             eprintln!("error: smoke test failed at {error}");
-            Ok(1)
+            1
         }
     }
 }

@@ -96,9 +96,13 @@ pub async fn list(aws: &Aws, names: &Names, room: Option<&str>, user: Option<&st
         .buffered(CONCURRENCY)
         .try_collect()
         .await?;
+    // A record past its TTL is a connection whose `$disconnect` never ran,
+    // not yet removed by DynamoDB (which takes up to days): not open.
+    let now = chat_core::ids::expiry_epoch_seconds(SystemTime::now(), std::time::Duration::ZERO);
     let mut rows: Vec<Row> = records
         .into_iter()
         .flatten()
+        .filter(|r| r.ttl == 0 || r.ttl > now)
         .filter(|r| user.is_none_or(|u| r.user == u))
         .map(Row::from)
         .collect();

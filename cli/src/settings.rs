@@ -129,9 +129,9 @@ pub struct Throttling {
 }
 
 /// The account's default limits in most regions (API Gateway developer
-/// guide, "Amazon API Gateway quotas"): a stage is held to the account's
-/// limits whatever it says, so these are the stage's when chatctl.toml sets
-/// none. chatctl always sends
+/// guide, "Amazon API Gateway quotas"): the stage's when `[stage_settings]`
+/// sets metrics or logging but no throttling, since the default route
+/// settings are never sent without both values. chatctl always sends
 /// both values: route settings sent without them set both to 0, which
 /// refuses every connection and message (aws-facts.md §10, "stage
 /// settings"; terraform-provider-aws #14742).
@@ -142,6 +142,10 @@ pub const ACCOUNT_THROTTLING: Throttling = Throttling {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StageSettings {
+    /// Whether `[stage_settings]` sets any stage-wide value. When it sets
+    /// none, chatctl leaves the stage's default route settings alone, so
+    /// the account's own limits apply, whatever they were raised to.
+    pub manages_defaults: bool,
     pub throttling: Throttling,
     pub detailed_metrics: bool,
     pub logging_level: LoggingLevel,
@@ -234,6 +238,10 @@ fn stage_settings(file: &StageSettingsFile) -> Result<StageSettings> {
         routes.insert(route.clone(), limits);
     }
     Ok(StageSettings {
+        manages_defaults: file.throttling_burst.is_some()
+            || file.throttling_rate.is_some()
+            || file.detailed_metrics.is_some()
+            || file.logging_level.is_some(),
         throttling,
         detailed_metrics: file.detailed_metrics.unwrap_or(false),
         logging_level: file.logging_level.unwrap_or_default(),

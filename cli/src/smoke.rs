@@ -214,7 +214,14 @@ async fn attempt(
         Ok::<_, tungstenite::Error>(())
     };
     match tokio::time::timeout(STEP_TIMEOUT, closing).await {
-        Ok(Ok(())) | Ok(Err(tungstenite::Error::ConnectionClosed)) => {}
+        // Closed either way: by the handshake, or by a peer that dropped
+        // the connection without one.
+        Ok(Ok(()))
+        | Ok(Err(
+            tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed
+            | tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake),
+        )) => {}
         Ok(Err(error)) => return Err(Failure::Final("close", anyhow!("{error}"))),
         Err(_) => return Err(Failure::Final("close", anyhow!("the close was not answered"))),
     }

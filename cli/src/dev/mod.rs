@@ -126,6 +126,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         functions,
         idle_timeout,
         max_lifetime: gateway::MAX_CONNECTION_LIFETIME,
+        limits: gateway::Limits::from_api(api),
     };
     let running: Vec<Arc<LocalFunction>> = gateway_config.functions.values().cloned().collect();
     let url = format!("ws://127.0.0.1:{port}/{}", names.stage);

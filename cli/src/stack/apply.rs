@@ -168,6 +168,7 @@ async fn apply_api_parts(
             .map(|change| route::delete_route(aws, change, (api_id, writes), report)),
     );
     tokio::try_join!(routes, extra_routes)?;
+    stage::apply_route_settings(aws, desired, plan, api_id, writes).await?;
 
     let stage = planned(plan, Kind::Stage, &desired.api.stage)?;
     let deploy_now = match &stage.action {

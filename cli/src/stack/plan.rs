@@ -251,10 +251,19 @@ impl Plan {
         self.pending().next().is_none()
     }
 
+    /// The steps that delete something: a replacement, a deletion, or an
+    /// index deleted from a live table (its queries fail until it is built
+    /// again).
     pub fn destructive(&self) -> Vec<&Change> {
         self.changes
             .iter()
-            .filter(|c| matches!(c.action, Action::Replace { .. } | Action::Delete))
+            .filter(|c| {
+                matches!(c.action, Action::Replace { .. } | Action::Delete)
+                    || c.action
+                        .changes()
+                        .iter()
+                        .any(|d| matches!(d, Detail::DeleteIndex { .. }))
+            })
             .collect()
     }
 
@@ -862,6 +871,29 @@ mod tests {
         assert_eq!(back, with_details);
         assert_eq!(with_details.deletions(Kind::Route).count(), 1);
         assert_eq!(with_details.changes.last().unwrap().to_string(), "  - route old (r9)");
+    }
+
+    #[test]
+    fn deleting_an_index_asks_first_adding_one_does_not() {
+        let change = |details: Vec<Detail>| Change {
+            kind: Kind::Table,
+            name: "chat-connections".into(),
+            id: None,
+            action: update(details),
+        };
+        let add = Plan {
+            changes: vec![change(vec![Detail::AddIndex {
+                name: "by-user".into(),
+                key: "user".into(),
+            }])],
+            conflicts: vec![],
+        };
+        assert!(add.destructive().is_empty());
+        let remake = Plan {
+            changes: vec![change(vec![Detail::DeleteIndex { name: "by-user".into() }])],
+            conflicts: vec![],
+        };
+        assert_eq!(remake.destructive().len(), 1);
     }
 
     #[test]

@@ -114,17 +114,28 @@ pub(super) async fn ensure_stage(
     match plan.action(Kind::Stage, stage_name) {
         Action::Create => {}
         Action::Update { changes } => {
-            let settings = changes.iter().any(|c| {
+            // The stage-wide settings now; each route's own once the
+            // routes exist (see `apply_route_settings`).
+            let stage_wide = changes.iter().any(|c| {
                 matches!(
                     c,
-                    Detail::Throttling { .. }
+                    Detail::Throttling { route: None, .. }
                         | Detail::DetailedMetrics { .. }
                         | Detail::LoggingLevel { .. }
-                        | Detail::RouteSettingsRemoved { .. }
                 )
             });
-            if settings {
-                update_settings(aws, desired, api_id, writes, changes).await?;
+            if let Some(default) = default_route_settings(&desired.api.settings).filter(|_| stage_wide) {
+                writes
+                    .send(format!("cannot update the settings of stage {stage_name}"), || {
+                        aws.apigateway
+                            .update_stage()
+                            .api_id(api_id)
+                            .stage_name(stage_name)
+                            .default_route_settings(default.clone())
+                            .send()
+                    })
+                    .await
+                    .map_err(explain_logging_role)?;
                 step(report, Kind::Stage, stage_name, "settings updated");
             }
             if let Some((set, remove)) = tag_detail(changes) {
@@ -135,7 +146,7 @@ pub(super) async fn ensure_stage(
         }
         _ => return Ok(()),
     }
-    let (default, routes) = all_route_settings(&desired.api.settings);
+    let default = default_route_settings(&desired.api.settings);
     writes
         .create_or_adopt(
             format!("cannot create stage {stage_name}"),
@@ -144,8 +155,7 @@ pub(super) async fn ensure_stage(
                     .create_stage()
                     .api_id(api_id)
                     .stage_name(stage_name)
-                    .default_route_settings(default.clone())
-                    .set_route_settings(Some(routes.clone()))
+                    .set_default_route_settings(default.clone())
                     .set_tags(Some(desired.tags.clone().into_iter().collect()))
                     .customize()
                     .config_override(sent_once())
@@ -271,19 +281,21 @@ impl RouteSettingsState {
 fn settings_changes(stage: &StageState, want: &StageSettings) -> Vec<Detail> {
     let mut changes = vec![];
     let have = stage.default_route.clone().unwrap_or_default();
-    if have.throttling() != Some(want.throttling) {
+    if !want.manages_defaults {
+        // Left to the account's limits: nothing to compare.
+    } else if have.throttling() != Some(want.throttling) {
         changes.push(Detail::Throttling {
             route: None,
             from: have.throttling(),
             to: want.throttling,
         });
     }
-    if have.detailed_metrics.unwrap_or(false) != want.detailed_metrics {
+    if want.manages_defaults && have.detailed_metrics.unwrap_or(false) != want.detailed_metrics {
         changes.push(Detail::DetailedMetrics {
             to: want.detailed_metrics,
         });
     }
-    if have.logging_level.as_deref().unwrap_or("OFF") != want.logging_level.as_aws() {
+    if want.manages_defaults && have.logging_level.as_deref().unwrap_or("OFF") != want.logging_level.as_aws() {
         changes.push(Detail::LoggingLevel {
             from: have.logging_level.clone(),
             to: want.logging_level.as_aws().into(),
@@ -318,39 +330,61 @@ fn route_settings(limits: Throttling, settings: &StageSettings) -> RouteSettings
         .build()
 }
 
-/// The stage's default route settings and every route's own.
-fn all_route_settings(settings: &StageSettings) -> (RouteSettings, HashMap<String, RouteSettings>) {
-    let routes = settings
+/// The stage's default route settings, when chatctl.toml sets them.
+fn default_route_settings(settings: &StageSettings) -> Option<RouteSettings> {
+    settings
+        .manages_defaults
+        .then(|| route_settings(settings.throttling, settings))
+}
+
+/// Every route's own settings.
+fn own_route_settings(settings: &StageSettings) -> HashMap<String, RouteSettings> {
+    settings
         .routes
         .iter()
         .map(|(route, limits)| (route.clone(), route_settings(*limits, settings)))
-        .collect();
-    (route_settings(settings.throttling, settings), routes)
+        .collect()
 }
 
-/// Sets the stage's settings as chatctl.toml says, and removes the route
-/// settings it no longer has.
-async fn update_settings(
+/// Each route's own settings, once the routes exist: API Gateway refuses
+/// settings for a route key it does not have yet ("Unable to find Route by
+/// key … within the provided RouteSettings", terraform-aws-apigateway-v2
+/// PR #80). Runs when the stage is new or its settings change; removes the
+/// route settings chatctl.toml no longer has.
+pub(super) async fn apply_route_settings(
     aws: &Aws,
     desired: &Desired,
+    plan: &Plan,
     api_id: &str,
     writes: &ApiWrites,
-    changes: &[Detail],
 ) -> Result<()> {
     let stage_name = &desired.api.stage;
-    let (default, routes) = all_route_settings(&desired.api.settings);
-    writes
-        .send(format!("cannot update the settings of stage {stage_name}"), || {
-            aws.apigateway
-                .update_stage()
-                .api_id(api_id)
-                .stage_name(stage_name)
-                .default_route_settings(default.clone())
-                .set_route_settings(Some(routes.clone()))
-                .send()
-        })
-        .await
-        .map_err(explain_logging_role)?;
+    let routes = own_route_settings(&desired.api.settings);
+    let changes = match plan.action(Kind::Stage, stage_name) {
+        Action::Create => &[][..],
+        Action::Update { changes } => changes.as_slice(),
+        _ => return Ok(()),
+    };
+    let settings_changed = changes.iter().any(|c| {
+        matches!(
+            c,
+            Detail::Throttling { .. } | Detail::DetailedMetrics { .. } | Detail::LoggingLevel { .. }
+        )
+    });
+    let new_stage = matches!(plan.action(Kind::Stage, stage_name), Action::Create);
+    if !routes.is_empty() && (new_stage || settings_changed) {
+        writes
+            .send(format!("cannot set the route settings of stage {stage_name}"), || {
+                aws.apigateway
+                    .update_stage()
+                    .api_id(api_id)
+                    .stage_name(stage_name)
+                    .set_route_settings(Some(routes.clone()))
+                    .send()
+            })
+            .await
+            .map_err(explain_logging_role)?;
+    }
     for change in changes {
         if let Detail::RouteSettingsRemoved { route } = change {
             writes
@@ -399,6 +433,7 @@ mod tests {
 
     fn settings() -> StageSettings {
         StageSettings {
+            manages_defaults: true,
             throttling: Throttling {
                 burst: 200,
                 rate: 100.0,
@@ -411,7 +446,10 @@ mod tests {
 
     #[test]
     fn every_settings_object_carries_both_throttling_values() {
-        let (default, routes) = all_route_settings(&settings());
+        let (default, routes) = (
+            default_route_settings(&settings()).unwrap(),
+            own_route_settings(&settings()),
+        );
         for object in std::iter::once(&default).chain(routes.values()) {
             assert!(object.throttling_burst_limit().is_some() && object.throttling_rate_limit().is_some());
             assert_eq!(object.detailed_metrics_enabled(), Some(true));
@@ -455,10 +493,19 @@ mod tests {
                 "- throttling of join"
             ]
         );
-        // A stage made before chatctl set throttling: the account's defaults, explicitly.
+        // Settings chatctl.toml does not set are left as they are.
+        let unmanaged = StageSettings {
+            manages_defaults: false,
+            routes: BTreeMap::new(),
+            ..settings()
+        };
+        assert_eq!(settings_changes(&state(1, &[]), &unmanaged), []);
+        // A stage made before chatctl set throttling, now asked for metrics:
+        // the account's default limits go with them, explicitly.
         let mut bare = state(0, &[]);
         bare.default_route = None;
         let defaults = StageSettings {
+            manages_defaults: true,
             throttling: ACCOUNT_THROTTLING,
             detailed_metrics: false,
             logging_level: Level::Off,

@@ -856,3 +856,46 @@ async fn connections_are_listed_messaged_and_kicked() {
         "--room and --user together is a usage error"
     );
 }
+
+/// The stage's throttling from chatctl.toml holds in `chatctl dev` as on
+/// AWS: a handshake over `$connect`'s limit is refused with 429, a message
+/// over its route's limit gets API Gateway's "Too Many Requests" frame and
+/// the connection stays open; other routes keep their own limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_throttles_connects_and_messages_as_the_stage_says() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[stage_settings.routes.\"$connect\"]\nthrottling_burst = 2\nthrottling_rate = 0.01\n\n\
+         [stage_settings.routes.sendmessage]\nthrottling_burst = 1\nthrottling_rate = 0.01\n",
+    )
+    .unwrap();
+    let path = config.path().to_string_lossy().to_string();
+    let dev = start_dev_with(&["--config", &path]).await;
+    let mut alice = dev.connect(&format!("token={}&room=lobby", dev.token)).await.unwrap();
+    let _second = dev.connect(&format!("token={}&room=lobby", dev.token)).await.unwrap();
+    assert_eq!(
+        refused_with(dev.connect(&format!("token={}&room=lobby", dev.token)).await),
+        429,
+        "the third connect is over the burst of 2"
+    );
+
+    send(&mut alice, json!({"action": "sendmessage", "message": "one"})).await;
+    assert_eq!(event(&mut alice).await["text"], "one");
+    send(&mut alice, json!({"action": "sendmessage", "message": "two"})).await;
+    let throttled = event(&mut alice).await;
+    assert_eq!(throttled["message"], "Too Many Requests", "{throttled}");
+    assert!(throttled["connectionId"].is_string() && throttled["requestId"].is_string());
+
+    // Still open, and another route is not throttled by sendmessage's limit.
+    send(&mut alice, json!({"action": "getmessages"})).await;
+    let history = event(&mut alice).await;
+    assert_eq!(history["type"], "history");
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["one"], "the throttled message never reached the function");
+}

@@ -122,6 +122,7 @@ async fn serve_api_with(identity_sources: &[&str], max_lifetime: Duration) -> Lo
         functions,
         idle_timeout: gateway::DEFAULT_IDLE_TIMEOUT,
         max_lifetime,
+        limits: gateway::Limits::default(),
     };
     let (router, handle) = gateway::router(config);
     LocalApi {

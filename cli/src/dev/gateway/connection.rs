@@ -16,6 +16,9 @@ pub(super) async fn upgrade(
     if *gateway.stopping.borrow() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE);
     }
+    if !gateway.throttle.admit("$connect", std::time::Instant::now()) {
+        return refuse(StatusCode::TOO_MANY_REQUESTS);
+    }
     let live = LiveConnection::new(&gateway);
     let connection_id = new_connection_id();
     let connected_at = now_ms();
@@ -307,6 +310,11 @@ pub(super) async fn route_message(
         let _ = sender.send(Message::Text(reply.to_string().into()));
         return;
     };
+    if !gateway.throttle.admit(&route_key, std::time::Instant::now()) {
+        let reply = json!({"message": "Too Many Requests", "connectionId": connection_id, "requestId": request_id()});
+        let _ = sender.send(Message::Text(reply.to_string().into()));
+        return;
+    }
     let function = gateway.config.routes.routes[&route_key].clone();
     let mut context = gateway.request_context(
         connection_id,

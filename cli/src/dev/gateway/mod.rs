@@ -5,14 +5,15 @@
 //!
 //! Its parts: `routes` (what each route invokes), `events` (the events API
 //! Gateway sends), `authorizer` (the `$connect` authorizer's answer),
-//! `connection` (a WebSocket from handshake to `$disconnect`) and
-//! `management` (the `@connections` API).
+//! `connection` (a WebSocket from handshake to `$disconnect`), `throttle`
+//! (the stage's throttling) and `management` (the `@connections` API).
 
 mod authorizer;
 mod connection;
 mod events;
 mod management;
 mod routes;
+mod throttle;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ use connection::*;
 use events::*;
 use management::*;
 pub use routes::RouteTable;
+pub use throttle::Limits;
+use throttle::Throttle;
 
 /// API Gateway's limits (aws-facts.md §6).
 pub const MAX_FRAME_BYTES: usize = 32 * 1024;
@@ -57,6 +60,8 @@ pub struct GatewayConfig {
     pub idle_timeout: Duration,
     /// Connections are closed after this long however busy (API Gateway: 2 h).
     pub max_lifetime: Duration,
+    /// The stage's throttling.
+    pub limits: Limits,
 }
 
 struct Connection {
@@ -71,6 +76,7 @@ struct Connection {
 
 struct Gateway {
     config: GatewayConfig,
+    throttle: Throttle,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     /// Set when the gateway stops: every connection closes with 1001.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -127,6 +133,7 @@ fn new_connection_id() -> String {
 pub fn router(config: GatewayConfig) -> (Router, GatewayHandle) {
     let stage = config.stage.clone();
     let gateway = Arc::new(Gateway {
+        throttle: Throttle::new(config.limits.clone()),
         config,
         connections: Mutex::new(HashMap::new()),
         stopping: tokio::sync::watch::Sender::new(false),
