@@ -1070,3 +1070,28 @@ async fn stage_settings_are_applied_shown_checked_and_removed() {
     env.write_config("[stage_settings]\nthrottling_rate = 0\n");
     assert!(env.up(&["--dry-run"]).await.stderr.contains("must be above 0"));
 }
+
+/// `up --smoke` checks the stack once it is up, and on an unchanged stack
+/// too. The emulator's stack has no reachable WebSocket endpoint, so the
+/// check fails, clearly:
+/// exit 1, the step and the URL named, and one JSON document with the
+/// smoke report in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_smoke_runs_the_check_and_fails_clearly_where_nothing_answers() {
+    let env = Env::start().await;
+    let run = env.up(&["--smoke"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("Stack chat is up."), "{run:?}");
+    assert!(run.stdout.contains("Smoke test of wss://"), "{run:?}");
+    // No route to the stack's wss:// URL here (cannot reach it, or refused
+    // where a network reaches AWS): either way the connect step fails.
+    assert!(run.stderr.contains("error: smoke test failed at connect: "), "{run:?}");
+
+    let again = env.up(&["--smoke", "--output", "json"]).await;
+    assert_eq!(again.code, 1, "{again:?}");
+    let report: Value = serde_json::from_str(&again.stdout).expect("one JSON document");
+    assert_eq!(report["smoke"]["passed"], false);
+    assert!(report["smoke"]["error"].as_str().unwrap().starts_with("connect: "));
+    assert!(report["outputs"]["websocket_url"].as_str().unwrap().starts_with("wss://"));
+    assert_eq!(env.up(&["--smoke", "--dry-run"]).await.code, 2, "nothing to check in a dry run");
+}
