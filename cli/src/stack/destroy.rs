@@ -227,6 +227,7 @@ mod tests {
             partition_key: None,
             sort_key: None,
             indexes: vec![],
+            unready_indexes: vec![],
             billing_mode: None,
             ttl_attribute: None,
             item_count: 3,

@@ -68,6 +68,8 @@ pub enum Detail {
     AddIndex { name: String, key: String },
     /// Table: a global secondary index to delete (UpdateTable, data kept).
     DeleteIndex { name: String },
+    /// Table: indexes still being built (or deleted): waited for.
+    IndexNotReady { names: Vec<String> },
     /// Role: who may assume it.
     TrustPolicy,
     /// Role: its inline policy; `grants` says what changes, None while the
@@ -148,6 +150,7 @@ impl fmt::Display for Detail {
             Detail::Ttl { attribute } => write!(f, "ttl on {attribute}"),
             Detail::AddIndex { name, key } => write!(f, "+ index {name} on {key}"),
             Detail::DeleteIndex { name } => write!(f, "- index {name}"),
+            Detail::IndexNotReady { names } => write!(f, "index {} still being built", names.join(", ")),
             Detail::TrustPolicy => f.write_str("trust policy"),
             Detail::InlinePolicy { grants: None } => f.write_str("inline policy"),
             Detail::InlinePolicy { grants: Some(grants) } => write!(f, "inline policy: {grants}"),
@@ -551,6 +554,7 @@ mod tests {
                 .collect(),
             billing_mode: Some("PAY_PER_REQUEST".into()),
             ttl_attribute: Some("ttl".into()),
+            unready_indexes: vec![],
             item_count: 0,
             tags: tags.clone(),
         }
@@ -612,6 +616,13 @@ mod tests {
                 },
             ]),
             "an index added, one not chatctl's removed: the table and its items stay"
+        );
+        let mut building = table_state(spec, tags);
+        building.unready_indexes = vec![second.clone()];
+        assert_eq!(
+            table_action(spec, Some(&building), tags).to_string_for_test(),
+            "index by-user still being built",
+            "an index a timed-out `up` left building is waited for, not taken as there"
         );
         let mut projected = table_state(spec, tags);
         projected.indexes[1].2 = "ALL".into();

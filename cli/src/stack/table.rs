@@ -31,6 +31,9 @@ pub struct TableState {
     pub sort_key: Option<String>,
     /// (index name, partition key, projection type)
     pub indexes: Vec<(String, String, String)>,
+    /// The indexes not ACTIVE yet (being built or deleted): queries on a
+    /// new one fail until it is.
+    pub unready_indexes: Vec<String>,
     pub billing_mode: Option<String>,
     /// The TTL attribute when TTL is enabled or being enabled.
     pub ttl_attribute: Option<String>,
@@ -107,6 +110,12 @@ pub async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String,
                     .unwrap_or_default();
                 (index.index_name().unwrap_or_default().to_string(), key, projection)
             })
+            .collect(),
+        unready_indexes: table
+            .global_secondary_indexes()
+            .iter()
+            .filter(|index| index.index_status().is_some_and(|s| *s != IndexStatus::Active))
+            .filter_map(|index| index.index_name().map(str::to_string))
             .collect(),
         billing_mode: table
             .billing_mode_summary()
@@ -234,6 +243,12 @@ pub fn table_action(spec: &TableSpec, state: Option<&TableState>, tags: &BTreeMa
                 key: key.clone(),
             });
         }
+    }
+    // An index a timed-out `up` left being built: the next `up` waits for it.
+    if !state.unready_indexes.is_empty() {
+        changes.push(Detail::IndexNotReady {
+            names: state.unready_indexes.clone(),
+        });
     }
     if state.ttl_attribute.as_deref() != Some(spec.ttl_attribute.as_str()) {
         changes.push(Detail::Ttl {
@@ -367,6 +382,8 @@ pub(super) async fn update_table(aws: &Aws, desired: &Desired, spec: &TableSpec,
                     "cannot add index {index} to DynamoDB table {name} (DynamoDB builds one index at a time; if another is being built, run `chatctl up` again once it is ACTIVE)"
                 )))?;
         }
+        // wait_for_table below waits for every index to be ACTIVE.
+        Detail::IndexNotReady { .. } => {}
         Detail::Ttl { .. } => {
             wait_for_table(aws, name).await?;
             enable_ttl(aws, spec).await?;

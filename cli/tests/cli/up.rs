@@ -1092,6 +1092,15 @@ async fn up_smoke_runs_the_check_and_fails_clearly_where_nothing_answers() {
     let report: Value = serde_json::from_str(&again.stdout).expect("one JSON document");
     assert_eq!(report["smoke"]["passed"], false);
     assert!(report["smoke"]["error"].as_str().unwrap().starts_with("connect: "));
-    assert!(report["outputs"]["websocket_url"].as_str().unwrap().starts_with("wss://"));
-    assert_eq!(env.up(&["--smoke", "--dry-run"]).await.code, 2, "nothing to check in a dry run");
+    assert!(
+        report["outputs"]["websocket_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("wss://")
+    );
+    assert_eq!(
+        env.up(&["--smoke", "--dry-run"]).await.code,
+        2,
+        "nothing to check in a dry run"
+    );
 }
