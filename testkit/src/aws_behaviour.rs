@@ -156,6 +156,13 @@ pub struct Behaviours {
     pub lambda_quota: bool,
     /// CloudWatch Logs FilterLogEvents: 5 requests/s; beyond: `ThrottlingException`.
     pub logs_quota: bool,
+    /// The account has no CloudWatch Logs role for API Gateway (a new
+    /// account's state): a CreateStage or UpdateStage that turns on
+    /// execution logging (`loggingLevel` ERROR or INFO, in the default or a
+    /// route's settings) or access logging gets `400 BadRequestException`
+    /// "CloudWatch Logs role ARN must be set in account settings to enable
+    /// logging".
+    pub no_logging_role: bool,
     /// A DynamoDB TransactWriteItems touching an item that another
     /// transaction holds is cancelled: `TransactionCanceledException` with
     /// reason `TransactionConflict` for that item (`None` for the others). A
@@ -190,6 +197,7 @@ impl Behaviours {
             lost_create_responses: false,
             lambda_quota: false,
             logs_quota: false,
+            no_logging_role: false,
             transaction_conflicts: false,
             gsi_lag: false,
             latency: false,
@@ -209,6 +217,7 @@ impl Behaviours {
             lost_create_responses: true,
             lambda_quota: true,
             logs_quota: true,
+            no_logging_role: true,
             transaction_conflicts: true,
             gsi_lag: true,
             latency: true,
@@ -550,6 +559,18 @@ impl LayerState {
                 Some(Err(description)) => return Decision::Reply(description, "TableStatus DELETING"),
                 None => {}
             },
+            // sst/ion #373; terraform-provider-aws #14742 (§10 "stage settings").
+            "apigateway"
+                if b.no_logging_role
+                    && matches!(request.operation, "CreateStage" | "UpdateStage")
+                    && turns_on_logging(request.body) =>
+            {
+                return Decision::Answer(LayerError::new(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequestException",
+                    "CloudWatch Logs role ARN must be set in account settings to enable logging",
+                ));
+            }
             "apigateway" => {
                 if b.api_conflicts
                     && let Some(api) = written_api(request)
@@ -1308,6 +1329,17 @@ fn set_updating(description: &mut Value, created: Option<&str>) {
             }
         }
     }
+}
+
+/// Whether a CreateStage / UpdateStage body turns on execution or access logging.
+fn turns_on_logging(body: &[u8]) -> bool {
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let logs = |settings: &Value| matches!(settings["loggingLevel"].as_str(), Some("ERROR" | "INFO"));
+    logs(&body["defaultRouteSettings"])
+        || body["routeSettings"]
+            .as_object()
+            .is_some_and(|routes| routes.values().any(logs))
+        || body["accessLogSettings"]["destinationArn"].is_string()
 }
 
 /// The tables a DynamoDB request names (`TableName` may be an ARN).

@@ -1,32 +1,55 @@
-//! WebSocket proxy events as API Gateway sends them to Lambda
-//! (aws-facts.md §2; the aws_lambda_events fixtures).
+//! WebSocket proxy events as API Gateway sends them to Lambda, with fixed
+//! values for tests: built by `apigw_events`, as `chatctl dev`'s gateway
+//! builds them from real connections.
 
-use serde_json::{Map, Value, json};
+use apigw_events::{Params, Request};
+use serde_json::{Value, json};
 
 pub const API_ID: &str = "abcdef1234";
 pub const STAGE: &str = "dev";
 pub const CONNECTED_AT: i64 = 1_763_783_641_000;
 
+fn request(connection_id: &str) -> Request<'_> {
+    Request {
+        api_id: API_ID,
+        stage: STAGE,
+        region: "us-east-1",
+        connection_id,
+        connected_at: CONNECTED_AT,
+        request_id: "Rx7bYH4LIAMFkTw=",
+        request_time: "22/Nov/2026:03:54:01 +0000",
+        request_time_epoch: CONNECTED_AT + 5,
+        source_ip: "127.0.0.1",
+        user_agent: "chat-testkit",
+    }
+}
+
 fn request_context(connection_id: &str, route_key: &str, event_type: &str, authorizer: Option<(&str, &str)>) -> Value {
-    let mut context = json!({
-        "routeKey": route_key,
-        "eventType": event_type,
-        "extendedRequestId": "Rx7bYH4LIAMFkTw=",
-        "requestTime": "22/Nov/2026:03:54:01 +0000",
-        "messageDirection": "IN",
-        "stage": STAGE,
-        "connectedAt": CONNECTED_AT,
-        "requestTimeEpoch": CONNECTED_AT + 5,
-        "identity": {"sourceIp": "127.0.0.1", "userAgent": "chat-testkit"},
-        "requestId": "Rx7bYH4LIAMFkTw=",
-        "domainName": format!("{API_ID}.execute-api.us-east-1.amazonaws.com"),
-        "connectionId": connection_id,
-        "apiId": API_ID,
-    });
+    let mut context = request(connection_id).context(route_key, event_type);
     if let Some((user, room)) = authorizer {
         context["authorizer"] = json!({"principalId": user, "integrationLatency": 12, "user": user, "room": room});
     }
     context
+}
+
+/// The handshake's headers, as a browser-like client sends them.
+fn handshake_headers(protocol: Option<&str>) -> Params {
+    let mut headers = vec![
+        ("Host".to_string(), request("").domain_name()),
+        (
+            "Sec-WebSocket-Extensions".into(),
+            "permessage-deflate; client_max_window_bits".into(),
+        ),
+        ("Sec-WebSocket-Key".into(), "dGhlIHNhbXBsZSBub25jZQ==".into()),
+        ("Sec-WebSocket-Version".into(), "13".into()),
+        ("X-Forwarded-For".into(), "127.0.0.1".into()),
+        ("X-Forwarded-Port".into(), "443".into()),
+        ("X-Forwarded-Proto".into(), "https".into()),
+    ];
+    if let Some(protocol) = protocol {
+        headers.push(("Sec-WebSocket-Protocol".into(), protocol.into()));
+    }
+    Params::from_pairs(headers)
 }
 
 /// `$connect`, after the authorizer allowed `user` into `room`.
@@ -37,70 +60,37 @@ pub fn connect(
     query: &[(&str, &str)],
     protocol: Option<&str>,
 ) -> Value {
-    let mut headers = json!({
-        "Host": format!("{API_ID}.execute-api.us-east-1.amazonaws.com"),
-        "Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version": "13",
-        "X-Forwarded-For": "127.0.0.1",
-        "X-Forwarded-Port": "443",
-        "X-Forwarded-Proto": "https",
-    });
-    if let Some(protocol) = protocol {
-        headers["Sec-WebSocket-Protocol"] = json!(protocol);
-    }
-    let multi: Map<String, Value> = headers
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), json!([v])))
-        .collect();
-    let mut event = json!({
-        "headers": headers,
-        "multiValueHeaders": multi,
-        "requestContext": request_context(connection_id, "$connect", "CONNECT", authorizer),
-        "isBase64Encoded": false,
-    });
-    if !query.is_empty() {
-        let single: Map<String, Value> = query.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-        let multi: Map<String, Value> = query.iter().map(|(k, v)| (k.to_string(), json!([v]))).collect();
-        event["queryStringParameters"] = Value::Object(single);
-        event["multiValueQueryStringParameters"] = Value::Object(multi);
-    }
-    event
+    apigw_events::connect(
+        request_context(connection_id, "$connect", "CONNECT", authorizer),
+        &handshake_headers(protocol),
+        &Params::from_pairs(query.iter().copied()),
+    )
 }
 
 /// A text frame routed to `route_key`.
 pub fn message(connection_id: &str, route_key: &str, body: &str, authorizer: Option<(&str, &str)>) -> Value {
-    let mut context = request_context(connection_id, route_key, "MESSAGE", authorizer);
-    context["messageId"] = json!("Rx7bYcYBoAMCJfg=");
-    json!({
-        "requestContext": context,
-        "body": body,
-        "isBase64Encoded": false,
-    })
+    apigw_events::message(
+        request_context(connection_id, route_key, "MESSAGE", authorizer),
+        "Rx7bYcYBoAMCJfg=",
+        body,
+    )
 }
 
 /// `$disconnect` after the client closed.
 pub fn disconnect(connection_id: &str, authorizer: Option<(&str, &str)>) -> Value {
-    let mut context = request_context(connection_id, "$disconnect", "DISCONNECT", authorizer);
-    context["disconnectStatusCode"] = json!(1000);
-    context["disconnectReason"] = json!("Client-side close frame status code");
-    json!({
-        "headers": {"Host": format!("{API_ID}.execute-api.us-east-1.amazonaws.com"), "x-api-key": "", "X-Forwarded-For": "", "x-restapi": ""},
-        "multiValueHeaders": {"Host": [format!("{API_ID}.execute-api.us-east-1.amazonaws.com")], "x-api-key": [""], "X-Forwarded-For": [""], "x-restapi": [""]},
-        "requestContext": context,
-        "isBase64Encoded": false,
-    })
+    apigw_events::disconnect(
+        request_context(connection_id, "$disconnect", "DISCONNECT", authorizer),
+        1000,
+        "Client-side close frame status code",
+    )
 }
 
 /// The REQUEST authorizer's event for a `$connect`.
 pub fn authorizer_request(query: &[(&str, &str)], protocol: Option<&str>) -> Value {
-    let mut event = connect("TWegAcC4EowCHnA=", None, query, protocol);
-    event["type"] = json!("REQUEST");
-    event["methodArn"] = json!(format!(
-        "arn:aws:execute-api:us-east-1:123456789012:{API_ID}/{STAGE}/$connect"
-    ));
-    event["stageVariables"] = json!({});
-    event
+    apigw_events::authorizer_request(
+        request_context("TWegAcC4EowCHnA=", "$connect", "CONNECT", None),
+        &format!("arn:aws:execute-api:us-east-1:123456789012:{API_ID}/{STAGE}/$connect"),
+        &handshake_headers(protocol),
+        &Params::from_pairs(query.iter().copied()),
+    )
 }

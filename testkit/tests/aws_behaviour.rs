@@ -1556,3 +1556,71 @@ async fn gsi_lag_keeps_fresh_writes_out_of_indexes_for_a_while() {
         .unwrap();
     assert_eq!(in_room().await, ["old", "txn"]);
 }
+
+/// An account without API Gateway's CloudWatch Logs role (sst/ion #373):
+/// a stage that turns on execution or access logging is refused with
+/// BadRequestException; one that logs nothing is created.
+#[tokio::test]
+async fn logging_needs_the_accounts_cloudwatch_role() {
+    use aws_sdk_apigatewayv2::types::{AccessLogSettings, LoggingLevel, RouteSettings};
+    let (_moto, proxy, clients) = setup(Behaviours {
+        no_logging_role: true,
+        ..Behaviours::none()
+    })
+    .await;
+    let api = create_api(&clients, "chat").await;
+    let limits = |level: LoggingLevel| {
+        RouteSettings::builder()
+            .throttling_burst_limit(10)
+            .throttling_rate_limit(5.0)
+            .logging_level(level)
+            .build()
+    };
+    let refused = clients
+        .apigw
+        .create_stage()
+        .api_id(&api)
+        .stage_name("dev")
+        .default_route_settings(limits(LoggingLevel::Error))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(refused.is_bad_request_exception(), "{refused:?}");
+    assert_eq!(
+        refused.meta().message(),
+        Some("CloudWatch Logs role ARN must be set in account settings to enable logging")
+    );
+    clients
+        .apigw
+        .create_stage()
+        .api_id(&api)
+        .stage_name("dev")
+        .default_route_settings(limits(LoggingLevel::Off))
+        .send()
+        .await
+        .unwrap();
+    let access = clients
+        .apigw
+        .update_stage()
+        .api_id(&api)
+        .stage_name("dev")
+        .access_log_settings(
+            AccessLogSettings::builder()
+                .destination_arn("arn:aws:logs:us-east-1:123456789012:log-group:access")
+                .format("$context.requestId")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(access.is_bad_request_exception(), "{access:?}");
+    assert_eq!(
+        layer_answers(&proxy),
+        [
+            ("CreateStage".to_string(), "BadRequestException".to_string()),
+            ("UpdateStage".to_string(), "BadRequestException".to_string())
+        ]
+    );
+}

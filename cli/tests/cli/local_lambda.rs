@@ -75,16 +75,25 @@ async fn the_real_authorizer_binary_answers_through_the_runtime_api() {
         Outcome::Error { error_message, .. } => assert_eq!(error_message, "Unauthorized"),
         other => panic!("expected an error, got {other:?}"),
     }
-    let logged = lines
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|l| l.line.clone())
-        .collect::<Vec<_>>()
-        .join("\n");
+    // The function's output is forwarded as it comes: the line of the last
+    // invocation may arrive just after its answer.
+    let logged = || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| l.line.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !logged().contains("unauthorized") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
-        logged.contains("unauthorized"),
-        "the function's own log lines are collected: {logged}"
+        logged().contains("unauthorized"),
+        "the function's own log lines are collected: {}",
+        logged()
     );
 }
 

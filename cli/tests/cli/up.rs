@@ -1104,3 +1104,29 @@ async fn up_smoke_runs_the_check_and_fails_clearly_where_nothing_answers() {
         "nothing to check in a dry run"
     );
 }
+
+/// Execution logging in an account without API Gateway's CloudWatch Logs
+/// role: `up` stops with what to do, and changes no account-wide setting;
+/// with logging off again the next `up` converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_without_the_accounts_role_says_how_to_set_it() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    env.write_config("[stage_settings]\nlogging_level = \"error\"\n");
+    let run = env.up(&[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("it has no CloudWatch Logs role"), "{run:?}");
+    assert!(run.stderr.contains("aws apigateway update-account"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("CloudWatch Logs role ARN must be set in account settings"),
+        "AWS's own words: {run:?}"
+    );
+    assert!(
+        !env.mutating_operations().iter().any(|op| op == "UpdateAccount"),
+        "never an account-wide change"
+    );
+    env.write_config("[stage_settings]\nlogging_level = \"off\"\n");
+    env.up(&[]).await.assert_ok();
+    assert_eq!(env.up(&["--dry-run", "--exit-code"]).await.code, 0);
+}

@@ -28,8 +28,7 @@ pub(super) async fn upgrade(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let (single_headers, multi_headers) = headers_json(&headers);
-    let (single_query, multi_query) = query_json(query.as_deref());
+    let (headers_sent, query_sent) = (headers_params(&headers), query_params(query.as_deref()));
     let context = gateway.request_context(
         &connection_id,
         "$connect",
@@ -45,18 +44,8 @@ pub(super) async fn upgrade(
         if !identity_present(&gateway.config.routes.identity_sources, &headers, &pairs) {
             return refuse(StatusCode::UNAUTHORIZED);
         }
-        let mut event = json!({
-            "type": "REQUEST",
-            "methodArn": gateway.method_arn(),
-            "headers": single_headers,
-            "multiValueHeaders": multi_headers,
-            "stageVariables": {},
-            "requestContext": context,
-        });
-        if let (Some(single), Some(multi)) = (&single_query, &multi_query) {
-            event["queryStringParameters"] = single.clone();
-            event["multiValueQueryStringParameters"] = multi.clone();
-        }
+        let event =
+            apigw_events::authorizer_request(context.clone(), &gateway.method_arn(), &headers_sent, &query_sent);
         match authorization_from(gateway.invoke(&authorizer, &event).await, &gateway.method_arn()) {
             Authorization::Allowed(context) => authorizer_context = Some(context),
             Authorization::Refused(status) => return refuse(status),
@@ -69,16 +58,7 @@ pub(super) async fn upgrade(
     }
     let mut protocol = None;
     if let Some(function) = gateway.config.routes.routes.get("$connect").cloned() {
-        let mut event = json!({
-            "headers": single_headers,
-            "multiValueHeaders": multi_headers,
-            "requestContext": context,
-            "isBase64Encoded": false,
-        });
-        if let (Some(single), Some(multi)) = (&single_query, &multi_query) {
-            event["queryStringParameters"] = single.clone();
-            event["multiValueQueryStringParameters"] = multi.clone();
-        }
+        let event = apigw_events::connect(context, &headers_sent, &query_sent);
         match gateway.invoke(&function, &event).await {
             Outcome::Response(body) => {
                 let reply: Value = serde_json::from_slice(&body).unwrap_or_default();
@@ -276,21 +256,10 @@ pub(super) async fn disconnect(
         source_ip,
         user_agent,
     );
-    context["disconnectStatusCode"] = json!(code);
-    context["disconnectReason"] = json!(reason);
     if let Some(authorizer) = authorizer {
         context["authorizer"] = authorizer;
     }
-    let host = format!(
-        "{}.execute-api.{}.amazonaws.com",
-        gateway.config.api_id, gateway.config.region
-    );
-    let event = json!({
-        "headers": {"Host": host, "x-api-key": "", "X-Forwarded-For": "", "x-restapi": ""},
-        "multiValueHeaders": {"Host": [host], "x-api-key": [""], "X-Forwarded-For": [""], "x-restapi": [""]},
-        "requestContext": context,
-        "isBase64Encoded": false,
-    });
+    let event = apigw_events::disconnect(context, code, &reason);
     let _ = gateway.invoke(&function, &event).await;
 }
 
@@ -324,18 +293,18 @@ pub(super) async fn route_message(
         source_ip,
         user_agent,
     );
-    context["messageId"] = json!(request_id());
     if let Some(authorizer) = authorizer {
         context["authorizer"] = authorizer;
     }
-    let event = json!({"requestContext": context, "body": body, "isBase64Encoded": false});
+    let requested = context["requestId"].clone();
+    let event = apigw_events::message(context, &request_id(), &body);
     match gateway.invoke(&function, &event).await {
         Outcome::Response(_) => {}
         _ => {
             let reply = json!({
                 "message": "Internal server error",
                 "connectionId": connection_id,
-                "requestId": context["requestId"],
+                "requestId": requested,
             });
             let _ = sender.send(Message::Text(reply.to_string().into()));
         }

@@ -1,5 +1,7 @@
-//! The events API Gateway sends a function: request context, headers and
-//! query strings in its shapes.
+//! What goes into the events API Gateway sends a function (built by
+//! `apigw_events`): ids, times, headers and query strings in its shapes.
+
+use apigw_events::Params;
 
 use super::*;
 
@@ -15,19 +17,15 @@ pub(super) fn httpdate(epoch_ms: i64) -> String {
     time.format(&format).unwrap_or_default()
 }
 
-pub(super) fn headers_json(headers: &HeaderMap) -> (Value, Value) {
-    let mut single = Map::new();
-    let mut multi: Map<String, Value> = Map::new();
-    for (name, value) in headers {
-        // API Gateway keeps the case clients send; HTTP/1 libraries lowercase it.
-        let name = canonical_header(name.as_str());
-        let value = value.to_str().unwrap_or_default().to_string();
-        single.insert(name.clone(), json!(value));
-        if let Some(list) = multi.entry(name).or_insert_with(|| json!([])).as_array_mut() {
-            list.push(json!(value));
-        }
-    }
-    (Value::Object(single), Value::Object(multi))
+/// The handshake's headers, with the case API Gateway keeps (clients send
+/// it; HTTP/1 libraries lowercase it).
+pub(super) fn headers_params(headers: &HeaderMap) -> Params {
+    Params::from_pairs(headers.iter().map(|(name, value)| {
+        (
+            canonical_header(name.as_str()),
+            value.to_str().unwrap_or_default().to_string(),
+        )
+    }))
 }
 
 pub(super) fn canonical_header(name: &str) -> String {
@@ -43,19 +41,9 @@ pub(super) fn canonical_header(name: &str) -> String {
         .join("-")
 }
 
-pub(super) fn query_json(raw: Option<&str>) -> (Option<Value>, Option<Value>) {
-    let Some(raw) = raw.filter(|q| !q.is_empty()) else {
-        return (None, None);
-    };
-    let mut single = Map::new();
-    let mut multi: Map<String, Value> = Map::new();
-    for (key, value) in form_urlencoded_pairs(raw) {
-        single.insert(key.clone(), json!(value));
-        if let Some(list) = multi.entry(key).or_insert_with(|| json!([])).as_array_mut() {
-            list.push(json!(value));
-        }
-    }
-    (Some(Value::Object(single)), Some(Value::Object(multi)))
+/// The handshake's query string, decoded.
+pub(super) fn query_params(raw: Option<&str>) -> Params {
+    Params::from_pairs(form_urlencoded_pairs(raw.unwrap_or_default()))
 }
 
 /// A query string's pairs, decoded as API Gateway does (`+` is a space).
@@ -69,10 +57,10 @@ mod tests {
 
     #[test]
     fn query_strings_and_headers_are_shaped_like_api_gateways() {
-        let (single, multi) = query_json(Some("token=a%2Bb&room=general&room=x"));
-        assert_eq!(single.unwrap(), json!({"token":"a+b","room":"x"}));
-        assert_eq!(multi.unwrap()["room"], json!(["general", "x"]));
-        assert_eq!(query_json(Some("")), (None, None));
+        let query = query_params(Some("token=a%2Bb&room=general&room=x"));
+        assert_eq!(Value::Object(query.single), json!({"token":"a+b","room":"x"}));
+        assert_eq!(query.multi["room"], json!(["general", "x"]));
+        assert!(query_params(Some("")).is_empty());
         assert_eq!(canonical_header("sec-websocket-protocol"), "Sec-Websocket-Protocol");
         assert!(httpdate(0).starts_with("01/Jan/1970:00:00:00"));
     }

@@ -163,22 +163,20 @@ impl Gateway {
         user_agent: &str,
     ) -> Value {
         let now = now_ms();
-        let id = request_id();
-        json!({
-            "routeKey": route_key,
-            "eventType": event_type,
-            "extendedRequestId": id,
-            "requestTime": httpdate(now),
-            "messageDirection": "IN",
-            "stage": self.config.stage,
-            "connectedAt": connected_at,
-            "requestTimeEpoch": now,
-            "identity": {"sourceIp": source_ip, "userAgent": user_agent},
-            "requestId": id,
-            "domainName": format!("{}.execute-api.{}.amazonaws.com", self.config.api_id, self.config.region),
-            "connectionId": connection_id,
-            "apiId": self.config.api_id,
-        })
+        let (id, time) = (request_id(), httpdate(now));
+        apigw_events::Request {
+            api_id: &self.config.api_id,
+            stage: &self.config.stage,
+            region: &self.config.region,
+            connection_id,
+            connected_at,
+            request_id: &id,
+            request_time: &time,
+            request_time_epoch: now,
+            source_ip,
+            user_agent,
+        }
+        .context(route_key, event_type)
     }
 
     async fn invoke(&self, function: &str, event: &Value) -> Outcome {
