@@ -183,4 +183,31 @@ mod tests {
         assert!(differs(|p| p.live_stack = "M".into()).contains("live stack changed"));
         assert!(differs(|p| p.plan.conflicts.push("table t is someone else's".into())).contains("settings"));
     }
+
+    #[test]
+    fn a_saved_plan_reads_back_exactly_rates_included() {
+        use crate::settings::Throttling;
+        use crate::stack::plan::{Action, Change, Detail, Kind};
+        let mut plan = saved();
+        plan.plan.changes.push(Change {
+            kind: Kind::Stage,
+            name: "dev".into(),
+            id: None,
+            action: Action::Update {
+                changes: vec![Detail::Throttling {
+                    route: Some("sendmessage".into()),
+                    from: None,
+                    to: Throttling {
+                        burst: 7,
+                        rate: 0.1 + 0.2,
+                    },
+                }],
+            },
+        });
+        let file = tempfile::NamedTempFile::new().unwrap();
+        plan.write(file.path()).unwrap();
+        let back = SavedPlan::read(file.path()).unwrap();
+        assert_eq!(back, plan);
+        assert_eq!(plan.mismatch(&back), None);
+    }
 }
