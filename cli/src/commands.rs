@@ -623,13 +623,7 @@ async fn run_smoke(context: &Session, url: Option<&str>, wait: std::time::Durati
     let Session { aws, names, .. } = context;
     let url = match url {
         Some(url) => url.to_string(),
-        None => {
-            let api = crate::stack::api::read_api(aws, names).await?;
-            let api = api
-                .ours()
-                .with_context(|| format!("stack {} is not deployed; run `chatctl up` first", names.stack))?;
-            names.websocket_url(&api.id)
-        }
+        None => names.websocket_url(&crate::stack::api::deployed_api_id(aws, names).await?),
     };
     if !(url.starts_with("ws://") || url.starts_with("wss://")) {
         bail!("invalid --url {url:?}: a WebSocket URL starts with ws:// or wss://");

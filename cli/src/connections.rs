@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use chat_core::delivery::Delivery;
 use chat_core::protocol::{ChatMessage, ServerEvent};
 use chat_core::store::{ConnectionRecord, ConnectionStore, schema};
@@ -164,13 +164,7 @@ pub struct Outcome {
 pub async fn endpoint(aws: &Aws, names: &Names, url: Option<&str>) -> Result<String> {
     let url = match url {
         Some(url) => url.to_string(),
-        None => {
-            let api = crate::stack::api::read_api(aws, names).await?;
-            let api = api
-                .ours()
-                .with_context(|| format!("stack {} is not deployed; run `chatctl up` first", names.stack))?;
-            names.callback_url(&api.id)
-        }
+        None => names.callback_url(&crate::stack::api::deployed_api_id(aws, names).await?),
     };
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         bail!("invalid --url {url:?}: the @connections URL starts with https:// (or http:// for `chatctl dev`)");
@@ -194,12 +188,16 @@ pub async fn send(aws: &Aws, endpoint: &str, rows: &[Row], room: Option<&str>, t
     let delivery = Delivery::new(&aws.sdk, endpoint);
     let ids: Vec<String> = rows.iter().map(|r| r.connection_id.clone()).collect();
     let report = delivery.send_all(&ids, &event, None).await;
-    let failed = report.failed.into_iter().map(|(id, e)| (id, e.to_string())).collect();
-    let gone = report.gone;
-    let done = ids.into_iter().filter(|id| !gone.contains(id)).collect::<Vec<_>>();
-    let mut outcome = Outcome { done, gone, failed };
-    outcome.done.retain(|id| !outcome.failed.iter().any(|(f, _)| f == id));
-    Ok(outcome)
+    let failed: Vec<(String, String)> = report.failed.into_iter().map(|(id, e)| (id, e.to_string())).collect();
+    let done = ids
+        .into_iter()
+        .filter(|id| !report.gone.contains(id) && !failed.iter().any(|(f, _)| f == id))
+        .collect();
+    Ok(Outcome {
+        done,
+        gone: report.gone,
+        failed,
+    })
 }
 
 /// Closes every row's connection (DeleteConnection); API Gateway then runs

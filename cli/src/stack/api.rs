@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use aws_sdk_apigatewayv2::types::ProtocolType;
 use serde::Serialize;
 
@@ -56,6 +56,16 @@ pub async fn find_apis(aws: &Aws, names: &Names) -> Result<Vec<aws_sdk_apigatewa
     });
     apis.sort_by_key(|api| api.created_date().map(|d| (d.secs(), d.subsec_nanos())));
     Ok(apis)
+}
+
+/// The id of the stack's deployed API; an error that says to run `up` when
+/// there is none.
+pub async fn deployed_api_id(aws: &Aws, names: &Names) -> Result<String> {
+    let api = read_api(aws, names).await?;
+    let api = api
+        .ours()
+        .with_context(|| format!("stack {} is not deployed; run `chatctl up` first", names.stack))?;
+    Ok(api.id.clone())
 }
 
 pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {

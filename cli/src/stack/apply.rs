@@ -138,15 +138,14 @@ async fn apply_api_parts(
 ) -> Result<String> {
     let names = &desired.names;
     // The authorizer and the integrations need only the functions' names.
-    let (authorizer, integrations) = tokio::try_join!(
+    let (authorizer_id, integrations) = tokio::try_join!(
         authorizer::apply_authorizer(aws, desired, plan, api_id, writes, report),
         try_join_all(desired.api.routes.iter().map(|route| async move {
-            let part =
+            let id =
                 integration::apply_integration(aws, desired, plan, route.function, (api_id, writes), report).await?;
-            Ok::<_, anyhow::Error>((route.function, part.0))
+            Ok::<_, anyhow::Error>((route.function, id))
         })),
     )?;
-    let authorizer_id = authorizer.0;
     let integration_id = |function: Function| {
         integrations
             .iter()

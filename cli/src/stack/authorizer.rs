@@ -12,9 +12,6 @@ use super::desired::Desired;
 use super::plan::{Action, Detail, Kind, Plan};
 use crate::aws::{Aws, failed};
 
-/// What an API part is: its id, and whether chatctl changed it.
-pub type Part = (String, bool);
-
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuthorizerState {
     pub id: String,
@@ -60,13 +57,13 @@ pub(super) async fn apply_authorizer(
     api_id: &str,
     writes: &ApiWrites,
     report: Report<'_>,
-) -> Result<Part> {
+) -> Result<String> {
     let client = &aws.apigateway;
     let name = &desired.api.authorizer;
     let uri = desired.names.invocation_uri(Function::Authorizer);
     let planned = planned(plan, Kind::Authorizer, name)?;
     match &planned.action {
-        Action::NoChange => Ok((live_id(planned)?, false)),
+        Action::NoChange => live_id(planned),
         Action::Update { .. } => {
             let id = live_id(planned)?;
             writes
@@ -81,7 +78,7 @@ pub(super) async fn apply_authorizer(
                 })
                 .await?;
             step(report, Kind::Authorizer, name, "updated");
-            Ok((id, true))
+            Ok(id)
         }
         Action::Create => {
             let id = writes
@@ -108,7 +105,7 @@ pub(super) async fn apply_authorizer(
                 .await?;
             anyhow::ensure!(!id.is_empty(), "CreateAuthorizer answered without an id");
             step(report, Kind::Authorizer, name, "created");
-            Ok((id, true))
+            Ok(id)
         }
         other => bail!("authorizer {name}: the plan asks to {other:?}, which chatctl cannot apply"),
     }

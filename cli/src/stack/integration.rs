@@ -9,7 +9,6 @@ use super::Function;
 use super::actual::all_pages;
 use super::api_writes::{ApiWrites, sent_once};
 use super::apply::{Report, live_id, planned, step};
-use super::authorizer::Part;
 use super::desired::Desired;
 use super::plan::{Action, Detail, Kind, Plan};
 use crate::aws::{Aws, failed};
@@ -55,14 +54,14 @@ pub(super) async fn apply_integration(
     function: Function,
     (api_id, writes): (&str, &ApiWrites),
     report: Report<'_>,
-) -> Result<Part> {
+) -> Result<String> {
     let client = &aws.apigateway;
     let uri = desired.names.invocation_uri(function);
     let uri = uri.as_str();
     let name = desired.names.function(function);
     let planned = planned(plan, Kind::Integration, &name)?;
     match &planned.action {
-        Action::NoChange => Ok((live_id(planned)?, false)),
+        Action::NoChange => live_id(planned),
         Action::Update { .. } => {
             let id = live_id(planned)?;
             writes
@@ -78,7 +77,7 @@ pub(super) async fn apply_integration(
                 })
                 .await?;
             step(report, Kind::Integration, &name, "updated");
-            Ok((id, true))
+            Ok(id)
         }
         Action::Create => {
             let id = writes
@@ -105,7 +104,7 @@ pub(super) async fn apply_integration(
                 .await?;
             anyhow::ensure!(!id.is_empty(), "CreateIntegration answered without an id");
             step(report, Kind::Integration, &name, "created");
-            Ok((id, true))
+            Ok(id)
         }
         other => bail!("integration {name}: the plan asks to {other:?}, which chatctl cannot apply"),
     }

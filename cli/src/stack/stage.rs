@@ -360,9 +360,9 @@ pub(super) async fn apply_route_settings(
 ) -> Result<()> {
     let stage_name = &desired.api.stage;
     let routes = own_route_settings(&desired.api.settings);
-    let changes = match plan.action(Kind::Stage, stage_name) {
-        Action::Create => &[][..],
-        Action::Update { changes } => changes.as_slice(),
+    let (new_stage, changes) = match plan.action(Kind::Stage, stage_name) {
+        Action::Create => (true, &[][..]),
+        Action::Update { changes } => (false, changes.as_slice()),
         _ => return Ok(()),
     };
     let settings_changed = changes.iter().any(|c| {
@@ -371,7 +371,6 @@ pub(super) async fn apply_route_settings(
             Detail::Throttling { .. } | Detail::DetailedMetrics { .. } | Detail::LoggingLevel { .. }
         )
     });
-    let new_stage = matches!(plan.action(Kind::Stage, stage_name), Action::Create);
     if !routes.is_empty() && (new_stage || settings_changed) {
         writes
             .send(format!("cannot set the route settings of stage {stage_name}"), || {
