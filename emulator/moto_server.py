@@ -49,6 +49,11 @@ before the server starts, so that product code stays right for real AWS:
   neither path nor handler (404). chatctl removes a route's own throttling
   with it. Answers 204, or NotFoundException for a route without settings.
 
+- API Gateway v2, DeleteAccessLogSettings (DELETE
+  /v2/apis/{apiId}/stages/{stageName}/accesslogsettings): moto has neither
+  path nor handler (404). chatctl turns a stage's access logs off with it.
+  Answers 204; GetStage then shows no accessLogSettings.
+
 - DynamoDB, TagResource: moto appends the tags it is given, so a key tagged
   again holds two values. On AWS a tag given again replaces the old value
   (DynamoDB API reference, TagResource). Here it does.
@@ -60,7 +65,22 @@ before the server starts, so that product code stays right for real AWS:
   place when the tags in chatctl.toml change. Here they are the stage's own
   tags, which GetStage shows.
 
-The API Gateway v2 additions are pinned by testkit/tests/moto_extensions.rs,
+- CloudWatch over Smithy RPC v2 CBOR: the Rust SDK calls CloudWatch with
+  that protocol (POST /service/GraniteServiceVersion20100801/operation/OP,
+  header smithy-protocol: rpc-v2-cbor, a CBOR body, gzip when large), which
+  moto does not route (404). CloudWatch also speaks the AWS JSON 1.0
+  protocol, which moto does: each such request is handed to moto as JSON
+  and its answer returned as CBOR, with timestamps and numbers typed as the
+  service model says (Smithy RPC v2 CBOR protocol specification).
+
+- CloudWatch, GetMetricData: moto computes Sum, Average, Minimum, Maximum
+  and SampleCount only; a percentile such as p99 makes it answer HTTP 500.
+  `chatctl top` asks for IntegrationLatency and Duration p50/p99. Here a
+  percentile is the nearest-rank value of the period's data points (values
+  put with Values/Counts or Value), and a period with none has no data
+  point, as on AWS (CloudWatch User Guide, "Percentiles").
+
+The API Gateway v2 additions and the percentiles are pinned by testkit/tests/moto_extensions.rs,
 which drives them through the Rust SDK; every test there fails on a plain
 moto server.
 
@@ -76,28 +96,38 @@ returned tuple (its own v2 handlers answer 200 even where AWS answers 201 or
 Usage: python moto_server.py [moto_server options, e.g. -H 127.0.0.1 -p 5000]
 """
 
+import base64
 import copy
+import datetime
 import functools
+import gzip
 import inspect
+import io
 import json
+import math
 import os
+import re
 import string
 import sys
 import threading
 import time
 from urllib.parse import unquote
 
+import botocore.session
+import cbor2
 from moto.apigateway import urls as apigateway_urls
 from moto.apigatewayv2 import urls as apigatewayv2_urls
 from moto.apigatewayv2.exceptions import APIGatewayV2Error, BadRequestException
 from moto.apigatewayv2.models import Api, ApiGatewayV2Backend, Stage
 from moto.apigatewayv2.responses import ApiGatewayV2Response
+from moto.cloudwatch.models import CloudWatchBackend, Statistics
 from moto.core.utils import iso_8601_datetime_without_milliseconds, utcnow
 from moto.dynamodb import models as dynamodb_models
 from moto.dynamodb.exceptions import MockValidationException, TransactionCanceledException
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.moto_api._internal import mock_random as random
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import main
 
 
@@ -392,6 +422,13 @@ class _ResponseUpdateStage:
         )
         return _reply(200, stage.to_json())
 
+    def delete_access_log_settings(self):
+        api = self.apigatewayv2_backend.get_api(self.uri_match["apiId"])
+        stage = api.get_stage(self.uri_match["stageName"])
+        stage.access_log_settings = None
+        stage.updated = utcnow()
+        return _reply(204)
+
     def delete_route_settings(self):
         api = self.apigatewayv2_backend.get_api(self.uri_match["apiId"])
         stage = api.get_stage(self.uri_match["stageName"])
@@ -407,6 +444,7 @@ _graft(_StageWithDeploymentId, Stage)
 _graft(_BackendUpdateStage, ApiGatewayV2Backend)
 _graft(_ResponseUpdateStage, ApiGatewayV2Response)
 _add_url_path("{0}/v2/apis/(?P<apiId>[^/]+)/stages/(?P<stageName>[^/]+)/routesettings/(?P<routeKey>[^/]+)$")
+_add_url_path("{0}/v2/apis/(?P<apiId>[^/]+)/stages/(?P<stageName>[^/]+)/accesslogsettings$")
 
 
 # --- DynamoDB: a tag given again replaces the old value ---------------------
@@ -463,6 +501,125 @@ class _BackendStageTags:
 _graft(_BackendStageTags, ApiGatewayV2Backend)
 # moto routes tagging paths of APIs and VPC links only: a stage's is a 404.
 _add_url_path("{0}/v2/tags/(?P<resource_arn_pt1>[^/]+)/apis/(?P<api_id>[^/]+)/stages/(?P<stage_name>[^/]+)$")
+
+
+# --- CloudWatch: percentile statistics in GetMetricData ---------------------
+
+_moto_statistic = Statistics.get_statistics_for_type
+_moto_get_metric_data = CloudWatchBackend.get_metric_data
+_PERCENTILE = re.compile(r"p(100|\d{1,2}(?:\.\d+)?)")
+
+
+class _StatisticsWithPercentiles:
+    def get_statistics_for_type(self, stat):
+        match = _PERCENTILE.fullmatch(stat)
+        if match is None:
+            return _moto_statistic(self, stat)
+        values = sorted(self.metric_single_values_list)
+        if not values:
+            return None
+        rank = max(1, math.ceil(float(match[1]) / 100 * len(values)))
+        return values[rank - 1]
+
+
+class _BackendMetricDataWithoutGaps:
+    def get_metric_data(self, *args, **kwargs):
+        results = _moto_get_metric_data(self, *args, **kwargs)
+        for result in results:
+            kept = [(t, v) for t, v in zip(result["timestamps"], result["values"]) if v is not None]
+            result["timestamps"] = [t for t, _ in kept]
+            result["values"] = [v for _, v in kept]
+        return results
+
+
+_graft(_StatisticsWithPercentiles, Statistics)
+_graft(_BackendMetricDataWithoutGaps, CloudWatchBackend)
+
+
+# --- CloudWatch: Smithy RPC v2 CBOR, answered by moto's JSON protocol --------
+
+_RPC_V2_PATH = re.compile(r"^/service/(?P<service>[^/]+)/operation/(?P<operation>[^/]+)$")
+_moto_dispatch = DomainDispatcherApplication.__call__
+
+
+@functools.lru_cache(maxsize=None)
+def _service_model(target_prefix):
+    session = botocore.session.get_session()
+    for name in ("cloudwatch",):
+        model = session.get_service_model(name)
+        if model.metadata.get("targetPrefix") == target_prefix:
+            return model
+    return None
+
+
+def _as_json(value):
+    """A CBOR value JSON can carry: timestamps (tag 1) as epoch seconds."""
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot send {type(value).__name__} as JSON")
+
+
+def _typed(value, shape):
+    """A JSON answer's value as the model types it in CBOR."""
+    if shape is None or value is None:
+        return value
+    kind = shape.type_name
+    if kind == "timestamp":
+        return cbor2.CBORTag(1, float(value))
+    if kind in ("double", "float"):
+        return float(value)
+    if kind in ("integer", "long"):
+        return int(value)
+    if kind == "structure" and isinstance(value, dict):
+        return {k: _typed(v, shape.members.get(k)) for k, v in value.items()}
+    if kind == "list" and isinstance(value, list):
+        return [_typed(v, shape.member) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: _typed(v, shape.value) for k, v in value.items()}
+    return value
+
+
+class _DispatcherWithRpcV2Cbor:
+    def __call__(self, environ, start_response):
+        match = _RPC_V2_PATH.match(environ.get("PATH_INFO", ""))
+        model = match and _service_model(match["service"])
+        if model is None or environ.get("HTTP_SMITHY_PROTOCOL") != "rpc-v2-cbor":
+            return _moto_dispatch(self, environ, start_response)
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        if environ.pop("HTTP_CONTENT_ENCODING", "") == "gzip":
+            body = gzip.decompress(body)
+        request = json.dumps(cbor2.loads(body) if body else {}, default=_as_json).encode()
+        environ.update(
+            PATH_INFO="/",
+            CONTENT_TYPE="application/x-amz-json-1.0",
+            CONTENT_LENGTH=str(len(request)),
+            HTTP_X_AMZ_TARGET=f"{match['service']}.{match['operation']}",
+        )
+        environ["wsgi.input"] = io.BytesIO(request)
+        answered = {}
+
+        def capture(status, headers, exc_info=None):
+            answered.update(status=status, headers=headers)
+            return lambda _data: None
+
+        text = b"".join(_moto_dispatch(self, environ, capture))
+        answer = json.loads(text) if text.strip() else {}
+        if answered["status"].startswith("2"):
+            answer = _typed(answer, model.operation_model(match["operation"]).output_shape)
+        encoded = cbor2.dumps(answer)
+        headers = [(k, v) for k, v in answered["headers"] if k.lower() not in ("content-type", "content-length")]
+        headers += [
+            ("Content-Type", "application/cbor"),
+            ("Content-Length", str(len(encoded))),
+            ("smithy-protocol", "rpc-v2-cbor"),
+        ]
+        start_response(answered["status"], headers)
+        return [encoded]
+
+
+_graft(_DispatcherWithRpcV2Cbor, DomainDispatcherApplication)
 
 
 def _exit_with_parent():

@@ -76,8 +76,23 @@ pub enum Command {
         #[command(subcommand)]
         command: ConnectionsCommand,
     },
+    /// Live view of the chat: open connections, messages, errors, latency, functions
+    Top(TopArgs),
     /// Run the whole stack locally: emulator, functions, WebSocket gateway
     Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Print one snapshot and exit
+    #[arg(long)]
+    pub once: bool,
+    /// How far back the metrics go, e.g. 15m, 1h, 1d (at most 15d)
+    #[arg(long, default_value = "1h")]
+    pub since: String,
+    /// How often the view refreshes
+    #[arg(long, default_value = "5s")]
+    pub interval: String,
 }
 
 #[derive(Debug, Args)]

@@ -116,6 +116,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 .with_context(|| format!("invalid --wait {:?}: use a duration like 30s or 2m", args.wait))?;
             smoke(context, args.url.as_deref(), wait).await
         }
+        Command::Top(args) => top(context, &args).await,
         Command::Dev(_) => unreachable!("handled above"),
     }
 }
@@ -606,6 +607,45 @@ async fn connections(context: &mut Session, command: ConnectionsCommand) -> Resu
 }
 
 /// `chatctl smoke`: exit 0 when every step passed, 1 when one failed.
+/// `chatctl top`: the live view on a terminal; else a snapshot every
+/// `--interval` (one with `--once`), as text or JSON (one document per line).
+async fn top(context: &mut Session, args: &crate::cli::TopArgs) -> Result<u8> {
+    use std::io::IsTerminal;
+
+    let since = humantime::parse_duration(&args.since)
+        .with_context(|| format!("invalid --since {:?}: use a duration like 15m, 1h or 1d", args.since))?;
+    let interval = humantime::parse_duration(&args.interval)
+        .with_context(|| format!("invalid --interval {:?}: use a duration like 5s", args.interval))?;
+    anyhow::ensure!(
+        interval >= std::time::Duration::from_secs(1),
+        "--interval must be at least 1s, not {}",
+        args.interval
+    );
+    crate::top::Window::new(since, std::time::SystemTime::now())?;
+    let Session { aws, names, json, .. } = &*context;
+    // No credentials explains a failure better than GetMetricData's own error.
+    aws.account_id().await?;
+    if !args.once && !json && std::io::stdout().is_terminal() {
+        crate::top::live(aws, names, since, interval).await?;
+        return Ok(0);
+    }
+    loop {
+        let snapshot = crate::top::snapshot(aws, names, since).await?;
+        match (json, args.once) {
+            (true, true) => print_json(&snapshot)?,
+            (true, false) => println!("{}", serde_json::to_string(&snapshot)?),
+            (false, _) => println!("{}\n", crate::top::text(&snapshot)),
+        }
+        if args.once {
+            return Ok(0);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(0),
+        }
+    }
+}
+
 async fn smoke(context: &mut Session, url: Option<&str>, wait: std::time::Duration) -> Result<u8> {
     let report = run_smoke(context, url, wait).await?;
     if context.json {

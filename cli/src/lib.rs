@@ -8,12 +8,14 @@ pub mod commands;
 pub mod connections;
 pub mod dev;
 pub mod logs;
+pub mod metrics;
 pub mod output;
 pub mod routes;
 pub mod settings;
 pub mod smoke;
 pub mod stack;
 pub mod token;
+pub mod top;
 
 use std::process::ExitCode;
 

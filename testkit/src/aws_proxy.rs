@@ -821,6 +821,12 @@ const REST_OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "/v2/apis/*/stages/*/routesettings/*",
         "DeleteRouteSettings",
     ),
+    (
+        "apigateway",
+        "DELETE",
+        "/v2/apis/*/stages/*/accesslogsettings",
+        "DeleteAccessLogSettings",
+    ),
     ("apigateway", "DELETE", "/v2/apis/*/stages/*", "DeleteStage"),
     ("apigateway", "POST", "/v2/apis/*/deployments", "CreateDeployment"),
     ("apigateway", "GET", "/v2/apis/*/deployments", "GetDeployments"),

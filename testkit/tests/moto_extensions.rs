@@ -3,7 +3,8 @@
 //! GetDeployments, GetDeployment, DeleteDeployment and UpdateStage. On a plain
 //! moto server each of these fails with 404 or 500. Also DynamoDB transactions
 //! backed up item by item instead of table by table, a DynamoDB tag given
-//! again replacing its value, and a stage's tags changed in place.
+//! again replacing its value, a stage's tags changed in place, and
+//! CloudWatch percentiles (p50, p99) in GetMetricData.
 
 use aws_sdk_apigatewayv2::Client;
 use aws_sdk_apigatewayv2::types::{
@@ -574,4 +575,78 @@ async fn route_settings_are_replaced_merged_and_deleted_as_on_aws() {
         .await
         .unwrap_err();
     assert!(again.into_service_error().is_not_found_exception());
+}
+
+#[tokio::test]
+async fn get_metric_data_answers_percentiles_and_leaves_empty_periods_out() {
+    use aws_sdk_cloudwatch::primitives::DateTime;
+    use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricDatum, MetricStat, StandardUnit};
+    let moto = Moto::start();
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&moto.sdk_config().await);
+    let dimensions = [("ApiId", "abc123"), ("Stage", "dev")]
+        .map(|(name, value)| Dimension::builder().name(name).value(value).build());
+    let now = std::time::SystemTime::now();
+    // 1..=100 ms, given once as Values (50 of them twice, by Counts) and once one by one.
+    let latency = MetricDatum::builder()
+        .metric_name("IntegrationLatency")
+        .set_dimensions(Some(dimensions.to_vec()))
+        .set_values(Some((1..=100).map(f64::from).collect()))
+        .unit(StandardUnit::Milliseconds)
+        .timestamp(DateTime::from(now))
+        .build();
+    let connects = MetricDatum::builder()
+        .metric_name("ConnectCount")
+        .set_dimensions(Some(dimensions.to_vec()))
+        .value(3.0)
+        .unit(StandardUnit::Count)
+        .timestamp(DateTime::from(now))
+        .build();
+    cloudwatch
+        .put_metric_data()
+        .namespace("AWS/ApiGateway")
+        .metric_data(latency)
+        .metric_data(connects.clone())
+        .metric_data(connects)
+        .send()
+        .await
+        .unwrap();
+
+    let query = |id: &str, name: &str, stat: &str| {
+        let metric = Metric::builder()
+            .namespace("AWS/ApiGateway")
+            .metric_name(name)
+            .set_dimensions(Some(dimensions.to_vec()))
+            .build();
+        MetricDataQuery::builder()
+            .id(id)
+            .metric_stat(MetricStat::builder().metric(metric).period(3600).stat(stat).build())
+            .build()
+    };
+    let answer = cloudwatch
+        .get_metric_data()
+        .start_time(DateTime::from(now - std::time::Duration::from_secs(1800)))
+        .end_time(DateTime::from(now + std::time::Duration::from_secs(1800)))
+        .metric_data_queries(query("p50", "IntegrationLatency", "p50"))
+        .metric_data_queries(query("p99", "IntegrationLatency", "p99"))
+        .metric_data_queries(query("connects", "ConnectCount", "Sum"))
+        .metric_data_queries(query("none", "MessageCount", "p99"))
+        .send()
+        .await
+        .unwrap();
+    let values = |id: &str| {
+        let result = answer
+            .metric_data_results()
+            .iter()
+            .find(|r| r.id() == Some(id))
+            .unwrap();
+        result.values().to_vec()
+    };
+    assert_eq!(values("p50"), vec![50.0]);
+    assert_eq!(values("p99"), vec![99.0]);
+    assert_eq!(values("connects"), vec![6.0]);
+    assert_eq!(
+        values("none"),
+        Vec::<f64>::new(),
+        "a metric without data has no data point"
+    );
 }

@@ -6,6 +6,7 @@
 pub mod emulator;
 pub mod gateway;
 pub mod logs;
+pub mod metrics;
 pub mod runtime;
 pub mod watch;
 pub mod web;
@@ -93,6 +94,8 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
     let port = listener.local_addr()?.port();
     let callback = format!("http://127.0.0.1:{port}/{}", names.stage);
     let (sink, log_task) = dev_logs::forwarder(aws.logs.clone(), true);
+    let metrics_recorder = Arc::new(metrics::Recorder::default());
+    let metrics_task = tokio::spawn(metrics::publish(metrics_recorder.clone(), aws.cloudwatch.clone()));
     let mut functions = HashMap::new();
     for spec in &desired.functions {
         let mut env = spec.env.clone();
@@ -127,6 +130,8 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         idle_timeout,
         max_lifetime: gateway::MAX_CONNECTION_LIFETIME,
         limits: gateway::Limits::from_api(api),
+        metrics: metrics_recorder.clone(),
+        detailed_metrics: api.stage.as_ref().is_some_and(|s| s.detailed_metrics()),
     };
     let running: Vec<Arc<LocalFunction>> = gateway_config.functions.values().cloned().collect();
     let url = format!("ws://127.0.0.1:{port}/{}", names.stage);
@@ -177,5 +182,6 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         watcher.abort();
     }
     log_task.abort();
+    metrics_task.abort();
     Ok(0)
 }

@@ -100,6 +100,16 @@ pub struct StageState {
     pub tags: BTreeMap<String, String>,
 }
 
+impl StageState {
+    /// Whether API Gateway publishes per-route metrics (the default route's setting).
+    pub fn detailed_metrics(&self) -> bool {
+        self.default_route
+            .as_ref()
+            .and_then(|d| d.detailed_metrics)
+            .unwrap_or(false)
+    }
+}
+
 /// Creates the stage when the plan says so, or retags it; deployments
 /// come once the routes are written.
 pub(super) async fn ensure_stage(

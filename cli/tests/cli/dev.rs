@@ -899,3 +899,100 @@ async fn dev_throttles_connects_and_messages_as_the_stage_says() {
         .collect();
     assert_eq!(texts, ["one"], "the throttled message never reached the function");
 }
+
+/// `top --once --output json` until `done` holds, for at most 20 s (the
+/// local gateway publishes its metrics every second).
+async fn top_until(dev: &Dev, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let run = dev
+            .chatctl(&["top", "--once", "--output", "json", "--since", "15m"])
+            .await;
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let snapshot: Value = serde_json::from_slice(&run.stdout).unwrap();
+        if done(&snapshot) {
+            return snapshot;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "top never showed the traffic: {snapshot:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn top_shows_the_traffic_errors_and_latency_a_real_client_makes() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[stage_settings]\ndetailed_metrics = true\n\n\
+         [stage_settings.routes.sendmessage]\nthrottling_burst = 1\nthrottling_rate = 0.01\n",
+    )
+    .unwrap();
+    let path = config.path().to_string_lossy().to_string();
+    let dev = start_dev_with(&["--config", &path]).await;
+
+    // A stack without traffic yet: every metric is 0, none is an error.
+    let quiet = top_until(&dev, |_| true).await;
+    assert_eq!(quiet["open_connections"], 0);
+    assert_eq!(quiet["total"]["messages"]["total"], 0.0);
+    assert_eq!(quiet["total"]["latency_p99_ms"], Value::Null);
+    assert_eq!(quiet["detailed_metrics"], true);
+    assert_eq!(quiet["window"]["period_seconds"], 60);
+    assert_eq!(quiet["total"]["messages"]["points"].as_array().unwrap().len(), 15);
+
+    let mut alice = dev.connect(&format!("token={}&room=lobby", dev.token)).await.unwrap();
+    let _bob = dev.connect(&format!("token={}&room=lobby", dev.token)).await.unwrap();
+    send(&mut alice, json!({"action": "sendmessage", "message": "one"})).await;
+    assert_eq!(event(&mut alice).await["text"], "one");
+    send(&mut alice, json!({"action": "sendmessage", "message": "two"})).await;
+    assert_eq!(event(&mut alice).await["message"], "Too Many Requests");
+
+    let route = |snapshot: &Value, key: &str| {
+        snapshot["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == key)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let busy = top_until(&dev, |s| {
+        s["total"]["connects"]["total"] == 2.0 && route(s, "sendmessage")["messages"]["total"] == 2.0
+    })
+    .await;
+    assert_eq!(busy["open_connections"], 2, "{busy:#}");
+    let sendmessage = route(&busy, "sendmessage");
+    assert_eq!(
+        sendmessage["client_errors"]["total"], 1.0,
+        "the throttled message: {sendmessage:#}"
+    );
+    assert_eq!(sendmessage["execution_errors"]["total"], 0.0);
+    assert!(sendmessage["latency_p99_ms"].as_f64().unwrap() > 0.0, "{sendmessage:#}");
+    assert_eq!(route(&busy, "$connect")["connects"]["total"], 2.0);
+    // Two messages in, and the echo to each of the room's two connections out.
+    assert!(busy["total"]["messages"]["total"].as_f64().unwrap() >= 4.0, "{busy:#}");
+    let function = busy["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["function"].as_str().unwrap().ends_with("sendmessage"))
+        .unwrap();
+    assert_eq!(function["invocations"]["total"], 1.0, "{function:#}");
+    assert_eq!(function["errors"]["total"], 0.0);
+    assert!(function["duration_p99_ms"].as_f64().unwrap() > 0.0);
+
+    // The same snapshot as text, for a pipe.
+    let run = dev.chatctl(&["top", "--once", "--since", "15m"]).await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let text = String::from_utf8_lossy(&run.stdout);
+    for expected in ["open connections 2", "sendmessage", "client err", "invocations", "▁"] {
+        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+    }
+
+    // Bad input says what to write instead.
+    let run = dev.chatctl(&["top", "--once", "--since", "soon"]).await;
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("invalid --since \"soon\""));
+}

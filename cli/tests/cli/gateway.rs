@@ -123,6 +123,8 @@ async fn serve_api_with(identity_sources: &[&str], max_lifetime: Duration) -> Lo
         idle_timeout: gateway::DEFAULT_IDLE_TIMEOUT,
         max_lifetime,
         limits: gateway::Limits::default(),
+        metrics: Default::default(),
+        detailed_metrics: true,
     };
     let (router, handle) = gateway::router(config);
     LocalApi {

@@ -17,6 +17,7 @@ pub(super) async fn upgrade(
         return refuse(StatusCode::SERVICE_UNAVAILABLE);
     }
     if !gateway.throttle.admit("$connect", std::time::Instant::now()) {
+        gateway.request_ended(Some("$connect"), Failure::Client);
         return refuse(StatusCode::TOO_MANY_REQUESTS);
     }
     let live = LiveConnection::new(&gateway);
@@ -42,13 +43,21 @@ pub(super) async fn upgrade(
     if let Some(authorizer) = gateway.config.routes.authorizer.clone() {
         let pairs = form_urlencoded_pairs(query.as_deref().unwrap_or_default());
         if !identity_present(&gateway.config.routes.identity_sources, &headers, &pairs) {
+            gateway.request_ended(Some("$connect"), Failure::Client);
             return refuse(StatusCode::UNAUTHORIZED);
         }
         let event =
             apigw_events::authorizer_request(context.clone(), &gateway.method_arn(), &headers_sent, &query_sent);
         match authorization_from(gateway.invoke(&authorizer, &event).await, &gateway.method_arn()) {
             Authorization::Allowed(context) => authorizer_context = Some(context),
-            Authorization::Refused(status) => return refuse(status),
+            Authorization::Refused(status) => {
+                let failure = match status.is_client_error() {
+                    true => Failure::Client,
+                    false => Failure::Execution,
+                };
+                gateway.request_ended(Some("$connect"), failure);
+                return refuse(status);
+            }
         }
     }
 
@@ -59,7 +68,8 @@ pub(super) async fn upgrade(
     let mut protocol = None;
     if let Some(function) = gateway.config.routes.routes.get("$connect").cloned() {
         let event = apigw_events::connect(context, &headers_sent, &query_sent);
-        match gateway.invoke(&function, &event).await {
+        gateway.api_metric(Some("$connect"), CONNECT_COUNT, 1.0);
+        match gateway.integrate("$connect", &function, &event).await {
             Outcome::Response(body) => {
                 let reply: Value = serde_json::from_slice(&body).unwrap_or_default();
                 let status = reply["statusCode"].as_u64().unwrap_or(200) as u16;
@@ -75,6 +85,8 @@ pub(super) async fn upgrade(
             // A function that fails or times out refuses the handshake with 502.
             _ => return refuse(StatusCode::BAD_GATEWAY),
         }
+    } else {
+        gateway.request_ended(Some("$connect"), Failure::None);
     }
 
     let mut upgrade = upgrade
@@ -260,7 +272,7 @@ pub(super) async fn disconnect(
         context["authorizer"] = authorizer;
     }
     let event = apigw_events::disconnect(context, code, &reason);
-    let _ = gateway.invoke(&function, &event).await;
+    let _ = gateway.integrate("$disconnect", &function, &event).await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -274,12 +286,16 @@ pub(super) async fn route_message(
     body: String,
     sender: &mpsc::UnboundedSender<Message>,
 ) {
-    let Some(route_key) = gateway.config.routes.select(&body).map(str::to_string) else {
+    let route_key = gateway.config.routes.select(&body).map(str::to_string);
+    gateway.api_metric(route_key.as_deref(), MESSAGE_COUNT, 1.0);
+    let Some(route_key) = route_key else {
+        gateway.request_ended(None, Failure::Client);
         let reply = json!({"message": "Forbidden", "connectionId": connection_id, "requestId": request_id()});
         let _ = sender.send(Message::Text(reply.to_string().into()));
         return;
     };
     if !gateway.throttle.admit(&route_key, std::time::Instant::now()) {
+        gateway.request_ended(Some(&route_key), Failure::Client);
         let reply = json!({"message": "Too Many Requests", "connectionId": connection_id, "requestId": request_id()});
         let _ = sender.send(Message::Text(reply.to_string().into()));
         return;
@@ -298,7 +314,7 @@ pub(super) async fn route_message(
     }
     let requested = context["requestId"].clone();
     let event = apigw_events::message(context, &request_id(), &body);
-    match gateway.invoke(&function, &event).await {
+    match gateway.integrate(&route_key, &function, &event).await {
         Outcome::Response(_) => {}
         _ => {
             let reply = json!({

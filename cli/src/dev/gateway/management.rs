@@ -35,6 +35,7 @@ pub(super) async fn manage(
             if connection.sender.send(message).is_err() {
                 return gone();
             }
+            gateway.api_metric(None, MESSAGE_COUNT, 1.0);
             StatusCode::OK.into_response()
         }
         "GET" => {

@@ -32,7 +32,9 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
+use super::metrics::Recorder;
 use super::runtime::{LocalFunction, Outcome};
+use crate::metrics::*;
 use crate::stack::api::ApiState;
 
 use authorizer::*;
@@ -62,6 +64,10 @@ pub struct GatewayConfig {
     pub max_lifetime: Duration,
     /// The stage's throttling.
     pub limits: Limits,
+    /// Where the gateway's and the functions' metrics go.
+    pub metrics: Arc<Recorder>,
+    /// Whether the stage has detailed (per-route) metrics.
+    pub detailed_metrics: bool,
 }
 
 struct Connection {
@@ -117,6 +123,26 @@ impl GatewayHandle {
 }
 
 type Shared = State<Arc<Gateway>>;
+
+/// How a request ended, for API Gateway's error metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Failure {
+    None,
+    /// Refused by the gateway before the integration ran (4XX).
+    Client,
+    /// The integration answered 4XX/5XX.
+    Integration,
+    /// The integration could not be called or failed.
+    Execution,
+}
+
+/// The status code of a Lambda proxy integration's answer (200 without one).
+fn status_of(body: &[u8]) -> u64 {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|reply| reply["statusCode"].as_u64())
+        .unwrap_or(200)
+}
 
 fn now_ms() -> i64 {
     chat_core::ids::epoch_ms(SystemTime::now())
@@ -179,10 +205,63 @@ impl Gateway {
         .context(route_key, event_type)
     }
 
+    /// Invokes a function, recording Lambda's metrics for it.
     async fn invoke(&self, function: &str, event: &Value) -> Outcome {
-        match self.config.functions.get(function) {
+        let started = std::time::Instant::now();
+        let outcome = match self.config.functions.get(function) {
             Some(local) => local.invoke(Bytes::from(event.to_string())).await,
             None => Outcome::Crashed(format!("function {function} is not running")),
+        };
+        let failed = !matches!(outcome, Outcome::Response(_));
+        let record = |name, value| {
+            self.config
+                .metrics
+                .record(LAMBDA_NAMESPACE, name, function_dimensions(function), value)
+        };
+        record(INVOCATIONS, 1.0);
+        record(ERRORS, f64::from(u8::from(failed)));
+        record(DURATION, started.elapsed().as_secs_f64() * 1000.0);
+        outcome
+    }
+
+    /// Invokes a route's integration, recording its latency and how it ended.
+    async fn integrate(&self, route: &str, function: &str, event: &Value) -> Outcome {
+        let started = std::time::Instant::now();
+        let outcome = self.invoke(function, event).await;
+        self.api_metric(
+            Some(route),
+            INTEGRATION_LATENCY,
+            started.elapsed().as_secs_f64() * 1000.0,
+        );
+        let failure = match &outcome {
+            Outcome::Response(body) if status_of(body) >= 400 => Failure::Integration,
+            Outcome::Response(_) => Failure::None,
+            _ => Failure::Execution,
+        };
+        self.request_ended(Some(route), failure);
+        outcome
+    }
+
+    /// Records an API Gateway metric for the stage, and for the route too when
+    /// the stage has detailed metrics.
+    fn api_metric(&self, route: Option<&str>, name: &'static str, value: f64) {
+        let config = &self.config;
+        let stage = stage_dimensions(&config.api_id, &config.stage);
+        config.metrics.record(API_NAMESPACE, name, stage, value);
+        if let (true, Some(route)) = (config.detailed_metrics, route) {
+            let dimensions = route_dimensions(&config.api_id, &config.stage, route);
+            config.metrics.record(API_NAMESPACE, name, dimensions, value);
+        }
+    }
+
+    /// Each request counts 0 or 1 in each error metric.
+    fn request_ended(&self, route: Option<&str>, failure: Failure) {
+        for (name, kind) in [
+            (CLIENT_ERROR, Failure::Client),
+            (INTEGRATION_ERROR, Failure::Integration),
+            (EXECUTION_ERROR, Failure::Execution),
+        ] {
+            self.api_metric(route, name, f64::from(u8::from(failure == kind)));
         }
     }
 
