@@ -161,7 +161,8 @@ pub enum RoutesCommand {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Functions by short name (authorizer, connect, disconnect, default,
-    /// sendmessage, getmessages, join); all when none is given
+    /// sendmessage, getmessages, join), or `access` for the stage's access
+    /// log; every function when none is given
     #[arg(value_name = "FUNCTION")]
     pub functions: Vec<String>,
     /// Start this long ago (10m, 2h) or at this RFC 3339 time

@@ -733,16 +733,16 @@ async fn token(context: &mut Session, args: &TokenArgs) -> Result<u8> {
 async fn logs(context: &mut Session, args: &LogsArgs) -> Result<u8> {
     use std::io::Write;
 
-    use crate::logs::{Follower, Query, colour, fetch, parse_since, select_functions};
+    use crate::logs::{Follower, Query, colour, fetch, parse_since, select_sources};
 
-    let functions = select_functions(&args.functions)?;
+    let sources = select_sources(&args.functions)?;
     let start_ms = parse_since(&args.since, std::time::SystemTime::now())?;
     if !(1..=crate::logs::MAX_PAGE_SIZE).contains(&args.page_size) {
         bail!("--page-size must be between 1 and {}", crate::logs::MAX_PAGE_SIZE);
     }
     let mut follower = Follower::new(start_ms);
     let mut query = Query {
-        functions: &functions,
+        sources: &sources,
         start_ms,
         filter: args.filter.as_deref(),
         page_size: args.page_size,

@@ -1,4 +1,5 @@
-//! `chatctl logs`: the functions' CloudWatch logs, merged by time.
+//! `chatctl logs`: the functions' CloudWatch logs, and the stage's access
+//! log, merged by time.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -29,20 +30,51 @@ pub struct LogLine {
     pub event_id: String,
 }
 
-/// The functions named on the command line (all when none), by short name.
-pub fn select_functions(names: &[String]) -> Result<Vec<Function>> {
+/// Where log lines come from: a function, or the stage's access log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Source {
+    Function(Function),
+    Access,
+}
+
+/// The name `logs` takes for the stage's access log.
+pub const ACCESS: &str = "access";
+
+impl Source {
+    /// The name on the command line and in front of each line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Function(function) => function.short_name(),
+            Source::Access => ACCESS,
+        }
+    }
+
+    fn log_group(self, names: &Names) -> String {
+        match self {
+            Source::Function(function) => names.log_group(function),
+            Source::Access => names.access_log_group(),
+        }
+    }
+}
+
+/// The sources named on the command line, by short name (`access` for the
+/// stage's access log); every function's when none is named.
+pub fn select_sources(names: &[String]) -> Result<Vec<Source>> {
     if names.is_empty() {
-        return Ok(Function::ALL.to_vec());
+        return Ok(Function::ALL.into_iter().map(Source::Function).collect());
     }
     let mut selected = vec![];
     for name in names {
-        match Function::from_short_name(name) {
-            Some(function) if !selected.contains(&function) => selected.push(function),
-            Some(_) => {}
+        let source = match Function::from_short_name(name) {
+            Some(function) => Source::Function(function),
+            None if name == ACCESS => Source::Access,
             None => {
-                let valid: Vec<&str> = Function::ALL.iter().map(|f| f.short_name()).collect();
-                bail!("unknown function {name:?}; valid functions: {}", valid.join(", "));
+                let valid: Vec<&str> = Function::ALL.iter().map(|f| f.short_name()).chain([ACCESS]).collect();
+                bail!("unknown function {name:?}; valid names: {}", valid.join(", "));
             }
+        };
+        if !selected.contains(&source) {
+            selected.push(source);
         }
     }
     Ok(selected)
@@ -64,7 +96,7 @@ pub fn parse_since(text: &str, now: SystemTime) -> Result<i64> {
 }
 
 pub struct Query<'a> {
-    pub functions: &'a [Function],
+    pub sources: &'a [Source],
     pub start_ms: i64,
     pub filter: Option<&'a str>,
     pub page_size: i32,
@@ -75,8 +107,8 @@ pub struct Query<'a> {
 /// the stack is not deployed.
 pub async fn fetch(aws: &Aws, names: &Names, query: &Query<'_>) -> Result<Vec<LogLine>> {
     let pace = &FilterPace::new();
-    let reads = query.functions.iter().map(|function| async move {
-        let group = names.log_group(*function);
+    let reads = query.sources.iter().map(|source| async move {
+        let group = source.log_group(names);
         let mut lines = vec![];
         let mut next_token = None;
         loop {
@@ -99,7 +131,7 @@ pub async fn fetch(aws: &Aws, names: &Names, query: &Query<'_>) -> Result<Vec<Lo
             for event in page.events() {
                 let timestamp_ms = event.timestamp().unwrap_or(0);
                 lines.push(LogLine {
-                    function: function.short_name().to_string(),
+                    function: source.name().to_string(),
                     timestamp: chat_core::ids::format_timestamp_ms(timestamp_ms.max(0) as u64),
                     timestamp_ms,
                     message: event.message().unwrap_or_default().trim_end().to_string(),
@@ -120,6 +152,13 @@ pub async fn fetch(aws: &Aws, names: &Names, query: &Query<'_>) -> Result<Vec<Lo
             found_any = true;
             merged.extend(lines);
         }
+    }
+    if !found_any && query.sources == [Source::Access] {
+        bail!(
+            "stack {} has no access log ({} does not exist): set access_logs = true in [stage_settings] and run `chatctl up`",
+            names.stack,
+            names.access_log_group()
+        );
     }
     if !found_any {
         bail!(
@@ -224,15 +263,15 @@ mod tests {
     }
 
     #[test]
-    fn functions_are_chosen_by_short_name() {
-        assert_eq!(select_functions(&[]).unwrap().len(), 7);
+    fn sources_are_chosen_by_short_name() {
+        assert_eq!(select_sources(&[]).unwrap().len(), 7);
         assert_eq!(
-            select_functions(&["sendmessage".into(), "join".into(), "join".into()]).unwrap(),
-            [Function::SendMessage, Function::Join]
+            select_sources(&["sendmessage".into(), "access".into(), "sendmessage".into()]).unwrap(),
+            [Source::Function(Function::SendMessage), Source::Access]
         );
-        let err = select_functions(&["sendmesage".into()]).unwrap_err().to_string();
+        let err = select_sources(&["sendmesage".into()]).unwrap_err().to_string();
         assert!(
-            err.contains("\"sendmesage\"") && err.contains("authorizer, connect"),
+            err.contains("\"sendmesage\"") && err.contains("authorizer, connect") && err.contains("access"),
             "{err}"
         );
     }

@@ -88,6 +88,8 @@ pub struct StageSettingsFile {
     pub throttling_rate: Option<f64>,
     pub detailed_metrics: Option<bool>,
     pub logging_level: Option<LoggingLevel>,
+    /// A JSON line per request in a log group of the stack's.
+    pub access_logs: Option<bool>,
     /// `[stage_settings.routes.ROUTE]`: throttling of one route.
     #[serde(default)]
     pub routes: BTreeMap<String, RouteThrottlingFile>,
@@ -149,6 +151,8 @@ pub struct StageSettings {
     pub throttling: Throttling,
     pub detailed_metrics: bool,
     pub logging_level: LoggingLevel,
+    /// The stage's access log, in a log group of the stack's.
+    pub access_logs: bool,
     /// Route key → its own throttling.
     pub routes: BTreeMap<String, Throttling>,
 }
@@ -245,6 +249,7 @@ fn stage_settings(file: &StageSettingsFile) -> Result<StageSettings> {
         throttling,
         detailed_metrics: file.detailed_metrics.unwrap_or(false),
         logging_level: file.logging_level.unwrap_or_default(),
+        access_logs: file.access_logs.unwrap_or(false),
         routes,
     })
 }

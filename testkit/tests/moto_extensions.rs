@@ -4,7 +4,8 @@
 //! moto server each of these fails with 404 or 500. Also DynamoDB transactions
 //! backed up item by item instead of table by table, a DynamoDB tag given
 //! again replacing its value, a stage's tags changed in place, and
-//! CloudWatch percentiles (p50, p99) in GetMetricData.
+//! DeleteAccessLogSettings, and CloudWatch over the SDK's CBOR protocol with
+//! percentiles (p50, p99) in GetMetricData.
 
 use aws_sdk_apigatewayv2::Client;
 use aws_sdk_apigatewayv2::types::{
@@ -575,6 +576,43 @@ async fn route_settings_are_replaced_merged_and_deleted_as_on_aws() {
         .await
         .unwrap_err();
     assert!(again.into_service_error().is_not_found_exception());
+}
+
+#[tokio::test]
+async fn delete_access_log_settings_turns_a_stages_access_log_off() {
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let api = chat_api(&client, true).await;
+    create_stage(&client, &api, "dev").await;
+    let stage = || async {
+        let got = client.get_stage().api_id(&api.id).stage_name("dev").send().await;
+        got.unwrap()
+    };
+    client
+        .update_stage()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .access_log_settings(
+            aws_sdk_apigatewayv2::types::AccessLogSettings::builder()
+                .destination_arn("arn:aws:logs:us-east-1:123456789012:log-group:/aws/apigateway/chat/dev")
+                .format("$context.requestId")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stage().await.access_log_settings().and_then(|s| s.format()),
+        Some("$context.requestId")
+    );
+    client
+        .delete_access_log_settings()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .send()
+        .await
+        .unwrap();
+    assert!(stage().await.access_log_settings().is_none());
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Function output goes where Lambda sends it, CloudWatch Logs (here the
 //! emulator's), so `chatctl logs` works on the local stack; and to the
-//! terminal, tagged with its function.
+//! terminal, tagged with its function. The local gateway's access log
+//! lines go to the stage's access log group the same way.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,14 +14,44 @@ use super::runtime::{LogLine, LogSink};
 
 const FLUSH_INTERVAL: Duration = Duration::from_millis(300);
 
-/// A sink for the functions' output and the task that ships it.
-pub fn forwarder(logs: aws_sdk_cloudwatchlogs::Client, echo: bool) -> (LogSink, tokio::task::JoinHandle<()>) {
-    let (sender, mut receiver) = mpsc::unbounded_channel::<(i64, LogLine)>();
+/// A line for a log group's stream, stamped when it was made.
+struct Shipped {
+    timestamp: i64,
+    group: String,
+    stream: String,
+    message: String,
+}
+
+/// Sends lines to CloudWatch Logs (the functions' output, the stage's access log).
+#[derive(Clone)]
+pub struct LogShipper(mpsc::UnboundedSender<Shipped>);
+
+impl LogShipper {
+    pub fn ship(&self, group: &str, stream: &str, message: String) {
+        let _ = self.0.send(Shipped {
+            timestamp: chat_core::ids::epoch_ms(SystemTime::now()),
+            group: group.to_string(),
+            stream: stream.to_string(),
+            message,
+        });
+    }
+}
+
+/// A sink for the functions' output, a shipper for other lines, and the
+/// task that sends them, every [`FLUSH_INTERVAL`].
+pub fn forwarder(
+    logs: aws_sdk_cloudwatchlogs::Client,
+    echo: bool,
+) -> (LogSink, LogShipper, tokio::task::JoinHandle<()>) {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<Shipped>();
+    let shipper = LogShipper(sender);
+    let functions = shipper.clone();
     let sink: LogSink = Arc::new(move |line: LogLine| {
         if echo {
             eprintln!("[{}] {}", line.function, line.line);
         }
-        let _ = sender.send((chat_core::ids::epoch_ms(SystemTime::now()), line));
+        let group = format!("/aws/lambda/{}", line.function);
+        functions.ship(&group, &format!("local/[$LATEST]{}", line.instance), line.line);
     });
     let task = tokio::spawn(async move {
         let mut streams: HashSet<(String, String)> = HashSet::new();
@@ -32,11 +63,13 @@ pub fn forwarder(logs: aws_sdk_cloudwatchlogs::Client, echo: bool) -> (LogSink, 
                 batch.push(more);
             }
             let mut by_stream: HashMap<(String, String), Vec<InputLogEvent>> = HashMap::new();
-            for (timestamp, line) in batch {
-                let group = format!("/aws/lambda/{}", line.function);
-                let stream = format!("local/[$LATEST]{}", line.instance);
-                if let Ok(event) = InputLogEvent::builder().timestamp(timestamp).message(line.line).build() {
-                    by_stream.entry((group, stream)).or_default().push(event);
+            for line in batch {
+                let event = InputLogEvent::builder()
+                    .timestamp(line.timestamp)
+                    .message(line.message)
+                    .build();
+                if let Ok(event) = event {
+                    by_stream.entry((line.group, line.stream)).or_default().push(event);
                 }
             }
             for ((group, stream), events) in by_stream {
@@ -59,5 +92,5 @@ pub fn forwarder(logs: aws_sdk_cloudwatchlogs::Client, echo: bool) -> (LogSink, 
             }
         }
     });
-    (sink, task)
+    (sink, shipper, task)
 }

@@ -93,7 +93,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         .with_context(|| format!("cannot listen on 127.0.0.1:{}; pass another --port", args.port))?;
     let port = listener.local_addr()?.port();
     let callback = format!("http://127.0.0.1:{port}/{}", names.stage);
-    let (sink, log_task) = dev_logs::forwarder(aws.logs.clone(), true);
+    let (sink, shipper, log_task) = dev_logs::forwarder(aws.logs.clone(), true);
     let metrics_recorder = Arc::new(metrics::Recorder::default());
     let metrics_task = tokio::spawn(metrics::publish(metrics_recorder.clone(), aws.cloudwatch.clone()));
     let mut functions = HashMap::new();
@@ -132,6 +132,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         limits: gateway::Limits::from_api(api),
         metrics: metrics_recorder.clone(),
         detailed_metrics: api.stage.as_ref().is_some_and(|s| s.detailed_metrics()),
+        access_log: gateway::AccessLogTarget::of_stage(api, &shipper),
     };
     let running: Vec<Arc<LocalFunction>> = gateway_config.functions.values().cloned().collect();
     let url = format!("ws://127.0.0.1:{port}/{}", names.stage);

@@ -50,7 +50,8 @@ impl<T> Found<T> {
 pub struct Actual {
     pub tables: BTreeMap<String, Found<TableState>>,
     pub roles: BTreeMap<String, Found<RoleState>>,
-    pub log_groups: BTreeMap<Function, Found<LogGroupState>>,
+    /// By name: the functions' groups and the stage's access log group.
+    pub log_groups: BTreeMap<String, Found<LogGroupState>>,
     pub functions: BTreeMap<Function, Found<FunctionState>>,
     pub api: Found<ApiState>,
 }

@@ -11,7 +11,7 @@ use super::actual::{Found, all_pages};
 use super::api_writes::{ApiWrites, sent_once};
 use super::apply::{Report, live_id, planned, step};
 use super::authorizer::{AuthorizerState, read_authorizers};
-use super::desired::{Desired, ROUTE_SELECTION_EXPRESSION};
+use super::desired::{AccessLog, Desired, ROUTE_SELECTION_EXPRESSION};
 use super::integration::{IntegrationState, read_integrations};
 use super::plan::{Action, Detail, Kind, Plan, tag_changes};
 use super::route::{RouteState, read_routes};
@@ -107,6 +107,12 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
                     .flatten()
                     .map(|(route, settings)| (route.clone(), RouteSettingsState::from(settings)))
                     .collect(),
+                access_log: stage.access_log_settings.and_then(|settings| {
+                    Some(AccessLog {
+                        destination_arn: settings.destination_arn?.trim_end_matches(":*").to_string(),
+                        format: settings.format.unwrap_or_default(),
+                    })
+                }),
                 deployment_id: stage.deployment_id,
                 description: stage.description,
                 tags: stage.tags.unwrap_or_default().into_iter().collect(),

@@ -69,19 +69,20 @@ pub async fn apply(aws: &Aws, desired: &Desired, plan: &Plan, report: Report<'_>
             .iter()
             .map(|spec| table::apply_table(aws, desired, spec, plan.action(Kind::Table, &spec.name), report)),
     );
-    let log_groups =
-        try_join_all(desired.log_groups.iter().map(|spec| {
-            log_group::apply_log_group(aws, desired, spec, plan.action(Kind::LogGroup, &spec.name), report)
-        }));
     let writes = &ApiWrites::default();
     let probes = &function::RoleProbes::new(desired);
     let compute = async {
-        let (_, api_id) = tokio::try_join!(
+        // The log groups exist before the stage that writes its access log to one.
+        let (_, api_id, _) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
                 let action = plan.action(Kind::Role, &spec.name);
                 role::create_role(aws, desired, spec, action, report)
             })),
             api::ensure_api(aws, desired, plan, writes, report),
+            try_join_all(desired.log_groups.iter().map(|spec| {
+                let action = plan.action(Kind::LogGroup, &spec.name);
+                log_group::apply_log_group(aws, desired, spec, action, report)
+            })),
         )?;
         // An integration needs only its function's ARN, known from the name:
         // the API's parts are written while the functions are created and
@@ -104,9 +105,8 @@ pub async fn apply(aws: &Aws, desired: &Desired, plan: &Plan, report: Report<'_>
         permission::grant_permissions(aws, desired, plan, &api_id, &authorizer_id, report).await?;
         Ok::<_, anyhow::Error>(api_id)
     };
-    let (tables, log_groups, api_id) = tokio::join!(tables, log_groups, compute);
+    let (tables, api_id) = tokio::join!(tables, compute);
     tables?;
-    log_groups?;
     api_id
 }
 

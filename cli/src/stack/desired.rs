@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use chat_core::config::vars;
 use chat_core::store::schema;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{Function, Names, STACK_TAG};
@@ -35,7 +36,6 @@ pub struct RoleSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogGroupSpec {
-    pub function: Function,
     pub name: String,
     pub retention_days: i32,
 }
@@ -76,6 +76,16 @@ pub struct ApiSpec {
     pub authorizer: String,
     /// The stage's throttling, metrics and logging.
     pub settings: StageSettings,
+    /// Where and how the stage writes its access log, when it does.
+    pub access_log: Option<AccessLog>,
+}
+
+/// A stage's access log settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccessLog {
+    /// The log group's ARN, without `:*`.
+    pub destination_arn: String,
+    pub format: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,14 +134,19 @@ impl Desired {
                 for_authorizer: true,
             },
         ];
-        let log_groups = Function::ALL
+        let mut log_groups: Vec<LogGroupSpec> = Function::ALL
             .into_iter()
             .map(|function| LogGroupSpec {
-                function,
                 name: names.log_group(function),
                 retention_days: settings.log_retention_days,
             })
             .collect();
+        if settings.stage_settings.access_logs {
+            log_groups.push(LogGroupSpec {
+                name: names.access_log_group(),
+                retention_days: settings.log_retention_days,
+            });
+        }
         let functions = Function::ALL
             .into_iter()
             .map(|function| FunctionSpec {
@@ -162,6 +177,10 @@ impl Desired {
             routes,
             authorizer: names.authorizer(),
             settings: settings.stage_settings.clone(),
+            access_log: settings.stage_settings.access_logs.then(|| AccessLog {
+                destination_arn: names.log_group_arn_of(&names.access_log_group()),
+                format: super::stage::access_log_format(),
+            }),
         };
         Desired {
             names,

@@ -69,7 +69,7 @@ impl Teardown {
         );
         t.log_groups = sort(
             "log group",
-            actual.log_groups.iter().map(|(f, found)| (names.log_group(*f), found)),
+            actual.log_groups.iter().map(|(name, found)| (name.clone(), found)),
             skipped,
         );
         if keep_data {
@@ -191,7 +191,7 @@ mod tests {
                 ("chat-handlers".to_string(), Found::Foreign(Some("other".into()))),
             ]),
             log_groups: BTreeMap::from([(
-                Function::Join,
+                "/aws/lambda/chat-join".to_string(),
                 Found::Ours(LogGroupState {
                     retention_days: Some(14),
                     tags: Default::default(),

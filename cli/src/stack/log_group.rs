@@ -1,5 +1,6 @@
-//! The functions' CloudWatch log groups: read, diff (retention, tags),
-//! create (or adopt one a function made), update and delete.
+//! The stack's CloudWatch log groups (each function's, and the stage's
+//! access log): read, diff (retention, tags), create (or adopt one a
+//! function made), update and delete.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,31 +22,36 @@ pub struct LogGroupState {
     pub tags: BTreeMap<String, String>,
 }
 
-pub(super) async fn read_log_groups(aws: &Aws, names: &Names) -> Result<BTreeMap<Function, Found<LogGroupState>>> {
-    let prefix = format!("/aws/lambda/{}-", names.stack);
+/// Every log group the stack may have, by name: each function's and the
+/// stage's access log group (read whether or not chatctl.toml asks for
+/// access logs, so `down` finds it).
+pub(super) async fn read_log_groups(aws: &Aws, names: &Names) -> Result<BTreeMap<String, Found<LogGroupState>>> {
+    let access = names.access_log_group();
     // name → (retention, ARN without the trailing ":*")
     let mut groups: HashMap<String, (Option<i32>, String)> = HashMap::new();
-    let mut pages = aws
-        .logs
-        .describe_log_groups()
-        .log_group_name_prefix(&prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(failed("cannot list CloudWatch log groups"))?;
-        for group in page.log_groups() {
-            if let Some(name) = group.log_group_name() {
-                let arn = group.arn().unwrap_or_default().trim_end_matches(":*").to_string();
-                groups.insert(name.to_string(), (group.retention_in_days(), arn));
+    for prefix in [format!("/aws/lambda/{}-", names.stack), access.clone()] {
+        let mut pages = aws
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(failed("cannot list CloudWatch log groups"))?;
+            for group in page.log_groups() {
+                if let Some(name) = group.log_group_name() {
+                    let arn = group.arn().unwrap_or_default().trim_end_matches(":*").to_string();
+                    groups.insert(name.to_string(), (group.retention_in_days(), arn));
+                }
             }
         }
     }
-    let reads = Function::ALL.into_iter().map(|function| {
-        let name = names.log_group(function);
+    let wanted = Function::ALL.into_iter().map(|f| names.log_group(f)).chain([access]);
+    let reads = wanted.map(|name| {
         let found = groups.get(&name).cloned();
         async move {
             let Some((retention_days, arn)) = found else {
-                return Ok::<_, anyhow::Error>((function, Found::Missing));
+                return Ok::<_, anyhow::Error>((name, Found::Missing));
             };
             let tags = aws
                 .logs
@@ -57,7 +63,8 @@ pub(super) async fn read_log_groups(aws: &Aws, names: &Names) -> Result<BTreeMap
             let tags: BTreeMap<String, String> = tags.tags.unwrap_or_default().into_iter().collect();
             let tag = tags.get(STACK_TAG).cloned();
             let state = LogGroupState { retention_days, tags };
-            Ok((function, Found::classify(&names.stack, tag.as_deref(), state)))
+            let found = Found::classify(&names.stack, tag.as_deref(), state);
+            Ok((name, found))
         }
     });
     Ok(futures::future::try_join_all(reads).await?.into_iter().collect())
@@ -111,7 +118,7 @@ pub(super) async fn apply_log_group(
                 match change {
                     Detail::Retention { to, .. } => set_retention(aws, &spec.name, *to).await?,
                     Detail::Tags { set, remove } => {
-                        let arn = desired.names.log_group_arn(spec.function);
+                        let arn = desired.names.log_group_arn_of(&spec.name);
                         retag(aws, Tagged::LogGroup(&arn), set, remove).await?
                     }
                     other => bail!(
@@ -134,7 +141,7 @@ pub(super) async fn apply_log_group(
 /// A log group that appeared between read and apply is taken over only if
 /// it is this stack's already; anyone else's is a conflict.
 pub(super) async fn adopt_log_group(aws: &Aws, desired: &Desired, spec: &super::desired::LogGroupSpec) -> Result<()> {
-    let arn = desired.names.log_group_arn(spec.function);
+    let arn = desired.names.log_group_arn_of(&spec.name);
     let tags = aws
         .logs
         .list_tags_for_resource()
@@ -151,7 +158,7 @@ pub(super) async fn adopt_log_group(aws: &Aws, desired: &Desired, spec: &super::
     }
     aws.logs
         .tag_resource()
-        .resource_arn(desired.names.log_group_arn(spec.function))
+        .resource_arn(desired.names.log_group_arn_of(&spec.name))
         .set_tags(Some(desired.tags.clone().into_iter().collect()))
         .send()
         .await

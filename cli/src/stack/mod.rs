@@ -123,6 +123,12 @@ impl Names {
         format!("/aws/lambda/{}", self.function(function))
     }
 
+    /// The stage's access log group (API Gateway writes to any group the
+    /// stage names; this is the usual place).
+    pub fn access_log_group(&self) -> String {
+        format!("/aws/apigateway/{}/{}", self.stack, self.stage)
+    }
+
     pub fn api(&self) -> String {
         self.stack.clone()
     }
@@ -172,12 +178,15 @@ impl Names {
     }
 
     pub fn log_group_arn(&self, function: Function) -> String {
+        self.log_group_arn_of(&self.log_group(function))
+    }
+
+    /// A log group's ARN, without the `:*` DescribeLogGroups adds.
+    pub fn log_group_arn_of(&self, group: &str) -> String {
         let (partition, _) = self.partition();
         format!(
-            "arn:{partition}:logs:{}:{}:log-group:{}",
-            self.region,
-            self.account,
-            self.log_group(function)
+            "arn:{partition}:logs:{}:{}:log-group:{group}",
+            self.region, self.account
         )
     }
 

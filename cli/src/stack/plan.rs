@@ -118,6 +118,9 @@ pub enum Detail {
     DetailedMetrics { to: bool },
     /// Stage: execution logging.
     LoggingLevel { from: Option<String>, to: String },
+    /// Stage: the access log turned on (or pointed at the stack's group,
+    /// in its format) or off.
+    AccessLogs { to: bool },
     /// Stage: a route's own throttling removed (DeleteRouteSettings).
     RouteSettingsRemoved { route: String },
     /// Tags to set and to remove (tags AWS reserves, `aws:*`, are never touched).
@@ -180,6 +183,7 @@ impl fmt::Display for Detail {
             }
             Detail::DetailedMetrics { to } => write!(f, "detailed metrics {}", if *to { "on" } else { "off" }),
             Detail::LoggingLevel { from, to } => write!(f, "logging {} → {to}", or_dash(from)),
+            Detail::AccessLogs { to } => write!(f, "access logs {}", if *to { "on" } else { "off" }),
             Detail::RouteSettingsRemoved { route } => write!(f, "- throttling of {route}"),
             Detail::Tags { set, remove } => {
                 let mut parts: Vec<String> = set.iter().map(|(k, v)| format!("+ {k}={v}")).collect();
@@ -374,7 +378,7 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
         add(Kind::Role, &spec.name, foreign(found, "IAM role"), action);
     }
     for spec in &desired.log_groups {
-        let found = actual.log_groups.get(&spec.function).unwrap_or(&Found::Missing);
+        let found = actual.log_groups.get(&spec.name).unwrap_or(&Found::Missing);
         let action = log_group::log_group_action(spec, found.ours(), &desired.tags);
         add(Kind::LogGroup, &spec.name, foreign(found, "log group"), action);
     }
@@ -483,7 +487,7 @@ pub fn api_changes(desired: &Desired, actual: &Actual) -> Vec<Change> {
     }
 
     let stage = live.and_then(|api| api.stage.as_ref().map(|stage| (api, stage)));
-    let stage_action = stage::stage_action(stage, parts_changed, &desired.tags, &spec.settings);
+    let stage_action = stage::stage_action(stage, parts_changed, &desired.tags, spec);
     changes.push(change(Kind::Stage, &spec.stage, None, stage_action));
     changes
 }
@@ -718,7 +722,6 @@ mod tests {
              table/chat-connections, table/chat-connections/index/*, table/chat-messages"
         );
         let spec = LogGroupSpec {
-            function: Function::Join,
             name: "g".into(),
             retention_days: 14,
         };

@@ -4,14 +4,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result};
-use aws_sdk_apigatewayv2::types::{LoggingLevel, RouteSettings};
+use aws_sdk_apigatewayv2::types::{AccessLogSettings, LoggingLevel, RouteSettings};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::api::ApiState;
 use super::api_writes::{ApiWrites, sent_once};
 use super::apply::{Report, step, tag_detail};
-use super::desired::Desired;
+use super::desired::{AccessLog, ApiSpec, Desired};
 use super::plan::{Action, Detail, Kind, Plan, tag_changes};
 use super::tags::{Tagged, retag};
 use crate::aws::{Aws, failed, is_code};
@@ -94,6 +94,8 @@ pub struct StageState {
     pub default_route: Option<RouteSettingsState>,
     /// Route key → its own settings.
     pub routes: BTreeMap<String, RouteSettingsState>,
+    /// Where and how it writes its access log, if it does.
+    pub access_log: Option<AccessLog>,
     pub deployment_id: Option<String>,
     pub description: Option<String>,
     /// Every tag, the stack's included.
@@ -108,6 +110,36 @@ impl StageState {
             .and_then(|d| d.detailed_metrics)
             .unwrap_or(false)
     }
+}
+
+/// The access log's fields: a JSON object per request, made of API
+/// Gateway's `$context` variables for WebSocket APIs. The format must hold
+/// `$context.requestId` (API Gateway developer guide, "Configure logging for
+/// WebSocket APIs"; aws-cdk #11100). `chatctl dev` writes the same lines.
+pub const ACCESS_LOG_FIELDS: [(&str, &str); 8] = [
+    ("requestId", "$context.requestId"),
+    ("requestTime", "$context.requestTime"),
+    ("connectionId", "$context.connectionId"),
+    ("eventType", "$context.eventType"),
+    ("routeKey", "$context.routeKey"),
+    ("status", "$context.status"),
+    ("error", "$context.error.message"),
+    ("integrationLatency", "$context.integrationLatency"),
+];
+
+/// The access log format given to API Gateway.
+pub fn access_log_format() -> String {
+    let fields = ACCESS_LOG_FIELDS
+        .iter()
+        .map(|(name, variable)| (name.to_string(), serde_json::Value::from(*variable)));
+    serde_json::Value::Object(fields.collect()).to_string()
+}
+
+fn access_log_settings(access_log: &AccessLog) -> AccessLogSettings {
+    AccessLogSettings::builder()
+        .destination_arn(&access_log.destination_arn)
+        .format(&access_log.format)
+        .build()
 }
 
 /// Creates the stage when the plan says so, or retags it; deployments
@@ -148,6 +180,10 @@ pub(super) async fn ensure_stage(
                     .map_err(explain_logging_role)?;
                 step(report, Kind::Stage, stage_name, "settings updated");
             }
+            if changes.iter().any(|c| matches!(c, Detail::AccessLogs { .. })) {
+                set_access_log(aws, desired, api_id, writes).await?;
+                step(report, Kind::Stage, stage_name, "access log set");
+            }
             if let Some((set, remove)) = tag_detail(changes) {
                 let arn = desired.names.stage_arn(api_id);
                 retag(aws, Tagged::Stage(&arn), set, remove).await?;
@@ -166,6 +202,7 @@ pub(super) async fn ensure_stage(
                     .api_id(api_id)
                     .stage_name(stage_name)
                     .set_default_route_settings(default.clone())
+                    .set_access_log_settings(desired.api.access_log.as_ref().map(access_log_settings))
                     .set_tags(Some(desired.tags.clone().into_iter().collect()))
                     .customize()
                     .config_override(sent_once())
@@ -193,6 +230,46 @@ pub(super) async fn ensure_stage(
         .map_err(explain_logging_role)?;
     step(report, Kind::Stage, stage_name, "created");
     Ok(())
+}
+
+/// Points the stage's access log at the stack's log group, or turns it off.
+async fn set_access_log(aws: &Aws, desired: &Desired, api_id: &str, writes: &ApiWrites) -> Result<()> {
+    let stage_name = &desired.api.stage;
+    match &desired.api.access_log {
+        Some(access_log) => writes
+            .send(format!("cannot set the access log of stage {stage_name}"), || {
+                aws.apigateway
+                    .update_stage()
+                    .api_id(api_id)
+                    .stage_name(stage_name)
+                    .access_log_settings(access_log_settings(access_log))
+                    .send()
+            })
+            .await
+            .map(|_| ())
+            .map_err(explain_logging_role),
+        None => {
+            writes
+                .send(
+                    format!("cannot turn off the access log of stage {stage_name}"),
+                    || async {
+                        match aws
+                            .apigateway
+                            .delete_access_log_settings()
+                            .api_id(api_id)
+                            .stage_name(stage_name)
+                            .send()
+                            .await
+                        {
+                            // Already off.
+                            Err(err) if is_code(&err, &["NotFoundException"]) => Ok(()),
+                            other => other.map(|_| ()),
+                        }
+                    },
+                )
+                .await
+        }
+    }
 }
 
 /// Makes the stage serve the routes as written: a new deployment, marked
@@ -240,7 +317,7 @@ pub fn stage_action(
     stage: Option<(&ApiState, &StageState)>,
     parts_changed: bool,
     tags: &BTreeMap<String, String>,
-    settings: &StageSettings,
+    spec: &ApiSpec,
 ) -> Action {
     let Some((api, stage)) = stage else {
         return Action::Create;
@@ -253,7 +330,12 @@ pub fn stage_action(
     {
         changes.push(Detail::Deployment);
     }
-    changes.extend(settings_changes(stage, settings));
+    changes.extend(settings_changes(stage, &spec.settings));
+    if stage.access_log != spec.access_log {
+        changes.push(Detail::AccessLogs {
+            to: spec.access_log.is_some(),
+        });
+    }
     changes.extend(tag_changes(&stage.tags, tags));
     Action::update_or_nothing(changes)
 }
@@ -449,6 +531,7 @@ mod tests {
             },
             detailed_metrics: true,
             logging_level: Level::Off,
+            access_logs: false,
             routes: BTreeMap::from([("sendmessage".to_string(), Throttling { burst: 20, rate: 10.0 })]),
         }
     }
@@ -487,6 +570,7 @@ mod tests {
                     (r.to_string(), limits)
                 })
                 .collect(),
+            access_log: None,
             deployment_id: None,
             description: None,
             tags: BTreeMap::new(),
@@ -518,6 +602,7 @@ mod tests {
             throttling: ACCOUNT_THROTTLING,
             detailed_metrics: false,
             logging_level: Level::Off,
+            access_logs: false,
             routes: BTreeMap::new(),
         };
         assert_eq!(
@@ -528,5 +613,13 @@ mod tests {
                 to: ACCOUNT_THROTTLING
             }]
         );
+    }
+
+    #[test]
+    fn the_access_log_format_is_json_of_context_variables_with_the_request_id() {
+        let format: serde_json::Value = serde_json::from_str(&access_log_format()).unwrap();
+        assert_eq!(format["requestId"], "$context.requestId");
+        assert_eq!(format["status"], "$context.status");
+        assert_eq!(format.as_object().unwrap().len(), ACCESS_LOG_FIELDS.len());
     }
 }

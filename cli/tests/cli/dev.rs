@@ -991,8 +991,60 @@ async fn top_shows_the_traffic_errors_and_latency_a_real_client_makes() {
         assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
     }
 
+    // A stage without access logs has none to show, and says how to have them.
+    let run = dev.chatctl(&["logs", "access"]).await;
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("set access_logs = true in [stage_settings]"));
+
     // Bad input says what to write instead.
     let run = dev.chatctl(&["top", "--once", "--since", "soon"]).await;
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("invalid --since \"soon\""));
+}
+
+/// `access_logs = true`: the local gateway writes API Gateway's access log
+/// line for each request to the stage's log group, and `chatctl logs
+/// access` shows them.
+#[tokio::test]
+async fn dev_writes_an_access_log_line_per_request_that_logs_shows() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[stage_settings]\naccess_logs = true\n").unwrap();
+    let path = config.path().to_string_lossy().to_string();
+    let dev = start_dev_with(&["--config", &path]).await;
+    let mut alice = dev.connect(&format!("token={}&room=lobby", dev.token)).await.unwrap();
+    send(&mut alice, json!({"action": "sendmessage", "message": "logged"})).await;
+    assert_eq!(event(&mut alice).await["text"], "logged");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let lines: Vec<Value> = loop {
+        let run = dev.chatctl(&["logs", "access", "--output", "json"]).await;
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let lines: Vec<Value> = String::from_utf8_lossy(&run.stdout)
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .collect();
+        let entries: Vec<Value> = lines
+            .iter()
+            .map(|line| serde_json::from_str(line["message"].as_str().unwrap()).unwrap())
+            .collect();
+        if entries.iter().any(|e| e["routeKey"] == "sendmessage") {
+            assert!(lines.iter().all(|l| l["function"] == "access"), "{lines:?}");
+            break entries;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no access log line: {lines:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let connect = lines.iter().find(|e| e["eventType"] == "CONNECT").unwrap();
+    assert_eq!(connect["routeKey"], "$connect");
+    assert_eq!(connect["status"], "200");
+    let message = lines.iter().find(|e| e["routeKey"] == "sendmessage").unwrap();
+    assert_eq!(message["eventType"], "MESSAGE");
+    assert_eq!(message["status"], "200");
+    assert_eq!(message["error"], "-");
+    assert_eq!(message["connectionId"], connect["connectionId"]);
+    assert!(message["requestId"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(
+        message["integrationLatency"].as_str().unwrap().parse::<u64>().is_ok(),
+        "{message}"
+    );
 }

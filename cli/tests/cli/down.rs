@@ -22,6 +22,14 @@ pub async fn assert_nothing_left(env: &Env) {
         .await
         .unwrap();
     assert!(groups.log_groups().is_empty());
+    let access = env
+        .logs()
+        .describe_log_groups()
+        .log_group_name_prefix("/aws/apigateway/chat/")
+        .send()
+        .await
+        .unwrap();
+    assert!(access.log_groups().is_empty(), "{:?}", access.log_groups());
     assert!(env.api_id("chat").await.is_none());
 }
 

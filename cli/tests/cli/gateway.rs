@@ -125,6 +125,7 @@ async fn serve_api_with(identity_sources: &[&str], max_lifetime: Duration) -> Lo
         limits: gateway::Limits::default(),
         metrics: Default::default(),
         detailed_metrics: true,
+        access_log: None,
     };
     let (router, handle) = gateway::router(config);
     LocalApi {

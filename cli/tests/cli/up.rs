@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 
+use chat_testkit::aws_behaviour::{Behaviours, Timings};
 use chat_testkit::aws_proxy::Faults;
 use serde_json::Value;
 
@@ -1126,7 +1127,107 @@ async fn logging_without_the_accounts_role_says_how_to_set_it() {
         !env.mutating_operations().iter().any(|op| op == "UpdateAccount"),
         "never an account-wide change"
     );
+    // Access logs need the same role, and say the same.
+    env.write_config("[stage_settings]\naccess_logs = true\n");
+    let run = env.up(&[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("it has no CloudWatch Logs role"), "{run:?}");
     env.write_config("[stage_settings]\nlogging_level = \"off\"\n");
     env.up(&[]).await.assert_ok();
     assert_eq!(env.up(&["--dry-run", "--exit-code"]).await.code, 0);
+}
+
+/// `access_logs = true`: a log group of the stack's (tagged, with the
+/// configured retention) made before the stage that writes to it, the stage
+/// pointed at it with a JSON format holding `$context.requestId`; off again,
+/// the stage stops writing (DeleteAccessLogSettings) and the group stays
+/// until `down`, which takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_logs_get_a_log_group_of_the_stacks_that_down_removes() {
+    let behaviours = Behaviours {
+        no_logging_role: false,
+        ..Behaviours::all(Timings::compressed())
+    };
+    let env = Env::start_with(behaviours).await;
+    env.write_config("log_retention_days = 7\n\n[stage_settings]\naccess_logs = true\n");
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("+ log group /aws/apigateway/chat/dev"), "{run:?}");
+    let operations = env.mutating_operations();
+    let last_group = operations.iter().rposition(|op| op == "CreateLogGroup").unwrap();
+    let stage_made = operations.iter().position(|op| op == "CreateStage").unwrap();
+    assert!(
+        last_group < stage_made,
+        "the group exists before the stage names it: {operations:?}"
+    );
+
+    let api_id = env.api_id("chat").await.unwrap();
+    let stage = || async {
+        env.apigateway()
+            .get_stage()
+            .api_id(&api_id)
+            .stage_name("dev")
+            .send()
+            .await
+            .unwrap()
+    };
+    let got = stage().await;
+    let settings = got.access_log_settings().expect("the stage writes an access log");
+    assert_eq!(
+        settings.destination_arn(),
+        Some("arn:aws:logs:us-east-1:123456789012:log-group:/aws/apigateway/chat/dev")
+    );
+    let format: serde_json::Value = serde_json::from_str(settings.format().unwrap()).unwrap();
+    assert_eq!(format["requestId"], "$context.requestId");
+    assert_eq!(format["routeKey"], "$context.routeKey");
+    let groups = env
+        .logs()
+        .describe_log_groups()
+        .log_group_name_prefix("/aws/apigateway/chat/dev")
+        .send()
+        .await
+        .unwrap();
+    let group = &groups.log_groups()[0];
+    assert_eq!(group.retention_in_days(), Some(7));
+    let tags = env
+        .logs()
+        .list_tags_for_resource()
+        .resource_arn(group.arn().unwrap().trim_end_matches(":*"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.tags().unwrap()["chatctl:stack"], "chat");
+    assert_eq!(env.chatctl(&["status"]).await.code, 0);
+    assert_eq!(env.up(&["--dry-run", "--exit-code"]).await.code, 0);
+
+    // Changed by hand: status reports it.
+    env.apigateway()
+        .update_stage()
+        .api_id(&api_id)
+        .stage_name("dev")
+        .access_log_settings(
+            aws_sdk_apigatewayv2::types::AccessLogSettings::builder()
+                .destination_arn("arn:aws:logs:us-east-1:123456789012:log-group:elsewhere")
+                .format("$context.requestId")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = env.chatctl(&["status"]).await;
+    assert_eq!(status.code, 3, "{status:?}");
+    assert!(status.stdout.contains("access logs on"), "{status:?}");
+
+    // Off: one call; the group and its lines stay.
+    env.write_config("log_retention_days = 7\n");
+    env.proxy.clear();
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("access logs off"), "{run:?}");
+    assert_eq!(env.mutating_operations(), ["DeleteAccessLogSettings"]);
+    assert!(stage().await.access_log_settings().is_none());
+    assert_eq!(env.up(&["--dry-run", "--exit-code"]).await.code, 0);
+
+    env.chatctl(&["down", "--yes"]).await.assert_ok();
+    crate::down::assert_nothing_left(&env).await;
 }

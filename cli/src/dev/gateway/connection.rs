@@ -16,11 +16,6 @@ pub(super) async fn upgrade(
     if *gateway.stopping.borrow() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE);
     }
-    if !gateway.throttle.admit("$connect", std::time::Instant::now()) {
-        gateway.request_ended(Some("$connect"), Failure::Client);
-        return refuse(StatusCode::TOO_MANY_REQUESTS);
-    }
-    let live = LiveConnection::new(&gateway);
     let connection_id = new_connection_id();
     let connected_at = now_ms();
     let source_ip = peer.ip().to_string();
@@ -38,24 +33,34 @@ pub(super) async fn upgrade(
         &source_ip,
         &user_agent,
     );
+    // Refused before anything runs: a client error, in the access log too.
+    let refused = |status: StatusCode| {
+        gateway.request_ended(&context, Some("$connect"), &Ended::refused(status));
+        refuse(status)
+    };
+    if !gateway.throttle.admit("$connect", std::time::Instant::now()) {
+        return refused(StatusCode::TOO_MANY_REQUESTS);
+    }
+    let live = LiveConnection::new(&gateway);
 
     let mut authorizer_context = None;
     if let Some(authorizer) = gateway.config.routes.authorizer.clone() {
         let pairs = form_urlencoded_pairs(query.as_deref().unwrap_or_default());
         if !identity_present(&gateway.config.routes.identity_sources, &headers, &pairs) {
-            gateway.request_ended(Some("$connect"), Failure::Client);
-            return refuse(StatusCode::UNAUTHORIZED);
+            return refused(StatusCode::UNAUTHORIZED);
         }
         let event =
             apigw_events::authorizer_request(context.clone(), &gateway.method_arn(), &headers_sent, &query_sent);
         match authorization_from(gateway.invoke(&authorizer, &event).await, &gateway.method_arn()) {
             Authorization::Allowed(context) => authorizer_context = Some(context),
+            Authorization::Refused(status) if status.is_client_error() => return refused(status),
+            // The authorizer failed or answered nonsense.
             Authorization::Refused(status) => {
-                let failure = match status.is_client_error() {
-                    true => Failure::Client,
-                    false => Failure::Execution,
+                let ended = Ended {
+                    failure: Failure::Execution,
+                    ..Ended::refused(status)
                 };
-                gateway.request_ended(Some("$connect"), failure);
+                gateway.request_ended(&context, Some("$connect"), &ended);
                 return refuse(status);
             }
         }
@@ -86,7 +91,7 @@ pub(super) async fn upgrade(
             _ => return refuse(StatusCode::BAD_GATEWAY),
         }
     } else {
-        gateway.request_ended(Some("$connect"), Failure::None);
+        gateway.request_ended(&context, Some("$connect"), &Ended::ok());
     }
 
     let mut upgrade = upgrade
@@ -288,31 +293,31 @@ pub(super) async fn route_message(
 ) {
     let route_key = gateway.config.routes.select(&body).map(str::to_string);
     gateway.api_metric(route_key.as_deref(), MESSAGE_COUNT, 1.0);
-    let Some(route_key) = route_key else {
-        gateway.request_ended(None, Failure::Client);
-        let reply = json!({"message": "Forbidden", "connectionId": connection_id, "requestId": request_id()});
-        let _ = sender.send(Message::Text(reply.to_string().into()));
-        return;
-    };
-    if !gateway.throttle.admit(&route_key, std::time::Instant::now()) {
-        gateway.request_ended(Some(&route_key), Failure::Client);
-        let reply = json!({"message": "Too Many Requests", "connectionId": connection_id, "requestId": request_id()});
-        let _ = sender.send(Message::Text(reply.to_string().into()));
-        return;
-    }
-    let function = gateway.config.routes.routes[&route_key].clone();
     let mut context = gateway.request_context(
         connection_id,
-        &route_key,
+        route_key.as_deref().unwrap_or("-"),
         "MESSAGE",
         connected_at,
         source_ip,
         user_agent,
     );
+    let requested = context["requestId"].clone();
+    // Refused before any function runs: API Gateway's error frame.
+    let refused = |status: StatusCode, message: &str| {
+        gateway.request_ended(&context, route_key.as_deref(), &Ended::refused(status));
+        let reply = json!({"message": message, "connectionId": connection_id, "requestId": requested});
+        let _ = sender.send(Message::Text(reply.to_string().into()));
+    };
+    let Some(route_key) = route_key.clone() else {
+        return refused(StatusCode::FORBIDDEN, "Forbidden");
+    };
+    if !gateway.throttle.admit(&route_key, std::time::Instant::now()) {
+        return refused(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+    }
+    let function = gateway.config.routes.routes[&route_key].clone();
     if let Some(authorizer) = authorizer {
         context["authorizer"] = authorizer;
     }
-    let requested = context["requestId"].clone();
     let event = apigw_events::message(context, &request_id(), &body);
     match gateway.integrate(&route_key, &function, &event).await {
         Outcome::Response(_) => {}

@@ -32,10 +32,12 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
+use super::logs::LogShipper;
 use super::metrics::Recorder;
 use super::runtime::{LocalFunction, Outcome};
 use crate::metrics::*;
 use crate::stack::api::ApiState;
+use crate::stack::stage::ACCESS_LOG_FIELDS;
 
 use authorizer::*;
 use connection::*;
@@ -68,6 +70,26 @@ pub struct GatewayConfig {
     pub metrics: Arc<Recorder>,
     /// Whether the stage has detailed (per-route) metrics.
     pub detailed_metrics: bool,
+    /// Where the stage's access log goes, when it has one.
+    pub access_log: Option<AccessLogTarget>,
+}
+
+/// The log group the stage's access log names, and what ships lines there.
+pub struct AccessLogTarget {
+    pub shipper: LogShipper,
+    pub group: String,
+}
+
+impl AccessLogTarget {
+    /// The group of the stage's access log settings, if it has them.
+    pub fn of_stage(api: &ApiState, shipper: &LogShipper) -> Option<AccessLogTarget> {
+        let destination = &api.stage.as_ref()?.access_log.as_ref()?.destination_arn;
+        let (_, group) = destination.split_once(":log-group:")?;
+        Some(AccessLogTarget {
+            shipper: shipper.clone(),
+            group: group.trim_end_matches(":*").to_string(),
+        })
+    }
 }
 
 struct Connection {
@@ -124,6 +146,58 @@ impl GatewayHandle {
 
 type Shared = State<Arc<Gateway>>;
 
+/// How a request ended: for the error metrics and the access log.
+struct Ended<'a> {
+    failure: Failure,
+    status: u16,
+    error: Option<&'a str>,
+    latency_ms: Option<f64>,
+}
+
+impl Ended<'_> {
+    /// Refused by the gateway before any integration ran.
+    fn refused(status: StatusCode) -> Ended<'static> {
+        Ended {
+            failure: Failure::Client,
+            status: status.as_u16(),
+            error: status.canonical_reason(),
+            latency_ms: None,
+        }
+    }
+
+    fn ok() -> Ended<'static> {
+        Ended {
+            failure: Failure::None,
+            status: 200,
+            error: None,
+            latency_ms: None,
+        }
+    }
+}
+
+/// A request's access log line: [`ACCESS_LOG_FIELDS`] with this request's
+/// values, `-` where there is none, as API Gateway writes them.
+fn access_line(context: &Value, ended: &Ended) -> String {
+    let text = |value: &Value| match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let fields = ACCESS_LOG_FIELDS.iter().map(|(name, variable)| {
+        let value = match variable.trim_start_matches("$context.") {
+            "status" => ended.status.to_string(),
+            "error.message" => ended.error.unwrap_or("-").to_string(),
+            "integrationLatency" => ended
+                .latency_ms
+                .map(|ms| format!("{ms:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            other => text(&context[other]),
+        };
+        (name.to_string(), Value::String(value))
+    });
+    Value::Object(fields.collect()).to_string()
+}
+
 /// How a request ended, for API Gateway's error metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Failure {
@@ -137,10 +211,11 @@ enum Failure {
 }
 
 /// The status code of a Lambda proxy integration's answer (200 without one).
-fn status_of(body: &[u8]) -> u64 {
+fn status_of(body: &[u8]) -> u16 {
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|reply| reply["statusCode"].as_u64())
+        .and_then(|status| u16::try_from(status).ok())
         .unwrap_or(200)
 }
 
@@ -228,17 +303,32 @@ impl Gateway {
     async fn integrate(&self, route: &str, function: &str, event: &Value) -> Outcome {
         let started = std::time::Instant::now();
         let outcome = self.invoke(function, event).await;
-        self.api_metric(
-            Some(route),
-            INTEGRATION_LATENCY,
-            started.elapsed().as_secs_f64() * 1000.0,
-        );
-        let failure = match &outcome {
-            Outcome::Response(body) if status_of(body) >= 400 => Failure::Integration,
-            Outcome::Response(_) => Failure::None,
-            _ => Failure::Execution,
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.api_metric(Some(route), INTEGRATION_LATENCY, latency_ms);
+        let ended = match &outcome {
+            Outcome::Response(body) => {
+                let status = status_of(body);
+                Ended {
+                    failure: if status >= 400 {
+                        Failure::Integration
+                    } else {
+                        Failure::None
+                    },
+                    status,
+                    error: None,
+                    latency_ms: Some(latency_ms),
+                }
+            }
+            // A failed `$connect` refuses the handshake with 502; a failed
+            // message gets "Internal server error".
+            _ => Ended {
+                failure: Failure::Execution,
+                status: if route == "$connect" { 502 } else { 500 },
+                error: Some("Internal server error"),
+                latency_ms: Some(latency_ms),
+            },
         };
-        self.request_ended(Some(route), failure);
+        self.request_ended(&event["requestContext"], Some(route), &ended);
         outcome
     }
 
@@ -254,14 +344,21 @@ impl Gateway {
         }
     }
 
-    /// Each request counts 0 or 1 in each error metric.
-    fn request_ended(&self, route: Option<&str>, failure: Failure) {
+    /// Each request counts 0 or 1 in each error metric, and has a line in
+    /// the access log when the stage keeps one.
+    fn request_ended(&self, context: &Value, route: Option<&str>, ended: &Ended) {
         for (name, kind) in [
             (CLIENT_ERROR, Failure::Client),
             (INTEGRATION_ERROR, Failure::Integration),
             (EXECUTION_ERROR, Failure::Execution),
         ] {
-            self.api_metric(route, name, f64::from(u8::from(failure == kind)));
+            self.api_metric(route, name, f64::from(u8::from(ended.failure == kind)));
+        }
+        if let Some(access_log) = &self.config.access_log {
+            let stream = format!("{}-local", self.config.api_id);
+            access_log
+                .shipper
+                .ship(&access_log.group, &stream, access_line(context, ended));
         }
     }
 
