@@ -625,12 +625,23 @@ async fn top(context: &mut Session, args: &crate::cli::TopArgs) -> Result<u8> {
     let Session { aws, names, json, .. } = &*context;
     // No credentials explains a failure better than GetMetricData's own error.
     aws.account_id().await?;
+    // A local emulator (`chatctl dev`) has new metrics every second and
+    // costs nothing to ask.
+    let local = aws.sdk.endpoint_url().is_some_and(crate::aws::is_local_endpoint);
+    let metrics_every = if local { interval } else { crate::top::METRICS_REFRESH };
+    let mut watcher = crate::top::Watcher::new(aws, names, since, metrics_every);
     if !args.once && !json && std::io::stdout().is_terminal() {
-        crate::top::live(aws, names, since, interval).await?;
+        crate::top::live(&mut watcher, interval).await?;
         return Ok(0);
     }
+    // One listener for the whole run: a Ctrl-C during a read ends it too.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
-        let snapshot = crate::top::snapshot(aws, names, since).await?;
+        let snapshot = tokio::select! {
+            read = watcher.snapshot() => read?,
+            _ = &mut interrupted => return Ok(0),
+        };
         match (json, args.once) {
             (true, true) => print_json(&snapshot)?,
             (true, false) => println!("{}", serde_json::to_string(&snapshot)?),
@@ -641,7 +652,7 @@ async fn top(context: &mut Session, args: &crate::cli::TopArgs) -> Result<u8> {
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(0),
+            _ = &mut interrupted => return Ok(0),
         }
     }
 }

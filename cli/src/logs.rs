@@ -69,8 +69,11 @@ pub fn select_sources(names: &[String]) -> Result<Vec<Source>> {
             Some(function) => Source::Function(function),
             None if name == ACCESS => Source::Access,
             None => {
-                let valid: Vec<&str> = Function::ALL.iter().map(|f| f.short_name()).chain([ACCESS]).collect();
-                bail!("unknown function {name:?}; valid names: {}", valid.join(", "));
+                let valid: Vec<&str> = Function::ALL.iter().map(|f| f.short_name()).collect();
+                bail!(
+                    "unknown function {name:?}; valid functions: {}; or `{ACCESS}` for the stage's access log",
+                    valid.join(", ")
+                );
             }
         };
         if !selected.contains(&source) {

@@ -233,13 +233,76 @@ async fn target(aws: &Aws, names: &Names) -> Result<Target> {
     })
 }
 
-/// Reads one snapshot of the stack.
-pub async fn snapshot(aws: &Aws, names: &Names, since: Duration) -> Result<Snapshot> {
-    let now = SystemTime::now();
-    let window = Window::new(since, now)?;
-    let target = target(aws, names).await?;
-    let functions: Vec<String> = Function::ALL.iter().map(|f| names.function(*f)).collect();
+/// How often `top` asks CloudWatch again on AWS: API Gateway and Lambda
+/// publish these metrics once a minute, and GetMetricData is billed per
+/// metric asked for (CloudWatch pricing), so asking more often costs
+/// without showing anything new. The open connections are read every refresh.
+pub const METRICS_REFRESH: Duration = Duration::from_secs(60);
 
+/// The data points (epoch seconds, value) of each query, by index.
+type Answers = HashMap<usize, Vec<(i64, f64)>>;
+
+/// Reads snapshots of the stack: the API once, CloudWatch at most every
+/// `metrics_every`, the open connections every time.
+pub struct Watcher<'a> {
+    aws: &'a Aws,
+    names: &'a Names,
+    since: Duration,
+    metrics_every: Duration,
+    target: Option<Target>,
+    metrics: Option<(std::time::Instant, Window, Answers)>,
+}
+
+impl<'a> Watcher<'a> {
+    pub fn new(aws: &'a Aws, names: &'a Names, since: Duration, metrics_every: Duration) -> Watcher<'a> {
+        Watcher {
+            aws,
+            names,
+            since,
+            metrics_every,
+            target: None,
+            metrics: None,
+        }
+    }
+
+    pub async fn snapshot(&mut self) -> Result<Snapshot> {
+        let (aws, names) = (self.aws, self.names);
+        let target = match self.target.take() {
+            Some(target) => target,
+            None => target(aws, names).await?,
+        };
+        let queries = queries(names, &target);
+        let now = SystemTime::now();
+        let store = chat_core::store::ConnectionStore::new(aws.dynamodb.clone(), names.connections_table());
+        let stale = self
+            .metrics
+            .as_ref()
+            .is_none_or(|(at, _, _)| at.elapsed() >= self.metrics_every);
+        let fetch = async {
+            if !stale {
+                return Ok(None);
+            }
+            let window = Window::new(self.since, now)?;
+            Ok::<_, anyhow::Error>(Some((window, metric_data(aws, &window, &queries).await?)))
+        };
+        let (fetched, open) = tokio::join!(fetch, store.open_count());
+        if let Some((window, answers)) = fetched? {
+            self.metrics = Some((std::time::Instant::now(), window, answers));
+        }
+        let open =
+            open.with_context(|| format!("cannot read the open connections of {}", names.connections_table()))?;
+        let Some((_, window, answers)) = &self.metrics else {
+            bail!("no metrics read yet");
+        };
+        let snapshot = assemble(names, &target, &queries, window, answers, open, now);
+        self.target = Some(target);
+        Ok(snapshot)
+    }
+}
+
+/// What to ask CloudWatch for the stack: the stage's metrics, each route's
+/// (with detailed metrics), each function's.
+fn queries(names: &Names, target: &Target) -> Vec<(Query, Slot)> {
     let mut queries = api_queries(&stage_dimensions(&target.api_id, &names.stage), None);
     if target.detailed_metrics {
         for (index, route) in target.routes.iter().enumerate() {
@@ -247,15 +310,22 @@ pub async fn snapshot(aws: &Aws, names: &Names, since: Duration) -> Result<Snaps
             queries.extend(api_queries(&dimensions, Some(index)));
         }
     }
-    for (index, function) in functions.iter().enumerate() {
-        queries.extend(function_queries(function, index));
+    for (index, function) in Function::ALL.iter().enumerate() {
+        queries.extend(function_queries(&names.function(*function), index));
     }
+    queries
+}
 
-    let store = chat_core::store::ConnectionStore::new(aws.dynamodb.clone(), names.connections_table());
-    let (answers, open) = tokio::join!(metric_data(aws, &window, &queries), store.open_count());
-    let answers = answers?;
-    let open = open.with_context(|| format!("cannot read the open connections of {}", names.connections_table()))?;
-
+/// The snapshot the answers make.
+fn assemble(
+    names: &Names,
+    target: &Target,
+    queries: &[(Query, Slot)],
+    window: &Window,
+    answers: &Answers,
+    open: i64,
+    now: SystemTime,
+) -> Snapshot {
     let mut total = ApiStats::default();
     let mut routes: Vec<RouteStats> = target
         .routes
@@ -265,10 +335,10 @@ pub async fn snapshot(aws: &Aws, names: &Names, since: Duration) -> Result<Snaps
             stats: ApiStats::default(),
         })
         .collect();
-    let mut function_stats: Vec<FunctionStats> = functions
+    let mut function_stats: Vec<FunctionStats> = Function::ALL
         .iter()
         .map(|function| FunctionStats {
-            function: function.clone(),
+            function: names.function(*function),
             invocations: Count::default(),
             errors: Count::default(),
             throttles: Count::default(),
@@ -277,6 +347,7 @@ pub async fn snapshot(aws: &Aws, names: &Names, since: Duration) -> Result<Snaps
         .collect();
     for (index, (_, slot)) in queries.iter().enumerate() {
         let points = answers.get(&index).map(Vec::as_slice).unwrap_or_default();
+        let counted = count(window, points);
         let single = points.first().map(|(_, value)| *value);
         match *slot {
             Slot::Api(route, field) => {
@@ -285,11 +356,11 @@ pub async fn snapshot(aws: &Aws, names: &Names, since: Duration) -> Result<Snaps
                     Some(route) => &mut routes[route].stats,
                 };
                 match field {
-                    ApiField::Connects => stats.connects = count(&window, points),
-                    ApiField::Messages => stats.messages = count(&window, points),
-                    ApiField::ClientErrors => stats.client_errors = count(&window, points),
-                    ApiField::IntegrationErrors => stats.integration_errors = count(&window, points),
-                    ApiField::ExecutionErrors => stats.execution_errors = count(&window, points),
+                    ApiField::Connects => stats.connects = counted,
+                    ApiField::Messages => stats.messages = counted,
+                    ApiField::ClientErrors => stats.client_errors = counted,
+                    ApiField::IntegrationErrors => stats.integration_errors = counted,
+                    ApiField::ExecutionErrors => stats.execution_errors = counted,
                     ApiField::LatencyP50 => stats.latency_p50_ms = single,
                     ApiField::LatencyP99 => stats.latency_p99_ms = single,
                 }
@@ -297,9 +368,9 @@ pub async fn snapshot(aws: &Aws, names: &Names, since: Duration) -> Result<Snaps
             Slot::Function(function, field) => {
                 let stats = &mut function_stats[function];
                 match field {
-                    FunctionField::Invocations => stats.invocations = count(&window, points),
-                    FunctionField::Errors => stats.errors = count(&window, points),
-                    FunctionField::Throttles => stats.throttles = count(&window, points),
+                    FunctionField::Invocations => stats.invocations = counted,
+                    FunctionField::Errors => stats.errors = counted,
+                    FunctionField::Throttles => stats.throttles = counted,
                     FunctionField::DurationP99 => stats.duration_p99_ms = single,
                 }
             }
@@ -308,24 +379,24 @@ pub async fn snapshot(aws: &Aws, names: &Names, since: Duration) -> Result<Snaps
     if !target.detailed_metrics {
         routes.clear();
     }
-    Ok(Snapshot {
+    Snapshot {
         stack: names.stack.clone(),
-        api_id: target.api_id,
+        api_id: target.api_id.clone(),
         stage: names.stage.clone(),
         at: chat_core::ids::format_timestamp_ms(chat_core::ids::epoch_ms(now).max(0) as u64),
-        window,
+        window: *window,
         open_connections: open,
         detailed_metrics: target.detailed_metrics,
         total,
         routes,
         functions: function_stats,
-    })
+    }
 }
 
 /// Asks GetMetricData for every query, every page; the data points
 /// (epoch seconds, value) by query index.
-async fn metric_data(aws: &Aws, window: &Window, queries: &[(Query, Slot)]) -> Result<HashMap<usize, Vec<(i64, f64)>>> {
-    let mut answers: HashMap<usize, Vec<(i64, f64)>> = HashMap::new();
+async fn metric_data(aws: &Aws, window: &Window, queries: &[(Query, Slot)]) -> Result<Answers> {
+    let mut answers = Answers::new();
     for (chunk_index, chunk) in queries.chunks(MAX_QUERIES).enumerate() {
         let first = chunk_index * MAX_QUERIES;
         let data_queries = chunk.iter().enumerate().map(|(i, (query, _))| {
@@ -539,10 +610,15 @@ pub fn text(snapshot: &Snapshot) -> String {
     out
 }
 
-/// The live view on a terminal until `q`, Esc or Ctrl-C.
-pub async fn live(aws: &Aws, names: &Names, since: Duration, interval: Duration) -> Result<()> {
+/// The live view on a terminal until `q`, Esc or Ctrl-C, which also end a
+/// read under way. A read that fails after the first keeps the last
+/// snapshot on screen, says why, and is tried again at the next refresh.
+pub async fn live(watcher: &mut Watcher<'_>, interval: Duration) -> Result<()> {
     use ratatui::crossterm::event::{self, Event, KeyCode, KeyModifiers};
 
+    // The first read outside the view: an error then (no stack, no
+    // credentials) reads best on a normal terminal.
+    let mut shown = watcher.snapshot().await?;
     let (quit_sender, mut quit) = tokio::sync::mpsc::unbounded_channel();
     // crossterm reads keys blocking: a thread of its own, ended with the process.
     std::thread::spawn(move || {
@@ -557,12 +633,19 @@ pub async fn live(aws: &Aws, names: &Names, since: Duration, interval: Duration)
         }
     });
     let mut terminal = ratatui::init();
+    let mut problem: Option<String> = None;
     let result = async {
         loop {
-            let snapshot = snapshot(aws, names, since).await?;
-            terminal.draw(|frame| draw(frame, &snapshot))?;
+            terminal.draw(|frame| draw(frame, &shown, problem.as_deref()))?;
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
+                _ = quit.recv() => return Ok(()),
+            }
+            tokio::select! {
+                read = watcher.snapshot() => match read {
+                    Ok(snapshot) => (shown, problem) = (snapshot, None),
+                    Err(error) => problem = Some(format!("{error:#}")),
+                },
                 _ = quit.recv() => return Ok(()),
             }
         }
@@ -572,7 +655,7 @@ pub async fn live(aws: &Aws, names: &Names, since: Duration, interval: Duration)
     result
 }
 
-fn draw(frame: &mut ratatui::Frame, snapshot: &Snapshot) {
+fn draw(frame: &mut ratatui::Frame, snapshot: &Snapshot, problem: Option<&str>) {
     use ratatui::layout::{Constraint, Layout};
     use ratatui::style::{Modifier, Style};
     use ratatui::text::Line;
@@ -598,7 +681,14 @@ fn draw(frame: &mut ratatui::Frame, snapshot: &Snapshot) {
             height,
         )
     };
-    let summary: Vec<Line> = summary(snapshot).into_iter().map(Line::from).collect();
+    let mut summary: Vec<Line> = summary(snapshot).into_iter().map(Line::from).collect();
+    if let Some(problem) = problem {
+        let warning = Style::default().add_modifier(Modifier::BOLD);
+        summary.push(Line::styled(
+            format!("last refresh failed, showing the one before: {problem}"),
+            warning,
+        ));
+    }
     let (stage, stage_height) = table(stage_grid(snapshot), " stage ");
     let (routes, routes_height) = table(routes_grid(snapshot), " routes ");
     let (functions, functions_height) = table(functions_grid(snapshot), " functions ");
@@ -727,7 +817,7 @@ mod tests {
         let backend = ratatui::backend::TestBackend::new(110, 40);
         let mut terminal = ratatui::Terminal::new(backend).unwrap();
         let snapshot = busy_snapshot();
-        terminal.draw(|frame| draw(frame, &snapshot)).unwrap();
+        terminal.draw(|frame| draw(frame, &snapshot, None)).unwrap();
         let screen: String = terminal
             .backend()
             .buffer()

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudwatch::primitives::DateTime;
-use aws_sdk_cloudwatch::types::MetricDatum;
+use aws_sdk_cloudwatch::types::{MetricDatum, StandardUnit, StatisticSet};
 
 use crate::metrics::{Dimensions, sdk_dimensions, unit_of};
 
@@ -52,11 +52,34 @@ impl Recorder {
     }
 }
 
-/// The data for PutMetricData, by namespace: each series' values as
-/// distinct values and their counts, so percentiles stay computable.
+/// The data for PutMetricData, by namespace. A count is sent as one
+/// statistic set per series (its sum, sample count, minimum and maximum, as
+/// AWS aggregates its own per minute); a time as its distinct values and
+/// their counts, so that percentiles stay computable.
 fn data(pending: HashMap<Series, Vec<f64>>, at: SystemTime) -> BTreeMap<&'static str, Vec<MetricDatum>> {
     let mut by_namespace: BTreeMap<&'static str, Vec<MetricDatum>> = BTreeMap::new();
     for (series, values) in pending {
+        let unit = unit_of(series.name);
+        let datum = || {
+            MetricDatum::builder()
+                .metric_name(series.name)
+                .set_dimensions(Some(sdk_dimensions(&series.dimensions)))
+                .unit(unit.clone())
+                .timestamp(DateTime::from(at))
+        };
+        if unit == StandardUnit::Count {
+            let statistics = StatisticSet::builder()
+                .sample_count(values.len() as f64)
+                .sum(values.iter().sum())
+                .minimum(values.iter().copied().fold(f64::INFINITY, f64::min))
+                .maximum(values.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+                .build();
+            by_namespace
+                .entry(series.namespace)
+                .or_default()
+                .push(datum().statistic_values(statistics).build());
+            continue;
+        }
         let mut counts: Vec<(f64, f64)> = vec![];
         let mut sorted = values;
         sorted.sort_by(f64::total_cmp);
@@ -67,13 +90,9 @@ fn data(pending: HashMap<Series, Vec<f64>>, at: SystemTime) -> BTreeMap<&'static
             }
         }
         for chunk in counts.chunks(MAX_VALUES_PER_DATUM) {
-            let datum = MetricDatum::builder()
-                .metric_name(series.name)
-                .set_dimensions(Some(sdk_dimensions(&series.dimensions)))
+            let datum = datum()
                 .set_values(Some(chunk.iter().map(|(value, _)| *value).collect()))
                 .set_counts(Some(chunk.iter().map(|(_, count)| *count).collect()))
-                .unit(unit_of(series.name))
-                .timestamp(DateTime::from(at))
                 .build();
             by_namespace.entry(series.namespace).or_default().push(datum);
         }
@@ -109,40 +128,50 @@ pub async fn publish(recorder: Arc<Recorder>, cloudwatch: aws_sdk_cloudwatch::Cl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{API_NAMESPACE, INTEGRATION_LATENCY, stage_dimensions};
+    use crate::metrics::{API_NAMESPACE, CLIENT_ERROR, INTEGRATION_LATENCY, stage_dimensions};
 
     #[test]
-    fn values_are_sent_once_each_with_their_counts_in_chunks_of_150() {
+    fn times_are_sent_with_their_counts_in_chunks_of_150_and_counts_as_one_statistic_set() {
         let recorder = Recorder::default();
+        let dev = || stage_dimensions("a1", "dev");
         for value in [5.0, 3.0, 5.0, 5.0] {
-            recorder.record(API_NAMESPACE, INTEGRATION_LATENCY, stage_dimensions("a1", "dev"), value);
+            recorder.record(API_NAMESPACE, INTEGRATION_LATENCY, dev(), value);
         }
         for value in 0..200 {
             recorder.record(
                 API_NAMESPACE,
-                "MessageCount",
+                INTEGRATION_LATENCY,
                 stage_dimensions("a1", "prod"),
                 f64::from(value),
             );
         }
+        for value in [1.0, 0.0, 1.0] {
+            recorder.record(API_NAMESPACE, CLIENT_ERROR, dev(), value);
+        }
         let data = data(recorder.take(), SystemTime::now());
         let sent = &data[API_NAMESPACE];
+        let of_stage = |d: &&MetricDatum, stage: &str| d.dimensions().iter().any(|x| x.value() == Some(stage));
         let latency = sent
             .iter()
-            .find(|d| d.metric_name() == Some(INTEGRATION_LATENCY))
+            .find(|d| d.metric_name() == Some(INTEGRATION_LATENCY) && of_stage(d, "dev"))
             .unwrap();
         assert_eq!(latency.values(), [3.0, 5.0]);
         assert_eq!(latency.counts(), [1.0, 3.0]);
-        assert_eq!(
-            latency.unit(),
-            Some(&aws_sdk_cloudwatch::types::StandardUnit::Milliseconds)
-        );
-        let messages: Vec<usize> = sent
+        assert_eq!(latency.unit(), Some(&StandardUnit::Milliseconds));
+        let mut chunks: Vec<usize> = sent
             .iter()
-            .filter(|d| d.metric_name() == Some("MessageCount"))
+            .filter(|d| d.metric_name() == Some(INTEGRATION_LATENCY) && of_stage(d, "prod"))
             .map(|d| d.values().len())
             .collect();
-        assert_eq!(messages, [150, 50]);
+        chunks.sort();
+        assert_eq!(chunks, [50, 150]);
+        let errors = sent.iter().find(|d| d.metric_name() == Some(CLIENT_ERROR)).unwrap();
+        let set = errors.statistic_values().unwrap();
+        assert_eq!(
+            (set.sample_count(), set.sum(), set.minimum(), set.maximum()),
+            (Some(3.0), Some(2.0), Some(0.0), Some(1.0))
+        );
+        assert!(errors.values().is_empty());
         assert!(recorder.take().is_empty(), "taken values are not sent twice");
     }
 }
