@@ -249,6 +249,9 @@ pub(crate) enum Protocol {
     AwsQuery,
     /// restJson1: the operation is in method and path, errors in `x-amzn-ErrorType`.
     RestJson,
+    /// Smithy RPC v2 CBOR (CloudWatch): `POST /service/S/operation/OP`,
+    /// CBOR bodies, errors in `__type`.
+    RpcV2Cbor,
 }
 
 /// What the layer sees of a request.
@@ -352,6 +355,8 @@ enum PageFormat {
     Json { items: &'static str, token: &'static str },
     /// An awsQuery XML list `<list><member>…</member>…</list>`, `IsTruncated`, `Marker`.
     Query { list: &'static str },
+    /// A CBOR map's list `items` and token field `token` (Smithy RPC v2 CBOR).
+    Cbor { items: &'static str, token: &'static str },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -931,6 +936,9 @@ impl LayerState {
                         new_body = Some(paged.into_bytes());
                     }
                 }
+                PageFormat::Cbor { items, token } => {
+                    new_body = page_cbor(body, items, token, paging.offset);
+                }
             }
         }
         if rewritten && let Some(value) = &json {
@@ -1471,6 +1479,39 @@ fn small_pages_request(request: &RequestView, plan: &mut Plan) {
             "NextToken",
             &[],
         ),
+        // CloudWatch API reference, GetMetricData: "NextToken … to
+        // retrieve the next set of data points" (results with more points
+        // than fit come in pages).
+        ("monitoring", "GetMetricData") => {
+            let Ok(ciborium::Value::Map(entries)) = ciborium::from_reader::<ciborium::Value, _>(request.body) else {
+                return;
+            };
+            let mut offset = 0;
+            let mut kept = Vec::new();
+            for (key, value) in entries {
+                match (key.as_text(), value.as_text()) {
+                    (Some("NextToken"), Some(token)) => match token_offset(token) {
+                        Some(at) => offset = at,
+                        None => return,
+                    },
+                    (Some("MaxDatapoints"), _) => {}
+                    _ => kept.push((key, value)),
+                }
+            }
+            let mut body = Vec::new();
+            if ciborium::into_writer(&ciborium::Value::Map(kept), &mut body).is_err() {
+                return;
+            }
+            plan.new_body = Some(body);
+            plan.page = Some(Paging {
+                format: PageFormat::Cbor {
+                    items: "MetricDataResults",
+                    token: "NextToken",
+                },
+                offset,
+            });
+            return;
+        }
         ("logs", "DescribeLogGroups") => (
             PageFormat::Json {
                 items: "logGroups",
@@ -1551,6 +1592,34 @@ fn page_json(value: &mut Value, items: &str, token: &str, offset: usize) {
     }
 }
 
+/// Cuts page `offset..offset + PAGE_SIZE` of a CBOR answer's `items`, with
+/// our token in `token` when more follow; `None` when it is not such a map.
+fn page_cbor(body: &[u8], items: &str, token: &str, offset: usize) -> Option<Vec<u8>> {
+    let ciborium::Value::Map(entries) = ciborium::from_reader::<ciborium::Value, _>(body).ok()? else {
+        return None;
+    };
+    let mut paged = Vec::new();
+    let mut more = false;
+    for (key, value) in entries {
+        match (key.as_text(), value) {
+            (Some(name), _) if name == token => {}
+            (Some(name), ciborium::Value::Array(all)) if name == items => {
+                more = offset + PAGE_SIZE < all.len();
+                let page = all.into_iter().skip(offset).take(PAGE_SIZE).collect();
+                paged.push((key, ciborium::Value::Array(page)));
+            }
+            (_, value) => paged.push((key, value)),
+        }
+    }
+    if more {
+        let next = format!("{TOKEN_PREFIX}{}", offset + PAGE_SIZE);
+        paged.push((ciborium::Value::Text(token.into()), ciborium::Value::Text(next)));
+    }
+    let mut out = Vec::new();
+    ciborium::into_writer(&ciborium::Value::Map(paged), &mut out).ok()?;
+    Some(out)
+}
+
 /// Cuts a page of the `<member>`s of `<list>` in an awsQuery answer and sets
 /// `IsTruncated` and `Marker`. `None` when the XML is not as expected.
 fn page_query_xml(xml: &str, list: &str, offset: usize) -> Option<String> {
@@ -1621,6 +1690,40 @@ mod tests {
         assert_eq!(page_query_xml(nested, "AttachedPolicies", 0).unwrap(), nested);
         let empty = "<R><PolicyNames/><IsTruncated>false</IsTruncated></R>";
         assert_eq!(page_query_xml(empty, "PolicyNames", 0).unwrap(), empty);
+    }
+
+    #[test]
+    fn pages_cbor_keeping_other_fields_and_their_types() {
+        use ciborium::Value as Cbor;
+        let text = |s: &str| Cbor::Text(s.into());
+        let answer = Cbor::Map(vec![
+            (
+                text("MetricDataResults"),
+                Cbor::Array((0..5).map(|i| Cbor::Integer(i.into())).collect()),
+            ),
+            (text("NextToken"), text("moto")),
+            (text("Messages"), Cbor::Array(vec![])),
+        ]);
+        let mut body = Vec::new();
+        ciborium::into_writer(&answer, &mut body).unwrap();
+        let page = |offset| {
+            let paged = page_cbor(&body, "MetricDataResults", "NextToken", offset).unwrap();
+            ciborium::from_reader::<Cbor, _>(paged.as_slice()).unwrap()
+        };
+        let field = |map: &Cbor, name: &str| {
+            let entries = map.as_map().unwrap();
+            entries
+                .iter()
+                .find(|(k, _)| k.as_text() == Some(name))
+                .map(|(_, v)| v.clone())
+        };
+        let first = page(0);
+        assert_eq!(field(&first, "MetricDataResults").unwrap().as_array().unwrap().len(), 2);
+        assert_eq!(field(&first, "NextToken"), Some(text("chatctl-proxy-page-2")));
+        assert_eq!(field(&first, "Messages"), Some(Cbor::Array(vec![])));
+        let last = page(4);
+        assert_eq!(field(&last, "MetricDataResults").unwrap().as_array().unwrap().len(), 1);
+        assert_eq!(field(&last, "NextToken"), None, "no token on the last page");
     }
 
     #[test]

@@ -601,6 +601,23 @@ fn identify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Ide
             protocol: Protocol::AwsJson,
         };
     }
+    // Smithy RPC v2 CBOR: the operation is the path's last segment.
+    let rpc_v2 = headers
+        .get("smithy-protocol")
+        .is_some_and(|value| value == "rpc-v2-cbor");
+    let rpc_operation = uri
+        .path()
+        .strip_prefix("/service/")
+        .and_then(|rest| rest.split_once("/operation/"))
+        .map(|(_, operation)| operation);
+    if let (true, Some(operation)) = (rpc_v2, rpc_operation) {
+        return Identified {
+            mutating: is_mutating_operation(operation),
+            service,
+            operation: operation.to_string(),
+            protocol: Protocol::RpcV2Cbor,
+        };
+    }
     let action =
         form_value(body, "Action").or_else(|| uri.query().and_then(|query| form_value(query.as_bytes(), "Action")));
     if let Some(operation) = action {
@@ -920,6 +937,16 @@ fn fault_response(identified: &Identified, request_headers: &HeaderMap, kind: Fa
             );
             (status, "text/xml".to_string(), None, body)
         }
+        (Protocol::RpcV2Cbor, FaultKind::Throttle) => {
+            return cbor_error_response(StatusCode::BAD_REQUEST, "ThrottlingException", "Rate exceeded");
+        }
+        (Protocol::RpcV2Cbor, FaultKind::ServerError) => {
+            return cbor_error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalFailure",
+                "Internal server error",
+            );
+        }
         (Protocol::RestJson, FaultKind::Throttle) => {
             let body = if service == "lambda" {
                 serde_json::json!({ "message": "Rate exceeded", "Type": "User", "Reason": "CallerRateLimitExceeded" })
@@ -985,6 +1012,7 @@ fn access_denied_response(identified: &Identified, request_headers: &HeaderMap) 
             );
             (StatusCode::FORBIDDEN, "text/xml".to_string(), None, body)
         }
+        Protocol::RpcV2Cbor => return cbor_error_response(StatusCode::BAD_REQUEST, "AccessDeniedException", &denied),
         Protocol::RestJson => {
             let body = serde_json::json!({ "message": denied, "Message": denied });
             (
@@ -1028,6 +1056,7 @@ fn layer_error_response(identified: &Identified, request_headers: &HeaderMap, er
             );
             error_response(error.status, "text/xml", None, body)
         }
+        Protocol::RpcV2Cbor => cbor_error_response(error.status, error.code, &error.message),
         Protocol::RestJson => {
             let mut body = serde_json::json!({ "message": error.message });
             if let Some(serde_json::Value::Object(extra)) = &error.extra {
@@ -1077,6 +1106,30 @@ fn error_response(status: StatusCode, content_type: &str, error_type: Option<&st
     if let Some(error_type) = error_type.and_then(|value| HeaderValue::from_str(value).ok()) {
         headers.insert("x-amzn-errortype", error_type);
     }
+    response
+}
+
+/// An error as Smithy RPC v2 CBOR carries it: a CBOR map with `__type`.
+fn cbor_error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let error = ciborium::Value::Map(vec![
+        (
+            ciborium::Value::Text("__type".into()),
+            ciborium::Value::Text(code.into()),
+        ),
+        (
+            ciborium::Value::Text("message".into()),
+            ciborium::Value::Text(message.into()),
+        ),
+    ]);
+    let mut body = Vec::new();
+    // Writing a CBOR map into a Vec cannot fail.
+    let _ = ciborium::into_writer(&error, &mut body);
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/cbor"));
+    headers.insert("smithy-protocol", HeaderValue::from_static("rpc-v2-cbor"));
+    headers.insert("x-amzn-requestid", HeaderValue::from_static(REQUEST_ID));
     response
 }
 

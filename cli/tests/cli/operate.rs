@@ -326,3 +326,69 @@ async fn token_explains_that_auth_mode_none_needs_none() {
         "{run:?}"
     );
 }
+
+/// `top` through the behaviour layer: GetMetricData answered in pages of two
+/// results with a NextToken (CloudWatch API reference, GetMetricData), at
+/// AWS-like latency; every page is read and each metric lands where it belongs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_reads_every_page_of_metrics_through_the_behaviour_layer() {
+    use aws_sdk_cloudwatch::primitives::DateTime;
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    let api_id = env.api_id("chat").await.unwrap();
+    let dimension = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
+    let stage = vec![dimension("ApiId", &api_id), dimension("Stage", "dev")];
+    let now = DateTime::from(std::time::SystemTime::now());
+    let datum = |name: &str, dimensions: &Vec<Dimension>, values: &[f64]| {
+        MetricDatum::builder()
+            .metric_name(name)
+            .set_dimensions(Some(dimensions.clone()))
+            .set_values(Some(values.to_vec()))
+            .timestamp(now)
+            .build()
+    };
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&env.sdk);
+    let put = |namespace: &str, data: Vec<MetricDatum>| {
+        cloudwatch
+            .put_metric_data()
+            .namespace(namespace)
+            .set_metric_data(Some(data))
+            .send()
+    };
+    put(
+        "AWS/ApiGateway",
+        vec![
+            datum("MessageCount", &stage, &[4.0, 3.0]),
+            datum("IntegrationLatency", &stage, &[10.0, 20.0, 30.0]),
+        ],
+    )
+    .await
+    .unwrap();
+    // The last function's metrics come in the last page.
+    let join = vec![dimension("FunctionName", "chat-join")];
+    put("AWS/Lambda", vec![datum("Invocations", &join, &[3.0])])
+        .await
+        .unwrap();
+
+    env.proxy.clear();
+    let run = env
+        .chatctl(&["top", "--once", "--output", "json", "--since", "15m"])
+        .await;
+    run.assert_ok();
+    let snapshot: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(snapshot["total"]["messages"]["total"], 7.0, "{snapshot:#}");
+    assert_eq!(snapshot["total"]["latency_p99_ms"], 30.0);
+    assert_eq!(snapshot["total"]["connects"]["total"], 0.0, "no data reads as 0");
+    let functions = snapshot["functions"].as_array().unwrap();
+    let join = functions.iter().find(|f| f["function"] == "chat-join").unwrap();
+    assert_eq!(join["invocations"]["total"], 3.0, "{join:#}");
+    let pages = env
+        .proxy
+        .calls()
+        .iter()
+        .filter(|call| call.operation == "GetMetricData")
+        .count();
+    assert_eq!(pages, 18, "35 results in pages of 2");
+}
