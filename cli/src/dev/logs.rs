@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::runtime::{LogLine, LogSink};
 
@@ -22,18 +22,32 @@ struct Shipped {
     message: String,
 }
 
+enum Shipment {
+    Line(Shipped),
+    /// Answered once every line sent before it is in CloudWatch Logs.
+    Flush(oneshot::Sender<()>),
+}
+
 /// Sends lines to CloudWatch Logs (the functions' output, the stage's access log).
 #[derive(Clone)]
-pub struct LogShipper(mpsc::UnboundedSender<Shipped>);
+pub struct LogShipper(mpsc::UnboundedSender<Shipment>);
 
 impl LogShipper {
     pub fn ship(&self, group: &str, stream: &str, message: String) {
-        let _ = self.0.send(Shipped {
+        let _ = self.0.send(Shipment::Line(Shipped {
             timestamp: chat_core::ids::epoch_ms(SystemTime::now()),
             group: group.to_string(),
             stream: stream.to_string(),
             message,
-        });
+        }));
+    }
+
+    /// Waits until the lines shipped so far have been sent.
+    pub async fn flush(&self) {
+        let (sender, receiver) = oneshot::channel();
+        if self.0.send(Shipment::Flush(sender)).is_ok() {
+            let _ = receiver.await;
+        }
     }
 }
 
@@ -43,7 +57,7 @@ pub fn forwarder(
     logs: aws_sdk_cloudwatchlogs::Client,
     echo: bool,
 ) -> (LogSink, LogShipper, tokio::task::JoinHandle<()>) {
-    let (sender, mut receiver) = mpsc::unbounded_channel::<Shipped>();
+    let (sender, mut receiver) = mpsc::unbounded_channel::<Shipment>();
     let shipper = LogShipper(sender);
     let functions = shipper.clone();
     let sink: LogSink = Arc::new(move |line: LogLine| {
@@ -63,7 +77,15 @@ pub fn forwarder(
                 batch.push(more);
             }
             let mut by_stream: HashMap<(String, String), Vec<InputLogEvent>> = HashMap::new();
-            for line in batch {
+            let mut flushed = vec![];
+            for shipment in batch {
+                let line = match shipment {
+                    Shipment::Line(line) => line,
+                    Shipment::Flush(done) => {
+                        flushed.push(done);
+                        continue;
+                    }
+                };
                 let event = InputLogEvent::builder()
                     .timestamp(line.timestamp)
                     .message(line.message)
@@ -89,6 +111,9 @@ pub fn forwarder(
                     .set_log_events(Some(events))
                     .send()
                     .await;
+            }
+            for done in flushed {
+                let _ = done.send(());
             }
         }
     });

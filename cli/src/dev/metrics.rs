@@ -101,25 +101,30 @@ fn data(pending: HashMap<Series, Vec<f64>>, at: SystemTime) -> BTreeMap<&'static
 }
 
 /// Publishes what `recorder` collects every [`PUBLISH_INTERVAL`] until aborted.
-/// A failed publish is logged and its values dropped, as a lost datagram would be.
 pub async fn publish(recorder: Arc<Recorder>, cloudwatch: aws_sdk_cloudwatch::Client) {
     let mut ticks = tokio::time::interval(PUBLISH_INTERVAL);
     loop {
         ticks.tick().await;
-        for (namespace, data) in data(recorder.take(), SystemTime::now()) {
-            for chunk in data.chunks(MAX_DATA_PER_REQUEST) {
-                let sent = cloudwatch
-                    .put_metric_data()
-                    .namespace(namespace)
-                    .set_metric_data(Some(chunk.to_vec()))
-                    .send()
-                    .await;
-                if let Err(error) = sent {
-                    tracing::warn!(
-                        "cannot publish {namespace} metrics: {}",
-                        aws_sdk_cloudwatch::error::DisplayErrorContext(&error)
-                    );
-                }
+        publish_pending(&recorder, &cloudwatch).await;
+    }
+}
+
+/// Publishes what was recorded since the last publish. A failed publish is
+/// logged and its values dropped, as a lost datagram would be.
+pub async fn publish_pending(recorder: &Recorder, cloudwatch: &aws_sdk_cloudwatch::Client) {
+    for (namespace, data) in data(recorder.take(), SystemTime::now()) {
+        for chunk in data.chunks(MAX_DATA_PER_REQUEST) {
+            let sent = cloudwatch
+                .put_metric_data()
+                .namespace(namespace)
+                .set_metric_data(Some(chunk.to_vec()))
+                .send()
+                .await;
+            if let Err(error) = sent {
+                tracing::warn!(
+                    "cannot publish {namespace} metrics: {}",
+                    aws_sdk_cloudwatch::error::DisplayErrorContext(&error)
+                );
             }
         }
     }

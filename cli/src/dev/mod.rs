@@ -182,7 +182,16 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
     if let Some(watcher) = watcher {
         watcher.abort();
     }
-    log_task.abort();
+    // The last lines and metrics (`$disconnect`'s among them) reach the
+    // emulator, which a lasting one (--endpoint-url) keeps.
     metrics_task.abort();
+    let last = async {
+        tokio::join!(
+            shipper.flush(),
+            metrics::publish_pending(&metrics_recorder, &aws.cloudwatch)
+        )
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), last).await;
+    log_task.abort();
     Ok(0)
 }

@@ -1048,3 +1048,33 @@ async fn dev_writes_an_access_log_line_per_request_that_logs_shows() {
         "{message}"
     );
 }
+
+/// Ctrl-C: the `$disconnect` of the connections it closes is logged in the
+/// access log before `dev` exits, so a lasting emulator (--endpoint-url)
+/// keeps the whole story.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_dev_sends_the_last_access_log_lines_first() {
+    let moto = chat_testkit::Moto::start();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[stage_settings]\naccess_logs = true\n").unwrap();
+    let path = config.path().to_string_lossy().to_string();
+    let mut dev = start_dev_with(&["--endpoint-url", &moto.endpoint(), "--config", &path]).await;
+    let mut alice = dev.connect(&format!("token={}&room=lobby", dev.token)).await.unwrap();
+    send(&mut alice, json!({"action": "getmessages"})).await;
+    assert_eq!(event(&mut alice).await["type"], "history");
+    assert_eq!(dev.interrupt().await, Some(0));
+
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&moto.sdk_config().await);
+    let events = logs
+        .filter_log_events()
+        .log_group_name("/aws/apigateway/chat/dev")
+        .send()
+        .await
+        .unwrap();
+    let kinds: Vec<String> = events
+        .events()
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e.message().unwrap()).unwrap()["eventType"].to_string())
+        .collect();
+    assert!(kinds.iter().any(|k| k == "\"DISCONNECT\""), "{kinds:?}");
+}
