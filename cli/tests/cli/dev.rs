@@ -1058,7 +1058,7 @@ async fn stopping_dev_sends_the_last_access_log_lines_first() {
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(config.path(), "[stage_settings]\naccess_logs = true\n").unwrap();
     let path = config.path().to_string_lossy().to_string();
-    let mut dev = start_dev_with(&["--endpoint-url", &moto.endpoint(), "--config", &path]).await;
+    let mut dev = start_dev_with(&["--endpoint-url", moto.endpoint(), "--config", &path]).await;
     let mut alice = dev.connect(&format!("token={}&room=lobby", dev.token)).await.unwrap();
     send(&mut alice, json!({"action": "getmessages"})).await;
     assert_eq!(event(&mut alice).await["type"], "history");
