@@ -539,17 +539,15 @@ _graft(_BackendMetricDataWithoutGaps, CloudWatchBackend)
 # --- CloudWatch: Smithy RPC v2 CBOR, answered by moto's JSON protocol --------
 
 _RPC_V2_PATH = re.compile(r"^/service/(?P<service>[^/]+)/operation/(?P<operation>[^/]+)$")
+# Smithy service name in the path -> botocore service name.
+_RPC_V2_SERVICES = {"GraniteServiceVersion20100801": "cloudwatch"}
 _moto_dispatch = DomainDispatcherApplication.__call__
 
 
 @functools.lru_cache(maxsize=None)
-def _service_model(target_prefix):
-    session = botocore.session.get_session()
-    for name in ("cloudwatch",):
-        model = session.get_service_model(name)
-        if model.metadata.get("targetPrefix") == target_prefix:
-            return model
-    return None
+def _service_model(smithy_service):
+    name = _RPC_V2_SERVICES.get(smithy_service)
+    return name and botocore.session.get_session().get_service_model(name)
 
 
 def _as_json(value):

@@ -220,14 +220,11 @@ struct Target {
 }
 
 async fn target(aws: &Aws, names: &Names) -> Result<Target> {
-    let api = crate::stack::api::read_api(aws, names).await?;
-    let api = api
-        .ours()
-        .with_context(|| format!("stack {} is not deployed; run `chatctl up` first", names.stack))?;
+    let api = crate::stack::api::deployed_api(aws, names).await?;
     let mut routes: Vec<String> = api.routes.iter().map(|r| r.key.clone()).collect();
     routes.sort();
     Ok(Target {
-        api_id: api.id.clone(),
+        api_id: api.id,
         routes,
         detailed_metrics: api.stage.as_ref().is_some_and(|s| s.detailed_metrics()),
     })

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use aws_sdk_apigatewayv2::types::ProtocolType;
 use serde::Serialize;
 
@@ -58,14 +58,18 @@ pub async fn find_apis(aws: &Aws, names: &Names) -> Result<Vec<aws_sdk_apigatewa
     Ok(apis)
 }
 
+/// The stack's deployed API; an error that says to run `up` when there is none.
+pub async fn deployed_api(aws: &Aws, names: &Names) -> Result<ApiState> {
+    match read_api(aws, names).await? {
+        Found::Ours(api) => Ok(api),
+        _ => bail!("stack {} is not deployed; run `chatctl up` first", names.stack),
+    }
+}
+
 /// The id of the stack's deployed API; an error that says to run `up` when
 /// there is none.
 pub async fn deployed_api_id(aws: &Aws, names: &Names) -> Result<String> {
-    let api = read_api(aws, names).await?;
-    let api = api
-        .ours()
-        .with_context(|| format!("stack {} is not deployed; run `chatctl up` first", names.stack))?;
-    Ok(api.id.clone())
+    Ok(deployed_api(aws, names).await?.id)
 }
 
 pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {

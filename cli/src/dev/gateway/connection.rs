@@ -77,7 +77,7 @@ pub(super) async fn upgrade(
         match gateway.integrate("$connect", &function, &event).await {
             Outcome::Response(body) => {
                 let reply: Value = serde_json::from_slice(&body).unwrap_or_default();
-                let status = reply["statusCode"].as_u64().unwrap_or(200) as u16;
+                let status = status_of(&body);
                 if !(200..300).contains(&status) {
                     return refuse(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
                 }
