@@ -179,19 +179,52 @@ where
             .unwrap_or_else(|| DisplayErrorContext(&err).to_string()),
         _ => DisplayErrorContext(&err).to_string(),
     };
-    let mut text = match &code {
-        Some(code) => format!("{what}: {code}: {message}"),
-        None => format!("{what}: {message}"),
-    };
-    if matches!(
-        code.as_deref(),
-        Some("AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "UnrecognizedClientException")
-    ) {
-        text.push_str(
-            "\n  the credentials in use lack this permission; see the README for the IAM permissions chatctl needs",
-        );
+    anyhow::Error::new(AwsError {
+        what: what.to_string(),
+        code,
+        message,
+        gave_up: None,
+    })
+}
+
+/// An AWS call that failed, as chatctl says it: what it was doing, AWS's
+/// error code and message. Kept typed inside the `anyhow` chain, so a caller
+/// decides on the code (`AwsError::of`), never on the printed text.
+#[derive(Debug, thiserror::Error)]
+pub struct AwsError {
+    pub what: String,
+    pub code: Option<String>,
+    pub message: String,
+    /// Why chatctl stopped retrying, and what to do.
+    pub gave_up: Option<String>,
+}
+
+impl AwsError {
+    /// The AWS error in `error`'s chain, if there is one.
+    pub fn of(error: &anyhow::Error) -> Option<&AwsError> {
+        error.chain().find_map(|e| e.downcast_ref::<AwsError>())
     }
-    anyhow!(text)
+}
+
+impl Display for AwsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{}: {code}: {}", self.what, self.message)?,
+            None => write!(f, "{}: {}", self.what, self.message)?,
+        }
+        if matches!(
+            self.code.as_deref(),
+            Some("AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "UnrecognizedClientException")
+        ) {
+            f.write_str(
+                "\n  the credentials in use lack this permission; see the README for the IAM permissions chatctl needs",
+            )?;
+        }
+        if let Some(gave_up) = &self.gave_up {
+            write!(f, "\n  {gave_up}")?;
+        }
+        Ok(())
+    }
 }
 
 /// `aws_error` as a closure for `map_err`.
@@ -266,15 +299,14 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let error = aws_error(what, err);
-    if spent {
-        anyhow!(
-            "{error}\n  still failing after {}s of retries: {todo}",
+    let mut error = aws_error(what, err);
+    if spent && let Some(aws) = error.downcast_mut::<AwsError>() {
+        aws.gave_up = Some(format!(
+            "still failing after {}s of retries: {todo}",
             budget.total.as_secs()
-        )
-    } else {
-        error
+        ));
     }
+    error
 }
 
 /// API Gateway's answer to concurrent writes to one API: `409

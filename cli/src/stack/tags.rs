@@ -144,7 +144,7 @@ pub async fn retag(aws: &Aws, resource: Tagged<'_>, set: &BTreeMap<String, Strin
 async fn wait_for_table_tags(aws: &Aws, arn: &str, set: &BTreeMap<String, String>, remove: &[String]) -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < TABLE_TAGS_VISIBLE {
-        let tags = super::table::list_table_tags(aws, arn, arn).await?.unwrap_or_default();
+        let tags = list_table_tags(aws, arn, arn).await?.unwrap_or_default();
         let visible = set.iter().all(|(k, v)| tags.get(k) == Some(v)) && remove.iter().all(|k| !tags.contains_key(k));
         if visible {
             return Ok(());
@@ -165,4 +165,35 @@ impl std::fmt::Display for Tagged<'_> {
             Tagged::Stage(arn) => write!(f, "stage {arn}"),
         }
     }
+}
+
+/// Every tag of a table, every page; None while the table is being created
+/// (ListTagsOfResource then answers ResourceNotFoundException).
+pub async fn list_table_tags(aws: &Aws, name: &str, arn: &str) -> Result<Option<BTreeMap<String, String>>> {
+    let what = format!("cannot read the tags of DynamoDB table {name}");
+    let pages = super::base::all_pages(&what, |token| {
+        let what = &what;
+        async move {
+            match aws
+                .dynamodb
+                .list_tags_of_resource()
+                .resource_arn(arn)
+                .set_next_token(token)
+                .send()
+                .await
+            {
+                Err(err) if crate::aws::is_code(&err, &["ResourceNotFoundException"]) => Ok((vec![None], None)),
+                other => {
+                    let page = other.map_err(failed(what))?;
+                    let tags = page
+                        .tags()
+                        .iter()
+                        .map(|t| Some((t.key().to_string(), t.value().to_string())));
+                    Ok((tags.collect(), page.next_token))
+                }
+            }
+        }
+    })
+    .await?;
+    Ok(pages.into_iter().collect())
 }
