@@ -104,7 +104,10 @@ pub(super) async fn apply_authorizer(
             step(report, Kind::Authorizer, name, "created");
             Ok(id)
         }
-        other => bail!("authorizer {name}: the plan asks to {other:?}, which chatctl cannot apply"),
+        other => bail!(
+            "authorizer {name}: the plan asks to {} it, which chatctl cannot do here",
+            other.verb()
+        ),
     }
 }
 

@@ -216,6 +216,17 @@ impl Action {
         }
     }
 
+    /// What the action does, as a verb a sentence can take.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update { .. } => "update",
+            Action::Replace { .. } => "replace",
+            Action::Delete => "delete",
+            Action::NoChange => "leave unchanged",
+        }
+    }
+
     pub(super) fn update_or_nothing(changes: Vec<Detail>) -> Action {
         if changes.is_empty() {
             Action::NoChange

@@ -234,7 +234,8 @@ pub(super) async fn apply_function(
         }
         Action::Update { changes } => changes,
         other => bail!(
-            "function {}: the plan asks to {other:?}, which chatctl cannot apply",
+            "function {}: the plan asks to {} it, which chatctl cannot do here",
+            other.verb(),
             spec.name
         ),
     };

@@ -103,7 +103,10 @@ pub(super) async fn apply_integration(
             step(report, Kind::Integration, &name, "created");
             Ok(id)
         }
-        other => bail!("integration {name}: the plan asks to {other:?}, which chatctl cannot apply"),
+        other => bail!(
+            "integration {name}: the plan asks to {} it, which chatctl cannot do here",
+            other.verb()
+        ),
     }
 }
 

@@ -129,7 +129,8 @@ pub(super) async fn apply_log_group(
         }
         Action::NoChange => {}
         other => bail!(
-            "log group {}: the plan asks to {other:?}, which chatctl cannot apply",
+            "log group {}: the plan asks to {} it, which chatctl cannot do here",
+            other.verb(),
             spec.name
         ),
     }

@@ -35,60 +35,9 @@ use serde::{Deserialize, Serialize};
 /// Nothing without it is ever modified or deleted.
 pub const STACK_TAG: &str = "chatctl:stack";
 
-/// The Lambda functions of the chat (one binary serves them all).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Function {
-    Authorizer,
-    Connect,
-    Disconnect,
-    Default,
-    SendMessage,
-    GetMessages,
-    Join,
-}
-
-impl Function {
-    pub const ALL: [Function; 7] = [
-        Function::Authorizer,
-        Function::Connect,
-        Function::Disconnect,
-        Function::Default,
-        Function::SendMessage,
-        Function::GetMessages,
-        Function::Join,
-    ];
-
-    /// The functions' short names, in the order of `ALL`. Each is also the
-    /// function's Handler setting, by which the one binary behind all seven
-    /// knows which to serve (handlers/chat-functions).
-    pub const SHORT_NAMES: [&'static str; 7] = chat_core::runtime::FUNCTIONS;
-
-    pub fn short_name(self) -> &'static str {
-        Self::SHORT_NAMES[self as usize]
-    }
-
-    pub fn from_short_name(name: &str) -> Option<Function> {
-        Self::ALL.into_iter().find(|f| f.short_name() == name)
-    }
-
-    /// The WebSocket route this function serves; the authorizer serves none.
-    pub fn route_key(self) -> Option<&'static str> {
-        match self {
-            Function::Authorizer => None,
-            Function::Connect => Some("$connect"),
-            Function::Disconnect => Some("$disconnect"),
-            Function::Default => Some("$default"),
-            Function::SendMessage => Some("sendmessage"),
-            Function::GetMessages => Some("getmessages"),
-            Function::Join => Some("join"),
-        }
-    }
-
-    pub fn routed() -> impl Iterator<Item = Function> {
-        Self::ALL.into_iter().filter(|f| f.route_key().is_some())
-    }
-}
+/// The Lambda functions of the chat (one binary serves them all): the one
+/// list, in chat-core, which the binary serves from.
+pub use chat_core::runtime::Function;
 
 /// Names and ARNs of the stack's resources, all derived from the stack name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -38,7 +38,10 @@ pub(super) async fn grant_permissions(
             Action::NoChange => return Ok::<_, anyhow::Error>(()),
             Action::Create => false,
             Action::Update { .. } => true,
-            other => bail!("permission of {name}: the plan asks to {other:?}, which chatctl cannot apply"),
+            other => bail!(
+                "permission of {name}: the plan asks to {} it, which chatctl cannot do here",
+                other.verb()
+            ),
         };
         let source_arn = permission_source_arn(names, function, api_id, Some(authorizer_id));
         if replace {

@@ -235,7 +235,8 @@ pub(super) async fn update_role(
         }
         Action::NoChange => Ok(()),
         other => bail!(
-            "role {}: the plan asks to {other:?}, which chatctl cannot apply",
+            "role {}: the plan asks to {} it, which chatctl cannot do here",
+            other.verb(),
             spec.name
         ),
     }

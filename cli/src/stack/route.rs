@@ -157,7 +157,8 @@ pub(super) async fn apply_route(
             step(report, Kind::Route, write.key, "created");
         }
         other => bail!(
-            "route {}: the plan asks to {other:?}, which chatctl cannot apply",
+            "route {}: the plan asks to {} it, which chatctl cannot do here",
+            other.verb(),
             write.key
         ),
     }

@@ -247,7 +247,9 @@ fn append_to_zip(zip: &Path) {
 }
 
 /// Every function's short name, as the product names them.
-pub const FUNCTIONS: [&str; 7] = chatctl::stack::Function::SHORT_NAMES;
+pub fn functions() -> impl Iterator<Item = &'static str> {
+    chatctl::stack::Function::ALL.into_iter().map(|f| f.short_name())
+}
 /// The binary behind every function, zipped at <lambda dir>/chat-functions/bootstrap.zip.
 pub const BINARY: &str = chatctl::build::BINARY;
 

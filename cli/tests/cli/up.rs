@@ -4,7 +4,7 @@ use chat_testkit::aws_behaviour::{Behaviours, Timings};
 use chat_testkit::aws_proxy::Faults;
 use serde_json::Value;
 
-use crate::harness::{BINARY, Env, FUNCTIONS};
+use crate::harness::{BINARY, Env, functions};
 
 fn decode(document: &str) -> Value {
     let text = percent_encoding::percent_decode_str(document).decode_utf8().unwrap();
@@ -134,7 +134,7 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
 
     // Functions.
     let lambda = env.lambda();
-    for function in FUNCTIONS {
+    for function in functions() {
         let got = lambda
             .get_function()
             .function_name(format!("chat-{function}"))

@@ -18,17 +18,68 @@ use crate::event::WebSocketEvent;
 use crate::handlers;
 use crate::services::Services;
 
-/// The seven Lambda functions by short name, which is also their Handler:
-/// the `$connect` authorizer and the six routes' handlers.
-pub const FUNCTIONS: [&str; 7] = [
-    "authorizer",
-    "connect",
-    "disconnect",
-    "default",
-    "sendmessage",
-    "getmessages",
-    "join",
-];
+/// The seven Lambda functions of the chat: the `$connect` authorizer and
+/// the six routes' handlers. The one list of them: chatctl provisions these
+/// and the binary serves these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Function {
+    Authorizer,
+    Connect,
+    Disconnect,
+    Default,
+    SendMessage,
+    GetMessages,
+    Join,
+}
+
+impl Function {
+    pub const ALL: [Function; 7] = [
+        Function::Authorizer,
+        Function::Connect,
+        Function::Disconnect,
+        Function::Default,
+        Function::SendMessage,
+        Function::GetMessages,
+        Function::Join,
+    ];
+
+    /// The function's short name, which is also its Handler setting, by
+    /// which the one binary knows which function to serve.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Function::Authorizer => "authorizer",
+            Function::Connect => "connect",
+            Function::Disconnect => "disconnect",
+            Function::Default => "default",
+            Function::SendMessage => "sendmessage",
+            Function::GetMessages => "getmessages",
+            Function::Join => "join",
+        }
+    }
+
+    pub fn from_short_name(name: &str) -> Option<Function> {
+        Self::ALL.into_iter().find(|f| f.short_name() == name)
+    }
+
+    /// The WebSocket route this function serves; the authorizer serves none.
+    pub fn route_key(self) -> Option<&'static str> {
+        match self {
+            Function::Authorizer => None,
+            Function::Connect => Some("$connect"),
+            Function::Disconnect => Some("$disconnect"),
+            Function::Default => Some("$default"),
+            Function::SendMessage => Some("sendmessage"),
+            Function::GetMessages => Some("getmessages"),
+            Function::Join => Some("join"),
+        }
+    }
+
+    /// The functions that serve a route: all but the authorizer.
+    pub fn routed() -> impl Iterator<Item = Function> {
+        Self::ALL.into_iter().filter(|f| f.route_key().is_some())
+    }
+}
 
 tokio::task_local! {
     /// When Lambda stops the invocation being served (its timeout).
@@ -46,53 +97,42 @@ pub async fn with_deadline<F: std::future::Future>(deadline: std::time::SystemTi
     DEADLINE.scope(deadline, work).await
 }
 
-/// Serves the function named `handler` (one of [`FUNCTIONS`], from `_HANDLER`).
+/// Serves the function named `handler` (a [`Function`]'s short name, from `_HANDLER`).
 pub async fn serve(handler: &str) -> Result<(), lambda_runtime::Error> {
-    let route = match handler {
-        "authorizer" => return serve_authorizer().await,
-        "connect" => Route::Connect,
-        "disconnect" => Route::Disconnect,
-        "default" => Route::Default,
-        "sendmessage" => Route::SendMessage,
-        "getmessages" => Route::GetMessages,
-        "join" => Route::Join,
-        other => {
-            return Err(format!(
-                "_HANDLER={other} is not a chat function; set the function's Handler to one of: {}",
-                FUNCTIONS.join(", ")
+    match Function::from_short_name(handler) {
+        Some(Function::Authorizer) => serve_authorizer().await,
+        Some(route) => serve_route(route).await,
+        None => {
+            let names: Vec<&str> = Function::ALL.into_iter().map(Function::short_name).collect();
+            Err(format!(
+                "_HANDLER={handler} is not a chat function; set the function's Handler to one of: {}",
+                names.join(", ")
             )
-            .into());
+            .into())
         }
-    };
-    serve_route(route).await
+    }
 }
 
-/// The WebSocket route functions.
-#[derive(Debug, Clone, Copy)]
-enum Route {
-    Connect,
-    Disconnect,
-    Default,
-    SendMessage,
-    GetMessages,
-    Join,
-}
-
-impl Route {
-    async fn handle(self, services: &Services, event: WebSocketEvent) -> ApiGatewayProxyResponse {
-        match self {
-            Route::Connect => handlers::connect::handle(services, event).await,
-            Route::Disconnect => handlers::disconnect::handle(services, event).await,
-            Route::Default => handlers::default::handle(services, event).await,
-            Route::SendMessage => handlers::sendmessage::handle(services, event).await,
-            Route::GetMessages => handlers::getmessages::handle(services, event).await,
-            Route::Join => handlers::join::handle(services, event).await,
+/// Handles one event of a route's function.
+async fn handle(route: Function, services: &Services, event: WebSocketEvent) -> ApiGatewayProxyResponse {
+    match route {
+        Function::Connect => handlers::connect::handle(services, event).await,
+        Function::Disconnect => handlers::disconnect::handle(services, event).await,
+        Function::Default => handlers::default::handle(services, event).await,
+        Function::SendMessage => handlers::sendmessage::handle(services, event).await,
+        Function::GetMessages => handlers::getmessages::handle(services, event).await,
+        Function::Join => handlers::join::handle(services, event).await,
+        // Never here: `serve` sends the authorizer's events to `serve_authorizer`.
+        Function::Authorizer => {
+            let mut refused = ApiGatewayProxyResponse::default();
+            refused.status_code = 500;
+            refused
         }
     }
 }
 
 /// Serves a WebSocket route (`$connect`, `sendmessage`, …).
-async fn serve_route(route: Route) -> Result<(), lambda_runtime::Error> {
+async fn serve_route(route: Function) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let services = Services::from_env().await?;
     let services = &services;
@@ -100,7 +140,7 @@ async fn serve_route(route: Route) -> Result<(), lambda_runtime::Error> {
         // Boxed: a handler's future nests deep (handler, store, SDK); inline in
         // the runtime's, it passes the compiler's query depth limit.
         let deadline = std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.context.deadline);
-        let handled = DEADLINE.scope(deadline, Box::pin(route.handle(services, event.payload)));
+        let handled = DEADLINE.scope(deadline, Box::pin(handle(route, services, event.payload)));
         Ok::<_, lambda_runtime::Error>(handled.await)
     }))
     .await
