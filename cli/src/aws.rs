@@ -136,7 +136,7 @@ impl Aws {
     pub fn from_sdk(sdk: SdkConfig) -> Result<Aws> {
         let Some(region) = sdk.region().map(|r| r.to_string()) else {
             bail!(
-                "no AWS region: pass --region, set AWS_REGION, set `region` in chatctl.toml, or configure one in your AWS profile"
+                "no AWS region: pass --region, set `region` in chatctl.toml, set AWS_REGION, or configure one in your AWS profile"
             );
         };
         Ok(Aws {

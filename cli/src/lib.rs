@@ -45,12 +45,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
-    let filter = match verbose {
-        0 => "warn",
+/// chatctl's own warnings always; the AWS SDK's logs (targets `aws_config`,
+/// `aws_smithy_*`, `aws_sdk_*`, …: an EnvFilter target matches by prefix)
+/// only with `-v` and `-vv`. Without them, a missing region or credentials
+/// would first print the SDK's warnings about its IMDS probe, Debug text
+/// and all, before chatctl's own sentence saying what to do.
+fn tracing_filter(verbose: u8) -> &'static str {
+    match verbose {
+        0 => "warn,aws=off",
         1 => "chatctl=debug,warn",
         _ => "chatctl=trace,aws_smithy_runtime=debug,aws_config=debug,info",
-    };
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let filter = tracing_filter(verbose);
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

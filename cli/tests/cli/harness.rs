@@ -29,6 +29,20 @@ async fn run(mut command: tokio::process::Command) -> Run {
     }
 }
 
+/// Runs chatctl as on a machine where AWS was never configured: no AWS_*
+/// variable, HOME an empty directory (no ~/.aws), no --endpoint-url.
+pub async fn unconfigured(args: &[&str], home: &Path) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"));
+    command
+        .args(args)
+        .current_dir(home)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .stdin(Stdio::null());
+    run(command).await
+}
+
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

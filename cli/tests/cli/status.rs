@@ -107,3 +107,60 @@ async fn resources_deleted_out_of_band_are_named_by_status_and_repaired_alone_by
     );
     env.chatctl(&["status"]).await.assert_ok();
 }
+
+/// Issue 21: with no region and no credentials anywhere, `status` says so in
+/// chatctl's one sentence. The SDK's own warnings (its IMDS probe's
+/// `FailedToLoadToken(FailedToLoadToken { source: ServiceError(…`) are
+/// logs, shown with -v, not before the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_region_is_one_sentence_without_the_sdks_warnings() {
+    let home = tempfile::tempdir().unwrap();
+    let run = crate::harness::unconfigured(&["status"], home.path()).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        run.stderr,
+        "error: no AWS region: pass --region, set `region` in chatctl.toml, set AWS_REGION, \
+         or configure one in your AWS profile\n",
+        "{run:?}"
+    );
+    assert_eq!(run.stdout, "");
+}
+
+/// Issue 21: `--region` help says the order the code follows: the flag,
+/// then chatctl.toml's `region`, then AWS_REGION (which the harness sets to
+/// the emulator's us-east-1), then the profile's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_comes_from_the_flag_then_chatctl_toml_then_aws_region_as_the_help_says() {
+    let home = tempfile::tempdir().unwrap();
+    let help = crate::harness::unconfigured(&["--help"], home.path()).await;
+    help.assert_ok();
+    let region: String = help
+        .stdout
+        .split("--region <REGION>")
+        .nth(1)
+        .and_then(|rest| rest.split("\n      --").next())
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(
+        region,
+        "AWS region [default: `region` in chatctl.toml, else AWS_REGION, else AWS_DEFAULT_REGION, \
+         else the profile's; us-east-1 for a local emulator]",
+        "{help:?}"
+    );
+
+    let env = Env::start_plain().await;
+    env.up(&[]).await.assert_ok();
+    env.chatctl(&["status"]).await.assert_ok();
+    // chatctl.toml's region wins over AWS_REGION: the stack is not there.
+    env.write_config("region = \"eu-west-1\"\n");
+    let run = env.chatctl(&["status"]).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stdout.contains("missing") && !run.stdout.contains("present"),
+        "{run:?}"
+    );
+    // The flag wins over chatctl.toml.
+    env.chatctl(&["status", "--region", "us-east-1"]).await.assert_ok();
+}
