@@ -11,7 +11,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 /// Where to find AWS: all optional, the standard chain fills the rest.
 #[derive(Debug, Clone, Default)]
@@ -176,8 +176,8 @@ where
             .err()
             .message()
             .map(str::to_string)
-            .unwrap_or_else(|| DisplayErrorContext(&err).to_string()),
-        _ => DisplayErrorContext(&err).to_string(),
+            .unwrap_or_else(|| error_chain(context.err())),
+        _ => no_answer(&err).unwrap_or_else(|| error_chain(&err)),
     };
     let mut text = match &code {
         Some(code) => format!("{what}: {code}: {message}"),
@@ -192,6 +192,69 @@ where
         );
     }
     anyhow!(text)
+}
+
+/// Why a call got no answer from the service, when it got none: it could
+/// not connect (what the operating system said: "connection refused", the
+/// name lookup's failure, …) or no answer came in time. `None` for an
+/// answer, error or not. From the SDK's typed variants; the wording is the
+/// innermost I/O error's, never the SDK's Debug text.
+pub fn no_answer<E, R>(err: &SdkError<E, R>) -> Option<String>
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    match err {
+        SdkError::DispatchFailure(failure) => {
+            let io = sources(err).filter_map(|e| e.downcast_ref::<std::io::Error>()).last();
+            Some(match (io, failure.as_connector_error()) {
+                (Some(io), _) => io_reason(io),
+                (None, Some(connector)) if connector.is_timeout() => "no connection within the connect timeout".into(),
+                (None, _) => error_chain(err),
+            })
+        }
+        SdkError::TimeoutError(_) => Some("no answer within the call's timeout".into()),
+        _ => None,
+    }
+}
+
+/// An I/O error in words, lowercase for the middle of a sentence.
+fn io_reason(io: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match io.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        ErrorKind::ConnectionReset => "the connection was reset".into(),
+        ErrorKind::TimedOut => "the connection timed out".into(),
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => "no route to the host".into(),
+        _ => {
+            let text = io.to_string();
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => format!("{:?}", io.kind()).to_lowercase(),
+            }
+        }
+    }
+}
+
+/// An error and its sources, outermost first.
+fn sources<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source())
+}
+
+/// An error and its sources' Display text, joined by ": ", a part that
+/// repeats the previous one left out (no Debug text, unlike the SDK's
+/// `DisplayErrorContext`).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![];
+    for part in sources(err).map(|e| e.to_string()) {
+        if !parts.last().is_some_and(|last| last.contains(&part)) {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
 }
 
 /// `aws_error` as a closure for `map_err`.
