@@ -543,9 +543,9 @@ async fn connections(context: &mut Session, command: ConnectionsCommand) -> Resu
             if *json {
                 print_json(&rows)?;
             } else if rows.is_empty() {
-                println!("No open connection.");
+                outln!("No open connection.")?;
             } else {
-                println!("{}", conns::table(&rows));
+                outln!("{}", conns::table(&rows))?;
             }
             return Ok(0);
         }
@@ -595,9 +595,9 @@ async fn connections(context: &mut Session, command: ConnectionsCommand) -> Resu
     if *json {
         print_json(&outcome)?;
     } else {
-        println!("{verb} {} of {} connections", outcome.done.len(), rows.len());
+        outln!("{verb} {} of {} connections", outcome.done.len(), rows.len())?;
         for id in &outcome.gone {
-            println!("  {id}: already closed");
+            outln!("  {id}: already closed")?;
         }
     }
     for (id, error) in &outcome.failed {
@@ -644,8 +644,8 @@ async fn top(context: &mut Session, args: &crate::cli::TopArgs) -> Result<u8> {
         };
         match (json, args.once) {
             (true, true) => print_json(&snapshot)?,
-            (true, false) => println!("{}", serde_json::to_string(&snapshot)?),
-            (false, _) => println!("{}\n", crate::top::text(&snapshot)),
+            (true, false) => crate::output::print_json_line(&snapshot)?,
+            (false, _) => outln!("{}\n", crate::top::text(&snapshot))?,
         }
         if args.once {
             return Ok(0);
@@ -721,7 +721,7 @@ async fn routes_list(context: &mut Session) -> Result<u8> {
     if context.json {
         print_json(&rows)?;
     } else {
-        println!("{}", crate::routes::table(&rows));
+        outln!("{}", crate::routes::table(&rows))?;
     }
     Ok(0)
 }
@@ -736,7 +736,7 @@ async fn token(context: &mut Session, args: &TokenArgs) -> Result<u8> {
     if context.json {
         print_json(&minted)?;
     } else {
-        println!("{}", minted.token);
+        outln!("{}", minted.token)?;
     }
     Ok(0)
 }

@@ -142,6 +142,24 @@ impl Env {
         run(command).await
     }
 
+    /// Runs chatctl with its stdout a pipe whose reader is gone before
+    /// chatctl writes (`chatctl … | head -c 0`); stdout is empty.
+    pub async fn chatctl_into_closed_pipe(&self, args: &[&str]) -> Run {
+        let mut child = self
+            .command(args, &self.proxy.endpoint(), &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start chatctl");
+        drop(child.stdout.take());
+        let output = child.wait_with_output().await.expect("cannot run chatctl");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     /// Starts chatctl with `args` against the proxy, to be killed midway.
     pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
         self.command(args, &self.proxy.endpoint(), &[])

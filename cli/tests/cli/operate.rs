@@ -440,3 +440,29 @@ async fn connections_say_once_when_the_connections_api_cannot_be_reached() {
         assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
 }
+
+/// Issue 21: a broken pipe is not an error (ripgrep's rule). With stdout
+/// closed before they write (`| head -c 0`), commands exit 0 and say
+/// nothing: `top` in text and JSON, `status`, `routes list`, and `up
+/// --dry-run`, whose plan is printed by code that still uses `println!`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_a_command_quietly() {
+    let env = Env::start_plain().await;
+    env.up(&[]).await.assert_ok();
+    let up = env.up_args();
+    let mut dry_run: Vec<&str> = up.iter().map(String::as_str).collect();
+    dry_run.push("--dry-run");
+    env.change_code();
+    for args in [
+        vec!["top", "--once"],
+        vec!["top", "--once", "--output", "json"],
+        vec!["top", "--interval", "1s"],
+        vec!["status"],
+        vec!["status", "--output", "json"],
+        vec!["routes", "list"],
+        dry_run,
+    ] {
+        let run = env.chatctl_into_closed_pipe(&args).await;
+        assert_eq!((run.code, run.stderr.as_str()), (0, ""), "{args:?}");
+    }
+}
