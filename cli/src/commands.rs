@@ -14,7 +14,7 @@ use crate::cli::{
 use crate::output::{Outputs, Progress, confirm, print_json};
 use crate::settings::{ConfigFile, Overrides, Settings};
 use crate::stack::desired::{Desired, new_secret};
-use crate::stack::plan::{self, Action, Plan};
+use crate::stack::plan::{self, Plan};
 use crate::stack::{Names, actual, apply, destroy};
 
 /// What every command works with: the settings, AWS clients, the stack's names.
@@ -104,7 +104,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Up(args) => up(context, &args).await,
         Command::Down(args) => down(context, &args).await,
-        Command::Status => status(context).await,
+        Command::Status => crate::status::run(context).await,
         Command::Routes {
             command: RoutesCommand::List,
         } => routes_list(context).await,
@@ -121,7 +121,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-fn outputs(names: &Names, api_id: &str) -> Outputs {
+pub(crate) fn outputs(names: &Names, api_id: &str) -> Outputs {
     Outputs {
         api_id: api_id.to_string(),
         websocket_url: names.websocket_url(api_id),
@@ -419,104 +419,6 @@ fn print_teardown(stack: &str, teardown: &destroy::Teardown, with_data: &[String
     for skipped in &teardown.skipped {
         println!("  leave {skipped} alone: it is not this stack's");
     }
-}
-
-#[derive(Serialize)]
-struct ResourceStatus {
-    kind: &'static str,
-    name: String,
-    state: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    details: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct StatusReport {
-    stack: String,
-    healthy: bool,
-    resources: Vec<ResourceStatus>,
-    outputs: Option<Outputs>,
-    open_connections: Option<i64>,
-}
-
-async fn status(context: &mut Session) -> Result<u8> {
-    let actual = read(context).await?;
-    let Session {
-        settings, aws, names, ..
-    } = &*context;
-    let secret = actual.token_secret().unwrap_or_default();
-    // No build: code is not compared, everything else is.
-    let desired = Desired::new(settings, names.clone(), &secret, &BTreeMap::new());
-    let plan = plan::plan(&desired, &actual);
-    let mut resources: Vec<ResourceStatus> = plan
-        .changes
-        .iter()
-        .map(|change| {
-            let (state, details) = match &change.action {
-                Action::NoChange => ("present", vec![]),
-                Action::Create => ("missing", vec![]),
-                Action::Update { changes } => ("drifted", changes.iter().map(|c| c.to_string()).collect()),
-                Action::Replace { reason } => ("drifted", vec![reason.clone()]),
-                Action::Delete => ("drifted", vec!["not part of the stack".into()]),
-            };
-            ResourceStatus {
-                kind: change.kind.as_str(),
-                name: change.name.clone(),
-                state,
-                details,
-            }
-        })
-        .collect();
-    for conflict in &plan.conflicts {
-        resources.push(ResourceStatus {
-            kind: "conflict",
-            name: conflict.clone(),
-            state: "foreign",
-            details: vec![],
-        });
-    }
-    let open_connections = match actual.tables.get(&names.connections_table()).and_then(|t| t.ours()) {
-        Some(_) => chat_core::store::ConnectionStore::new(aws.dynamodb.clone(), names.connections_table())
-            .open_count()
-            .await
-            .ok(),
-        None => None,
-    };
-    let healthy = resources.iter().all(|r| r.state == "present");
-    let report = StatusReport {
-        stack: names.stack.clone(),
-        healthy,
-        outputs: actual.api.ours().map(|api| outputs(names, &api.id)),
-        resources,
-        open_connections,
-    };
-    if context.json {
-        print_json(&report)?;
-    } else {
-        let mut table = comfy_table::Table::new();
-        table.load_style(comfy_table::presets::NOTHING);
-        table.set_header(["KIND", "NAME", "STATE", "DETAILS"]);
-        for r in &report.resources {
-            table.add_row([r.kind, r.name.as_str(), r.state, &r.details.join("; ")]);
-        }
-        println!("{table}");
-        if let Some(outputs) = &report.outputs {
-            println!("{outputs}");
-        }
-        if let Some(count) = report.open_connections {
-            println!("Open connections:  {count}");
-        }
-        let problems = report.resources.iter().filter(|r| r.state != "present").count();
-        if healthy {
-            println!("Stack {} is up: every resource is present.", names.stack);
-        } else {
-            println!(
-                "Stack {}: {problems} resources missing, drifted or foreign.",
-                names.stack
-            );
-        }
-    }
-    Ok(if healthy { 0 } else { EXIT_DRIFT })
 }
 
 /// Runs `work` while checking the credentials; a credentials problem is the

@@ -24,6 +24,7 @@ pub mod routes;
 pub mod settings;
 pub mod smoke;
 pub mod stack;
+pub mod status;
 pub mod token;
 pub mod top;
 

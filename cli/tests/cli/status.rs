@@ -164,3 +164,45 @@ async fn region_comes_from_the_flag_then_chatctl_toml_then_aws_region_as_the_hel
     // The flag wins over chatctl.toml.
     env.chatctl(&["status", "--region", "us-east-1"]).await.assert_ok();
 }
+
+/// Issue 21: an open-connection count that cannot be read (BatchGetItem
+/// denied) is said to be unknown, with DynamoDB's reason, in text and JSON;
+/// the rest of `status` stands and its exit code is the resources'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_why_the_open_connections_are_unknown() {
+    let env = Env::start_plain().await;
+    env.up(&[]).await.assert_ok();
+    env.proxy.deny(&["BatchGetItem"]);
+
+    let run = env.chatctl(&["status"]).await;
+    run.assert_ok();
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Open connections:"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("Open connections:  unknown (BatchGetItem on table chat-connections failed: AccessDenied"),
+        "{run:?}"
+    );
+    assert!(
+        !run.stdout.contains("{ source:") && !run.stdout.contains("Error {"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("every resource is present"), "{run:?}");
+
+    let json = env.chatctl(&["status", "--output", "json"]).await;
+    json.assert_ok();
+    let report: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["healthy"], true);
+    assert_eq!(report["open_connections"], Value::Null);
+    let error = report["open_connections_error"].as_str().unwrap_or_default();
+    assert!(error.contains("AccessDenied"), "{report:#}");
+
+    // Readable again: the count, and no error field.
+    env.proxy.deny(&[]);
+    let json = env.chatctl(&["status", "--output", "json"]).await;
+    let report: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["open_connections"], 0);
+    assert!(report.get("open_connections_error").is_none(), "{report:#}");
+}
