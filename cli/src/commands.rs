@@ -576,7 +576,10 @@ async fn run_smoke(context: &Session, url: Option<&str>, wait: std::time::Durati
     let Session { aws, names, .. } = context;
     let url = match url {
         Some(url) => url.to_string(),
-        None => names.websocket_url(&crate::stack::api::deployed_api_id(aws, names).await?),
+        None => {
+            let api = crate::stack::api::deployed_api(aws, names).await?;
+            crate::dev::gateway::local_url::websocket_url(aws, &api).unwrap_or_else(|| names.websocket_url(&api.id))
+        }
     };
     if !(url.starts_with("ws://") || url.starts_with("wss://")) {
         bail!("invalid --url {url:?}: a WebSocket URL starts with ws:// or wss://");

@@ -161,12 +161,15 @@ pub struct Outcome {
 }
 
 /// The `@connections` endpoint of the deployed API (`https://…/{stage}`),
-/// or the one given (`chatctl dev` prints it; a trailing `/@connections`
-/// is accepted).
+/// or in a local emulator, that of the `chatctl dev` serving it; or the one
+/// given (`chatctl dev` prints it; a trailing `/@connections` is accepted).
 pub async fn endpoint(aws: &Aws, names: &Names, url: Option<&str>) -> Result<String> {
     let url = match url {
         Some(url) => url.to_string(),
-        None => names.callback_url(&crate::stack::api::deployed_api_id(aws, names).await?),
+        None => {
+            let api = crate::stack::api::deployed_api(aws, names).await?;
+            crate::dev::gateway::local_url::connections_url(aws, &api).unwrap_or_else(|| names.callback_url(&api.id))
+        }
     };
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         bail!("invalid --url {url:?}: the @connections URL starts with https:// (or http:// for `chatctl dev`)");

@@ -334,7 +334,7 @@ pub fn tag_changes(have: &BTreeMap<String, String>, want: &BTreeMap<String, Stri
         .collect();
     let remove: Vec<String> = have
         .keys()
-        .filter(|k| !want.contains_key(*k) && !k.starts_with("aws:"))
+        .filter(|k| !want.contains_key(*k) && !super::tags::is_unmanaged_tag(k))
         .cloned()
         .collect();
     (!set.is_empty() || !remove.is_empty()).then_some(Detail::Tags { set, remove })

@@ -25,6 +25,18 @@ pub enum Tagged<'a> {
     Stage(&'a str),
 }
 
+/// The tag `chatctl dev` sets on the stage it serves in an emulator: its
+/// gateway's WebSocket URL (`ws://127.0.0.1:PORT/STAGE`), for `smoke` and
+/// `connections` given only `--endpoint-url` (see `dev::gateway::local_url`).
+pub const LOCAL_URL_TAG: &str = "chatctl:local-url";
+
+/// Tags that are not chatctl.toml's to set or remove, and never drift: the
+/// ones AWS reserves (`aws:*`) and the one `chatctl dev` records its
+/// gateway's URL in.
+pub fn is_unmanaged_tag(key: &str) -> bool {
+    key.starts_with("aws:") || key == LOCAL_URL_TAG
+}
+
 /// How long chatctl waits for DynamoDB to show tags it has just changed, and
 /// how often it looks meanwhile.
 const TABLE_TAGS_VISIBLE: Duration = Duration::from_secs(30);
@@ -164,5 +176,24 @@ impl std::fmt::Display for Tagged<'_> {
             Tagged::Api(arn) => write!(f, "API {arn}"),
             Tagged::Stage(arn) => write!(f, "stage {arn}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dev_gateways_url_and_aws_tags_are_never_drift() {
+        let tag = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let want = BTreeMap::from([tag("chatctl:stack", "chat")]);
+        let have = BTreeMap::from([
+            tag("chatctl:stack", "chat"),
+            tag(LOCAL_URL_TAG, "ws://127.0.0.1:8787/dev"),
+            tag("aws:cloudformation:stack-name", "other"),
+        ]);
+        assert!(super::super::plan::tag_changes(&have, &want).is_none());
+        assert!(is_unmanaged_tag(LOCAL_URL_TAG) && is_unmanaged_tag("aws:x"));
+        assert!(!is_unmanaged_tag("team") && !is_unmanaged_tag("chatctl:stack"));
     }
 }
