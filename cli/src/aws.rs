@@ -172,16 +172,14 @@ where
 {
     let code = error_code(&err).map(str::to_string);
     let message = match &err {
-        SdkError::ServiceError(context) => context
-            .err()
-            .message()
-            .map(str::to_string)
-            .unwrap_or_else(|| error_chain(context.err())),
-        _ => no_answer(&err).unwrap_or_else(|| error_chain(&err)),
+        SdkError::ServiceError(context) => context.err().message().map(str::to_string),
+        _ => Some(no_answer(&err).unwrap_or_else(|| error_chain(&err))),
     };
-    let mut text = match &code {
-        Some(code) => format!("{what}: {code}: {message}"),
-        None => format!("{what}: {message}"),
+    let mut text = match (&code, message) {
+        (Some(code), Some(message)) => format!("{what}: {code}: {message}"),
+        (Some(code), None) => format!("{what}: {code}"),
+        (None, Some(message)) => format!("{what}: {message}"),
+        (None, None) => format!("{what}: {}", error_chain(&err)),
     };
     if matches!(
         code.as_deref(),
@@ -248,8 +246,15 @@ fn sources<'a>(
 /// repeats the previous one left out (no Debug text, unlike the SDK's
 /// `DisplayErrorContext`).
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    use aws_sdk_dynamodb::error::ErrorMetadata;
     let mut parts: Vec<String> = vec![];
-    for part in sources(err).map(|e| e.to_string()) {
+    // The metadata under an unmodelled service error displays as a struct
+    // (`Error { code: …, message: … }`): its message, if any, instead.
+    let readable = sources(err).filter_map(|e| match e.downcast_ref::<ErrorMetadata>() {
+        Some(meta) => meta.message().map(str::to_string),
+        None => Some(e.to_string()),
+    });
+    for part in readable {
         if !parts.last().is_some_and(|last| last.contains(&part)) {
             parts.push(part);
         }
@@ -411,6 +416,42 @@ mod tests {
             started.elapsed() <= SHORT.total + Duration::from_millis(100),
             "{:?}",
             started.elapsed()
+        );
+    }
+
+    #[test]
+    fn sdk_errors_read_as_sentences_without_debug_text() {
+        use aws_sdk_dynamodb::error::ErrorMetadata;
+        use aws_sdk_dynamodb::operation::get_item::GetItemError;
+
+        let response = || {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::empty(),
+            )
+        };
+        let unmodelled = |meta: ErrorMetadata| SdkError::service_error(GetItemError::generic(meta), response());
+        let denied = unmodelled(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message("not allowed")
+                .build(),
+        );
+        assert_eq!(
+            aws_error("cannot read", denied).to_string().lines().next(),
+            Some("cannot read: AccessDeniedException: not allowed")
+        );
+        let no_message = unmodelled(ErrorMetadata::builder().code("Busy").build());
+        assert_eq!(aws_error("cannot read", no_message).to_string(), "cannot read: Busy");
+
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused (os error 111)");
+        let dispatch: SdkError<GetItemError, HttpResponse> = SdkError::dispatch_failure(
+            aws_smithy_runtime_api::client::result::ConnectorError::io(Box::new(refused)),
+        );
+        assert_eq!(no_answer(&dispatch).as_deref(), Some("connection refused"));
+        assert_eq!(
+            aws_error("cannot read", dispatch).to_string(),
+            "cannot read: connection refused"
         );
     }
 
