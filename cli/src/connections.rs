@@ -177,10 +177,10 @@ pub async fn endpoint(aws: &Aws, names: &Names, url: Option<&str>) -> Result<Str
     Ok(url.trim_end_matches('/').trim_end_matches("/@connections").to_string())
 }
 
-/// A client of the `@connections` API at `endpoint`. Few and quick
-/// retries (throttling, 5xx, a dropped connection): an endpoint that does
-/// not answer is said after a second, not after the provisioning calls'
-/// budget of retries.
+/// A client of the `@connections` API at `endpoint`. Quick retries of
+/// throttling, 5xx and dropped connections, as many as chat-core's
+/// delivery makes (5): an endpoint that refuses connections is said within
+/// two seconds, not after the provisioning calls' budget of retries.
 fn management_client(aws: &Aws, endpoint: &str) -> aws_sdk_apigatewaymanagement::Client {
     use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
     use aws_sdk_apigatewaymanagement::config::timeout::TimeoutConfig;
@@ -188,7 +188,7 @@ fn management_client(aws: &Aws, endpoint: &str) -> aws_sdk_apigatewaymanagement:
         .endpoint_url(endpoint)
         .retry_config(
             RetryConfig::standard()
-                .with_max_attempts(3)
+                .with_max_attempts(5)
                 .with_initial_backoff(std::time::Duration::from_millis(100))
                 .with_max_backoff(std::time::Duration::from_secs(1)),
         )
