@@ -172,24 +172,61 @@ where
 {
     let code = error_code(&err).map(str::to_string);
     let message = match &err {
-        SdkError::ServiceError(context) => context.err().message().map(str::to_string),
-        _ => Some(no_answer(&err).unwrap_or_else(|| error_chain(&err))),
+        SdkError::ServiceError(context) => match context.err().message() {
+            Some(message) => message.to_string(),
+            // Without a code either: the error's own words.
+            None if code.is_none() => error_chain(&err),
+            None => String::new(),
+        },
+        _ => no_answer(&err).unwrap_or_else(|| error_chain(&err)),
     };
-    let mut text = match (&code, message) {
-        (Some(code), Some(message)) => format!("{what}: {code}: {message}"),
-        (Some(code), None) => format!("{what}: {code}"),
-        (None, Some(message)) => format!("{what}: {message}"),
-        (None, None) => format!("{what}: {}", error_chain(&err)),
-    };
-    if matches!(
-        code.as_deref(),
-        Some("AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "UnrecognizedClientException")
-    ) {
-        text.push_str(
-            "\n  the credentials in use lack this permission; see the README for the IAM permissions chatctl needs",
-        );
+    anyhow::Error::new(AwsError {
+        what: what.to_string(),
+        code,
+        message,
+        gave_up: None,
+    })
+}
+
+/// An AWS call that failed, as chatctl says it: what it was doing, AWS's
+/// error code and message. Kept typed inside the `anyhow` chain, so a caller
+/// decides on the code (`AwsError::of`), never on the printed text.
+#[derive(Debug, thiserror::Error)]
+pub struct AwsError {
+    pub what: String,
+    pub code: Option<String>,
+    pub message: String,
+    /// Why chatctl stopped retrying, and what to do.
+    pub gave_up: Option<String>,
+}
+
+impl AwsError {
+    /// The AWS error in `error`'s chain, if there is one.
+    pub fn of(error: &anyhow::Error) -> Option<&AwsError> {
+        error.chain().find_map(|e| e.downcast_ref::<AwsError>())
     }
-    anyhow!(text)
+}
+
+impl Display for AwsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.code, self.message.as_str()) {
+            (Some(code), "") => write!(f, "{}: {code}", self.what)?,
+            (Some(code), message) => write!(f, "{}: {code}: {message}", self.what)?,
+            (None, message) => write!(f, "{}: {message}", self.what)?,
+        }
+        if matches!(
+            self.code.as_deref(),
+            Some("AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "UnrecognizedClientException")
+        ) {
+            f.write_str(
+                "\n  the credentials in use lack this permission; see the README for the IAM permissions chatctl needs",
+            )?;
+        }
+        if let Some(gave_up) = &self.gave_up {
+            write!(f, "\n  {gave_up}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Why a call got no answer from the service, when it got none: it could
@@ -334,15 +371,14 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let error = aws_error(what, err);
-    if spent {
-        anyhow!(
-            "{error}\n  still failing after {}s of retries: {todo}",
+    let mut error = aws_error(what, err);
+    if spent && let Some(aws) = error.downcast_mut::<AwsError>() {
+        aws.gave_up = Some(format!(
+            "still failing after {}s of retries: {todo}",
             budget.total.as_secs()
-        )
-    } else {
-        error
+        ));
     }
+    error
 }
 
 /// API Gateway's answer to concurrent writes to one API: `409

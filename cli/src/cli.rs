@@ -117,6 +117,9 @@ pub struct DevArgs {
     /// Close connections idle this long (API Gateway: 10m)
     #[arg(long, default_value = "10m")]
     pub idle_timeout: String,
+    /// Do not ask before replacing or deleting resources of the local stack
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Subcommand)]

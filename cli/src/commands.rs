@@ -1,99 +1,15 @@
 //! The commands: load settings, connect to AWS, call the library, print.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::EXIT_DRIFT;
-use crate::aws::{Aws, AwsOptions, is_local_endpoint, local_region};
 use crate::build;
-use crate::cli::{
-    Cli, Command, ConnectionsCommand, DownArgs, LogsArgs, OutputFormat, RoutesCommand, TokenArgs, UpArgs,
-};
+use crate::cli::{Cli, Command, ConnectionsCommand, DownArgs, LogsArgs, RoutesCommand, TokenArgs, UpArgs};
 use crate::output::{Outputs, Progress, confirm, print_json};
-use crate::settings::{ConfigFile, Overrides, Settings};
-use crate::stack::desired::{Desired, new_secret};
+use crate::session::{Approval, Session, connect, converge, plan_for, read};
 use crate::stack::plan::{self, Plan};
-use crate::stack::{Names, actual, apply, destroy};
-
-/// What every command works with: the settings, AWS clients, the stack's names.
-pub(crate) struct Session {
-    pub(crate) settings: Settings,
-    pub(crate) aws: Aws,
-    pub(crate) names: Names,
-    pub(crate) json: bool,
-}
-
-/// Settings from flags and file, and AWS clients. `local_emulator` is the
-/// endpoint of the emulator `chatctl dev` runs, which takes any credentials.
-pub(crate) async fn connect(cli: &Cli, local_emulator: Option<&str>) -> Result<Session> {
-    let (file, _) = ConfigFile::load(cli.global.config.as_deref())?;
-    let overrides = Overrides {
-        stack: cli.global.stack.clone(),
-        stage: cli.global.stage.clone(),
-    };
-    let settings = Settings::resolve(&file, &overrides)?;
-    let region = cli.global.region.clone().or(file.region.clone());
-    // An endpoint on this machine is an emulator (the one `chatctl dev` prints, say).
-    let local_endpoint = local_emulator
-        .map(str::to_string)
-        .or_else(|| cli.global.endpoint_url.clone().filter(|url| is_local_endpoint(url)));
-    let options = match local_endpoint {
-        None => AwsOptions {
-            region,
-            profile: cli.global.profile.clone(),
-            endpoint_url: cli.global.endpoint_url.clone(),
-            static_credentials: false,
-        },
-        Some(endpoint) => AwsOptions {
-            region: Some(local_region(region)),
-            profile: None,
-            endpoint_url: Some(endpoint),
-            static_credentials: true,
-        },
-    };
-    let aws = Aws::connect(&options).await?;
-    let names = Names {
-        stack: settings.stack.clone(),
-        stage: settings.stage.clone(),
-        region: aws.region.clone(),
-        // Filled by `read`, concurrently with the first reads.
-        account: String::new(),
-    };
-    Ok(Session {
-        settings,
-        aws,
-        names,
-        json: cli.global.output == OutputFormat::Json,
-    })
-}
-
-/// Checks the credentials (learning the account id) while reading the stack:
-/// a no-op `up` thus costs two rounds of calls.
-pub(crate) async fn read(session: &mut Session) -> Result<actual::Actual> {
-    let (account, actual) = tokio::join!(session.aws.account_id(), actual::read(&session.aws, &session.names));
-    // A credentials problem explains a failed read better than the read's own error.
-    session.names.account = account?;
-    actual
-}
-
-/// What the stack should be for `code`, and the plan from `actual` to it:
-/// the one planning step of `up` and `dev`. Names taken by resources that
-/// are not the stack's stop it here.
-pub(crate) fn plan_for(
-    session: &Session,
-    actual: &actual::Actual,
-    code: &BTreeMap<crate::stack::Function, crate::stack::desired::Code>,
-) -> Result<(Desired, String, Plan)> {
-    let secret = actual.token_secret().unwrap_or_else(new_secret);
-    let desired = Desired::new(&session.settings, session.names.clone(), &secret, code);
-    let plan = plan::plan(&desired, actual);
-    if !plan.conflicts.is_empty() {
-        bail!("names this stack needs are taken:\n  {}", plan.conflicts.join("\n  "));
-    }
-    Ok((desired, secret, plan))
-}
+use crate::stack::{Names, apply, destroy};
 
 pub async fn run(cli: Cli) -> Result<u8> {
     if let Command::Dev(args) = &cli.command {
@@ -220,7 +136,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     let (actual, code) = tokio::join!(read(context), build_step);
     progress.finish();
     let (actual, code) = (actual?, code?);
-    let (desired, _, mut plan) = plan_for(context, &actual, &code)?;
+    let (secret, mut plan) = plan_for(context, &actual, &code)?;
     let Session { aws, names, .. } = &*context;
     if !context.json {
         print_plan(&plan);
@@ -238,7 +154,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
         }
         if let Some(file) = &args.plan {
             // What runs is the saved plan's steps, shown to be still right.
-            plan = crate::stack::saved::check(file, &saved)?;
+            plan = crate::stack::saved::check(file, &saved, &secret, &code)?;
         }
     }
     let existing_outputs = actual.api.ours().map(|api| outputs(names, &api.id));
@@ -269,21 +185,15 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
         let pending = args.exit_code && !plan.is_noop();
         return Ok(if pending { EXIT_DRIFT } else { 0 });
     }
-    let destructive = plan.destructive();
-    // A saved plan was approved when it was saved and reviewed.
-    if !destructive.is_empty() && !args.yes && args.plan.is_none() {
-        let list: Vec<String> = destructive.iter().map(|c| c.to_string()).collect();
-        let question = format!(
-            "These changes delete resources and their data:\n{}\nGo on?",
-            list.join("\n")
-        );
-        if !confirm(&question)? {
-            bail!("cancelled; nothing was changed");
-        }
-    }
+    let approval = match (args.plan.is_some(), args.yes) {
+        (true, _) => Approval::Saved,
+        (false, true) => Approval::Given,
+        (false, false) => Approval::Ask,
+    };
     let progress = Progress::start("applying", context.json);
     let report = |step| progress.step(step);
-    let result = apply::apply(aws, &desired, &plan, &report).await;
+    let ask = |question: &str| progress.suspend(|| confirm(question));
+    let result = converge(aws, &plan, approval, ask, &report).await;
     progress.finish();
     let api_id = result?;
     let outputs = outputs(names, &api_id);
@@ -336,7 +246,7 @@ async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
     if args.dry_run || !args.yes {
         for name in teardown.tables() {
             if crate::stack::table::table_has_items(aws, name).await? {
-                with_data.push(name.clone());
+                with_data.push(name.to_string());
             }
         }
     }
@@ -370,7 +280,7 @@ async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
         }
         progress.step(step)
     };
-    let result = destroy::destroy(aws, names, &teardown, &report).await;
+    let result = apply::delete(aws, &teardown.steps, &report).await;
     progress.finish();
     result?;
     let deleted = deleted.into_inner().unwrap_or_default();
@@ -399,19 +309,17 @@ async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
 
 /// `down --dry-run`: what would be deleted, kept and left alone.
 fn print_teardown(stack: &str, teardown: &destroy::Teardown, with_data: &[String]) {
-    if teardown.delete.is_empty() {
+    if teardown.steps.is_empty() {
         println!("Nothing of stack {stack} exists; `down` would delete nothing.");
     } else {
         println!(
             "`down` would delete {} resources of stack {stack}:",
-            teardown.delete.len()
+            teardown.steps.len()
         );
     }
-    for resource in &teardown.delete {
-        let data = resource
-            .strip_prefix("table ")
-            .is_some_and(|table| with_data.iter().any(|t| t == table));
-        println!("  - {resource}{}", if data { " (holds data)" } else { "" });
+    for step in &teardown.steps {
+        let data = step.kind == plan::Kind::Table && with_data.contains(&step.name);
+        println!("{step}{}", if data { " (holds data)" } else { "" });
     }
     for kept in &teardown.kept {
         println!("  keep table {kept} (--keep-data)");

@@ -21,6 +21,7 @@ pub mod logs;
 pub mod metrics;
 pub mod output;
 pub mod routes;
+pub mod session;
 pub mod settings;
 pub mod smoke;
 pub mod stack;

@@ -47,6 +47,14 @@ impl Progress {
     }
 
     /// What the spinner says (on a terminal only).
+    /// Runs `f` (a question on the terminal, say) with the spinner hidden.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
     pub fn set_message(&self, message: String) {
         if let Some(bar) = &self.bar {
             bar.set_message(message);

@@ -142,7 +142,7 @@ pub const ACCOUNT_THROTTLING: Throttling = Throttling {
     rate: 10000.0,
 };
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageSettings {
     /// Whether `[stage_settings]` sets any stage-wide value. When it sets
     /// none, chatctl leaves the stage's default route settings alone, so

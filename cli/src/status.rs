@@ -9,8 +9,9 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::EXIT_DRIFT;
-use crate::commands::{Session, outputs, read};
+use crate::commands::outputs;
 use crate::output::{Outputs, print_json};
+use crate::session::{Session, read};
 use crate::stack::desired::Desired;
 use crate::stack::plan::{self, Action};
 

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 
 use crate::build;
 use crate::cli::{Cli, DevArgs};
-use crate::commands::{Session, connect, plan_for, read};
+use crate::session::{Approval, Session, connect, converge, plan_for, read};
 use crate::stack::apply;
 use emulator::Emulator;
 use gateway::{GatewayConfig, RouteTable};
@@ -75,12 +75,15 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         // Lambda code is not run by the emulator; a placeholder zip stands in for it.
         let code = build::for_every_function(build::placeholder_zip(&root)?);
         let actual = read(&mut session).await?;
-        let (desired, secret, plan) = plan_for(&session, &actual, &code)?;
+        let (secret, plan) = plan_for(&session, &actual, &code)?;
         if !plan.is_noop() {
+            // As `up`: destroying data (a replaced table, say) is asked first,
+            // and refused without a terminal unless --yes.
+            let approval = if args.yes { Approval::Given } else { Approval::Ask };
             let report = |step: apply::Step| tracing::debug!("{} {}: {}", step.kind, step.name, step.done);
-            apply::apply(&session.aws, &desired, &plan, &report).await?;
+            converge(&session.aws, &plan, approval, crate::output::confirm, &report).await?;
         }
-        Ok::<_, anyhow::Error>((desired, secret))
+        Ok::<_, anyhow::Error>((plan.values, secret))
     };
     let ((), (desired, secret)) = tokio::try_join!(build_step, provision)?;
     let Session { aws, names, .. } = &session;

@@ -9,42 +9,13 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::api::{ApiState, read_api};
+pub use super::base::{Found, all_pages};
 use super::function::{FunctionState, read_function};
 use super::log_group::{LogGroupState, read_log_groups};
 use super::role::{RoleState, read_role};
 use super::table::{TableState, read_table};
 use super::{Function, Names};
 use crate::aws::Aws;
-
-/// A resource found by name: absent, ours (tagged with this stack), or someone else's.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub enum Found<T> {
-    Missing,
-    Ours(T),
-    /// Exists without this stack's tag; never touched. Holds what the tag says, if anything.
-    Foreign(Option<String>),
-}
-
-impl<T> Found<T> {
-    pub fn ours(&self) -> Option<&T> {
-        match self {
-            Found::Ours(value) => Some(value),
-            _ => None,
-        }
-    }
-
-    pub fn is_missing(&self) -> bool {
-        matches!(self, Found::Missing)
-    }
-
-    pub(super) fn classify(stack: &str, tag: Option<&str>, value: T) -> Found<T> {
-        if tag == Some(stack) {
-            Found::Ours(value)
-        } else {
-            Found::Foreign(tag.map(str::to_string))
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Actual {
@@ -95,31 +66,6 @@ pub async fn read(aws: &Aws, names: &Names) -> Result<Actual> {
         api,
     })
 }
-
-/// Every item of a list call that pages with a token. AWS may answer fewer
-/// items than asked, with a token, on any page; API Gateway documents no
-/// largest page (aws-facts.md §10, "pagination").
-pub async fn all_pages<T, F, Fut>(what: &str, mut page: F) -> Result<Vec<T>>
-where
-    F: FnMut(Option<String>) -> Fut,
-    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>)>>,
-{
-    let mut items = vec![];
-    let mut token = None;
-    for _ in 0..MAX_PAGES {
-        let (mut got, next) = page(token.take()).await?;
-        items.append(&mut got);
-        match next {
-            Some(next) if !next.is_empty() => token = Some(next),
-            _ => return Ok(items),
-        }
-    }
-    anyhow::bail!("{what}: AWS still had more after {MAX_PAGES} pages")
-}
-
-/// More pages than any list of this stack's can take; a guard against a
-/// token that never ends.
-const MAX_PAGES: usize = 10_000;
 
 #[cfg(test)]
 mod tests {

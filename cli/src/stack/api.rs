@@ -4,21 +4,19 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
-use aws_sdk_apigatewayv2::types::ProtocolType;
+use aws_sdk_apigatewayv2::types::{ProtocolType, RouteSettings};
 use serde::Serialize;
 
-use super::actual::{Found, all_pages};
 use super::api_writes::{ApiWrites, sent_once};
-use super::apply::{Report, live_id, planned, step};
 use super::authorizer::{AuthorizerState, read_authorizers};
+use super::base::{Action, Change, Detail, Found, Kind, Report, all_pages, live_id, step, tag_changes};
 use super::desired::{AccessLog, Desired, ROUTE_SELECTION_EXPRESSION};
 use super::integration::{IntegrationState, read_integrations};
-use super::plan::{Action, Detail, Kind, Plan, tag_changes};
 use super::route::{RouteState, read_routes};
-use super::stage::{RouteSettingsState, StageState};
 use super::tags::{Tagged, retag};
 use super::{Names, STACK_TAG};
 use crate::aws::{Aws, failed, is_code};
+use crate::settings::Throttling;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApiState {
@@ -38,6 +36,59 @@ pub struct ApiState {
 
 /// This stack's APIs (by name and tag), oldest first: one, unless two runs
 /// at once or a lost create sent again made more.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageState {
+    /// The settings of every route, unless a route has its own.
+    pub default_route: Option<RouteSettingsState>,
+    /// Route key → its own settings.
+    pub routes: BTreeMap<String, RouteSettingsState>,
+    /// Where and how it writes its access log, if it does.
+    pub access_log: Option<AccessLog>,
+    pub deployment_id: Option<String>,
+    pub description: Option<String>,
+    /// Every tag, the stack's included.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl StageState {
+    /// Whether API Gateway publishes per-route metrics (the default route's setting).
+    pub fn detailed_metrics(&self) -> bool {
+        self.default_route
+            .as_ref()
+            .and_then(|d| d.detailed_metrics)
+            .unwrap_or(false)
+    }
+}
+
+/// A route's settings as API Gateway reports them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RouteSettingsState {
+    pub throttling_burst: Option<i32>,
+    pub throttling_rate: Option<f64>,
+    pub detailed_metrics: Option<bool>,
+    pub logging_level: Option<String>,
+}
+
+impl From<&RouteSettings> for RouteSettingsState {
+    fn from(settings: &RouteSettings) -> RouteSettingsState {
+        RouteSettingsState {
+            throttling_burst: settings.throttling_burst_limit(),
+            throttling_rate: settings.throttling_rate_limit(),
+            detailed_metrics: settings.detailed_metrics_enabled(),
+            logging_level: settings.logging_level().map(|l| l.as_str().to_string()),
+        }
+    }
+}
+
+impl RouteSettingsState {
+    pub(super) fn throttling(&self) -> Option<Throttling> {
+        Some(Throttling {
+            burst: self.throttling_burst?,
+            rate: self.throttling_rate?,
+        })
+    }
+}
+
 pub async fn find_apis(aws: &Aws, names: &Names) -> Result<Vec<aws_sdk_apigatewayv2::types::Api>> {
     let mut apis = all_pages("cannot list API Gateway APIs", |token| async move {
         let page = aws
@@ -141,16 +192,16 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
     }))
 }
 
+/// Makes the API its step says (deleting the duplicates first); returns its id.
 pub(super) async fn ensure_api(
     aws: &Aws,
     desired: &Desired,
-    plan: &Plan,
+    (api, duplicates): (&Change, &[&Change]),
     writes: &ApiWrites,
     report: Report<'_>,
 ) -> Result<String> {
     let name = &desired.api.name;
-    let api = planned(plan, Kind::Api, name)?;
-    for duplicate in plan.deletions(Kind::Api) {
+    for duplicate in duplicates {
         let id = live_id(duplicate)?;
         delete_api(aws, writes, name, &id).await?;
         step(report, Kind::Api, &format!("{name} {id} (duplicate)"), "deleted");
@@ -246,7 +297,7 @@ pub fn api_action(api: Option<&ApiState>, tags: &BTreeMap<String, String>) -> Ac
     };
     if !is_websocket(api) {
         return Action::Replace {
-            reason: format!("protocol is {}", super::plan::or_dash(&api.protocol)),
+            reason: format!("protocol is {}", super::base::or_dash(&api.protocol)),
         };
     }
     let mut changes = vec![];

@@ -6,63 +6,26 @@
 //! Order (each arrow a real dependency): role → function → integration →
 //! route → deployment. Tables, log groups and the API run beside the roles.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use anyhow::{Context, Result, bail};
 use futures::future::try_join_all;
 
 use super::Function;
-use super::actual::Found;
 use super::api_writes::ApiWrites;
+use super::base::{self, live_id};
+pub use super::base::{Report, Step};
 use super::desired::Desired;
 use super::plan::{self, Action, Detail, Kind, Plan};
 use super::{api, authorizer, function, integration, log_group, permission, role, route, stage, table};
 use crate::aws::Aws;
 
-/// How often a state is polled while waiting for it: short enough that a
-/// wait ends at most this much after its cause; seven functions polled this
-/// often make 28 GetFunction calls a second, within its quota of 100/s
-/// (aws-facts.md §10, "Lambda control-plane quota").
-pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(250);
-/// A resource that "already exists" when chatctl created it (the answer to
-/// its create was lost and the SDK sent it again, aws-facts.md §10): taken
-/// when it carries the stack's tag, else it is someone else's.
-pub(super) fn taken_if_ours<T>(found: &Found<T>, kind: &str, name: &str) -> Result<()> {
-    match found {
-        Found::Ours(_) => Ok(()),
-        _ => bail!("{kind} {name} was created meanwhile by someone else; chatctl leaves it alone"),
-    }
-}
-
-/// One finished step, for progress output.
-#[derive(Debug, Clone)]
-pub struct Step {
-    pub kind: &'static str,
-    pub name: String,
-    pub done: String,
-}
-
-pub type Report<'a> = &'a (dyn Fn(Step) + Sync);
-
-pub(super) fn step(report: Report, kind: Kind, name: &str, done: impl Into<String>) {
-    report(Step {
-        kind: kind.as_str(),
-        name: name.to_string(),
-        done: done.into(),
-    });
-}
-
-/// The tags to set and remove, if an update's changes include them.
-pub(super) fn tag_detail(changes: &[Detail]) -> Option<(&BTreeMap<String, String>, &[String])> {
-    changes.iter().find_map(|c| match c {
-        Detail::Tags { set, remove } => Some((set, remove.as_slice())),
-        _ => None,
-    })
-}
-
-/// Executes `plan`, made for `desired`; returns the API id.
-pub async fn apply(aws: &Aws, desired: &Desired, plan: &Plan, report: Report<'_>) -> Result<String> {
+/// Executes `plan` with the values it holds, and nothing else; returns the
+/// API id.
+pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String> {
+    let desired = &plan.values;
+    anyhow::ensure!(
+        !desired.has_secret_reference(),
+        "the plan's token secret was never resolved; nothing was changed"
+    );
     let tables = try_join_all(
         desired
             .tables
@@ -78,7 +41,11 @@ pub async fn apply(aws: &Aws, desired: &Desired, plan: &Plan, report: Report<'_>
                 let action = plan.action(Kind::Role, &spec.name);
                 role::create_role(aws, desired, spec, action, report)
             })),
-            api::ensure_api(aws, desired, plan, writes, report),
+            async {
+                let duplicates: Vec<&plan::Change> = plan.deletions(Kind::Api).collect();
+                let api = planned(plan, Kind::Api, &desired.api.name)?;
+                api::ensure_api(aws, desired, (api, &duplicates), writes, report).await
+            },
             try_join_all(desired.log_groups.iter().map(|spec| {
                 let action = plan.action(Kind::LogGroup, &spec.name);
                 log_group::apply_log_group(aws, desired, spec, action, report)
@@ -98,11 +65,16 @@ pub async fn apply(aws: &Aws, desired: &Desired, plan: &Plan, report: Report<'_>
                 function::apply_function(aws, desired, spec, action, probes, report)
             })),
             async {
-                stage::ensure_stage(aws, desired, plan, &api_id, writes, report).await?;
+                let stage = &planned(plan, Kind::Stage, &desired.api.stage)?.action;
+                stage::ensure_stage(aws, desired, stage, &api_id, writes, report).await?;
                 apply_api_parts(aws, desired, plan, &api_id, writes, report).await
             },
         )?;
-        permission::grant_permissions(aws, desired, plan, &api_id, &authorizer_id, report).await?;
+        let permissions: Vec<(Function, &Action)> = Function::ALL
+            .into_iter()
+            .map(|f| (f, plan.action(Kind::Permission, &desired.names.function(f))))
+            .collect();
+        permission::grant_permissions(aws, desired, &permissions, &api_id, &authorizer_id, report).await?;
         Ok::<_, anyhow::Error>(api_id)
     };
     let (tables, api_id) = tokio::join!(tables, compute);
@@ -114,16 +86,6 @@ pub async fn apply(aws: &Aws, desired: &Desired, plan: &Plan, report: Report<'_>
 pub(super) fn planned<'a>(plan: &'a Plan, kind: Kind, name: &str) -> Result<&'a plan::Change> {
     plan.step(kind, name)
         .with_context(|| format!("the plan has no step for {kind} {name}; make a new plan"))
-}
-
-/// The id of a live API part the plan changes or keeps.
-pub(super) fn live_id(change: &plan::Change) -> Result<String> {
-    change.id.clone().with_context(|| {
-        format!(
-            "the plan names no id for {} {}; make a new plan",
-            change.kind, change.name
-        )
-    })
 }
 
 /// The authorizer, integrations and routes, then a deployment when the
@@ -139,10 +101,14 @@ async fn apply_api_parts(
     let names = &desired.names;
     // The authorizer and the integrations need only the functions' names.
     let (authorizer_id, integrations) = tokio::try_join!(
-        authorizer::apply_authorizer(aws, desired, plan, api_id, writes, report),
+        async {
+            let step = planned(plan, Kind::Authorizer, &desired.api.authorizer)?;
+            authorizer::apply_authorizer(aws, desired, step, api_id, writes, report).await
+        },
         try_join_all(desired.api.routes.iter().map(|route| async move {
+            let step = planned(plan, Kind::Integration, &names.function(route.function))?;
             let id =
-                integration::apply_integration(aws, desired, plan, route.function, (api_id, writes), report).await?;
+                integration::apply_integration(aws, desired, step, route.function, (api_id, writes), report).await?;
             Ok::<_, anyhow::Error>((route.function, id))
         })),
     )?;
@@ -160,16 +126,19 @@ async fn apply_api_parts(
             target: format!("integrations/{}", integration_id(spec.function)),
             authorizer_id: spec.authorized.then(|| authorizer_id.clone()),
         };
-        async move { route::apply_route(aws, plan, write, (api_id, writes), report).await }
+        async move {
+            let step = planned(plan, Kind::Route, &spec.key)?;
+            route::apply_route(aws, step, write, (api_id, writes), report).await
+        }
     }));
     let extra_routes = try_join_all(
         plan.deletions(Kind::Route)
             .map(|change| route::delete_route(aws, change, (api_id, writes), report)),
     );
     tokio::try_join!(routes, extra_routes)?;
-    stage::apply_route_settings(aws, desired, plan, api_id, writes).await?;
-
     let stage = planned(plan, Kind::Stage, &desired.api.stage)?;
+    stage::apply_route_settings(aws, desired, &stage.action, api_id, writes).await?;
+
     let deploy_now = match &stage.action {
         Action::Create => true,
         Action::Update { changes } => changes.contains(&Detail::Deployment),
@@ -195,4 +164,57 @@ async fn apply_api_parts(
         stage::deploy(aws, desired, (api_id, writes), &served, report).await?;
     }
     Ok(authorizer_id)
+}
+
+/// Executes a plan of delete steps (`down`'s): the API, the functions,
+/// then roles and tables together, log groups last; each kind's steps
+/// concurrently. A step that is not a deletion is refused before anything
+/// is deleted.
+pub async fn delete(aws: &Aws, steps: &[plan::Change], report: Report<'_>) -> Result<()> {
+    for step in steps {
+        if step.action != Action::Delete {
+            bail!("{} {} is not a deletion; `down` only deletes", step.kind, step.name);
+        }
+        if !matches!(
+            step.kind,
+            Kind::Api | Kind::Function | Kind::Role | Kind::Table | Kind::LogGroup
+        ) {
+            bail!(
+                "`down` deletes a {} ({}) with its API, not on its own",
+                step.kind,
+                step.name
+            );
+        }
+    }
+    let writes = &ApiWrites::default();
+    let of = |kind: Kind| steps.iter().filter(move |s| s.kind == kind);
+    let done = |step: &plan::Change| base::step(report, step.kind, &step.name, "deleted");
+    for step in of(Kind::Api) {
+        api::delete_api(aws, writes, &step.name, &live_id(step)?).await?;
+        done(step);
+    }
+    try_join_all(of(Kind::Function).map(|step| async move {
+        function::delete_function(aws, &step.name).await?;
+        done(step);
+        Ok::<_, anyhow::Error>(())
+    }))
+    .await?;
+    let roles = try_join_all(of(Kind::Role).map(|step| async move {
+        role::delete_role(aws, &step.name).await?;
+        done(step);
+        Ok::<_, anyhow::Error>(())
+    }));
+    let tables = try_join_all(of(Kind::Table).map(|step| async move {
+        table::delete_table_and_wait(aws, &step.name).await?;
+        done(step);
+        Ok::<_, anyhow::Error>(())
+    }));
+    tokio::try_join!(roles, tables)?;
+    try_join_all(of(Kind::LogGroup).map(|step| async move {
+        log_group::delete_log_group(aws, &step.name).await?;
+        done(step);
+        Ok::<_, anyhow::Error>(())
+    }))
+    .await?;
+    Ok(())
 }

@@ -5,11 +5,9 @@ use aws_sdk_apigatewayv2::types::AuthorizerType;
 use serde::Serialize;
 
 use super::Function;
-use super::actual::all_pages;
 use super::api_writes::{ApiWrites, sent_once};
-use super::apply::{Report, live_id, planned, step};
+use super::base::{Action, Change, Detail, Kind, Report, all_pages, live_id, step};
 use super::desired::Desired;
-use super::plan::{Action, Detail, Kind, Plan};
 use crate::aws::{Aws, failed};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -53,7 +51,7 @@ pub async fn read_authorizers(aws: &Aws, api_id: &str) -> Result<Vec<AuthorizerS
 pub(super) async fn apply_authorizer(
     aws: &Aws,
     desired: &Desired,
-    plan: &Plan,
+    planned: &Change,
     api_id: &str,
     writes: &ApiWrites,
     report: Report<'_>,
@@ -61,7 +59,6 @@ pub(super) async fn apply_authorizer(
     let client = &aws.apigateway;
     let name = &desired.api.authorizer;
     let uri = desired.names.invocation_uri(Function::Authorizer);
-    let planned = planned(plan, Kind::Authorizer, name)?;
     match &planned.action {
         Action::NoChange => live_id(planned),
         Action::Update { .. } => {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use chat_core::config::vars;
 use chat_core::store::schema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Function, Names, STACK_TAG};
@@ -17,7 +17,7 @@ pub const ROUTE_SELECTION_EXPRESSION: &str = "$request.body.action";
 /// The name of the inline policy on each of the stack's roles.
 pub const POLICY_NAME: &str = "chatctl";
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableSpec {
     pub name: String,
     pub partition_key: String,
@@ -27,27 +27,27 @@ pub struct TableSpec {
     pub ttl_attribute: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoleSpec {
     pub name: String,
     /// The authorizer's role may only write its logs.
     pub for_authorizer: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogGroupSpec {
     pub name: String,
     pub retention_days: i32,
 }
 
 /// A function's code: the zip cargo-lambda built and its SHA-256, base64 as Lambda reports it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Code {
     pub zip: PathBuf,
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionSpec {
     pub function: Function,
     pub name: String,
@@ -55,12 +55,14 @@ pub struct FunctionSpec {
     pub arch: Arch,
     pub memory_mb: i32,
     pub timeout_seconds: i32,
+    /// The token secret is written to a plan as a reference, never its value.
+    #[serde(serialize_with = "env_without_secrets")]
     pub env: BTreeMap<String, String>,
     /// None when the code is not known (status without a build).
     pub code: Option<Code>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteSpec {
     pub key: String,
     pub function: Function,
@@ -68,7 +70,7 @@ pub struct RouteSpec {
     pub authorized: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiSpec {
     pub name: String,
     pub stage: String,
@@ -81,14 +83,14 @@ pub struct ApiSpec {
 }
 
 /// A stage's access log settings.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccessLog {
     /// The log group's ARN, without `:*`.
     pub destination_arn: String,
     pub format: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Desired {
     pub names: Names,
     pub tags: BTreeMap<String, String>,
@@ -179,7 +181,7 @@ impl Desired {
             settings: settings.stage_settings.clone(),
             access_log: settings.stage_settings.access_logs.then(|| AccessLog {
                 destination_arn: names.log_group_arn_of(&names.access_log_group()),
-                format: super::stage::access_log_format(),
+                format: access_log_format(),
             }),
         };
         Desired {
@@ -236,6 +238,29 @@ impl Desired {
     }
 }
 
+/// The access log's fields: a JSON object per request, made of API
+/// Gateway's `$context` variables for WebSocket APIs. The format must hold
+/// `$context.requestId` (API Gateway developer guide, "Configure logging for
+/// WebSocket APIs"; aws-cdk #11100). `chatctl dev` writes the same lines.
+pub const ACCESS_LOG_FIELDS: [(&str, &str); 8] = [
+    ("requestId", "$context.requestId"),
+    ("requestTime", "$context.requestTime"),
+    ("connectionId", "$context.connectionId"),
+    ("eventType", "$context.eventType"),
+    ("routeKey", "$context.routeKey"),
+    ("status", "$context.status"),
+    ("error", "$context.error.message"),
+    ("integrationLatency", "$context.integrationLatency"),
+];
+
+/// The access log format given to API Gateway.
+pub fn access_log_format() -> String {
+    let fields = ACCESS_LOG_FIELDS
+        .iter()
+        .map(|(name, variable)| (name.to_string(), serde_json::Value::from(*variable)));
+    serde_json::Value::Object(fields.collect()).to_string()
+}
+
 /// Who may assume the stack's roles: Lambda, nobody else.
 pub fn trust_policy() -> Value {
     json!({
@@ -261,6 +286,51 @@ fn function_env(settings: &Settings, names: &Names, function: Function, secret: 
     env.insert(vars::MESSAGES_TABLE.to_string(), names.messages_table());
     env.extend(settings.function_limits_env());
     env
+}
+
+/// What a plan holds in place of the token secret: a saved plan is a file
+/// people review and keep, so the secret is resolved when the plan is applied
+/// (the live authorizer's, or a new one for a new stack).
+pub const SECRET_REFERENCE: &str = "(secret: the authorizer's token secret, resolved when applied)";
+
+fn env_without_secrets<S: serde::Serializer>(env: &BTreeMap<String, String>, to: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = to.serialize_map(Some(env.len()))?;
+    for (name, value) in env {
+        let value = if name == vars::TOKEN_SECRET {
+            SECRET_REFERENCE
+        } else {
+            value
+        };
+        map.serialize_entry(name, value)?;
+    }
+    map.end()
+}
+
+impl Desired {
+    /// The same values with the secret as a plan file holds it.
+    pub fn without_secret(&self) -> Desired {
+        self.with_secret(SECRET_REFERENCE)
+    }
+
+    /// The same values with `secret` as the token secret, where there is one.
+    pub fn with_secret(&self, secret: &str) -> Desired {
+        let mut desired = self.clone();
+        for function in &mut desired.functions {
+            if let Some(value) = function.env.get_mut(vars::TOKEN_SECRET) {
+                *value = secret.to_string();
+            }
+        }
+        desired
+    }
+
+    /// Whether a secret is still a reference (a plan read from a file that
+    /// nobody resolved): applying it would write the reference to AWS.
+    pub fn has_secret_reference(&self) -> bool {
+        self.functions
+            .iter()
+            .any(|f| f.env.get(vars::TOKEN_SECRET).is_some_and(|v| v == SECRET_REFERENCE))
+    }
 }
 
 /// A new token secret: 32 random bytes, base64url.
@@ -327,6 +397,18 @@ mod tests {
         assert!(!authorizer.contains("dynamodb") && !authorizer.contains("execute-api"));
         assert!(authorizer.contains("log-group:/aws/lambda/chat-authorizer:*"));
         assert!(!authorizer.contains("chat-join"));
+    }
+
+    #[test]
+    fn a_plan_file_holds_a_reference_never_the_secret() {
+        let d = desired();
+        let text = serde_json::to_string(&d).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        let back: Desired = serde_json::from_str(&text).unwrap();
+        assert!(back.has_secret_reference());
+        assert_eq!(back, d.without_secret());
+        assert_eq!(back.with_secret("s3cret"), d);
+        assert!(!d.has_secret_reference());
     }
 
     #[test]

@@ -1,145 +1,115 @@
-//! Removes every resource of a stack, in an order that leaves nothing
-//! behind: the API, the functions, then roles and tables, log groups last
-//! (a late invocation could otherwise recreate a log group).
+//! What `down` deletes: a plan of delete steps, decided once from what
+//! exists, in the order that leaves nothing behind (the API, the functions,
+//! then roles and tables, log groups last: a late invocation could otherwise
+//! recreate a log group). `down --dry-run` prints it; `apply::delete`
+//! executes it.
 
-use anyhow::Result;
-use futures::future::try_join_all;
 use serde::Serialize;
 
 use super::Names;
-use super::actual::{Actual, Found};
-use super::api::delete_api;
-use super::api_writes::ApiWrites;
-use super::apply::{Report, Step};
-use super::function::delete_function;
-use super::log_group::delete_log_group;
-use super::role::delete_role;
-use super::table::delete_table_and_wait;
-use crate::aws::Aws;
+use super::actual::Actual;
+use super::base::{Action, Change, Found, Kind};
 
-/// What `down` deletes, keeps and leaves alone, decided once from what
-/// exists: `destroy` carries it out and `down --dry-run` prints it.
+/// What `down` deletes, keeps and leaves alone.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct Teardown {
-    /// The stack's API, by id: its own and any duplicate an interrupted `up` left.
-    #[serde(skip)]
-    pub api_ids: Vec<String>,
-    /// Everything deleted, as "kind name", in the order `down` goes.
-    pub delete: Vec<String>,
+    /// The delete steps, in the order `down` goes; shown as "kind name".
+    #[serde(rename = "delete", serialize_with = "as_names")]
+    pub steps: Vec<Change>,
     /// Tables kept by `--keep-data`.
     pub kept: Vec<String>,
     /// Resources with the stack's names that are not the stack's; left alone.
     pub skipped: Vec<String>,
-    #[serde(skip)]
-    functions: Vec<String>,
-    #[serde(skip)]
-    roles: Vec<String>,
-    #[serde(skip)]
-    tables: Vec<String>,
-    #[serde(skip)]
-    log_groups: Vec<String>,
+}
+
+/// A delete step as `down --output json` has always listed it: "table t",
+/// "api chat (a1b2c3)".
+pub fn step_name(step: &Change) -> String {
+    match &step.id {
+        Some(id) => format!("{} {} ({id})", step.kind, step.name),
+        None => format!("{} {}", step.kind, step.name),
+    }
+}
+
+fn as_names<S: serde::Serializer>(steps: &[Change], to: S) -> Result<S::Ok, S::Error> {
+    to.collect_seq(steps.iter().map(step_name))
+}
+
+fn delete(kind: Kind, name: &str, id: Option<&str>) -> Change {
+    Change {
+        kind,
+        name: name.to_string(),
+        id: id.map(str::to_string),
+        action: Action::Delete,
+    }
 }
 
 impl Teardown {
     pub fn of(names: &Names, actual: &Actual, keep_data: bool) -> Teardown {
-        /// The names of `found`'s resources that are ours; the others' go to `skipped`.
+        let mut t = Teardown::default();
+        /// Delete steps for `found`'s resources that are ours; the others go to `skipped`.
         fn sort<'a, T: 'a>(
-            kind: &str,
+            t: &mut Teardown,
+            kind: Kind,
+            what: &str,
             found: impl IntoIterator<Item = (String, &'a Found<T>)>,
-            skipped: &mut Vec<String>,
-        ) -> Vec<String> {
+        ) -> Vec<Change> {
             let mut ours = vec![];
             for (name, found) in found {
                 match found {
-                    Found::Ours(_) => ours.push(name),
-                    Found::Foreign(_) => skipped.push(format!("{kind} {name}")),
+                    Found::Ours(_) => ours.push(delete(kind, &name, None)),
+                    Found::Foreign(_) => t.skipped.push(format!("{what} {name}")),
                     Found::Missing => {}
                 }
             }
             ours
         }
-        let mut t = Teardown::default();
-        let skipped = &mut t.skipped;
-        let tables = sort("table", actual.tables.iter().map(|(n, f)| (n.clone(), f)), skipped);
-        t.roles = sort("IAM role", actual.roles.iter().map(|(n, f)| (n.clone(), f)), skipped);
-        t.functions = sort(
+        let tables = sort(
+            &mut t,
+            Kind::Table,
+            "table",
+            actual.tables.iter().map(|(n, f)| (n.clone(), f)),
+        );
+        let roles = sort(
+            &mut t,
+            Kind::Role,
+            "IAM role",
+            actual.roles.iter().map(|(n, f)| (n.clone(), f)),
+        );
+        let functions = sort(
+            &mut t,
+            Kind::Function,
             "Lambda function",
             actual.functions.iter().map(|(f, found)| (names.function(*f), found)),
-            skipped,
         );
-        t.log_groups = sort(
+        let log_groups = sort(
+            &mut t,
+            Kind::LogGroup,
             "log group",
             actual.log_groups.iter().map(|(name, found)| (name.clone(), found)),
-            skipped,
         );
-        if keep_data {
-            t.kept = tables;
-        } else {
-            t.tables = tables;
-        }
         if let Some(api) = actual.api.ours() {
-            t.api_ids = std::iter::once(&api.id).chain(&api.duplicates).cloned().collect();
+            let ids = std::iter::once(&api.id).chain(&api.duplicates);
+            t.steps.extend(ids.map(|id| delete(Kind::Api, &names.api(), Some(id))));
         }
-        let api = t.api_ids.iter().map(|id| format!("api {} ({id})", names.api()));
-        let named = |kind: &str, list: &[String]| list.iter().map(|n| format!("{kind} {n}")).collect::<Vec<_>>();
-        t.delete = api
-            .chain(named("function", &t.functions))
-            .chain(named("role", &t.roles))
-            .chain(named("table", &t.tables))
-            .chain(named("log group", &t.log_groups))
-            .collect();
+        t.steps.extend(functions);
+        t.steps.extend(roles);
+        if keep_data {
+            t.kept = tables.into_iter().map(|step| step.name).collect();
+        } else {
+            t.steps.extend(tables);
+        }
+        t.steps.extend(log_groups);
         t
     }
 
-    /// The tables it deletes.
-    pub fn tables(&self) -> &[String] {
-        &self.tables
+    /// The names of the tables it deletes.
+    pub fn tables(&self) -> impl Iterator<Item = &str> {
+        self.steps
+            .iter()
+            .filter(|s| s.kind == Kind::Table)
+            .map(|s| s.name.as_str())
     }
-}
-
-fn done(report: Report, kind: &'static str, name: &str) {
-    report(Step {
-        kind,
-        name: name.to_string(),
-        done: "deleted".into(),
-    });
-}
-
-/// Carries out `teardown`: the API, the functions, then roles and tables,
-/// log groups last.
-pub async fn destroy(aws: &Aws, names: &Names, teardown: &Teardown, report: Report<'_>) -> Result<()> {
-    let writes = ApiWrites::default();
-    for id in &teardown.api_ids {
-        delete_api(aws, &writes, &names.api(), id).await?;
-        done(report, "api", &names.api());
-    }
-
-    try_join_all(teardown.functions.iter().map(|name| async move {
-        delete_function(aws, name).await?;
-        done(report, "function", name);
-        Ok::<_, anyhow::Error>(())
-    }))
-    .await?;
-
-    let roles = try_join_all(teardown.roles.iter().map(|name| async move {
-        delete_role(aws, name).await?;
-        done(report, "role", name);
-        Ok::<_, anyhow::Error>(())
-    }));
-    let tables = try_join_all(teardown.tables.iter().map(|name| async move {
-        delete_table_and_wait(aws, name).await?;
-        done(report, "table", name);
-        Ok::<_, anyhow::Error>(())
-    }));
-    tokio::try_join!(roles, tables)?;
-
-    try_join_all(teardown.log_groups.iter().map(|name| async move {
-        delete_log_group(aws, name).await?;
-        done(report, "log group", name);
-        Ok::<_, anyhow::Error>(())
-    }))
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -205,9 +175,9 @@ mod tests {
     #[test]
     fn teardown_deletes_only_what_is_ours_in_order_and_names_the_rest() {
         let teardown = Teardown::of(&names(), &partial(), false);
-        assert_eq!(teardown.api_ids, ["a1", "a2"]);
+        let delete: Vec<String> = teardown.steps.iter().map(step_name).collect();
         assert_eq!(
-            teardown.delete,
+            delete,
             [
                 "api chat (a1)",
                 "api chat (a2)",
@@ -216,7 +186,13 @@ mod tests {
             ]
         );
         assert_eq!(teardown.skipped, ["table chat-connections", "IAM role chat-handlers"]);
-        assert!(teardown.kept.is_empty() && teardown.tables().is_empty());
+        assert!(teardown.kept.is_empty() && teardown.tables().next().is_none());
+        assert_eq!(teardown.steps[0].to_string(), "  - api chat (a1)", "as a plan shows it");
+        let json = serde_json::to_value(&teardown).unwrap();
+        assert_eq!(
+            json["delete"][3], "log group /aws/lambda/chat-join",
+            "down's JSON as before"
+        );
     }
 
     #[test]
@@ -234,10 +210,11 @@ mod tests {
             tags: Default::default(),
         };
         actual.tables.insert("chat-messages".into(), Found::Ours(table));
-        assert_eq!(Teardown::of(&names(), &actual, false).tables(), ["chat-messages"]);
+        let all = Teardown::of(&names(), &actual, false);
+        assert_eq!(all.tables().collect::<Vec<_>>(), ["chat-messages"]);
         let kept = Teardown::of(&names(), &actual, true);
         assert_eq!(kept.kept, ["chat-messages"]);
-        assert!(kept.tables().is_empty());
-        assert!(!kept.delete.iter().any(|d| d.starts_with("table")));
+        assert!(kept.tables().next().is_none());
+        assert!(!kept.steps.iter().any(|s| s.kind == Kind::Table));
     }
 }

@@ -3,7 +3,7 @@
 //! delete.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_lambda::config::http::HttpResponse;
@@ -16,10 +16,8 @@ use aws_sdk_lambda::types::{
 use serde::Serialize;
 use serde_json::Value;
 
-use super::actual::Found;
-use super::apply::{POLL_INTERVAL, Report, step, tag_detail, taken_if_ours};
+use super::base::{Action, Detail, Found, Kind, Polled, Report, poll, step, tag_changes, tag_detail, taken_if_ours};
 use super::desired::{Desired, FunctionSpec, RUNTIME};
-use super::plan::{Action, Detail, Kind, tag_changes};
 use super::tags::{Tagged, retag};
 use super::{Function, Names, STACK_TAG};
 use crate::aws::{Aws, Budget, failed, is_code, retry, retry_error};
@@ -406,23 +404,20 @@ pub(super) async fn function_configuration(aws: &Aws, name: &str) -> Result<Func
 /// what repairs it: updates are allowed on Active and Inactive functions
 /// (Lambda docs, "functions-states").
 pub(super) async fn wait_until_updatable(aws: &Aws, name: &str) -> Result<()> {
-    let started = Instant::now();
-    loop {
+    poll(FUNCTION_TIMEOUT, || async {
         let config = function_configuration(aws, name).await?;
         let pending = config.state() == Some(&State::Pending);
         let updating = config.last_update_status() == Some(&LastUpdateStatus::InProgress);
         if !pending && !updating {
-            return Ok(());
+            return Ok(Polled::Ready(()));
         }
-        if started.elapsed() > FUNCTION_TIMEOUT {
-            bail!(
-                "Lambda function {name} is still busy ({}) after {}s; an update from elsewhere may be running: wait and run `chatctl up` again",
-                if pending { "Pending" } else { "update InProgress" },
-                FUNCTION_TIMEOUT.as_secs()
-            );
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+        Ok(Polled::Waiting(format!(
+            "Lambda function {name} is still busy ({}) after {}s; an update from elsewhere may be running: wait and run `chatctl up` again",
+            if pending { "Pending" } else { "update InProgress" },
+            FUNCTION_TIMEOUT.as_secs()
+        )))
+    })
+    .await
 }
 
 /// Waits until a function chatctl created or updated is usable: created →
@@ -431,8 +426,7 @@ pub(super) async fn wait_until_updatable(aws: &Aws, name: &str) -> Result<()> {
 /// an update until it is invoked, so it counts as settled (Lambda docs,
 /// "functions-states"). Fails with Lambda's reason when it failed.
 pub async fn wait_for_function(aws: &Aws, name: &str) -> Result<()> {
-    let started = Instant::now();
-    loop {
+    poll(FUNCTION_TIMEOUT, || async {
         let config = function_configuration(aws, name).await?;
         let (state, update) = (config.state(), config.last_update_status());
         if state == Some(&State::Failed) || update == Some(&LastUpdateStatus::Failed) {
@@ -447,18 +441,16 @@ pub async fn wait_for_function(aws: &Aws, name: &str) -> Result<()> {
         let usable = state.is_none_or(|s| matches!(s, State::Active | State::Inactive));
         let settled = update != Some(&LastUpdateStatus::InProgress);
         if usable && settled {
-            return Ok(());
+            return Ok(Polled::Ready(()));
         }
-        if started.elapsed() > FUNCTION_TIMEOUT {
-            bail!(
-                "Lambda function {name} is still {}/{} after {}s; see it in the Lambda console, then run `chatctl up` again",
-                state.map_or("-", |s| s.as_str()),
-                update.map_or("-", |u| u.as_str()),
-                FUNCTION_TIMEOUT.as_secs()
-            );
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+        Ok(Polled::Waiting(format!(
+            "Lambda function {name} is still {}/{} after {}s; see it in the Lambda console, then run `chatctl up` again",
+            state.map_or("-", |s| s.as_str()),
+            update.map_or("-", |u| u.as_str()),
+            FUNCTION_TIMEOUT.as_secs()
+        )))
+    })
+    .await
 }
 
 /// How long a function may take to leave Pending or an update InProgress.

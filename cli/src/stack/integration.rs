@@ -6,11 +6,9 @@ use aws_sdk_apigatewayv2::types::IntegrationType;
 use serde::Serialize;
 
 use super::Function;
-use super::actual::all_pages;
 use super::api_writes::{ApiWrites, sent_once};
-use super::apply::{Report, live_id, planned, step};
+use super::base::{Action, Change, Detail, Kind, Report, all_pages, live_id, step};
 use super::desired::Desired;
-use super::plan::{Action, Detail, Kind, Plan};
 use crate::aws::{Aws, failed};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,7 +48,7 @@ pub async fn read_integrations(aws: &Aws, api_id: &str) -> Result<Vec<Integratio
 pub(super) async fn apply_integration(
     aws: &Aws,
     desired: &Desired,
-    plan: &Plan,
+    planned: &Change,
     function: Function,
     (api_id, writes): (&str, &ApiWrites),
     report: Report<'_>,
@@ -59,7 +57,6 @@ pub(super) async fn apply_integration(
     let uri = desired.names.invocation_uri(function);
     let uri = uri.as_str();
     let name = desired.names.function(function);
-    let planned = planned(plan, Kind::Integration, &name)?;
     match &planned.action {
         Action::NoChange => live_id(planned),
         Action::Update { .. } => {

@@ -7,10 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use super::actual::Found;
-use super::apply::{Report, step};
+use super::base::{Action, Detail, Found, Kind, Report, step, tag_changes};
 use super::desired::{Desired, LogGroupSpec};
-use super::plan::{Action, Detail, Kind, tag_changes};
 use super::tags::{Tagged, retag};
 use super::{Function, Names, STACK_TAG};
 use crate::aws::{Aws, aws_error, failed, is_code};

@@ -7,6 +7,7 @@
 pub mod actual;
 pub mod api_writes;
 pub mod apply;
+pub mod base;
 pub mod desired;
 pub mod destroy;
 pub mod plan;
@@ -28,14 +29,14 @@ pub mod route;
 pub mod stage;
 pub mod table;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The tag on every resource of a stack; its value is the stack name.
 /// Nothing without it is ever modified or deleted.
 pub const STACK_TAG: &str = "chatctl:stack";
 
 /// The Lambda functions of the chat (one binary serves them all).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Function {
     Authorizer,
@@ -90,7 +91,7 @@ impl Function {
 }
 
 /// Names and ARNs of the stack's resources, all derived from the stack name.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Names {
     pub stack: String,
     pub stage: String,

@@ -4,9 +4,8 @@
 use anyhow::{Result, bail};
 use futures::future::try_join_all;
 
-use super::apply::{Report, step};
+use super::base::{Action, Detail, Kind, Report, step};
 use super::desired::Desired;
-use super::plan::{Action, Detail, Kind, Plan};
 use super::{Function, Names};
 use crate::aws::{Aws, is_code};
 
@@ -27,15 +26,15 @@ pub fn permission_source_arn(names: &Names, function: Function, api_id: &str, au
 pub(super) async fn grant_permissions(
     aws: &Aws,
     desired: &Desired,
-    plan: &Plan,
+    steps: &[(Function, &Action)],
     api_id: &str,
     authorizer_id: &str,
     report: Report<'_>,
 ) -> Result<()> {
     let names = &desired.names;
-    try_join_all(Function::ALL.into_iter().map(|function| async move {
+    try_join_all(steps.iter().map(|&(function, action)| async move {
         let name = names.function(function);
-        let replace = match plan.action(Kind::Permission, &name) {
+        let replace = match action {
             Action::NoChange => return Ok::<_, anyhow::Error>(()),
             Action::Create => false,
             Action::Update { .. } => true,

@@ -6,241 +6,23 @@
 //! exactly them: every decision is made here, once.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::actual::{Actual, Found};
+use super::actual::Actual;
+use super::base::Found;
+pub use super::base::{Action, Change, Detail, Kind, tag_changes};
 use super::desired::Desired;
 use super::{Function, api, authorizer, integration, log_group, permission, role, route, stage, table};
-use crate::settings::Throttling;
 
-/// The kinds of resource a stack has, in the order `up` plans them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Table,
-    Role,
-    #[serde(rename = "log group")]
-    LogGroup,
-    Function,
-    Api,
-    Authorizer,
-    Integration,
-    Route,
-    Permission,
-    Stage,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Table => "table",
-            Kind::Role => "role",
-            Kind::LogGroup => "log group",
-            Kind::Function => "function",
-            Kind::Api => "api",
-            Kind::Authorizer => "authorizer",
-            Kind::Integration => "integration",
-            Kind::Route => "route",
-            Kind::Permission => "permission",
-            Kind::Stage => "stage",
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One difference inside a resource. `apply` acts on the variant; the text
-/// is only for people.
+/// What `apply` executes, and all it reads: the steps, and the values they
+/// write (terraform's plan file holds the planned values for the same
+/// reason: what runs is what was reviewed, whatever the settings say later).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "change", rename_all = "snake_case")]
-pub enum Detail {
-    /// Table: to on-demand billing (UpdateTable).
-    Billing { from: Option<String> },
-    /// Table: TTL on this attribute (UpdateTimeToLive).
-    Ttl { attribute: String },
-    /// Table: a global secondary index to add (UpdateTable, data kept).
-    AddIndex { name: String, key: String },
-    /// Table: a global secondary index to delete (UpdateTable, data kept).
-    DeleteIndex { name: String },
-    /// Table: indexes still being built (or deleted): waited for.
-    IndexNotReady { names: Vec<String> },
-    /// Role: who may assume it.
-    TrustPolicy,
-    /// Role: its inline policy; `grants` says what changes, None while the
-    /// API the policy names is still to be made.
-    InlinePolicy { grants: Option<String> },
-    /// Log group: how long it keeps events (None: never expire).
-    Retention { from: Option<i32>, to: i32 },
-    /// Function: new code (CodeSha256, live → built).
-    Code { from: Option<String>, to: String },
-    /// Function: another architecture, which ships with the code.
-    Architecture { from: Option<String>, to: String },
-    /// Function: one configuration setting (runtime, handler, memory,
-    /// timeout, role).
-    Setting {
-        name: String,
-        from: Option<String>,
-        to: String,
-    },
-    /// Function: environment variables, by name only (values may be secrets).
-    Environment { names: Vec<String> },
-    /// API: its route selection expression.
-    RouteSelection,
-    /// Authorizer or integration: its type.
-    Type { to: String },
-    /// Integration: its HTTP method.
-    Method,
-    /// Authorizer: the function it invokes.
-    AuthorizerFunction,
-    /// Route: the integration it targets.
-    Target,
-    /// Route: its authorization type.
-    Authorization { to: String },
-    /// Route: the authorizer it runs.
-    Authorizer,
-    /// Permission: the API or authorizer allowed to invoke.
-    SourceArn,
-    /// Stage: serve the routes as they are now (a new deployment).
-    Deployment,
-    /// Stage: the throttling of every route (`route` None) or of one.
-    Throttling {
-        route: Option<String>,
-        from: Option<Throttling>,
-        to: Throttling,
-    },
-    /// Stage: CloudWatch metrics per route.
-    DetailedMetrics { to: bool },
-    /// Stage: execution logging.
-    LoggingLevel { from: Option<String>, to: String },
-    /// Stage: the access log turned on (or pointed at the stack's group,
-    /// in its format) or off.
-    AccessLogs { to: bool },
-    /// Stage: a route's own throttling removed (DeleteRouteSettings).
-    RouteSettingsRemoved { route: String },
-    /// Tags to set and to remove (tags AWS reserves, `aws:*`, are never touched).
-    Tags {
-        set: BTreeMap<String, String>,
-        remove: Vec<String>,
-    },
-}
-
-/// The first characters of a CodeSha256, enough to tell two builds apart.
-fn short_hash(sha: Option<&str>) -> String {
-    match sha {
-        Some(sha) => format!("{}…", sha.chars().take(8).collect::<String>()),
-        None => "-".into(),
-    }
-}
-
-pub(super) fn or_dash(value: &Option<String>) -> &str {
-    value.as_deref().unwrap_or("-")
-}
-
-impl fmt::Display for Detail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Detail::Billing { from } => write!(
-                f,
-                "billing {} → PAY_PER_REQUEST",
-                from.as_deref().unwrap_or("PROVISIONED")
-            ),
-            Detail::Ttl { attribute } => write!(f, "ttl on {attribute}"),
-            Detail::AddIndex { name, key } => write!(f, "+ index {name} on {key}"),
-            Detail::DeleteIndex { name } => write!(f, "- index {name}"),
-            Detail::IndexNotReady { names } => write!(f, "index {} still being built", names.join(", ")),
-            Detail::TrustPolicy => f.write_str("trust policy"),
-            Detail::InlinePolicy { grants: None } => f.write_str("inline policy"),
-            Detail::InlinePolicy { grants: Some(grants) } => write!(f, "inline policy: {grants}"),
-            Detail::Retention { from, to } => write!(
-                f,
-                "retention {} → {to} days",
-                from.map_or_else(|| "never expire".to_string(), |d| d.to_string())
-            ),
-            Detail::Code { from, to } => write!(f, "code {} → {}", short_hash(from.as_deref()), short_hash(Some(to))),
-            Detail::Architecture { from, to } => write!(f, "architecture {} → {to}", or_dash(from)),
-            Detail::Setting { name, from, to } => write!(f, "{name} {} → {to}", or_dash(from)),
-            Detail::Environment { names } => write!(f, "environment {}", names.join(" ")),
-            Detail::RouteSelection => f.write_str("route selection expression"),
-            Detail::Type { to } => write!(f, "type → {to}"),
-            Detail::Method => f.write_str("method"),
-            Detail::AuthorizerFunction => f.write_str("function"),
-            Detail::Target => f.write_str("target"),
-            Detail::Authorization { to } => write!(f, "authorization → {to}"),
-            Detail::Authorizer => f.write_str("authorizer"),
-            Detail::SourceArn => f.write_str("source ARN"),
-            Detail::Deployment => f.write_str("new deployment"),
-            Detail::Throttling { route, from, to } => {
-                let limits = |t: &Throttling| format!("{} burst, {}/s", t.burst, t.rate);
-                let whose = route.as_ref().map(|r| format!(" of {r}")).unwrap_or_default();
-                let from = from.as_ref().map_or_else(|| "-".to_string(), limits);
-                write!(f, "throttling{whose} {from} → {}", limits(to))
-            }
-            Detail::DetailedMetrics { to } => write!(f, "detailed metrics {}", if *to { "on" } else { "off" }),
-            Detail::LoggingLevel { from, to } => write!(f, "logging {} → {to}", or_dash(from)),
-            Detail::AccessLogs { to } => write!(f, "access logs {}", if *to { "on" } else { "off" }),
-            Detail::RouteSettingsRemoved { route } => write!(f, "- throttling of {route}"),
-            Detail::Tags { set, remove } => {
-                let mut parts: Vec<String> = set.iter().map(|(k, v)| format!("+ {k}={v}")).collect();
-                parts.extend(remove.iter().map(|k| format!("- {k}")));
-                write!(f, "tags {}", parts.join(", "))
-            }
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "lowercase")]
-pub enum Action {
-    Create,
-    Update {
-        changes: Vec<Detail>,
-    },
-    /// Delete and create again: destructive, so `up` asks first.
-    Replace {
-        reason: String,
-    },
-    Delete,
-    #[serde(rename = "no-change")]
-    NoChange,
-}
-
-impl Action {
-    /// The details of an update; none for any other action.
-    pub fn changes(&self) -> &[Detail] {
-        match self {
-            Action::Update { changes } => changes,
-            _ => &[],
-        }
-    }
-
-    pub(super) fn update_or_nothing(changes: Vec<Detail>) -> Action {
-        if changes.is_empty() {
-            Action::NoChange
-        } else {
-            Action::Update { changes }
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    pub kind: Kind,
-    pub name: String,
-    /// The live resource's id, where AWS names it by id (API parts).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(flatten)]
-    pub action: Action,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Plan {
+    /// The stack's resources as the steps leave them (the token secret as a
+    /// reference when serialized).
+    pub values: Desired,
     pub changes: Vec<Change>,
     /// Names taken by resources that are not this stack's.
     pub conflicts: Vec<String>,
@@ -294,25 +76,6 @@ impl Plan {
     }
 }
 
-impl fmt::Display for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (sign, detail) = match &self.action {
-            Action::Create => ("+", String::new()),
-            Action::Update { changes } => (
-                "~",
-                format!(
-                    " ({})",
-                    changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
-                ),
-            ),
-            Action::Replace { reason } => ("-/+", format!(" (replace: {reason})")),
-            Action::Delete => ("-", self.id.as_ref().map(|id| format!(" ({id})")).unwrap_or_default()),
-            Action::NoChange => ("=", String::new()),
-        };
-        write!(f, "{sign:>3} {} {}{detail}", self.kind, self.name)
-    }
-}
-
 fn foreign_message(kind: &str, name: &str, tag: &Option<String>) -> String {
     match tag {
         Some(other) => format!("{kind} {name} exists but belongs to stack {other:?}; chatctl leaves it alone"),
@@ -323,26 +86,13 @@ fn foreign_message(kind: &str, name: &str, tag: &Option<String>) -> String {
     }
 }
 
-/// The tags to set and remove so that `have` becomes `want`; tags AWS
-/// reserves (`aws:` prefix) cannot be changed by anyone and are left alone
-/// (AWS tagging best practices, "tag naming limits and requirements").
-pub fn tag_changes(have: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> Option<Detail> {
-    let set: BTreeMap<String, String> = want
-        .iter()
-        .filter(|(k, v)| have.get(*k) != Some(v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let remove: Vec<String> = have
-        .keys()
-        .filter(|k| !want.contains_key(*k) && !super::tags::is_unmanaged_tag(k))
-        .cloned()
-        .collect();
-    (!set.is_empty() || !remove.is_empty()).then_some(Detail::Tags { set, remove })
-}
-
 /// Compares every resource, in the order `up` applies them.
 pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        values: desired.clone(),
+        changes: vec![],
+        conflicts: vec![],
+    };
     let mut add =
         |kind: Kind, name: &str, found_foreign: Option<(&str, &Option<String>)>, action: Action| match found_foreign {
             Some((what, tag)) => plan.conflicts.push(foreign_message(what, name, tag)),
@@ -882,7 +632,11 @@ mod tests {
         ]);
         let json = serde_json::to_string(&with_details).unwrap();
         let back: Plan = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, with_details);
+        let with_details_on_file = Plan {
+            values: with_details.values.without_secret(),
+            ..with_details.clone()
+        };
+        assert_eq!(back, with_details_on_file, "the secret as a reference");
         assert_eq!(with_details.deletions(Kind::Route).count(), 1);
         assert_eq!(with_details.changes.last().unwrap().to_string(), "  - route old (r9)");
     }
@@ -896,6 +650,7 @@ mod tests {
             action: update(details),
         };
         let add = Plan {
+            values: desired(),
             changes: vec![change(vec![Detail::AddIndex {
                 name: "by-user".into(),
                 key: "user".into(),
@@ -904,6 +659,7 @@ mod tests {
         };
         assert!(add.destructive().is_empty());
         let remake = Plan {
+            values: desired(),
             changes: vec![change(vec![Detail::DeleteIndex { name: "by-user".into() }])],
             conflicts: vec![],
         };

@@ -8,10 +8,8 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::actual::Found;
-use super::apply::{POLL_INTERVAL, Report, step, taken_if_ours};
+use super::base::{Action, Detail, Found, Kind, POLL_INTERVAL, Report, step, tag_changes, taken_if_ours};
 use super::desired::{Desired, POLICY_NAME, RoleSpec, trust_policy};
-use super::plan::{Action, Detail, Kind, tag_changes};
 use super::tags::{Tagged, retag};
 use super::{Names, STACK_TAG};
 use crate::aws::{Aws, aws_error, decode_policy, failed, is_code};

@@ -5,10 +5,8 @@ use anyhow::{Result, bail};
 use aws_sdk_apigatewayv2::types::AuthorizationType;
 use serde::Serialize;
 
-use super::actual::all_pages;
 use super::api_writes::{ApiWrites, sent_once};
-use super::apply::{Report, live_id, planned, step};
-use super::plan::{Action, Change, Detail, Kind, Plan};
+use super::base::{Action, Change, Detail, Kind, Report, all_pages, live_id, step};
 use crate::aws::{Aws, failed, is_code};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -143,12 +141,11 @@ impl RouteWrite<'_> {
 /// Creates or updates one route as the plan says.
 pub(super) async fn apply_route(
     aws: &Aws,
-    plan: &Plan,
+    planned: &Change,
     write: RouteWrite<'_>,
     api: (&str, &ApiWrites),
     report: Report<'_>,
 ) -> Result<()> {
-    let planned = planned(plan, Kind::Route, write.key)?;
     match &planned.action {
         Action::NoChange => {}
         Action::Update { .. } => {

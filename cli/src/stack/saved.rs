@@ -12,12 +12,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::actual::Actual;
-use super::desired::Code;
+use super::desired::{Code, Desired};
 use super::plan::Plan;
 use super::{Function, Names};
 
-/// Bumped when the file's meaning changes.
-const FORMAT: u32 = 2;
+/// Bumped when the file's meaning changes (3: the plan holds its values).
+const FORMAT: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedPlan {
@@ -31,8 +31,9 @@ pub struct SavedPlan {
     pub code: BTreeMap<String, String>,
     /// SHA-256 of the live stack as read when planning.
     pub live_stack: String,
-    /// The plan's typed steps, as `up --dry-run --output json` shows them:
-    /// `up --plan` executes these.
+    /// The plan's typed steps and the values they write, as `up --dry-run
+    /// --output json` shows them (the token secret as a reference): `up
+    /// --plan` executes these.
     pub plan: Plan,
 }
 
@@ -50,7 +51,10 @@ impl SavedPlan {
                 .map(|(function, code)| (function.short_name().to_string(), code.sha256.clone()))
                 .collect(),
             live_stack: fingerprint(actual)?,
-            plan: plan.clone(),
+            plan: Plan {
+                values: plan.values.without_secret(),
+                ..plan.clone()
+            },
         })
     }
 
@@ -103,10 +107,89 @@ impl SavedPlan {
         if self.live_stack != now.live_stack {
             return Some("the live stack changed since it was made".into());
         }
-        if self.plan != now.plan {
+        let (saved_values, now_values) = (
+            without_zip_paths(&self.plan.values),
+            without_zip_paths(&now.plan.values),
+        );
+        if saved_values != now_values {
+            let saved = serde_json::to_value(&saved_values).unwrap_or_default();
+            let here = serde_json::to_value(&now_values).unwrap_or_default();
+            let mut changed = vec![];
+            differences(&saved, &here, "", &mut changed);
+            let shown: Vec<&str> = changed.iter().take(MAX_DIFFERENCES_SHOWN).map(String::as_str).collect();
+            let more = changed.len().saturating_sub(MAX_DIFFERENCES_SHOWN);
+            return Some(format!(
+                "the settings (chatctl.toml or options) changed since it was made: {}{}",
+                shown.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if self.plan.changes != now.plan.changes || self.plan.conflicts != now.plan.conflicts {
             return Some("the settings (chatctl.toml or options) changed since it was made".into());
         }
         None
+    }
+}
+
+/// The values without where the zips lie: a plan made in one checkout (a CI
+/// job) applies in another with the same code, which the hashes check.
+fn without_zip_paths(values: &Desired) -> Desired {
+    let mut values = values.clone();
+    for function in &mut values.functions {
+        if let Some(code) = &mut function.code {
+            code.zip = Default::default();
+        }
+    }
+    values
+}
+
+/// How many of the changed values a refusal lists.
+const MAX_DIFFERENCES_SHOWN: usize = 6;
+
+/// The values that differ between a saved plan's and the current one, as
+/// `path: saved → now`. A list of objects with a `name` is addressed by the
+/// names (`functions.chat-join.memory_mb`), so a user sees which resource.
+fn differences(saved: &serde_json::Value, now: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (saved, now) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let (x, y) = (a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null));
+                differences(x, y, &at(key), out);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                let key = match (x.get("name"), y.get("name")) {
+                    (Some(Value::String(n)), Some(Value::String(m))) if n == m => n.clone(),
+                    _ => i.to_string(),
+                };
+                differences(x, y, &at(&key), out);
+            }
+        }
+        (a, b) if a != b => {
+            let shown = |v: &Value| {
+                if v.is_null() {
+                    "(none)".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            out.push(format!("{path} {} → {}", shown(a), shown(b)));
+        }
+        _ => {}
     }
 }
 
@@ -124,9 +207,12 @@ fn fingerprint(actual: &Actual) -> Result<String> {
     Ok(Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Reads the plan in `file` and checks it against what was computed now;
-/// returns the plan to execute.
-pub fn check(file: &Path, now: &SavedPlan) -> Result<Plan> {
+/// Reads the plan in `file` and checks it against `current`, the plan
+/// computed now from the same live stack; returns the saved plan to execute,
+/// its secret reference resolved to `secret` (the live authorizer's, kept,
+/// or a new one for a new stack) and its zips found where they are now (the
+/// same code: the hashes were checked).
+pub fn check(file: &Path, now: &SavedPlan, secret: &str, code: &BTreeMap<Function, Code>) -> Result<Plan> {
     let saved = SavedPlan::read(file)?;
     if let Some(why) = saved.mismatch(now) {
         bail!(
@@ -135,7 +221,14 @@ pub fn check(file: &Path, now: &SavedPlan) -> Result<Plan> {
             file.display()
         );
     }
-    Ok(saved.plan)
+    let mut plan = saved.plan;
+    plan.values = plan.values.with_secret(secret);
+    for function in &mut plan.values.functions {
+        if let (Some(planned), Some(here)) = (&mut function.code, code.get(&function.function)) {
+            planned.zip = here.zip.clone();
+        }
+    }
+    Ok(plan)
 }
 
 #[cfg(test)]
@@ -152,7 +245,11 @@ mod tests {
             account: "123456789012".into(),
             code: BTreeMap::from([("join".to_string(), "A".to_string())]),
             live_stack: "L".into(),
-            plan: Plan::default(),
+            plan: Plan {
+                values: crate::stack::scripted::desired(&BTreeMap::new()).without_secret(),
+                changes: vec![],
+                conflicts: vec![],
+            },
         }
     }
 
@@ -182,6 +279,35 @@ mod tests {
         );
         assert!(differs(|p| p.live_stack = "M".into()).contains("live stack changed"));
         assert!(differs(|p| p.plan.conflicts.push("table t is someone else's".into())).contains("settings"));
+    }
+
+    #[test]
+    fn a_plan_refuses_other_values_even_when_its_steps_read_the_same() {
+        // The case of issue 21: every step a `+ create`, the values edited.
+        let plan = saved();
+        let mut now = saved();
+        for function in &mut now.plan.values.functions {
+            function.memory_mb = 512;
+        }
+        let why = plan.mismatch(&now).unwrap();
+        assert!(
+            why.starts_with("the settings (chatctl.toml or options) changed since it was made: functions.chat-authorizer.memory_mb 128 → 512;"),
+            "{why}"
+        );
+        assert!(why.ends_with("; and 1 more"), "seven functions, six shown: {why}");
+
+        let mut moved = saved();
+        for function in &mut moved.plan.values.functions {
+            function.code = Some(Code {
+                zip: "/elsewhere/bootstrap.zip".into(),
+                sha256: "A".into(),
+            });
+        }
+        let mut here = moved.clone();
+        for function in &mut here.plan.values.functions {
+            function.code.as_mut().unwrap().zip = "/here/bootstrap.zip".into();
+        }
+        assert_eq!(moved.mismatch(&here), None, "the same code in another checkout");
     }
 
     #[test]

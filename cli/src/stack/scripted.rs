@@ -144,4 +144,4 @@ pub fn desired(code: &std::collections::BTreeMap<super::Function, super::desired
 }
 
 /// A step report that drops every step.
-pub fn ignore(_: super::apply::Step) {}
+pub fn ignore(_: super::base::Step) {}

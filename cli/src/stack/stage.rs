@@ -5,16 +5,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result};
 use aws_sdk_apigatewayv2::types::{AccessLogSettings, LoggingLevel, RouteSettings};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::api::ApiState;
+use super::api::{ApiState, RouteSettingsState, StageState};
 use super::api_writes::{ApiWrites, sent_once};
-use super::apply::{Report, step, tag_detail};
+use super::base::{Action, Detail, Kind, Report, step, tag_changes, tag_detail};
+pub use super::desired::{ACCESS_LOG_FIELDS, access_log_format};
 use super::desired::{AccessLog, ApiSpec, Desired};
-use super::plan::{Action, Detail, Kind, Plan, tag_changes};
 use super::tags::{Tagged, retag};
-use crate::aws::{Aws, failed, is_code};
+use crate::aws::{Aws, AwsError, failed, is_code};
 use crate::settings::{StageSettings, Throttling};
 
 /// Stage descriptions start with this, followed by the routes' fingerprint,
@@ -88,53 +87,6 @@ pub fn deployment_description(routes: &[ServedRoute]) -> String {
     format!("{DEPLOYMENT_MARKER}{fingerprint}")
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StageState {
-    /// The settings of every route, unless a route has its own.
-    pub default_route: Option<RouteSettingsState>,
-    /// Route key → its own settings.
-    pub routes: BTreeMap<String, RouteSettingsState>,
-    /// Where and how it writes its access log, if it does.
-    pub access_log: Option<AccessLog>,
-    pub deployment_id: Option<String>,
-    pub description: Option<String>,
-    /// Every tag, the stack's included.
-    pub tags: BTreeMap<String, String>,
-}
-
-impl StageState {
-    /// Whether API Gateway publishes per-route metrics (the default route's setting).
-    pub fn detailed_metrics(&self) -> bool {
-        self.default_route
-            .as_ref()
-            .and_then(|d| d.detailed_metrics)
-            .unwrap_or(false)
-    }
-}
-
-/// The access log's fields: a JSON object per request, made of API
-/// Gateway's `$context` variables for WebSocket APIs. The format must hold
-/// `$context.requestId` (API Gateway developer guide, "Configure logging for
-/// WebSocket APIs"; aws-cdk #11100). `chatctl dev` writes the same lines.
-pub const ACCESS_LOG_FIELDS: [(&str, &str); 8] = [
-    ("requestId", "$context.requestId"),
-    ("requestTime", "$context.requestTime"),
-    ("connectionId", "$context.connectionId"),
-    ("eventType", "$context.eventType"),
-    ("routeKey", "$context.routeKey"),
-    ("status", "$context.status"),
-    ("error", "$context.error.message"),
-    ("integrationLatency", "$context.integrationLatency"),
-];
-
-/// The access log format given to API Gateway.
-pub fn access_log_format() -> String {
-    let fields = ACCESS_LOG_FIELDS
-        .iter()
-        .map(|(name, variable)| (name.to_string(), serde_json::Value::from(*variable)));
-    serde_json::Value::Object(fields.collect()).to_string()
-}
-
 fn access_log_settings(access_log: &AccessLog) -> AccessLogSettings {
     AccessLogSettings::builder()
         .destination_arn(&access_log.destination_arn)
@@ -147,13 +99,13 @@ fn access_log_settings(access_log: &AccessLog) -> AccessLogSettings {
 pub(super) async fn ensure_stage(
     aws: &Aws,
     desired: &Desired,
-    plan: &Plan,
+    action: &Action,
     api_id: &str,
     writes: &ApiWrites,
     report: Report<'_>,
 ) -> Result<()> {
     let stage_name = &desired.api.stage;
-    match plan.action(Kind::Stage, stage_name) {
+    match action {
         Action::Create => {}
         Action::Update { changes } => {
             // The stage-wide settings now; each route's own once the
@@ -340,35 +292,6 @@ pub fn stage_action(
     Action::update_or_nothing(changes)
 }
 
-/// A route's settings as API Gateway reports them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct RouteSettingsState {
-    pub throttling_burst: Option<i32>,
-    pub throttling_rate: Option<f64>,
-    pub detailed_metrics: Option<bool>,
-    pub logging_level: Option<String>,
-}
-
-impl From<&RouteSettings> for RouteSettingsState {
-    fn from(settings: &RouteSettings) -> RouteSettingsState {
-        RouteSettingsState {
-            throttling_burst: settings.throttling_burst_limit(),
-            throttling_rate: settings.throttling_rate_limit(),
-            detailed_metrics: settings.detailed_metrics_enabled(),
-            logging_level: settings.logging_level().map(|l| l.as_str().to_string()),
-        }
-    }
-}
-
-impl RouteSettingsState {
-    fn throttling(&self) -> Option<Throttling> {
-        Some(Throttling {
-            burst: self.throttling_burst?,
-            rate: self.throttling_rate?,
-        })
-    }
-}
-
 /// What differs in the stage's settings.
 fn settings_changes(stage: &StageState, want: &StageSettings) -> Vec<Detail> {
     let mut changes = vec![];
@@ -446,13 +369,13 @@ fn own_route_settings(settings: &StageSettings) -> HashMap<String, RouteSettings
 pub(super) async fn apply_route_settings(
     aws: &Aws,
     desired: &Desired,
-    plan: &Plan,
+    action: &Action,
     api_id: &str,
     writes: &ApiWrites,
 ) -> Result<()> {
     let stage_name = &desired.api.stage;
     let routes = own_route_settings(&desired.api.settings);
-    let (new_stage, changes) = match plan.action(Kind::Stage, stage_name) {
+    let (new_stage, changes) = match action {
         Action::Create => (true, &[][..]),
         Action::Update { changes } => (false, changes.as_slice()),
         _ => return Ok(()),
@@ -504,8 +427,12 @@ pub(super) async fn apply_route_settings(
 /// set in account settings to enable logging" (aws-facts.md §10, "stage
 /// settings"), becomes what to do.
 fn explain_logging_role(error: anyhow::Error) -> anyhow::Error {
-    let text = format!("{error:#}");
-    if text.contains("CloudWatch Logs role ARN must be set") {
+    // API Gateway gives this refusal no code of its own: the code and AWS's
+    // message are read from the typed error, not from the printed chain.
+    let no_logging_role = AwsError::of(&error).is_some_and(|e| {
+        e.code.as_deref() == Some("BadRequestException") && e.message.contains("CloudWatch Logs role ARN must be set")
+    });
+    if no_logging_role {
         return error.context(
             "API Gateway cannot write logs in this account and region: it has no CloudWatch Logs role. \
              Set one once (a role that apigateway.amazonaws.com may assume, with the managed policy \

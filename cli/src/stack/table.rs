@@ -13,11 +13,9 @@ use aws_sdk_dynamodb::types::{
 };
 use serde::Serialize;
 
-use super::actual::{Found, all_pages};
-use super::apply::{POLL_INTERVAL, Report, step, taken_if_ours};
+use super::base::{Action, Detail, Found, Kind, Polled, Report, poll, step, tag_changes, taken_if_ours};
 use super::desired::{Desired, TableSpec};
-use super::plan::{Action, Detail, Kind, tag_changes};
-use super::tags::{Tagged, retag};
+use super::tags::{Tagged, list_table_tags, retag};
 use super::{Names, STACK_TAG};
 use crate::aws::{Aws, failed, is_code};
 
@@ -169,37 +167,6 @@ pub(super) async fn read_table_tags(aws: &Aws, name: &str, table: &TableDescript
     }
 }
 
-/// Every tag of a table, every page; None while the table is being created
-/// (ListTagsOfResource then answers ResourceNotFoundException).
-pub async fn list_table_tags(aws: &Aws, name: &str, arn: &str) -> Result<Option<BTreeMap<String, String>>> {
-    let what = format!("cannot read the tags of DynamoDB table {name}");
-    let pages = all_pages(&what, |token| {
-        let what = &what;
-        async move {
-            match aws
-                .dynamodb
-                .list_tags_of_resource()
-                .resource_arn(arn)
-                .set_next_token(token)
-                .send()
-                .await
-            {
-                Err(err) if is_code(&err, &["ResourceNotFoundException"]) => Ok((vec![None], None)),
-                other => {
-                    let page = other.map_err(failed(what))?;
-                    let tags = page
-                        .tags()
-                        .iter()
-                        .map(|t| Some((t.key().to_string(), t.value().to_string())));
-                    Ok((tags.collect(), page.next_token))
-                }
-            }
-        }
-    })
-    .await?;
-    Ok(pages.into_iter().collect())
-}
-
 pub fn table_action(spec: &TableSpec, state: Option<&TableState>, tags: &BTreeMap<String, String>) -> Action {
     let Some(state) = state else {
         return Action::Create;
@@ -208,8 +175,8 @@ pub fn table_action(spec: &TableSpec, state: Option<&TableState>, tags: &BTreeMa
         return Action::Replace {
             reason: format!(
                 "key schema is {}/{}, should be {}/{}",
-                super::plan::or_dash(&state.partition_key),
-                super::plan::or_dash(&state.sort_key),
+                super::base::or_dash(&state.partition_key),
+                super::base::or_dash(&state.sort_key),
                 spec.partition_key,
                 spec.sort_key.as_deref().unwrap_or("-")
             ),
@@ -489,8 +456,7 @@ pub(super) async fn enable_ttl(aws: &Aws, spec: &TableSpec) -> Result<()> {
 /// over the table's items, and the table takes no TTL or update meanwhile
 /// (aws-facts.md §8, §10; DynamoDB API reference, GlobalSecondaryIndexDescription).
 pub async fn wait_for_table(aws: &Aws, name: &str) -> Result<TableDescription> {
-    let started = Instant::now();
-    loop {
+    poll(TABLE_TIMEOUT, || async {
         let described = aws
             .dynamodb
             .describe_table()
@@ -506,38 +472,35 @@ pub async fn wait_for_table(aws: &Aws, name: &str) -> Result<TableDescription> {
             .iter()
             .all(|index| index.index_status().is_none_or(|s| *s == IndexStatus::Active));
         match table.table_status() {
-            Some(TableStatus::Active) if indexes_active => return Ok(table),
+            Some(TableStatus::Active) if indexes_active => return Ok(Polled::Ready(table)),
             Some(TableStatus::Deleting) => bail!("DynamoDB table {name} is being deleted; run the command again"),
             _ => {}
         }
-        if started.elapsed() > TABLE_TIMEOUT {
-            bail!(
-                "DynamoDB table {name} is still {} after {}s; see it in the DynamoDB console, then run the command again",
-                match table.table_status() {
-                    Some(TableStatus::Active) => "building an index",
-                    status => status.map_or("-", |s| s.as_str()),
-                },
-                TABLE_TIMEOUT.as_secs()
-            );
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+        Ok(Polled::Waiting(format!(
+            "DynamoDB table {name} is still {} after {}s; see it in the DynamoDB console, then run the command again",
+            match table.table_status() {
+                Some(TableStatus::Active) => "building an index",
+                status => status.map_or("-", |s| s.as_str()),
+            },
+            TABLE_TIMEOUT.as_secs()
+        )))
+    })
+    .await
 }
 
 /// Waits until a deleted table is gone (DescribeTable says it is not found).
 pub async fn wait_until_table_gone(aws: &Aws, name: &str) -> Result<()> {
-    let started = Instant::now();
-    loop {
+    poll(TABLE_TIMEOUT, || async {
         match aws.dynamodb.describe_table().table_name(name).send().await {
-            Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(()),
-            Err(err) => return Err(crate::aws::aws_error(format!("cannot read DynamoDB table {name}"), err)),
-            Ok(_) if started.elapsed() > TABLE_TIMEOUT => bail!(
+            Err(err) if is_code(&err, &["ResourceNotFoundException"]) => Ok(Polled::Ready(())),
+            Err(err) => Err(crate::aws::aws_error(format!("cannot read DynamoDB table {name}"), err)),
+            Ok(_) => Ok(Polled::Waiting(format!(
                 "DynamoDB table {name} is still being deleted after {}s; run the command again later",
                 TABLE_TIMEOUT.as_secs()
-            ),
-            Ok(_) => tokio::time::sleep(POLL_INTERVAL).await,
+            ))),
         }
-    }
+    })
+    .await
 }
 
 /// Deletes a table once it takes a deletion (not while CREATING or

@@ -25,18 +25,6 @@ pub enum Tagged<'a> {
     Stage(&'a str),
 }
 
-/// The tag `chatctl dev` sets on the stage it serves in an emulator: its
-/// gateway's WebSocket URL (`ws://127.0.0.1:PORT/STAGE`), for `smoke` and
-/// `connections` given only `--endpoint-url` (see `dev::gateway::local_url`).
-pub const LOCAL_URL_TAG: &str = "chatctl:local-url";
-
-/// Tags that are not chatctl.toml's to set or remove, and never drift: the
-/// ones AWS reserves (`aws:*`) and the one `chatctl dev` records its
-/// gateway's URL in.
-pub fn is_unmanaged_tag(key: &str) -> bool {
-    key.starts_with("aws:") || key == LOCAL_URL_TAG
-}
-
 /// How long chatctl waits for DynamoDB to show tags it has just changed, and
 /// how often it looks meanwhile.
 const TABLE_TAGS_VISIBLE: Duration = Duration::from_secs(30);
@@ -156,7 +144,7 @@ pub async fn retag(aws: &Aws, resource: Tagged<'_>, set: &BTreeMap<String, Strin
 async fn wait_for_table_tags(aws: &Aws, arn: &str, set: &BTreeMap<String, String>, remove: &[String]) -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < TABLE_TAGS_VISIBLE {
-        let tags = super::table::list_table_tags(aws, arn, arn).await?.unwrap_or_default();
+        let tags = list_table_tags(aws, arn, arn).await?.unwrap_or_default();
         let visible = set.iter().all(|(k, v)| tags.get(k) == Some(v)) && remove.iter().all(|k| !tags.contains_key(k));
         if visible {
             return Ok(());
@@ -179,9 +167,42 @@ impl std::fmt::Display for Tagged<'_> {
     }
 }
 
+/// Every tag of a table, every page; None while the table is being created
+/// (ListTagsOfResource then answers ResourceNotFoundException).
+pub async fn list_table_tags(aws: &Aws, name: &str, arn: &str) -> Result<Option<BTreeMap<String, String>>> {
+    let what = format!("cannot read the tags of DynamoDB table {name}");
+    let pages = super::base::all_pages(&what, |token| {
+        let what = &what;
+        async move {
+            match aws
+                .dynamodb
+                .list_tags_of_resource()
+                .resource_arn(arn)
+                .set_next_token(token)
+                .send()
+                .await
+            {
+                Err(err) if crate::aws::is_code(&err, &["ResourceNotFoundException"]) => Ok((vec![None], None)),
+                other => {
+                    let page = other.map_err(failed(what))?;
+                    let tags = page
+                        .tags()
+                        .iter()
+                        .map(|t| Some((t.key().to_string(), t.value().to_string())));
+                    Ok((tags.collect(), page.next_token))
+                }
+            }
+        }
+    })
+    .await?;
+    Ok(pages.into_iter().collect())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::collections::BTreeMap;
+
+    use crate::stack::base::{LOCAL_URL_TAG, is_unmanaged_tag, tag_changes};
 
     #[test]
     fn the_dev_gateways_url_and_aws_tags_are_never_drift() {
@@ -192,7 +213,7 @@ mod tests {
             tag(LOCAL_URL_TAG, "ws://127.0.0.1:8787/dev"),
             tag("aws:cloudformation:stack-name", "other"),
         ]);
-        assert!(super::super::plan::tag_changes(&have, &want).is_none());
+        assert!(tag_changes(&have, &want).is_none());
         assert!(is_unmanaged_tag(LOCAL_URL_TAG) && is_unmanaged_tag("aws:x"));
         assert!(!is_unmanaged_tag("team") && !is_unmanaged_tag("chatctl:stack"));
     }

@@ -7,6 +7,7 @@ mod dev;
 mod down;
 mod gateway;
 mod harness;
+mod layers;
 mod local_lambda;
 mod operate;
 mod real_aws;

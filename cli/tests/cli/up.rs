@@ -715,6 +715,37 @@ async fn a_saved_plan_applies_exactly_or_not_at_all() {
     let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     let first = file("first.json");
 
+    // Issue 21: on a fresh stack every step is a `+ create`; the values it
+    // reviewed (token auth, 128 MB) are pinned, so settings edited after
+    // `--out` are refused, not silently created.
+    env.write_config("auth = \"token\"\nmemory = 128\n");
+    let run = env.up(&["--dry-run", "--out", &first]).await;
+    run.assert_ok();
+    let saved = std::fs::read_to_string(&first).unwrap();
+    assert!(
+        saved.contains("\"memory_mb\": 128"),
+        "the plan holds its values: {saved}"
+    );
+    assert!(
+        saved.contains("(secret: the authorizer's token secret, resolved when applied)"),
+        "the secret is referenced, never written: {saved}"
+    );
+    env.write_config("auth = \"none\"\nmemory = 512\n");
+    let run = env.up(&["--plan", &first]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "cannot apply the plan in {first}: the settings (chatctl.toml or options) changed since it was made: \
+             functions.chat-authorizer.env.CHAT_AUTH_MODE \"token\" → \"none\""
+        )),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("memory_mb 128 → 512"), "{run:?}");
+    assert!(run.stderr.contains("Nothing was changed"), "{run:?}");
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
+    assert_eq!(env.api_id("chat").await, None);
+    env.write_config("");
+
     let run = env.up(&["--dry-run", "--out", &first]).await;
     run.assert_ok();
     assert!(

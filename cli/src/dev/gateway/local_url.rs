@@ -4,7 +4,7 @@
 //! `connections send`/`kick` given only `--endpoint-url` read it there, as
 //! they read a deployed stack's URLs from its API, instead of trying the
 //! execute-api hostname that only AWS serves. `up` and `status` leave the
-//! tag alone (`stack::tags::is_unmanaged_tag`): it is not drift.
+//! tag alone (`stack::base::is_unmanaged_tag`): it is not drift.
 //!
 //! A `dev` that stopped leaves its tag behind in a lasting emulator
 //! (`--endpoint-url`); the commands then say that nothing answers there,
@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use crate::aws::{Aws, is_local_endpoint};
 use crate::stack::Names;
 use crate::stack::api::ApiState;
-use crate::stack::tags::{LOCAL_URL_TAG, Tagged, retag};
+use crate::stack::base::LOCAL_URL_TAG;
+use crate::stack::tags::{Tagged, retag};
 
 /// Records the gateway listening on `port` on the stack's stage of API
 /// `api_id`. A failure is a warning: `dev` serves all the same, and the

@@ -1,0 +1,134 @@
+//! What `up` and `dev` (and every other command) share: the settings and
+//! AWS clients of a session, the read of the stack, the one planning step,
+//! and `converge`, which confirms a plan's destructive steps and applies it.
+//! It sits under both `commands` and `dev`, which import it, not each other.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+
+use crate::aws::{Aws, AwsOptions, is_local_endpoint, local_region};
+use crate::cli::{Cli, OutputFormat};
+use crate::settings::{ConfigFile, Overrides, Settings};
+use crate::stack::desired::{Code, Desired, new_secret};
+use crate::stack::plan::{self, Plan};
+use crate::stack::{Function, Names, actual, apply};
+
+/// What every command works with: the settings, AWS clients, the stack's names.
+pub struct Session {
+    pub settings: Settings,
+    pub aws: Aws,
+    pub names: Names,
+    pub json: bool,
+}
+
+/// Settings from flags and file, and AWS clients. `local_emulator` is the
+/// endpoint of the emulator `chatctl dev` runs, which takes any credentials.
+pub async fn connect(cli: &Cli, local_emulator: Option<&str>) -> Result<Session> {
+    let (file, _) = ConfigFile::load(cli.global.config.as_deref())?;
+    let overrides = Overrides {
+        stack: cli.global.stack.clone(),
+        stage: cli.global.stage.clone(),
+    };
+    let settings = Settings::resolve(&file, &overrides)?;
+    let region = cli.global.region.clone().or(file.region.clone());
+    // An endpoint on this machine is an emulator (the one `chatctl dev` prints, say).
+    let local_endpoint = local_emulator
+        .map(str::to_string)
+        .or_else(|| cli.global.endpoint_url.clone().filter(|url| is_local_endpoint(url)));
+    let options = match local_endpoint {
+        None => AwsOptions {
+            region,
+            profile: cli.global.profile.clone(),
+            endpoint_url: cli.global.endpoint_url.clone(),
+            static_credentials: false,
+        },
+        Some(endpoint) => AwsOptions {
+            region: Some(local_region(region)),
+            profile: None,
+            endpoint_url: Some(endpoint),
+            static_credentials: true,
+        },
+    };
+    let aws = Aws::connect(&options).await?;
+    let names = Names {
+        stack: settings.stack.clone(),
+        stage: settings.stage.clone(),
+        region: aws.region.clone(),
+        // Filled by `read`, concurrently with the first reads.
+        account: String::new(),
+    };
+    Ok(Session {
+        settings,
+        aws,
+        names,
+        json: cli.global.output == OutputFormat::Json,
+    })
+}
+
+/// Checks the credentials (learning the account id) while reading the stack:
+/// a no-op `up` thus costs two rounds of calls.
+pub async fn read(session: &mut Session) -> Result<actual::Actual> {
+    let (account, actual) = tokio::join!(session.aws.account_id(), actual::read(&session.aws, &session.names));
+    // A credentials problem explains a failed read better than the read's own error.
+    session.names.account = account?;
+    actual
+}
+
+/// What the stack should be for `code`, and the plan from `actual` to it:
+/// the one planning step of `up` and `dev`. Names taken by resources that
+/// are not the stack's stop it here.
+pub fn plan_for(session: &Session, actual: &actual::Actual, code: &BTreeMap<Function, Code>) -> Result<(String, Plan)> {
+    let secret = actual.token_secret().unwrap_or_else(new_secret);
+    let desired = Desired::new(&session.settings, session.names.clone(), &secret, code);
+    let plan = plan::plan(&desired, actual);
+    if !plan.conflicts.is_empty() {
+        bail!("names this stack needs are taken:\n  {}", plan.conflicts.join("\n  "));
+    }
+    Ok((secret, plan))
+}
+
+/// Who approved a plan's destructive steps (replacements, deletions, an
+/// index deleted from a live table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    /// Ask on the terminal; refused without one.
+    Ask,
+    /// `--yes`.
+    Given,
+    /// A saved plan: approved when it was saved and reviewed.
+    Saved,
+}
+
+/// The question `converge` asks before destroying anything; None when the
+/// plan destroys nothing.
+pub fn destructive_question(plan: &Plan) -> Option<String> {
+    let destructive = plan.destructive();
+    if destructive.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = destructive.iter().map(|c| c.to_string()).collect();
+    Some(format!(
+        "These changes delete resources and their data:\n{}\nGo on?",
+        list.join("\n")
+    ))
+}
+
+/// Confirms the plan's destructive steps (`confirm` asks the question),
+/// then applies exactly the plan; returns the API id. Refused, nothing
+/// changed, when a destructive step is not approved.
+pub async fn converge(
+    aws: &Aws,
+    plan: &Plan,
+    approval: Approval,
+    confirm: impl FnOnce(&str) -> Result<bool>,
+    report: apply::Report<'_>,
+) -> Result<String> {
+    if let Some(question) = destructive_question(plan)
+        && approval == Approval::Ask
+        && !confirm(&question)?
+    {
+        bail!("cancelled; nothing was changed");
+    }
+    apply::apply(aws, plan, report).await
+}
