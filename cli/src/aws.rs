@@ -11,7 +11,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 /// Where to find AWS: all optional, the standard chain fills the rest.
 #[derive(Debug, Clone, Default)]
@@ -136,7 +136,7 @@ impl Aws {
     pub fn from_sdk(sdk: SdkConfig) -> Result<Aws> {
         let Some(region) = sdk.region().map(|r| r.to_string()) else {
             bail!(
-                "no AWS region: pass --region, set AWS_REGION, set `region` in chatctl.toml, or configure one in your AWS profile"
+                "no AWS region: pass --region, set `region` in chatctl.toml, set AWS_REGION, or configure one in your AWS profile"
             );
         };
         Ok(Aws {
@@ -172,12 +172,13 @@ where
 {
     let code = error_code(&err).map(str::to_string);
     let message = match &err {
-        SdkError::ServiceError(context) => context
-            .err()
-            .message()
-            .map(str::to_string)
-            .unwrap_or_else(|| DisplayErrorContext(&err).to_string()),
-        _ => DisplayErrorContext(&err).to_string(),
+        SdkError::ServiceError(context) => match context.err().message() {
+            Some(message) => message.to_string(),
+            // Without a code either: the error's own words.
+            None if code.is_none() => error_chain(&err),
+            None => String::new(),
+        },
+        _ => no_answer(&err).unwrap_or_else(|| error_chain(&err)),
     };
     anyhow::Error::new(AwsError {
         what: what.to_string(),
@@ -208,9 +209,10 @@ impl AwsError {
 
 impl Display for AwsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.code {
-            Some(code) => write!(f, "{}: {code}: {}", self.what, self.message)?,
-            None => write!(f, "{}: {}", self.what, self.message)?,
+        match (&self.code, self.message.as_str()) {
+            (Some(code), "") => write!(f, "{}: {code}", self.what)?,
+            (Some(code), message) => write!(f, "{}: {code}: {message}", self.what)?,
+            (None, message) => write!(f, "{}: {message}", self.what)?,
         }
         if matches!(
             self.code.as_deref(),
@@ -225,6 +227,76 @@ impl Display for AwsError {
         }
         Ok(())
     }
+}
+
+/// Why a call got no answer from the service, when it got none: it could
+/// not connect (what the operating system said: "connection refused", the
+/// name lookup's failure, …) or no answer came in time. `None` for an
+/// answer, error or not. From the SDK's typed variants; the wording is the
+/// innermost I/O error's, never the SDK's Debug text.
+pub fn no_answer<E, R>(err: &SdkError<E, R>) -> Option<String>
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    match err {
+        SdkError::DispatchFailure(failure) => {
+            let io = sources(err).filter_map(|e| e.downcast_ref::<std::io::Error>()).last();
+            Some(match (io, failure.as_connector_error()) {
+                (Some(io), _) => io_reason(io),
+                (None, Some(connector)) if connector.is_timeout() => "no connection within the connect timeout".into(),
+                (None, _) => error_chain(err),
+            })
+        }
+        SdkError::TimeoutError(_) => Some("no answer within the call's timeout".into()),
+        _ => None,
+    }
+}
+
+/// An I/O error in words, lowercase for the middle of a sentence.
+fn io_reason(io: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match io.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        ErrorKind::ConnectionReset => "the connection was reset".into(),
+        ErrorKind::TimedOut => "the connection timed out".into(),
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => "no route to the host".into(),
+        _ => {
+            let text = io.to_string();
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => format!("{:?}", io.kind()).to_lowercase(),
+            }
+        }
+    }
+}
+
+/// An error and its sources, outermost first.
+fn sources<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source())
+}
+
+/// An error and its sources' Display text, joined by ": ", a part that
+/// repeats the previous one left out (no Debug text, unlike the SDK's
+/// `DisplayErrorContext`).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    let mut parts: Vec<String> = vec![];
+    // The metadata under an unmodelled service error displays as a struct
+    // (`Error { code: …, message: … }`): its message, if any, instead.
+    let readable = sources(err).filter_map(|e| match e.downcast_ref::<ErrorMetadata>() {
+        Some(meta) => meta.message().map(str::to_string),
+        None => Some(e.to_string()),
+    });
+    for part in readable {
+        if !parts.last().is_some_and(|last| last.contains(&part)) {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
 }
 
 /// `aws_error` as a closure for `map_err`.
@@ -380,6 +452,42 @@ mod tests {
             started.elapsed() <= SHORT.total + Duration::from_millis(100),
             "{:?}",
             started.elapsed()
+        );
+    }
+
+    #[test]
+    fn sdk_errors_read_as_sentences_without_debug_text() {
+        use aws_sdk_dynamodb::error::ErrorMetadata;
+        use aws_sdk_dynamodb::operation::get_item::GetItemError;
+
+        let response = || {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::empty(),
+            )
+        };
+        let unmodelled = |meta: ErrorMetadata| SdkError::service_error(GetItemError::generic(meta), response());
+        let denied = unmodelled(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message("not allowed")
+                .build(),
+        );
+        assert_eq!(
+            aws_error("cannot read", denied).to_string().lines().next(),
+            Some("cannot read: AccessDeniedException: not allowed")
+        );
+        let no_message = unmodelled(ErrorMetadata::builder().code("Busy").build());
+        assert_eq!(aws_error("cannot read", no_message).to_string(), "cannot read: Busy");
+
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused (os error 111)");
+        let dispatch: SdkError<GetItemError, HttpResponse> = SdkError::dispatch_failure(
+            aws_smithy_runtime_api::client::result::ConnectorError::io(Box::new(refused)),
+        );
+        assert_eq!(no_answer(&dispatch).as_deref(), Some("connection refused"));
+        assert_eq!(
+            aws_error("cannot read", dispatch).to_string(),
+            "cannot read: connection refused"
         );
     }
 

@@ -26,7 +26,8 @@ pub struct GlobalArgs {
     /// API Gateway stage [default: dev]
     #[arg(long, global = true)]
     pub stage: Option<String>,
-    /// AWS region (else AWS_REGION, chatctl.toml, the profile)
+    /// AWS region [default: `region` in chatctl.toml, else AWS_REGION, else
+    /// AWS_DEFAULT_REGION, else the profile's; us-east-1 for a local emulator]
     #[arg(long, global = true)]
     pub region: Option<String>,
     /// AWS profile from ~/.aws/config

@@ -1,7 +1,5 @@
 //! The commands: load settings, connect to AWS, call the library, print.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
@@ -10,8 +8,7 @@ use crate::build;
 use crate::cli::{Cli, Command, ConnectionsCommand, DownArgs, LogsArgs, RoutesCommand, TokenArgs, UpArgs};
 use crate::output::{Outputs, Progress, confirm, print_json};
 use crate::session::{Approval, Session, connect, converge, plan_for, read};
-use crate::stack::desired::Desired;
-use crate::stack::plan::{self, Action, Plan};
+use crate::stack::plan::{self, Plan};
 use crate::stack::{Names, apply, destroy};
 
 pub async fn run(cli: Cli) -> Result<u8> {
@@ -23,7 +20,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Up(args) => up(context, &args).await,
         Command::Down(args) => down(context, &args).await,
-        Command::Status => status(context).await,
+        Command::Status => crate::status::run(context).await,
         Command::Routes {
             command: RoutesCommand::List,
         } => routes_list(context).await,
@@ -40,7 +37,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-fn outputs(names: &Names, api_id: &str) -> Outputs {
+pub(crate) fn outputs(names: &Names, api_id: &str) -> Outputs {
     Outputs {
         api_id: api_id.to_string(),
         websocket_url: names.websocket_url(api_id),
@@ -332,104 +329,6 @@ fn print_teardown(stack: &str, teardown: &destroy::Teardown, with_data: &[String
     }
 }
 
-#[derive(Serialize)]
-struct ResourceStatus {
-    kind: &'static str,
-    name: String,
-    state: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    details: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct StatusReport {
-    stack: String,
-    healthy: bool,
-    resources: Vec<ResourceStatus>,
-    outputs: Option<Outputs>,
-    open_connections: Option<i64>,
-}
-
-async fn status(context: &mut Session) -> Result<u8> {
-    let actual = read(context).await?;
-    let Session {
-        settings, aws, names, ..
-    } = &*context;
-    let secret = actual.token_secret().unwrap_or_default();
-    // No build: code is not compared, everything else is.
-    let desired = Desired::new(settings, names.clone(), &secret, &BTreeMap::new());
-    let plan = plan::plan(&desired, &actual);
-    let mut resources: Vec<ResourceStatus> = plan
-        .changes
-        .iter()
-        .map(|change| {
-            let (state, details) = match &change.action {
-                Action::NoChange => ("present", vec![]),
-                Action::Create => ("missing", vec![]),
-                Action::Update { changes } => ("drifted", changes.iter().map(|c| c.to_string()).collect()),
-                Action::Replace { reason } => ("drifted", vec![reason.clone()]),
-                Action::Delete => ("drifted", vec!["not part of the stack".into()]),
-            };
-            ResourceStatus {
-                kind: change.kind.as_str(),
-                name: change.name.clone(),
-                state,
-                details,
-            }
-        })
-        .collect();
-    for conflict in &plan.conflicts {
-        resources.push(ResourceStatus {
-            kind: "conflict",
-            name: conflict.clone(),
-            state: "foreign",
-            details: vec![],
-        });
-    }
-    let open_connections = match actual.tables.get(&names.connections_table()).and_then(|t| t.ours()) {
-        Some(_) => chat_core::store::ConnectionStore::new(aws.dynamodb.clone(), names.connections_table())
-            .open_count()
-            .await
-            .ok(),
-        None => None,
-    };
-    let healthy = resources.iter().all(|r| r.state == "present");
-    let report = StatusReport {
-        stack: names.stack.clone(),
-        healthy,
-        outputs: actual.api.ours().map(|api| outputs(names, &api.id)),
-        resources,
-        open_connections,
-    };
-    if context.json {
-        print_json(&report)?;
-    } else {
-        let mut table = comfy_table::Table::new();
-        table.load_style(comfy_table::presets::NOTHING);
-        table.set_header(["KIND", "NAME", "STATE", "DETAILS"]);
-        for r in &report.resources {
-            table.add_row([r.kind, r.name.as_str(), r.state, &r.details.join("; ")]);
-        }
-        println!("{table}");
-        if let Some(outputs) = &report.outputs {
-            println!("{outputs}");
-        }
-        if let Some(count) = report.open_connections {
-            println!("Open connections:  {count}");
-        }
-        let problems = report.resources.iter().filter(|r| r.state != "present").count();
-        if healthy {
-            println!("Stack {} is up: every resource is present.", names.stack);
-        } else {
-            println!(
-                "Stack {}: {problems} resources missing, drifted or foreign.",
-                names.stack
-            );
-        }
-    }
-    Ok(if healthy { 0 } else { EXIT_DRIFT })
-}
-
 /// Runs `work` while checking the credentials; a credentials problem is the
 /// error reported, since it explains any failure of `work`.
 async fn checked<T>(session: &Session, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
@@ -454,9 +353,9 @@ async fn connections(context: &mut Session, command: ConnectionsCommand) -> Resu
             if *json {
                 print_json(&rows)?;
             } else if rows.is_empty() {
-                println!("No open connection.");
+                outln!("No open connection.")?;
             } else {
-                println!("{}", conns::table(&rows));
+                outln!("{}", conns::table(&rows))?;
             }
             return Ok(0);
         }
@@ -506,9 +405,9 @@ async fn connections(context: &mut Session, command: ConnectionsCommand) -> Resu
     if *json {
         print_json(&outcome)?;
     } else {
-        println!("{verb} {} of {} connections", outcome.done.len(), rows.len());
+        outln!("{verb} {} of {} connections", outcome.done.len(), rows.len())?;
         for id in &outcome.gone {
-            println!("  {id}: already closed");
+            outln!("  {id}: already closed")?;
         }
     }
     for (id, error) in &outcome.failed {
@@ -555,8 +454,8 @@ async fn top(context: &mut Session, args: &crate::cli::TopArgs) -> Result<u8> {
         };
         match (json, args.once) {
             (true, true) => print_json(&snapshot)?,
-            (true, false) => println!("{}", serde_json::to_string(&snapshot)?),
-            (false, _) => println!("{}\n", crate::top::text(&snapshot)),
+            (true, false) => crate::output::print_json_line(&snapshot)?,
+            (false, _) => outln!("{}\n", crate::top::text(&snapshot))?,
         }
         if args.once {
             return Ok(0);
@@ -585,7 +484,10 @@ async fn run_smoke(context: &Session, url: Option<&str>, wait: std::time::Durati
     let Session { aws, names, .. } = context;
     let url = match url {
         Some(url) => url.to_string(),
-        None => names.websocket_url(&crate::stack::api::deployed_api_id(aws, names).await?),
+        None => {
+            let api = crate::stack::api::deployed_api(aws, names).await?;
+            crate::dev::gateway::local_url::websocket_url(aws, &api).unwrap_or_else(|| names.websocket_url(&api.id))
+        }
     };
     if !(url.starts_with("ws://") || url.starts_with("wss://")) {
         bail!("invalid --url {url:?}: a WebSocket URL starts with ws:// or wss://");
@@ -632,7 +534,7 @@ async fn routes_list(context: &mut Session) -> Result<u8> {
     if context.json {
         print_json(&rows)?;
     } else {
-        println!("{}", crate::routes::table(&rows));
+        outln!("{}", crate::routes::table(&rows))?;
     }
     Ok(0)
 }
@@ -647,7 +549,7 @@ async fn token(context: &mut Session, args: &TokenArgs) -> Result<u8> {
     if context.json {
         print_json(&minted)?;
     } else {
-        println!("{}", minted.token);
+        outln!("{}", minted.token)?;
     }
     Ok(0)
 }

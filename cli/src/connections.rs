@@ -5,13 +5,15 @@
 use std::time::SystemTime;
 
 use anyhow::{Result, bail};
-use chat_core::delivery::Delivery;
+use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
+use aws_sdk_apigatewaymanagement::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_apigatewaymanagement::primitives::Blob;
 use chat_core::protocol::{ChatMessage, ServerEvent};
 use chat_core::store::{ConnectionRecord, ConnectionStore, schema};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::aws::{Aws, failed, is_code};
+use crate::aws::{Aws, aws_error, failed, is_code, no_answer};
 use crate::stack::Names;
 
 /// Who a system message comes from.
@@ -159,17 +161,45 @@ pub struct Outcome {
 }
 
 /// The `@connections` endpoint of the deployed API (`https://…/{stage}`),
-/// or the one given (`chatctl dev` prints it; a trailing `/@connections`
-/// is accepted).
+/// or in a local emulator, that of the `chatctl dev` serving it; or the one
+/// given (`chatctl dev` prints it; a trailing `/@connections` is accepted).
 pub async fn endpoint(aws: &Aws, names: &Names, url: Option<&str>) -> Result<String> {
     let url = match url {
         Some(url) => url.to_string(),
-        None => names.callback_url(&crate::stack::api::deployed_api_id(aws, names).await?),
+        None => {
+            let api = crate::stack::api::deployed_api(aws, names).await?;
+            crate::dev::gateway::local_url::connections_url(aws, &api).unwrap_or_else(|| names.callback_url(&api.id))
+        }
     };
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         bail!("invalid --url {url:?}: the @connections URL starts with https:// (or http:// for `chatctl dev`)");
     }
     Ok(url.trim_end_matches('/').trim_end_matches("/@connections").to_string())
+}
+
+/// A client of the `@connections` API at `endpoint`. Quick retries of
+/// throttling, 5xx and dropped connections, as many as chat-core's
+/// delivery makes (5): an endpoint that refuses connections is said within
+/// two seconds, not after the provisioning calls' budget of retries.
+fn management_client(aws: &Aws, endpoint: &str) -> aws_sdk_apigatewaymanagement::Client {
+    use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
+    use aws_sdk_apigatewaymanagement::config::timeout::TimeoutConfig;
+    let config = aws_sdk_apigatewaymanagement::config::Builder::from(&aws.sdk)
+        .endpoint_url(endpoint)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(5)
+                .with_initial_backoff(std::time::Duration::from_millis(100))
+                .with_max_backoff(std::time::Duration::from_secs(1)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .operation_attempt_timeout(std::time::Duration::from_secs(10))
+                .build(),
+        )
+        .build();
+    aws_sdk_apigatewaymanagement::Client::from_conf(config)
 }
 
 /// A system message, in the protocol's `message` event, to every row.
@@ -185,53 +215,75 @@ pub async fn send(aws: &Aws, endpoint: &str, rows: &[Row], room: Option<&str>, t
         ts,
     })
     .to_json();
-    let delivery = Delivery::new(&aws.sdk, endpoint);
-    let ids: Vec<String> = rows.iter().map(|r| r.connection_id.clone()).collect();
-    let report = delivery.send_all(&ids, &event, None).await;
-    let failed: Vec<(String, String)> = report.failed.into_iter().map(|(id, e)| (id, e.to_string())).collect();
-    let done = ids
-        .into_iter()
-        .filter(|id| !report.gone.contains(id) && !failed.iter().any(|(f, _)| f == id))
-        .collect();
-    Ok(Outcome {
-        done,
-        gone: report.gone,
-        failed,
-    })
+    let client = management_client(aws, endpoint);
+    let post = |id: String| {
+        let (client, event) = (&client, &event);
+        async move {
+            client
+                .post_to_connection()
+                .connection_id(id)
+                .data(Blob::new(event.as_bytes()))
+                .send()
+                .await
+                .map(|_| ())
+        }
+    };
+    each_connection(endpoint, rows, "PostToConnection", post).await
 }
 
 /// Closes every row's connection (DeleteConnection); API Gateway then runs
 /// its `$disconnect` (aws-facts.md §5).
 pub async fn kick(aws: &Aws, endpoint: &str, rows: &[Row]) -> Result<Outcome> {
-    let config = aws_sdk_apigatewaymanagement::config::Builder::from(&aws.sdk)
-        .endpoint_url(endpoint)
-        .build();
-    let client = aws_sdk_apigatewaymanagement::Client::from_conf(config);
-    let results: Vec<(String, Result<(), String>, bool)> = futures::stream::iter(rows)
+    let client = management_client(aws, endpoint);
+    let delete = |id: String| {
+        let client = &client;
+        async move { client.delete_connection().connection_id(id).send().await.map(|_| ()) }
+    };
+    each_connection(endpoint, rows, "DeleteConnection", delete).await
+}
+
+/// `call` for every row, the first alone: when the `@connections` API
+/// cannot be reached, that is said once, as the command's error (exit 1),
+/// rather than once per connection. 410 (`GoneException`): the connection
+/// closed meanwhile.
+async fn each_connection<E, F, Fut>(endpoint: &str, rows: &[Row], operation: &str, call: F) -> Result<Outcome>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), SdkError<E, HttpResponse>>>,
+{
+    let Some((first, rest)) = rows.split_first() else {
+        return Ok(Outcome::default());
+    };
+    let first_result = call(first.connection_id.clone()).await;
+    if let Err(err) = &first_result
+        && let Some(why) = no_answer(err)
+    {
+        bail!("cannot reach the @connections API at {endpoint}: {why}; is the stack (or `chatctl dev`) running?");
+    }
+    let mut results = vec![(first.connection_id.clone(), first_result)];
+    let others: Vec<_> = futures::stream::iter(rest)
         .map(|row| {
-            let client = &client;
-            async move {
-                let id = row.connection_id.clone();
-                match client.delete_connection().connection_id(&id).send().await {
-                    Ok(_) => (id, Ok(()), false),
-                    Err(err) if is_code(&err, &["GoneException"]) => (id, Ok(()), true),
-                    Err(err) => (
-                        id,
-                        Err(crate::aws::aws_error("DeleteConnection", err).to_string()),
-                        false,
-                    ),
-                }
-            }
+            let id = row.connection_id.clone();
+            let call = &call;
+            async move { (id.clone(), call(id).await) }
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
+    results.extend(others);
     let mut outcome = Outcome::default();
-    for (id, result, gone) in results {
+    for (id, result) in results {
         match result {
-            Ok(()) if gone => outcome.gone.push(id),
             Ok(()) => outcome.done.push(id),
-            Err(error) => outcome.failed.push((id, error)),
+            Err(err) if is_code(&err, &["GoneException"]) => outcome.gone.push(id),
+            Err(err) => {
+                let error = match no_answer(&err) {
+                    Some(why) => format!("cannot reach the @connections API at {endpoint}: {why}"),
+                    None => aws_error(operation, err).to_string(),
+                };
+                outcome.failed.push((id, error));
+            }
         }
     }
     Ok(outcome)

@@ -1,6 +1,16 @@
 //! chatctl: provisions, operates and tears down a serverless WebSocket chat
 //! on AWS through direct SDK calls.
 
+/// `println!` that returns the write's error instead of panicking, for `?`:
+/// a closed stdout (`chatctl … | head -1`) then ends the command through
+/// [`main`], which takes a broken pipe for the end of the output it is.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 pub mod aws;
 pub mod build;
 pub mod cli;
@@ -15,6 +25,7 @@ pub mod session;
 pub mod settings;
 pub mod smoke;
 pub mod stack;
+pub mod status;
 pub mod token;
 pub mod top;
 
@@ -30,6 +41,7 @@ pub const EXIT_DRIFT: u8 = 3;
 pub fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(cli.global.verbose);
+    quiet_when_stdout_closes();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -39,6 +51,9 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
+        // A broken pipe is not an error (ripgrep's rule): whoever read the
+        // output (`| head -1`) has all they wanted.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(EXIT_FAILURE)
@@ -46,12 +61,60 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
-    let filter = match verbose {
-        0 => "warn",
+/// Whether an error comes from writing to a closed stdout, anywhere in its chain.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The commands print through [`outln!`] and `print_json`, whose errors
+/// reach [`main`]; code that still prints with `println!` panics when stdout
+/// is closed. That panic ends the process as the error does: quietly, with
+/// exit 0, when stdout's descriptor is a pipe whose reader is gone (asked of
+/// the descriptor, not read from the panic's text). Any other panic is
+/// reported as before.
+fn quiet_when_stdout_closes() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if stdout_closed() {
+            std::process::exit(0);
+        }
+        report(info)
+    }));
+}
+
+/// Whether nobody reads stdout any more: poll(2) reports POLLERR on the
+/// write end of a pipe whose read end is closed (POLLHUP for a hung-up
+/// terminal or socket).
+fn stdout_closed() -> bool {
+    let mut stdout = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a count of 1 and no wait.
+    let ready = unsafe { libc::poll(&mut stdout, 1, 0) };
+    ready == 1 && stdout.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// chatctl's own warnings always; the AWS SDK's logs (targets `aws_config`,
+/// `aws_smithy_*`, `aws_sdk_*`, …: an EnvFilter target matches by prefix)
+/// only with `-v` and `-vv`. Without them, a missing region or credentials
+/// would first print the SDK's warnings about its IMDS probe, Debug text
+/// and all, before chatctl's own sentence saying what to do.
+fn tracing_filter(verbose: u8) -> &'static str {
+    match verbose {
+        0 => "warn,aws=off",
         1 => "chatctl=debug,warn",
         _ => "chatctl=trace,aws_smithy_runtime=debug,aws_config=debug,info",
-    };
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let filter = tracing_filter(verbose);
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

@@ -83,9 +83,19 @@ impl std::fmt::Display for Outputs {
     }
 }
 
+/// One pretty JSON document on stdout. A closed stdout is the io::Error
+/// it is (not serde_json's wrapper), so that `main` can tell it.
 pub fn print_json(value: &impl Serialize) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut stdout, value)?;
+    serde_json::to_writer_pretty(&mut stdout, value).map_err(std::io::Error::from)?;
+    writeln!(stdout)?;
+    Ok(())
+}
+
+/// One JSON document on one line of stdout (a stream of snapshots, events).
+pub fn print_json_line(value: &impl Serialize) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer(&mut stdout, value).map_err(std::io::Error::from)?;
     writeln!(stdout)?;
     Ok(())
 }

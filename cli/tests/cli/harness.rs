@@ -29,6 +29,20 @@ async fn run(mut command: tokio::process::Command) -> Run {
     }
 }
 
+/// Runs chatctl as on a machine where AWS was never configured: no AWS_*
+/// variable, HOME an empty directory (no ~/.aws), no --endpoint-url.
+pub async fn unconfigured(args: &[&str], home: &Path) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"));
+    command
+        .args(args)
+        .current_dir(home)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .stdin(Stdio::null());
+    run(command).await
+}
+
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -126,6 +140,24 @@ impl Env {
         command.env("PATH", std::env::join_paths(paths).unwrap());
         command.current_dir(dir);
         run(command).await
+    }
+
+    /// Runs chatctl with its stdout a pipe whose reader is gone before
+    /// chatctl writes (`chatctl … | head -c 0`); stdout is empty.
+    pub async fn chatctl_into_closed_pipe(&self, args: &[&str]) -> Run {
+        let mut child = self
+            .command(args, &self.proxy.endpoint(), &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start chatctl");
+        drop(child.stdout.take());
+        let output = child.wait_with_output().await.expect("cannot run chatctl");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
     }
 
     /// Starts chatctl with `args` against the proxy, to be killed midway.

@@ -392,3 +392,77 @@ async fn top_reads_every_page_of_metrics_through_the_behaviour_layer() {
         .count();
     assert_eq!(pages, 18, "35 results in pages of 2");
 }
+
+/// Issue 21: `connections send` and `kick` to an `@connections` URL where
+/// nothing listens say once what they tried to reach and why it failed,
+/// exit 1, quickly; no SDK Debug text, no line per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_say_once_when_the_connections_api_cannot_be_reached() {
+    use chat_core::store::{ConnectionRecord, ConnectionStore};
+
+    let env = Env::start_plain().await;
+    env.up(&[]).await.assert_ok();
+    let store = ConnectionStore::new(env.dynamodb(), "chat-connections");
+    for (id, user) in [("c1", "alice"), ("c2", "bob"), ("c3", "alice")] {
+        let record = ConnectionRecord {
+            connection_id: id.into(),
+            user: user.into(),
+            room: "lobby".into(),
+            connected_at: now_ms(),
+            ttl: 0,
+        };
+        store.add(&record, 100).await.unwrap();
+    }
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/dev");
+    for args in [
+        vec!["connections", "send", "--room", "lobby", "hi", "--url", &url],
+        vec!["connections", "kick", "--user", "alice", "--url", &url],
+        vec!["connections", "kick", "c2", "--url", &url],
+    ] {
+        let started = std::time::Instant::now();
+        let run = env.chatctl(&args).await;
+        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+        assert_eq!(
+            run.stderr,
+            format!(
+                "error: cannot reach the @connections API at {url}: connection refused; \
+                 is the stack (or `chatctl dev`) running?\n"
+            ),
+            "{args:?}"
+        );
+        assert_eq!(run.stdout, "", "{args:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    }
+}
+
+/// Issue 21: a broken pipe is not an error (ripgrep's rule). With stdout
+/// closed before they write (`| head -c 0`), commands exit 0 and say
+/// nothing: `top` in text and JSON, `status`, `routes list`, and `up
+/// --dry-run`, whose plan is printed by code that still uses `println!`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_a_command_quietly() {
+    let env = Env::start_plain().await;
+    env.up(&[]).await.assert_ok();
+    let up = env.up_args();
+    let mut dry_run: Vec<&str> = up.iter().map(String::as_str).collect();
+    dry_run.push("--dry-run");
+    env.change_code();
+    for args in [
+        vec!["top", "--once"],
+        vec!["top", "--once", "--output", "json"],
+        vec!["top", "--interval", "1s"],
+        vec!["status"],
+        vec!["status", "--output", "json"],
+        vec!["routes", "list"],
+        dry_run,
+    ] {
+        let run = env.chatctl_into_closed_pipe(&args).await;
+        assert_eq!((run.code, run.stderr.as_str()), (0, ""), "{args:?}");
+    }
+}

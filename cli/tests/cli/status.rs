@@ -107,3 +107,102 @@ async fn resources_deleted_out_of_band_are_named_by_status_and_repaired_alone_by
     );
     env.chatctl(&["status"]).await.assert_ok();
 }
+
+/// Issue 21: with no region and no credentials anywhere, `status` says so in
+/// chatctl's one sentence. The SDK's own warnings (its IMDS probe's
+/// `FailedToLoadToken(FailedToLoadToken { source: ServiceError(…`) are
+/// logs, shown with -v, not before the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_region_is_one_sentence_without_the_sdks_warnings() {
+    let home = tempfile::tempdir().unwrap();
+    let run = crate::harness::unconfigured(&["status"], home.path()).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        run.stderr,
+        "error: no AWS region: pass --region, set `region` in chatctl.toml, set AWS_REGION, \
+         or configure one in your AWS profile\n",
+        "{run:?}"
+    );
+    assert_eq!(run.stdout, "");
+}
+
+/// Issue 21: `--region` help says the order the code follows: the flag,
+/// then chatctl.toml's `region`, then AWS_REGION (which the harness sets to
+/// the emulator's us-east-1), then the profile's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_comes_from_the_flag_then_chatctl_toml_then_aws_region_as_the_help_says() {
+    let home = tempfile::tempdir().unwrap();
+    let help = crate::harness::unconfigured(&["--help"], home.path()).await;
+    help.assert_ok();
+    let region: String = help
+        .stdout
+        .split("--region <REGION>")
+        .nth(1)
+        .and_then(|rest| rest.split("\n      --").next())
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(
+        region,
+        "AWS region [default: `region` in chatctl.toml, else AWS_REGION, else AWS_DEFAULT_REGION, \
+         else the profile's; us-east-1 for a local emulator]",
+        "{help:?}"
+    );
+
+    let env = Env::start_plain().await;
+    env.up(&[]).await.assert_ok();
+    env.chatctl(&["status"]).await.assert_ok();
+    // chatctl.toml's region wins over AWS_REGION: the stack is not there.
+    env.write_config("region = \"eu-west-1\"\n");
+    let run = env.chatctl(&["status"]).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stdout.contains("missing") && !run.stdout.contains("present"),
+        "{run:?}"
+    );
+    // The flag wins over chatctl.toml.
+    env.chatctl(&["status", "--region", "us-east-1"]).await.assert_ok();
+}
+
+/// Issue 21: an open-connection count that cannot be read (BatchGetItem
+/// denied) is said to be unknown, with DynamoDB's reason, in text and JSON;
+/// the rest of `status` stands and its exit code is the resources'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_why_the_open_connections_are_unknown() {
+    let env = Env::start_plain().await;
+    env.up(&[]).await.assert_ok();
+    env.proxy.deny(&["BatchGetItem"]);
+
+    let run = env.chatctl(&["status"]).await;
+    run.assert_ok();
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Open connections:"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("Open connections:  unknown (BatchGetItem on table chat-connections failed: AccessDenied"),
+        "{run:?}"
+    );
+    assert!(
+        !run.stdout.contains("{ source:") && !run.stdout.contains("Error {"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("every resource is present"), "{run:?}");
+
+    let json = env.chatctl(&["status", "--output", "json"]).await;
+    json.assert_ok();
+    let report: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["healthy"], true);
+    assert_eq!(report["open_connections"], Value::Null);
+    let error = report["open_connections_error"].as_str().unwrap_or_default();
+    assert!(error.contains("AccessDenied"), "{report:#}");
+
+    // Readable again: the count, and no error field.
+    env.proxy.deny(&[]);
+    let json = env.chatctl(&["status", "--output", "json"]).await;
+    let report: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["open_connections"], 0);
+    assert!(report.get("open_connections_error").is_none(), "{report:#}");
+}

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use thiserror::Error;
@@ -196,12 +196,48 @@ fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn aws_error<E: std::error::Error + 'static>(operation: &'static str, table: &str, err: E) -> StoreError {
+/// A failed call, in words a person reads (its logs, `chatctl status`):
+/// DynamoDB's code and message when it answered, else the error and its
+/// sources' Display text, never the SDK's Debug text.
+fn aws_error<E, R>(operation: &'static str, table: &str, err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let detail = match &err {
+        SdkError::ServiceError(context) => match (context.err().code(), context.err().message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_string(),
+            _ => error_text(context.err()),
+        },
+        _ => error_text(&err),
+    };
     StoreError::Aws {
         operation,
         table: table.to_string(),
-        detail: DisplayErrorContext(err).to_string(),
+        detail,
     }
+}
+
+/// A request chat-core could not build.
+fn request_error(operation: &'static str, table: &str, err: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Aws {
+        operation,
+        table: table.to_string(),
+        detail: error_text(&err),
+    }
+}
+
+/// An error and its sources' Display text joined by ": ", leaving out a
+/// part the previous one already says.
+fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![];
+    for part in std::iter::successors(Some(err), |e| e.source()).map(|e| e.to_string()) {
+        if !parts.last().is_some_and(|last| last.contains(&part)) {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
 }
 
 fn string_attr(item: &HashMap<String, AttributeValue>, name: &str, table: &str) -> Result<String, StoreError> {
@@ -366,7 +402,7 @@ impl ConnectionStore {
     /// strongly consistently; keys DynamoDB leaves unprocessed are asked again.
     async fn counters(&self, shards: &[u64]) -> Result<HashMap<u64, HashMap<String, AttributeValue>>, StoreError> {
         use aws_sdk_dynamodb::types::KeysAndAttributes;
-        let build_error = |e: aws_sdk_dynamodb::error::BuildError| aws_error("BatchGetItem", &self.table, e);
+        let build_error = |e: aws_sdk_dynamodb::error::BuildError| request_error("BatchGetItem", &self.table, e);
         let keys: Vec<HashMap<String, AttributeValue>> = shards
             .iter()
             .map(|shard| HashMap::from([Self::counter_key(*shard)]))
@@ -452,7 +488,7 @@ impl ConnectionStore {
         admission: &Admission,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let table = &self.table;
-        let build_error = |e: aws_sdk_dynamodb::error::BuildError| aws_error("TransactWriteItems", table, e);
+        let build_error = |e: aws_sdk_dynamodb::error::BuildError| request_error("TransactWriteItems", table, e);
         let window = admission.window;
         let (key_name, key_value) = Self::counter_key(shard);
         let mut expression = "SET #count = if_not_exists(#count, :zero) + :one".to_string();
@@ -575,7 +611,7 @@ impl ConnectionStore {
 
     async fn remove_where(&self, connection_id: &str, connected_before: Option<i64>) -> Result<bool, StoreError> {
         let table = &self.table;
-        let build_error = |e: aws_sdk_dynamodb::error::BuildError| aws_error("TransactWriteItems", table, e);
+        let build_error = |e: aws_sdk_dynamodb::error::BuildError| request_error("TransactWriteItems", table, e);
         // Its window says which count to lower.
         let Some(item) = self.get_item(connection_id).await? else {
             return Ok(false);

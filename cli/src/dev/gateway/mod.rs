@@ -6,11 +6,13 @@
 //! Its parts: `routes` (what each route invokes), `events` (the events API
 //! Gateway sends), `authorizer` (the `$connect` authorizer's answer),
 //! `connection` (a WebSocket from handshake to `$disconnect`), `throttle`
-//! (the stage's throttling) and `management` (the `@connections` API).
+//! (the stage's throttling), `management` (the `@connections` API) and
+//! `local_url` (where other commands find this gateway).
 
 mod authorizer;
 mod connection;
 mod events;
+pub mod local_url;
 mod management;
 mod routes;
 mod throttle;

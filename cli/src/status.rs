@@ -1,0 +1,146 @@
+//! `chatctl status`: every resource of the stack as the plan sees it
+//! (present, missing, drifted, foreign), the outputs, and the open
+//! connections. A count that cannot be read is said to be unknown, with why,
+//! and the rest of the report stands.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::EXIT_DRIFT;
+use crate::commands::outputs;
+use crate::output::{Outputs, print_json};
+use crate::session::{Session, read};
+use crate::stack::desired::Desired;
+use crate::stack::plan::{self, Action};
+
+#[derive(Serialize)]
+struct ResourceStatus {
+    kind: &'static str,
+    name: String,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    details: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    stack: String,
+    healthy: bool,
+    resources: Vec<ResourceStatus>,
+    outputs: Option<Outputs>,
+    /// `null` when there is no connections table of the stack, or when the
+    /// count could not be read (then `open_connections_error` says why).
+    open_connections: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_connections_error: Option<String>,
+}
+
+/// The open connections: not asked when the stack has no connections
+/// table of its own; else the count, or why it could not be read.
+enum OpenConnections {
+    NoTable,
+    Count(i64),
+    Unknown(String),
+}
+
+async fn open_connections(session: &Session, actual: &crate::stack::actual::Actual) -> OpenConnections {
+    let Session { aws, names, .. } = session;
+    let table = names.connections_table();
+    if actual.tables.get(&table).and_then(|t| t.ours()).is_none() {
+        return OpenConnections::NoTable;
+    }
+    match chat_core::store::ConnectionStore::new(aws.dynamodb.clone(), table)
+        .open_count()
+        .await
+    {
+        Ok(count) => OpenConnections::Count(count),
+        Err(err) => OpenConnections::Unknown(err.to_string()),
+    }
+}
+
+/// Exit 0 when every resource is present, 3 otherwise.
+pub(crate) async fn run(session: &mut Session) -> Result<u8> {
+    let actual = read(session).await?;
+    let Session { settings, names, .. } = &*session;
+    let secret = actual.token_secret().unwrap_or_default();
+    // No build: code is not compared, everything else is.
+    let desired = Desired::new(settings, names.clone(), &secret, &BTreeMap::new());
+    let plan = plan::plan(&desired, &actual);
+    let mut resources: Vec<ResourceStatus> = plan
+        .changes
+        .iter()
+        .map(|change| {
+            let (state, details) = match &change.action {
+                Action::NoChange => ("present", vec![]),
+                Action::Create => ("missing", vec![]),
+                Action::Update { changes } => ("drifted", changes.iter().map(|c| c.to_string()).collect()),
+                Action::Replace { reason } => ("drifted", vec![reason.clone()]),
+                Action::Delete => ("drifted", vec!["not part of the stack".into()]),
+            };
+            ResourceStatus {
+                kind: change.kind.as_str(),
+                name: change.name.clone(),
+                state,
+                details,
+            }
+        })
+        .collect();
+    for conflict in &plan.conflicts {
+        resources.push(ResourceStatus {
+            kind: "conflict",
+            name: conflict.clone(),
+            state: "foreign",
+            details: vec![],
+        });
+    }
+    let (open_connections, open_connections_error) = match open_connections(session, &actual).await {
+        OpenConnections::NoTable => (None, None),
+        OpenConnections::Count(count) => (Some(count), None),
+        OpenConnections::Unknown(why) => (None, Some(why)),
+    };
+    let healthy = resources.iter().all(|r| r.state == "present");
+    let report = StatusReport {
+        stack: names.stack.clone(),
+        healthy,
+        outputs: actual.api.ours().map(|api| outputs(names, &api.id)),
+        resources,
+        open_connections,
+        open_connections_error,
+    };
+    if session.json {
+        print_json(&report)?;
+    } else {
+        print_text(&report)?;
+    }
+    Ok(if healthy { 0 } else { EXIT_DRIFT })
+}
+
+fn print_text(report: &StatusReport) -> Result<()> {
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::NOTHING);
+    table.set_header(["KIND", "NAME", "STATE", "DETAILS"]);
+    for r in &report.resources {
+        table.add_row([r.kind, r.name.as_str(), r.state, &r.details.join("; ")]);
+    }
+    outln!("{table}")?;
+    if let Some(outputs) = &report.outputs {
+        outln!("{outputs}")?;
+    }
+    match (report.open_connections, &report.open_connections_error) {
+        (Some(count), _) => outln!("Open connections:  {count}")?,
+        (None, Some(why)) => outln!("Open connections:  unknown ({why})")?,
+        (None, None) => {}
+    }
+    let problems = report.resources.iter().filter(|r| r.state != "present").count();
+    if report.healthy {
+        outln!("Stack {} is up: every resource is present.", report.stack)?;
+    } else {
+        outln!(
+            "Stack {}: {problems} resources missing, drifted or foreign.",
+            report.stack
+        )?;
+    }
+    Ok(())
+}
