@@ -56,17 +56,18 @@ struct UpReport<'a> {
     smoke: Option<crate::smoke::Report>,
 }
 
-fn print_plan(plan: &Plan) {
+fn print_plan(plan: &Plan) -> Result<()> {
     if plan.is_noop() {
-        println!("No changes: the stack is up to date.");
-        return;
+        outln!("No changes: the stack is up to date.")?;
+        return Ok(());
     }
-    println!("Plan:");
+    outln!("Plan:")?;
     for change in plan.pending() {
-        println!("{change}");
+        outln!("{change}")?;
     }
     let summary: Vec<String> = plan::summary(plan).iter().map(|(k, v)| format!("{v} to {k}")).collect();
-    println!("{}.", summary.join(", "));
+    outln!("{}.", summary.join(", "))?;
+    Ok(())
 }
 
 /// Builds the functions, showing which crates cargo is compiling (on a
@@ -139,7 +140,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     let (secret, mut plan) = plan_for(context, &actual, &code)?;
     let Session { aws, names, .. } = &*context;
     if !context.json {
-        print_plan(&plan);
+        print_plan(&plan)?;
     }
     // What this plan was computed on, for a plan saved now or one to apply.
     if args.out.is_some() || args.plan.is_some() {
@@ -162,7 +163,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
         if !context.json
             && let Some(outputs) = existing_outputs.as_ref().filter(|_| !args.dry_run)
         {
-            println!("{outputs}");
+            outln!("{outputs}")?;
         }
         // `up --smoke` on a stack already up checks it all the same.
         let smoke = match args.smoke && !args.dry_run {
@@ -198,8 +199,8 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     let api_id = result?;
     let outputs = outputs(names, &api_id);
     if !context.json {
-        println!("Stack {} is up.", names.stack);
-        println!("{outputs}");
+        outln!("Stack {} is up.", names.stack)?;
+        outln!("{outputs}")?;
     }
     let smoke = match args.smoke {
         true => Some(run_smoke(context, None, SMOKE_AFTER_UP).await?),
@@ -259,7 +260,7 @@ async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
                 with_data: &with_data,
             })?;
         } else {
-            print_teardown(&names.stack, &teardown, &with_data);
+            print_teardown(&names.stack, &teardown, &with_data)?;
         }
         return Ok(0);
     }
@@ -294,12 +295,12 @@ async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
         return Ok(0);
     }
     if deleted.is_empty() {
-        println!("Nothing of stack {} exists; nothing to delete.", names.stack);
+        outln!("Nothing of stack {} exists; nothing to delete.", names.stack)?;
     } else {
-        println!("Stack {} is down: {} resources deleted.", names.stack, deleted.len());
+        outln!("Stack {} is down: {} resources deleted.", names.stack, deleted.len())?;
     }
     for kept in &teardown.kept {
-        println!("kept table {kept} (--keep-data)");
+        outln!("kept table {kept} (--keep-data)")?;
     }
     for skipped in &teardown.skipped {
         eprintln!("warning: left {skipped} alone: it is not this stack's");
@@ -308,25 +309,26 @@ async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
 }
 
 /// `down --dry-run`: what would be deleted, kept and left alone.
-fn print_teardown(stack: &str, teardown: &destroy::Teardown, with_data: &[String]) {
+fn print_teardown(stack: &str, teardown: &destroy::Teardown, with_data: &[String]) -> Result<()> {
     if teardown.steps.is_empty() {
-        println!("Nothing of stack {stack} exists; `down` would delete nothing.");
+        outln!("Nothing of stack {stack} exists; `down` would delete nothing.")?;
     } else {
-        println!(
+        outln!(
             "`down` would delete {} resources of stack {stack}:",
             teardown.steps.len()
-        );
+        )?;
     }
     for step in &teardown.steps {
         let data = step.kind == plan::Kind::Table && with_data.contains(&step.name);
-        println!("{step}{}", if data { " (holds data)" } else { "" });
+        outln!("{step}{}", if data { " (holds data)" } else { "" })?;
     }
     for kept in &teardown.kept {
-        println!("  keep table {kept} (--keep-data)");
+        outln!("  keep table {kept} (--keep-data)")?;
     }
     for skipped in &teardown.skipped {
-        println!("  leave {skipped} alone: it is not this stack's");
+        outln!("  leave {skipped} alone: it is not this stack's")?;
     }
+    Ok(())
 }
 
 /// Runs `work` while checking the credentials; a credentials problem is the
@@ -502,11 +504,12 @@ async fn run_smoke(context: &Session, url: Option<&str>, wait: std::time::Durati
     };
     let json = context.json;
     if !json {
-        println!("Smoke test of {url}");
+        outln!("Smoke test of {url}")?;
     }
+    // A closed stdout is met again, and ends the command, at the next print.
     let progress = |line: &str| {
         if !json {
-            println!("{line}");
+            let _ = outln!("{line}");
         }
     };
     Ok(crate::smoke::run(&url, &credentials, wait, &progress).await)
@@ -518,7 +521,7 @@ fn smoke_exit(report: &crate::smoke::Report, json: bool) -> u8 {
         None => {
             if !json {
                 let total: u128 = report.steps.iter().map(|s| s.ms).sum();
-                println!("Passed in {total} ms (room {}, user {}).", report.room, report.user);
+                let _ = outln!("Passed in {total} ms (room {}, user {}).", report.room, report.user);
             }
             0
         }

@@ -41,7 +41,6 @@ pub const EXIT_DRIFT: u8 = 3;
 pub fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(cli.global.verbose);
-    quiet_when_stdout_closes();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -68,36 +67,6 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
-}
-
-/// The commands print through [`outln!`] and `print_json`, whose errors
-/// reach [`main`]; code that still prints with `println!` panics when stdout
-/// is closed. That panic ends the process as the error does: quietly, with
-/// exit 0, when stdout's descriptor is a pipe whose reader is gone (asked of
-/// the descriptor, not read from the panic's text). Any other panic is
-/// reported as before.
-fn quiet_when_stdout_closes() {
-    let report = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if stdout_closed() {
-            std::process::exit(0);
-        }
-        report(info)
-    }));
-}
-
-/// Whether nobody reads stdout any more: poll(2) reports POLLERR on the
-/// write end of a pipe whose read end is closed (POLLHUP for a hung-up
-/// terminal or socket).
-fn stdout_closed() -> bool {
-    let mut stdout = libc::pollfd {
-        fd: libc::STDOUT_FILENO,
-        events: 0,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, a count of 1 and no wait.
-    let ready = unsafe { libc::poll(&mut stdout, 1, 0) };
-    ready == 1 && stdout.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 /// chatctl's own warnings always; the AWS SDK's logs (targets `aws_config`,

@@ -157,19 +157,19 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         }))
     });
 
-    println!("Stack {} runs locally.", names.stack);
-    println!("Web client:        http://127.0.0.1:{port}/");
-    println!("WebSocket URL:     {url}");
-    println!("@connections URL:  {callback}/@connections");
-    println!("AWS endpoint:      {endpoint}  (pass --endpoint-url {endpoint} to other chatctl commands)");
+    outln!("Stack {} runs locally.", names.stack)?;
+    outln!("Web client:        http://127.0.0.1:{port}/")?;
+    outln!("WebSocket URL:     {url}")?;
+    outln!("@connections URL:  {callback}/@connections")?;
+    outln!("AWS endpoint:      {endpoint}  (pass --endpoint-url {endpoint} to other chatctl commands)")?;
     if token_mode {
         let token = crate::token::mint_with(&secret, "alice", crate::dev::web::DEV_TOKEN_TTL)?.token;
-        println!("Token for alice:   {token}");
-        println!("Try:               npx wscat -c '{url}?token={token}&room=lobby'");
+        outln!("Token for alice:   {token}")?;
+        outln!("Try:               npx wscat -c '{url}?token={token}&room=lobby'")?;
     } else {
-        println!("Try:               npx wscat -c '{url}?user=alice&room=lobby'");
+        outln!("Try:               npx wscat -c '{url}?user=alice&room=lobby'")?;
     }
-    println!("Ready. Ctrl-C stops everything.");
+    outln!("Ready. Ctrl-C stops everything.")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         result = server => {
