@@ -65,6 +65,18 @@ impl SavedPlan {
 
     pub fn read(file: &Path) -> Result<SavedPlan> {
         let text = std::fs::read_to_string(file).with_context(|| format!("cannot read the plan {}", file.display()))?;
+        // A plan of another format says so before its fields are read.
+        let format = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|plan| plan.get("format")?.as_u64());
+        if let Some(format) = format.filter(|f| *f != u64::from(FORMAT)) {
+            bail!(
+                "{} is a plan of format {format}, from another version of chatctl; this one applies format {FORMAT}. \
+                 Nothing was changed; make a new plan with `chatctl up --dry-run --out {}`",
+                file.display(),
+                file.display()
+            );
+        }
         serde_json::from_str(&text).with_context(|| {
             format!(
                 "{} is not a plan saved by `chatctl up --dry-run --out FILE`",
@@ -279,6 +291,17 @@ mod tests {
         );
         assert!(differs(|p| p.live_stack = "M".into()).contains("live stack changed"));
         assert!(differs(|p| p.plan.conflicts.push("table t is someone else's".into())).contains("settings"));
+    }
+
+    #[test]
+    fn a_plan_of_another_format_says_so() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), r#"{"format": 2, "plan": {"changes": []}}"#).unwrap();
+        let why = format!("{:#}", SavedPlan::read(file.path()).unwrap_err());
+        assert!(
+            why.contains("is a plan of format 2, from another version of chatctl; this one applies format 3"),
+            "{why}"
+        );
     }
 
     #[test]

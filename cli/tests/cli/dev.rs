@@ -1120,3 +1120,73 @@ async fn smoke_and_connections_find_dev_through_the_aws_endpoint_alone() {
     assert!(stage.contains("present"), "the tag is not drift: {stdout}");
     assert!(!stdout.contains("chatctl:local-url"), "{stdout}");
 }
+
+/// `chatctl dev` converges as `up` does: a step that destroys data (here a
+/// table of the stack's whose key schema changed, replaced) is asked first,
+/// and without a terminal refused unless --yes; the table and its items stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_asks_before_destroying_data_as_up_does() {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Tag};
+
+    let moto = chat_testkit::Moto::start();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    dynamodb
+        .create_table()
+        .table_name("guard-messages")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type("S".into())
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .tags(Tag::builder().key("chatctl:stack").value("guard").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    dynamodb
+        .put_item()
+        .table_name("guard-messages")
+        .item("id", AttributeValue::S("kept".into()))
+        .send()
+        .await
+        .unwrap();
+
+    let workdir = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
+        .args(["dev", "--port", "0", "--no-build", "--no-watch", "--stack", "guard"])
+        .args(["--endpoint-url", moto.endpoint()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("HOME", workdir.path())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let run = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("chatctl dev stops at the question")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("These changes delete resources and their data:")
+            && stderr.contains("-/+ table guard-messages (replace: key schema is id/-")
+            && stderr.contains("pass --yes to proceed"),
+        "{stderr}"
+    );
+    let item = dynamodb
+        .get_item()
+        .table_name("guard-messages")
+        .key("id", AttributeValue::S("kept".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(item.item.is_some(), "the table and its items stay");
+}
