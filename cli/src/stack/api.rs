@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::api_writes::{ApiWrites, sent_once};
 use super::authorizer::{AuthorizerState, read_authorizers};
-use super::base::{Action, Change, Detail, Found, Kind, Report, all_pages, live_id, step, tag_changes};
-use super::desired::{AccessLog, Desired, ROUTE_SELECTION_EXPRESSION};
+use super::base::{Action, Change, Detail, Found, Kind, Report, Stack, all_pages, live_id, step, tag_changes};
+use super::desired::{AccessLog, ROUTE_SELECTION_EXPRESSION};
 use super::integration::{IntegrationState, read_integrations};
 use super::route::{RouteState, read_routes};
 use super::tags::{Tagged, retag};
@@ -195,12 +195,11 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
 /// Makes the API its step says (deleting the duplicates first); returns its id.
 pub(super) async fn ensure_api(
     aws: &Aws,
-    desired: &Desired,
+    (stack, name): (Stack<'_>, &str),
     (api, duplicates): (&Change, &[&Change]),
     writes: &ApiWrites,
     report: Report<'_>,
 ) -> Result<String> {
-    let name = &desired.api.name;
     for duplicate in duplicates {
         let id = live_id(duplicate)?;
         delete_api(aws, writes, name, &id).await?;
@@ -224,7 +223,7 @@ pub(super) async fn ensure_api(
                             .await?;
                     }
                     Detail::Tags { set, remove } => {
-                        let arn = desired.names.api_arn(&id);
+                        let arn = stack.names.api_arn(&id);
                         retag(aws, Tagged::Api(&arn), set, remove).await?;
                     }
                     other => bail!("API {name}: the plan asks for {other}, which chatctl cannot apply to an API"),
@@ -252,8 +251,8 @@ pub(super) async fn ensure_api(
                     .name(name)
                     .protocol_type(ProtocolType::Websocket)
                     .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
-                    .description(format!("chatctl stack {}", desired.names.stack))
-                    .set_tags(Some(desired.tags.clone().into_iter().collect()))
+                    .description(format!("chatctl stack {}", stack.names.stack))
+                    .set_tags(Some(stack.tags.clone().into_iter().collect()))
                     .customize()
                     .config_override(sent_once())
                     .send()
@@ -261,7 +260,7 @@ pub(super) async fn ensure_api(
                 Ok(created.api_id.unwrap_or_default())
             },
             || async move {
-                let found = find_apis(aws, &desired.names).await?;
+                let found = find_apis(aws, stack.names).await?;
                 Ok(found.first().and_then(|api| api.api_id.clone()))
             },
         )

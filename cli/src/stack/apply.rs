@@ -26,29 +26,30 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
         !desired.has_secret_reference(),
         "the plan's token secret was never resolved; nothing was changed"
     );
+    let stack = desired.stack();
     let tables = try_join_all(
         desired
             .tables
             .iter()
-            .map(|spec| table::apply_table(aws, desired, spec, plan.action(Kind::Table, &spec.name), report)),
+            .map(|spec| table::apply_table(aws, stack, spec, plan.action(Kind::Table, &spec.name), report)),
     );
     let writes = &ApiWrites::default();
-    let probes = &function::RoleProbes::new(desired);
+    let probes = &function::RoleProbes::new(stack, &desired.roles);
     let compute = async {
         // The log groups exist before the stage that writes its access log to one.
         let (_, api_id, _) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
                 let action = plan.action(Kind::Role, &spec.name);
-                role::create_role(aws, desired, spec, action, report)
+                role::create_role(aws, stack, spec, action, report)
             })),
             async {
                 let duplicates: Vec<&plan::Change> = plan.deletions(Kind::Api).collect();
                 let api = planned(plan, Kind::Api, &desired.api.name)?;
-                api::ensure_api(aws, desired, (api, &duplicates), writes, report).await
+                api::ensure_api(aws, (stack, &desired.api.name), (api, &duplicates), writes, report).await
             },
             try_join_all(desired.log_groups.iter().map(|spec| {
                 let action = plan.action(Kind::LogGroup, &spec.name);
-                log_group::apply_log_group(aws, desired, spec, action, report)
+                log_group::apply_log_group(aws, stack, spec, action, report)
             })),
         )?;
         // An integration needs only its function's ARN, known from the name:
@@ -58,15 +59,16 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
         let (_, _, authorizer_id) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
                 let action = plan.action(Kind::Role, &spec.name);
-                role::update_role(aws, desired, spec, action, &api_id, report)
+                let policy = desired.role_policy(spec, &api_id);
+                async move { role::update_role(aws, spec, action, &policy, report).await }
             })),
             try_join_all(desired.functions.iter().map(|spec| {
                 let action = plan.action(Kind::Function, &spec.name);
-                function::apply_function(aws, desired, spec, action, probes, report)
+                function::apply_function(aws, stack, spec, action, probes, report)
             })),
             async {
                 let stage = &planned(plan, Kind::Stage, &desired.api.stage)?.action;
-                stage::ensure_stage(aws, desired, stage, &api_id, writes, report).await?;
+                stage::ensure_stage(aws, (stack, &desired.api), stage, &api_id, writes, report).await?;
                 apply_api_parts(aws, desired, plan, &api_id, writes, report).await
             },
         )?;
@@ -74,7 +76,7 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
             .into_iter()
             .map(|f| (f, plan.action(Kind::Permission, &desired.names.function(f))))
             .collect();
-        permission::grant_permissions(aws, desired, &permissions, &api_id, &authorizer_id, report).await?;
+        permission::grant_permissions(aws, stack, &permissions, &api_id, &authorizer_id, report).await?;
         Ok::<_, anyhow::Error>(api_id)
     };
     let (tables, api_id) = tokio::join!(tables, compute);
@@ -98,17 +100,16 @@ async fn apply_api_parts(
     writes: &ApiWrites,
     report: Report<'_>,
 ) -> Result<String> {
-    let names = &desired.names;
+    let (names, stack) = (&desired.names, desired.stack());
     // The authorizer and the integrations need only the functions' names.
     let (authorizer_id, integrations) = tokio::try_join!(
         async {
             let step = planned(plan, Kind::Authorizer, &desired.api.authorizer)?;
-            authorizer::apply_authorizer(aws, desired, step, api_id, writes, report).await
+            authorizer::apply_authorizer(aws, (stack, &desired.api.authorizer), step, api_id, writes, report).await
         },
         try_join_all(desired.api.routes.iter().map(|route| async move {
             let step = planned(plan, Kind::Integration, &names.function(route.function))?;
-            let id =
-                integration::apply_integration(aws, desired, step, route.function, (api_id, writes), report).await?;
+            let id = integration::apply_integration(aws, stack, step, route.function, (api_id, writes), report).await?;
             Ok::<_, anyhow::Error>((route.function, id))
         })),
     )?;
@@ -137,7 +138,7 @@ async fn apply_api_parts(
     );
     tokio::try_join!(routes, extra_routes)?;
     let stage = planned(plan, Kind::Stage, &desired.api.stage)?;
-    stage::apply_route_settings(aws, desired, &stage.action, api_id, writes).await?;
+    stage::apply_route_settings(aws, &desired.api, &stage.action, api_id, writes).await?;
 
     let deploy_now = match &stage.action {
         Action::Create => true,
@@ -161,7 +162,7 @@ async fn apply_api_parts(
                 authorizer_uri: route.authorized.then(|| authorizer_uri.clone()),
             })
             .collect();
-        stage::deploy(aws, desired, (api_id, writes), &served, report).await?;
+        stage::deploy(aws, &desired.api, (api_id, writes), &served, report).await?;
     }
     Ok(authorizer_id)
 }

@@ -6,8 +6,7 @@ use serde::Serialize;
 
 use super::Function;
 use super::api_writes::{ApiWrites, sent_once};
-use super::base::{Action, Change, Detail, Kind, Report, all_pages, live_id, step};
-use super::desired::Desired;
+use super::base::{Action, Change, Detail, Kind, Report, Stack, all_pages, live_id, step};
 use crate::aws::{Aws, failed};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,15 +49,14 @@ pub async fn read_authorizers(aws: &Aws, api_id: &str) -> Result<Vec<AuthorizerS
 
 pub(super) async fn apply_authorizer(
     aws: &Aws,
-    desired: &Desired,
+    (stack, name): (Stack<'_>, &str),
     planned: &Change,
     api_id: &str,
     writes: &ApiWrites,
     report: Report<'_>,
 ) -> Result<String> {
     let client = &aws.apigateway;
-    let name = &desired.api.authorizer;
-    let uri = desired.names.invocation_uri(Function::Authorizer);
+    let uri = stack.names.invocation_uri(Function::Authorizer);
     match &planned.action {
         Action::NoChange => live_id(planned),
         Action::Update { .. } => {
@@ -96,7 +94,7 @@ pub(super) async fn apply_authorizer(
                     },
                     || async {
                         let found = read_authorizers(aws, api_id).await?;
-                        Ok(found.into_iter().find(|a| &a.name == name).map(|a| a.id))
+                        Ok(found.into_iter().find(|a| a.name == name).map(|a| a.id))
                     },
                 )
                 .await?;

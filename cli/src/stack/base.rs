@@ -407,6 +407,15 @@ pub(super) fn taken_if_ours<T>(found: &Found<T>, kind: &str, name: &str) -> Resu
     }
 }
 
+/// Where a step writes: the stack's names and the tags every resource of
+/// it carries. A kind gets this and its own step's values, never the
+/// whole desired state.
+#[derive(Debug, Clone, Copy)]
+pub struct Stack<'a> {
+    pub names: &'a super::Names,
+    pub tags: &'a BTreeMap<String, String>,
+}
+
 /// One finished step, for progress output.
 #[derive(Debug, Clone)]
 pub struct Step {

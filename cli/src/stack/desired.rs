@@ -195,6 +195,14 @@ impl Desired {
         }
     }
 
+    /// Where the stack's steps write.
+    pub fn stack(&self) -> super::base::Stack<'_> {
+        super::base::Stack {
+            names: &self.names,
+            tags: &self.tags,
+        }
+    }
+
     pub fn function(&self, function: Function) -> &FunctionSpec {
         // Every function is in the list by construction.
         self.functions

@@ -16,8 +16,10 @@ use aws_sdk_lambda::types::{
 use serde::Serialize;
 use serde_json::Value;
 
-use super::base::{Action, Detail, Found, Kind, Polled, Report, poll, step, tag_changes, tag_detail, taken_if_ours};
-use super::desired::{Desired, FunctionSpec, RUNTIME};
+use super::base::{
+    Action, Detail, Found, Kind, Polled, Report, Stack, poll, step, tag_changes, tag_detail, taken_if_ours,
+};
+use super::desired::{FunctionSpec, RUNTIME, RoleSpec};
 use super::tags::{Tagged, retag};
 use super::{Function, Names, STACK_TAG};
 use crate::aws::{Aws, Budget, failed, is_code, retry, retry_error};
@@ -204,12 +206,11 @@ pub(super) const ROLE_PROPAGATION: Budget = Budget {
 pub(super) struct RoleProbes(HashMap<String, tokio::sync::Mutex<bool>>);
 
 impl RoleProbes {
-    pub(super) fn new(desired: &Desired) -> RoleProbes {
+    pub(super) fn new(stack: Stack<'_>, roles: &[RoleSpec]) -> RoleProbes {
         RoleProbes(
-            desired
-                .roles
+            roles
                 .iter()
-                .map(|role| (desired.names.role_arn(&role.name), tokio::sync::Mutex::new(false)))
+                .map(|role| (stack.names.role_arn(&role.name), tokio::sync::Mutex::new(false)))
                 .collect(),
         )
     }
@@ -217,17 +218,17 @@ impl RoleProbes {
 
 pub(super) async fn apply_function(
     aws: &Aws,
-    desired: &Desired,
+    stack: Stack<'_>,
     spec: &FunctionSpec,
     action: &Action,
     probes: &RoleProbes,
     report: Report<'_>,
 ) -> Result<()> {
-    let role_arn = desired.names.role_arn(&spec.role);
+    let role_arn = stack.names.role_arn(&spec.role);
     let changes = match action {
         Action::NoChange => return Ok(()),
         Action::Create => {
-            create_function(aws, desired, spec, &role_arn, probes).await?;
+            create_function(aws, stack, spec, &role_arn, probes).await?;
             wait_for_function(aws, &spec.name).await?;
             step(report, Kind::Function, &spec.name, "created");
             return Ok(());
@@ -274,7 +275,7 @@ pub(super) async fn apply_function(
         wait_for_function(aws, &spec.name).await?;
     }
     if let Some((set, remove)) = tag_detail(changes) {
-        let arn = desired.names.function_arn(spec.function);
+        let arn = stack.names.function_arn(spec.function);
         retag(aws, Tagged::Function(&arn), set, remove).await?;
     }
     let what = match (code, configuration) {
@@ -322,7 +323,7 @@ pub(super) fn is_role_propagating(err: &SdkError<CreateFunctionError, HttpRespon
 /// so it is taken when it carries the stack's tag.
 pub(super) async fn create_function(
     aws: &Aws,
-    desired: &Desired,
+    stack: Stack<'_>,
     spec: &FunctionSpec,
     role_arn: &str,
     probes: &RoleProbes,
@@ -348,10 +349,10 @@ pub(super) async fn create_function(
             .timeout(spec.timeout_seconds)
             .environment(environment(spec))
             .code(FunctionCode::builder().zip_file(Blob::new(zip.clone())).build())
-            .set_tags(Some(desired.tags.clone().into_iter().collect()))
+            .set_tags(Some(stack.tags.clone().into_iter().collect()))
             .description(format!(
                 "chatctl stack {}: {}",
-                desired.names.stack,
+                stack.names.stack,
                 spec.function.short_name()
             ))
             .send()
@@ -370,7 +371,7 @@ pub(super) async fn create_function(
                 Some(CreateFunctionError::ResourceConflictException(_))
             ) =>
         {
-            let (_, found) = read_function(aws, &desired.names, spec.function).await?;
+            let (_, found) = read_function(aws, stack.names, spec.function).await?;
             taken_if_ours(&found, "Lambda function", &spec.name)
         }
         Err(failure) => Err(retry_error(
@@ -536,8 +537,8 @@ mod tests {
                 },
             ],
         };
-        let probes = RoleProbes::new(&desired);
-        apply_function(&aws, &desired, spec, &action, &probes, &ignore)
+        let probes = RoleProbes::new(desired.stack(), &desired.roles);
+        apply_function(&aws, desired.stack(), spec, &action, &probes, &ignore)
             .await
             .unwrap();
         assert!(script.finished(), "{:?}", script.calls());
@@ -578,8 +579,8 @@ mod tests {
                 remove: vec!["old".into()],
             }],
         };
-        let probes = RoleProbes::new(&desired);
-        apply_function(&aws, &desired, spec, &action, &probes, &ignore)
+        let probes = RoleProbes::new(desired.stack(), &desired.roles);
+        apply_function(&aws, desired.stack(), spec, &action, &probes, &ignore)
             .await
             .unwrap();
         assert!(script.finished(), "{:?}", script.calls());

@@ -7,8 +7,7 @@ use serde::Serialize;
 
 use super::Function;
 use super::api_writes::{ApiWrites, sent_once};
-use super::base::{Action, Change, Detail, Kind, Report, all_pages, live_id, step};
-use super::desired::Desired;
+use super::base::{Action, Change, Detail, Kind, Report, Stack, all_pages, live_id, step};
 use crate::aws::{Aws, failed};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -47,16 +46,16 @@ pub async fn read_integrations(aws: &Aws, api_id: &str) -> Result<Vec<Integratio
 
 pub(super) async fn apply_integration(
     aws: &Aws,
-    desired: &Desired,
+    stack: Stack<'_>,
     planned: &Change,
     function: Function,
     (api_id, writes): (&str, &ApiWrites),
     report: Report<'_>,
 ) -> Result<String> {
     let client = &aws.apigateway;
-    let uri = desired.names.invocation_uri(function);
+    let uri = stack.names.invocation_uri(function);
     let uri = uri.as_str();
-    let name = desired.names.function(function);
+    let name = stack.names.function(function);
     match &planned.action {
         Action::NoChange => live_id(planned),
         Action::Update { .. } => {

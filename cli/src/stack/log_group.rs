@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use super::base::{Action, Detail, Found, Kind, Report, step, tag_changes};
-use super::desired::{Desired, LogGroupSpec};
+use super::base::{Action, Detail, Found, Kind, Report, Stack, step, tag_changes};
+use super::desired::LogGroupSpec;
 use super::tags::{Tagged, retag};
 use super::{Function, Names, STACK_TAG};
 use crate::aws::{Aws, aws_error, failed, is_code};
@@ -85,7 +85,7 @@ pub fn log_group_action(spec: &LogGroupSpec, state: Option<&LogGroupState>, tags
 
 pub(super) async fn apply_log_group(
     aws: &Aws,
-    desired: &Desired,
+    stack: Stack<'_>,
     spec: &LogGroupSpec,
     action: &Action,
     report: Report<'_>,
@@ -96,13 +96,13 @@ pub(super) async fn apply_log_group(
                 .logs
                 .create_log_group()
                 .log_group_name(&spec.name)
-                .set_tags(Some(desired.tags.clone().into_iter().collect()))
+                .set_tags(Some(stack.tags.clone().into_iter().collect()))
                 .send()
                 .await;
             match created {
                 // A function invoked before `up` finished may have made it already.
                 Err(err) if is_code(&err, &["ResourceAlreadyExistsException"]) => {
-                    adopt_log_group(aws, desired, spec).await?
+                    adopt_log_group(aws, stack, spec).await?
                 }
                 other => {
                     other.map_err(failed(format!("cannot create log group {}", spec.name)))?;
@@ -116,7 +116,7 @@ pub(super) async fn apply_log_group(
                 match change {
                     Detail::Retention { to, .. } => set_retention(aws, &spec.name, *to).await?,
                     Detail::Tags { set, remove } => {
-                        let arn = desired.names.log_group_arn_of(&spec.name);
+                        let arn = stack.names.log_group_arn_of(&spec.name);
                         retag(aws, Tagged::LogGroup(&arn), set, remove).await?
                     }
                     other => bail!(
@@ -139,8 +139,8 @@ pub(super) async fn apply_log_group(
 
 /// A log group that appeared between read and apply is taken over only if
 /// it is this stack's already; anyone else's is a conflict.
-pub(super) async fn adopt_log_group(aws: &Aws, desired: &Desired, spec: &super::desired::LogGroupSpec) -> Result<()> {
-    let arn = desired.names.log_group_arn_of(&spec.name);
+pub(super) async fn adopt_log_group(aws: &Aws, stack: Stack<'_>, spec: &super::desired::LogGroupSpec) -> Result<()> {
+    let arn = stack.names.log_group_arn_of(&spec.name);
     let tags = aws
         .logs
         .list_tags_for_resource()
@@ -149,7 +149,7 @@ pub(super) async fn adopt_log_group(aws: &Aws, desired: &Desired, spec: &super::
         .await
         .map_err(failed(format!("cannot read the tags of log group {}", spec.name)))?;
     let owner = tags.tags().and_then(|t| t.get(super::STACK_TAG));
-    if owner != Some(&desired.names.stack) {
+    if owner != Some(&stack.names.stack) {
         bail!(
             "log group {} was created meanwhile by someone else; chatctl leaves it alone",
             spec.name
@@ -157,8 +157,8 @@ pub(super) async fn adopt_log_group(aws: &Aws, desired: &Desired, spec: &super::
     }
     aws.logs
         .tag_resource()
-        .resource_arn(desired.names.log_group_arn_of(&spec.name))
-        .set_tags(Some(desired.tags.clone().into_iter().collect()))
+        .resource_arn(stack.names.log_group_arn_of(&spec.name))
+        .set_tags(Some(stack.tags.clone().into_iter().collect()))
         .send()
         .await
         .map_err(failed(format!("cannot tag log group {}", spec.name)))?;

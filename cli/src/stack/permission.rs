@@ -4,8 +4,7 @@
 use anyhow::{Result, bail};
 use futures::future::try_join_all;
 
-use super::base::{Action, Detail, Kind, Report, step};
-use super::desired::Desired;
+use super::base::{Action, Detail, Kind, Report, Stack, step};
 use super::{Function, Names};
 use crate::aws::{Aws, is_code};
 
@@ -25,13 +24,13 @@ pub fn permission_source_arn(names: &Names, function: Function, api_id: &str, au
 /// authorizer only (aws-facts.md §8).
 pub(super) async fn grant_permissions(
     aws: &Aws,
-    desired: &Desired,
+    stack: Stack<'_>,
     steps: &[(Function, &Action)],
     api_id: &str,
     authorizer_id: &str,
     report: Report<'_>,
 ) -> Result<()> {
-    let names = &desired.names;
+    let names = stack.names;
     try_join_all(steps.iter().map(|&(function, action)| async move {
         let name = names.function(function);
         let replace = match action {

@@ -8,8 +8,8 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::base::{Action, Detail, Found, Kind, POLL_INTERVAL, Report, step, tag_changes, taken_if_ours};
-use super::desired::{Desired, POLICY_NAME, RoleSpec, trust_policy};
+use super::base::{Action, Detail, Found, Kind, POLL_INTERVAL, Report, Stack, step, tag_changes, taken_if_ours};
+use super::desired::{POLICY_NAME, RoleSpec, trust_policy};
 use super::tags::{Tagged, retag};
 use super::{Names, STACK_TAG};
 use crate::aws::{Aws, aws_error, decode_policy, failed, is_code};
@@ -145,7 +145,7 @@ pub(super) const ROLE_READ: Duration = Duration::from_secs(10);
 
 pub(super) async fn create_role(
     aws: &Aws,
-    desired: &Desired,
+    stack: Stack<'_>,
     spec: &RoleSpec,
     action: &Action,
     report: Report<'_>,
@@ -158,8 +158,8 @@ pub(super) async fn create_role(
         .create_role()
         .role_name(&spec.name)
         .assume_role_policy_document(super::desired::trust_policy().to_string())
-        .description(format!("chatctl stack {}", desired.names.stack));
-    for (k, v) in &desired.tags {
+        .description(format!("chatctl stack {}", stack.names.stack));
+    for (k, v) in stack.tags {
         request = request.tags(aws_sdk_iam::types::Tag::builder().key(k).value(v).build()?);
     }
     match request.send().await {
@@ -171,7 +171,7 @@ pub(super) async fn create_role(
             // always immediately visible").
             let started = Instant::now();
             loop {
-                match read_role(aws, &desired.names, &spec.name).await?.1 {
+                match read_role(aws, stack.names, &spec.name).await?.1 {
                     Found::Ours(_) => break,
                     found @ Found::Foreign(_) => return taken_if_ours(&found, "IAM role", &spec.name),
                     Found::Missing if started.elapsed() < ROLE_READ => tokio::time::sleep(POLL_INTERVAL).await,
@@ -198,15 +198,13 @@ pub(super) async fn create_role(
 /// the API, so this runs once its id is known.
 pub(super) async fn update_role(
     aws: &Aws,
-    desired: &Desired,
     spec: &RoleSpec,
     action: &Action,
-    api_id: &str,
+    policy: &serde_json::Value,
     report: Report<'_>,
 ) -> Result<()> {
-    let policy = desired.role_policy(spec, api_id);
     match action {
-        Action::Create => put_policy(aws, &spec.name, &policy).await,
+        Action::Create => put_policy(aws, &spec.name, policy).await,
         Action::Update { changes } => {
             for change in changes {
                 match change {
@@ -222,7 +220,7 @@ pub(super) async fn update_role(
                                 spec.name
                             )))?;
                     }
-                    Detail::InlinePolicy { .. } => put_policy(aws, &spec.name, &policy).await?,
+                    Detail::InlinePolicy { .. } => put_policy(aws, &spec.name, policy).await?,
                     Detail::Tags { set, remove } => retag(aws, Tagged::Role(&spec.name), set, remove).await?,
                     other => bail!(
                         "role {}: the plan asks for {other}, which chatctl cannot apply to a role",
@@ -343,9 +341,15 @@ mod tests {
                 remove: vec!["old".into()],
             }],
         };
-        update_role(&aws, &desired, &desired.roles[0], &action, "api1", &ignore)
-            .await
-            .unwrap();
+        update_role(
+            &aws,
+            &desired.roles[0],
+            &action,
+            &desired.role_policy(&desired.roles[0], "api1"),
+            &ignore,
+        )
+        .await
+        .unwrap();
         assert_eq!(script.calls(), ["UntagRole", "TagRole"]);
     }
 
@@ -355,12 +359,24 @@ mod tests {
     async fn a_new_role_gets_its_policy_and_an_unchanged_one_nothing() {
         let desired = desired(&BTreeMap::new());
         let (aws, script) = Scripted::clients(vec![answer("PutRolePolicy", empty("PutRolePolicy"))]);
-        update_role(&aws, &desired, &desired.roles[0], &Action::Create, "api1", &ignore)
-            .await
-            .unwrap();
-        update_role(&aws, &desired, &desired.roles[1], &Action::NoChange, "api1", &ignore)
-            .await
-            .unwrap();
+        update_role(
+            &aws,
+            &desired.roles[0],
+            &Action::Create,
+            &desired.role_policy(&desired.roles[0], "api1"),
+            &ignore,
+        )
+        .await
+        .unwrap();
+        update_role(
+            &aws,
+            &desired.roles[1],
+            &Action::NoChange,
+            &desired.role_policy(&desired.roles[1], "api1"),
+            &ignore,
+        )
+        .await
+        .unwrap();
         assert_eq!(script.calls(), ["PutRolePolicy"]);
     }
 }

@@ -9,9 +9,9 @@ use sha2::{Digest, Sha256};
 
 use super::api::{ApiState, RouteSettingsState, StageState};
 use super::api_writes::{ApiWrites, sent_once};
-use super::base::{Action, Detail, Kind, Report, step, tag_changes, tag_detail};
+use super::base::{Action, Detail, Kind, Report, Stack, step, tag_changes, tag_detail};
 pub use super::desired::{ACCESS_LOG_FIELDS, access_log_format};
-use super::desired::{AccessLog, ApiSpec, Desired};
+use super::desired::{AccessLog, ApiSpec};
 use super::tags::{Tagged, retag};
 use crate::aws::{Aws, AwsError, failed, is_code};
 use crate::settings::{StageSettings, Throttling};
@@ -98,13 +98,13 @@ fn access_log_settings(access_log: &AccessLog) -> AccessLogSettings {
 /// come once the routes are written.
 pub(super) async fn ensure_stage(
     aws: &Aws,
-    desired: &Desired,
+    (stack, api): (Stack<'_>, &ApiSpec),
     action: &Action,
     api_id: &str,
     writes: &ApiWrites,
     report: Report<'_>,
 ) -> Result<()> {
-    let stage_name = &desired.api.stage;
+    let stage_name = &api.stage;
     match action {
         Action::Create => {}
         Action::Update { changes } => {
@@ -118,7 +118,7 @@ pub(super) async fn ensure_stage(
                         | Detail::LoggingLevel { .. }
                 )
             });
-            if let Some(default) = default_route_settings(&desired.api.settings).filter(|_| stage_wide) {
+            if let Some(default) = default_route_settings(&api.settings).filter(|_| stage_wide) {
                 writes
                     .send(format!("cannot update the settings of stage {stage_name}"), || {
                         aws.apigateway
@@ -133,18 +133,18 @@ pub(super) async fn ensure_stage(
                 step(report, Kind::Stage, stage_name, "settings updated");
             }
             if changes.iter().any(|c| matches!(c, Detail::AccessLogs { .. })) {
-                set_access_log(aws, desired, api_id, writes).await?;
+                set_access_log(aws, api, api_id, writes).await?;
                 step(report, Kind::Stage, stage_name, "access log set");
             }
             if let Some((set, remove)) = tag_detail(changes) {
-                let arn = desired.names.stage_arn(api_id);
+                let arn = stack.names.stage_arn(api_id);
                 retag(aws, Tagged::Stage(&arn), set, remove).await?;
             }
             return Ok(());
         }
         _ => return Ok(()),
     }
-    let default = default_route_settings(&desired.api.settings);
+    let default = default_route_settings(&api.settings);
     writes
         .create_or_adopt(
             format!("cannot create stage {stage_name}"),
@@ -154,8 +154,8 @@ pub(super) async fn ensure_stage(
                     .api_id(api_id)
                     .stage_name(stage_name)
                     .set_default_route_settings(default.clone())
-                    .set_access_log_settings(desired.api.access_log.as_ref().map(access_log_settings))
-                    .set_tags(Some(desired.tags.clone().into_iter().collect()))
+                    .set_access_log_settings(api.access_log.as_ref().map(access_log_settings))
+                    .set_tags(Some(stack.tags.clone().into_iter().collect()))
                     .customize()
                     .config_override(sent_once())
                     .send()
@@ -185,9 +185,9 @@ pub(super) async fn ensure_stage(
 }
 
 /// Points the stage's access log at the stack's log group, or turns it off.
-async fn set_access_log(aws: &Aws, desired: &Desired, api_id: &str, writes: &ApiWrites) -> Result<()> {
-    let stage_name = &desired.api.stage;
-    match &desired.api.access_log {
+async fn set_access_log(aws: &Aws, api: &ApiSpec, api_id: &str, writes: &ApiWrites) -> Result<()> {
+    let stage_name = &api.stage;
+    match &api.access_log {
         Some(access_log) => writes
             .send(format!("cannot set the access log of stage {stage_name}"), || {
                 aws.apigateway
@@ -228,13 +228,13 @@ async fn set_access_log(aws: &Aws, desired: &Desired, api_id: &str, writes: &Api
 /// with their fingerprint.
 pub(super) async fn deploy(
     aws: &Aws,
-    desired: &Desired,
+    api: &ApiSpec,
     (api_id, writes): (&str, &ApiWrites),
     served: &[ServedRoute],
     report: Report<'_>,
 ) -> Result<()> {
     let client = &aws.apigateway;
-    let stage_name = &desired.api.stage;
+    let stage_name = &api.stage;
     let description = deployment_description(served);
     // A deployment made twice (its answer lost) is harmless: only the one
     // the stage points at serves, and DeleteApi takes them all.
@@ -368,13 +368,13 @@ fn own_route_settings(settings: &StageSettings) -> HashMap<String, RouteSettings
 /// route settings chatctl.toml no longer has.
 pub(super) async fn apply_route_settings(
     aws: &Aws,
-    desired: &Desired,
+    api: &ApiSpec,
     action: &Action,
     api_id: &str,
     writes: &ApiWrites,
 ) -> Result<()> {
-    let stage_name = &desired.api.stage;
-    let routes = own_route_settings(&desired.api.settings);
+    let stage_name = &api.stage;
+    let routes = own_route_settings(&api.settings);
     let (new_stage, changes) = match action {
         Action::Create => (true, &[][..]),
         Action::Update { changes } => (false, changes.as_slice()),

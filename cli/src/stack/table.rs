@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::types::{
 };
 use serde::Serialize;
 
-use super::base::{Action, Detail, Found, Kind, Polled, Report, poll, step, tag_changes, taken_if_ours};
-use super::desired::{Desired, TableSpec};
+use super::base::{Action, Detail, Found, Kind, Polled, Report, Stack, poll, step, tag_changes, taken_if_ours};
+use super::desired::TableSpec;
 use super::tags::{Tagged, list_table_tags, retag};
 use super::{Names, STACK_TAG};
 use crate::aws::{Aws, failed, is_code};
@@ -254,7 +254,7 @@ pub(super) fn keys_only_index(name: &str, index_key: &str) -> Result<GlobalSecon
 
 pub(super) async fn apply_table(
     aws: &Aws,
-    desired: &Desired,
+    stack: Stack<'_>,
     spec: &TableSpec,
     action: &Action,
     report: Report<'_>,
@@ -262,21 +262,21 @@ pub(super) async fn apply_table(
     let done = match action {
         Action::NoChange => return Ok(()),
         Action::Create => {
-            create_table(aws, desired, spec).await?;
+            create_table(aws, stack, spec).await?;
             wait_for_table(aws, &spec.name).await?;
             enable_ttl(aws, spec).await?;
             "created"
         }
         Action::Replace { .. } => {
             delete_table_and_wait(aws, &spec.name).await?;
-            create_table(aws, desired, spec).await?;
+            create_table(aws, stack, spec).await?;
             wait_for_table(aws, &spec.name).await?;
             enable_ttl(aws, spec).await?;
             "replaced"
         }
         Action::Update { changes } => {
             for change in changes {
-                update_table(aws, desired, spec, change).await?;
+                update_table(aws, stack, spec, change).await?;
             }
             "updated"
         }
@@ -292,7 +292,7 @@ pub(super) async fn apply_table(
 /// while one is being built LimitExceededException (DynamoDB API reference,
 /// UpdateTable; architect/architect #334): each waits until the table and
 /// its indexes are ACTIVE before and after.
-pub(super) async fn update_table(aws: &Aws, desired: &Desired, spec: &TableSpec, change: &Detail) -> Result<()> {
+pub(super) async fn update_table(aws: &Aws, stack: Stack<'_>, spec: &TableSpec, change: &Detail) -> Result<()> {
     let name = &spec.name;
     let request = || aws.dynamodb.update_table().table_name(name);
     match change {
@@ -356,7 +356,7 @@ pub(super) async fn update_table(aws: &Aws, desired: &Desired, spec: &TableSpec,
             enable_ttl(aws, spec).await?;
         }
         Detail::Tags { set, remove } => {
-            let arn = desired.names.table_arn(name);
+            let arn = stack.names.table_arn(name);
             retag(aws, Tagged::Table(&arn), set, remove).await?;
         }
         other => bail!("table {name}: the plan asks for {other}, which chatctl cannot apply to a table"),
@@ -365,7 +365,7 @@ pub(super) async fn update_table(aws: &Aws, desired: &Desired, spec: &TableSpec,
     Ok(())
 }
 
-pub(super) async fn create_table(aws: &Aws, desired: &Desired, spec: &TableSpec) -> Result<()> {
+pub(super) async fn create_table(aws: &Aws, stack: Stack<'_>, spec: &TableSpec) -> Result<()> {
     let mut request = aws
         .dynamodb
         .create_table()
@@ -383,7 +383,7 @@ pub(super) async fn create_table(aws: &Aws, desired: &Desired, spec: &TableSpec)
             .attribute_definitions(string_attribute(index_key)?)
             .global_secondary_indexes(keys_only_index(index, index_key)?);
     }
-    for (k, v) in &desired.tags {
+    for (k, v) in stack.tags {
         request = request.tags(aws_sdk_dynamodb::types::Tag::builder().key(k).value(v).build()?);
     }
     match request.send().await {
@@ -391,7 +391,7 @@ pub(super) async fn create_table(aws: &Aws, desired: &Desired, spec: &TableSpec)
         // The answer to an earlier attempt was lost and the SDK sent it again
         // (aws-facts.md §10, "lost responses"): the table is there.
         Err(err) if is_code(&err, &["ResourceInUseException"]) => {
-            let (_, found) = read_table(aws, &desired.names, &spec.name).await?;
+            let (_, found) = read_table(aws, stack.names, &spec.name).await?;
             taken_if_ours(&found, "DynamoDB table", &spec.name)
         }
         Err(err) => Err(crate::aws::aws_error(
@@ -631,7 +631,9 @@ mod tests {
                 },
             ],
         };
-        apply_table(&aws, &desired, spec, &action, &ignore).await.unwrap();
+        apply_table(&aws, desired.stack(), spec, &action, &ignore)
+            .await
+            .unwrap();
         assert!(script.finished(), "{:?}", script.calls());
 
         let deleted = script.json_body(1);
@@ -679,7 +681,10 @@ mod tests {
             name: "by-user".into(),
             key: "user".into(),
         };
-        let error = format!("{:#}", update_table(&aws, &desired, spec, &add).await.unwrap_err());
+        let error = format!(
+            "{:#}",
+            update_table(&aws, desired.stack(), spec, &add).await.unwrap_err()
+        );
         assert!(
             error.contains("cannot add index by-user to DynamoDB table chat-connections"),
             "{error}"
