@@ -192,7 +192,8 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
     let last = async {
         tokio::join!(
             shipper.flush(),
-            metrics::publish_pending(&metrics_recorder, &aws.cloudwatch)
+            metrics::publish_pending(&metrics_recorder, &aws.cloudwatch),
+            gateway::local_url::forget(aws, names, &api.id),
         )
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), last).await;

@@ -1077,6 +1077,23 @@ async fn stopping_dev_sends_the_last_access_log_lines_first() {
         .map(|e| serde_json::from_str::<Value>(e.message().unwrap()).unwrap()["eventType"].to_string())
         .collect();
     assert!(kinds.iter().any(|k| k == "\"DISCONNECT\""), "{kinds:?}");
+
+    // The stage no longer names the stopped gateway.
+    let apigateway = aws_sdk_apigatewayv2::Client::new(&moto.sdk_config().await);
+    let apis = apigateway.get_apis().send().await.unwrap();
+    let api = apis.items().iter().find(|a| a.name() == Some("chat")).unwrap();
+    let stage = apigateway
+        .get_stage()
+        .api_id(api.api_id().unwrap())
+        .stage_name("dev")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !stage.tags().is_some_and(|t| t.contains_key("chatctl:local-url")),
+        "{:?}",
+        stage.tags()
+    );
 }
 
 /// Issue 21: `chatctl dev` records where its gateway listens in the

@@ -6,9 +6,10 @@
 //! execute-api hostname that only AWS serves. `up` and `status` leave the
 //! tag alone (`stack::base::is_unmanaged_tag`): it is not drift.
 //!
-//! A `dev` that stopped leaves its tag behind in a lasting emulator
-//! (`--endpoint-url`); the commands then say that nothing answers there,
-//! and the next `dev` writes its own.
+//! A `dev` that stops removes its tag, so a lasting emulator
+//! (`--endpoint-url`) names no gateway that is gone; one killed leaves it
+//! behind, and the commands then say that nothing answers there, until the
+//! next `dev` writes its own.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,14 @@ pub async fn record(aws: &Aws, names: &Names, api_id: &str, port: u16) {
         eprintln!(
             "chatctl dev: {err:#}; `chatctl smoke` and `chatctl connections` will need --url to find this gateway"
         );
+    }
+}
+
+/// Removes what `record` wrote, as `dev` stops. A failure is a warning.
+pub async fn forget(aws: &Aws, names: &Names, api_id: &str) {
+    let arn = names.stage_arn(api_id);
+    if let Err(err) = retag(aws, Tagged::Stage(&arn), &BTreeMap::new(), &[LOCAL_URL_TAG.to_string()]).await {
+        eprintln!("chatctl dev: {err:#}; the stage still names this stopped gateway");
     }
 }
 
