@@ -132,3 +132,58 @@ pub async fn converge(
     }
     apply::apply(aws, plan, report).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::stack::plan::{Action, Change, Kind};
+    use crate::stack::scripted::{Scripted, desired, ignore};
+
+    /// A plan that replaces the messages table (and so deletes its items).
+    fn replacing_a_table() -> Plan {
+        Plan {
+            values: desired(&BTreeMap::new()),
+            changes: vec![Change {
+                kind: Kind::Table,
+                name: "chat-messages".into(),
+                id: None,
+                action: Action::Replace {
+                    reason: "key schema is id/-, should be conversation/message_id".into(),
+                },
+            }],
+            conflicts: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_destructive_step_refused_at_the_question_changes_nothing() {
+        let (aws, script) = Scripted::clients(vec![]);
+        let asked = std::sync::Mutex::new(None);
+        let confirm = |question: &str| {
+            *asked.lock().unwrap() = Some(question.to_string());
+            Ok(false)
+        };
+        let error = converge(&aws, &replacing_a_table(), Approval::Ask, confirm, &ignore)
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "cancelled; nothing was changed");
+        assert_eq!(
+            asked.lock().unwrap().as_deref(),
+            Some(
+                "These changes delete resources and their data:\n-/+ table chat-messages (replace: key schema is \
+                 id/-, should be conversation/message_id)\nGo on?"
+            )
+        );
+        assert_eq!(script.calls(), Vec::<String>::new(), "no AWS call before the answer");
+    }
+
+    #[test]
+    fn only_destructive_steps_are_asked_about() {
+        let mut plan = replacing_a_table();
+        assert!(destructive_question(&plan).is_some());
+        plan.changes[0].action = Action::Create;
+        assert_eq!(destructive_question(&plan), None);
+    }
+}

@@ -504,10 +504,24 @@ async fn forward_raw(
     };
     parts.headers.remove(header::HOST);
     strip_hop_by_hop(&mut parts.headers);
-    let upstream_request = axum::http::Request::from_parts(parts, Body::from(body));
-    let response = match shared.client.request(upstream_request).await {
-        Ok(response) => response,
-        Err(e) => return Err(plain(StatusCode::BAD_GATEWAY, format!("moto is unreachable: {e}"))),
+    // A connection moto did not take (refused or reset before the request
+    // was sent, as a busy 2-core runner sees) is tried again for a moment:
+    // the request never reached moto, so nothing happens twice. Anything
+    // else is answered 502 and said on stderr, where a test's output shows it.
+    let mut attempts = 0;
+    let response = loop {
+        let upstream_request = axum::http::Request::from_parts(parts.clone(), Body::from(body.clone()));
+        match shared.client.request(upstream_request).await {
+            Ok(response) => break response,
+            Err(e) if e.is_connect() && attempts < UPSTREAM_CONNECT_ATTEMPTS => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempts)).await;
+            }
+            Err(e) => {
+                eprintln!("aws proxy: moto is unreachable after {attempts} retries: {e:?}");
+                return Err(plain(StatusCode::BAD_GATEWAY, format!("moto is unreachable: {e}")));
+            }
+        }
     };
     let (mut parts, body) = response.into_parts();
     let body = match axum::body::to_bytes(Body::new(body), usize::MAX).await {
@@ -522,6 +536,9 @@ async fn forward_raw(
     strip_hop_by_hop(&mut parts.headers);
     Ok((parts, body))
 }
+
+/// How often a connection moto refused is tried again (50 ms, 100 ms, …: 1 s in all).
+const UPSTREAM_CONNECT_ATTEMPTS: u64 = 6;
 
 fn plain(status: StatusCode, text: String) -> Response {
     let mut response = Response::new(Body::from(text));
