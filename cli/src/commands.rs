@@ -9,7 +9,7 @@ use crate::cli::{Cli, Command, ConnectionsCommand, DownArgs, LogsArgs, RoutesCom
 use crate::output::{Outputs, Progress, confirm, print_json};
 use crate::session::{Approval, Session, connect, converge, plan_for, read};
 use crate::stack::plan::{self, Plan};
-use crate::stack::{Names, apply, destroy};
+use crate::stack::{apply, destroy};
 
 pub async fn run(cli: Cli) -> Result<u8> {
     if let Command::Dev(args) = &cli.command {
@@ -34,14 +34,6 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Top(args) => top(context, &args).await,
         Command::Dev(_) => unreachable!("handled above"),
-    }
-}
-
-pub(crate) fn outputs(names: &Names, api_id: &str) -> Outputs {
-    Outputs {
-        api_id: api_id.to_string(),
-        websocket_url: names.websocket_url(api_id),
-        connections_url: names.callback_url(api_id),
     }
 }
 
@@ -158,7 +150,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
             plan = crate::stack::saved::check(file, &saved, &secret, &code)?;
         }
     }
-    let existing_outputs = actual.api.ours().map(|api| outputs(names, &api.id));
+    let existing_outputs = actual.api.ours().map(|api| Outputs::of(names, &api.id));
     if plan.is_noop() || args.dry_run {
         if !context.json
             && let Some(outputs) = existing_outputs.as_ref().filter(|_| !args.dry_run)
@@ -197,7 +189,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     let result = converge(aws, &plan, approval, ask, &report).await;
     progress.finish();
     let api_id = result?;
-    let outputs = outputs(names, &api_id);
+    let outputs = Outputs::of(names, &api_id);
     if !context.json {
         outln!("Stack {} is up.", names.stack)?;
         outln!("{outputs}")?;

@@ -76,6 +76,17 @@ pub struct Outputs {
     pub connections_url: String,
 }
 
+impl Outputs {
+    /// The endpoints of the stack's API `api_id`.
+    pub fn of(names: &crate::stack::Names, api_id: &str) -> Outputs {
+        Outputs {
+            api_id: api_id.to_string(),
+            websocket_url: names.websocket_url(api_id),
+            connections_url: names.callback_url(api_id),
+        }
+    }
+}
+
 impl std::fmt::Display for Outputs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "WebSocket URL:     {}", self.websocket_url)?;

@@ -9,7 +9,6 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::EXIT_DRIFT;
-use crate::commands::outputs;
 use crate::output::{Outputs, print_json};
 use crate::session::{Session, read};
 use crate::stack::desired::Desired;
@@ -104,7 +103,7 @@ pub(crate) async fn run(session: &mut Session) -> Result<u8> {
     let report = StatusReport {
         stack: names.stack.clone(),
         healthy,
-        outputs: actual.api.ours().map(|api| outputs(names, &api.id)),
+        outputs: actual.api.ours().map(|api| crate::output::Outputs::of(names, &api.id)),
         resources,
         open_connections,
         open_connections_error,
