@@ -102,7 +102,7 @@ pub enum Approval {
 
 /// The question `converge` asks before destroying anything; None when the
 /// plan destroys nothing.
-pub fn destructive_question(plan: &Plan) -> Option<String> {
+fn destructive_question(plan: &Plan) -> Option<String> {
     let destructive = plan.destructive();
     if destructive.is_empty() {
         return None;

@@ -354,12 +354,12 @@ const MAX_PAGES: usize = 10_000;
 /// wait ends at most this much after its cause; seven functions polled this
 /// often make 28 GetFunction calls a second, within its quota of 100/s
 /// (aws-facts.md §10, "Lambda control-plane quota").
-pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(250);
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How often a wait that has lasted past `SLOW_WAIT` polls: a table
 /// building an index over its items for minutes needs no 4 reads a second.
-pub(super) const SLOW_POLL_INTERVAL: Duration = Duration::from_secs(1);
-pub(super) const SLOW_WAIT: Duration = Duration::from_secs(10);
+const SLOW_POLL_INTERVAL: Duration = Duration::from_secs(1);
+const SLOW_WAIT: Duration = Duration::from_secs(10);
 
 /// What one look at a resource found while waiting for it.
 pub(super) enum Polled<T> {

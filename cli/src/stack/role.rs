@@ -2,13 +2,13 @@
 //! create, update and delete.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::base::{Action, Detail, Found, Kind, POLL_INTERVAL, Report, Stack, step, tag_changes, taken_if_ours};
+use super::base::{Action, Detail, Found, Kind, Polled, Report, Stack, poll, step, tag_changes, taken_if_ours};
 use super::desired::{POLICY_NAME, RoleSpec, trust_policy};
 use super::tags::{Tagged, retag};
 use super::{Names, STACK_TAG};
@@ -169,19 +169,18 @@ pub(super) async fn create_role(
             // IAM reads are eventually consistent: a role just made may not
             // be readable yet (IAM user guide, "changes that I make are not
             // always immediately visible").
-            let started = Instant::now();
-            loop {
+            poll(ROLE_READ, || async {
                 match read_role(aws, stack.names, &spec.name).await?.1 {
-                    Found::Ours(_) => break,
-                    found @ Found::Foreign(_) => return taken_if_ours(&found, "IAM role", &spec.name),
-                    Found::Missing if started.elapsed() < ROLE_READ => tokio::time::sleep(POLL_INTERVAL).await,
-                    Found::Missing => bail!(
+                    Found::Ours(_) => Ok(Polled::Ready(())),
+                    found @ Found::Foreign(_) => taken_if_ours(&found, "IAM role", &spec.name).map(Polled::Ready),
+                    Found::Missing => Ok(Polled::Waiting(format!(
                         "IAM role {} exists (EntityAlreadyExists) but IAM still does not show it after {}s; run `chatctl up` again",
                         spec.name,
                         ROLE_READ.as_secs()
-                    ),
+                    ))),
                 }
-            }
+            })
+            .await?;
         }
         Err(err) => {
             return Err(crate::aws::aws_error(
