@@ -54,6 +54,27 @@ before the server starts, so that product code stays right for real AWS:
   path nor handler (404). chatctl turns a stage's access logs off with it.
   Answers 204; GetStage then shows no accessLogSettings.
 
+- API Gateway v2, CreateRoute and CreateStage: moto makes a second route
+  with a key the API has, and replaces a stage by one of the same name. AWS
+  answers 409 ConflictException "Route with key K already exists for this
+  API" (anomalyco/sst #5031) and "Stage already exists"
+  (terraform-provider-aws #1153). chatctl adopts what a killed run's create
+  left (aws-facts.md §11). Here they are refused the same way.
+
+- API Gateway v2, route settings (CreateStage and UpdateStage
+  routeSettings): moto accepts any route key. AWS answers 404
+  NotFoundException "Unable to find Route by key K within the provided
+  RouteSettings" for a key the API has no route for
+  (terraform-aws-modules/terraform-aws-apigateway-v2 PR #80; aws-facts.md
+  §11). Here it does.
+
+- API Gateway v2, execution logging: with a logging level set (ERROR or
+  INFO, stage-wide or for a route), API Gateway itself makes a log group for
+  the stage, untagged, never expiring (API Gateway developer guide,
+  WebSocket logging; aws-facts.md §11). moto makes none. Here CreateStage and
+  UpdateStage make API-Gateway-Execution-Logs_{apiId}/{stage} (REST APIs'
+  documented name; AWS makes it at the first logged request, here at once).
+
 - DynamoDB, TagResource: moto appends the tags it is given, so a key tagged
   again holds two values. On AWS a tag given again replaces the old value
   (DynamoDB API reference, TagResource). Here it does.
@@ -126,6 +147,7 @@ from moto.dynamodb import models as dynamodb_models
 from moto.dynamodb.exceptions import MockValidationException, TransactionCanceledException
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
+from moto.logs.models import logs_backends
 from moto.moto_api._internal import mock_random as random
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import main
@@ -395,6 +417,7 @@ class _BackendUpdateStage:
     def update_stage(self, api_id, stage_name, changes):
         api = self.get_api(api_id)
         stage = api.get_stage(stage_name)
+        _check_route_settings(api, changes.get("routeSettings"))
         if changes.get("deploymentId") is not None:
             api.get_deployment(changes["deploymentId"])
         for field, attribute in _STAGE_REPLACED.items():
@@ -405,6 +428,7 @@ class _BackendUpdateStage:
                 merged = {**(getattr(stage, attribute) or {}), **changes[field]}
                 setattr(stage, attribute, merged)
         stage.updated = utcnow()
+        _make_execution_log_group(self, api_id, stage)
         return stage
 
 
@@ -440,8 +464,79 @@ class _ResponseUpdateStage:
         return _reply(204)
 
 
+# --- API Gateway v2: a route key and a stage name are taken once; route
+# settings name routes the API has ---------------------------------------------
+
+
+class _Conflict(APIGatewayV2Error):
+    code = 409
+
+    def __init__(self, message):
+        super().__init__("ConflictException", message)
+
+
+class _RouteNotFound(APIGatewayV2Error):
+    code = 404
+
+    def __init__(self, route_key):
+        super().__init__(
+            "NotFoundException", f"Unable to find Route by key {route_key} within the provided RouteSettings"
+        )
+
+
+def _check_route_settings(api, route_settings):
+    keys = {route.route_key for route in api.routes.values()}
+    for route_key in route_settings or {}:
+        if route_key not in keys:
+            raise _RouteNotFound(route_key)
+
+
+_moto_api_create_route = Api.create_route
+_moto_api_create_stage = Api.create_stage
+
+
+class _ApiTakenOnce:
+    def create_route(self, *args, **kwargs):
+        route_key = kwargs.get("route_key")
+        if any(route.route_key == route_key for route in self.routes.values()):
+            raise _Conflict(f"Route with key {route_key} already exists for this API")
+        return _moto_api_create_route(self, *args, **kwargs)
+
+    def create_stage(self, config):
+        if config.get("stageName") in self.stages:
+            raise _Conflict("Stage already exists")
+        _check_route_settings(self, config.get("routeSettings"))
+        return _moto_api_create_stage(self, config)
+
+
+_graft(_ApiTakenOnce, Api)
+
+
+def _logs_execution(stage):
+    settings = [stage.default_route_settings or {}, *(stage.route_settings or {}).values()]
+    return any(s.get("loggingLevel") in ("ERROR", "INFO") for s in settings)
+
+
+def _make_execution_log_group(backend, api_id, stage):
+    if not _logs_execution(stage):
+        return
+    logs = logs_backends[backend.account_id][backend.region_name]
+    name = f"API-Gateway-Execution-Logs_{api_id}/{stage.name}"
+    if name not in logs.groups:
+        logs.create_log_group(name, {})
+
+
+_moto_backend_create_stage = ApiGatewayV2Backend.create_stage
+
+
+class _BackendExecutionLogs:
+    def create_stage(self, api_id, config):
+        stage = _moto_backend_create_stage(self, api_id, config)
+        _make_execution_log_group(self, api_id, stage)
+        return stage
 _graft(_StageWithDeploymentId, Stage)
 _graft(_BackendUpdateStage, ApiGatewayV2Backend)
+_graft(_BackendExecutionLogs, ApiGatewayV2Backend)
 _graft(_ResponseUpdateStage, ApiGatewayV2Response)
 _add_url_path("{0}/v2/apis/(?P<apiId>[^/]+)/stages/(?P<stageName>[^/]+)/routesettings/(?P<routeKey>[^/]+)$")
 _add_url_path("{0}/v2/apis/(?P<apiId>[^/]+)/stages/(?P<stageName>[^/]+)/accesslogsettings$")

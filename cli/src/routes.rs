@@ -143,6 +143,7 @@ mod tests {
             stage: None,
             duplicates: vec![],
             tags: Default::default(),
+            execution_log_group: None,
         };
         let rows = rows(&api);
         let keys: Vec<_> = rows.iter().map(|r| r.route_key.as_str()).collect();

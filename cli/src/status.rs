@@ -86,6 +86,25 @@ pub(crate) async fn run(session: &mut Session) -> Result<u8> {
             }
         })
         .collect();
+    // An index being backfilled is not a change to make: it ends by itself,
+    // and queries on it fail until then (aws-facts.md §11).
+    for resource in &mut resources {
+        let backfilling = actual
+            .tables
+            .get(&resource.name)
+            .and_then(|found| found.ours())
+            .map(|table| table.backfilling_indexes.clone())
+            .unwrap_or_default();
+        if resource.kind == "table" && !backfilling.is_empty() {
+            if resource.state == "present" {
+                resource.state = "backfilling";
+            }
+            resource.details.push(format!(
+                "index {} backfilling: queries on it fail until it is ACTIVE",
+                backfilling.join(", ")
+            ));
+        }
+    }
     for conflict in &plan.conflicts {
         resources.push(ResourceStatus {
             kind: "conflict",

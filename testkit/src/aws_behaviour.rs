@@ -38,6 +38,13 @@ pub struct Timings {
     pub table_deleting: Duration,
     /// DynamoDB tags not readable after CreateTable (with tags) / TagResource / UntagResource (real: 2 s).
     pub tag_lag: Duration,
+    /// After a TagResource / UntagResource of a table, how long the table
+    /// takes no other tag write (real: 2 s; 1.6–3.4 s measured).
+    pub tag_write: Duration,
+    /// After an index added by UpdateTable is built (the table ACTIVE
+    /// again), how long the index still backfills (real: 10 min; 8–17 min
+    /// measured).
+    pub index_backfill: Duration,
     /// How long one API Gateway write holds its API at least (real: 300 ms).
     pub api_write: Duration,
     /// How long one DynamoDB TransactWriteItems holds its items at least (real: 25 ms).
@@ -69,6 +76,8 @@ impl Timings {
             table_creating: Duration::from_secs(1),
             table_deleting: Duration::from_millis(300),
             tag_lag: Duration::from_millis(500),
+            tag_write: Duration::from_millis(300),
+            index_backfill: Duration::from_millis(1500),
             api_write: Duration::from_millis(60),
             transaction: Duration::from_millis(10),
             gsi_lag: Duration::from_millis(500),
@@ -89,6 +98,8 @@ impl Timings {
             table_creating: Duration::from_secs(10),
             table_deleting: Duration::from_secs(5),
             tag_lag: Duration::from_secs(2),
+            tag_write: Duration::from_secs(2),
+            index_backfill: Duration::from_secs(600),
             api_write: Duration::from_millis(300),
             transaction: Duration::from_millis(25),
             gsi_lag: Duration::from_millis(500),
@@ -134,8 +145,21 @@ pub struct Behaviours {
     /// index, the table is `UPDATING` (a new index `CREATING`, backfilling)
     /// for `table_creating`: another index change meanwhile gets
     /// `LimitExceededException`, any other UpdateTable or a DeleteTable
-    /// `ResourceInUseException`.
+    /// `ResourceInUseException`. DescribeTimeToLive of a table CREATING or
+    /// DELETING gets `ValidationException` "Cannot describe time to live
+    /// while table is in CREATING state".
     pub table_creating: bool,
+    /// A table takes one tag write at a time: a TagResource / UntagResource
+    /// within `tag_write` of the last one that passed gets
+    /// `LimitExceededException` "Subscriber limit exceeded: Table tags are
+    /// being updated", and a DeleteTable meanwhile `ResourceInUseException`.
+    pub table_tag_writes: bool,
+    /// An index added with UpdateTable, once the table is ACTIVE again
+    /// (after `table_creating`), stays `CREATING` with `Backfilling` true
+    /// for `index_backfill`: a Query of it gets `ValidationException`
+    /// "Cannot read from backfilling global secondary index", another index
+    /// change `LimitExceededException`, a DeleteTable `ResourceInUseException`.
+    pub index_backfill: bool,
     /// ListTagsOfResource answers the tags from before the last change (none
     /// after CreateTable) for `tag_lag` after CreateTable-with-tags /
     /// TagResource / UntagResource.
@@ -150,9 +174,9 @@ pub struct Behaviours {
     /// request gets moto's answer (a duplicate, or "already exists").
     pub lost_create_responses: bool,
     /// Lambda control-plane quota: 15 requests/s (burst 15) for every Lambda
-    /// operation but Invoke, GetFunction and GetPolicy, which have 100/s
-    /// (GetFunctionConfiguration counts against the 15); beyond: `429
-    /// TooManyRequestsException`.
+    /// operation but Invoke, GetFunction and GetPolicy; GetFunction has
+    /// 100/s, GetPolicy its own 15/s (GetFunctionConfiguration counts
+    /// against the shared 15); beyond: `429 TooManyRequestsException`.
     pub lambda_quota: bool,
     /// CloudWatch Logs FilterLogEvents: 5 requests/s; beyond: `ThrottlingException`.
     pub logs_quota: bool,
@@ -192,6 +216,8 @@ impl Behaviours {
             role_propagation: false,
             function_states: false,
             table_creating: false,
+            table_tag_writes: false,
+            index_backfill: false,
             tag_lag: false,
             small_pages: false,
             lost_create_responses: false,
@@ -212,6 +238,8 @@ impl Behaviours {
             role_propagation: true,
             function_states: true,
             table_creating: true,
+            table_tag_writes: true,
+            index_backfill: true,
             tag_lag: true,
             small_pages: true,
             lost_create_responses: true,
@@ -449,10 +477,15 @@ pub(crate) struct LayerState {
     updating: HashMap<String, (Instant, Option<String>)>,
     /// DynamoDB ARN → tags answered until then.
     tag_lags: HashMap<String, (Instant, Vec<Value>)>,
+    /// Table name → no other tag write until then.
+    tag_writes: HashMap<String, Instant>,
+    /// Table name → the index added last, backfilling until then.
+    backfilling: HashMap<String, (Instant, String)>,
     /// Requests whose answer was lost once.
     lost: HashSet<u64>,
     lambda_control: Option<Bucket>,
     lambda_reads: Option<Bucket>,
+    lambda_policy_reads: Option<Bucket>,
     filter_log_events: Option<Bucket>,
 }
 
@@ -516,9 +549,12 @@ impl LayerState {
             deleting: HashMap::new(),
             updating: HashMap::new(),
             tag_lags: HashMap::new(),
+            tag_writes: HashMap::new(),
+            backfilling: HashMap::new(),
             lost: HashSet::new(),
             lambda_control: None,
             lambda_reads: None,
+            lambda_policy_reads: None,
             filter_log_events: None,
         }
     }
@@ -607,16 +643,17 @@ impl LayerState {
         Decision::Forward(Box::new(plan))
     }
 
-    /// Lambda control-plane quota (Lambda quotas page, §10): 15/s for the
-    /// control plane, GetFunction and GetPolicy 100/s.
+    /// Lambda control-plane quota (Lambda quotas page; aws-facts.md §11
+    /// corrects §10): 15/s for the control plane, GetFunction 100/s,
+    /// GetPolicy its own 15/s.
     fn lambda_quota(&mut self, operation: &str, now: Instant) -> Result<(), LayerError> {
-        if operation == "Invoke" {
-            return Ok(());
-        }
-        let bucket = if matches!(operation, "GetFunction" | "GetPolicy") {
-            self.lambda_reads.get_or_insert_with(|| Bucket::new(100.0, 100.0, now))
-        } else {
-            self.lambda_control.get_or_insert_with(|| Bucket::new(15.0, 15.0, now))
+        let bucket = match operation {
+            "Invoke" => return Ok(()),
+            "GetFunction" => self.lambda_reads.get_or_insert_with(|| Bucket::new(100.0, 100.0, now)),
+            "GetPolicy" => self
+                .lambda_policy_reads
+                .get_or_insert_with(|| Bucket::new(15.0, 15.0, now)),
+            _ => self.lambda_control.get_or_insert_with(|| Bucket::new(15.0, 15.0, now)),
         };
         bucket.take(now).map_err(|wait| LayerError {
             extra: Some(json!({ "Type": "User", "Reason": "CallerRateLimitExceeded" })),
@@ -715,6 +752,8 @@ impl LayerState {
         self.deleting.retain(|_, (until, _)| now < *until);
         self.updating.retain(|_, (until, _)| now < *until);
         self.tag_lags.retain(|_, (until, _)| now < *until);
+        self.tag_writes.retain(|_, until| now < *until);
+        self.backfilling.retain(|_, (until, _)| now < *until);
         let tables = tables_of(operation, &body);
         plan.table = tables.first().cloned();
         if b.table_creating {
@@ -722,6 +761,8 @@ impl LayerState {
             for table in &tables {
                 if self.creating.contains_key(table) {
                     match operation {
+                        // aws-controllers-k8s/dynamodb-controller docs/api-quirks (§11).
+                        "DescribeTimeToLive" => return Some(Ok(ttl_while(table, "CREATING"))),
                         "UpdateTimeToLive" | "UpdateTable" | "DeleteTable" => {
                             return Some(Ok(LayerError::new(
                                 StatusCode::BAD_REQUEST,
@@ -779,6 +820,7 @@ impl LayerState {
                 if let Some((_, description)) = self.deleting.get(table) {
                     match operation {
                         "DescribeTable" => return Some(Err(json!({ "Table": description }))),
+                        "DescribeTimeToLive" => return Some(Ok(ttl_while(table, "DELETING"))),
                         "CreateTable" | "UpdateTimeToLive" | "UpdateTable" | "DeleteTable" => {
                             return Some(Ok(LayerError::new(
                                 StatusCode::BAD_REQUEST,
@@ -791,6 +833,67 @@ impl LayerState {
                         _ => {}
                     }
                 }
+            }
+        }
+        if b.table_tag_writes
+            && let Some(table) = tables.first()
+            && self.tag_writes.get(table).is_some_and(|until| now < *until)
+        {
+            // aws-controllers-k8s/dynamodb-controller docs/api-quirks, DDB-TABLE-103 (§11).
+            match operation {
+                "TagResource" | "UntagResource" => {
+                    return Some(Ok(LayerError::new(
+                        StatusCode::BAD_REQUEST,
+                        "LimitExceededException",
+                        format!("Subscriber limit exceeded: Table tags are being updated: {table}"),
+                    )));
+                }
+                "DeleteTable" => {
+                    return Some(Ok(LayerError::new(
+                        StatusCode::BAD_REQUEST,
+                        "ResourceInUseException",
+                        format!(
+                            "Attempt to change a resource which is still in use: Table tags are being updated: {table}"
+                        ),
+                    )));
+                }
+                _ => {}
+            }
+        }
+        if b.index_backfill
+            && let Some(table) = tables.first()
+            && let Some((_, index)) = self.backfilling.get(table)
+            && !self.updating.contains_key(table)
+        {
+            // aws-controllers-k8s/dynamodb-controller docs/api-quirks,
+            // DDB-TABLE-148/150/159 (§11); DynamoDB developer guide, "Adding a
+            // global secondary index": a backfilling index cannot be read.
+            let index_change = body["GlobalSecondaryIndexUpdates"]
+                .as_array()
+                .is_some_and(|updates| !updates.is_empty());
+            match operation {
+                "UpdateTable" if index_change => {
+                    return Some(Ok(LayerError::new(
+                        StatusCode::BAD_REQUEST,
+                        "LimitExceededException",
+                        "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table",
+                    )));
+                }
+                "DeleteTable" => {
+                    return Some(Ok(LayerError::new(
+                        StatusCode::BAD_REQUEST,
+                        "ResourceInUseException",
+                        "Cannot delete table while indexes are being created, updated, or deleted",
+                    )));
+                }
+                "Query" | "Scan" if body["IndexName"].as_str() == Some(index.as_str()) => {
+                    return Some(Ok(LayerError::new(
+                        StatusCode::BAD_REQUEST,
+                        "ValidationException",
+                        format!("Cannot read from backfilling global secondary index: {index}"),
+                    )));
+                }
+                _ => {}
             }
         }
         if operation == "CreateTable"
@@ -1070,7 +1173,14 @@ impl LayerState {
                     .find_map(|u| u["Create"]["IndexName"].as_str().map(str::to_string));
                 let description = &mut json["TableDescription"];
                 set_updating(description, created.as_deref());
-                self.updating.insert(table, (now + b.timings.table_creating, created));
+                let built = now + b.timings.table_creating;
+                if b.index_backfill
+                    && let Some(index) = &created
+                {
+                    self.backfilling
+                        .insert(table.clone(), (built + b.timings.index_backfill, index.clone()));
+                }
+                self.updating.insert(table, (built, created));
                 return true;
             }
             "DescribeTable" => {
@@ -1090,10 +1200,18 @@ impl LayerState {
                     set_table_status(&mut json["Table"], "CREATING");
                     return true;
                 }
+                if let Some(table) = &plan.table
+                    && let Some((until, index)) = self.backfilling.get(table)
+                    && now < *until
+                {
+                    set_backfilling(&mut json["Table"], index);
+                    return true;
+                }
             }
             "DeleteTable" if b.table_creating => {
                 let Some(table) = plan.table.clone() else { return false };
                 self.creating.remove(&table);
+                self.backfilling.remove(&table);
                 let description = &mut json["TableDescription"];
                 if description.is_object() {
                     description["TableStatus"] = json!("DELETING");
@@ -1102,7 +1220,15 @@ impl LayerState {
                     return true;
                 }
             }
-            "TagResource" | "UntagResource" if b.tag_lag => {
+            "TagResource" | "UntagResource" if b.table_tag_writes || b.tag_lag => {
+                if b.table_tag_writes
+                    && let Some(table) = &plan.table
+                {
+                    self.tag_writes.insert(table.clone(), now + b.timings.tag_write);
+                }
+                if !b.tag_lag {
+                    return false;
+                }
                 if let Some(arn) = request_body["ResourceArn"].as_str() {
                     let snapshot = match self.tag_lags.get(arn) {
                         Some((_, tags)) => tags.clone(),
@@ -1337,6 +1463,29 @@ fn set_updating(description: &mut Value, created: Option<&str>) {
             }
         }
     }
+}
+
+/// A table ACTIVE whose index `index` is still backfilling.
+fn set_backfilling(description: &mut Value, index: &str) {
+    if let Some(indexes) = description["GlobalSecondaryIndexes"].as_array_mut() {
+        for described in indexes {
+            if described["IndexName"].as_str() == Some(index) {
+                described["IndexStatus"] = json!("CREATING");
+                described["Backfilling"] = json!(true);
+            }
+        }
+    }
+}
+
+/// DescribeTimeToLive's answer for a table that is not ACTIVE or UPDATING.
+fn ttl_while(table: &str, status: &str) -> LayerError {
+    LayerError::new(
+        StatusCode::BAD_REQUEST,
+        "ValidationException",
+        format!(
+            "Cannot describe time to live while table is in {status} state: Current table state is {status} ({table})"
+        ),
+    )
 }
 
 /// Whether a CreateStage / UpdateStage body turns on execution or access logging.

@@ -604,6 +604,228 @@ async fn tables_are_creating_before_active_and_deleting_before_gone() {
     assert!(err.into_service_error().is_resource_not_found_exception());
 }
 
+/// DescribeTimeToLive of a table CREATING or DELETING: 400
+/// ValidationException (aws-controllers-k8s/dynamodb-controller
+/// docs/api-quirks, DDB-TABLE-115/118; aws-facts.md §11). moto answers it.
+#[tokio::test]
+async fn the_ttl_of_a_table_being_created_or_deleted_cannot_be_read() {
+    let timings = Timings::compressed();
+    let (_moto, _proxy, clients) = setup(Behaviours {
+        table_creating: true,
+        ..Behaviours::none()
+    })
+    .await;
+    let db = &clients.dynamodb;
+    table_request(&clients, "chat").send().await.unwrap();
+    let created_at = Instant::now();
+    let err = db
+        .describe_time_to_live()
+        .table_name("chat")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(err.code(), Some("ValidationException"), "{err:?}");
+    assert!(
+        err.meta()
+            .message()
+            .unwrap()
+            .starts_with("Cannot describe time to live while table is in CREATING state"),
+        "{err:?}"
+    );
+    assert!(
+        created_at.elapsed() < timings.table_creating,
+        "the test itself was too slow"
+    );
+    sleep_until(created_at + timings.table_creating + Duration::from_millis(50)).await;
+    db.describe_time_to_live().table_name("chat").send().await.unwrap();
+
+    db.delete_table().table_name("chat").send().await.unwrap();
+    let err = db.describe_time_to_live().table_name("chat").send().await.unwrap_err();
+    assert_eq!(err.code(), Some("ValidationException"), "{err:?}");
+    assert!(err.message().unwrap().contains("DELETING state"), "{err:?}");
+
+    // moto answers at once.
+    let (_moto, _proxy, clients) = setup(Behaviours::none()).await;
+    table_request(&clients, "chat").send().await.unwrap();
+    clients
+        .dynamodb
+        .describe_time_to_live()
+        .table_name("chat")
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A table takes one tag write at a time: another within ~2 s gets
+/// LimitExceededException "Table tags are being updated", a DeleteTable
+/// ResourceInUseException (DDB-TABLE-103, aws-facts.md §11).
+#[tokio::test]
+async fn a_table_takes_one_tag_write_at_a_time() {
+    let timings = Timings::compressed();
+    let (_moto, proxy, clients) = setup(Behaviours {
+        table_tag_writes: true,
+        ..Behaviours::none()
+    })
+    .await;
+    let db = &clients.dynamodb;
+    let created = table_request(&clients, "chat")
+        .tags(tag("old", "x"))
+        .send()
+        .await
+        .unwrap();
+    let arn = created.table_description().unwrap().table_arn().unwrap().to_string();
+    // Tags set with the table do not hold the next tag write.
+    db.untag_resource()
+        .resource_arn(&arn)
+        .tag_keys("old")
+        .send()
+        .await
+        .unwrap();
+    let tagged_at = Instant::now();
+    let err = db
+        .tag_resource()
+        .resource_arn(&arn)
+        .tags(tag("stage", "dev"))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_limit_exceeded_exception(), "{err:?}");
+    assert_eq!(
+        err.meta().message(),
+        Some("Subscriber limit exceeded: Table tags are being updated: chat")
+    );
+    let err = db.delete_table().table_name("chat").send().await.unwrap_err();
+    assert_eq!(err.code(), Some("ResourceInUseException"), "{err:?}");
+    assert!(
+        err.message().unwrap().contains("Table tags are being updated"),
+        "{err:?}"
+    );
+    // Other tables are not held.
+    table_request(&clients, "other").send().await.unwrap();
+    db.delete_table().table_name("other").send().await.unwrap();
+    assert!(tagged_at.elapsed() < timings.tag_write, "the test itself was too slow");
+
+    sleep_until(tagged_at + timings.tag_write + Duration::from_millis(30)).await;
+    db.tag_resource()
+        .resource_arn(&arn)
+        .tags(tag("stage", "dev"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(table_tags(&clients, &arn).await, ["stage"]);
+    assert_eq!(
+        layer_answers(&proxy),
+        [
+            ("TagResource".to_string(), "LimitExceededException".to_string()),
+            ("DeleteTable".to_string(), "ResourceInUseException".to_string()),
+        ]
+    );
+
+    // moto takes them back to back.
+    let (_moto, _proxy, clients) = setup(Behaviours::none()).await;
+    let created = table_request(&clients, "chat").send().await.unwrap();
+    let arn = created.table_description().unwrap().table_arn().unwrap().to_string();
+    let db = &clients.dynamodb;
+    db.untag_resource()
+        .resource_arn(&arn)
+        .tag_keys("old")
+        .send()
+        .await
+        .unwrap();
+    db.tag_resource()
+        .resource_arn(&arn)
+        .tags(tag("stage", "dev"))
+        .send()
+        .await
+        .unwrap();
+    db.delete_table().table_name("chat").send().await.unwrap();
+}
+
+/// An index added with UpdateTable: the table is UPDATING for a while, then
+/// reads ACTIVE while the index still backfills (CREATING, Backfilling):
+/// it cannot be queried, another index change and a DeleteTable are
+/// refused (DDB-TABLE-148/150/159, aws-facts.md §11).
+#[tokio::test]
+async fn an_added_index_backfills_while_the_table_reads_active() {
+    let timings = Timings::compressed();
+    let (_moto, proxy, clients) = setup(Behaviours {
+        table_creating: true,
+        index_backfill: true,
+        ..Behaviours::none()
+    })
+    .await;
+    let db = &clients.dynamodb;
+    table_request(&clients, "chat").send().await.unwrap();
+    sleep_until(Instant::now() + timings.table_creating + Duration::from_millis(50)).await;
+    add_index_request(&clients, "chat").send().await.unwrap();
+    let updated_at = Instant::now();
+    sleep_until(updated_at + timings.table_creating + Duration::from_millis(50)).await;
+    let backfilling = (
+        "ACTIVE".to_string(),
+        vec![
+            index_status("by-author", "CREATING", true),
+            index_status("by-room", "ACTIVE", false),
+        ],
+    );
+    let table = db.describe_table().table_name("chat").send().await.unwrap();
+    assert_eq!(table_and_index_statuses(table.table().unwrap()), backfilling);
+    let err = db
+        .query()
+        .table_name("chat")
+        .index_name("by-author")
+        .key_condition_expression("author = :a")
+        .expression_attribute_values(":a", s("ann"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ValidationException"), "{err:?}");
+    assert_eq!(
+        err.message(),
+        Some("Cannot read from backfilling global secondary index: by-author")
+    );
+    // The other index reads.
+    db.query()
+        .table_name("chat")
+        .index_name("by-room")
+        .key_condition_expression("room = :r")
+        .expression_attribute_values(":r", s("lobby"))
+        .send()
+        .await
+        .unwrap();
+    let err = delete_index_request(&clients, "chat", "by-room")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("LimitExceededException"), "{err:?}");
+    let err = db.delete_table().table_name("chat").send().await.unwrap_err();
+    assert_eq!(err.code(), Some("ResourceInUseException"), "{err:?}");
+    assert_eq!(
+        err.message(),
+        Some("Cannot delete table while indexes are being created, updated, or deleted")
+    );
+    assert!(
+        updated_at.elapsed() < timings.table_creating + timings.index_backfill,
+        "the test itself was too slow"
+    );
+    assert_eq!(layer_answers(&proxy).len(), 3);
+
+    sleep_until(updated_at + timings.table_creating + timings.index_backfill + Duration::from_millis(50)).await;
+    let table = db.describe_table().table_name("chat").send().await.unwrap();
+    assert_eq!(
+        table_and_index_statuses(table.table().unwrap()),
+        (
+            "ACTIVE".to_string(),
+            vec![
+                index_status("by-author", "ACTIVE", false),
+                index_status("by-room", "ACTIVE", false)
+            ]
+        )
+    );
+    db.delete_table().table_name("chat").send().await.unwrap();
+}
+
 /// An UpdateTable adding a global secondary index to `table` (`pk`,
 /// `by-room`): index `by-author`, with every attribute definition (moto
 /// replaces them with the request's).
@@ -1248,6 +1470,24 @@ async fn lambda_quota_throttles_the_control_plane_beyond_15_per_second() {
         }
     }
     assert!(throttled >= 8, "{throttled} of 25 throttled");
+    // GetPolicy has its own 15/s (aws-facts.md §11 corrects §10): the
+    // control plane's throttling above does not hold it, 25 at once do.
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..25 {
+        let lambda = clients.lambda.clone();
+        calls.spawn(async move { lambda.get_policy().function_name("missing").send().await });
+    }
+    let throttled = calls
+        .join_all()
+        .await
+        .into_iter()
+        .filter(|answer| {
+            answer
+                .as_ref()
+                .is_err_and(|err| err.code() == Some("TooManyRequestsException"))
+        })
+        .count();
+    assert!((8..=10).contains(&throttled), "{throttled} of 25 GetPolicy throttled");
     // GetFunction has its own, larger quota.
     for _ in 0..40 {
         let err = clients
@@ -1334,6 +1574,9 @@ fn timings_are_as_documented() {
     assert!(!Behaviours::none().api_conflicts);
     assert!(all.transaction_conflicts && all.gsi_lag);
     assert_eq!(real.gsi_lag, Duration::from_millis(500));
+    assert!(all.table_tag_writes && all.index_backfill);
+    assert_eq!(real.tag_write, Duration::from_secs(2));
+    assert_eq!(real.index_backfill, Duration::from_secs(600));
 }
 
 /// A table `pk` with index `by-room`, made and waited for.

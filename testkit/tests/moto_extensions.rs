@@ -4,7 +4,8 @@
 //! moto server each of these fails with 404 or 500. Also DynamoDB transactions
 //! backed up item by item instead of table by table, a DynamoDB tag given
 //! again replacing its value, a stage's tags changed in place, and
-//! DeleteAccessLogSettings, and CloudWatch over the SDK's CBOR protocol with
+//! DeleteAccessLogSettings, a route key and a stage name taken once, route
+//! settings that must name a route of the API, and CloudWatch over the SDK's CBOR protocol with
 //! percentiles (p50, p99) in GetMetricData.
 
 use aws_sdk_apigatewayv2::Client;
@@ -510,6 +511,8 @@ async fn route_settings_are_replaced_merged_and_deleted_as_on_aws() {
     let moto = Moto::start();
     let client = client(&moto).await;
     let api = chat_api(&client, true).await;
+    add_route(&client, &api, "sendmessage").await.unwrap();
+    add_route(&client, &api, "join").await.unwrap();
     create_stage(&client, &api, "dev").await;
     let limits = |burst: i32, rate: f64| {
         RouteSettings::builder()
@@ -576,6 +579,110 @@ async fn route_settings_are_replaced_merged_and_deleted_as_on_aws() {
         .await
         .unwrap_err();
     assert!(again.into_service_error().is_not_found_exception());
+}
+
+/// A route without authorization, to the API's first integration.
+async fn add_route(
+    client: &Client,
+    api: &ChatApi,
+    key: &str,
+) -> Result<(), aws_sdk_apigatewayv2::error::SdkError<aws_sdk_apigatewayv2::operation::create_route::CreateRouteError>>
+{
+    let integrations = client.get_integrations().api_id(&api.id).send().await.unwrap();
+    let integration = integrations.items()[0].integration_id().unwrap();
+    client
+        .create_route()
+        .api_id(&api.id)
+        .route_key(key)
+        .target(format!("integrations/{integration}"))
+        .send()
+        .await
+        .map(|_| ())
+}
+
+/// CreateRoute for a key the API has, and CreateStage for a name it has:
+/// 409 ConflictException (anomalyco/sst #5031; terraform-provider-aws
+/// #1153). A plain moto server makes a second route and replaces the stage.
+#[tokio::test]
+async fn a_route_key_and_a_stage_name_are_taken_once() {
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let api = chat_api(&client, true).await;
+    let err = add_route(&client, &api, "$connect").await.unwrap_err();
+    let err = err.into_service_error();
+    assert!(err.is_conflict_exception(), "{err:?}");
+    assert_eq!(
+        aws_sdk_apigatewayv2::error::ProvideErrorMetadata::message(&err),
+        Some("Route with key $connect already exists for this API")
+    );
+    let routes = client.get_routes().api_id(&api.id).send().await.unwrap();
+    assert_eq!(routes.items().len(), 1);
+    add_route(&client, &api, "sendmessage").await.unwrap();
+
+    create_stage(&client, &api, "dev").await;
+    let err = client
+        .create_stage()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_conflict_exception(), "{err:?}");
+    assert_eq!(
+        aws_sdk_apigatewayv2::error::ProvideErrorMetadata::message(&err),
+        Some("Stage already exists")
+    );
+    create_stage(&client, &api, "prod").await;
+}
+
+/// Route settings for a key the API has no route for: 404
+/// NotFoundException, in CreateStage and UpdateStage
+/// (terraform-aws-modules/terraform-aws-apigateway-v2 PR #80). A plain moto
+/// server keeps them.
+#[tokio::test]
+async fn route_settings_must_name_a_route_of_the_api() {
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let api = chat_api(&client, true).await;
+    let limits = RouteSettings::builder()
+        .throttling_burst_limit(10)
+        .throttling_rate_limit(5.0)
+        .build();
+    let err = client
+        .create_stage()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .route_settings("sendmessage", limits.clone())
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_not_found_exception(), "{err:?}");
+    assert_eq!(
+        aws_sdk_apigatewayv2::error::ProvideErrorMetadata::message(&err),
+        Some("Unable to find Route by key sendmessage within the provided RouteSettings")
+    );
+    create_stage(&client, &api, "dev").await;
+    let err = client
+        .update_stage()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .route_settings("sendmessage", limits.clone())
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_not_found_exception(), "{err:?}");
+    add_route(&client, &api, "sendmessage").await.unwrap();
+    client
+        .update_stage()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .route_settings("sendmessage", limits)
+        .send()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

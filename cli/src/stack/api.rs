@@ -12,6 +12,7 @@ use super::authorizer::{AuthorizerState, read_authorizers};
 use super::base::{Action, Change, Detail, Found, Kind, Report, Stack, all_pages, live_id, step, tag_changes};
 use super::desired::{AccessLog, ROUTE_SELECTION_EXPRESSION};
 use super::integration::{IntegrationState, read_integrations};
+use super::log_group::log_group_exists;
 use super::route::{RouteState, read_routes};
 use super::tags::{Tagged, retag};
 use super::{Names, STACK_TAG};
@@ -32,6 +33,11 @@ pub struct ApiState {
     pub duplicates: Vec<String>,
     /// Every tag, the stack's included.
     pub tags: BTreeMap<String, String>,
+    /// The stage's execution log group, once API Gateway has made it: ours
+    /// by its name (it holds the API's id), deleted by `down`. Not part of a
+    /// saved plan's fingerprint: API Gateway makes it when it likes.
+    #[serde(skip)]
+    pub execution_log_group: Option<String>,
 }
 
 /// This stack's APIs (by name and tag), oldest first: one, unless two runs
@@ -144,12 +150,15 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
     };
     let api = &apis[chosen];
     let id = api.api_id().unwrap_or_default();
-    let (routes, integrations, authorizers, stage) = tokio::join!(
+    let execution_log_group = names.execution_log_group(id);
+    let (routes, integrations, authorizers, stage, execution_logs) = tokio::join!(
         read_routes(aws, id),
         read_integrations(aws, id),
         read_authorizers(aws, id),
         aws.apigateway.get_stage().api_id(id).stage_name(&names.stage).send(),
+        log_group_exists(aws, &execution_log_group),
     );
+    let execution_log_group = execution_logs?.then_some(execution_log_group);
     let stage = match stage {
         Err(err) if is_code(&err, &["NotFoundException"]) => None,
         other => {
@@ -189,6 +198,7 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
             .filter_map(|(_, api)| api.api_id().map(str::to_string))
             .collect(),
         tags: api.tags.clone().unwrap_or_default().into_iter().collect(),
+        execution_log_group,
     }))
 }
 

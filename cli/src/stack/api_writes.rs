@@ -12,6 +12,12 @@
 //!   integration or authorizer (aws-facts.md §10, "lost responses"). Each
 //!   create goes out once, without the SDK's retry; after a failure that may
 //!   hide a success, chatctl looks for what it made before trying again.
+//! - A create refused with a conflict may have met what a killed run's
+//!   create made after this run read the API: CreateRoute for a key the API
+//!   has answers `409 ConflictException: Route with key K already exists for
+//!   this API`, CreateStage `Stage already exists` (aws-facts.md §11;
+//!   anomalyco/sst #5031). That is something to adopt, not a concurrent
+//!   write to wait out: chatctl looks for it too.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -60,8 +66,9 @@ impl ApiWrites {
     }
 
     /// Creates something with `create` (sent with [`sent_once`]); after a
-    /// failure that may hide a success, `find` looks for it, and what it
-    /// finds is taken instead of making a duplicate.
+    /// failure that may hide a success, or a conflict that may mean it is
+    /// there already, `find` looks for it, and what it finds is taken
+    /// instead of making a duplicate.
     pub async fn create_or_adopt<T, E, C, CFut, F, FFut>(
         &self,
         what: impl Display,
@@ -84,8 +91,10 @@ impl ApiWrites {
                 Err(err) => err,
             };
             let lost = may_have_happened(&err);
-            if lost && let Some(found) = find().await? {
-                tracing::debug!(%what, "the create's answer was lost but it had happened: adopted");
+            if (lost || is_api_conflict(&err))
+                && let Some(found) = find().await?
+            {
+                tracing::debug!(%what, "what the create makes is there already (a lost answer, or a killed run's create): adopted");
                 return Ok(found);
             }
             if !lost && !refused_for_now(&err) {

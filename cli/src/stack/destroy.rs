@@ -88,9 +88,13 @@ impl Teardown {
             "log group",
             actual.log_groups.iter().map(|(name, found)| (name.clone(), found)),
         );
+        let mut log_groups = log_groups;
         if let Some(api) = actual.api.ours() {
             let ids = std::iter::once(&api.id).chain(&api.duplicates);
             t.steps.extend(ids.map(|id| delete(Kind::Api, &names.api(), Some(id))));
+            if let Some(group) = &api.execution_log_group {
+                log_groups.push(delete(Kind::LogGroup, group, None));
+            }
         }
         t.steps.extend(functions);
         t.steps.extend(roles);
@@ -131,8 +135,9 @@ mod tests {
         }
     }
 
-    /// A partial stack: the API (and a duplicate an interrupted `up` left),
-    /// one role, no function, one log group, and a role and a table that
+    /// A partial stack: the API (and a duplicate an interrupted `up` left)
+    /// with the execution log group API Gateway made for its stage, one
+    /// role, no function, one log group, and a role and a table that
     /// carry our names but not our tag.
     fn partial() -> Actual {
         let api = ApiState {
@@ -145,6 +150,7 @@ mod tests {
             stage: None,
             duplicates: vec!["a2".into()],
             tags: Default::default(),
+            execution_log_group: Some("API-Gateway-Execution-Logs_a1/dev".into()),
         };
         let role = RoleState {
             trust_policy: None,
@@ -182,7 +188,8 @@ mod tests {
                 "api chat (a1)",
                 "api chat (a2)",
                 "role chat-authorizer",
-                "log group /aws/lambda/chat-join"
+                "log group /aws/lambda/chat-join",
+                "log group API-Gateway-Execution-Logs_a1/dev"
             ]
         );
         assert_eq!(teardown.skipped, ["table chat-connections", "IAM role chat-handlers"]);
@@ -204,6 +211,7 @@ mod tests {
             sort_key: None,
             indexes: vec![],
             unready_indexes: vec![],
+            backfilling_indexes: vec![],
             billing_mode: None,
             ttl_attribute: None,
             item_count: 3,

@@ -20,6 +20,28 @@ pub struct LogGroupState {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Whether a log group of exactly that name exists (every page of those it
+/// prefixes is looked at: a list may come in pages, aws-facts.md §10).
+pub(super) async fn log_group_exists(aws: &Aws, name: &str) -> Result<bool> {
+    let mut pages = aws
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix(name)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(failed("cannot list CloudWatch log groups"))?;
+        if page
+            .log_groups()
+            .iter()
+            .any(|group| group.log_group_name() == Some(name))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Every log group the stack may have, by name: each function's and the
 /// stage's access log group (read whether or not chatctl.toml asks for
 /// access logs, so `down` finds it).

@@ -79,6 +79,14 @@ impl Names {
         format!("/aws/apigateway/{}/{}", self.stack, self.stage)
     }
 
+    /// The log group API Gateway makes itself for the stage's execution
+    /// logs once a logging level is set: untagged, never expiring
+    /// (aws-facts.md §11, "execution logging"; the name is REST APIs'
+    /// documented one, unverified for WebSocket APIs).
+    pub fn execution_log_group(&self, api_id: &str) -> String {
+        format!("API-Gateway-Execution-Logs_{api_id}/{}", self.stage)
+    }
+
     pub fn api(&self) -> String {
         self.stack.clone()
     }

@@ -309,6 +309,7 @@ mod tests {
             billing_mode: Some("PAY_PER_REQUEST".into()),
             ttl_attribute: Some("ttl".into()),
             unready_indexes: vec![],
+            backfilling_indexes: vec![],
             item_count: 0,
             tags: tags.clone(),
         }

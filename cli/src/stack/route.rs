@@ -185,3 +185,52 @@ pub(super) async fn delete_route(
     step(report, Kind::Route, &change.name, "deleted");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::stack::scripted::{Answer, Scripted, answer};
+
+    /// A killed run's CreateRoute that lands after this run read the API:
+    /// AWS answers this run's CreateRoute `409 ConflictException: Route
+    /// with key K already exists for this API` (aws-facts.md §11; anomalyco/sst
+    /// #5031). The route is adopted and pointed where it should, neither
+    /// waited out as a concurrent modification nor made twice.
+    #[tokio::test]
+    async fn a_route_a_killed_run_made_meanwhile_is_adopted() {
+        let (aws, script) = Scripted::clients(vec![
+            Answer {
+                call: "POST /v2/apis/a1/routes",
+                status: 409,
+                body: json!({
+                    "__type": "ConflictException",
+                    "message": "Route with key join already exists for this API",
+                })
+                .to_string(),
+            },
+            answer(
+                "GET /v2/apis/a1/routes",
+                json!({"items": [{
+                    "routeId": "r9",
+                    "routeKey": "join",
+                    "target": "integrations/old",
+                    "authorizationType": "NONE",
+                }]})
+                .to_string(),
+            ),
+            answer("PATCH /v2/apis/a1/routes/r9", json!({"routeId": "r9"}).to_string()),
+        ]);
+        let write = RouteWrite {
+            key: "join",
+            target: "integrations/i4".into(),
+            authorizer_id: None,
+        };
+        let started = std::time::Instant::now();
+        write.create(&aws, ("a1", &ApiWrites::default())).await.unwrap();
+        assert!(script.finished(), "{:?}", script.calls());
+        assert_eq!(script.json_body(2)["target"], "integrations/i4");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "not waited out");
+    }
+}

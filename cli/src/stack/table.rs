@@ -17,7 +17,7 @@ use super::base::{Action, Detail, Found, Kind, Polled, Report, Stack, poll, step
 use super::desired::TableSpec;
 use super::tags::{Tagged, list_table_tags, retag};
 use super::{Names, STACK_TAG};
-use crate::aws::{Aws, failed, is_code};
+use crate::aws::{Aws, failed, is_code, retry, retry_error};
 
 /// The projection of every index chatctl makes.
 pub const KEYS_ONLY: &str = "KEYS_ONLY";
@@ -29,9 +29,15 @@ pub struct TableState {
     pub sort_key: Option<String>,
     /// (index name, partition key, projection type)
     pub indexes: Vec<(String, String, String)>,
-    /// The indexes not ACTIVE yet (being built or deleted): queries on a
-    /// new one fail until it is.
+    /// The indexes being built or deleted (not backfilling): the table
+    /// takes no other change until they are ACTIVE or gone.
     pub unready_indexes: Vec<String>,
+    /// The indexes added lately that DynamoDB still fills from the table's
+    /// items, for minutes on a table with data while the table reads ACTIVE
+    /// (aws-facts.md §11): queries on them fail until then. Reported, not
+    /// waited for, and not part of a saved plan's fingerprint (it ends by itself).
+    #[serde(skip)]
+    pub backfilling_indexes: Vec<String>,
     pub billing_mode: Option<String>,
     /// The TTL attribute when TTL is enabled or being enabled.
     pub ttl_attribute: Option<String>,
@@ -72,6 +78,15 @@ pub async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String,
             }
         }
     };
+    let ttl = match ttl {
+        // DescribeTimeToLive answers ValidationException while the table is
+        // CREATING (aws-facts.md §11; DDB-TABLE-115): read once it is usable.
+        Err(err) if is_code(&err, &["ValidationException"]) => {
+            table = wait_for_table(aws, name).await?;
+            aws.dynamodb.describe_time_to_live().table_name(name).send().await
+        }
+        other => other,
+    };
     let key = |key_type: aws_sdk_dynamodb::types::KeyType| {
         table
             .key_schema()
@@ -109,12 +124,8 @@ pub async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String,
                 (index.index_name().unwrap_or_default().to_string(), key, projection)
             })
             .collect(),
-        unready_indexes: table
-            .global_secondary_indexes()
-            .iter()
-            .filter(|index| index.index_status().is_some_and(|s| *s != IndexStatus::Active))
-            .filter_map(|index| index.index_name().map(str::to_string))
-            .collect(),
+        unready_indexes: indexes_in(&table, IndexReadiness::Unready),
+        backfilling_indexes: indexes_in(&table, IndexReadiness::Backfilling),
         billing_mode: table
             .billing_mode_summary()
             .and_then(|b| b.billing_mode())
@@ -125,6 +136,35 @@ pub async fn read_table(aws: &Aws, names: &Names, name: &str) -> Result<(String,
     };
     let tag = state.tags.get(STACK_TAG).cloned();
     Ok((name.to_string(), Found::classify(&names.stack, tag.as_deref(), state)))
+}
+
+/// Where an index of a table stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum IndexReadiness {
+    Active,
+    /// Built, and being filled from the table's items (CREATING with
+    /// Backfilling): the table takes other changes meanwhile.
+    Backfilling,
+    /// Being built, changed or deleted.
+    Unready,
+}
+
+fn readiness(index: &aws_sdk_dynamodb::types::GlobalSecondaryIndexDescription) -> IndexReadiness {
+    match index.index_status() {
+        None | Some(IndexStatus::Active) => IndexReadiness::Active,
+        Some(IndexStatus::Creating) if index.backfilling() == Some(true) => IndexReadiness::Backfilling,
+        Some(_) => IndexReadiness::Unready,
+    }
+}
+
+/// The names of a table's indexes that stand at `wanted`.
+fn indexes_in(table: &TableDescription, wanted: IndexReadiness) -> Vec<String> {
+    table
+        .global_secondary_indexes()
+        .iter()
+        .filter(|index| readiness(index) == wanted)
+        .filter_map(|index| index.index_name().map(str::to_string))
+        .collect()
 }
 
 pub(super) enum TableTag {
@@ -276,7 +316,7 @@ pub(super) async fn apply_table(
         }
         Action::Update { changes } => {
             for change in changes {
-                update_table(aws, stack, spec, change).await?;
+                update_table(aws, stack, spec, change, report).await?;
             }
             "updated"
         }
@@ -292,7 +332,18 @@ pub(super) async fn apply_table(
 /// while one is being built LimitExceededException (DynamoDB API reference,
 /// UpdateTable; architect/architect #334): each waits until the table and
 /// its indexes are ACTIVE before and after.
-pub(super) async fn update_table(aws: &Aws, stack: Stack<'_>, spec: &TableSpec, change: &Detail) -> Result<()> {
+///
+/// An index being backfilled is not waited for: that takes minutes on a
+/// table with data (aws-facts.md §11), queries on it fail meanwhile, and
+/// `up` says so. An index change that would have to wait for it is left for
+/// the next `up`, which says so too.
+pub(super) async fn update_table(
+    aws: &Aws,
+    stack: Stack<'_>,
+    spec: &TableSpec,
+    change: &Detail,
+    report: Report<'_>,
+) -> Result<()> {
     let name = &spec.name;
     let request = || aws.dynamodb.update_table().table_name(name);
     match change {
@@ -307,7 +358,9 @@ pub(super) async fn update_table(aws: &Aws, stack: Stack<'_>, spec: &TableSpec, 
                 )))?;
         }
         Detail::DeleteIndex { name: index } => {
-            wait_for_table(aws, name).await?;
+            if ready_for_index_change(aws, name, index, report).await?.is_none() {
+                return Ok(());
+            }
             request()
                 .global_secondary_index_updates(
                     GlobalSecondaryIndexUpdate::builder()
@@ -322,7 +375,9 @@ pub(super) async fn update_table(aws: &Aws, stack: Stack<'_>, spec: &TableSpec, 
             name: index,
             key: index_key,
         } => {
-            let table = wait_for_table(aws, name).await?;
+            let Some(table) = ready_for_index_change(aws, name, index, report).await? else {
+                return Ok(());
+            };
             // The key attributes of the table and of its indexes after this
             // one is added: AWS needs the new index's key among them.
             let mut attributes = table.attribute_definitions().to_vec();
@@ -348,8 +403,20 @@ pub(super) async fn update_table(aws: &Aws, stack: Stack<'_>, spec: &TableSpec, 
                 .map_err(failed(format!(
                     "cannot add index {index} to DynamoDB table {name} (DynamoDB builds one index at a time; if another is being built, run `chatctl up` again once it is ACTIVE)"
                 )))?;
+            let table = wait_for_table(aws, name).await?;
+            if indexes_in(&table, IndexReadiness::Backfilling).contains(index) {
+                step(
+                    report,
+                    Kind::Table,
+                    name,
+                    format!(
+                        "index {index} added, now backfilling: queries on it fail until it is ACTIVE (minutes on a table with data; `chatctl status` shows it)"
+                    ),
+                );
+            }
+            return Ok(());
         }
-        // wait_for_table below waits for every index to be ACTIVE.
+        // wait_for_table below waits until the index is built (not backfilled).
         Detail::IndexNotReady { .. } => {}
         Detail::Ttl { .. } => {
             wait_for_table(aws, name).await?;
@@ -363,6 +430,33 @@ pub(super) async fn update_table(aws: &Aws, stack: Stack<'_>, spec: &TableSpec, 
     }
     wait_for_table(aws, name).await?;
     Ok(())
+}
+
+/// The table once it takes an index change, or `None` when the change
+/// would have to wait for another index's backfill (DynamoDB changes one
+/// index at a time: LimitExceededException meanwhile): then it is left for
+/// the next `up`, said as a step.
+async fn ready_for_index_change(
+    aws: &Aws,
+    name: &str,
+    index: &str,
+    report: Report<'_>,
+) -> Result<Option<TableDescription>> {
+    let table = wait_for_table(aws, name).await?;
+    let backfilling = indexes_in(&table, IndexReadiness::Backfilling);
+    if backfilling.is_empty() {
+        return Ok(Some(table));
+    }
+    step(
+        report,
+        Kind::Table,
+        name,
+        format!(
+            "index {index} not changed yet: index {} is still backfilling (DynamoDB changes one index at a time); run `chatctl up` again once `chatctl status` shows it ACTIVE",
+            backfilling.join(", ")
+        ),
+    );
+    Ok(None)
 }
 
 pub(super) async fn create_table(aws: &Aws, stack: Stack<'_>, spec: &TableSpec) -> Result<()> {
@@ -451,11 +545,25 @@ pub(super) async fn enable_ttl(aws: &Aws, spec: &TableSpec) -> Result<()> {
     ))
 }
 
-/// Waits until a table and its indexes are ACTIVE: a new table is CREATING
-/// for seconds, longer with indexes, a new index CREATING while it is built
-/// over the table's items, and the table takes no TTL or update meanwhile
-/// (aws-facts.md §8, §10; DynamoDB API reference, GlobalSecondaryIndexDescription).
+/// Waits until a table is usable: ACTIVE, and its indexes ACTIVE or
+/// backfilling. A new table is CREATING for seconds, longer with indexes, a
+/// new index is built (the table UPDATING), then backfilled for minutes
+/// while the table reads ACTIVE; the table takes no TTL or update while
+/// CREATING or UPDATING (aws-facts.md §8, §10, §11; DynamoDB API reference,
+/// GlobalSecondaryIndexDescription).
 pub async fn wait_for_table(aws: &Aws, name: &str) -> Result<TableDescription> {
+    wait_until(aws, name, IndexReadiness::Backfilling).await
+}
+
+/// Waits until a table and every index of it are ACTIVE (backfills done):
+/// DynamoDB deletes no table while an index is backfilled ("Cannot delete
+/// table while indexes are being created, updated, or deleted", aws-facts.md §11).
+async fn wait_for_indexes(aws: &Aws, name: &str) -> Result<TableDescription> {
+    wait_until(aws, name, IndexReadiness::Active).await
+}
+
+/// Waits until the table is ACTIVE and no index is behind `enough`.
+async fn wait_until(aws: &Aws, name: &str, enough: IndexReadiness) -> Result<TableDescription> {
     poll(TABLE_TIMEOUT, || async {
         let described = aws
             .dynamodb
@@ -467,10 +575,10 @@ pub async fn wait_for_table(aws: &Aws, name: &str) -> Result<TableDescription> {
         let table = described
             .table
             .with_context(|| format!("DynamoDB table {name}: DescribeTable returned no table"))?;
-        let indexes_active = table
-            .global_secondary_indexes()
-            .iter()
-            .all(|index| index.index_status().is_none_or(|s| *s == IndexStatus::Active));
+        let indexes_active = table.global_secondary_indexes().iter().all(|index| {
+            let stands = readiness(index);
+            stands == IndexReadiness::Active || stands == enough
+        });
         match table.table_status() {
             Some(TableStatus::Active) if indexes_active => return Ok(Polled::Ready(table)),
             Some(TableStatus::Deleting) => bail!("DynamoDB table {name} is being deleted; run the command again"),
@@ -514,14 +622,24 @@ pub async fn delete_table_and_wait(aws: &Aws, name: &str) -> Result<()> {
             .and_then(|t| t.table_status),
     };
     if status != Some(TableStatus::Deleting) {
-        wait_for_table(aws, name).await?;
-        match aws.dynamodb.delete_table().table_name(name).send().await {
+        wait_for_indexes(aws, name).await?;
+        // A tag write just made holds the table for ~2 s: ResourceInUseException
+        // "Table tags are being updated" (aws-facts.md §11, "table tag writes").
+        let deleted = retry(
+            super::tags::TABLE_TAG_WRITES,
+            |err| is_code(err, &["ResourceInUseException"]),
+            || aws.dynamodb.delete_table().table_name(name).send(),
+        )
+        .await;
+        match deleted {
             Ok(_) => {}
-            Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(()),
-            Err(err) => {
-                return Err(crate::aws::aws_error(
+            Err((err, _)) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(()),
+            Err(failure) => {
+                return Err(retry_error(
                     format!("cannot delete DynamoDB table {name}"),
-                    err,
+                    super::tags::TABLE_TAG_WRITES,
+                    "the table is busy (a tag or index change); run the command again",
+                    failure,
                 ));
             }
         }
@@ -683,7 +801,9 @@ mod tests {
         };
         let error = format!(
             "{:#}",
-            update_table(&aws, desired.stack(), spec, &add).await.unwrap_err()
+            update_table(&aws, desired.stack(), spec, &add, &ignore)
+                .await
+                .unwrap_err()
         );
         assert!(
             error.contains("cannot add index by-user to DynamoDB table chat-connections"),
@@ -691,5 +811,57 @@ mod tests {
         );
         assert!(error.contains("Only 1 online index"), "{error}");
         assert!(error.contains("run `chatctl up` again"), "{error}");
+    }
+
+    /// An index added to a table with data is built (the table UPDATING),
+    /// then backfilled for minutes while the table reads ACTIVE
+    /// (aws-facts.md §11): `up` says so and goes on instead of waiting, and
+    /// another index change waits for the next `up`, said as a step.
+    #[tokio::test]
+    async fn a_backfilling_index_is_reported_not_waited_for() {
+        let desired = desired(&BTreeMap::new());
+        let spec = &desired.tables[0];
+        let backfilling = json!({"Table": {
+            "TableName": "chat-connections",
+            "TableStatus": "ACTIVE",
+            "AttributeDefinitions": [{"AttributeName": "connection_id", "AttributeType": "S"}],
+            "GlobalSecondaryIndexes": [
+                {"IndexName": "by-room", "IndexStatus": "ACTIVE"},
+                {"IndexName": "by-user", "IndexStatus": "CREATING", "Backfilling": true},
+            ],
+        }})
+        .to_string();
+        let (aws, script) = Scripted::clients(vec![
+            answer("DescribeTable", described("ACTIVE", &[("by-room", "ACTIVE")])),
+            answer("UpdateTable", "{}"),
+            answer("DescribeTable", described("UPDATING", &[("by-room", "ACTIVE")])),
+            answer("DescribeTable", backfilling.clone()),
+            answer("DescribeTable", backfilling),
+        ]);
+        let steps = std::sync::Mutex::new(vec![]);
+        let report = |step: super::super::base::Step| steps.lock().unwrap().push(step.done);
+        let add = |name: &str| Detail::AddIndex {
+            name: name.into(),
+            key: "user".into(),
+        };
+        let started = Instant::now();
+        update_table(&aws, desired.stack(), spec, &add("by-user"), &report)
+            .await
+            .unwrap();
+        update_table(&aws, desired.stack(), spec, &add("by-other"), &report)
+            .await
+            .unwrap();
+        assert!(script.finished(), "{:?}", script.calls());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let steps = steps.into_inner().unwrap();
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert!(
+            steps[0].starts_with("index by-user added, now backfilling"),
+            "{steps:?}"
+        );
+        assert!(
+            steps[1].contains("index by-other not changed yet: index by-user is still backfilling"),
+            "{steps:?}"
+        );
     }
 }

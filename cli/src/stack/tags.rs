@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::aws::{Aws, failed};
+use crate::aws::{Aws, Budget, failed, is_code, retry, retry_error};
 
 /// A taggable resource of the stack, by what its service names it by.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +30,20 @@ pub enum Tagged<'a> {
 const TABLE_TAGS_VISIBLE: Duration = Duration::from_secs(30);
 const TABLE_TAGS_POLL: Duration = Duration::from_millis(500);
 
+/// A table takes one tag write at a time: another within ~2 s of the last
+/// gets LimitExceededException "Table tags are being updated"
+/// (aws-facts.md §11, "table tag writes"; DDB-TABLE-103). chatctl waits its
+/// turn for that long at most.
+pub(super) const TABLE_TAG_WRITES: Budget = Budget::new(Duration::from_secs(30));
+const TABLE_TAG_TODO: &str = "another tag change to this table is in progress; run the command again";
+
+/// Whether DynamoDB refused a tag write because the last one is still applied.
+fn table_tags_busy<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
+    err: &aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> bool {
+    is_code(err, &["LimitExceededException"])
+}
+
 /// Sets `set` and removes `remove` on one resource.
 pub async fn retag(aws: &Aws, resource: Tagged<'_>, set: &BTreeMap<String, String>, remove: &[String]) -> Result<()> {
     let what = format!("cannot change the tags of {resource}");
@@ -37,13 +51,15 @@ pub async fn retag(aws: &Aws, resource: Tagged<'_>, set: &BTreeMap<String, Strin
         let keys = Some(remove.to_vec());
         match resource {
             Tagged::Table(arn) => {
-                aws.dynamodb
-                    .untag_resource()
-                    .resource_arn(arn)
-                    .set_tag_keys(keys)
-                    .send()
-                    .await
-                    .map_err(failed(&what))?;
+                retry(TABLE_TAG_WRITES, table_tags_busy, || {
+                    aws.dynamodb
+                        .untag_resource()
+                        .resource_arn(arn)
+                        .set_tag_keys(keys.clone())
+                        .send()
+                })
+                .await
+                .map_err(|failure| retry_error(&what, TABLE_TAG_WRITES, TABLE_TAG_TODO, failure))?;
             }
             Tagged::Role(name) => {
                 aws.iam
@@ -87,11 +103,19 @@ pub async fn retag(aws: &Aws, resource: Tagged<'_>, set: &BTreeMap<String, Strin
         let map = Some(set.clone().into_iter().collect());
         match resource {
             Tagged::Table(arn) => {
-                let mut request = aws.dynamodb.tag_resource().resource_arn(arn);
+                let mut tags = vec![];
                 for (key, value) in set {
-                    request = request.tags(aws_sdk_dynamodb::types::Tag::builder().key(key).value(value).build()?);
+                    tags.push(aws_sdk_dynamodb::types::Tag::builder().key(key).value(value).build()?);
                 }
-                request.send().await.map_err(failed(&what))?;
+                retry(TABLE_TAG_WRITES, table_tags_busy, || {
+                    aws.dynamodb
+                        .tag_resource()
+                        .resource_arn(arn)
+                        .set_tags(Some(tags.clone()))
+                        .send()
+                })
+                .await
+                .map_err(|failure| retry_error(&what, TABLE_TAG_WRITES, TABLE_TAG_TODO, failure))?;
             }
             Tagged::Role(name) => {
                 let mut request = aws.iam.tag_role().role_name(name);

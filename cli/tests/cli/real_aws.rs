@@ -152,3 +152,70 @@ async fn a_conflict_past_its_budget_says_what_failed_and_what_to_do() {
     env.up(&[]).await.assert_ok();
     assert_one_of_each(&env).await;
 }
+
+/// A table of the stack still CREATING (another `up` is making it, or a
+/// lost CreateTable answer made it): DescribeTimeToLive answers
+/// ValidationException meanwhile (aws-facts.md §11). `status` reads it once
+/// it is ACTIVE instead of failing, and `down` deletes it once it takes a
+/// deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_still_being_created_is_read_and_deleted_once_it_is_active() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Tag,
+    };
+    // CREATING long enough for `status` to start on a busy machine.
+    let mut behaviours = Behaviours::all(chat_testkit::aws_behaviour::Timings::compressed());
+    behaviours.timings.table_creating = Duration::from_secs(4);
+    let env = Env::start_with(behaviours).await;
+    let through_layer = chat_testkit::moto::sdk_config_for(&env.proxy.endpoint()).await;
+    let created = aws_sdk_dynamodb::Client::new(&through_layer)
+        .create_table()
+        .table_name("chat-connections")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("connection_id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("connection_id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .tags(Tag::builder().key("chatctl:stack").value("chat").build().unwrap())
+        .send()
+        .await;
+    // The layer may lose the answer to the first try; the SDK's retry then
+    // meets the table that try made.
+    if let Err(err) = created {
+        assert!(
+            err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()),
+            "{err:?}"
+        );
+    }
+    let status = env.chatctl(&["status", "--output", "json"]).await;
+    assert_eq!(status.code, 3, "the rest is missing, nothing failed: {status:?}");
+    let report: Value = serde_json::from_str(&status.stdout).unwrap();
+    let table = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "chat-connections")
+        .unwrap()
+        .clone();
+    assert_ne!(table["state"], "missing", "{table}");
+    assert!(
+        env.proxy
+            .calls()
+            .iter()
+            .any(|c| c.operation == "DescribeTimeToLive" && c.faulted),
+        "the layer refused DescribeTimeToLive while the table was CREATING"
+    );
+
+    env.chatctl(&["down", "--yes"]).await.assert_ok();
+    assert_nothing_left(&env).await;
+}

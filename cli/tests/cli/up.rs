@@ -913,6 +913,16 @@ async fn tags_change_in_place_and_status_reports_their_drift() {
     let mut operations = env.mutating_operations();
     operations.dedup();
     assert_eq!(operations, ["TagResource", "TagRole", "UntagResource", "UntagRole"]);
+    // A table takes one tag write at a time (aws-facts.md §11): the layer
+    // refused the Tag that came right after the Untag, and `up` waited its turn.
+    assert!(
+        env.proxy
+            .calls()
+            .iter()
+            .any(|c| c.service == "dynamodb" && c.operation == "TagResource" && c.faulted),
+        "{:?}",
+        env.proxy.calls()
+    );
 
     let tags = env
         .lambda()
@@ -937,11 +947,16 @@ async fn tags_change_in_place_and_status_reports_their_drift() {
 
 /// An index missing from a live table is added in place (UpdateTable), and
 /// the table keeps its items; the behaviour layer keeps the table UPDATING
-/// while the index is built, and `up` waits for it.
+/// while the index is built, and `up` waits for that, then the index
+/// backfills for minutes on a real table while the table reads ACTIVE
+/// (aws-facts.md §11): `up` says so and does not wait, `status` reports it,
+/// and it is no change to make.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_index_is_added_in_place_and_the_items_stay() {
     use aws_sdk_dynamodb::types::{AttributeValue, DeleteGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate};
-    let env = Env::start().await;
+    let mut behaviours = Behaviours::all(Timings::compressed());
+    behaviours.timings.index_backfill = std::time::Duration::from_secs(20);
+    let env = Env::start_with(behaviours).await;
     env.up(&[]).await.assert_ok();
     let dynamodb = env.dynamodb();
     dynamodb
@@ -981,9 +996,28 @@ async fn a_missing_index_is_added_in_place_and_the_items_stay() {
     assert!(!plan.stdout.contains("replace"), "{plan:?}");
 
     env.proxy.clear();
+    let started = std::time::Instant::now();
     let run = env.up(&[]).await;
     run.assert_ok();
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "{run:?}");
+    assert!(run.stderr.contains("index by-user added, now backfilling"), "{run:?}");
     assert_eq!(env.mutating_operations(), ["UpdateTable"]);
+    let status = env.chatctl(&["status", "--output", "json"]).await;
+    assert_eq!(status.code, 3, "{status:?}");
+    let report: Value = serde_json::from_str(&status.stdout).unwrap();
+    let table = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "chat-connections")
+        .unwrap()
+        .clone();
+    assert_eq!(table["state"], "backfilling", "{table}");
+    assert_eq!(
+        env.up(&["--dry-run", "--exit-code"]).await.code,
+        0,
+        "not a change to make"
+    );
     let table = dynamodb
         .describe_table()
         .table_name("chat-connections")
@@ -1260,5 +1294,57 @@ async fn access_logs_get_a_log_group_of_the_stacks_that_down_removes() {
     assert_eq!(env.up(&["--dry-run", "--exit-code"]).await.code, 0);
 
     env.chatctl(&["down", "--yes"]).await.assert_ok();
+    crate::down::assert_nothing_left(&env).await;
+}
+
+/// With a logging level set, API Gateway makes the stage's execution log
+/// group itself (untagged, never expiring; aws-facts.md §11): `down` deletes
+/// it with the stack, and only it: another API's stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_deletes_the_execution_log_group_api_gateway_made_and_no_other() {
+    let behaviours = Behaviours {
+        no_logging_role: false,
+        ..Behaviours::all(Timings::compressed())
+    };
+    let env = Env::start_with(behaviours).await;
+    env.write_config("[stage_settings]\nlogging_level = \"error\"\n");
+    env.up(&[]).await.assert_ok();
+    let api_id = env.api_id("chat").await.unwrap();
+    let ours = format!("API-Gateway-Execution-Logs_{api_id}/dev");
+    let other = "API-Gateway-Execution-Logs_other1/dev";
+    env.logs()
+        .create_log_group()
+        .log_group_name(other)
+        .send()
+        .await
+        .unwrap();
+    let groups = || async {
+        let listed = env
+            .logs()
+            .describe_log_groups()
+            .log_group_name_prefix("API-Gateway-Execution-Logs_")
+            .send()
+            .await
+            .unwrap();
+        let mut names: Vec<String> = listed
+            .log_groups()
+            .iter()
+            .filter_map(|g| g.log_group_name().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    };
+    let mut both = vec![ours.clone(), other.to_string()];
+    both.sort();
+    assert_eq!(groups().await, both, "API Gateway made the stage's group");
+    // Not a change to make: `up` and `status` leave it alone.
+    assert_eq!(env.up(&["--dry-run", "--exit-code"]).await.code, 0);
+    assert_eq!(env.chatctl(&["status"]).await.code, 0);
+
+    let dry = env.chatctl(&["down", "--dry-run"]).await;
+    dry.assert_ok();
+    assert!(dry.stdout.contains(&format!("log group {ours}")), "{dry:?}");
+    env.chatctl(&["down", "--yes"]).await.assert_ok();
+    assert_eq!(groups().await, [other]);
     crate::down::assert_nothing_left(&env).await;
 }
