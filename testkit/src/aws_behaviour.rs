@@ -1189,7 +1189,10 @@ impl LayerState {
             return None;
         }
         let body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
-        let table = tables_of(request.operation, &body).into_iter().next().unwrap_or_default();
+        let table = tables_of(request.operation, &body)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
         let action = iam_action_of(request.operation, &body);
         Some(LayerError::new(
             StatusCode::BAD_REQUEST,

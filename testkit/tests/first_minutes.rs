@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType};
 use aws_sdk_dynamodb::types::ScalarAttributeType;
+use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType};
 use chat_testkit::aws_behaviour::{Behaviours, Timings};
 use chat_testkit::moto::{role_sdk_config_for, sdk_config_for};
 use chat_testkit::{AwsProxy, ConnectionsEndpoint, Moto};
 
 const TRUST_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
-const DATA_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dynamodb:PutItem","Resource":"*"}]}"#;
+const DATA_POLICY: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dynamodb:PutItem","Resource":"*"}]}"#;
 
 fn no_retries(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(
@@ -48,7 +49,13 @@ async fn deploy(proxy: &AwsProxy) -> (Instant, aws_sdk_dynamodb::Client, aws_sdk
         .create_table()
         .table_name("items")
         .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
         .attribute_definitions(
             AttributeDefinition::builder()
                 .attribute_name("pk")
@@ -66,7 +73,9 @@ async fn deploy(proxy: &AwsProxy) -> (Instant, aws_sdk_dynamodb::Client, aws_sdk
         .send()
         .await
         .unwrap();
-    put(&as_role, "before").await.expect("no policy change yet: the role's call passes");
+    put(&as_role, "before")
+        .await
+        .expect("no policy change yet: the role's call passes");
     iam.put_role_policy()
         .role_name("chat-handlers")
         .policy_name("data")

@@ -39,9 +39,10 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         )
     })?;
     let permission_lag = match &args.permission_lag {
-        Some(lag) => Some(humantime::parse_duration(lag).with_context(|| {
-            format!("invalid --permission-lag {lag:?}: use a duration like 10s")
-        })?),
+        Some(lag) => Some(
+            humantime::parse_duration(lag)
+                .with_context(|| format!("invalid --permission-lag {lag:?}: use a duration like 10s"))?,
+        ),
         None => None,
     };
     anyhow::ensure!(

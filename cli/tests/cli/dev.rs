@@ -1226,7 +1226,11 @@ fn refused_status(result: Result<Socket, tungstenite::Error>) -> u16 {
 async fn inactive_functions_fail_their_first_invocation_and_smoke_retries_through_them() {
     let dev = start_dev_with(&["--stack", "idle", "--inactive-functions"]).await;
     let query = format!("token={}", dev.token);
-    assert_eq!(refused_status(dev.connect(&query).await), 500, "the authorizer was Inactive");
+    assert_eq!(
+        refused_status(dev.connect(&query).await),
+        500,
+        "the authorizer was Inactive"
+    );
     assert_eq!(refused_status(dev.connect(&query).await), 502, "$connect was Inactive");
     let mut alice = dev.connect(&query).await.expect("both reactivated");
     send(&mut alice, json!({"action": "sendmessage", "message": "lost"})).await;
@@ -1242,7 +1246,11 @@ async fn inactive_functions_fail_their_first_invocation_and_smoke_retries_throug
     let dev = start_dev_with(&["--stack", "idle2", "--inactive-functions"]).await;
     let run = dev.chatctl(&["smoke", "--url", &dev.url]).await;
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(stdout.contains("attempt 1 failed at connect: HTTP 500"), "{stdout}");
     assert!(stdout.contains("attempt 2 failed at connect: HTTP 502"), "{stdout}");
     assert!(stdout.contains("Passed in"), "{stdout}");

@@ -282,7 +282,13 @@ where
         let budget = budget.get_or_insert_with(Budget::start);
         match budget.next_pause(refusal) {
             Some(pause) => {
-                tracing::warn!(operation, table, code, retry = budget.retries(), "DynamoDB refused the call for now; trying again");
+                tracing::warn!(
+                    operation,
+                    table,
+                    code,
+                    retry = budget.retries(),
+                    "DynamoDB refused the call for now; trying again"
+                );
                 tokio::time::sleep(pause).await;
             }
             None => {

@@ -101,7 +101,9 @@ impl Stack {
         iam.put_role_policy()
             .role_name("chat-handlers")
             .policy_name("data")
-            .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dynamodb:*","Resource":"*"}]}"#)
+            .policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dynamodb:*","Resource":"*"}]}"#,
+            )
             .send()
             .await
             .unwrap();
