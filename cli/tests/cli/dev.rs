@@ -1244,7 +1244,7 @@ async fn inactive_functions_fail_their_first_invocation_and_smoke_retries_throug
     drop(alice);
 
     let dev = start_dev_with(&["--stack", "idle2", "--inactive-functions"]).await;
-    let run = dev.chatctl(&["smoke", "--url", &dev.url]).await;
+    let run = dev.chatctl(&["smoke", "--stack", "idle2", "--url", &dev.url]).await;
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),
