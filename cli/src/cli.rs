@@ -120,6 +120,16 @@ pub struct DevArgs {
     /// Do not ask before replacing or deleting resources of the local stack
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Start every function Inactive, as after weeks idle on AWS: each
+    /// one's first invocation fails (the first handshake gets 500 from the
+    /// authorizer, the next 502 from $connect)
+    #[arg(long, env = "CHATCTL_DEV_INACTIVE_FUNCTIONS")]
+    pub inactive_functions: bool,
+    /// For this long once ready, act as AWS does while a fresh deploy's
+    /// permissions propagate: handshakes get 500, posts to @connections 403
+    /// (e.g. 10s)
+    #[arg(long, env = "CHATCTL_DEV_PERMISSION_LAG", value_name = "DURATION")]
+    pub permission_lag: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,12 @@ const ERROR_TTL_MS = 10000;
 const MAX_ERRORS = 5;
 const REFUSED =
   "Could not connect: the server refused the connection (check the URL and token) or is not reachable.";
+// A handshake can fail for a moment on AWS: right after a deploy (permissions
+// propagate) or when a function idle for weeks is reactivated (its first
+// invocation fails). A browser cannot tell those from a refused token, so a
+// failed handshake is tried again a few times, with backoff and jitter.
+const HANDSHAKE_RETRIES = 4;
+const HANDSHAKE_BACKOFF_MS = 400;
 
 // Close frames rarely carry a reason, so explain the codes this chat produces.
 const CLOSE_REASONS = {
@@ -143,7 +149,7 @@ async function connect() {
   try {
     await configReady;
     const { url, room, me } = await prepare();
-    if (attempt === state.attempt) open(url, room, me);
+    if (attempt === state.attempt) open(url, room, me, attempt, 0);
   } catch (e) {
     if (attempt !== state.attempt) return;
     showError(e.code || "connect_failed", e.message, true);
@@ -222,7 +228,8 @@ function tokenSubject(token) {
   }
 }
 
-function open(url, room, me) {
+// `retry` counts the failed handshakes of this connect so far.
+function open(url, room, me, attempt, retry) {
   const ws = new WebSocket(url);
   let opened = false;
   state.ws = ws;
@@ -242,10 +249,28 @@ function open(url, room, me) {
     if (state.ws !== ws) return; // we closed it ourselves, or a newer socket replaced it
     state.ws = null;
     const why = `${e.code}: ${e.reason || CLOSE_REASONS[e.code] || "closed"}`;
-    if (!opened) showError("connect_failed", REFUSED, true);
+    if (!opened && retry < HANDSHAKE_RETRIES && attempt === state.attempt) {
+      retryHandshake(url, room, me, attempt, retry + 1);
+      return;
+    }
+    if (!opened) showError("connect_failed", retry > 0 ? `${REFUSED} (${retry + 1} attempts)` : REFUSED, true);
     else if (e.code !== 1000) showError("connection_closed", `The connection closed (${why}).`, true);
     setState("disconnected", `Disconnected (${why})`);
   };
+}
+
+// Exponential backoff with half of it random, so that many clients of a
+// stack that just came back do not all try at the same moment.
+function retryHandshake(url, room, me, attempt, retry) {
+  const cap = HANDSHAKE_BACKOFF_MS * 2 ** (retry - 1);
+  const delay = Math.round(cap / 2 + (Math.random() * cap) / 2);
+  setState(
+    "retrying",
+    `The handshake failed; trying again in ${(delay / 1000).toFixed(1)} s (attempt ${retry + 1} of ${HANDSHAKE_RETRIES + 1})…`,
+  );
+  setTimeout(() => {
+    if (attempt === state.attempt) open(url, room, me, attempt, retry);
+  }, delay);
 }
 
 function disconnect() {
@@ -290,6 +315,11 @@ function handleEvent(data) {
       // $default replies carry `actions` too; their message already names them.
       showError(event.code || "error", event.message || "The server reported an error.");
       break;
+    default:
+      // API Gateway's own frame when a function failed: {"message": "Internal server error", …}.
+      if (!event.type && typeof event.message === "string") {
+        showError("server_error", `The server could not handle a request (${event.message}); try again.`);
+      }
     // Other event types may come with newer servers; ignoring them is safe.
   }
 }

@@ -28,6 +28,9 @@ use crate::moto::{ACCOUNT_ID, REGION};
 pub struct Timings {
     /// After CreateRole, how long Lambda cannot assume the role (real: 8 s).
     pub role_propagation: Duration,
+    /// After PutRolePolicy, how long the role's own calls are still refused
+    /// (real: 8 s; aws-facts.md §10 "Typical timings": 5–10 s).
+    pub permission_propagation: Duration,
     /// State `Pending` after CreateFunction (real: 2 s).
     pub function_pending: Duration,
     /// LastUpdateStatus `InProgress` after each update (real: 1 s).
@@ -71,6 +74,7 @@ impl Timings {
     pub fn compressed() -> Timings {
         Timings {
             role_propagation: Duration::from_millis(1500),
+            permission_propagation: Duration::from_secs(1),
             function_pending: Duration::from_millis(300),
             function_update: Duration::from_millis(200),
             table_creating: Duration::from_secs(1),
@@ -93,6 +97,7 @@ impl Timings {
     pub fn real_scale() -> Timings {
         Timings {
             role_propagation: Duration::from_secs(8),
+            permission_propagation: Duration::from_secs(8),
             function_pending: Duration::from_secs(2),
             function_update: Duration::from_secs(1),
             table_creating: Duration::from_secs(10),
@@ -131,6 +136,15 @@ pub struct Behaviours {
     /// second half, for a function with environment variables, the KMS
     /// CreateGrant message; else passes.
     pub role_propagation: bool,
+    /// For `permission_propagation` after a PutRolePolicy, the role's
+    /// DynamoDB item calls (Get/Put/Update/DeleteItem, Query, Scan, Batch…,
+    /// Transact…) get `400 AccessDeniedException` "User: arn:aws:sts::…:
+    /// assumed-role/ROLE/… is not authorized to perform: dynamodb:ACTION on
+    /// resource: …". A call is the role's when it is signed with temporary
+    /// credentials (an `X-Amz-Security-Token`), as a Lambda function's are;
+    /// the deployer's own calls in the tests carry none and pass.
+    /// aws-facts.md §11 "permissions right after `up`".
+    pub permission_propagation: bool,
     /// State `Pending` for `function_pending` after CreateFunction,
     /// LastUpdateStatus `InProgress` for `function_update` after each
     /// UpdateFunctionCode / UpdateFunctionConfiguration; an update meanwhile
@@ -214,6 +228,7 @@ impl Behaviours {
         Behaviours {
             api_conflicts: false,
             role_propagation: false,
+            permission_propagation: false,
             function_states: false,
             table_creating: false,
             table_tag_writes: false,
@@ -236,6 +251,7 @@ impl Behaviours {
         Behaviours {
             api_conflicts: true,
             role_propagation: true,
+            permission_propagation: true,
             function_states: true,
             table_creating: true,
             table_tag_writes: true,
@@ -294,6 +310,9 @@ pub(crate) struct RequestView<'a> {
     pub key: u64,
     /// When the request reached the proxy, before its latency.
     pub arrived: Instant,
+    /// Signed with temporary credentials (an `X-Amz-Security-Token`): a
+    /// role's session, as a Lambda function's calls are.
+    pub role_session: bool,
 }
 
 /// An error the layer answers instead of moto.
@@ -467,6 +486,8 @@ pub(crate) struct LayerState {
     recent_writes: Vec<(Written, Instant)>,
     /// Role name → when CreateRole answered.
     roles: HashMap<String, Instant>,
+    /// The role of the last PutRolePolicy, and until when its calls are refused.
+    policy_change: Option<(String, Instant)>,
     functions: HashMap<String, FunctionState>,
     /// Table name → CREATING until.
     creating: HashMap<String, Instant>,
@@ -544,6 +565,7 @@ impl LayerState {
             index_keys: HashMap::new(),
             recent_writes: Vec::new(),
             roles: HashMap::new(),
+            policy_change: None,
             functions: HashMap::new(),
             creating: HashMap::new(),
             deleting: HashMap::new(),
@@ -573,6 +595,9 @@ impl LayerState {
         let now = Instant::now();
         let b = self.behaviours;
         let mut plan = Plan::default();
+        if let Some(error) = self.refused_while_policy_propagates(request, now) {
+            return Decision::Answer(error);
+        }
         match request.service {
             "lambda" => {
                 if b.lambda_quota
@@ -1006,6 +1031,7 @@ impl LayerState {
                         self.roles.insert(role, now);
                     }
                 }
+                ("iam", "PutRolePolicy") if b.permission_propagation => self.policy_changed(request, now),
                 ("lambda", operation) => {
                     if let Some(name) = &plan.function {
                         json = parsed();
@@ -1261,6 +1287,66 @@ impl LayerState {
         }
         false
     }
+}
+
+// --- aws-facts.md §11 "permissions right after `up`" ---------------------------------
+
+impl LayerState {
+    /// Remembers a PutRolePolicy: its role's calls are refused for a while.
+    fn policy_changed(&mut self, request: &RequestView, now: Instant) {
+        if let Some(role) = form_value(request.body, "RoleName") {
+            self.policy_change = Some((role, now + self.behaviours.timings.permission_propagation));
+        }
+    }
+
+    /// A DynamoDB item call of a role's session while the last policy
+    /// change propagates: IAM "changes not always immediately visible";
+    /// DataBiosphere/azul #8301, anomalyco/sst #6248 (aws-facts.md §11).
+    fn refused_while_policy_propagates(&mut self, request: &RequestView, now: Instant) -> Option<LayerError> {
+        if !self.behaviours.permission_propagation
+            || request.service != "dynamodb"
+            || !request.role_session
+            || !ITEM_OPERATIONS.contains(&request.operation)
+        {
+            return None;
+        }
+        let (role, until) = self.policy_change.as_ref()?;
+        if now >= *until {
+            return None;
+        }
+        let body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
+        let table = tables_of(request.operation, &body)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let action = iam_action_of(request.operation, &body);
+        Some(LayerError::new(
+            StatusCode::BAD_REQUEST,
+            "AccessDeniedException",
+            format!(
+                "User: arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role}/function is not authorized to perform: \
+                 dynamodb:{action} on resource: arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{table} \
+                 because no identity-based policy allows the dynamodb:{action} action"
+            ),
+        ))
+    }
+}
+
+/// The IAM action a DynamoDB call is authorised by: its own, but a
+/// TransactWriteItems by its items' (the first one's here; DynamoDB
+/// developer guide, IAM with transactions).
+fn iam_action_of(operation: &str, body: &Value) -> String {
+    if operation != "TransactWriteItems" {
+        return operation.to_string();
+    }
+    body["TransactItems"][0]
+        .as_object()
+        .and_then(|item| item.keys().next())
+        .map(|kind| match kind.as_str() {
+            "ConditionCheck" => "ConditionCheckItem".to_string(),
+            kind => format!("{kind}Item"),
+        })
+        .unwrap_or_else(|| operation.to_string())
 }
 
 /// An item a DynamoDB write changes.

@@ -370,6 +370,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         body: &body,
         key,
         arrived,
+        role_session: parts.headers.contains_key("x-amz-security-token"),
     };
     let decision = shared.recorded.lock().unwrap().layer.before(&view);
     let mut plan = match decision {
@@ -1049,6 +1050,10 @@ fn layer_error_response(identified: &Identified, request_headers: &HeaderMap, er
     let mut response = match identified.protocol {
         Protocol::AwsJson => {
             let code = match service {
+                // IAM's refusals come from the service framework, not DynamoDB's model.
+                "dynamodb" if error.code == "AccessDeniedException" => {
+                    "com.amazon.coral.service#AccessDeniedException".to_string()
+                }
                 "dynamodb" => format!("com.amazonaws.dynamodb.v20120810#{}", error.code),
                 _ => error.code.to_string(),
             };

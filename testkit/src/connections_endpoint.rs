@@ -1,6 +1,8 @@
 //! A local HTTP listener standing in for API Gateway's `@connections` API:
 //! it records what each connection was sent, and answers 410 for connections
-//! marked gone and 429 for a set number of attempts where told to.
+//! marked gone, 429 for a set number of attempts where told to, and 403 to
+//! everyone for a while where told to (the functions' permission still
+//! propagating, aws-facts.md §11 "permissions right after `up`").
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -9,6 +11,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 #[derive(Default)]
@@ -19,6 +22,8 @@ struct Recorded {
     attempts: HashMap<String, u32>,
     /// How long each POST takes to be answered.
     latency: std::time::Duration,
+    /// Every POST gets 403 until then.
+    forbidden_until: Option<std::time::Instant>,
 }
 
 #[derive(Clone)]
@@ -31,25 +36,53 @@ async fn post_to_connection(
     State(state): State<Arc<Mutex<Recorded>>>,
     Path((_stage, id)): Path<(String, String)>,
     body: Bytes,
-) -> StatusCode {
+) -> Response {
     let latency = state.lock().unwrap().latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     let mut state = state.lock().unwrap();
     *state.attempts.entry(id.clone()).or_default() += 1;
+    if state
+        .forbidden_until
+        .is_some_and(|until| std::time::Instant::now() < until)
+    {
+        return forbidden(&id);
+    }
     if state.gone.contains(&id) {
-        return StatusCode::GONE;
+        return StatusCode::GONE.into_response();
     }
     if let Some(left) = state.throttle.get_mut(&id)
         && *left > 0
     {
         *left -= 1;
-        return StatusCode::TOO_MANY_REQUESTS;
+        return StatusCode::TOO_MANY_REQUESTS.into_response();
     }
     let text = String::from_utf8_lossy(&body).into_owned();
     state.received.entry(id).or_default().push(text);
-    StatusCode::OK
+    StatusCode::OK.into_response()
+}
+
+/// API Gateway's answer to a caller whose execute-api:ManageConnections is
+/// not in effect (yet): 403, the error type in `x-amzn-ErrorType`, as the
+/// SDK's ForbiddenException reads it (anomalyco/sst #6248, aws-facts.md §11).
+fn forbidden(connection_id: &str) -> Response {
+    let message = format!(
+        "User: arn:aws:sts::{account}:assumed-role/chat-handlers/function is not authorized to perform: \
+         execute-api:ManageConnections on resource: arn:aws:execute-api:{region}:{account}:local/dev/POST/\
+         @connections/{connection_id}",
+        account = crate::moto::ACCOUNT_ID,
+        region = crate::moto::REGION,
+    );
+    (
+        StatusCode::FORBIDDEN,
+        [
+            ("x-amzn-ErrorType", "ForbiddenException"),
+            ("content-type", "application/json"),
+        ],
+        serde_json::json!({ "message": message }).to_string(),
+    )
+        .into_response()
 }
 
 impl ConnectionsEndpoint {
@@ -122,6 +155,12 @@ impl ConnectionsEndpoint {
     /// @connections' own time per call).
     pub fn set_latency(&self, latency: std::time::Duration) {
         self.state.lock().unwrap().latency = latency;
+    }
+
+    /// For `window` from now, every POST gets 403 ForbiddenException, as
+    /// while the functions' permission propagates after a deploy.
+    pub fn forbid_for(&self, window: std::time::Duration) {
+        self.state.lock().unwrap().forbidden_until = Some(std::time::Instant::now() + window);
     }
 
     pub fn clear(&self) {

@@ -93,6 +93,26 @@ pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
         .await
 }
 
+/// Like [`sdk_config_for`], signed as a Lambda function's role signs:
+/// temporary credentials with a session token (Lambda gives a function
+/// `AWS_SESSION_TOKEN`, docs "configuration-envvars"). The behaviour layer
+/// takes such calls for the role's (`permission_propagation`).
+pub async fn role_sdk_config_for(endpoint: &str) -> SdkConfig {
+    let session = Credentials::new(
+        "ASIATESTINGROLE",
+        "testing",
+        Some("role-session-token".into()),
+        None,
+        "chat-testkit-role",
+    );
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(session)
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -183,3 +183,25 @@ test("the page never mints a token for another server", async () => {
   assert.deepEqual(minted, [], "no token was asked for");
   await page.close();
 });
+
+test("a failed handshake is tried again with backoff, as after weeks idle on AWS", async () => {
+  // Every function starts Inactive: the first handshake fails at the
+  // authorizer (500), the next at $connect (502); the page tries again.
+  const idle = await startDev("web-client-inactive", ["--stack", "webidle", "--inactive-functions"]);
+  const page = await browser.newPage();
+  page.on("pageerror", (error) => assert.fail(`page error: ${error}`));
+  await page.goto(`${idle}?user=erin`);
+  await page.waitForFunction(() => document.querySelector("#url").value !== "");
+  await page.click("#connect");
+  const retrying = page.locator('#status[data-state="retrying"]');
+  await retrying.waitFor({ timeout: 10_000 });
+  assert.match(await retrying.textContent(), /The handshake failed; trying again in \d\.\d s \(attempt 2 of 5\)/);
+  await page.waitForSelector('#status[data-state="connected"]', { timeout: 20_000 });
+  assert.equal(await page.locator("#errors .error", { hasText: /could not connect/i }).count(), 0);
+  // The first message of each route fails too (API Gateway's frame); the page says so.
+  await send(page, "first after reactivation");
+  await page.locator("#errors .error", { hasText: "server_error" }).first().waitFor({ timeout: 10_000 });
+  await send(page, "second after reactivation");
+  assert.deepEqual(await shown(page, "second after reactivation"), { from: "erin", kind: "room" });
+  await page.close();
+});

@@ -38,6 +38,13 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
             args.idle_timeout
         )
     })?;
+    let permission_lag = match &args.permission_lag {
+        Some(lag) => Some(
+            humantime::parse_duration(lag)
+                .with_context(|| format!("invalid --permission-lag {lag:?}: use a duration like 10s"))?,
+        ),
+        None => None,
+    };
     anyhow::ensure!(
         (1..=64).contains(&args.instances),
         "--instances must be between 1 and 64, not {}",
@@ -139,6 +146,11 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         access_log: gateway::AccessLogTarget::of_stage(api, &shipper),
     };
     let running: Vec<Arc<LocalFunction>> = gateway_config.functions.values().cloned().collect();
+    if args.inactive_functions {
+        for function in &running {
+            function.make_inactive();
+        }
+    }
     let url = format!("ws://127.0.0.1:{port}/{}", names.stage);
     let token_mode = session.settings.auth == crate::settings::AuthMode::Token;
     let page = crate::dev::web::PageConfig {
@@ -168,6 +180,16 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         outln!("Try:               npx wscat -c '{url}?token={token}&room=lobby'")?;
     } else {
         outln!("Try:               npx wscat -c '{url}?user=alice&room=lobby'")?;
+    }
+    if args.inactive_functions {
+        outln!("Functions:         Inactive: each one's first invocation fails, as after weeks idle on AWS")?;
+    }
+    if let Some(lag) = permission_lag {
+        gateway_handle.permissions_propagate_for(lag);
+        outln!(
+            "Permissions:       propagating for {}: handshakes get 500, posts to @connections 403",
+            humantime::format_duration(lag)
+        )?;
     }
     outln!("Ready. Ctrl-C stops everything.")?;
     tokio::select! {

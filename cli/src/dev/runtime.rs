@@ -105,6 +105,8 @@ struct Shared {
     /// The tasks of every started instance, aborted when the function stops.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     logs: LogSink,
+    /// Its next invocation fails, as an Inactive function's does on AWS.
+    inactive: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -197,6 +199,7 @@ impl LocalFunction {
             queued: Default::default(),
             tasks: Mutex::new(vec![]),
             logs,
+            inactive: Default::default(),
             config,
         });
         for _ in 0..shared.config.instances.max(1) {
@@ -214,6 +217,15 @@ impl LocalFunction {
         &self.shared.config.name
     }
 
+    /// Makes the function Inactive, as one idle for weeks is on AWS: its next
+    /// invocation fails while Lambda reactivates it, and the ones after
+    /// pass. Lambda docs "functions-states": "When you try to invoke a
+    /// function that is inactive, the invocation fails and Lambda sets the
+    /// function to pending state" (aws-facts.md §11).
+    pub fn make_inactive(&self) {
+        self.shared.inactive.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Replaces every instance's process, e.g. after the binary was rebuilt.
     /// An instance stops taking events at once and finishes the one in hand
     /// first, so no invocation fails for it.
@@ -225,6 +237,19 @@ impl LocalFunction {
 
     /// Invokes the function with `event` and waits for its outcome.
     pub async fn invoke(&self, event: Bytes) -> Outcome {
+        if self.shared.inactive.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            (self.shared.logs)(LogLine {
+                function: self.shared.config.name.clone(),
+                instance: 0,
+                line: "the function was Inactive: this invocation failed while Lambda reactivates it".into(),
+            });
+            return Outcome::Error {
+                error_type: "ResourceConflictException".into(),
+                error_message: "The operation cannot be performed at this time. \
+                                The function is currently in the following state: Inactive"
+                    .into(),
+            };
+        }
         let id = ulid::Ulid::from_datetime(SystemTime::now()).to_string().to_lowercase();
         let timeout = self.shared.config.timeout;
         let (sender, receiver) = oneshot::channel();

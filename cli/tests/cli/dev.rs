@@ -1207,3 +1207,74 @@ async fn dev_asks_before_destroying_data_as_up_does() {
         .unwrap();
     assert!(item.item.is_some(), "the table and its items stay");
 }
+
+/// The HTTP status of a refused handshake.
+fn refused_status(result: Result<Socket, tungstenite::Error>) -> u16 {
+    match result {
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("not an HTTP refusal: {other}"),
+        Ok(_) => panic!("the handshake succeeded"),
+    }
+}
+
+/// `--inactive-functions`: every function starts Inactive, as after weeks
+/// idle on AWS (aws-facts.md §11): the first handshake fails at the
+/// authorizer (500), the next at `$connect` (502), as API Gateway answers
+/// them; the one after passes. `chatctl smoke` against such a stack tries
+/// again and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inactive_functions_fail_their_first_invocation_and_smoke_retries_through_them() {
+    let dev = start_dev_with(&["--stack", "idle", "--inactive-functions"]).await;
+    let query = format!("token={}", dev.token);
+    assert_eq!(
+        refused_status(dev.connect(&query).await),
+        500,
+        "the authorizer was Inactive"
+    );
+    assert_eq!(refused_status(dev.connect(&query).await), 502, "$connect was Inactive");
+    let mut alice = dev.connect(&query).await.expect("both reactivated");
+    send(&mut alice, json!({"action": "sendmessage", "message": "lost"})).await;
+    assert_eq!(
+        event(&mut alice).await["message"],
+        "Internal server error",
+        "sendmessage was Inactive"
+    );
+    send(&mut alice, json!({"action": "sendmessage", "message": "kept"})).await;
+    assert_eq!(event(&mut alice).await["text"], "kept");
+    drop(alice);
+
+    let dev = start_dev_with(&["--stack", "idle2", "--inactive-functions"]).await;
+    let run = dev.chatctl(&["smoke", "--stack", "idle2", "--url", &dev.url]).await;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("attempt 1 failed at connect: HTTP 500"), "{stdout}");
+    assert!(stdout.contains("attempt 2 failed at connect: HTTP 502"), "{stdout}");
+    assert!(stdout.contains("Passed in"), "{stdout}");
+}
+
+/// `--permission-lag`: for a while once ready, handshakes get 500 as while
+/// API Gateway's invoke permission propagates (aws-facts.md §11); then the
+/// chat works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_lag_refuses_handshakes_for_a_while() {
+    let dev = start_dev_with(&["--stack", "fresh", "--permission-lag", "3s"]).await;
+    let ready = std::time::Instant::now();
+    let query = format!("token={}", dev.token);
+    assert_eq!(refused_status(dev.connect(&query).await), 500);
+    let mut alice = loop {
+        match dev.connect(&query).await {
+            Ok(socket) => break socket,
+            Err(error) => {
+                assert!(ready.elapsed() < Duration::from_secs(10), "still refused: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert!(ready.elapsed() >= Duration::from_secs(2), "refused for the window");
+    send(&mut alice, json!({"action": "sendmessage", "message": "hi"})).await;
+    assert_eq!(event(&mut alice).await["text"], "hi");
+}

@@ -2,7 +2,10 @@
 //!
 //! The SDK's own retries are off: this module retries 429 and 5xx itself with
 //! capped exponential backoff and jitter, and reports a 410 as [`DeliveryError::Gone`]
-//! so the caller can remove that connection.
+//! so the caller can remove that connection. A 403 is tried again within the
+//! invocation's [`Budget`]: right after a deploy the functions' permission
+//! to post takes seconds to apply (aws-facts.md §11 "permissions right after
+//! `up`"); a 403 that lasts is a role or callback URL to fix.
 
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +19,8 @@ use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectio
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use futures::StreamExt;
 use thiserror::Error;
+
+use crate::retry::{Budget, Refusal};
 
 /// Deliveries in flight at once during a fan-out.
 pub const FAN_OUT_CONCURRENCY: usize = 64;
@@ -32,6 +37,13 @@ pub enum DeliveryError {
     Gone,
     #[error("delivery failed: {0}")]
     Failed(String),
+    /// 403 for longer than the invocation's time allowed.
+    #[error(
+        "@connections refused the delivery (403) for {waited_ms} ms: {detail}; right after a deploy the functions' \
+         permission takes seconds to apply, else their role lacks execute-api:ManageConnections or the callback \
+         URL is not the API's"
+    )]
+    Refused { waited_ms: u64, detail: String },
 }
 
 /// What a fan-out achieved.
@@ -53,6 +65,8 @@ pub struct Delivery {
 
 enum Attempt {
     Retry(String),
+    /// 403: retried on a time budget, not a count.
+    Refused(String),
     Stop(DeliveryError),
 }
 
@@ -81,6 +95,7 @@ impl Delivery {
     /// Sends one message to one connection, retrying throttling and server errors.
     pub async fn send(&self, connection_id: &str, payload: &str) -> Result<(), DeliveryError> {
         let mut attempt = 1;
+        let mut refused: Option<Budget> = None;
         loop {
             let result = self
                 .client
@@ -90,11 +105,34 @@ impl Delivery {
                 .send()
                 .await;
             let outcome = match result {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    if let Some(budget) = &refused {
+                        tracing::info!(
+                            connection_id,
+                            retries = budget.retries(),
+                            waited_ms = budget.waited().as_millis() as u64,
+                            "@connections accepted the delivery it had refused"
+                        );
+                    }
+                    return Ok(());
+                }
                 Err(err) => classify(err),
             };
             match outcome {
                 Attempt::Stop(error) => return Err(error),
+                Attempt::Refused(detail) => {
+                    let budget = refused.get_or_insert_with(Budget::start);
+                    let Some(pause) = budget.next_pause(Refusal::Permission) else {
+                        let waited_ms = budget.waited().as_millis() as u64;
+                        return Err(DeliveryError::Refused { waited_ms, detail });
+                    };
+                    tracing::warn!(
+                        connection_id,
+                        retry = budget.retries(),
+                        "@connections refused the delivery (403) for now; trying again"
+                    );
+                    tokio::time::sleep(pause).await;
+                }
                 Attempt::Retry(detail) if attempt >= MAX_ATTEMPTS => {
                     return Err(DeliveryError::Failed(format!(
                         "gave up after {attempt} attempts: {detail}"
@@ -147,6 +185,7 @@ fn classify(err: SdkError<PostToConnectionError, HttpResponse>) -> Attempt {
     let status = match &err {
         SdkError::ServiceError(context) => match context.err() {
             PostToConnectionError::GoneException(_) => Some(410),
+            PostToConnectionError::ForbiddenException(_) => Some(403),
             _ => Some(context.raw().status().as_u16()),
         },
         SdkError::ResponseError(context) => Some(context.raw().status().as_u16()),
@@ -155,6 +194,7 @@ fn classify(err: SdkError<PostToConnectionError, HttpResponse>) -> Attempt {
     let detail = DisplayErrorContext(&err).to_string();
     match status {
         Some(410) => Attempt::Stop(DeliveryError::Gone),
+        Some(403) => Attempt::Refused(detail),
         Some(429) => Attempt::Retry(detail),
         Some(code) if (500..600).contains(&code) => Attempt::Retry(detail),
         Some(_) => Attempt::Stop(DeliveryError::Failed(detail)),

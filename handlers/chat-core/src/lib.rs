@@ -14,6 +14,7 @@ pub mod event;
 pub mod handlers;
 pub mod ids;
 pub mod protocol;
+pub mod retry;
 pub mod runtime;
 pub mod services;
 pub mod store;

@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Up
 use thiserror::Error;
 
 use crate::protocol::ChatMessage;
+use crate::retry::{Budget, Refusal};
 
 /// Table layouts, shared with `chatctl`, which creates the tables.
 pub mod schema {
@@ -159,6 +160,17 @@ pub enum StoreError {
         table: String,
         detail: String,
     },
+    /// AccessDeniedException, after the retries the invocation's time allowed.
+    #[error(
+        "{operation} on table {table} was refused ({detail}); right after a deploy the functions' permissions \
+         take seconds to apply, so it was tried again while the invocation's time allowed: if it persists, \
+         the functions' role lacks the permission (run `chatctl status`)"
+    )]
+    Refused {
+        operation: &'static str,
+        table: String,
+        detail: String,
+    },
     #[error("table {table} holds an item that is not ours to read: {detail}")]
     Corrupt { table: String, detail: String },
 }
@@ -212,10 +224,85 @@ where
         },
         _ => error_text(&err),
     };
-    StoreError::Aws {
-        operation,
-        table: table.to_string(),
-        detail,
+    let table = table.to_string();
+    match err.code() {
+        Some(ACCESS_DENIED) => StoreError::Refused {
+            operation,
+            table,
+            detail,
+        },
+        _ => StoreError::Aws {
+            operation,
+            table,
+            detail,
+        },
+    }
+}
+
+/// The error codes of the refusals that pass by themselves (see [`crate::retry`]).
+const ACCESS_DENIED: &str = "AccessDeniedException";
+const TRANSACTION_CONFLICT: &str = "TransactionConflictException";
+
+/// Sends a DynamoDB request (`send` sends a fresh copy each time), again
+/// while DynamoDB refuses it for a moment, within the invocation's
+/// [`Budget`]: AccessDeniedException while the functions' permissions
+/// propagate after a deploy (aws-facts.md §11), TransactionConflictException
+/// on an item a transaction holds (§10; the SDK retries neither). Says so
+/// in the log.
+async fn send_retrying<T, E, F, Fut>(
+    operation: &'static str,
+    table: &str,
+    mut send: F,
+) -> Result<T, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>>,
+    E: ProvideErrorMetadata,
+{
+    let mut budget: Option<Budget> = None;
+    loop {
+        let result = send().await;
+        let code = result.as_ref().err().and_then(|err| err.code().map(str::to_string));
+        let refusal = match code.as_deref() {
+            Some(ACCESS_DENIED) => Refusal::Permission,
+            Some(TRANSACTION_CONFLICT) => Refusal::Conflict,
+            _ => {
+                if let (Some(budget), true) = (&budget, result.is_ok()) {
+                    tracing::info!(
+                        operation,
+                        table,
+                        retries = budget.retries(),
+                        waited_ms = budget.waited().as_millis() as u64,
+                        "DynamoDB accepted the call it had refused"
+                    );
+                }
+                return result;
+            }
+        };
+        let budget = budget.get_or_insert_with(Budget::start);
+        match budget.next_pause(refusal) {
+            Some(pause) => {
+                tracing::warn!(
+                    operation,
+                    table,
+                    code,
+                    retry = budget.retries(),
+                    "DynamoDB refused the call for now; trying again"
+                );
+                tokio::time::sleep(pause).await;
+            }
+            None => {
+                tracing::error!(
+                    operation,
+                    table,
+                    code,
+                    retries = budget.retries(),
+                    waited_ms = budget.waited().as_millis() as u64,
+                    "DynamoDB still refuses the call; giving up within the invocation's time"
+                );
+                return result;
+            }
+        }
     }
 }
 
@@ -417,11 +504,8 @@ impl ConnectionStore {
         let mut found = HashMap::new();
         for attempt in 1..=TRANSACTION_ATTEMPTS {
             let Some(keys) = request.take() else { break };
-            let output = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, keys)
-                .send()
+            let call = self.client.batch_get_item().request_items(&self.table, keys);
+            let output = send_retrying("BatchGetItem", &self.table, || call.clone().send())
                 .await
                 .map_err(|e| aws_error("BatchGetItem", &self.table, e))?;
             for item in output
@@ -546,13 +630,9 @@ impl ConnectionStore {
         SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
     > {
         let mut attempt = 0;
+        let call = self.client.transact_write_items().set_transact_items(Some(items));
         loop {
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
+            let result = send_retrying("TransactWriteItems", &self.table, || call.clone().send()).await;
             attempt += 1;
             let conflicted = match &result {
                 Err(err) => cancellation(err).is_some_and(|reasons| reasons.contains(&Cancelled::Conflict)),
@@ -574,13 +654,13 @@ impl ConnectionStore {
     }
 
     async fn get_item(&self, connection_id: &str) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
-        let output = self
+        let call = self
             .client
             .get_item()
             .table_name(&self.table)
             .key(schema::CONNECTION_ID, s(connection_id))
-            .consistent_read(true)
-            .send()
+            .consistent_read(true);
+        let output = send_retrying("GetItem", &self.table, || call.clone().send())
             .await
             .map_err(|e| aws_error("GetItem", &self.table, e))?;
         Ok(output.item)
@@ -659,9 +739,11 @@ impl ConnectionStore {
     }
 
     /// Moves a connection to another room; `false` when it is not registered.
+    /// A `join` racing its own `$disconnect` meets the latter's transaction
+    /// on the item: tried again until that ends (then usually `false`).
     pub async fn move_to_room(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
         use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-        let result = self
+        let call = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -670,9 +752,8 @@ impl ConnectionStore {
             .condition_expression("attribute_exists(#id)")
             .expression_attribute_names("#room", schema::ROOM)
             .expression_attribute_names("#id", schema::CONNECTION_ID)
-            .expression_attribute_values(":room", s(room))
-            .send()
-            .await;
+            .expression_attribute_values(":room", s(room));
+        let result = send_retrying("UpdateItem", &self.table, || call.clone().send()).await;
         match result {
             Ok(_) => Ok(true),
             Err(err)
@@ -701,7 +782,7 @@ impl ConnectionStore {
         let mut ids = Vec::new();
         let mut start_key = None;
         loop {
-            let output = self
+            let call = self
                 .client
                 .query()
                 .table_name(&self.table)
@@ -709,8 +790,8 @@ impl ConnectionStore {
                 .key_condition_expression("#key = :value")
                 .expression_attribute_names("#key", key)
                 .expression_attribute_values(":value", s(value))
-                .set_exclusive_start_key(start_key)
-                .send()
+                .set_exclusive_start_key(start_key);
+            let output = send_retrying("Query", &self.table, || call.clone().send())
                 .await
                 .map_err(|e| aws_error("Query", &self.table, e))?;
             for item in output.items() {
@@ -782,7 +863,9 @@ impl MessageStore {
         if let Some(to) = &message.to {
             request = request.item("to", s(to));
         }
-        request.send().await.map_err(|e| aws_error("PutItem", &self.table, e))?;
+        send_retrying("PutItem", &self.table, || request.clone().send())
+            .await
+            .map_err(|e| aws_error("PutItem", &self.table, e))?;
         Ok(())
     }
 
@@ -805,7 +888,9 @@ impl MessageStore {
                 .expression_attribute_values(":before", s(cursor)),
             None => request.key_condition_expression("#c = :c"),
         };
-        let output = request.send().await.map_err(|e| aws_error("Query", &self.table, e))?;
+        let output = send_retrying("Query", &self.table, || request.clone().send())
+            .await
+            .map_err(|e| aws_error("Query", &self.table, e))?;
         let mut messages = Vec::with_capacity(output.items().len());
         for item in output.items().iter().take(limit as usize) {
             messages.push(self.message_from_item(item)?);

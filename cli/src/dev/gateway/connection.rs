@@ -41,6 +41,16 @@ pub(super) async fn upgrade(
     if !gateway.throttle.admit("$connect", std::time::Instant::now()) {
         return refused(StatusCode::TOO_MANY_REQUESTS);
     }
+    if gateway.permissions_pending() {
+        // API Gateway may not invoke the functions yet: "Execution failed
+        // due to configuration error: Invalid permissions on Lambda function".
+        let ended = Ended {
+            failure: Failure::Execution,
+            ..Ended::refused(StatusCode::INTERNAL_SERVER_ERROR)
+        };
+        gateway.request_ended(&context, Some("$connect"), &ended);
+        return refuse(StatusCode::INTERNAL_SERVER_ERROR);
+    }
     let live = LiveConnection::new(&gateway);
 
     let mut authorizer_context = None;

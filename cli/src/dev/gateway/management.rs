@@ -19,6 +19,18 @@ pub(super) async fn manage(
         return gone();
     };
     match method.as_str() {
+        "POST" if gateway.permissions_pending() => (
+            StatusCode::FORBIDDEN,
+            [("x-amzn-errortype", "ForbiddenException")],
+            json!({"message": format!(
+                "User: arn:aws:sts::{}:assumed-role/local/function is not authorized to perform: \
+                 execute-api:ManageConnections on resource: arn:aws:execute-api:{}:{}:{}/{}/POST/@connections/{id}",
+                gateway.config.account, gateway.config.region, gateway.config.account,
+                gateway.config.api_id, gateway.config.stage
+            )})
+            .to_string(),
+        )
+            .into_response(),
         "POST" => {
             if body.len() > MAX_MESSAGE_BYTES {
                 return (

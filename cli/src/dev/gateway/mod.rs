@@ -112,6 +112,18 @@ struct Gateway {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Connections whose task (and so their `$disconnect`) has not finished.
     live: tokio::sync::watch::Sender<usize>,
+    /// Until then, permissions are propagating as after a deploy (see
+    /// [`GatewayHandle::permissions_propagate_for`]).
+    permissions_pending_until: Mutex<Option<std::time::Instant>>,
+}
+
+impl Gateway {
+    fn permissions_pending(&self) -> bool {
+        self.permissions_pending_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| std::time::Instant::now() < until)
+    }
 }
 
 /// Counts a connection from its handshake until its `$disconnect` has run.
@@ -135,6 +147,19 @@ impl Drop for LiveConnection {
 pub struct GatewayHandle(Arc<Gateway>);
 
 impl GatewayHandle {
+    /// For `window` from now, answers as API Gateway does while a fresh
+    /// deploy's permissions propagate (aws-facts.md §11 "permissions right
+    /// after `up`"): a handshake gets 500 ("Invalid permissions on Lambda
+    /// function", before the AddPermission applies), a POST to
+    /// `@connections` 403 (before the role's policy applies).
+    pub fn permissions_propagate_for(&self, window: Duration) {
+        *self
+            .0
+            .permissions_pending_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now() + window);
+    }
+
     /// Closes every connection with 1001 (going away) and waits, at most
     /// `grace`, for their `$disconnect` to run; returns how many were open.
     pub async fn shut_down(&self, grace: Duration) -> usize {
@@ -241,6 +266,7 @@ pub fn router(config: GatewayConfig) -> (Router, GatewayHandle) {
         connections: Mutex::new(HashMap::new()),
         stopping: tokio::sync::watch::Sender::new(false),
         live: tokio::sync::watch::Sender::new(0),
+        permissions_pending_until: Mutex::new(None),
     });
     let router = Router::new()
         .route(&format!("/{stage}"), get(upgrade))

@@ -4,6 +4,7 @@
 
 mod authorizer;
 mod connect;
+mod first_minutes;
 mod history;
 mod routes;
 mod send;

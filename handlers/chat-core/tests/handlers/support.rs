@@ -18,7 +18,10 @@ use serde_json::Value;
 pub struct Stack {
     pub services: Services,
     pub endpoint: ConnectionsEndpoint,
+    /// The deployer's: it made the tables.
     pub sdk: SdkConfig,
+    /// The functions': through the layer, a role's session, as on Lambda.
+    pub role_sdk: SdkConfig,
     /// The AWS behaviour layer between the handlers and moto, when asked for.
     pub proxy: Option<AwsProxy>,
     _moto: Moto,
@@ -56,18 +59,22 @@ impl Stack {
             Some(behaviours) => Some(AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await),
             None => None,
         };
-        let sdk = match &proxy {
-            Some(proxy) => chat_testkit::moto::sdk_config_for(&proxy.endpoint()).await,
-            None => moto.sdk_config().await,
+        let (sdk, role_sdk) = match &proxy {
+            Some(proxy) => (
+                chat_testkit::moto::sdk_config_for(&proxy.endpoint()).await,
+                chat_testkit::moto::role_sdk_config_for(&proxy.endpoint()).await,
+            ),
+            None => (moto.sdk_config().await, moto.sdk_config().await),
         };
         let endpoint = ConnectionsEndpoint::start().await;
         let mut config = config(&endpoint);
         adjust(&mut config);
         create_tables(&sdk, &config).await;
         Stack {
-            services: Services::new(config, &sdk),
+            services: Services::new(config, &role_sdk),
             endpoint,
             sdk,
+            role_sdk,
             proxy,
             _moto: moto,
         }
@@ -75,14 +82,38 @@ impl Stack {
 
     /// Another function instance of the same stack: its own clients and memory.
     pub fn instance(&self) -> Services {
-        Services::new(self.services.config.clone(), &self.sdk)
+        Services::new(self.services.config.clone(), &self.role_sdk)
+    }
+
+    /// The deployer changes the functions' role policy, as `up` does: with
+    /// `permission_propagation`, the functions' DynamoDB calls are refused
+    /// for a while from now.
+    pub async fn change_role_policy(&self) {
+        let iam = aws_sdk_iam::Client::new(&self.sdk);
+        let _ = iam
+            .create_role()
+            .role_name("chat-handlers")
+            .assume_role_policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+            )
+            .send()
+            .await;
+        iam.put_role_policy()
+            .role_name("chat-handlers")
+            .policy_name("data")
+            .policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dynamodb:*","Resource":"*"}]}"#,
+            )
+            .send()
+            .await
+            .unwrap();
     }
 
     /// Every DynamoDB call the handlers made through the layer is one the
     /// IAM actions chatctl grants them allow (moto does not check).
     pub fn assert_calls_allowed(&self) {
         let proxy = self.proxy.as_ref().expect("a stack through the behaviour layer");
-        for call in proxy.calls() {
+        for call in proxy.calls().into_iter().filter(|call| call.service == "dynamodb") {
             let needs: Vec<String> = match call.operation.as_str() {
                 "CreateTable" => continue,
                 // Authorised by the actions of its items: Update, Put, Delete.

@@ -1,0 +1,172 @@
+//! What a chat's functions meet in the first seconds after `up` on a real
+//! account (aws-facts.md §11 "permissions right after `up`"), as the test kit
+//! reproduces it: the behaviour layer refuses the role's DynamoDB calls
+//! after a PutRolePolicy, and the `@connections` stand-in answers 403 for a
+//! while. Each test fails on plain moto / a plain endpoint.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
+use aws_sdk_apigatewaymanagement::primitives::Blob;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::ScalarAttributeType;
+use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType};
+use chat_testkit::aws_behaviour::{Behaviours, Timings};
+use chat_testkit::moto::{role_sdk_config_for, sdk_config_for};
+use chat_testkit::{AwsProxy, ConnectionsEndpoint, Moto};
+
+const TRUST_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+const DATA_POLICY: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dynamodb:PutItem","Resource":"*"}]}"#;
+
+fn no_retries(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(config)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build(),
+    )
+}
+
+async fn put(client: &aws_sdk_dynamodb::Client, id: &str) -> Result<(), aws_sdk_dynamodb::Error> {
+    client
+        .put_item()
+        .table_name("items")
+        .item("pk", AttributeValue::S(id.into()))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(Into::into)
+}
+
+/// The deployer makes a table and a role, then changes the role's policy;
+/// returns when the change was answered, and the deployer's and the role's
+/// DynamoDB clients.
+async fn deploy(proxy: &AwsProxy) -> (Instant, aws_sdk_dynamodb::Client, aws_sdk_dynamodb::Client) {
+    let deployer = sdk_config_for(&proxy.endpoint()).await;
+    let role = role_sdk_config_for(&proxy.endpoint()).await;
+    let (dynamodb, as_role) = (no_retries(&deployer), no_retries(&role));
+    dynamodb
+        .create_table()
+        .table_name("items")
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let iam = aws_sdk_iam::Client::new(&deployer);
+    iam.create_role()
+        .role_name("chat-handlers")
+        .assume_role_policy_document(TRUST_POLICY)
+        .send()
+        .await
+        .unwrap();
+    put(&as_role, "before")
+        .await
+        .expect("no policy change yet: the role's call passes");
+    iam.put_role_policy()
+        .role_name("chat-handlers")
+        .policy_name("data")
+        .policy_document(DATA_POLICY)
+        .send()
+        .await
+        .unwrap();
+    (Instant::now(), dynamodb, as_role)
+}
+
+#[tokio::test]
+async fn after_put_role_policy_the_roles_dynamodb_calls_are_refused_for_a_while() {
+    let moto = Moto::start();
+    let behaviours = Behaviours {
+        permission_propagation: true,
+        ..Behaviours::none()
+    };
+    let window = behaviours.timings.permission_propagation;
+    let proxy = AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
+    let (changed, deployer, role) = deploy(&proxy).await;
+
+    let err = put(&role, "during").await.unwrap_err();
+    assert_eq!(err.code(), Some("AccessDeniedException"), "{err}");
+    let message = err.message().unwrap();
+    assert!(
+        message.starts_with("User: arn:aws:sts::123456789012:assumed-role/chat-handlers/")
+            && message.contains(
+                "is not authorized to perform: dynamodb:PutItem on resource: \
+                 arn:aws:dynamodb:us-east-1:123456789012:table/items"
+            ),
+        "{message}"
+    );
+    assert!(changed.elapsed() < window, "refused within the window");
+    // The deployer's own calls (no session token) are not the role's.
+    put(&deployer, "deployer").await.unwrap();
+    deployer.describe_table().table_name("items").send().await.unwrap();
+
+    tokio::time::sleep_until((changed + window + Duration::from_millis(50)).into()).await;
+    put(&role, "after").await.expect("the change has propagated");
+    assert_eq!(proxy.layer_answers("AccessDeniedException"), 1);
+}
+
+#[tokio::test]
+async fn without_the_behaviour_a_policy_change_refuses_nothing() {
+    let moto = Moto::start();
+    let proxy = AwsProxy::start_with_behaviours(moto.endpoint(), Behaviours::none()).await;
+    let (_, _, role) = deploy(&proxy).await;
+    put(&role, "during").await.unwrap();
+    assert_eq!(Timings::real_scale().permission_propagation, Duration::from_secs(8));
+    assert!(Behaviours::all(Timings::compressed()).permission_propagation);
+    assert!(!Behaviours::none().permission_propagation);
+}
+
+async fn post(client: &aws_sdk_apigatewaymanagement::Client, id: &str) -> Result<(), PostToConnectionError> {
+    client
+        .post_to_connection()
+        .connection_id(id)
+        .data(Blob::new("hi"))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.into_service_error())
+}
+
+#[tokio::test]
+async fn the_connections_endpoint_forbids_every_post_for_a_while() {
+    let endpoint = ConnectionsEndpoint::start().await;
+    let sdk = sdk_config_for(endpoint.url()).await;
+    let client = aws_sdk_apigatewaymanagement::Client::from_conf(
+        aws_sdk_apigatewaymanagement::config::Builder::from(&sdk)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build(),
+    );
+    post(&client, "c1").await.expect("not forbidden before");
+
+    let window = Duration::from_millis(500);
+    let forbidden_at = Instant::now();
+    endpoint.forbid_for(window);
+    let err = post(&client, "c1").await.unwrap_err();
+    assert!(err.is_forbidden_exception(), "{err:?}");
+    assert!(
+        err.meta()
+            .message()
+            .unwrap()
+            .contains("is not authorized to perform: execute-api:ManageConnections"),
+        "{err:?}"
+    );
+    assert_eq!(endpoint.received("c1"), ["hi"], "the refused POST delivered nothing");
+
+    tokio::time::sleep_until((forbidden_at + window).into()).await;
+    post(&client, "c1").await.expect("allowed again after the window");
+    assert_eq!(endpoint.received("c1"), ["hi", "hi"]);
+    assert_eq!(endpoint.attempts("c1"), 3);
+}
