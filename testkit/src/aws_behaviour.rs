@@ -212,9 +212,13 @@ pub struct Behaviours {
     /// A Query or Scan of a global secondary index leaves out the items
     /// written in the last `gsi_lag` that changed that index's key (a put
     /// changes every attribute; an update, those its expression names): a
-    /// new item, or one moved to another index key, is not there yet.
-    /// (Deleted or moved items vanish from their old key at once: the model
-    /// keeps no old images.)
+    /// new item, or one moved to another index key, is not there yet. And
+    /// the other way round: an item moved or deleted in the last `gsi_lag`
+    /// is still found under its old index key, as it was (re:Post
+    /// "dynamodb-missing-table-items-gsi", aws-facts.md §11 "GSI
+    /// staleness"). The layer reads the old image from moto before such a
+    /// write; a Query adds it back only when its key condition is
+    /// equalities (and it has no filter), a Scan when it has no filter.
     pub gsi_lag: bool,
     /// Every call is answered after `timings.latency` (read, write or
     /// create_deployment).
@@ -368,6 +372,13 @@ pub(crate) struct Plan {
     /// Leave out of this (table, index)'s answer the items written lately
     /// (gsi_lag).
     hide_recent_writes_of: Option<(String, String)>,
+    /// The equalities an index Query or Scan selects by, (attribute, value),
+    /// when the layer can evaluate them: the old images it adds back (gsi_lag).
+    index_selection: Option<Vec<(String, Value)>>,
+    /// Before forwarding, the proxy reads these (table, key) items from
+    /// moto into `old_images`: the write moves or deletes them (gsi_lag).
+    pub read_old_images_of: Vec<(String, Value)>,
+    pub old_images: Vec<(String, Value)>,
     /// Replaces the path and query sent to moto (paging parameters removed).
     pub new_path_and_query: Option<String>,
     /// Replaces the body sent to moto (paging parameters removed).
@@ -484,6 +495,12 @@ pub(crate) struct LayerState {
     index_keys: HashMap<(String, String), Vec<String>>,
     /// Items written lately, out of the indexes whose key they changed until then.
     recent_writes: Vec<(Written, Instant)>,
+    /// (table, index) → the attributes the index projects besides the keys,
+    /// `None` for all of them.
+    index_projections: HashMap<(String, String), Option<Vec<String>>>,
+    /// Items moved or deleted lately: (table, old image), still under their
+    /// old index keys until then.
+    old_images: Vec<(String, Value, Instant)>,
     /// Role name → when CreateRole answered.
     roles: HashMap<String, Instant>,
     /// The role of the last PutRolePolicy, and until when its calls are refused.
@@ -564,6 +581,8 @@ impl LayerState {
             key_schemas: HashMap::new(),
             index_keys: HashMap::new(),
             recent_writes: Vec::new(),
+            index_projections: HashMap::new(),
+            old_images: Vec::new(),
             roles: HashMap::new(),
             policy_change: None,
             functions: HashMap::new(),
@@ -963,7 +982,19 @@ impl LayerState {
             && let (Some(table), Some(index)) = (tables.first(), body["IndexName"].as_str())
         {
             self.recent_writes.retain(|(_, until)| now < *until);
+            self.old_images.retain(|(_, _, until)| now < *until);
             plan.hide_recent_writes_of = Some((table.clone(), index.to_string()));
+            plan.index_selection = index_selection(operation, &body);
+        }
+        if b.gsi_lag {
+            // §11 "GSI staleness": what a write moves or deletes stays under
+            // its old index key for a while; its old image is read first.
+            plan.read_old_images_of = self
+                .written_items(operation, &body)
+                .into_iter()
+                .filter(|written| self.moves_in_an_index(written))
+                .map(|written| (written.table, written.key))
+                .collect();
         }
         if b.tag_lag
             && let Some(arn) = body["ResourceArn"].as_str()
@@ -1268,10 +1299,19 @@ impl LayerState {
                 for written in self.written_items(operation, &request_body) {
                     self.recent_writes.push((written, now + b.timings.gsi_lag));
                 }
+                for (table, image) in &plan.old_images {
+                    self.old_images
+                        .push((table.clone(), image.clone(), now + b.timings.gsi_lag));
+                }
             }
             "Query" | "Scan" => {
                 if let Some((table, index)) = &plan.hide_recent_writes_of {
-                    return self.hide_recent_writes(table, index, json, now);
+                    let hidden = self.hide_recent_writes(table, index, json, now);
+                    let added = match &plan.index_selection {
+                        Some(selection) => self.add_old_images(table, index, selection, json, now),
+                        None => false,
+                    };
+                    return hidden || added;
                 }
             }
             "ListTagsOfResource" => {
@@ -1356,6 +1396,8 @@ struct Written {
     key: Value,
     /// The attributes it changes: `None` for all (a put).
     attributes: Option<Vec<String>>,
+    /// Whether it deletes the item.
+    deletes: bool,
 }
 
 /// The attributes an update expression names (`#name` resolved through
@@ -1392,8 +1434,21 @@ impl LayerState {
         }
         for index in description["GlobalSecondaryIndexes"].as_array().into_iter().flatten() {
             if let Some(name) = index["IndexName"].as_str() {
-                self.index_keys
-                    .insert((table.to_string(), name.to_string()), names(&index["KeySchema"]));
+                let id = (table.to_string(), name.to_string());
+                self.index_keys.insert(id.clone(), names(&index["KeySchema"]));
+                let projection = &index["Projection"];
+                let projected = match projection["ProjectionType"].as_str() {
+                    Some("ALL") => None,
+                    _ => Some(
+                        projection["NonKeyAttributes"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|a| a.as_str().map(String::from))
+                            .collect(),
+                    ),
+                };
+                self.index_projections.insert(id, projected);
             }
         }
     }
@@ -1423,7 +1478,12 @@ impl LayerState {
                 }
                 _ => (action["Key"].clone(), Some(vec![])),
             };
-            key.is_object().then_some(Written { table, key, attributes })
+            key.is_object().then_some(Written {
+                table,
+                key,
+                attributes,
+                deletes: kind == "Delete",
+            })
         };
         let mut items = Vec::new();
         match operation {
@@ -1493,6 +1553,109 @@ impl LayerState {
         json["Count"] = json!(count);
         true
     }
+
+    /// Whether a write may take its item away from an index key: a put or
+    /// a delete, or an update of an index key attribute, on a table with
+    /// indexes whose key the layer knows.
+    fn moves_in_an_index(&self, written: &Written) -> bool {
+        if !self.key_schemas.contains_key(&written.table) {
+            return false;
+        }
+        self.index_keys
+            .iter()
+            .filter(|((table, _), _)| *table == written.table)
+            .any(|(_, keys)| match &written.attributes {
+                _ if written.deletes => true,
+                None => true,
+                Some(attributes) => attributes.iter().any(|a| keys.contains(a)),
+            })
+    }
+
+    /// Adds to `table`'s `index` answer the old images of items moved or
+    /// deleted lately that `selection` selects, as the index projects them
+    /// (each item once); whether `json` changed.
+    fn add_old_images(
+        &self,
+        table: &str,
+        index: &str,
+        selection: &[(String, Value)],
+        json: &mut Value,
+        now: Instant,
+    ) -> bool {
+        let id = (table.to_string(), index.to_string());
+        let (Some(index_key), Some(projection), Some(table_key)) = (
+            self.index_keys.get(&id),
+            self.index_projections.get(&id),
+            self.key_schemas.get(table),
+        ) else {
+            return false;
+        };
+        let Some(items) = json["Items"].as_array_mut() else {
+            return false;
+        };
+        let same_item = |a: &Value, b: &Value| table_key.iter().all(|name| a.get(name) == b.get(name));
+        let before = items.len();
+        for (_, image, _) in self
+            .old_images
+            .iter()
+            .filter(|(t, _, until)| t == table && now < *until)
+        {
+            let in_index = index_key.iter().all(|name| image.get(name).is_some());
+            let selected = selection.iter().all(|(name, value)| image.get(name) == Some(value));
+            if !in_index || !selected || items.iter().any(|item| same_item(item, image)) {
+                continue;
+            }
+            let projected: serde_json::Map<String, Value> = image
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| {
+                    table_key.contains(name)
+                        || index_key.contains(name)
+                        || projection.as_ref().is_none_or(|extra| extra.contains(name))
+                })
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            items.push(Value::Object(projected));
+        }
+        let count = items.len();
+        if count == before {
+            return false;
+        }
+        json["Count"] = json!(count);
+        json["ScannedCount"] = json!(count);
+        true
+    }
+}
+
+/// The equalities (attribute, value) an index Query's key condition or an
+/// index Scan selects by; `None` when the layer cannot evaluate them (a
+/// range condition, a filter).
+fn index_selection(operation: &str, body: &Value) -> Option<Vec<(String, Value)>> {
+    if body.get("FilterExpression").is_some() || body.get("ScanFilter").is_some() {
+        return None;
+    }
+    if operation == "Scan" {
+        return Some(vec![]);
+    }
+    let names = &body["ExpressionAttributeNames"];
+    let values = &body["ExpressionAttributeValues"];
+    body["KeyConditionExpression"]
+        .as_str()?
+        .split(" AND ")
+        .map(|clause| {
+            let (name, value) = clause.split_once('=')?;
+            let (name, value) = (name.trim(), value.trim());
+            if name.contains(['<', '>', '(', ' ']) || !value.starts_with(':') || value.contains(' ') {
+                return None;
+            }
+            let name = match name.starts_with('#') {
+                true => names[name].as_str()?.to_string(),
+                false => name.to_string(),
+            };
+            Some((name, values.get(value)?.clone()))
+        })
+        .collect()
 }
 
 /// DynamoDB's answer to a transaction cancelled for a conflict on the items

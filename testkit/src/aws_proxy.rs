@@ -391,6 +391,10 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
     if let Some(arn) = plan.snapshot_tags_of.take() {
         plan.snapshot = fetch_dynamodb_tags(&shared, &parts.headers, &arn).await;
     }
+    if !plan.read_old_images_of.is_empty() {
+        let keys = std::mem::take(&mut plan.read_old_images_of);
+        plan.old_images = fetch_dynamodb_items(&shared, &parts.headers, &keys).await;
+    }
 
     // What moto gets: the request, less the paging parameters the layer took out.
     let mut upstream_parts = parts.clone();
@@ -466,29 +470,58 @@ async fn fetch_dynamodb_tags(shared: &Shared, client_headers: &HeaderMap, arn: &
         if let Some(token) = &next_token {
             body["NextToken"] = serde_json::json!(token);
         }
-        let mut request = axum::http::Request::builder()
-            .method(Method::POST)
-            .uri(format!("{}/", shared.upstream))
-            .header(header::CONTENT_TYPE, "application/x-amz-json-1.0")
-            .header("x-amz-target", "DynamoDB_20120810.ListTagsOfResource");
-        if let Some(authorization) = client_headers.get(header::AUTHORIZATION) {
-            request = request.header(header::AUTHORIZATION, authorization);
-        }
-        let request = request.body(Body::from(body.to_string())).ok()?;
-        let response = shared.client.request(request).await.ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        let bytes = axum::body::to_bytes(Body::new(response.into_body()), usize::MAX)
-            .await
-            .ok()?;
-        let answer: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let answer = dynamodb_call(shared, client_headers, "ListTagsOfResource", &body).await?;
         tags.extend(answer["Tags"].as_array().cloned().unwrap_or_default());
         match answer["NextToken"].as_str() {
             Some(token) => next_token = Some(token.to_string()),
             None => return Some(tags),
         }
     }
+}
+
+/// The items as moto has them now (table, item), those that exist.
+async fn fetch_dynamodb_items(
+    shared: &Shared,
+    client_headers: &HeaderMap,
+    keys: &[(String, serde_json::Value)],
+) -> Vec<(String, serde_json::Value)> {
+    let mut items = Vec::new();
+    for (table, key) in keys {
+        let body = serde_json::json!({ "TableName": table, "Key": key, "ConsistentRead": true });
+        if let Some(mut answer) = dynamodb_call(shared, client_headers, "GetItem", &body).await
+            && answer["Item"].is_object()
+        {
+            items.push((table.clone(), answer["Item"].take()));
+        }
+    }
+    items
+}
+
+/// One DynamoDB call of the layer's own to moto, with the client's
+/// credential scope; moto's answer, or `None` if it fails.
+async fn dynamodb_call(
+    shared: &Shared,
+    client_headers: &HeaderMap,
+    operation: &str,
+    body: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    let mut request = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("{}/", shared.upstream))
+        .header(header::CONTENT_TYPE, "application/x-amz-json-1.0")
+        .header("x-amz-target", format!("DynamoDB_20120810.{operation}"));
+    if let Some(authorization) = client_headers.get(header::AUTHORIZATION) {
+        request = request.header(header::AUTHORIZATION, authorization);
+    }
+    let request = request.body(Body::from(body.to_string())).ok()?;
+    let response = shared.client.request(request).await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let bytes = axum::body::to_bytes(Body::new(response.into_body()), usize::MAX)
+        .await
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Sends the request to moto; its answer (hop-by-hop headers removed), or

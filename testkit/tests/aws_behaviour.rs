@@ -1786,7 +1786,8 @@ async fn gsi_lag_keeps_fresh_writes_out_of_indexes_for_a_while() {
         .await
         .unwrap();
     assert_eq!(in_room().await, ["new", "old", "txn"]);
-    // One that sets the index's key is not in the index yet.
+    // One that sets the index's key to the value it had: the index shows
+    // the item as it was until then, under that same key.
     clients
         .dynamodb
         .update_item()
@@ -1797,7 +1798,108 @@ async fn gsi_lag_keeps_fresh_writes_out_of_indexes_for_a_while() {
         .send()
         .await
         .unwrap();
-    assert_eq!(in_room().await, ["old", "txn"]);
+    assert_eq!(in_room().await, ["new", "old", "txn"]);
+}
+
+/// §11 "GSI staleness": an item moved to another index key, or deleted,
+/// is still found under its old key for a while, as it was; then no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gsi_lag_keeps_moved_and_deleted_items_under_their_old_key_for_a_while() {
+    let (_moto, _proxy, clients) = setup(Behaviours {
+        gsi_lag: true,
+        timings: Timings {
+            gsi_lag: Duration::from_millis(600),
+            ..Timings::compressed()
+        },
+        ..Behaviours::none()
+    })
+    .await;
+    items_table(&clients, "items").await;
+    let in_room = |room: &'static str| {
+        let clients = &clients;
+        async move {
+            let output = clients
+                .dynamodb
+                .query()
+                .table_name("items")
+                .index_name("by-room")
+                .key_condition_expression("#room = :r")
+                .expression_attribute_names("#room", "room")
+                .expression_attribute_values(":r", s(room))
+                .send()
+                .await
+                .unwrap();
+            let mut found: Vec<(String, String)> = output
+                .items()
+                .iter()
+                .map(|i| (i["pk"].as_s().unwrap().clone(), i["room"].as_s().unwrap().clone()))
+                .collect();
+            found.sort();
+            assert_eq!(output.count() as usize, found.len());
+            found
+        }
+    };
+    let entry = |pk: &str, room: &str| (pk.to_string(), room.to_string());
+    for id in ["mover", "leaver", "stayer"] {
+        clients
+            .dynamodb
+            .put_item()
+            .table_name("items")
+            .item("pk", s(id))
+            .item("room", s("lobby"))
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    clients
+        .dynamodb
+        .update_item()
+        .table_name("items")
+        .key("pk", s("mover"))
+        .update_expression("SET room = :r")
+        .expression_attribute_values(":r", s("general"))
+        .send()
+        .await
+        .unwrap();
+    let deleted = clients
+        .dynamodb
+        .delete_item()
+        .table_name("items")
+        .key("pk", s("leaver"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        deleted.attributes().is_none(),
+        "the caller gets what it asked for, no old image"
+    );
+    assert_eq!(
+        in_room("lobby").await,
+        [
+            entry("leaver", "lobby"),
+            entry("mover", "lobby"),
+            entry("stayer", "lobby")
+        ],
+        "the index still has them under their old key, as they were"
+    );
+    assert_eq!(in_room("general").await, [], "and not yet under the new one");
+    // A range condition or a filter the layer cannot evaluate adds nothing.
+    let filtered = clients
+        .dynamodb
+        .query()
+        .table_name("items")
+        .index_name("by-room")
+        .key_condition_expression("room = :r")
+        .filter_expression("attribute_exists(pk)")
+        .expression_attribute_values(":r", s("lobby"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(filtered.count(), 1);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(in_room("lobby").await, [entry("stayer", "lobby")]);
+    assert_eq!(in_room("general").await, [entry("mover", "general")]);
 }
 
 /// An account without API Gateway's CloudWatch Logs role (sst/ion #373):

@@ -91,6 +91,8 @@ pub fn shard_share(max_connections: u64, shard: u64) -> u64 {
 const CONNECT_ATTEMPTS: u32 = 24;
 /// Attempts of a disconnect's transaction on its shard.
 const TRANSACTION_ATTEMPTS: u32 = 16;
+/// BatchGetItem takes at most 100 keys (API reference).
+const BATCH_GET_KEYS: usize = 100;
 
 /// API Gateway closes every connection after 2 hours (aws-facts.md §6).
 pub const CONNECTION_LIFETIME_MS: i64 = 2 * 3600 * 1000;
@@ -486,39 +488,82 @@ impl ConnectionStore {
     }
 
     /// The shards' items, by shard (a shard never written has none), read
-    /// strongly consistently; keys DynamoDB leaves unprocessed are asked again.
+    /// strongly consistently.
     async fn counters(&self, shards: &[u64]) -> Result<HashMap<u64, HashMap<String, AttributeValue>>, StoreError> {
+        let keys = shards.iter().map(|shard| HashMap::from([Self::counter_key(*shard)]));
+        let mut found = HashMap::new();
+        for item in self.read_consistently(keys.collect(), None).await? {
+            let id = string_attr(&item, schema::CONNECTION_ID, &self.table)?;
+            let shard = (0..COUNTER_SHARDS).find(|shard| schema::counter_id(*shard) == id);
+            found.extend(shard.map(|shard| (shard, item)));
+        }
+        Ok(found)
+    }
+
+    /// Of the connections `ids` the room index lists for `room`, those in
+    /// it now. The index may still list, for about a second, a connection
+    /// that has just left the room or closed (aws-facts.md §11 "GSI
+    /// staleness"); the table read strongly consistently does not. Costs one
+    /// read unit per connection, in BatchGetItem calls of 100 side by side.
+    pub async fn still_in_room(&self, room: &str, ids: Vec<String>) -> Result<Vec<String>, StoreError> {
+        let chunks: Vec<Vec<HashMap<String, AttributeValue>>> = ids
+            .chunks(BATCH_GET_KEYS)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|id| HashMap::from([(schema::CONNECTION_ID.to_string(), s(id))]))
+                    .collect()
+            })
+            .collect();
+        let projection = [schema::CONNECTION_ID, schema::ROOM];
+        let reads = chunks
+            .into_iter()
+            .map(|keys| self.read_consistently(keys, Some(&projection)));
+        let mut members = Vec::new();
+        for items in futures::future::try_join_all(reads).await? {
+            for item in items {
+                if item.get(schema::ROOM).and_then(|r| r.as_s().ok()).map(String::as_str) == Some(room) {
+                    members.push(string_attr(&item, schema::CONNECTION_ID, &self.table)?);
+                }
+            }
+        }
+        Ok(members)
+    }
+
+    /// The items of `keys` (at most [`BATCH_GET_KEYS`]) that exist, read
+    /// strongly consistently, with only the `projection` attributes when
+    /// given; keys DynamoDB leaves unprocessed are asked again (BatchGetItem
+    /// API reference).
+    async fn read_consistently(
+        &self,
+        keys: Vec<HashMap<String, AttributeValue>>,
+        projection: Option<&[&str]>,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
         use aws_sdk_dynamodb::types::KeysAndAttributes;
         let build_error = |e: aws_sdk_dynamodb::error::BuildError| request_error("BatchGetItem", &self.table, e);
-        let keys: Vec<HashMap<String, AttributeValue>> = shards
-            .iter()
-            .map(|shard| HashMap::from([Self::counter_key(*shard)]))
-            .collect();
-        let mut request = Some(
-            KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .consistent_read(true)
-                .build()
-                .map_err(build_error)?,
-        );
-        let mut found = HashMap::new();
+        let mut request = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true);
+        if let Some(attributes) = projection {
+            let names: Vec<String> = (0..attributes.len()).map(|i| format!("#a{i}")).collect();
+            request = request.projection_expression(names.join(", "));
+            for (name, attribute) in names.iter().zip(attributes) {
+                request = request.expression_attribute_names(name, *attribute);
+            }
+        }
+        let mut request = Some(request.build().map_err(build_error)?);
+        let mut found = Vec::new();
         for attempt in 1..=TRANSACTION_ATTEMPTS {
             let Some(keys) = request.take() else { break };
             let call = self.client.batch_get_item().request_items(&self.table, keys);
             let output = send_retrying("BatchGetItem", &self.table, || call.clone().send())
                 .await
                 .map_err(|e| aws_error("BatchGetItem", &self.table, e))?;
-            for item in output
-                .responses
-                .unwrap_or_default()
-                .remove(&self.table)
-                .unwrap_or_default()
-            {
-                let id = string_attr(&item, schema::CONNECTION_ID, &self.table)?;
-                let shard = (0..COUNTER_SHARDS).find(|shard| schema::counter_id(*shard) == id);
-                found.extend(shard.map(|shard| (shard, item)));
-            }
-            // BatchGetItem may leave keys unprocessed (API reference): ask again.
+            found.extend(
+                output
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default(),
+            );
             request = output
                 .unprocessed_keys
                 .unwrap_or_default()
@@ -532,7 +577,7 @@ impl ConnectionStore {
             return Err(StoreError::Aws {
                 operation: "BatchGetItem",
                 table: self.table.clone(),
-                detail: "DynamoDB left the counter shards unprocessed too many times".into(),
+                detail: "DynamoDB left keys unprocessed too many times".into(),
             });
         }
         Ok(found)

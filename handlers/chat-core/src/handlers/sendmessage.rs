@@ -2,13 +2,17 @@
 //! target connection, the sender's included.
 //!
 //! Per room message: one GetItem (the sender's current room), then the write
-//! and the room Query side by side, then the deliveries in parallel.
+//! and the room's members side by side (a Query of the room index, then a
+//! strongly consistent BatchGetItem of what it lists), then the deliveries
+//! in parallel.
 //!
-//! The room and user indexes are eventually consistent (aws-facts.md §10
-//! "DynamoDB GSI"): a connection made or moved a moment ago may be missing
-//! there. So the sender's own connection is always a target, and a direct
-//! message to a user the index does not show yet asks again for a while
-//! before it is refused.
+//! The room and user indexes are eventually consistent both ways
+//! (aws-facts.md §10 "DynamoDB GSI", §11 "GSI staleness"): a connection made
+//! or moved a moment ago may be missing there, and one that just left may
+//! still be listed. So the sender's own connection is always a target, a
+//! direct message to a user the index does not show yet asks again for a
+//! while before it is refused, and a room's listed members are checked
+//! against the table, so that who left the room gets none of its messages.
 
 use std::time::{Duration, SystemTime};
 
@@ -63,10 +67,11 @@ async fn send(
                 ts,
             };
             let conversation = ids::room_conversation(&sender.room);
-            let (stored, members) = tokio::join!(
-                services.messages.put(&conversation, &message, ttl),
-                connections.in_room(&sender.room)
-            );
+            let members = async {
+                let listed = connections.in_room(&sender.room).await?;
+                connections.still_in_room(&sender.room, listed).await
+            };
+            let (stored, members) = tokio::join!(services.messages.put(&conversation, &message, ttl), members);
             stored.map_err(internal)?;
             (message, with_sender_first(sender, members.map_err(internal)?))
         }

@@ -324,6 +324,43 @@ async fn a_direct_message_to_a_user_connected_a_moment_ago_is_delivered() {
     stack.assert_calls_allowed();
 }
 
+/// A connection that left the room (or closed) a moment ago is still
+/// listed by the room index (aws-facts.md §11 "GSI staleness"): it gets
+/// none of the room's messages, not even an attempt.
+#[tokio::test]
+async fn who_left_the_room_a_moment_ago_gets_none_of_its_messages() {
+    let stack = lagging_indexes().await;
+    for (id, user) in [("alice-1=", "alice"), ("bob-1=", "bob"), ("carol-1=", "carol")] {
+        assert_eq!(stack.connect(id, user, "lobby").await.status_code, 200);
+    }
+    // Until the index lists all three.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    stack
+        .send("bob-1=", "join", r#"{"action":"join","room":"general"}"#)
+        .await;
+    let closed = chat_core::handlers::disconnect::handle(
+        &stack.services,
+        crate::support::ws_event(chat_testkit::events::disconnect("carol-1=", None)),
+    )
+    .await;
+    assert_eq!(closed.status_code, 200);
+    stack.endpoint.clear();
+    stack
+        .send(
+            "alice-1=",
+            "sendmessage",
+            r#"{"action":"sendmessage","message":"lobby only"}"#,
+        )
+        .await;
+    assert_eq!(texts(&stack, "alice-1="), ["lobby only"]);
+    assert_eq!(
+        stack.endpoint.recipients(),
+        std::collections::HashSet::from(["alice-1=".to_string()]),
+        "bob moved to general and carol closed: neither is sent the lobby's message"
+    );
+    stack.assert_calls_allowed();
+}
+
 /// Deliveries stop a second before the function's timeout; the sender
 /// learns how far the message got, and it is in the history for the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
