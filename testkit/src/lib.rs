@@ -10,8 +10,10 @@ pub mod aws_proxy;
 pub mod connections_endpoint;
 pub mod events;
 pub mod moto;
+pub mod oidc;
 
 pub use aws_behaviour::{Behaviours, Timings};
 pub use aws_proxy::AwsProxy;
 pub use connections_endpoint::ConnectionsEndpoint;
 pub use moto::Moto;
+pub use oidc::OidcIssuer;

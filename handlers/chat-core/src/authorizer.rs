@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::config::AuthMode;
 use crate::event::{ConnectParams, context};
+use crate::oidc::Verifier;
 use crate::{token, validate};
 
 pub type AuthorizerRequest = ApiGatewayCustomAuthorizerRequestTypeRequest;
@@ -51,43 +52,65 @@ pub struct Identity {
     pub room: String,
 }
 
-pub fn identify(mode: &AuthMode, request: &AuthorizerRequest) -> Result<Identity, AuthorizerError> {
-    let credential_key = match mode {
-        AuthMode::Token { .. } => "token",
-        AuthMode::None => "user",
-    };
-    let params = ConnectParams::parse(&request.headers, &request.query_string_parameters, credential_key)
-        .map_err(|e| unauthorized(e.to_string()))?;
-    let credential = params.credential.ok_or_else(|| {
-        unauthorized(format!(
-            "no {credential_key} in the query string or Sec-WebSocket-Protocol"
-        ))
-    })?;
-    let user = match mode {
-        AuthMode::Token { secret } => {
-            token::verify(secret, &credential)
-                .map_err(|e| unauthorized(e.to_string()))?
-                .sub
-        }
-        AuthMode::None => validate::sanitize_user(&credential)
-            .ok_or_else(|| unauthorized("the user name has no allowed characters"))?,
-    };
-    Ok(Identity {
-        user,
-        room: params.room.chars().take(MAX_CONTEXT_ROOM_CHARS).collect(),
-    })
+/// The authorizer of one function instance: its mode and, with OIDC, the
+/// issuer's keys it keeps between invocations.
+pub struct Authorizer {
+    mode: AuthMode,
+    oidc: Option<Verifier>,
 }
 
-/// Identifies the caller and allows it to invoke `$connect`, passing user and
-/// room to every later event of the connection.
-pub fn authorize(mode: &AuthMode, request: &AuthorizerRequest) -> Result<AuthorizerResponse, AuthorizerError> {
-    let method_arn = request
-        .method_arn
-        .clone()
-        .filter(|arn| !arn.is_empty())
-        .ok_or_else(|| AuthorizerError::BadEvent("no methodArn".into()))?;
-    let identity = identify(mode, request)?;
-    Ok(allow_policy(&identity, method_arn))
+impl Authorizer {
+    pub fn new(mode: AuthMode) -> Self {
+        let oidc = match &mode {
+            AuthMode::Oidc(settings) => Some(Verifier::new(settings.clone())),
+            _ => None,
+        };
+        Authorizer { mode, oidc }
+    }
+
+    pub async fn identify(&self, request: &AuthorizerRequest) -> Result<Identity, AuthorizerError> {
+        let credential_key = match self.mode {
+            AuthMode::Token { .. } | AuthMode::Oidc(_) => "token",
+            AuthMode::None => "user",
+        };
+        let params = ConnectParams::parse(&request.headers, &request.query_string_parameters, credential_key)
+            .map_err(|e| unauthorized(e.to_string()))?;
+        let credential = params.credential.ok_or_else(|| {
+            unauthorized(format!(
+                "no {credential_key} in the query string or Sec-WebSocket-Protocol"
+            ))
+        })?;
+        let user = match (&self.mode, &self.oidc) {
+            (AuthMode::Token { secret }, _) => {
+                token::verify(secret, &credential)
+                    .map_err(|e| unauthorized(e.to_string()))?
+                    .sub
+            }
+            (AuthMode::Oidc(_), Some(verifier)) => verifier
+                .verify(&credential)
+                .await
+                .map_err(|e| unauthorized(e.to_string()))?,
+            (AuthMode::Oidc(_), None) => unreachable!("Authorizer::new makes the verifier of an OIDC mode"),
+            (AuthMode::None, _) => validate::sanitize_user(&credential)
+                .ok_or_else(|| unauthorized("the user name has no allowed characters"))?,
+        };
+        Ok(Identity {
+            user,
+            room: params.room.chars().take(MAX_CONTEXT_ROOM_CHARS).collect(),
+        })
+    }
+
+    /// Identifies the caller and allows it to invoke `$connect`, passing
+    /// user and room to every later event of the connection.
+    pub async fn authorize(&self, request: &AuthorizerRequest) -> Result<AuthorizerResponse, AuthorizerError> {
+        let method_arn = request
+            .method_arn
+            .clone()
+            .filter(|arn| !arn.is_empty())
+            .ok_or_else(|| AuthorizerError::BadEvent("no methodArn".into()))?;
+        let identity = self.identify(request).await?;
+        Ok(allow_policy(&identity, method_arn))
+    }
 }
 
 pub fn allow_policy(identity: &Identity, method_arn: String) -> AuthorizerResponse {
@@ -133,6 +156,14 @@ mod tests {
         .unwrap()
     }
 
+    async fn authorize(mode: &AuthMode, request: &AuthorizerRequest) -> Result<AuthorizerResponse, AuthorizerError> {
+        Authorizer::new(mode.clone()).authorize(request).await
+    }
+
+    async fn identify(mode: &AuthMode, request: &AuthorizerRequest) -> Result<Identity, AuthorizerError> {
+        Authorizer::new(mode.clone()).identify(request).await
+    }
+
     fn token_mode() -> AuthMode {
         AuthMode::Token {
             secret: SECRET.to_vec(),
@@ -143,12 +174,12 @@ mod tests {
         token::mint(SECRET, user, Duration::from_secs(600), SystemTime::now()).unwrap()
     }
 
-    #[test]
-    fn a_valid_token_is_allowed_on_the_method_arn_with_user_and_room() {
+    #[tokio::test]
+    async fn a_valid_token_is_allowed_on_the_method_arn_with_user_and_room() {
         let response = authorize(
             &token_mode(),
             &request(json!({"token": valid_token("alice"), "room": "general"}), json!({})),
-        )
+        ).await
         .unwrap();
         let value = serde_json::to_value(&response).unwrap();
         assert_eq!(value["principalId"], "alice");
@@ -162,13 +193,13 @@ mod tests {
         assert_eq!(value["context"], json!({"user": "alice", "room": "general"}));
     }
 
-    #[test]
-    fn the_token_may_come_as_a_subprotocol() {
+    #[tokio::test]
+    async fn the_token_may_come_as_a_subprotocol() {
         let protocol = format!("{}, general", valid_token("bob"));
         let identity = identify(
             &token_mode(),
             &request(json!({}), json!({"Sec-WebSocket-Protocol": protocol})),
-        )
+        ).await
         .unwrap();
         assert_eq!(
             identity,
@@ -179,8 +210,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn bad_credentials_fail_with_exactly_unauthorized() {
+    #[tokio::test]
+    async fn bad_credentials_fail_with_exactly_unauthorized() {
         let expired = token::mint(
             SECRET,
             "alice",
@@ -205,38 +236,38 @@ mod tests {
             request(json!({"user": "alice"}), json!({})),
         ];
         for case in cases {
-            let err = authorize(&token_mode(), &case).unwrap_err();
+            let err = authorize(&token_mode(), &case).await.unwrap_err();
             assert!(matches!(err, AuthorizerError::Unauthorized { .. }), "{err:?}");
             assert_eq!(err.to_string(), "Unauthorized");
         }
     }
 
-    #[test]
-    fn mode_none_takes_a_sanitised_user_name() {
-        let identity = identify(&AuthMode::None, &request(json!({"user": "Ali ce!"}), json!({}))).unwrap();
+    #[tokio::test]
+    async fn mode_none_takes_a_sanitised_user_name() {
+        let identity = identify(&AuthMode::None, &request(json!({"user": "Ali ce!"}), json!({}))).await.unwrap();
         assert_eq!(identity.user, "Alice");
         assert_eq!(identity.room, "lobby");
-        assert!(identify(&AuthMode::None, &request(json!({"user": "!!!"}), json!({}))).is_err());
-        assert!(identify(&AuthMode::None, &request(json!({}), json!({}))).is_err());
+        assert!(identify(&AuthMode::None, &request(json!({"user": "!!!"}), json!({}))).await.is_err());
+        assert!(identify(&AuthMode::None, &request(json!({}), json!({}))).await.is_err());
     }
 
-    #[test]
-    fn a_missing_method_arn_is_a_bad_event_not_a_401() {
+    #[tokio::test]
+    async fn a_missing_method_arn_is_a_bad_event_not_a_401() {
         let mut req = request(json!({"token": valid_token("alice")}), json!({}));
         req.method_arn = None;
         assert!(matches!(
-            authorize(&token_mode(), &req),
+            authorize(&token_mode(), &req).await,
             Err(AuthorizerError::BadEvent(_))
         ));
     }
 
-    #[test]
-    fn an_oversized_room_is_cut_to_keep_the_context_small() {
+    #[tokio::test]
+    async fn an_oversized_room_is_cut_to_keep_the_context_small() {
         let room = "r".repeat(10_000);
         let identity = identify(
             &token_mode(),
             &request(json!({"token": valid_token("a"), "room": room}), json!({})),
-        )
+        ).await
         .unwrap();
         assert_eq!(identity.room.len(), MAX_CONTEXT_ROOM_CHARS);
         assert!(validate::room(&identity.room).is_err(), "still rejected by $connect");

@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+pub use crate::oidc::OidcSettings;
+
 /// The environment variables the functions read. `chatctl` sets them; their
 /// names are part of the deployment contract and documented in the README.
 pub mod vars {
@@ -10,8 +12,16 @@ pub mod vars {
     pub const CONNECTIONS_TABLE: &str = "CHAT_CONNECTIONS_TABLE";
     /// Name of the messages table.
     pub const MESSAGES_TABLE: &str = "CHAT_MESSAGES_TABLE";
-    /// `token` (default) or `none`.
+    /// `token` (default), `oidc` or `none`.
     pub const AUTH_MODE: &str = "CHAT_AUTH_MODE";
+    /// `oidc` mode: the tokens' issuer (`iss`), https.
+    pub const OIDC_ISSUER: &str = "CHAT_OIDC_ISSUER";
+    /// `oidc` mode: the tokens' audience (`aud`, or Cognito's `client_id`).
+    pub const OIDC_AUDIENCE: &str = "CHAT_OIDC_AUDIENCE";
+    /// `oidc` mode: the claim naming the user (default `sub`).
+    pub const OIDC_USER_CLAIM: &str = "CHAT_OIDC_USER_CLAIM";
+    /// `oidc` mode: the JWKS URL (default: from the discovery document).
+    pub const OIDC_JWKS_URL: &str = "CHAT_OIDC_JWKS_URL";
     /// HS256 secret for tokens; authorizer only, required in `token` mode.
     pub const TOKEN_SECRET: &str = "CHAT_TOKEN_SECRET";
     /// Open connections allowed at once across the stack.
@@ -106,6 +116,8 @@ impl ChatConfig {
 pub enum AuthMode {
     /// A signed token (HS256 JWT) minted by `chatctl token`.
     Token { secret: Vec<u8> },
+    /// A token of the app's OpenID Connect provider (RS256/ES256 JWT).
+    Oidc(OidcSettings),
     /// Public demo: the user names itself with `?user=`.
     None,
 }
@@ -115,6 +127,7 @@ impl std::fmt::Debug for AuthMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AuthMode::Token { .. } => f.write_str("Token { secret: <redacted> }"),
+            AuthMode::Oidc(settings) => write!(f, "Oidc({settings:?})"),
             AuthMode::None => f.write_str("None"),
         }
     }
@@ -141,10 +154,23 @@ impl AuthMode {
                     secret: secret.into_bytes(),
                 })
             }
+            "oidc" => {
+                let issuer = lookup(vars::OIDC_ISSUER).ok_or(ConfigError::Missing(vars::OIDC_ISSUER))?;
+                let audience = lookup(vars::OIDC_AUDIENCE).ok_or(ConfigError::Missing(vars::OIDC_AUDIENCE))?;
+                let user_claim = lookup(vars::OIDC_USER_CLAIM);
+                let jwks_url = lookup(vars::OIDC_JWKS_URL);
+                OidcSettings::new(&issuer, &audience, user_claim.as_deref(), jwks_url.as_deref())
+                    .map(AuthMode::Oidc)
+                    .map_err(|reason| ConfigError::Invalid {
+                        name: vars::AUTH_MODE,
+                        value: "oidc".into(),
+                        reason,
+                    })
+            }
             other => Err(ConfigError::Invalid {
                 name: vars::AUTH_MODE,
                 value: other.to_string(),
-                reason: "expected `token` or `none`".into(),
+                reason: "expected `token`, `oidc` or `none`".into(),
             }),
         }
     }

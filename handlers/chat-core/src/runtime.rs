@@ -149,10 +149,10 @@ async fn serve_route(route: Function) -> Result<(), lambda_runtime::Error> {
 /// Serves the `$connect` authorizer.
 async fn serve_authorizer() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let mode = AuthMode::from_env()?;
-    let mode = &mode;
+    let authorizer = authorizer::Authorizer::new(AuthMode::from_env()?);
+    let authorizer = &authorizer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<AuthorizerRequest>| async move {
-        let result: Result<ApiGatewayCustomAuthorizerResponse, _> = authorizer::authorize(mode, &event.payload);
+        let result: Result<ApiGatewayCustomAuthorizerResponse, _> = authorizer.authorize(&event.payload).await;
         match &result {
             Ok(response) => tracing::info!(user = response.principal_id.as_deref(), "allowed"),
             Err(authorizer::AuthorizerError::Unauthorized { reason }) => tracing::info!(reason, "unauthorized"),

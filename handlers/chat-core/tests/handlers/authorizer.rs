@@ -11,16 +11,23 @@ fn request(query: &[(&str, &str)], protocol: Option<&str>) -> AuthorizerRequest 
     serde_json::from_value(events::authorizer_request(query, protocol)).expect("authorizer event shape")
 }
 
+async fn authorize(
+    mode: &AuthMode,
+    request: &AuthorizerRequest,
+) -> Result<authorizer::AuthorizerResponse, AuthorizerError> {
+    authorizer::Authorizer::new(mode.clone()).authorize(request).await
+}
+
 fn mode() -> AuthMode {
     AuthMode::Token {
         secret: SECRET.to_vec(),
     }
 }
 
-#[test]
-fn a_token_from_the_query_or_the_subprotocol_is_allowed() {
+#[tokio::test]
+async fn a_token_from_the_query_or_the_subprotocol_is_allowed() {
     let token = token::mint(SECRET, "alice", Duration::from_secs(60), SystemTime::now()).unwrap();
-    let response = authorizer::authorize(&mode(), &request(&[("token", &token), ("room", "general")], None)).unwrap();
+    let response = authorize(&mode(), &request(&[("token", &token), ("room", "general")], None)).await.unwrap();
     let json = serde_json::to_value(&response).unwrap();
     assert_eq!(json["context"]["user"], "alice");
     assert_eq!(json["context"]["room"], "general");
@@ -32,12 +39,12 @@ fn a_token_from_the_query_or_the_subprotocol_is_allowed() {
     );
 
     let protocol = format!("{token}, general");
-    let response = authorizer::authorize(&mode(), &request(&[], Some(&protocol))).unwrap();
+    let response = authorize(&mode(), &request(&[], Some(&protocol))).await.unwrap();
     assert_eq!(serde_json::to_value(&response).unwrap()["context"]["room"], "general");
 }
 
-#[test]
-fn bad_tokens_are_unauthorized() {
+#[tokio::test]
+async fn bad_tokens_are_unauthorized() {
     let expired = token::mint(
         SECRET,
         "alice",
@@ -61,16 +68,16 @@ fn bad_tokens_are_unauthorized() {
         ("user instead of token", request(&[("user", "alice")], None)),
     ];
     for (case, request) in cases {
-        let error = authorizer::authorize(&mode(), &request).unwrap_err();
+        let error = authorize(&mode(), &request).await.unwrap_err();
         assert!(matches!(error, AuthorizerError::Unauthorized { .. }), "{case}");
         let diagnostic: lambda_runtime::Diagnostic = error.into();
         assert_eq!(diagnostic.error_message, "Unauthorized", "{case}");
     }
 }
 
-#[test]
-fn mode_none_takes_the_user_from_the_query() {
-    let response = authorizer::authorize(&AuthMode::None, &request(&[("user", "dave")], None)).unwrap();
+#[tokio::test]
+async fn mode_none_takes_the_user_from_the_query() {
+    let response = authorize(&AuthMode::None, &request(&[("user", "dave")], None)).await.unwrap();
     assert_eq!(response.principal_id.as_deref(), Some("dave"));
-    assert!(authorizer::authorize(&AuthMode::None, &request(&[], None)).is_err());
+    assert!(authorize(&AuthMode::None, &request(&[], None)).await.is_err());
 }

@@ -6,6 +6,7 @@ mod authorizer;
 mod connect;
 mod first_minutes;
 mod history;
+mod oidc;
 mod routes;
 mod send;
 mod support;
