@@ -78,7 +78,7 @@ impl From<ConnectionRecord> for Row {
 }
 
 fn store(aws: &Aws, names: &Names) -> ConnectionStore {
-    ConnectionStore::new(aws.dynamodb.clone(), names.connections_table())
+    ConnectionStore::for_operator(aws.dynamodb.clone(), names.connections_table())
 }
 
 /// The open connections of a room or a user (through the table's indexes),

@@ -50,7 +50,7 @@ async fn open_connections(session: &Session, actual: &crate::stack::actual::Actu
     if actual.tables.get(&table).and_then(|t| t.ours()).is_none() {
         return OpenConnections::NoTable;
     }
-    match chat_core::store::ConnectionStore::new(aws.dynamodb.clone(), table)
+    match chat_core::store::ConnectionStore::for_operator(aws.dynamodb.clone(), table)
         .open_count()
         .await
     {

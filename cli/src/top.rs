@@ -270,7 +270,7 @@ impl<'a> Watcher<'a> {
         };
         let queries = queries(names, &target);
         let now = SystemTime::now();
-        let store = chat_core::store::ConnectionStore::new(aws.dynamodb.clone(), names.connections_table());
+        let store = chat_core::store::ConnectionStore::for_operator(aws.dynamodb.clone(), names.connections_table());
         let stale = self
             .metrics
             .as_ref()

@@ -254,6 +254,7 @@ const TRANSACTION_CONFLICT: &str = "TransactionConflictException";
 async fn send_retrying<T, E, F, Fut>(
     operation: &'static str,
     table: &str,
+    waits_for_permissions: bool,
     mut send: F,
 ) -> Result<T, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>
 where
@@ -266,7 +267,7 @@ where
         let result = send().await;
         let code = result.as_ref().err().and_then(|err| err.code().map(str::to_string));
         let refusal = match code.as_deref() {
-            Some(ACCESS_DENIED) => Refusal::Permission,
+            Some(ACCESS_DENIED) if waits_for_permissions => Refusal::Permission,
             Some(TRANSACTION_CONFLICT) => Refusal::Conflict,
             _ => {
                 if let (Some(budget), true) = (&budget, result.is_ok()) {
@@ -392,14 +393,48 @@ pub struct ConnectionStore {
     /// count only falls, so a stale one can refuse too early but never admit
     /// too many, and a refusal reads again.
     last_read: std::sync::Arc<std::sync::Mutex<HashMap<u64, (i64, i64)>>>,
+    /// Whether an AccessDeniedException is tried again for a while: the
+    /// functions' permissions propagate after a deploy; an operator's
+    /// (chatctl's own reads) are what they are.
+    waits_for_permissions: bool,
 }
 
 impl ConnectionStore {
+    /// The functions' store.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
             table: table.into(),
             last_read: Default::default(),
+            waits_for_permissions: true,
+        }
+    }
+
+    /// chatctl's own store (`status`, `connections`, `top`): a refusal is
+    /// the operator's missing permission, said at once as AWS said it.
+    pub fn for_operator(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            waits_for_permissions: false,
+            ..Self::new(client, table)
+        }
+    }
+
+    fn aws_error<E, R>(&self, operation: &'static str, err: SdkError<E, R>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        match aws_error(operation, &self.table, err) {
+            StoreError::Refused {
+                operation,
+                table,
+                detail,
+            } if !self.waits_for_permissions => StoreError::Aws {
+                operation,
+                table,
+                detail,
+            },
+            error => error,
         }
     }
 
@@ -460,7 +495,7 @@ impl ConnectionStore {
                         tokio::time::sleep(conflict_backoff(attempt)).await
                     }
                 }
-                _ => return Err(aws_error("TransactWriteItems", &self.table, err).into()),
+                _ => return Err(self.aws_error("TransactWriteItems", err).into()),
             }
         }
         if fresh && with_room(&view).is_empty() {
@@ -554,9 +589,11 @@ impl ConnectionStore {
         for attempt in 1..=TRANSACTION_ATTEMPTS {
             let Some(keys) = request.take() else { break };
             let call = self.client.batch_get_item().request_items(&self.table, keys);
-            let output = send_retrying("BatchGetItem", &self.table, || call.clone().send())
-                .await
-                .map_err(|e| aws_error("BatchGetItem", &self.table, e))?;
+            let output = send_retrying("BatchGetItem", &self.table, self.waits_for_permissions, || {
+                call.clone().send()
+            })
+            .await
+            .map_err(|e| self.aws_error("BatchGetItem", e))?;
             found.extend(
                 output
                     .responses
@@ -677,7 +714,10 @@ impl ConnectionStore {
         let mut attempt = 0;
         let call = self.client.transact_write_items().set_transact_items(Some(items));
         loop {
-            let result = send_retrying("TransactWriteItems", &self.table, || call.clone().send()).await;
+            let result = send_retrying("TransactWriteItems", &self.table, self.waits_for_permissions, || {
+                call.clone().send()
+            })
+            .await;
             attempt += 1;
             let conflicted = match &result {
                 Err(err) => cancellation(err).is_some_and(|reasons| reasons.contains(&Cancelled::Conflict)),
@@ -705,9 +745,11 @@ impl ConnectionStore {
             .table_name(&self.table)
             .key(schema::CONNECTION_ID, s(connection_id))
             .consistent_read(true);
-        let output = send_retrying("GetItem", &self.table, || call.clone().send())
-            .await
-            .map_err(|e| aws_error("GetItem", &self.table, e))?;
+        let output = send_retrying("GetItem", &self.table, self.waits_for_permissions, || {
+            call.clone().send()
+        })
+        .await
+        .map_err(|e| self.aws_error("GetItem", e))?;
         Ok(output.item)
     }
 
@@ -778,7 +820,7 @@ impl ConnectionStore {
             Ok(_) => Ok(true),
             Err(err) => match cancellation(&err).as_deref() {
                 Some([Cancelled::Condition, ..]) => Ok(false),
-                _ => Err(aws_error("TransactWriteItems", table, err)),
+                _ => Err(self.aws_error("TransactWriteItems", err)),
             },
         }
     }
@@ -798,7 +840,10 @@ impl ConnectionStore {
             .expression_attribute_names("#room", schema::ROOM)
             .expression_attribute_names("#id", schema::CONNECTION_ID)
             .expression_attribute_values(":room", s(room));
-        let result = send_retrying("UpdateItem", &self.table, || call.clone().send()).await;
+        let result = send_retrying("UpdateItem", &self.table, self.waits_for_permissions, || {
+            call.clone().send()
+        })
+        .await;
         match result {
             Ok(_) => Ok(true),
             Err(err)
@@ -809,7 +854,7 @@ impl ConnectionStore {
             {
                 Ok(false)
             }
-            Err(err) => Err(aws_error("UpdateItem", &self.table, err)),
+            Err(err) => Err(self.aws_error("UpdateItem", err)),
         }
     }
 
@@ -836,9 +881,9 @@ impl ConnectionStore {
                 .expression_attribute_names("#key", key)
                 .expression_attribute_values(":value", s(value))
                 .set_exclusive_start_key(start_key);
-            let output = send_retrying("Query", &self.table, || call.clone().send())
+            let output = send_retrying("Query", &self.table, self.waits_for_permissions, || call.clone().send())
                 .await
-                .map_err(|e| aws_error("Query", &self.table, e))?;
+                .map_err(|e| self.aws_error("Query", e))?;
             for item in output.items() {
                 ids.push(string_attr(item, schema::CONNECTION_ID, &self.table)?);
             }
@@ -908,7 +953,7 @@ impl MessageStore {
         if let Some(to) = &message.to {
             request = request.item("to", s(to));
         }
-        send_retrying("PutItem", &self.table, || request.clone().send())
+        send_retrying("PutItem", &self.table, true, || request.clone().send())
             .await
             .map_err(|e| aws_error("PutItem", &self.table, e))?;
         Ok(())
@@ -933,7 +978,7 @@ impl MessageStore {
                 .expression_attribute_values(":before", s(cursor)),
             None => request.key_condition_expression("#c = :c"),
         };
-        let output = send_retrying("Query", &self.table, || request.clone().send())
+        let output = send_retrying("Query", &self.table, true, || request.clone().send())
             .await
             .map_err(|e| aws_error("Query", &self.table, e))?;
         let mut messages = Vec::with_capacity(output.items().len());
