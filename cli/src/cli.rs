@@ -243,6 +243,10 @@ pub struct SmokeArgs {
     /// propagating (HTTP 5xx at the handshake, no echo)
     #[arg(long, default_value = "60s")]
     pub wait: String,
+    /// Connect with this token instead of one chatctl mints (with auth =
+    /// "oidc", a token of your identity provider)
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -30,7 +30,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Smoke(args) => {
             let wait = humantime::parse_duration(&args.wait)
                 .with_context(|| format!("invalid --wait {:?}: use a duration like 30s or 2m", args.wait))?;
-            smoke(context, args.url.as_deref(), wait).await
+            smoke(context, args.url.as_deref(), args.token.as_deref(), wait).await
         }
         Command::Top(args) => top(context, &args).await,
         Command::Dev(_) => unreachable!("handled above"),
@@ -91,6 +91,23 @@ async fn build_with_progress(
     .await
 }
 
+/// With `auth = "oidc"`: whether the issuer's discovery document and keys
+/// can be read from here; a warning when not (not an error: the
+/// authorizer's network may reach what this machine cannot).
+async fn check_issuer(oidc: Option<&chat_core::oidc::OidcSettings>) -> Option<String> {
+    let oidc = oidc?;
+    let failed = match chat_core::oidc::fetch_keys(oidc).await {
+        Ok(keys) if !keys.is_empty() => return None,
+        Ok(_) => "it publishes no signing keys with a kid".to_string(),
+        Err(error) => error.to_string(),
+    };
+    let url = oidc.jwks_url.clone().unwrap_or_else(|| oidc.discovery_url());
+    Some(format!(
+        "the identity provider {} cannot be checked from here ({url}): {failed}. The authorizer reads its keys at the first token; if it cannot either, every connection is refused with 401.",
+        oidc.issuer
+    ))
+}
+
 async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let root = build::find_root(&cwd);
@@ -126,8 +143,12 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
         }
         build::read_zips(&lambda_dir)
     };
-    let (actual, code) = tokio::join!(read(context), build_step);
+    let oidc = context.settings.oidc.clone();
+    let (actual, code, issuer) = tokio::join!(read(context), build_step, check_issuer(oidc.as_ref()));
     progress.finish();
+    if let Some(warning) = issuer {
+        eprintln!("warning: {warning}");
+    }
     let (actual, code) = (actual?, code?);
     let (secret, mut plan) = plan_for(context, &actual, &code)?;
     let Session { aws, names, .. } = &*context;
@@ -159,7 +180,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
         }
         // `up --smoke` on a stack already up checks it all the same.
         let smoke = match args.smoke && !args.dry_run {
-            true => Some(run_smoke(context, None, SMOKE_AFTER_UP).await?),
+            true => Some(run_smoke(context, None, None, SMOKE_AFTER_UP).await?),
             false => None,
         };
         if context.json {
@@ -195,7 +216,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
         outln!("{outputs}")?;
     }
     let smoke = match args.smoke {
-        true => Some(run_smoke(context, None, SMOKE_AFTER_UP).await?),
+        true => Some(run_smoke(context, None, None, SMOKE_AFTER_UP).await?),
         false => None,
     };
     if context.json {
@@ -461,17 +482,22 @@ async fn top(context: &mut Session, args: &crate::cli::TopArgs) -> Result<u8> {
     }
 }
 
-async fn smoke(context: &mut Session, url: Option<&str>, wait: std::time::Duration) -> Result<u8> {
-    let report = run_smoke(context, url, wait).await?;
+async fn smoke(context: &mut Session, url: Option<&str>, token: Option<&str>, wait: std::time::Duration) -> Result<u8> {
+    let report = run_smoke(context, url, token, wait).await?;
     if context.json {
         print_json(&report)?;
     }
     Ok(smoke_exit(&report, context.json))
 }
 
-/// Runs the smoke test against `url` or the deployed stack's URL, showing
-/// each step on a terminal (text output).
-async fn run_smoke(context: &Session, url: Option<&str>, wait: std::time::Duration) -> Result<crate::smoke::Report> {
+/// Runs the smoke test against `url` or the deployed stack's URL, with
+/// `token` or one chatctl mints, showing each step on a terminal (text output).
+async fn run_smoke(
+    context: &Session,
+    url: Option<&str>,
+    token: Option<&str>,
+    wait: std::time::Duration,
+) -> Result<crate::smoke::Report> {
     use crate::smoke::Credentials;
     use crate::token::Auth;
 
@@ -486,13 +512,17 @@ async fn run_smoke(context: &Session, url: Option<&str>, wait: std::time::Durati
     if !(url.starts_with("ws://") || url.starts_with("wss://")) {
         bail!("invalid --url {url:?}: a WebSocket URL starts with ws:// or wss://");
     }
-    let credentials = match crate::token::deployed_auth(aws, names).await? {
-        Auth::Token { secret } => {
+    let credentials = match (token, crate::token::deployed_auth(aws, names).await?) {
+        (Some(token), _) => Credentials::Token(token.to_string()),
+        (None, Auth::Oidc { issuer }) => {
+            bail!("{}", crate::token::oidc_tokens_come_from_the_idp(&names.stack, &issuer))
+        }
+        (None, Auth::Token { secret }) => {
             // Valid for every attempt: a token expiring mid-way would read as a refusal.
             let ttl = wait + std::time::Duration::from_secs(600);
             Credentials::Token(crate::token::mint_with(&secret, crate::smoke::USER, ttl)?.token)
         }
-        Auth::None => Credentials::User,
+        (None, Auth::None) => Credentials::User,
     };
     let json = context.json;
     if !json {

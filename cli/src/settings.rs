@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use chat_core::config as limits;
+use chat_core::oidc::OidcSettings;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_FILE: &str = "chatctl.toml";
@@ -45,6 +46,8 @@ impl Arch {
 pub enum AuthMode {
     #[default]
     Token,
+    /// Tokens of the app's OpenID Connect provider, `[oidc]`.
+    Oidc,
     None,
 }
 
@@ -52,9 +55,20 @@ impl AuthMode {
     pub fn as_env(self) -> &'static str {
         match self {
             AuthMode::Token => "token",
+            AuthMode::Oidc => "oidc",
             AuthMode::None => "none",
         }
     }
+}
+
+/// `[oidc]`: the identity provider whose tokens `auth = "oidc"` accepts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub user_claim: Option<String>,
+    pub jwks_url: Option<String>,
 }
 
 /// `chatctl.toml`. Every field is optional; unknown fields are errors, so a
@@ -71,6 +85,7 @@ pub struct ConfigFile {
     /// Lambda timeout, seconds.
     pub timeout: Option<i32>,
     pub auth: Option<AuthMode>,
+    pub oidc: Option<OidcFile>,
     pub log_retention_days: Option<i32>,
     #[serde(default)]
     pub limits: LimitsFile,
@@ -175,6 +190,8 @@ pub struct Settings {
     pub memory_mb: i32,
     pub timeout_seconds: i32,
     pub auth: AuthMode,
+    /// With `auth = "oidc"`: the issuer, checked.
+    pub oidc: Option<OidcSettings>,
     pub log_retention_days: i32,
     pub max_connections: u64,
     pub max_message_bytes: usize,
@@ -214,6 +231,35 @@ impl ConfigFile {
         // toml's message names the line and column and shows the offending text.
         toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
     }
+}
+
+/// `[oidc]`, checked: required by `auth = "oidc"`, refused with another mode
+/// (it would do nothing).
+fn oidc_settings(file: &ConfigFile) -> Result<Option<OidcSettings>> {
+    let auth = file.auth.unwrap_or_default();
+    let Some(oidc) = &file.oidc else {
+        if auth == AuthMode::Oidc {
+            bail!("auth = \"oidc\" needs an [oidc] section with issuer = \"https://…\" and audience = \"<client id>\"");
+        }
+        return Ok(None);
+    };
+    if auth != AuthMode::Oidc {
+        bail!(
+            "[oidc] is set but auth is \"{}\": set auth = \"oidc\" to accept the identity provider's tokens, or remove [oidc]",
+            auth.as_env()
+        );
+    }
+    let issuer = oidc
+        .issuer
+        .as_deref()
+        .context("[oidc]: issuer is required (the tokens' iss, e.g. https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123)")?;
+    let audience = oidc
+        .audience
+        .as_deref()
+        .context("[oidc]: audience is required (the client id the tokens are issued for)")?;
+    OidcSettings::new(issuer, audience, oidc.user_claim.as_deref(), oidc.jwks_url.as_deref())
+        .map(Some)
+        .map_err(|reason| anyhow::anyhow!("[oidc]: {reason}"))
 }
 
 /// The stage settings of `[stage_settings]`, checked.
@@ -280,6 +326,7 @@ impl Settings {
             memory_mb: file.memory.unwrap_or(DEFAULT_MEMORY_MB),
             timeout_seconds: file.timeout.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
             auth: file.auth.unwrap_or_default(),
+            oidc: oidc_settings(file)?,
             log_retention_days: file.log_retention_days.unwrap_or(DEFAULT_LOG_RETENTION_DAYS),
             max_connections: file.limits.max_connections.unwrap_or(limits::DEFAULT_MAX_CONNECTIONS),
             max_message_bytes: file
@@ -414,6 +461,50 @@ mod tests {
         assert_eq!(settings.arch, Arch::X86_64);
         assert_eq!(settings.auth, AuthMode::Token);
         assert_eq!(settings.log_retention_days, 14);
+    }
+
+    #[test]
+    fn oidc_needs_its_section_and_checks_it_before_anything() {
+        let resolve = |text: &str| Settings::resolve(&ConfigFile::parse(text).unwrap(), &Overrides::default());
+        let settings = resolve(
+            r#"
+            auth = "oidc"
+            [oidc]
+            issuer = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123"
+            audience = "app-client"
+            user_claim = "cognito:username"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(settings.auth, AuthMode::Oidc);
+        let oidc = settings.oidc.unwrap();
+        assert_eq!(oidc.audience, "app-client");
+        assert_eq!(oidc.user_claim, "cognito:username");
+        for (text, says) in [
+            ("auth = \"oidc\"", "needs an [oidc] section"),
+            ("auth = \"oidc\"\n[oidc]\naudience = \"a\"", "issuer is required"),
+            (
+                "auth = \"oidc\"\n[oidc]\nissuer = \"https://i.example\"",
+                "audience is required",
+            ),
+            (
+                "auth = \"oidc\"\n[oidc]\nissuer = \"http://idp.example.com\"\naudience = \"a\"",
+                "uses http",
+            ),
+            (
+                "auth = \"oidc\"\n[oidc]\nissuer = \"idp\"\naudience = \"a\"",
+                "not a URL",
+            ),
+            (
+                "[oidc]\nissuer = \"https://i.example\"\naudience = \"a\"",
+                "set auth = \"oidc\"",
+            ),
+        ] {
+            let error = format!("{:#}", resolve(text).unwrap_err());
+            assert!(error.contains(says), "{text}: {error}");
+        }
+        let unknown = ConfigFile::parse("auth = \"oidc\"\n[oidc]\nissuer_url = \"x\"").unwrap_err();
+        assert!(unknown.to_string().contains("issuer_url"), "{unknown}");
     }
 
     #[test]

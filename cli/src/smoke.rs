@@ -86,7 +86,8 @@ pub async fn run(url: &str, credentials: &Credentials, budget: Duration, progres
         report.attempts += 1;
         report.steps.clear();
         match attempt(url, credentials, &room, &mut report.steps, progress).await {
-            Ok(()) => {
+            Ok(user) => {
+                report.user = user;
                 report.passed = true;
                 return report;
             }
@@ -154,13 +155,14 @@ fn handshake_failure(url: &str, error: tungstenite::Error) -> Failure {
     }
 }
 
+/// One try of every step; the user the stack took the check for.
 async fn attempt(
     url: &str,
     credentials: &Credentials,
     room: &str,
     steps: &mut Vec<Step>,
     progress: &dyn Fn(&str),
-) -> Result<(), Failure> {
+) -> Result<String, Failure> {
     let mut done = |step: &'static str, since: Instant| {
         let ms = since.elapsed().as_millis();
         progress(&format!("  {step:<16} {ms:>6} ms"));
@@ -183,7 +185,7 @@ async fn attempt(
     let text = format!("smoke test {}", ulid::Ulid::from_datetime(std::time::SystemTime::now()));
     let started = Instant::now();
     send(&mut socket, json!({"action": "sendmessage", "message": text}), "send").await?;
-    expect(&mut socket, "echo", |event| {
+    let echo = expect(&mut socket, "echo", |event| {
         event["type"] == "message" && event["text"] == text.as_str()
     })
     .await
@@ -195,6 +197,8 @@ async fn attempt(
         other => other,
     })?;
     done("message echoed", started);
+    // Who the stack took the check for: the token's user.
+    let user = echo["from"].as_str().unwrap_or(USER).to_string();
 
     let started = Instant::now();
     send(&mut socket, json!({"action": "getmessages"}), "history").await?;
@@ -226,7 +230,7 @@ async fn attempt(
         Err(_) => return Err(Failure::Final("close", anyhow!("the close was not answered"))),
     }
     done("close", started);
-    Ok(())
+    Ok(user)
 }
 
 async fn send(socket: &mut Socket, frame: Value, step: &'static str) -> Result<(), Failure> {

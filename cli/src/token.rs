@@ -35,6 +35,8 @@ pub fn parse_ttl(text: &str) -> Result<Duration> {
 pub enum Auth {
     /// A token signed with this secret.
     Token { secret: String },
+    /// `auth = "oidc"`: a token of the app's identity provider, this issuer.
+    Oidc { issuer: String },
     /// `auth = "none"`: anyone, naming themselves with `?user=NAME`.
     None,
 }
@@ -66,8 +68,13 @@ pub async fn deployed_auth(aws: &Aws, names: &Names) -> Result<Auth> {
         .and_then(|e| e.variables())
         .cloned()
         .unwrap_or_default();
-    if env.get(vars::AUTH_MODE).map(String::as_str) == Some("none") {
-        return Ok(Auth::None);
+    match env.get(vars::AUTH_MODE).map(String::as_str) {
+        Some("none") => return Ok(Auth::None),
+        Some("oidc") => {
+            let issuer = env.get(vars::OIDC_ISSUER).cloned().unwrap_or_default();
+            return Ok(Auth::Oidc { issuer });
+        }
+        _ => {}
     }
     let secret = env.get(vars::TOKEN_SECRET).with_context(|| {
         format!(
@@ -86,7 +93,17 @@ pub async fn mint(aws: &Aws, names: &Names, user: &str, ttl: Duration) -> Result
             "stack {} runs with auth = \"none\": no token is needed; connect with ?user=NAME",
             names.stack
         ),
+        Auth::Oidc { issuer } => bail!("{}", oidc_tokens_come_from_the_idp(&names.stack, &issuer)),
     }
+}
+
+/// What to do for a token when the stack takes the identity provider's.
+pub fn oidc_tokens_come_from_the_idp(stack: &str, issuer: &str) -> String {
+    format!(
+        "stack {stack} runs with auth = \"oidc\": its tokens come from your identity provider ({issuer}), \
+         not from chatctl; sign a user in there and pass its token (an ID or access token for the [oidc] \
+         audience), e.g. `chatctl smoke --token TOKEN`"
+    )
 }
 
 /// Mints a token with a known secret (`chatctl dev` knows its stack's).

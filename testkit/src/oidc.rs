@@ -76,7 +76,9 @@ fn pkcs1_of_pkcs8(der: &[u8]) -> Vec<u8> {
             0..0x80 => (first, at + 2),
             _ => {
                 let bytes = first & 0x7f;
-                let length = der[at + 2..at + 2 + bytes].iter().fold(0, |n, b| (n << 8) | *b as usize);
+                let length = der[at + 2..at + 2 + bytes]
+                    .iter()
+                    .fold(0, |n, b| (n << 8) | *b as usize);
                 (length, at + 2 + bytes)
             }
         };

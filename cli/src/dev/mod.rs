@@ -155,7 +155,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
     let token_mode = session.settings.auth == crate::settings::AuthMode::Token;
     let page = crate::dev::web::PageConfig {
         url: url.clone(),
-        auth: if token_mode { "token" } else { "none" }.into(),
+        auth: session.settings.auth.as_env().into(),
         user: "alice".into(),
         room: "lobby".into(),
         token_endpoint: token_mode.then(|| "token.json".into()),
@@ -178,6 +178,13 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         let token = crate::token::mint_with(&secret, "alice", crate::dev::web::DEV_TOKEN_TTL)?.token;
         outln!("Token for alice:   {token}")?;
         outln!("Try:               npx wscat -c '{url}?token={token}&room=lobby'")?;
+    } else if let Some(oidc) = &session.settings.oidc {
+        outln!(
+            "Tokens:            from your identity provider {} (audience {})",
+            oidc.issuer,
+            oidc.audience
+        )?;
+        outln!("Try:               npx wscat -c '{url}?token=<its token>&room=lobby'")?;
     } else {
         outln!("Try:               npx wscat -c '{url}?user=alice&room=lobby'")?;
     }

@@ -26,7 +26,7 @@ pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, Clone, Serialize)]
 pub struct PageConfig {
     pub url: String,
-    /// `token` or `none`.
+    /// `token`, `oidc` (paste a token of the identity provider) or `none`.
     pub auth: String,
     pub user: String,
     pub room: String,

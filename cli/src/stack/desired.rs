@@ -288,6 +288,14 @@ fn function_env(settings: &Settings, names: &Names, function: Function, secret: 
         if settings.auth == AuthMode::Token {
             env.insert(vars::TOKEN_SECRET.to_string(), secret.to_string());
         }
+        if let Some(oidc) = &settings.oidc {
+            env.insert(vars::OIDC_ISSUER.to_string(), oidc.issuer.clone());
+            env.insert(vars::OIDC_AUDIENCE.to_string(), oidc.audience.clone());
+            env.insert(vars::OIDC_USER_CLAIM.to_string(), oidc.user_claim.clone());
+            if let Some(url) = &oidc.jwks_url {
+                env.insert(vars::OIDC_JWKS_URL.to_string(), url.clone());
+            }
+        }
         return env;
     }
     env.insert(vars::CONNECTIONS_TABLE.to_string(), names.connections_table());
@@ -391,6 +399,25 @@ mod tests {
         assert_eq!(join.env[vars::CONNECTIONS_TABLE], "chat-connections");
         assert_eq!(join.role, "chat-handlers");
         assert_eq!(authorizer.role, "chat-authorizer");
+    }
+
+    #[test]
+    fn with_oidc_the_authorizer_knows_the_issuer_and_no_secret() {
+        let file =
+            ConfigFile::parse("auth = \"oidc\"\n[oidc]\nissuer = \"https://idp.example.com\"\naudience = \"app\"")
+                .unwrap();
+        let settings = Settings::resolve(&file, &Overrides::default()).unwrap();
+        let d = Desired::new(&settings, names(), "s3cret", &BTreeMap::new());
+        let env = &d.function(Function::Authorizer).env;
+        assert_eq!(env[vars::AUTH_MODE], "oidc");
+        assert_eq!(env[vars::OIDC_ISSUER], "https://idp.example.com");
+        assert_eq!(env[vars::OIDC_AUDIENCE], "app");
+        assert_eq!(env[vars::OIDC_USER_CLAIM], "sub");
+        assert!(!env.contains_key(vars::OIDC_JWKS_URL));
+        assert!(!env.contains_key(vars::TOKEN_SECRET));
+        // What the function reads back is what was meant.
+        let mode = chat_core::config::AuthMode::from_lookup(|name| env.get(name).cloned()).unwrap();
+        assert_eq!(mode, chat_core::config::AuthMode::Oidc(settings.oidc.clone().unwrap()));
     }
 
     #[test]

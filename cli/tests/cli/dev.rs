@@ -1278,3 +1278,105 @@ async fn permission_lag_refuses_handshakes_for_a_while() {
     send(&mut alice, json!({"action": "sendmessage", "message": "hi"})).await;
     assert_eq!(event(&mut alice).await["text"], "hi");
 }
+
+/// `auth = "oidc"` against a real OIDC issuer on loopback (discovery and
+/// JWKS over HTTP, keys the test makes): its tokens connect as the user
+/// they name, bad ones get 401, a key rotation is picked up by the running
+/// authorizer, `smoke --token` uses such a token and `token` says where
+/// tokens come from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_tokens_of_the_apps_issuer_connect_and_bad_ones_get_401() {
+    use chat_testkit::oidc::{AUDIENCE, OidcIssuer};
+    use jsonwebtoken::Algorithm;
+    let issuer = OidcIssuer::start().await;
+    let impostor = OidcIssuer::start().await;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "auth = \"oidc\"\n[oidc]\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\nuser_claim = \"email_name\"\n",
+            issuer.url()
+        ),
+    )
+    .unwrap();
+    let config_path = config.path().to_str().unwrap();
+    let dev = start_dev_with(&["--stack", "oidc", "--config", config_path]).await;
+    let token_for = |user: &str, alg| {
+        let mut claims = issuer.claims("sub-1234");
+        claims["email_name"] = json!(user);
+        issuer.sign(&claims, alg)
+    };
+
+    let mut alice = dev
+        .connect(&format!("token={}&room=lobby", token_for("alice", Algorithm::RS256)))
+        .await
+        .expect("a token of the issuer connects");
+    send(&mut alice, json!({"action": "sendmessage", "message": "hi"})).await;
+    assert_eq!(event(&mut alice).await["from"], "alice", "the user is the user_claim's");
+    let bob = dev
+        .connect(&format!("token={}", token_for("bob", Algorithm::ES256)))
+        .await;
+    assert!(bob.is_ok(), "ES256 too");
+
+    let mut expired = issuer.claims("x");
+    expired["email_name"] = json!("carol");
+    expired["exp"] = json!(expired["iat"].as_u64().unwrap() - 300);
+    let mut other_audience = issuer.claims("x");
+    other_audience["email_name"] = json!("carol");
+    other_audience["aud"] = json!("another-app");
+    let mut forged = issuer.claims("x");
+    forged["email_name"] = json!("carol");
+    for (case, token) in [
+        ("forged", impostor.sign(&forged, Algorithm::RS256)),
+        ("expired", issuer.sign(&expired, Algorithm::RS256)),
+        ("another audience", issuer.sign(&other_audience, Algorithm::RS256)),
+        ("no user claim", issuer.token("carol")),
+        ("not a JWT", "abc".to_string()),
+    ] {
+        assert_eq!(
+            refused_status(dev.connect(&format!("token={token}")).await),
+            401,
+            "{case}"
+        );
+    }
+
+    // The IdP rotates its keys: the running authorizer fetches the new ones.
+    issuer.rotate_keys();
+    let rotated = token_for("dave", Algorithm::RS256);
+    assert!(
+        dev.connect(&format!("token={rotated}")).await.is_ok(),
+        "a token of the new key connects"
+    );
+
+    let smoke = dev
+        .chatctl(&[
+            "smoke",
+            "--stack",
+            "oidc",
+            "--config",
+            config_path,
+            "--url",
+            &dev.url,
+            "--token",
+            &rotated,
+        ])
+        .await;
+    let stdout = String::from_utf8_lossy(&smoke.stdout);
+    assert!(
+        smoke.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&smoke.stderr)
+    );
+    assert!(stdout.contains("user dave"), "{stdout}");
+    let refused = dev.chatctl(&["smoke", "--stack", "oidc", "--url", &dev.url]).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("its tokens come from your identity provider"),
+        "{stderr}"
+    );
+    let token = dev.chatctl(&["token", "--stack", "oidc", "--user", "erin"]).await;
+    let stderr = String::from_utf8_lossy(&token.stderr);
+    assert_eq!(token.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(issuer.url()), "{stderr}");
+}

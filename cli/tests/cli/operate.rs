@@ -466,3 +466,76 @@ async fn a_closed_stdout_ends_a_command_quietly() {
         assert_eq!((run.code, run.stderr.as_str()), (0, ""), "{args:?}");
     }
 }
+
+/// `auth = "oidc"` through the behaviour layer: `up` gives the authorizer
+/// the issuer and no secret, warns (and goes on) when the issuer cannot be
+/// read from here, says nothing when it can; moving back to `auth = "token"`
+/// drops the issuer and brings a secret back; a bad `[oidc]` changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_oidc_configures_the_authorizer_and_checks_the_issuer() {
+    let env = Env::start().await;
+    let authorizer_env = || async {
+        let config = env
+            .lambda()
+            .get_function_configuration()
+            .function_name("chat-authorizer")
+            .send()
+            .await
+            .unwrap();
+        config.environment().unwrap().variables().unwrap().clone()
+    };
+    env.write_config("auth = \"oidc\"\n[oidc]\nissuer = \"http://idp.example.com\"\naudience = \"app\"\n");
+    let refused = env.up(&[]).await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("[oidc]: issuer") && refused.stderr.contains("uses http"),
+        "{refused:?}"
+    );
+    assert!(env.proxy.mutating_calls().is_empty(), "a bad [oidc] changes nothing");
+
+    // An issuer nobody answers for: a warning naming it, and the stack is up.
+    let gone = chat_testkit::OidcIssuer::start().await;
+    let gone_url = gone.url().to_string();
+    drop(gone);
+    env.write_config(&format!(
+        "auth = \"oidc\"\n[oidc]\nissuer = \"{gone_url}\"\naudience = \"app\"\nuser_claim = \"email\"\n"
+    ));
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(
+        run.stderr.contains(&format!(
+            "warning: the identity provider {gone_url} cannot be checked from here"
+        )),
+        "{run:?}"
+    );
+    let vars = authorizer_env().await;
+    assert_eq!(vars["CHAT_AUTH_MODE"], "oidc");
+    assert_eq!(vars["CHAT_OIDC_ISSUER"], gone_url);
+    assert_eq!(vars["CHAT_OIDC_AUDIENCE"], "app");
+    assert_eq!(vars["CHAT_OIDC_USER_CLAIM"], "email");
+    assert!(!vars.contains_key("CHAT_TOKEN_SECRET"));
+    let token = env.chatctl(&["token", "--user", "alice"]).await;
+    assert_eq!(token.code, 1);
+    assert!(
+        token.stderr.contains("its tokens come from your identity provider"),
+        "{token:?}"
+    );
+
+    // A reachable issuer: no warning.
+    let issuer = chat_testkit::OidcIssuer::start().await;
+    env.write_config(&format!(
+        "auth = \"oidc\"\n[oidc]\nissuer = \"{}\"\naudience = \"app\"\n",
+        issuer.url()
+    ));
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(!run.stderr.contains("warning:"), "{run:?}");
+    assert_eq!(issuer.jwks_fetches(), 1, "up read the keys once");
+
+    env.write_config("");
+    env.up(&[]).await.assert_ok();
+    let vars = authorizer_env().await;
+    assert_eq!(vars["CHAT_AUTH_MODE"], "token");
+    assert!(!vars.contains_key("CHAT_OIDC_ISSUER"));
+    assert!(vars["CHAT_TOKEN_SECRET"].len() >= 32);
+}

@@ -179,7 +179,8 @@ mod tests {
         let response = authorize(
             &token_mode(),
             &request(json!({"token": valid_token("alice"), "room": "general"}), json!({})),
-        ).await
+        )
+        .await
         .unwrap();
         let value = serde_json::to_value(&response).unwrap();
         assert_eq!(value["principalId"], "alice");
@@ -199,7 +200,8 @@ mod tests {
         let identity = identify(
             &token_mode(),
             &request(json!({}), json!({"Sec-WebSocket-Protocol": protocol})),
-        ).await
+        )
+        .await
         .unwrap();
         assert_eq!(
             identity,
@@ -244,10 +246,16 @@ mod tests {
 
     #[tokio::test]
     async fn mode_none_takes_a_sanitised_user_name() {
-        let identity = identify(&AuthMode::None, &request(json!({"user": "Ali ce!"}), json!({}))).await.unwrap();
+        let identity = identify(&AuthMode::None, &request(json!({"user": "Ali ce!"}), json!({})))
+            .await
+            .unwrap();
         assert_eq!(identity.user, "Alice");
         assert_eq!(identity.room, "lobby");
-        assert!(identify(&AuthMode::None, &request(json!({"user": "!!!"}), json!({}))).await.is_err());
+        assert!(
+            identify(&AuthMode::None, &request(json!({"user": "!!!"}), json!({})))
+                .await
+                .is_err()
+        );
         assert!(identify(&AuthMode::None, &request(json!({}), json!({}))).await.is_err());
     }
 
@@ -267,7 +275,8 @@ mod tests {
         let identity = identify(
             &token_mode(),
             &request(json!({"token": valid_token("a"), "room": room}), json!({})),
-        ).await
+        )
+        .await
         .unwrap();
         assert_eq!(identity.room.len(), MAX_CONTEXT_ROOM_CHARS);
         assert!(validate::room(&identity.room).is_err(), "still rejected by $connect");

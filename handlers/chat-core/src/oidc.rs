@@ -39,7 +39,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 
 /// `[oidc]`: who issues the tokens and for whom.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OidcSettings {
     /// `https://…` (http only on a loopback host), exactly as the tokens' `iss`.
     pub issuer: String,
@@ -55,12 +55,7 @@ pub const DEFAULT_USER_CLAIM: &str = "sub";
 
 impl OidcSettings {
     /// Checks each value; the error says which and why.
-    pub fn new(
-        issuer: &str,
-        audience: &str,
-        user_claim: Option<&str>,
-        jwks_url: Option<&str>,
-    ) -> Result<Self, String> {
+    pub fn new(issuer: &str, audience: &str, user_claim: Option<&str>, jwks_url: Option<&str>) -> Result<Self, String> {
         check_url("issuer", issuer)?;
         if let Some(url) = jwks_url {
             check_url("jwks_url", url)?;
@@ -177,11 +172,19 @@ impl Verifier {
         let key_alg = match &jwk.algorithm {
             AlgorithmParameters::RSA(_) => Algorithm::RS256,
             AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Algorithm::ES256,
-            _ => return Err(OidcError::KeyMismatch { kid, alg: format!("{:?}", header.alg) }),
+            _ => {
+                return Err(OidcError::KeyMismatch {
+                    kid,
+                    alg: format!("{:?}", header.alg),
+                });
+            }
         };
         let declared = jwk.common.key_algorithm.map(|a| format!("{a:?}"));
         if key_alg != header.alg || declared.is_some_and(|a| a != format!("{key_alg:?}")) {
-            return Err(OidcError::KeyMismatch { kid, alg: format!("{:?}", header.alg) });
+            return Err(OidcError::KeyMismatch {
+                kid,
+                alg: format!("{:?}", header.alg),
+            });
         }
         let key = DecodingKey::from_jwk(&jwk).map_err(|e| OidcError::Keys(format!("key {kid:?}: {e}")))?;
         let mut validation = Validation::new(key_alg);
@@ -221,9 +224,7 @@ impl Verifier {
         if let Some(jwk) = cache.keys.get(kid) {
             return Ok(jwk.clone());
         }
-        let may_refetch = cache
-            .last_refetch
-            .is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL);
+        let may_refetch = cache.last_refetch.is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL);
         if cache.fetched && !may_refetch {
             return Err(OidcError::UnknownKey(kid.to_string()));
         }
@@ -234,7 +235,11 @@ impl Verifier {
         tracing::info!(keys = keys.len(), "fetched the issuer's keys");
         cache.keys = keys;
         cache.fetched = true;
-        cache.keys.get(kid).cloned().ok_or_else(|| OidcError::UnknownKey(kid.to_string()))
+        cache
+            .keys
+            .get(kid)
+            .cloned()
+            .ok_or_else(|| OidcError::UnknownKey(kid.to_string()))
     }
 }
 
@@ -256,8 +261,8 @@ pub async fn fetch_keys(settings: &OidcSettings) -> Result<HashMap<String, Jwk>,
         None => discover_jwks_url(settings).await?,
     };
     let body = get(&jwks_url).await.map_err(OidcError::Keys)?;
-    let set: JwkSet = serde_json::from_slice(&body)
-        .map_err(|e| OidcError::Keys(format!("{jwks_url} is not a JWKS: {e}")))?;
+    let set: JwkSet =
+        serde_json::from_slice(&body).map_err(|e| OidcError::Keys(format!("{jwks_url} is not a JWKS: {e}")))?;
     Ok(set
         .keys
         .into_iter()
@@ -297,10 +302,7 @@ async fn get(url: &str) -> Result<Vec<u8>, String> {
         .build::<_, Empty<Bytes>>(connector);
     let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
     let fetch = async {
-        let response = client
-            .get(uri)
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+        let response = client.get(uri).await.map_err(|e| format!("GET {url}: {e}"))?;
         let status = response.status();
         let body = http_body_util::Limited::new(response.into_body(), MAX_DOCUMENT_BYTES)
             .collect()
@@ -338,11 +340,22 @@ mod tests {
             let error = OidcSettings::new(issuer, "app", None, None).unwrap_err();
             assert!(error.contains(says), "{issuer}: {error}");
         }
-        assert!(OidcSettings::new("https://i", " ", None, None).unwrap_err().contains("audience"));
-        assert!(OidcSettings::new("https://i", "a", Some(""), None).unwrap_err().contains("user_claim"));
+        assert!(
+            OidcSettings::new("https://i", " ", None, None)
+                .unwrap_err()
+                .contains("audience")
+        );
+        assert!(
+            OidcSettings::new("https://i", "a", Some(""), None)
+                .unwrap_err()
+                .contains("user_claim")
+        );
         assert!(OidcSettings::new("https://i", "a", None, Some("http://x.com/jwks")).is_err());
         let settings = OidcSettings::new("https://i.example/", "a", None, None).unwrap();
-        assert_eq!(settings.discovery_url(), "https://i.example/.well-known/openid-configuration");
+        assert_eq!(
+            settings.discovery_url(),
+            "https://i.example/.well-known/openid-configuration"
+        );
         assert_eq!(settings.user_claim, "sub");
     }
 

@@ -27,7 +27,9 @@ fn mode() -> AuthMode {
 #[tokio::test]
 async fn a_token_from_the_query_or_the_subprotocol_is_allowed() {
     let token = token::mint(SECRET, "alice", Duration::from_secs(60), SystemTime::now()).unwrap();
-    let response = authorize(&mode(), &request(&[("token", &token), ("room", "general")], None)).await.unwrap();
+    let response = authorize(&mode(), &request(&[("token", &token), ("room", "general")], None))
+        .await
+        .unwrap();
     let json = serde_json::to_value(&response).unwrap();
     assert_eq!(json["context"]["user"], "alice");
     assert_eq!(json["context"]["room"], "general");
@@ -77,7 +79,9 @@ async fn bad_tokens_are_unauthorized() {
 
 #[tokio::test]
 async fn mode_none_takes_the_user_from_the_query() {
-    let response = authorize(&AuthMode::None, &request(&[("user", "dave")], None)).await.unwrap();
+    let response = authorize(&AuthMode::None, &request(&[("user", "dave")], None))
+        .await
+        .unwrap();
     assert_eq!(response.principal_id.as_deref(), Some("dave"));
     assert!(authorize(&AuthMode::None, &request(&[], None)).await.is_err());
 }

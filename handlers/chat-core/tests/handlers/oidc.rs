@@ -12,8 +12,11 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
 fn request(token: &str) -> AuthorizerRequest {
-    serde_json::from_value(events::authorizer_request(&[("token", token), ("room", "general")], None))
-        .expect("authorizer event shape")
+    serde_json::from_value(events::authorizer_request(
+        &[("token", token), ("room", "general")],
+        None,
+    ))
+    .expect("authorizer event shape")
 }
 
 fn authorizer(issuer: &OidcIssuer, user_claim: Option<&str>) -> Authorizer {
@@ -26,7 +29,9 @@ async fn refused(authorizer: &Authorizer, token: &str) -> String {
     match authorizer.authorize(&request(token)).await {
         Err(error @ AuthorizerError::Unauthorized { .. }) => {
             assert_eq!(error.to_string(), "Unauthorized");
-            let AuthorizerError::Unauthorized { reason } = error else { unreachable!() };
+            let AuthorizerError::Unauthorized { reason } = error else {
+                unreachable!()
+            };
             assert!(!reason.contains(token), "the reason quotes the token: {reason}");
             reason
         }
