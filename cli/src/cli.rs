@@ -117,6 +117,10 @@ pub struct DevArgs {
     /// Close connections idle this long (API Gateway: 10m)
     #[arg(long, default_value = "10m")]
     pub idle_timeout: String,
+    /// Close every connection this long after it opened (API Gateway: 2h);
+    /// shorten it to see how a client takes the cut
+    #[arg(long, default_value = "2h")]
+    pub max_lifetime: String,
     /// Do not ask before replacing or deleting resources of the local stack
     #[arg(long, short = 'y')]
     pub yes: bool,

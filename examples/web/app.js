@@ -14,6 +14,13 @@ const REFUSED =
 // failed handshake is tried again a few times, with backoff and jitter.
 const HANDSHAKE_RETRIES = 4;
 const HANDSHAKE_BACKOFF_MS = 400;
+// API Gateway closes a connection after 10 minutes without a message and
+// after 2 hours in any case (aws-facts.md §11): a connection the page did
+// not close is opened again, with backoff and jitter, and each conversation
+// resumes where it was (`getmessages` with `after`: what came since).
+const RECONNECT_BACKOFF_MS = 1000;
+const RECONNECT_MAX_MS = 30000;
+const RECONNECT_ATTEMPTS = 10;
 
 // Close frames rarely carry a reason, so explain the codes this chat produces.
 const CLOSE_REASONS = {
@@ -57,6 +64,7 @@ const state = {
   me: "", // our user name, to tell our own messages apart
   room: "",
   roomCursor: null, // `before` for the current room's previous history page
+  resuming: false, // `after` pages of the current room are being fetched
 };
 
 class ClientError extends Error {
@@ -228,18 +236,23 @@ function tokenSubject(token) {
   }
 }
 
-// `retry` counts the failed handshakes of this connect so far.
-function open(url, room, me, attempt, retry) {
+// `retry` counts the failed handshakes of this connect so far; `resume`
+// the reconnects since the connection was cut (0: a connect of the user's).
+function open(url, room, me, attempt, retry, resume = 0) {
   const ws = new WebSocket(url);
   let opened = false;
   state.ws = ws;
-  setState("connecting", `Connecting to ${new URL(url).host}…`);
+  if (!resume) setState("connecting", `Connecting to ${new URL(url).host}…`);
 
   ws.onopen = () => {
     opened = true;
-    state.me = me;
-    el.messages.replaceChildren(); // a new session may be another user: rebuild "own" marks
-    enterRoom(room);
+    if (resume && room === state.room) {
+      resumeRoom();
+    } else {
+      state.me = me;
+      el.messages.replaceChildren(); // a new session may be another user: rebuild "own" marks
+      enterRoom(room);
+    }
     loadDirectHistory();
   };
   ws.onmessage = (e) => {
@@ -249,7 +262,13 @@ function open(url, room, me, attempt, retry) {
     if (state.ws !== ws) return; // we closed it ourselves, or a newer socket replaced it
     state.ws = null;
     const why = `${e.code}: ${e.reason || CLOSE_REASONS[e.code] || "closed"}`;
-    if (!opened && retry < HANDSHAKE_RETRIES && attempt === state.attempt) {
+    if (attempt !== state.attempt) return;
+    if (opened || (resume && resume < RECONNECT_ATTEMPTS)) {
+      // Cut by the server (idle, lifetime, kicked) or lost: back into the room we were in.
+      reconnect(url, me, attempt, opened ? 1 : resume + 1, why);
+      return;
+    }
+    if (!opened && retry < HANDSHAKE_RETRIES) {
       retryHandshake(url, room, me, attempt, retry + 1);
       return;
     }
@@ -271,6 +290,30 @@ function retryHandshake(url, room, me, attempt, retry) {
   setTimeout(() => {
     if (attempt === state.attempt) open(url, room, me, attempt, retry);
   }, delay);
+}
+
+function reconnect(url, me, attempt, resume, why) {
+  const cap = Math.min(RECONNECT_BACKOFF_MS * 2 ** (resume - 1), RECONNECT_MAX_MS);
+  const delay = Math.round(cap / 2 + (Math.random() * cap) / 2);
+  const next = new URL(url);
+  next.searchParams.set("room", state.room);
+  setState("reconnecting", `Connection closed (${why}); reconnecting in ${(delay / 1000).toFixed(1)} s…`);
+  setTimeout(() => {
+    if (attempt === state.attempt) open(next.href, state.room, me, attempt, HANDSHAKE_RETRIES, resume);
+  }, delay);
+}
+
+// Back in the room after a cut: what came since the newest message shown.
+function resumeRoom() {
+  setState("connected", `Connected as ${state.me} in #${state.room} (resumed)`);
+  const shown = el.messages.querySelectorAll('.message[data-kind="room"]');
+  const newest = shown[shown.length - 1]?.dataset.id;
+  if (!newest) {
+    send({ action: "getmessages", limit: HISTORY_LIMIT });
+    return;
+  }
+  state.resuming = true;
+  send({ action: "getmessages", limit: HISTORY_LIMIT, after: newest });
 }
 
 function disconnect() {
@@ -327,6 +370,7 @@ function handleEvent(data) {
 function enterRoom(room) {
   state.room = room;
   state.roomCursor = null;
+  state.resuming = false;
   el.older.hidden = true;
   el.currentRoom.textContent = room;
   document.title = `#${room} · chatctl`;
@@ -336,7 +380,14 @@ function enterRoom(room) {
   send({ action: "getmessages", limit: HISTORY_LIMIT });
 }
 
-function addHistory({ messages = [], next = null }) {
+function addHistory({ messages = [], next = null, newer = null }) {
+  if (state.resuming && (messages.length === 0 || messages[0]?.room === state.room)) {
+    // A page of what came since the cut: ask for the next one until none is left.
+    addMessages(messages);
+    if (newer) send({ action: "getmessages", limit: HISTORY_LIMIT, after: newer });
+    else state.resuming = false;
+    return;
+  }
   // A history event does not say which conversation it answers; its messages do.
   if (messages[0]?.room === state.room) {
     state.roomCursor = next;

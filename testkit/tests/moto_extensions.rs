@@ -685,6 +685,64 @@ async fn route_settings_must_name_a_route_of_the_api() {
         .unwrap();
 }
 
+/// Execution logging makes a log group `API-Gateway-Execution-Logs_{api}/{stage}`
+/// (aws-facts.md §11; on AWS at the first logged request), which the
+/// stack's `down` must delete: the emulator makes it once a stage logs at
+/// ERROR or INFO, and not for a stage that logs nothing.
+#[tokio::test]
+async fn a_stage_that_logs_execution_gets_its_execution_log_group() {
+    use aws_sdk_apigatewayv2::types::LoggingLevel;
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&moto.sdk_config().await);
+    let api = chat_api(&client, true).await;
+    let groups = || async {
+        let listed = logs
+            .describe_log_groups()
+            .log_group_name_prefix("API-Gateway-Execution-Logs_")
+            .send()
+            .await
+            .unwrap();
+        let names: Vec<String> = listed
+            .log_groups()
+            .iter()
+            .filter_map(|g| g.log_group_name().map(String::from))
+            .collect();
+        names
+    };
+    create_stage(&client, &api, "quiet").await;
+    assert!(groups().await.is_empty(), "a stage that logs nothing makes none");
+    let logging = RouteSettings::builder()
+        .throttling_burst_limit(10)
+        .throttling_rate_limit(5.0)
+        .logging_level(LoggingLevel::Error)
+        .build();
+    client
+        .create_stage()
+        .api_id(&api.id)
+        .stage_name("dev")
+        .default_route_settings(logging.clone())
+        .send()
+        .await
+        .unwrap();
+    let expected = format!("API-Gateway-Execution-Logs_{}/dev", api.id);
+    assert_eq!(groups().await, std::slice::from_ref(&expected));
+    // Turned on later by UpdateStage: made then, and only once.
+    client
+        .update_stage()
+        .api_id(&api.id)
+        .stage_name("quiet")
+        .default_route_settings(logging)
+        .send()
+        .await
+        .unwrap();
+    let mut all = groups().await;
+    all.sort();
+    let mut wanted = vec![expected, format!("API-Gateway-Execution-Logs_{}/quiet", api.id)];
+    wanted.sort();
+    assert_eq!(all, wanted);
+}
+
 #[tokio::test]
 async fn delete_access_log_settings_turns_a_stages_access_log_off() {
     let moto = Moto::start();

@@ -21,13 +21,16 @@ const chromiumFlags = [
 
 const devs = [];
 let site;
+// The AWS endpoint `chatctl dev` prints for the site's stack.
+let siteEndpoint;
 let browser;
 
 /**
  * Starts `chatctl dev` on the binaries `cargo build --workspace --bins` made;
- * resolves with its web client URL. Its stderr goes to target/test-artifacts/.
+ * resolves with its web client URL (and calls `onEndpoint` with the AWS
+ * endpoint it prints). Its stderr goes to target/test-artifacts/.
  */
-function startDev(name, args) {
+function startDev(name, args, onEndpoint = () => {}) {
   mkdirSync(artifacts, { recursive: true });
   const log = createWriteStream(join(artifacts, `${name}-chatctl-dev.log`));
   const child = spawn(join(root, "target/debug/chatctl"),
@@ -42,6 +45,8 @@ function startDev(name, args) {
     let web;
     createInterface({ input: child.stdout }).on("line", (line) => {
       web ??= line.match(/^Web client:\s+(\S+)/)?.[1];
+      const endpoint = line.match(/^AWS endpoint:\s+(\S+)/)?.[1];
+      if (endpoint) onEndpoint(endpoint);
       if (line.startsWith("Ready.")) ready(web);
     });
     child.on("exit", (code) => fail(new Error(`chatctl dev exited with ${code} before it was ready`)));
@@ -50,7 +55,7 @@ function startDev(name, args) {
 }
 
 before(async () => {
-  site = await startDev("web-client", ["--stack", "webclient"]);
+  site = await startDev("web-client", ["--stack", "webclient"], (endpoint) => (siteEndpoint = endpoint));
   browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumFlags });
 });
 
@@ -204,4 +209,62 @@ test("a failed handshake is tried again with backoff, as after weeks idle on AWS
   await send(page, "second after reactivation");
   assert.deepEqual(await shown(page, "second after reactivation"), { from: "erin", kind: "room" });
   await page.close();
+});
+
+/** Runs chatctl against the site's stack in its emulator; resolves with stdout. */
+function chatctl(args) {
+  return new Promise((done, fail) => {
+    const child = spawn(join(root, "target/debug/chatctl"), [...args, "--stack", "webclient", "--endpoint-url", siteEndpoint], {
+      env: { ...process.env, AWS_ACCESS_KEY_ID: "", AWS_SECRET_ACCESS_KEY: "" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (chunk) => (out += chunk));
+    child.stderr.on("data", (chunk) => (err += chunk));
+    child.on("exit", (code) => (code === 0 ? done(out) : fail(new Error(`chatctl ${args.join(" ")}: ${code}\n${err}`))));
+  });
+}
+
+async function joinRoom(page, room) {
+  await page.fill("#join-room", room);
+  await page.click("#join");
+  await page.waitForFunction((r) => document.querySelector("#current-room").textContent === r, room);
+}
+
+test("a connection the server cuts is resumed: what came meanwhile shows once, in order", async () => {
+  const frank = await signedIn("frank");
+  const grace = await signedIn("grace");
+  // What frank's page sends on the connections it opens from now on (the resumed one).
+  const asked = [];
+  frank.on("websocket", (ws) => ws.on("framesent", ({ payload }) => asked.push(JSON.parse(payload))));
+  await joinRoom(frank, "resume");
+  await joinRoom(grace, "resume");
+  await send(grace, "before the cut");
+  await shown(frank, "before the cut");
+
+  // As API Gateway's idle timeout or 2-hour lifetime would: the server closes frank's connection.
+  await chatctl(["connections", "kick", "--user", "frank"]);
+  const reconnecting = frank.locator('#status[data-state="reconnecting"]');
+  await reconnecting.waitFor({ timeout: 10_000 });
+  assert.match(await reconnecting.textContent(), /reconnecting in \d\.\d s/);
+  for (const n of [1, 2, 3]) await send(grace, `while frank was away ${n}`);
+  await shown(grace, "while frank was away 3");
+
+  await frank.waitForSelector('#status[data-state="connected"]', { timeout: 15_000 });
+  assert.equal(await frank.textContent("#current-room"), "resume", "back in the room it was in");
+  await shown(frank, "while frank was away 3");
+  const texts = await frank.locator("#messages .message .text").allTextContents();
+  const ours = texts.filter((t) => t === "before the cut" || t.startsWith("while frank was away"));
+  assert.deepEqual(ours, ["before the cut", "while frank was away 1", "while frank was away 2", "while frank was away 3"],
+    "each once, in order");
+  assert.equal(await frank.locator("#errors .error").count(), 0, "a cut the page recovers from is no error");
+  const resumed = asked.filter((frame) => frame.action === "getmessages" && frame.after);
+  assert.equal(resumed.length >= 1, true, "the page asked for what came after its newest message");
+  assert.equal(asked.filter((f) => f.action === "getmessages" && !f.after && !f.with).length, 0,
+    "the room was not reloaded from scratch");
+
+  await send(frank, "back again");
+  await shown(grace, "back again");
+  await Promise.all([frank.close(), grace.close()]);
 });

@@ -38,6 +38,15 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
             args.idle_timeout
         )
     })?;
+    let max_lifetime = humantime::parse_duration(&args.max_lifetime)
+        .ok()
+        .filter(|lifetime| !lifetime.is_zero())
+        .with_context(|| {
+            format!(
+                "invalid --max-lifetime {:?}: use a duration like 2h or 30s",
+                args.max_lifetime
+            )
+        })?;
     let permission_lag = match &args.permission_lag {
         Some(lag) => Some(
             humantime::parse_duration(lag)
@@ -139,7 +148,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         routes,
         functions,
         idle_timeout,
-        max_lifetime: gateway::MAX_CONNECTION_LIFETIME,
+        max_lifetime,
         limits: gateway::Limits::from_api(api),
         metrics: metrics_recorder.clone(),
         detailed_metrics: api.stage.as_ref().is_some_and(|s| s.detailed_metrics()),

@@ -435,7 +435,8 @@ async fn dev_serves_the_chat_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_and_disconnected() {
-    let mut dev = start_dev_with(&["--idle-timeout", "2s", "--stack", "idle"]).await;
+    let mut dev = start_dev_with(&["--idle-timeout", "2s", "--max-lifetime", "6s", "--stack", "idle"]).await;
+    let opened = std::time::Instant::now();
     let mut quiet = dev.connect(&format!("token={}", dev.token)).await.unwrap();
     let mut chatty = dev.connect(&format!("token={}", dev.token)).await.unwrap();
     for _ in 0..3 {
@@ -448,6 +449,20 @@ async fn idle_connections_are_closed_and_disconnected() {
     let status = dev.chatctl(&["status", "--stack", "idle", "--output", "json"]).await;
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["open_connections"], 1, "$disconnect ran for the idle one only");
+    // However busy, a connection ends at --max-lifetime (API Gateway: 2 h).
+    let ended = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if chatty.send(Message::text(r#"{"action":"getmessages"}"#)).await.is_err() {
+            break None;
+        }
+        match tokio::time::timeout(Duration::from_secs(2), chatty.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => break Some(u16::from(frame.code)),
+            Ok(Some(Ok(_))) => assert!(opened.elapsed() < Duration::from_secs(12), "still open"),
+            other => panic!("closed without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(ended, Some(1001), "closed at the end of its life");
+    assert!(opened.elapsed() >= Duration::from_secs(6), "{:?}", opened.elapsed());
     dev.interrupt().await;
 }
 

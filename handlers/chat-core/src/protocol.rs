@@ -16,13 +16,16 @@ pub struct SendMessageRequest {
     pub to: Option<String>,
 }
 
-/// `{"action":"getmessages","limit":50,"before":CURSOR}`, or `"with":"bob"`.
+/// `{"action":"getmessages","limit":50,"before":CURSOR}` (older) or
+/// `"after":ID` (what came since), and `"with":"bob"` for a direct conversation.
 #[derive(Debug, Deserialize)]
 pub struct GetMessagesRequest {
     #[serde(default)]
     pub limit: Option<i64>,
     #[serde(default)]
     pub before: Option<String>,
+    #[serde(default)]
+    pub after: Option<String>,
     #[serde(default)]
     pub with: Option<String>,
 }
@@ -93,7 +96,12 @@ pub enum ServerEvent {
     Message(ChatMessage),
     History {
         messages: Vec<ChatMessage>,
+        /// Pass as `before` for the older page; `null` on the oldest.
         next: Option<String>,
+        /// Answering `after`: pass as `after` for the newer page; absent
+        /// once nothing newer is left.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        newer: Option<String>,
     },
     Joined {
         room: String,
@@ -160,10 +168,20 @@ mod tests {
         let history = ServerEvent::History {
             messages: vec![],
             next: None,
+            newer: None,
         };
         assert_eq!(
             serde_json::to_value(&history).unwrap(),
             json!({"type":"history","messages":[],"next":null})
+        );
+        let since = ServerEvent::History {
+            messages: vec![],
+            next: None,
+            newer: Some("01K".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&since).unwrap(),
+            json!({"type":"history","messages":[],"next":null,"newer":"01K"})
         );
         let error = ServerEvent::from(&ChatError::EmptyMessage);
         assert_eq!(

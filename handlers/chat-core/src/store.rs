@@ -914,8 +914,21 @@ impl ConnectionStore {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryPage {
     pub messages: Vec<ChatMessage>,
-    /// Whether older messages exist before the first one of this page.
-    pub has_older: bool,
+    /// Whether more messages lie beyond this page the way it was read:
+    /// older ones before its first, or, read [`HistoryFrom::After`], newer
+    /// ones after its last.
+    pub has_more: bool,
+}
+
+/// Where a page of history is read from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HistoryFrom<'a> {
+    /// The newest messages.
+    Latest,
+    /// The messages just older than this id.
+    Before(&'a str),
+    /// The messages just newer than this id, oldest first: what came since.
+    After(&'a str),
 }
 
 #[derive(Debug, Clone)]
@@ -960,23 +973,28 @@ impl MessageStore {
     }
 
     /// The newest `limit` messages older than `before` (a message id), oldest first.
-    pub async fn page(&self, conversation: &str, before: Option<&str>, limit: u32) -> Result<HistoryPage, StoreError> {
+    pub async fn page(&self, conversation: &str, from: HistoryFrom<'_>, limit: u32) -> Result<HistoryPage, StoreError> {
+        let forward = matches!(from, HistoryFrom::After(_));
         let mut request = self
             .client
             .query()
             .table_name(&self.table)
             .expression_attribute_names("#c", schema::CONVERSATION)
             .expression_attribute_values(":c", s(conversation))
-            .scan_index_forward(false)
-            // One more than asked tells whether older messages exist.
+            .scan_index_forward(forward)
+            // One more than asked tells whether more messages exist.
             .limit(limit as i32 + 1)
             .consistent_read(true);
-        request = match before {
-            Some(cursor) => request
-                .key_condition_expression("#c = :c AND #sk < :before")
+        request = match from {
+            HistoryFrom::Latest => request.key_condition_expression("#c = :c"),
+            HistoryFrom::Before(cursor) => request
+                .key_condition_expression("#c = :c AND #sk < :cursor")
                 .expression_attribute_names("#sk", schema::MESSAGE_ID)
-                .expression_attribute_values(":before", s(cursor)),
-            None => request.key_condition_expression("#c = :c"),
+                .expression_attribute_values(":cursor", s(cursor)),
+            HistoryFrom::After(cursor) => request
+                .key_condition_expression("#c = :c AND #sk > :cursor")
+                .expression_attribute_names("#sk", schema::MESSAGE_ID)
+                .expression_attribute_values(":cursor", s(cursor)),
         };
         let output = send_retrying("Query", &self.table, true, || request.clone().send())
             .await
@@ -986,11 +1004,13 @@ impl MessageStore {
             messages.push(self.message_from_item(item)?);
         }
         // A Query stops at 1 MB, possibly before `limit + 1` items: a
-        // LastEvaluatedKey then also means older messages exist.
-        let has_older =
+        // LastEvaluatedKey then also means more messages exist.
+        let has_more =
             output.items().len() > limit as usize || output.last_evaluated_key().is_some_and(|key| !key.is_empty());
-        messages.reverse();
-        Ok(HistoryPage { messages, has_older })
+        if !forward {
+            messages.reverse();
+        }
+        Ok(HistoryPage { messages, has_more })
     }
 
     fn message_from_item(&self, item: &HashMap<String, AttributeValue>) -> Result<ChatMessage, StoreError> {

@@ -58,6 +58,39 @@ async fn history_pages_oldest_first_with_a_cursor_until_the_start() {
     );
 }
 
+/// A client back from a cut asks for what came `after` the last message it
+/// has: every message since, oldest first, in pages that say where the
+/// next one starts, none twice, none missed.
+#[tokio::test]
+async fn what_came_after_a_message_comes_oldest_first_in_pages() {
+    let stack = Stack::start().await;
+    stack.connect("alice-1=", "alice", "lobby").await;
+    for i in 0..8 {
+        stack
+            .send(
+                "alice-1=",
+                "sendmessage",
+                &json!({"action":"sendmessage","message":format!("m{i}")}).to_string(),
+            )
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let all = history(&stack, "alice-1=", json!({})).await;
+    let seen = all["messages"][1]["id"].as_str().unwrap().to_string();
+
+    let first = history(&stack, "alice-1=", json!({"after": seen, "limit": 3})).await;
+    assert_eq!(texts(&first), ["m2", "m3", "m4"]);
+    assert_eq!(first["next"], Value::Null);
+    assert_eq!(first["newer"], first["messages"][2]["id"]);
+    let second = history(&stack, "alice-1=", json!({"after": first["newer"], "limit": 3})).await;
+    assert_eq!(texts(&second), ["m5", "m6", "m7"]);
+    assert!(second.get("newer").is_none(), "the newest page has no cursor: {second}");
+    let newest = all["messages"][7]["id"].as_str().unwrap();
+    let nothing = history(&stack, "alice-1=", json!({"after": newest})).await;
+    assert_eq!(texts(&nothing), Vec::<String>::new());
+    assert!(nothing.get("newer").is_none(), "nothing newer: no cursor");
+}
+
 #[tokio::test]
 async fn a_direct_conversation_has_its_own_history() {
     let stack = Stack::start().await;
@@ -130,6 +163,12 @@ async fn bad_history_requests_get_an_error_event() {
         (json!({"before": ""}), "invalid_cursor"),
         (json!({"before": 7}), "invalid_request"),
         (json!({"with": "not valid"}), "invalid_user"),
+        (json!({"after": "not-a-cursor"}), "invalid_cursor"),
+        (json!({"after": ["x"]}), "invalid_request"),
+        (
+            json!({"after": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "before": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}),
+            "invalid_request",
+        ),
     ];
     for (request, code) in cases {
         let event = history(&stack, "alice-1=", request.clone()).await;

@@ -1,6 +1,7 @@
 use std::time::Instant;
 
 use chat_core::ids;
+use chat_core::store::HistoryFrom;
 use serde_json::Value;
 
 use crate::support::Stack;
@@ -51,7 +52,7 @@ async fn a_room_message_reaches_the_room_only_sender_included_and_is_stored() {
     let page = stack
         .services
         .messages
-        .page(&ids::room_conversation("general"), None, 10)
+        .page(&ids::room_conversation("general"), HistoryFrom::Latest, 10)
         .await
         .unwrap();
     assert_eq!(page.messages.len(), 1);
@@ -88,7 +89,7 @@ async fn a_direct_message_reaches_both_users_connections_only() {
     let page = stack
         .services
         .messages
-        .page(&ids::direct_conversation("bob", "alice"), None, 10)
+        .page(&ids::direct_conversation("bob", "alice"), HistoryFrom::Latest, 10)
         .await
         .unwrap();
     assert_eq!(page.messages.len(), 1);
