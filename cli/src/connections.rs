@@ -38,7 +38,7 @@ impl Target {
             Target::User(user) => {
                 chat_core::validate::user(user).map_err(|e| anyhow::anyhow!("invalid --user: {e}"))?
             }
-            Target::Connection(id) if id.is_empty() || schema::is_counter_id(id) => {
+            Target::Connection(id) if id.is_empty() || schema::is_bookkeeping_id(id) => {
                 bail!("invalid connection id {id:?}")
             }
             Target::Connection(_) => {}
@@ -134,7 +134,7 @@ async fn all_ids(aws: &Aws, table: &str) -> Result<Vec<String>> {
     Ok(items
         .iter()
         .filter_map(|item| item.get(schema::CONNECTION_ID)?.as_s().ok().cloned())
-        .filter(|id| !schema::is_counter_id(id))
+        .filter(|id| !schema::is_bookkeeping_id(id))
         .collect())
 }
 

@@ -179,6 +179,8 @@ pub struct LimitsFile {
     pub max_message_bytes: Option<usize>,
     pub message_retention_days: Option<u32>,
     pub history_page_size: Option<u32>,
+    /// Across all of a user's connections; 0: no limit.
+    pub messages_per_minute_per_user: Option<u32>,
 }
 
 /// Everything that decides what the stack looks like.
@@ -197,6 +199,7 @@ pub struct Settings {
     pub max_message_bytes: usize,
     pub message_retention_days: u32,
     pub history_page_size: u32,
+    pub messages_per_minute_per_user: u32,
     pub tags: BTreeMap<String, String>,
     pub stage_settings: StageSettings,
 }
@@ -341,6 +344,10 @@ impl Settings {
                 .limits
                 .history_page_size
                 .unwrap_or(limits::DEFAULT_HISTORY_PAGE_SIZE),
+            messages_per_minute_per_user: file
+                .limits
+                .messages_per_minute_per_user
+                .unwrap_or(limits::DEFAULT_MESSAGES_PER_MINUTE_PER_USER),
             tags: file.tags.clone(),
             stage_settings: stage_settings(&file.stage_settings)?,
         };
@@ -412,6 +419,10 @@ impl Settings {
             (
                 limits::vars::HISTORY_PAGE_SIZE.into(),
                 self.history_page_size.to_string(),
+            ),
+            (
+                limits::vars::MESSAGES_PER_MINUTE_PER_USER.into(),
+                self.messages_per_minute_per_user.to_string(),
             ),
         ]
     }

@@ -647,18 +647,19 @@ pub async fn delete_table_and_wait(aws: &Aws, name: &str) -> Result<()> {
     wait_until_table_gone(aws, name).await
 }
 
-/// Whether a table holds chat data (anything but the connection counter's
-/// shards). Scan pages may be empty after the filter, so every page is read
-/// until an item turns up.
+/// Whether a table holds chat data (anything but the connections table's
+/// own items: counter shards, message counts, whose keys start with `#`).
+/// Scan pages may be empty after the filter, so every page is read until
+/// an item turns up.
 pub async fn table_has_items(aws: &Aws, name: &str) -> Result<bool> {
     use chat_core::store::schema;
     let mut pages = aws
         .dynamodb
         .scan()
         .table_name(name)
-        .filter_expression("attribute_not_exists(#id) OR NOT begins_with(#id, :counter)")
+        .filter_expression("attribute_not_exists(#id) OR NOT begins_with(#id, :ours)")
         .expression_attribute_names("#id", schema::CONNECTION_ID)
-        .expression_attribute_values(":counter", AttributeValue::S(schema::COUNTER_ID.to_string()))
+        .expression_attribute_values(":ours", AttributeValue::S("#".to_string()))
         .limit(100)
         .into_paginator()
         .send();

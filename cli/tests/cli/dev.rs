@@ -500,7 +500,7 @@ async fn connection_records(dynamodb: &aws_sdk_dynamodb::Client, stack: &str) ->
     let (mut records, mut counter) = (vec![], 0);
     for item in scan.items() {
         let id = item[schema::CONNECTION_ID].as_s().unwrap().clone();
-        if schema::is_counter_id(&id) {
+        if schema::is_bookkeeping_id(&id) {
             // This window's count and the previous one's, on every shard (see chat_core::store::count_window).
             let window = chat_core::store::count_window(chat_core::ids::epoch_ms(std::time::SystemTime::now()));
             counter += [window, window - 1]

@@ -32,6 +32,8 @@ pub mod vars {
     pub const MESSAGE_RETENTION_DAYS: &str = "CHAT_MESSAGE_RETENTION_DAYS";
     /// History page size when the client gives no `limit` (at most 100).
     pub const HISTORY_PAGE_SIZE: &str = "CHAT_HISTORY_PAGE_SIZE";
+    /// Messages a user may send per minute across all their connections (0: no limit).
+    pub const MESSAGES_PER_MINUTE_PER_USER: &str = "CHAT_MESSAGES_PER_MINUTE_PER_USER";
     /// Overrides the `@connections` endpoint derived from the event
     /// (`https://{domainName}/{stage}`); `chatctl dev` points it at its gateway.
     pub const CALLBACK_URL: &str = "CHAT_CALLBACK_URL";
@@ -41,6 +43,8 @@ pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4096;
 pub const DEFAULT_MESSAGE_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_HISTORY_PAGE_SIZE: u32 = 50;
+/// Generous for a person (two a second, sustained), tight for a script.
+pub const DEFAULT_MESSAGES_PER_MINUTE_PER_USER: u32 = 120;
 /// The largest history page a client may ask for.
 pub const MAX_HISTORY_PAGE_SIZE: u32 = 100;
 /// A message must still fit in one API Gateway message (128 KB) once wrapped.
@@ -69,6 +73,8 @@ pub struct ChatConfig {
     pub max_message_bytes: usize,
     pub message_retention_days: u32,
     pub history_page_size: u32,
+    /// 0: no limit.
+    pub messages_per_minute_per_user: u32,
     pub callback_url: Option<String>,
 }
 
@@ -105,6 +111,12 @@ impl ChatConfig {
                 vars::HISTORY_PAGE_SIZE,
                 DEFAULT_HISTORY_PAGE_SIZE,
                 1..=MAX_HISTORY_PAGE_SIZE,
+            )?,
+            messages_per_minute_per_user: number(
+                &lookup,
+                vars::MESSAGES_PER_MINUTE_PER_USER,
+                DEFAULT_MESSAGES_PER_MINUTE_PER_USER,
+                0..=100_000,
             )?,
             callback_url: lookup(vars::CALLBACK_URL).filter(|v| !v.trim().is_empty()),
         })

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     UnknownRecipient,
     InvalidLimit,
     InvalidCursor,
+    /// The sender is over its messages per minute; `retry_after_ms` says when it may send again.
+    RateLimited,
     /// The connection is not (or no longer) registered.
     NotConnected,
     /// The message was stored, but the function ran out of time before it
@@ -54,6 +56,11 @@ pub enum ChatError {
     #[error("this connection is not registered; reconnect")]
     NotConnected,
     #[error(
+        "you sent {limit} messages this minute, the most a user may; try again in {} s",
+        retry_after_ms.div_ceil(1000)
+    )]
+    RateLimited { limit: u32, retry_after_ms: u64 },
+    #[error(
         "the message was stored but reached only {delivered} of {targets} connections before the function's \
          timeout; the others can read it with getmessages"
     )]
@@ -75,6 +82,7 @@ impl ChatError {
             ChatError::InvalidLimit(_) => ErrorCode::InvalidLimit,
             ChatError::InvalidCursor(_) => ErrorCode::InvalidCursor,
             ChatError::NotConnected => ErrorCode::NotConnected,
+            ChatError::RateLimited { .. } => ErrorCode::RateLimited,
             ChatError::DeliveryIncomplete { .. } => ErrorCode::DeliveryIncomplete,
             ChatError::Internal(_) => ErrorCode::InternalError,
         }

@@ -74,6 +74,9 @@ pub struct ErrorEvent {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// `rate_limited`: when the sender may send again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl From<&ChatError> for ErrorEvent {
@@ -85,6 +88,10 @@ impl From<&ChatError> for ErrorEvent {
             connection_id: None,
             user: None,
             room: None,
+            retry_after_ms: match error {
+                ChatError::RateLimited { retry_after_ms, .. } => Some(*retry_after_ms),
+                _ => None,
+            },
         }
     }
 }

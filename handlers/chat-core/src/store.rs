@@ -44,11 +44,22 @@ pub mod schema {
         }
     }
 
-    /// Whether a connections-table key is a counter shard's (API Gateway's
-    /// connection ids never start with `#`).
-    pub fn is_counter_id(id: &str) -> bool {
-        id.starts_with(COUNTER_ID)
+    /// Whether a connections-table key is one of the table's own items (a
+    /// counter shard, a user's message count): API Gateway's connection ids
+    /// never start with `#`.
+    pub fn is_bookkeeping_id(id: &str) -> bool {
+        id.starts_with('#')
     }
+
+    /// The item counting `user`'s messages in minute `minute` (epoch
+    /// minutes); user names have no `#`. Like the counter shards, it has
+    /// no user or room, so it is in neither index.
+    pub fn message_count_id(user: &str, minute: i64) -> String {
+        format!("#messages#{user}#{minute}")
+    }
+
+    /// The message count item's attribute.
+    pub const MESSAGE_COUNT: &str = "sent";
 
     /// The counter item's attribute for the connections made in `window`.
     pub fn count_attribute(window: i64) -> String {
@@ -894,6 +905,47 @@ impl ConnectionStore {
         }
     }
 
+    /// Counts a message of `user` against `limit` a minute, across all their
+    /// connections: `Ok(None)` when it may be sent, `Ok(Some(ms))` when the
+    /// user is over the limit until the next minute, `ms` from now. One
+    /// conditional write on the user's item of this minute (a fixed window:
+    /// a burst at a minute's edge may pass up to twice the limit), so a
+    /// flood from one user only ever heats that user's item.
+    pub async fn count_message(&self, user: &str, limit: u32) -> Result<Option<u64>, StoreError> {
+        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+        let now = now_epoch_ms();
+        let minute = now.div_euclid(60_000);
+        let call = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(schema::CONNECTION_ID, s(schema::message_count_id(user, minute)))
+            .update_expression("ADD #sent :one SET #ttl = :ttl")
+            .condition_expression("attribute_not_exists(#sent) OR #sent < :limit")
+            .expression_attribute_names("#sent", schema::MESSAGE_COUNT)
+            .expression_attribute_names("#ttl", schema::TTL)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(i64::from(limit)))
+            // Gone (DynamoDB TTL) a while after its minute.
+            .expression_attribute_values(":ttl", n((minute + 2) * 60));
+        match send_retrying("UpdateItem", &self.table, self.waits_for_permissions, || {
+            call.clone().send()
+        })
+        .await
+        {
+            Ok(_) => Ok(None),
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(Some(((minute + 1) * 60_000 - now) as u64))
+            }
+            Err(err) => Err(self.aws_error("UpdateItem", err)),
+        }
+    }
+
     /// The number of open connections, as counted on connect and disconnect
     /// in the current window and the one before, on every shard.
     pub async fn open_count(&self) -> Result<i64, StoreError> {
@@ -1081,8 +1133,8 @@ mod tests {
         }
         assert_eq!(schema::counter_id(0), "#open-connections");
         assert_eq!(schema::counter_id(3), "#open-connections#3");
-        assert!(schema::is_counter_id(&schema::counter_id(15)));
-        assert!(!schema::is_counter_id("L0SM9cOFvHcCIhw="));
+        assert!(schema::is_bookkeeping_id(&schema::counter_id(15)));
+        assert!(!schema::is_bookkeeping_id("L0SM9cOFvHcCIhw="));
     }
 
     #[test]

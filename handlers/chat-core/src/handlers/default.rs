@@ -42,6 +42,7 @@ pub async fn handle(services: &Services, event: WebSocketEvent) -> Response {
         connection_id: Some(connection_id.to_string()),
         user,
         room,
+        retry_after_ms: None,
     });
     services.reply(&delivery, connection_id, &reply).await;
     event::response(200)

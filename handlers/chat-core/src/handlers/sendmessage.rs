@@ -1,7 +1,9 @@
 //! `sendmessage`: stores a room or direct message and delivers it to every
 //! target connection, the sender's included.
 //!
-//! Per room message: one GetItem (the sender's current room), then the write
+//! Per room message: one GetItem (the sender's current room), one write
+//! counting the message against the sender's per-minute limit (when one is
+//! set, `[limits] messages_per_minute_per_user`), then the write
 //! and the room's members side by side (a Query of the room index, then a
 //! strongly consistent BatchGetItem of what it lists), then the deliveries
 //! in parallel.
@@ -49,6 +51,17 @@ async fn send(
     validate::message_text(&request.message, services.config.max_message_bytes)?;
     if let Some(to) = &request.to {
         validate::user(to)?;
+    }
+    let limit = services.config.messages_per_minute_per_user;
+    if limit > 0
+        && let Some(retry_after_ms) = services
+            .connections
+            .count_message(&sender.user, limit)
+            .await
+            .map_err(internal)?
+    {
+        // Nothing is stored or sent: the sender may try again after the wait.
+        return Err(ChatError::RateLimited { limit, retry_after_ms });
     }
     let now = SystemTime::now();
     let (id, ts) = ids::new_message_id(now);

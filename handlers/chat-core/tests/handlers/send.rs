@@ -453,3 +453,59 @@ async fn gone_connections_are_pruned_at_most_50_per_message() {
     assert_eq!(stack.open_count().await, 1, "the next message prunes the rest");
     assert_eq!(stack.services.connections.in_room("stale").await.unwrap(), ["alice-1="]);
 }
+
+/// `[limits] messages_per_minute_per_user`: a burst from several of one
+/// user's connections passes exactly the limit; the rest is refused with
+/// `rate_limited` and when to retry, and neither stored nor sent; another
+/// user in the room is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_over_the_per_minute_limit_is_told_when_to_retry_and_others_are_not() {
+    let stack = Stack::start_with(|config| config.messages_per_minute_per_user = 5).await;
+    let alice = ["alice-1=", "alice-2=", "alice-3="];
+    for id in alice {
+        assert_eq!(stack.connect(id, "alice", "lobby").await.status_code, 200);
+    }
+    assert_eq!(stack.connect("bob-1=", "bob", "lobby").await.status_code, 200);
+    // The count is per minute: a burst across a minute's edge counts in two.
+    let into_minute = ids::epoch_ms(std::time::SystemTime::now()) % 60_000;
+    if into_minute > 55_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(60_100 - into_minute as u64)).await;
+    }
+    let burst = (0..9).map(|i| {
+        let body = serde_json::json!({"action": "sendmessage", "message": format!("burst {i}")}).to_string();
+        let stack = &stack;
+        async move { stack.send(alice[i % 3], "sendmessage", &body).await }
+    });
+    futures::future::join_all(burst).await;
+
+    let refusals: Vec<Value> = alice
+        .iter()
+        .flat_map(|id| stack.endpoint.received_json(id))
+        .filter(|event| event["code"] == "rate_limited")
+        .collect();
+    assert_eq!(refusals.len(), 4, "9 sent, 5 allowed: {refusals:?}");
+    for refusal in &refusals {
+        let wait = refusal["retry_after_ms"].as_u64().unwrap();
+        assert!((1..=60_000).contains(&wait), "{refusal}");
+        assert!(
+            refusal["message"].as_str().unwrap().contains("5 messages this minute"),
+            "{refusal}"
+        );
+    }
+    assert_eq!(stack.message_count().await, 5, "refused messages are not stored");
+    let bursts = texts(&stack, "bob-1=")
+        .iter()
+        .filter(|t| t.starts_with("burst"))
+        .count();
+    assert_eq!(bursts, 5, "and not sent");
+
+    stack
+        .send(
+            "bob-1=",
+            "sendmessage",
+            r#"{"action":"sendmessage","message":"bob is fine"}"#,
+        )
+        .await;
+    assert_eq!(texts(&stack, "bob-1=").last().map(String::as_str), Some("bob is fine"));
+    assert_eq!(stack.message_count().await, 6);
+}
