@@ -168,6 +168,27 @@ pub enum ConnectionsCommand {
         #[arg(long, value_name = "URL")]
         url: Option<String>,
     },
+    /// Keep a user out: their connections are closed and their handshakes get 403
+    Ban {
+        #[arg(long)]
+        user: String,
+        /// How long (30m, 24h, 7d) [default: until `unban`]
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        /// Why, for `bans` to show
+        #[arg(long)]
+        reason: Option<String>,
+        /// The @connections URL [default: the deployed stack's; `chatctl dev` prints its own]
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+    /// Lift a user's ban
+    Unban {
+        #[arg(long)]
+        user: String,
+    },
+    /// The bans in force: user, until when, why
+    Bans,
 }
 
 #[derive(Debug, Subcommand)]

@@ -416,6 +416,52 @@ async fn connections(context: &mut Session, command: ConnectionsCommand) -> Resu
             let outcome = conns::kick(aws, &endpoint, &rows).await?;
             (rows, outcome, "closed")
         }
+        ConnectionsCommand::Ban {
+            user,
+            duration,
+            reason,
+            url,
+        } => {
+            Target::User(user.clone()).checked()?;
+            let until = conns::ban_end(duration.as_deref(), std::time::SystemTime::now())?;
+            let ban = checked(context, conns::ban(aws, names, &user, until, reason.as_deref())).await?;
+            if !*json {
+                outln!("Banned {user} {}.", conns::ban_span(&ban))?;
+            }
+            // Banned first: a connect after this point is refused; then the open ones go.
+            let rows = conns::list(aws, names, None, Some(&user)).await?;
+            let outcome = match rows.is_empty() {
+                true => conns::Outcome::default(),
+                false => {
+                    let endpoint = conns::endpoint(aws, names, url.as_deref()).await?;
+                    conns::kick(aws, &endpoint, &rows).await?
+                }
+            };
+            (rows, outcome, "closed")
+        }
+        ConnectionsCommand::Unban { user } => {
+            Target::User(user.clone()).checked()?;
+            let lifted = checked(context, conns::unban(aws, names, &user)).await?;
+            if *json {
+                print_json(&serde_json::json!({ "user": user, "lifted": lifted }))?;
+            } else if lifted {
+                outln!("Lifted the ban on {user}.")?;
+            } else {
+                outln!("{user} was not banned.")?;
+            }
+            return Ok(0);
+        }
+        ConnectionsCommand::Bans => {
+            let bans = checked(context, conns::bans(aws, names)).await?;
+            if *json {
+                print_json(&bans)?;
+            } else if bans.is_empty() {
+                outln!("No ban in force.")?;
+            } else {
+                outln!("{}", conns::bans_table(&bans))?;
+            }
+            return Ok(0);
+        }
     };
     if *json {
         print_json(&outcome)?;

@@ -9,7 +9,7 @@ use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
 use aws_sdk_apigatewaymanagement::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use chat_core::protocol::{ChatMessage, ServerEvent};
-use chat_core::store::{ConnectionRecord, ConnectionStore, schema};
+use chat_core::store::{Ban, ConnectionRecord, ConnectionStore, schema};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
@@ -287,6 +287,62 @@ where
         }
     }
     Ok(outcome)
+}
+
+/// Bans `user` (see `chatctl connections ban`).
+pub async fn ban(aws: &Aws, names: &Names, user: &str, until: Option<i64>, reason: Option<&str>) -> Result<Ban> {
+    Ok(store(aws, names).ban(user, until, reason).await?)
+}
+
+/// Lifts `user`'s ban; whether one was in force.
+pub async fn unban(aws: &Aws, names: &Names, user: &str) -> Result<bool> {
+    Ok(store(aws, names).unban(user).await?)
+}
+
+/// The bans in force.
+pub async fn bans(aws: &Aws, names: &Names) -> Result<Vec<Ban>> {
+    Ok(store(aws, names).bans().await?)
+}
+
+/// The longest ban with an end: past it, ban until lifted.
+const MAX_BAN: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+
+/// When a ban `--for` this long ends (epoch ms); `None`: until lifted.
+pub fn ban_end(duration: Option<&str>, now: SystemTime) -> Result<Option<i64>> {
+    let Some(text) = duration else { return Ok(None) };
+    let length = humantime::parse_duration(text)
+        .map_err(|_| anyhow::anyhow!("invalid --for {text:?}: use a duration like 30m, 24h or 7d"))?;
+    if length.is_zero() || length > MAX_BAN {
+        bail!("invalid --for {text:?}: between 1s and 10 years (leave --for out to ban until `unban`)");
+    }
+    Ok(Some(chat_core::ids::epoch_ms(now + length)))
+}
+
+/// "until 2026-12-04T08:00:00.000Z" or "until lifted".
+pub fn ban_span(ban: &Ban) -> String {
+    match ban.until {
+        Some(until) => format!(
+            "until {}",
+            chat_core::ids::format_timestamp_ms(u64::try_from(until).unwrap_or(0))
+        ),
+        None => "until lifted (`chatctl connections unban`)".to_string(),
+    }
+}
+
+pub fn bans_table(bans: &[Ban]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::NOTHING);
+    table.set_header(["USER", "UNTIL", "SINCE", "REASON"]);
+    for ban in bans {
+        let time = |ms: i64| chat_core::ids::format_timestamp_ms(u64::try_from(ms).unwrap_or(0));
+        table.add_row([
+            ban.user.clone(),
+            ban.until.map_or_else(|| "lifted by hand".to_string(), time),
+            time(ban.banned_at),
+            ban.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    table
 }
 
 pub fn table(rows: &[Row]) -> comfy_table::Table {

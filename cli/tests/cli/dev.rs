@@ -870,6 +870,55 @@ async fn connections_are_listed_messaged_and_kicked() {
         Some(2),
         "--room and --user together is a usage error"
     );
+
+    // A ban closes the user's connections and refuses their handshakes (403) until lifted.
+    let run = dev
+        .chatctl(&[
+            "connections",
+            "ban",
+            "--user",
+            "alice",
+            "--for",
+            "1h",
+            "--reason",
+            "spam",
+            "--url",
+            url,
+        ])
+        .await;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        stdout.contains("Banned alice until ") && stdout.contains("closed 1 of 1 connections"),
+        "{stdout}"
+    );
+    closed_with(&mut alice).await;
+    assert_eq!(refused_status(dev.connect(&format!("token={}", dev.token)).await), 403);
+    let bans = dev.chatctl(&["connections", "bans", "--output", "json"]).await;
+    let bans: Value = serde_json::from_slice(&bans.stdout).unwrap();
+    assert_eq!(bans[0]["user"], "alice");
+    assert_eq!(bans[0]["reason"], "spam");
+    for (args, expected) in [
+        (
+            vec!["connections", "ban", "--user", "bob", "--for", "soon"],
+            "invalid --for",
+        ),
+        (
+            vec!["connections", "ban", "--user", "bob", "--for", "0s"],
+            "invalid --for",
+        ),
+        (vec!["connections", "ban", "--user", "no spaces"], "invalid --user"),
+    ] {
+        let run = dev.chatctl(&args).await;
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let unban = dev.chatctl(&["connections", "unban", "--user", "alice"]).await;
+    assert!(String::from_utf8_lossy(&unban.stdout).contains("Lifted the ban on alice."));
+    assert!(dev.connect(&format!("token={}", dev.token)).await.is_ok(), "back in");
+    let none = dev.chatctl(&["connections", "bans"]).await;
+    assert!(String::from_utf8_lossy(&none.stdout).contains("No ban in force."));
 }
 
 /// The stage's throttling from chatctl.toml holds in `chatctl dev` as on

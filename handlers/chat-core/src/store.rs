@@ -61,6 +61,16 @@ pub mod schema {
     /// The message count item's attribute.
     pub const MESSAGE_COUNT: &str = "sent";
 
+    /// The item recording that `user` is banned.
+    pub fn ban_id(user: &str) -> String {
+        format!("{BAN_PREFIX}{user}")
+    }
+    pub const BAN_PREFIX: &str = "#ban#";
+    /// A ban's end, epoch ms; absent: until lifted.
+    pub const BANNED_UNTIL: &str = "until";
+    pub const BAN_REASON: &str = "reason";
+    pub const BANNED_AT: &str = "banned_at";
+
     /// The counter item's attribute for the connections made in `window`.
     pub fn count_attribute(window: i64) -> String {
         format!("open_{window}")
@@ -186,6 +196,23 @@ pub enum StoreError {
     },
     #[error("table {table} holds an item that is not ours to read: {detail}")]
     Corrupt { table: String, detail: String },
+}
+
+/// A user kept out of the chat: their handshakes get 403.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Ban {
+    pub user: String,
+    /// Epoch ms; `None`: until lifted.
+    pub until: Option<i64>,
+    pub reason: Option<String>,
+    /// Epoch ms.
+    pub banned_at: i64,
+}
+
+impl Ban {
+    pub fn in_force(&self, now_ms: i64) -> bool {
+        self.until.is_none_or(|until| until > now_ms)
+    }
 }
 
 /// One open WebSocket connection.
@@ -903,6 +930,110 @@ impl ConnectionStore {
                 _ => return Ok(ids),
             }
         }
+    }
+
+    /// The ban on `user` in force now, if any (read strongly consistently).
+    pub async fn ban_of(&self, user: &str) -> Result<Option<Ban>, StoreError> {
+        let Some(item) = self.get_item(&schema::ban_id(user)).await? else {
+            return Ok(None);
+        };
+        let ban = self.ban_from(&item)?;
+        Ok(ban.in_force(now_epoch_ms()).then_some(ban))
+    }
+
+    /// Bans `user` until `until` (epoch ms; `None`: until lifted),
+    /// replacing any ban of theirs.
+    pub async fn ban(&self, user: &str, until: Option<i64>, reason: Option<&str>) -> Result<Ban, StoreError> {
+        let ban = Ban {
+            user: user.to_string(),
+            until,
+            reason: reason.map(str::to_string),
+            banned_at: now_epoch_ms(),
+        };
+        let mut call = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(schema::CONNECTION_ID, s(schema::ban_id(user)))
+            .item(schema::BANNED_AT, n(ban.banned_at));
+        if let Some(until) = until {
+            // DynamoDB's TTL removes it a day after it ends (expired bans are ignored before that).
+            call = call
+                .item(schema::BANNED_UNTIL, n(until))
+                .item(schema::TTL, n(until / 1000 + 86_400));
+        }
+        if let Some(reason) = reason {
+            call = call.item(schema::BAN_REASON, s(reason));
+        }
+        send_retrying("PutItem", &self.table, self.waits_for_permissions, || {
+            call.clone().send()
+        })
+        .await
+        .map_err(|e| self.aws_error("PutItem", e))?;
+        Ok(ban)
+    }
+
+    /// Lifts the ban on `user`; whether there was one in force.
+    pub async fn unban(&self, user: &str) -> Result<bool, StoreError> {
+        let call = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(schema::CONNECTION_ID, s(schema::ban_id(user)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld);
+        let output = send_retrying("DeleteItem", &self.table, self.waits_for_permissions, || {
+            call.clone().send()
+        })
+        .await
+        .map_err(|e| self.aws_error("DeleteItem", e))?;
+        match output.attributes {
+            Some(item) => Ok(self.ban_from(&item)?.in_force(now_epoch_ms())),
+            None => Ok(false),
+        }
+    }
+
+    /// The bans in force, every page of a Scan of the table (an operator's
+    /// command: bans are few, the Scan reads the whole table).
+    pub async fn bans(&self) -> Result<Vec<Ban>, StoreError> {
+        let mut bans = Vec::new();
+        let mut start_key = None;
+        loop {
+            let call = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(#id, :ban)")
+                .expression_attribute_names("#id", schema::CONNECTION_ID)
+                .expression_attribute_values(":ban", s(schema::BAN_PREFIX))
+                .set_exclusive_start_key(start_key);
+            let output = send_retrying("Scan", &self.table, self.waits_for_permissions, || call.clone().send())
+                .await
+                .map_err(|e| self.aws_error("Scan", e))?;
+            for item in output.items() {
+                let ban = self.ban_from(item)?;
+                if ban.in_force(now_epoch_ms()) {
+                    bans.push(ban);
+                }
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start_key = Some(key),
+                _ => break,
+            }
+        }
+        bans.sort_by(|a, b| a.user.cmp(&b.user));
+        Ok(bans)
+    }
+
+    fn ban_from(&self, item: &HashMap<String, AttributeValue>) -> Result<Ban, StoreError> {
+        let id = string_attr(item, schema::CONNECTION_ID, &self.table)?;
+        Ok(Ban {
+            user: id.trim_start_matches(schema::BAN_PREFIX).to_string(),
+            until: item
+                .get(schema::BANNED_UNTIL)
+                .map(|_| number_attr(item, schema::BANNED_UNTIL)),
+            reason: item.get(schema::BAN_REASON).and_then(|v| v.as_s().ok()).cloned(),
+            banned_at: number_attr(item, schema::BANNED_AT),
+        })
     }
 
     /// Counts a message of `user` against `limit` a minute, across all their

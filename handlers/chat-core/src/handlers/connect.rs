@@ -66,6 +66,16 @@ async fn connect(services: &Services, event: &WebSocketEvent, now: SystemTime) -
         connected_at,
         ttl: ids::expiry_epoch_seconds(now, CONNECTION_RECORD_LIFETIME),
     };
+    // A banned user is kept out (`chatctl connections ban`); read before
+    // registering, so a refused connect leaves nothing to undo.
+    if let Some(ban) = services
+        .connections
+        .ban_of(&record.user)
+        .await
+        .map_err(|e| Refusal::new(500, e))?
+    {
+        return Err(Refusal::new(403, format!("user {} is banned", ban.user)));
+    }
     match services.connections.add(&record, services.config.max_connections).await {
         // A retried $connect for the same connection is not an error.
         Ok(()) | Err(AddConnectionError::AlreadyRegistered(_)) => {}

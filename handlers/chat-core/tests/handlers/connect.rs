@@ -260,3 +260,39 @@ async fn a_burst_past_the_limit_admits_exactly_the_limit_and_refuses_the_rest_wi
     assert_eq!(burst(&stack, 1).await, [200], "room again once they closed");
     stack.assert_calls_allowed();
 }
+
+/// `chatctl connections ban`: a banned user's handshake gets 403 and
+/// nothing is registered or counted; a ban that ended, or was lifted, keeps
+/// nobody out; others are never affected.
+#[tokio::test]
+async fn a_banned_user_is_refused_until_the_ban_ends_or_is_lifted() {
+    let stack = Stack::start().await;
+    let store = &stack.services.connections;
+    store.ban("mallory", None, Some("spam")).await.unwrap();
+    let refused = stack.connect("mallory-1=", "mallory", "lobby").await;
+    assert_eq!(refused.status_code, 403);
+    assert!(
+        matches!(&refused.body, Some(aws_lambda_events::encodings::Body::Text(text)) if text == "user mallory is banned"),
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(stack.open_count().await, 0, "nothing counted");
+    assert_eq!(stack.connect("alice-1=", "alice", "lobby").await.status_code, 200);
+
+    let bans = store.bans().await.unwrap();
+    assert_eq!(bans.len(), 1);
+    assert_eq!(
+        (bans[0].user.as_str(), bans[0].reason.as_deref(), bans[0].until),
+        ("mallory", Some("spam"), None)
+    );
+
+    assert!(store.unban("mallory").await.unwrap());
+    assert!(!store.unban("mallory").await.unwrap(), "lifted once");
+    assert_eq!(stack.connect("mallory-2=", "mallory", "lobby").await.status_code, 200);
+
+    // A ban that has ended keeps nobody out, and is not listed.
+    let ended = chat_core::ids::epoch_ms(std::time::SystemTime::now()) - 1;
+    store.ban("trudy", Some(ended), None).await.unwrap();
+    assert_eq!(stack.connect("trudy-1=", "trudy", "lobby").await.status_code, 200);
+    assert!(store.bans().await.unwrap().is_empty());
+}
