@@ -1,10 +1,10 @@
 //! `sendmessage`: stores a room or direct message and delivers it to every
 //! target connection, the sender's included.
 //!
-//! Per room message: one GetItem (the sender's current room), one write
-//! counting the message against the sender's per-minute limit (when one is
-//! set, `[limits] messages_per_minute_per_user`), then the write
-//! and the room's members side by side (a Query of the room index, then a
+//! Per room message: one GetItem (the sender's current room), then side by
+//! side the count against the sender's per-minute limit (when one is set,
+//! `[limits] messages_per_minute_per_user`) followed by the write, and the
+//! room's members (a Query of the room index, then a
 //! strongly consistent BatchGetItem of what it lists), then the deliveries
 //! in parallel.
 //!
@@ -52,17 +52,9 @@ async fn send(
     if let Some(to) = &request.to {
         validate::user(to)?;
     }
-    let limit = services.config.messages_per_minute_per_user;
-    if limit > 0
-        && let Some(retry_after_ms) = services
-            .connections
-            .count_message(&sender.user, limit)
-            .await
-            .map_err(internal)?
-    {
-        // Nothing is stored or sent: the sender may try again after the wait.
-        return Err(ChatError::RateLimited { limit, retry_after_ms });
-    }
+    // Counted side by side with finding the targets; nothing is stored
+    // or sent before it passes.
+    let admitted = admit(services, sender);
     let now = SystemTime::now();
     let (id, ts) = ids::new_message_id(now);
     let retention = Duration::from_secs(u64::from(services.config.message_retention_days) * 86_400);
@@ -84,14 +76,27 @@ async fn send(
                 let listed = connections.in_room(&sender.room).await?;
                 connections.still_in_room(&sender.room, listed).await
             };
-            let (stored, members) = tokio::join!(services.messages.put(&conversation, &message, ttl), members);
-            stored.map_err(internal)?;
+            let store = async {
+                admitted.await?;
+                services
+                    .messages
+                    .put(&conversation, &message, ttl)
+                    .await
+                    .map_err(internal)
+            };
+            let (stored, members) = tokio::join!(store, members);
+            stored?;
             (message, with_sender_first(sender, members.map_err(internal)?))
         }
         Some(to) => {
             // Both sides' connections are known before anything is written, so
             // a message to nobody is refused without a trace.
-            let (theirs, ours) = tokio::join!(recipient_connections(services, &to), connections.of_user(&sender.user));
+            let (theirs, ours, admitted) = tokio::join!(
+                recipient_connections(services, &to),
+                connections.of_user(&sender.user),
+                admitted
+            );
+            admitted?;
             let mut targets = theirs.map_err(internal)?;
             if targets.is_empty() {
                 return Err(ChatError::UnknownRecipient(to));
@@ -142,6 +147,24 @@ async fn send(
     }
     services.prune(&report.gone).await;
     Ok(())
+}
+
+/// Counts the message against the sender's per-minute limit, when one is
+/// set; `rate_limited` when over it.
+async fn admit(services: &Services, sender: &ConnectionRecord) -> Result<(), ChatError> {
+    let limit = services.config.messages_per_minute_per_user;
+    if limit == 0 {
+        return Ok(());
+    }
+    match services
+        .connections
+        .count_message(&sender.user, limit)
+        .await
+        .map_err(internal)?
+    {
+        None => Ok(()),
+        Some(retry_after_ms) => Err(ChatError::RateLimited { limit, retry_after_ms }),
+    }
 }
 
 /// The sender's connection first (its echo goes out first), then the
