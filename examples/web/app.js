@@ -196,6 +196,10 @@ async function prepare() {
 async function credentials(token, user) {
   if (token) return { key: "token", value: token, me: tokenSubject(token) || user };
   const config = state.config;
+  if (config?.auth === "oidc" && sameServer(el.url.value, config.url)) {
+    throw new ClientError("token_required",
+      "This chat takes tokens from your app's identity provider: sign in there and paste the token in Token.");
+  }
   // Tokens from chatctl dev are for its own stack only: never mint one for
   // another server (a link could name any URL).
   const local = config?.auth === "token" && config.token_endpoint && sameServer(el.url.value, config.url);
@@ -227,10 +231,12 @@ function sameServer(a, b) {
 
 // The token's `sub` is our user name; decoding without verifying is enough to
 // mark our own messages (the server verifies the token).
+// The user a token names: `sub`, or with an identity provider's tokens
+// (auth "oidc") the claim the stack takes the user from.
 function tokenSubject(token) {
   try {
     const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    return JSON.parse(atob(payload)).sub || "";
+    return JSON.parse(atob(payload))[state.config?.user_claim || "sub"] || "";
   } catch {
     return "";
   }

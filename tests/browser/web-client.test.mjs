@@ -5,7 +5,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import { createWriteStream, mkdirSync, mkdtempSync } from "node:fs";
+import { createWriteStream, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
@@ -267,4 +267,23 @@ test("a connection the server cuts is resumed: what came meanwhile shows once, i
   await send(frank, "back again");
   await shown(grace, "back again");
   await Promise.all([frank.close(), grace.close()]);
+});
+
+test("with auth = \"oidc\" the page asks for the identity provider's token", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "chatctl-oidc-"));
+  const config = join(dir, "chatctl.toml");
+  // An issuer nobody answers for: dev serves the stack all the same (its authorizer would refuse every token).
+  writeFileSync(config, 'stack = "weboidc"\nauth = "oidc"\n[oidc]\nissuer = "http://127.0.0.1:9"\naudience = "app"\nuser_claim = "email"\n');
+  const oidc = await startDev("web-client-oidc", ["--config", config]);
+  const served = await (await fetch(new URL("config.json", oidc))).json();
+  assert.equal(served.auth, "oidc");
+  assert.equal(served.user_claim, "email");
+  assert.equal(served.token_endpoint, undefined, "dev mints no token for an identity provider's stack");
+  const page = await browser.newPage();
+  page.on("pageerror", (error) => assert.fail(`page error: ${error}`));
+  await page.goto(`${oidc}?user=ivan&autoconnect=1`);
+  const error = page.locator("#errors .error", { hasText: /identity provider/ });
+  await error.waitFor({ timeout: 10_000 });
+  assert.equal(await page.getAttribute("#status", "data-state"), "disconnected");
+  await page.close();
 });

@@ -168,6 +168,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         user: "alice".into(),
         room: "lobby".into(),
         token_endpoint: token_mode.then(|| "token.json".into()),
+        user_claim: session.settings.oidc.as_ref().map(|oidc| oidc.user_claim.clone()),
     };
     let site = crate::dev::web::router(page, token_mode.then(|| secret.clone()));
     let (api_router, gateway_handle) = gateway::router(gateway_config);

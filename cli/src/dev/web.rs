@@ -33,6 +33,9 @@ pub struct PageConfig {
     /// Where the page gets a token for a user name; token mode only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_endpoint: Option<String>,
+    /// The token claim that names the user; oidc mode only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_claim: Option<String>,
 }
 
 struct Site {
