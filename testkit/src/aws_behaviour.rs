@@ -808,13 +808,7 @@ impl LayerState {
                         // aws-controllers-k8s/dynamodb-controller docs/api-quirks (§11).
                         "DescribeTimeToLive" => return Some(Ok(ttl_while(table, "CREATING"))),
                         "UpdateTimeToLive" | "UpdateTable" | "DeleteTable" => {
-                            return Some(Ok(LayerError::new(
-                                StatusCode::BAD_REQUEST,
-                                "ResourceInUseException",
-                                format!(
-                                    "Attempt to change a resource which is still in use: Table is being created: {table}"
-                                ),
-                            )));
+                            return Some(Ok(still_in_use(table, "Table is being created")));
                         }
                         "ListTagsOfResource" | "TagResource" | "UntagResource" => {
                             let arn = body["ResourceArn"].as_str().unwrap_or_default();
@@ -843,20 +837,10 @@ impl LayerState {
                         .is_some_and(|updates| !updates.is_empty());
                     match operation {
                         "UpdateTable" if index_change => {
-                            return Some(Ok(LayerError::new(
-                                StatusCode::BAD_REQUEST,
-                                "LimitExceededException",
-                                "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table",
-                            )));
+                            return Some(Ok(one_index_change_at_a_time()));
                         }
                         "UpdateTable" | "DeleteTable" => {
-                            return Some(Ok(LayerError::new(
-                                StatusCode::BAD_REQUEST,
-                                "ResourceInUseException",
-                                format!(
-                                    "Attempt to change a resource which is still in use: Table is being updated: {table}"
-                                ),
-                            )));
+                            return Some(Ok(still_in_use(table, "Table is being updated")));
                         }
                         _ => {}
                     }
@@ -866,13 +850,7 @@ impl LayerState {
                         "DescribeTable" => return Some(Err(json!({ "Table": description }))),
                         "DescribeTimeToLive" => return Some(Ok(ttl_while(table, "DELETING"))),
                         "CreateTable" | "UpdateTimeToLive" | "UpdateTable" | "DeleteTable" => {
-                            return Some(Ok(LayerError::new(
-                                StatusCode::BAD_REQUEST,
-                                "ResourceInUseException",
-                                format!(
-                                    "Attempt to change a resource which is still in use: Table is being deleted: {table}"
-                                ),
-                            )));
+                            return Some(Ok(still_in_use(table, "Table is being deleted")));
                         }
                         _ => {}
                     }
@@ -893,13 +871,7 @@ impl LayerState {
                     )));
                 }
                 "DeleteTable" => {
-                    return Some(Ok(LayerError::new(
-                        StatusCode::BAD_REQUEST,
-                        "ResourceInUseException",
-                        format!(
-                            "Attempt to change a resource which is still in use: Table tags are being updated: {table}"
-                        ),
-                    )));
+                    return Some(Ok(still_in_use(table, "Table tags are being updated")));
                 }
                 _ => {}
             }
@@ -917,11 +889,7 @@ impl LayerState {
                 .is_some_and(|updates| !updates.is_empty());
             match operation {
                 "UpdateTable" if index_change => {
-                    return Some(Ok(LayerError::new(
-                        StatusCode::BAD_REQUEST,
-                        "LimitExceededException",
-                        "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table",
-                    )));
+                    return Some(Ok(one_index_change_at_a_time()));
                 }
                 "DeleteTable" => {
                     return Some(Ok(LayerError::new(
@@ -1727,6 +1695,24 @@ fn set_backfilling(description: &mut Value, index: &str) {
 }
 
 /// DescribeTimeToLive's answer for a table that is not ACTIVE or UPDATING.
+/// DynamoDB's answer to a change of a table that is busy `why`.
+fn still_in_use(table: &str, why: &str) -> LayerError {
+    LayerError::new(
+        StatusCode::BAD_REQUEST,
+        "ResourceInUseException",
+        format!("Attempt to change a resource which is still in use: {why}: {table}"),
+    )
+}
+
+/// DynamoDB's answer to an index change while another is under way.
+fn one_index_change_at_a_time() -> LayerError {
+    LayerError::new(
+        StatusCode::BAD_REQUEST,
+        "LimitExceededException",
+        "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table",
+    )
+}
+
 fn ttl_while(table: &str, status: &str) -> LayerError {
     LayerError::new(
         StatusCode::BAD_REQUEST,

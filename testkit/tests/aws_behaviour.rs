@@ -1851,7 +1851,12 @@ async fn gsi_lag_keeps_moved_and_deleted_items_under_their_old_key_for_a_while()
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Until the index has the three puts.
+    let lag_over = Instant::now() + Duration::from_secs(5);
+    while in_room("lobby").await.len() < 3 {
+        assert!(Instant::now() < lag_over, "the puts never reached the index");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     clients
         .dynamodb
         .update_item()
@@ -1897,8 +1902,12 @@ async fn gsi_lag_keeps_moved_and_deleted_items_under_their_old_key_for_a_while()
         .await
         .unwrap();
     assert_eq!(filtered.count(), 1);
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(in_room("lobby").await, [entry("stayer", "lobby")]);
+    // Then the index catches up: the old images go, the move shows.
+    let lag_over = Instant::now() + Duration::from_secs(5);
+    while in_room("lobby").await != [entry("stayer", "lobby")] {
+        assert!(Instant::now() < lag_over, "the old images outlived the lag");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(in_room("general").await, [entry("mover", "general")]);
 }
 

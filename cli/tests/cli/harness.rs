@@ -257,6 +257,20 @@ impl Env {
     }
 
     /// The id of the API named `name`, if one exists.
+    /// The resource `name` of `status --output json`, and its exit code.
+    pub async fn status_of(&self, name: &str) -> (i32, serde_json::Value) {
+        let status = self.chatctl(&["status", "--output", "json"]).await;
+        let report: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+        let resource = report["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("status shows no {name}: {report}"))
+            .clone();
+        (status.code, resource)
+    }
+
     pub async fn api_id(&self, name: &str) -> Option<String> {
         let apis = self.apigateway().get_apis().send().await.unwrap();
         apis.items()

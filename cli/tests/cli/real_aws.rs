@@ -197,16 +197,8 @@ async fn a_table_still_being_created_is_read_and_deleted_once_it_is_active() {
             "{err:?}"
         );
     }
-    let status = env.chatctl(&["status", "--output", "json"]).await;
-    assert_eq!(status.code, 3, "the rest is missing, nothing failed: {status:?}");
-    let report: Value = serde_json::from_str(&status.stdout).unwrap();
-    let table = report["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "chat-connections")
-        .unwrap()
-        .clone();
+    let (code, table) = env.status_of("chat-connections").await;
+    assert_eq!(code, 3, "the rest is missing, nothing failed: {table}");
     assert_ne!(table["state"], "missing", "{table}");
     assert!(
         env.proxy

@@ -1002,16 +1002,8 @@ async fn a_missing_index_is_added_in_place_and_the_items_stay() {
     assert!(started.elapsed() < std::time::Duration::from_secs(15), "{run:?}");
     assert!(run.stderr.contains("index by-user added, now backfilling"), "{run:?}");
     assert_eq!(env.mutating_operations(), ["UpdateTable"]);
-    let status = env.chatctl(&["status", "--output", "json"]).await;
-    assert_eq!(status.code, 3, "{status:?}");
-    let report: Value = serde_json::from_str(&status.stdout).unwrap();
-    let table = report["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "chat-connections")
-        .unwrap()
-        .clone();
+    let (code, table) = env.status_of("chat-connections").await;
+    assert_eq!(code, 3, "{table}");
     assert_eq!(table["state"], "backfilling", "{table}");
     assert_eq!(
         env.up(&["--dry-run", "--exit-code"]).await.code,

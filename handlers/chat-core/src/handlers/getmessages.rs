@@ -85,9 +85,9 @@ pub fn history_event(mut messages: Vec<ChatMessage>, has_more: bool, newer: bool
             return event;
         }
         match newer {
-            false => messages.remove(0),
-            true => messages.pop().expect("more than one message"),
-        };
+            false => drop(messages.remove(0)),
+            true => drop(messages.pop()),
+        }
         trimmed = true;
     }
 }

@@ -160,7 +160,7 @@ async fn a_join_meeting_a_transaction_on_its_connection_waits_for_it() {
 async fn a_join_racing_its_own_disconnect_finds_the_connection_gone() {
     let stack = Stack::start_through(slow_transactions(), |_| {}).await;
     stack.connect("alice-1=", "alice", "lobby").await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The `$disconnect` waits out the connect's transaction, then holds the item itself.
     let disconnect = chat_core::handlers::disconnect::handle(
         &stack.services,
         ws_event(events::disconnect("alice-1=", Some(("alice", "lobby")))),

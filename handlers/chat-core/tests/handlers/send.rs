@@ -259,6 +259,15 @@ async fn lagging_indexes() -> Stack {
     Stack::start_through(behaviours, |_| {}).await
 }
 
+/// Waits (at most 5 s) until the room index lists `count` connections in `room`.
+async fn listed(stack: &Stack, room: &str, count: usize) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while stack.services.connections.in_room(room).await.unwrap().len() < count {
+        assert!(Instant::now() < deadline, "the index never listed {count} in {room}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 fn texts(stack: &Stack, id: &str) -> Vec<String> {
     stack
         .endpoint
@@ -286,7 +295,7 @@ async fn the_sender_gets_its_message_even_before_the_index_shows_its_connection(
 async fn a_join_holds_for_the_joiners_next_frame() {
     let stack = lagging_indexes().await;
     assert_eq!(stack.connect("alice-1=", "alice", "lobby").await.status_code, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    listed(&stack, "lobby", 1).await;
     stack
         .send("alice-1=", "join", r#"{"action":"join","room":"general"}"#)
         .await;
@@ -334,8 +343,7 @@ async fn who_left_the_room_a_moment_ago_gets_none_of_its_messages() {
     for (id, user) in [("alice-1=", "alice"), ("bob-1=", "bob"), ("carol-1=", "carol")] {
         assert_eq!(stack.connect(id, user, "lobby").await.status_code, 200);
     }
-    // Until the index lists all three.
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    listed(&stack, "lobby", 3).await;
     stack
         .send("bob-1=", "join", r#"{"action":"join","room":"general"}"#)
         .await;
