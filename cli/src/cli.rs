@@ -68,7 +68,7 @@ pub enum Command {
     },
     /// The functions' CloudWatch logs, merged by time
     Logs(LogsArgs),
-    /// Mint a connection token for the deployed stack
+    /// Mint a connection token for the deployed stack; `token rotate` makes a new secret
     Token(TokenArgs),
     /// Check the live chat end to end: connect, send, echo, history, close
     Smoke(SmokeArgs),
@@ -219,13 +219,29 @@ pub struct LogsArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: Option<TokenCommand>,
     /// The user id the token proves (the `sub` claim)
-    #[arg(long)]
-    pub user: String,
+    #[arg(long, required = true)]
+    pub user: Option<String>,
     /// How long the token stays valid (30m, 24h, 7d; at most 30d)
     #[arg(long, default_value = "24h")]
     pub ttl: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new version of the stack's token secret; tokens signed with the previous one stay valid until they expire (at most 30 days)
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Stop accepting tokens signed with the secret's version before this one, within 5 minutes (a leaked secret)
+    #[arg(long)]
+    pub revoke_previous: bool,
 }
 
 #[derive(Debug, Args)]

@@ -150,7 +150,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
         eprintln!("warning: {warning}");
     }
     let (actual, code) = (actual?, code?);
-    let (secret, mut plan) = plan_for(context, &actual, &code)?;
+    let mut plan = plan_for(context, &actual, &code)?;
     let Session { aws, names, .. } = &*context;
     if !context.json {
         print_plan(&plan)?;
@@ -168,7 +168,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
         }
         if let Some(file) = &args.plan {
             // What runs is the saved plan's steps, shown to be still right.
-            plan = crate::stack::saved::check(file, &saved, &secret, &code)?;
+            plan = crate::stack::saved::check(file, &saved, &code)?;
         }
     }
     let existing_outputs = actual.api.ours().map(|api| Outputs::of(names, &api.id));
@@ -563,10 +563,10 @@ async fn run_smoke(
         (None, Auth::Oidc { issuer }) => {
             bail!("{}", crate::token::oidc_tokens_come_from_the_idp(&names.stack, &issuer))
         }
-        (None, Auth::Token { secret }) => {
+        (None, Auth::Token(key)) => {
             // Valid for every attempt: a token expiring mid-way would read as a refusal.
             let ttl = wait + std::time::Duration::from_secs(600);
-            Credentials::Token(crate::token::mint_with(&secret, crate::smoke::USER, ttl)?.token)
+            Credentials::Token(crate::token::mint_with(&key, crate::smoke::USER, ttl)?.token)
         }
         (None, Auth::None) => Credentials::User,
     };
@@ -611,16 +611,63 @@ async fn routes_list(context: &mut Session) -> Result<u8> {
 }
 
 async fn token(context: &mut Session, args: &TokenArgs) -> Result<u8> {
+    if let Some(crate::cli::TokenCommand::Rotate(rotate)) = &args.command {
+        return token_rotate(context, rotate.revoke_previous).await;
+    }
+    let user = args.user.as_deref().unwrap_or_default();
     let ttl = crate::token::parse_ttl(&args.ttl)?;
-    let minted = checked(
-        context,
-        crate::token::mint(&context.aws, &context.names, &args.user, ttl),
-    )
-    .await?;
+    let minted = checked(context, crate::token::mint(&context.aws, &context.names, user, ttl)).await?;
     if context.json {
         print_json(&minted)?;
     } else {
         outln!("{}", minted.token)?;
+    }
+    Ok(0)
+}
+
+/// `chatctl token rotate`: a new version of the stack's secret.
+async fn token_rotate(context: &mut Session, revoke_previous: bool) -> Result<u8> {
+    use crate::token::Auth;
+
+    let (aws, names) = (&context.aws, &context.names);
+    match checked(context, crate::token::deployed_auth(aws, names)).await? {
+        Auth::Token(key) if key.version.is_some() => {}
+        Auth::Token(_) => bail!(
+            "stack {} keeps its token secret in the authorizer's environment (deployed by an older chatctl); \
+             run `chatctl up` to move it to Secrets Manager, then rotate it",
+            names.stack
+        ),
+        Auth::Oidc { issuer } => bail!(
+            "stack {} runs with auth = \"oidc\": its tokens are signed by your identity provider ({issuer}); \
+             rotate its keys there",
+            names.stack
+        ),
+        Auth::None => bail!(
+            "stack {} runs with auth = \"none\": there is no secret to rotate",
+            names.stack
+        ),
+    }
+    let rotated = crate::stack::secret::rotate(aws, names, revoke_previous).await?;
+    if context.json {
+        print_json(&rotated)?;
+        return Ok(0);
+    }
+    outln!(
+        "Secret {} rotated: new tokens are signed with version {}.",
+        rotated.secret,
+        rotated.version
+    )?;
+    match (&rotated.previous, &rotated.previous_valid_until) {
+        (Some(previous), Some(until)) => {
+            outln!("Tokens signed with version {previous} stay valid until they expire (all by {until}).")?
+        }
+        _ => outln!(
+            "Tokens signed with any earlier version stop working within {} minutes (as the authorizers read the secret again).",
+            chat_core::token_secret::REFRESH_EVERY.as_secs() / 60
+        )?,
+    }
+    if let (Some(dropped), Some(_)) = (&rotated.dropped, &rotated.previous) {
+        outln!("Tokens signed with version {dropped} (two rotations ago) stop working now.")?;
     }
     Ok(0)
 }

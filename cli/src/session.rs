@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use crate::aws::{Aws, AwsOptions, is_local_endpoint, local_region};
 use crate::cli::{Cli, OutputFormat};
 use crate::settings::{ConfigFile, Overrides, Settings};
-use crate::stack::desired::{Code, Desired, new_secret};
+use crate::stack::desired::{Code, Desired};
 use crate::stack::plan::{self, Plan};
 use crate::stack::{Function, Names, actual, apply};
 
@@ -78,14 +78,13 @@ pub async fn read(session: &mut Session) -> Result<actual::Actual> {
 /// What the stack should be for `code`, and the plan from `actual` to it:
 /// the one planning step of `up` and `dev`. Names taken by resources that
 /// are not the stack's stop it here.
-pub fn plan_for(session: &Session, actual: &actual::Actual, code: &BTreeMap<Function, Code>) -> Result<(String, Plan)> {
-    let secret = actual.token_secret().unwrap_or_else(new_secret);
-    let desired = Desired::new(&session.settings, session.names.clone(), &secret, code);
+pub fn plan_for(session: &Session, actual: &actual::Actual, code: &BTreeMap<Function, Code>) -> Result<Plan> {
+    let desired = Desired::new(&session.settings, session.names.clone(), code);
     let plan = plan::plan(&desired, actual);
     if !plan.conflicts.is_empty() {
         bail!("names this stack needs are taken:\n  {}", plan.conflicts.join("\n  "));
     }
-    Ok((secret, plan))
+    Ok(plan)
 }
 
 /// Who approved a plan's destructive steps (replacements, deletions, an

@@ -63,9 +63,8 @@ async fn open_connections(session: &Session, actual: &crate::stack::actual::Actu
 pub(crate) async fn run(session: &mut Session) -> Result<u8> {
     let actual = read(session).await?;
     let Session { settings, names, .. } = &*session;
-    let secret = actual.token_secret().unwrap_or_default();
     // No build: code is not compared, everything else is.
-    let desired = Desired::new(settings, names.clone(), &secret, &BTreeMap::new());
+    let desired = Desired::new(settings, names.clone(), &BTreeMap::new());
     let plan = plan::plan(&desired, &actual);
     let mut resources: Vec<ResourceStatus> = plan
         .changes
@@ -103,6 +102,16 @@ pub(crate) async fn run(session: &mut Session) -> Result<u8> {
                 "index {} backfilling: queries on it fail until it is ACTIVE",
                 backfilling.join(", ")
             ));
+        }
+    }
+    // The secret's versions, never its value.
+    for resource in resources
+        .iter_mut()
+        .filter(|r| r.kind == "secret" && r.state != "missing")
+    {
+        match crate::stack::secret::version_details(&session.aws, names).await {
+            Ok(details) => resource.details.extend(details),
+            Err(err) => resource.details.push(format!("versions unknown: {err:#}")),
         }
     }
     for conflict in &plan.conflicts {

@@ -1,5 +1,7 @@
 //! `chatctl token`: mints a connection token that the deployed authorizer
-//! accepts, with the secret `up` gave it.
+//! accepts, with the current version of the stack's secret (Secrets
+//! Manager), named in the token's `kid`; `chatctl token rotate` makes a new
+//! version (see `stack::secret::rotate`).
 
 use std::time::{Duration, SystemTime};
 
@@ -10,8 +12,7 @@ use serde::Serialize;
 use crate::aws::{Aws, failed, is_code};
 use crate::stack::{Function, Names, STACK_TAG};
 
-/// The longest a token may live: a leaked token stays valid until it expires.
-pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+pub use chat_core::token::MAX_TTL;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Minted {
@@ -30,11 +31,29 @@ pub fn parse_ttl(text: &str) -> Result<Duration> {
     Ok(ttl)
 }
 
+/// What signs a token: a version of the stack's secret.
+#[derive(Clone, PartialEq)]
+pub struct SigningKey {
+    /// Secrets Manager's VersionId, the token's `kid`; none for a stack
+    /// whose authorizer still holds the secret in its environment.
+    pub version: Option<String>,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    // Never print the secret, not even in a debug dump.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How the deployed authorizer lets clients in.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Auth {
-    /// A token signed with this secret.
-    Token { secret: String },
+    /// A token signed with the stack's secret.
+    Token(SigningKey),
     /// `auth = "oidc"`: a token of the app's identity provider, this issuer.
     Oidc { issuer: String },
     /// `auth = "none"`: anyone, naming themselves with `?user=NAME`.
@@ -76,19 +95,30 @@ pub async fn deployed_auth(aws: &Aws, names: &Names) -> Result<Auth> {
         }
         _ => {}
     }
-    let secret = env.get(vars::TOKEN_SECRET).with_context(|| {
+    if env.contains_key(vars::TOKEN_SECRET_ID) {
+        let current = crate::stack::secret::versions(aws, names).await?.current;
+        return Ok(Auth::Token(SigningKey {
+            version: Some(current.version),
+            secret: String::from_utf8_lossy(&current.value).into_owned(),
+        }));
+    }
+    // Deployed before the secret moved to Secrets Manager (until the next `up`).
+    let secret = env.get(crate::stack::secret::LEGACY_ENV).with_context(|| {
         format!(
             "function {name} has no {}; run `chatctl up` to repair the stack",
-            vars::TOKEN_SECRET
+            vars::TOKEN_SECRET_ID
         )
     })?;
-    Ok(Auth::Token { secret: secret.clone() })
+    Ok(Auth::Token(SigningKey {
+        version: None,
+        secret: secret.clone(),
+    }))
 }
 
 pub async fn mint(aws: &Aws, names: &Names, user: &str, ttl: Duration) -> Result<Minted> {
     chat_core::validate::user(user).map_err(|e| anyhow::anyhow!("{e}"))?;
     match deployed_auth(aws, names).await? {
-        Auth::Token { secret } => mint_with(&secret, user, ttl),
+        Auth::Token(key) => mint_with(&key, user, ttl),
         Auth::None => bail!(
             "stack {} runs with auth = \"none\": no token is needed; connect with ?user=NAME",
             names.stack
@@ -106,11 +136,12 @@ pub fn oidc_tokens_come_from_the_idp(stack: &str, issuer: &str) -> String {
     )
 }
 
-/// Mints a token with a known secret (`chatctl dev` knows its stack's).
-pub fn mint_with(secret: &str, user: &str, ttl: Duration) -> Result<Minted> {
+/// Mints a token with a version of the secret read before.
+pub fn mint_with(key: &SigningKey, user: &str, ttl: Duration) -> Result<Minted> {
     chat_core::validate::user(user).map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = SystemTime::now();
-    let token = chat_core::token::mint(secret.as_bytes(), user, ttl, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let token = chat_core::token::mint_signed_by(key.version.as_deref(), key.secret.as_bytes(), user, ttl, now)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let expires_ms = (now + ttl)
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() * 1000)

@@ -55,6 +55,9 @@ pub struct Timings {
     /// How long a written item stays out of the table's global secondary
     /// indexes (real: 500 ms).
     pub gsi_lag: Duration,
+    /// After a DeleteSecret without recovery, how long its name cannot be
+    /// used again (real: "a short delay", no figure published; 5 s assumed).
+    pub secret_deletion: Duration,
     pub latency: Latency,
 }
 
@@ -85,6 +88,7 @@ impl Timings {
             api_write: Duration::from_millis(60),
             transaction: Duration::from_millis(10),
             gsi_lag: Duration::from_millis(500),
+            secret_deletion: Duration::from_millis(800),
             latency: Latency {
                 read: Duration::from_millis(5),
                 write: Duration::from_millis(15),
@@ -108,6 +112,7 @@ impl Timings {
             api_write: Duration::from_millis(300),
             transaction: Duration::from_millis(25),
             gsi_lag: Duration::from_millis(500),
+            secret_deletion: Duration::from_secs(5),
             latency: Latency {
                 read: Duration::from_millis(80),
                 write: Duration::from_millis(200),
@@ -142,7 +147,9 @@ pub struct Behaviours {
     /// assumed-role/ROLE/… is not authorized to perform: dynamodb:ACTION on
     /// resource: …". A call is the role's when it is signed with temporary
     /// credentials (an `X-Amz-Security-Token`), as a Lambda function's are;
-    /// the deployer's own calls in the tests carry none and pass.
+    /// the deployer's own calls in the tests carry none and pass. The
+    /// role's Secrets Manager GetSecretValue likewise (the authorizer
+    /// reading the token secret), with Secrets Manager's message.
     /// aws-facts.md §11 "permissions right after `up`".
     pub permission_propagation: bool,
     /// State `Pending` for `function_pending` after CreateFunction,
@@ -220,6 +227,15 @@ pub struct Behaviours {
     /// write; a Query adds it back only when its key condition is
     /// equalities (and it has no filter), a Scan when it has no filter.
     pub gsi_lag: bool,
+    /// A secret deleted with ForceDeleteWithoutRecovery is deleted "with an
+    /// asynchronous background process, so there might be a short delay
+    /// before the secret is permanently deleted. If you delete a secret and
+    /// then immediately create a secret with the same name, use appropriate
+    /// back off and retry logic" (Secrets Manager API reference,
+    /// DeleteSecret): for `secret_deletion` after it, a CreateSecret of the
+    /// name gets `InvalidRequestException` "You can't create this secret
+    /// because a secret with this name is already scheduled for deletion."
+    pub secret_deletion: bool,
     /// Every call is answered after `timings.latency` (read, write or
     /// create_deployment).
     pub latency: bool,
@@ -245,6 +261,7 @@ impl Behaviours {
             no_logging_role: false,
             transaction_conflicts: false,
             gsi_lag: false,
+            secret_deletion: false,
             latency: false,
             timings: Timings::compressed(),
         }
@@ -268,6 +285,7 @@ impl Behaviours {
             no_logging_role: true,
             transaction_conflicts: true,
             gsi_lag: true,
+            secret_deletion: true,
             latency: true,
             timings,
         }
@@ -505,6 +523,8 @@ pub(crate) struct LayerState {
     roles: HashMap<String, Instant>,
     /// The role of the last PutRolePolicy, and until when its calls are refused.
     policy_change: Option<(String, Instant)>,
+    /// Secret name → until when a deletion without recovery keeps it taken.
+    deleted_secrets: HashMap<String, Instant>,
     functions: HashMap<String, FunctionState>,
     /// Table name → CREATING until.
     creating: HashMap<String, Instant>,
@@ -585,6 +605,7 @@ impl LayerState {
             old_images: Vec::new(),
             roles: HashMap::new(),
             policy_change: None,
+            deleted_secrets: HashMap::new(),
             functions: HashMap::new(),
             creating: HashMap::new(),
             deleting: HashMap::new(),
@@ -636,6 +657,20 @@ impl LayerState {
                         StatusCode::BAD_REQUEST,
                         "ThrottlingException",
                         "Rate exceeded",
+                    ));
+                }
+            }
+            "secretsmanager" if b.secret_deletion && request.operation == "CreateSecret" => {
+                let body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
+                self.deleted_secrets.retain(|_, until| now < *until);
+                if body["Name"]
+                    .as_str()
+                    .is_some_and(|name| self.deleted_secrets.contains_key(name))
+                {
+                    return Decision::Answer(LayerError::new(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidRequestException",
+                        "You can't create this secret because a secret with this name is already scheduled for deletion.",
                     ));
                 }
             }
@@ -1031,6 +1066,14 @@ impl LayerState {
                     }
                 }
                 ("iam", "PutRolePolicy") if b.permission_propagation => self.policy_changed(request, now),
+                ("secretsmanager", "DeleteSecret") if b.secret_deletion => {
+                    let body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
+                    if body["ForceDeleteWithoutRecovery"] == json!(true)
+                        && let Some(name) = parsed().and_then(|answer| answer["Name"].as_str().map(str::to_string))
+                    {
+                        self.deleted_secrets.insert(name, now + b.timings.secret_deletion);
+                    }
+                }
                 ("lambda", operation) => {
                     if let Some(name) = &plan.function {
                         json = parsed();
@@ -1311,11 +1354,12 @@ impl LayerState {
     /// change propagates: IAM "changes not always immediately visible";
     /// DataBiosphere/azul #8301, anomalyco/sst #6248 (aws-facts.md §11).
     fn refused_while_policy_propagates(&mut self, request: &RequestView, now: Instant) -> Option<LayerError> {
-        if !self.behaviours.permission_propagation
-            || request.service != "dynamodb"
-            || !request.role_session
-            || !ITEM_OPERATIONS.contains(&request.operation)
-        {
+        let refused = match request.service {
+            "dynamodb" => ITEM_OPERATIONS.contains(&request.operation),
+            "secretsmanager" => request.operation == "GetSecretValue",
+            _ => false,
+        };
+        if !self.behaviours.permission_propagation || !request.role_session || !refused {
             return None;
         }
         let (role, until) = self.policy_change.as_ref()?;
@@ -1323,6 +1367,18 @@ impl LayerState {
             return None;
         }
         let body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
+        if request.service == "secretsmanager" {
+            let secret = body["SecretId"].as_str().unwrap_or_default();
+            return Some(LayerError::new(
+                StatusCode::BAD_REQUEST,
+                "AccessDeniedException",
+                format!(
+                    "User: arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role}/function is not authorized to perform: \
+                     secretsmanager:GetSecretValue on resource: {secret} because no identity-based policy allows \
+                     the secretsmanager:GetSecretValue action"
+                ),
+            ));
+        }
         let table = tables_of(request.operation, &body)
             .into_iter()
             .next()

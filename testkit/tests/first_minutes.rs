@@ -170,3 +170,116 @@ async fn the_connections_endpoint_forbids_every_post_for_a_while() {
     assert_eq!(endpoint.received("c1"), ["hi", "hi"]);
     assert_eq!(endpoint.attempts("c1"), 3);
 }
+
+/// The authorizer's read of the token secret meets the same propagation,
+/// with Secrets Manager's message.
+#[tokio::test]
+async fn after_put_role_policy_the_roles_secret_reads_are_refused_for_a_while() {
+    let moto = Moto::start();
+    let behaviours = Behaviours {
+        permission_propagation: true,
+        ..Behaviours::none()
+    };
+    let window = behaviours.timings.permission_propagation;
+    let proxy = AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
+    let secrets = |config: &aws_config::SdkConfig| {
+        aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(config)
+                .retry_config(aws_config::retry::RetryConfig::disabled())
+                .build(),
+        )
+    };
+    let deployer = sdk_config_for(&proxy.endpoint()).await;
+    let (as_deployer, as_role) = (
+        secrets(&deployer),
+        secrets(&role_sdk_config_for(&proxy.endpoint()).await),
+    );
+    as_deployer
+        .create_secret()
+        .name("chatctl/chat/token")
+        .secret_string("a-secret-a-secret-a-secret-a-secret")
+        .send()
+        .await
+        .unwrap();
+    deploy(&proxy).await;
+    let changed = Instant::now();
+
+    let err = as_role
+        .get_secret_value()
+        .secret_id("chatctl/chat/token")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("AccessDeniedException"), "{err:?}");
+    let message = err.message().unwrap();
+    assert!(
+        message.starts_with("User: arn:aws:sts::123456789012:assumed-role/chat-handlers/")
+            && message.contains(
+                "is not authorized to perform: secretsmanager:GetSecretValue on resource: chatctl/chat/token"
+            ),
+        "{message}"
+    );
+    as_deployer
+        .get_secret_value()
+        .secret_id("chatctl/chat/token")
+        .send()
+        .await
+        .expect("the deployer's own read is not the role's");
+
+    tokio::time::sleep_until((changed + window + Duration::from_millis(50)).into()).await;
+    as_role
+        .get_secret_value()
+        .secret_id("chatctl/chat/token")
+        .send()
+        .await
+        .expect("the change has propagated");
+}
+
+/// Secrets Manager API reference, DeleteSecret: a secret deleted without
+/// recovery is removed "with an asynchronous background process": its name
+/// cannot be used again at once. Plain moto frees it at once.
+#[tokio::test]
+async fn a_secret_deleted_without_recovery_keeps_its_name_for_a_moment() {
+    let moto = Moto::start();
+    let behaviours = Behaviours {
+        secret_deletion: true,
+        ..Behaviours::none()
+    };
+    let window = behaviours.timings.secret_deletion;
+    let proxy = AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&sdk_config_for(&proxy.endpoint()).await)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build(),
+    );
+    let create = || {
+        secrets
+            .create_secret()
+            .name("chatctl/chat/token")
+            .secret_string("a-secret-a-secret-a-secret-a-secret")
+            .send()
+    };
+    create().await.unwrap();
+    secrets
+        .delete_secret()
+        .secret_id("chatctl/chat/token")
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    let deleted = Instant::now();
+    let err = create().await.unwrap_err();
+    assert_eq!(err.code(), Some("InvalidRequestException"), "{err:?}");
+    assert!(
+        err.message().unwrap().contains("already scheduled for deletion"),
+        "{err:?}"
+    );
+    assert!(deleted.elapsed() < window);
+    // Meanwhile, the secret itself is gone.
+    let described = secrets.describe_secret().secret_id("chatctl/chat/token").send().await;
+    assert_eq!(described.unwrap_err().code(), Some("ResourceNotFoundException"));
+
+    tokio::time::sleep_until((deleted + window + Duration::from_millis(50)).into()).await;
+    create().await.expect("the name is free again");
+    assert!(!Behaviours::none().secret_deletion && Behaviours::all(Timings::compressed()).secret_deletion);
+}

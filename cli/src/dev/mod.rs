@@ -91,7 +91,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         // Lambda code is not run by the emulator; a placeholder zip stands in for it.
         let code = build::for_every_function(build::placeholder_zip(&root)?);
         let actual = read(&mut session).await?;
-        let (secret, plan) = plan_for(&session, &actual, &code)?;
+        let plan = plan_for(&session, &actual, &code)?;
         if !plan.is_noop() {
             // As `up`: destroying data (a replaced table, say) is asked first,
             // and refused without a terminal unless --yes.
@@ -99,9 +99,9 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
             let report = |step: apply::Step| tracing::debug!("{} {}: {}", step.kind, step.name, step.done);
             converge(&session.aws, &plan, approval, crate::output::confirm, &report).await?;
         }
-        Ok::<_, anyhow::Error>((plan.values, secret))
+        Ok::<_, anyhow::Error>(plan.values)
     };
-    let ((), (desired, secret)) = tokio::try_join!(build_step, provision)?;
+    let ((), desired) = tokio::try_join!(build_step, provision)?;
     let Session { aws, names, .. } = &session;
     let api = crate::stack::api::read_api(aws, names).await?;
     let api = api.ours().context("the API was not provisioned")?;
@@ -170,7 +170,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         token_endpoint: token_mode.then(|| "token.json".into()),
         user_claim: session.settings.oidc.as_ref().map(|oidc| oidc.user_claim.clone()),
     };
-    let site = crate::dev::web::router(page, token_mode.then(|| secret.clone()));
+    let site = crate::dev::web::router(page, token_mode.then(|| (aws.clone(), names.clone())));
     let (api_router, gateway_handle) = gateway::router(gateway_config);
     let server = tokio::spawn(gateway::serve(listener, api_router.merge(site)));
     let watcher = (!args.no_watch).then(|| {
@@ -185,7 +185,9 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
     outln!("@connections URL:  {callback}/@connections")?;
     outln!("AWS endpoint:      {endpoint}  (pass --endpoint-url {endpoint} to other chatctl commands)")?;
     if token_mode {
-        let token = crate::token::mint_with(&secret, "alice", crate::dev::web::DEV_TOKEN_TTL)?.token;
+        let token = crate::token::mint(aws, names, "alice", crate::dev::web::DEV_TOKEN_TTL)
+            .await?
+            .token;
         outln!("Token for alice:   {token}")?;
         outln!("Try:               npx wscat -c '{url}?token={token}&room=lobby'")?;
     } else if let Some(oidc) = &session.settings.oidc {

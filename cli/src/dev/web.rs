@@ -15,6 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
+use crate::aws::Aws;
+use crate::stack::Names;
+
 const INDEX_HTML: &str = include_str!("../../../examples/web/index.html");
 const APP_JS: &str = include_str!("../../../examples/web/app.js");
 const STYLE_CSS: &str = include_str!("../../../examples/web/style.css");
@@ -40,12 +43,13 @@ pub struct PageConfig {
 
 struct Site {
     config: PageConfig,
-    /// The stack's token secret, in token mode.
-    secret: Option<String>,
+    /// Where the stack's token secret is read, in token mode: each token is
+    /// signed with its current version, a rotated one included.
+    secret: Option<(Aws, Names)>,
 }
 
 /// `/`, its assets, `/config.json` and, in token mode, `/token.json?user=NAME`.
-pub fn router(config: PageConfig, secret: Option<String>) -> Router {
+pub fn router(config: PageConfig, secret: Option<(Aws, Names)>) -> Router {
     let site = Arc::new(Site { config, secret });
     let asset = |content_type: &'static str, body: &'static str| {
         get(move || async move { ([(header::CONTENT_TYPE, content_type)], body) })
@@ -82,14 +86,14 @@ struct TokenQuery {
 
 async fn token(State(site): State<Arc<Site>>, Query(query): Query<TokenQuery>) -> Response {
     let error = |status: StatusCode, message: String| (status, Json(serde_json::json!({"error": message})));
-    let Some(secret) = &site.secret else {
+    let Some((aws, names)) = &site.secret else {
         let message = "this stack runs with auth = \"none\": connect with ?user=NAME".to_string();
         return error(StatusCode::NOT_FOUND, message).into_response();
     };
     let Some(user) = query.user.filter(|u| !u.is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "give a user: /token.json?user=NAME".into()).into_response();
     };
-    match crate::token::mint_with(secret, &user, DEV_TOKEN_TTL) {
+    match crate::token::mint(aws, names, &user, DEV_TOKEN_TTL).await {
         Ok(minted) => Json(minted).into_response(),
         Err(err) => error(StatusCode::BAD_REQUEST, format!("{err:#}")).into_response(),
     }

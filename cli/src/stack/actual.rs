@@ -13,6 +13,7 @@ pub use super::base::{Found, all_pages};
 use super::function::{FunctionState, read_function};
 use super::log_group::{LogGroupState, read_log_groups};
 use super::role::{RoleState, read_role};
+use super::secret::{SecretState, read_secret};
 use super::table::{TableState, read_table};
 use super::{Function, Names};
 use crate::aws::Aws;
@@ -25,17 +26,18 @@ pub struct Actual {
     pub log_groups: BTreeMap<String, Found<LogGroupState>>,
     pub functions: BTreeMap<Function, Found<FunctionState>>,
     pub api: Found<ApiState>,
+    /// The token secret (whatever the auth mode, so `down` finds it).
+    pub secret: Found<SecretState>,
 }
 
 impl Actual {
-    /// The token secret an earlier `up` gave the authorizer, if any.
-    pub fn token_secret(&self) -> Option<String> {
+    /// Whether the authorizer still holds the token secret in its
+    /// environment, as stacks deployed before it moved to Secrets Manager do.
+    pub fn authorizer_holds_the_secret(&self) -> bool {
         self.functions
-            .get(&Function::Authorizer)?
-            .ours()?
-            .env
-            .get(chat_core::config::vars::TOKEN_SECRET)
-            .cloned()
+            .get(&Function::Authorizer)
+            .and_then(|f| f.ours())
+            .is_some_and(|f| f.env.contains_key(super::secret::LEGACY_ENV))
     }
 
     /// True when nothing of the stack exists.
@@ -45,18 +47,20 @@ impl Actual {
             && self.log_groups.values().all(|l| l.ours().is_none())
             && self.functions.values().all(|f| f.ours().is_none())
             && self.api.ours().is_none()
+            && self.secret.ours().is_none()
     }
 }
 
 pub async fn read(aws: &Aws, names: &Names) -> Result<Actual> {
     let tables = [names.connections_table(), names.messages_table()];
     let roles = [names.handlers_role(), names.authorizer_role()];
-    let (tables, roles, log_groups, functions, api) = tokio::try_join!(
+    let (tables, roles, log_groups, functions, api, secret) = tokio::try_join!(
         futures::future::try_join_all(tables.iter().map(|t| read_table(aws, names, t))),
         futures::future::try_join_all(roles.iter().map(|r| read_role(aws, names, r))),
         read_log_groups(aws, names),
         futures::future::try_join_all(Function::ALL.into_iter().map(|f| read_function(aws, names, f))),
         read_api(aws, names),
+        read_secret(aws, names),
     )?;
     Ok(Actual {
         tables: tables.into_iter().collect(),
@@ -64,6 +68,7 @@ pub async fn read(aws: &Aws, names: &Names) -> Result<Actual> {
         log_groups,
         functions: functions.into_iter().collect(),
         api,
+        secret,
     })
 }
 

@@ -15,17 +15,13 @@ use super::base::{self, live_id};
 pub use super::base::{Report, Step};
 use super::desired::Desired;
 use super::plan::{self, Action, Detail, Kind, Plan};
-use super::{api, authorizer, function, integration, log_group, permission, role, route, stage, table};
+use super::{api, authorizer, function, integration, log_group, permission, role, route, secret, stage, table};
 use crate::aws::Aws;
 
 /// Executes `plan` with the values it holds, and nothing else; returns the
 /// API id.
 pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String> {
     let desired = &plan.values;
-    anyhow::ensure!(
-        !desired.has_secret_reference(),
-        "the plan's token secret was never resolved; nothing was changed"
-    );
     let stack = desired.stack();
     let tables = try_join_all(
         desired
@@ -36,8 +32,10 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
     let writes = &ApiWrites::default();
     let probes = &function::RoleProbes::new(stack, &desired.roles);
     let compute = async {
-        // The log groups exist before the stage that writes its access log to one.
-        let (_, api_id, _) = tokio::try_join!(
+        // The log groups exist before the stage that writes its access log to
+        // one; the secret before the authorizer is updated (a secret moved
+        // from its environment is read there first).
+        let (_, api_id, _, _) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
                 let action = plan.action(Kind::Role, &spec.name);
                 role::create_role(aws, stack, spec, action, report)
@@ -51,6 +49,14 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
                 let action = plan.action(Kind::LogGroup, &spec.name);
                 log_group::apply_log_group(aws, stack, spec, action, report)
             })),
+            async {
+                let Some(spec) = &desired.secret else {
+                    return Ok(());
+                };
+                let authorizer = plan.action(Kind::Function, &desired.names.function(Function::Authorizer));
+                let moved = authorizer.changes().contains(&Detail::MoveTokenSecret);
+                secret::apply_secret(aws, stack, spec, plan.action(Kind::Secret, &spec.name), moved, report).await
+            },
         )?;
         // An integration needs only its function's ARN, known from the name:
         // the API's parts are written while the functions are created and
@@ -77,6 +83,11 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
             .map(|f| (f, plan.action(Kind::Permission, &desired.names.function(f))))
             .collect();
         permission::grant_permissions(aws, stack, &permissions, &api_id, &authorizer_id, report).await?;
+        // Once the authorizer no longer reads it (another auth mode).
+        for step in plan.deletions(Kind::Secret) {
+            secret::delete_secret(aws, &step.name).await?;
+            base::step(report, Kind::Secret, &step.name, "deleted");
+        }
         Ok::<_, anyhow::Error>(api_id)
     };
     let (tables, api_id) = tokio::join!(tables, compute);
@@ -168,7 +179,7 @@ async fn apply_api_parts(
 }
 
 /// Executes a plan of delete steps (`down`'s): the API, the functions,
-/// then roles and tables together, log groups last; each kind's steps
+/// then roles, tables and the secret together, log groups last; each kind's steps
 /// concurrently. A step that is not a deletion is refused before anything
 /// is deleted.
 pub async fn delete(aws: &Aws, steps: &[plan::Change], report: Report<'_>) -> Result<()> {
@@ -178,7 +189,7 @@ pub async fn delete(aws: &Aws, steps: &[plan::Change], report: Report<'_>) -> Re
         }
         if !matches!(
             step.kind,
-            Kind::Api | Kind::Function | Kind::Role | Kind::Table | Kind::LogGroup
+            Kind::Api | Kind::Function | Kind::Role | Kind::Table | Kind::LogGroup | Kind::Secret
         ) {
             bail!(
                 "`down` deletes a {} ({}) with its API, not on its own",
@@ -210,7 +221,12 @@ pub async fn delete(aws: &Aws, steps: &[plan::Change], report: Report<'_>) -> Re
         done(step);
         Ok::<_, anyhow::Error>(())
     }));
-    tokio::try_join!(roles, tables)?;
+    let secrets = try_join_all(of(Kind::Secret).map(|step| async move {
+        secret::delete_secret(aws, &step.name).await?;
+        done(step);
+        Ok::<_, anyhow::Error>(())
+    }));
+    tokio::try_join!(roles, tables, secrets)?;
     try_join_all(of(Kind::LogGroup).map(|step| async move {
         log_group::delete_log_group(aws, &step.name).await?;
         done(step);

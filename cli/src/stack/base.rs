@@ -27,6 +27,7 @@ pub enum Kind {
     Route,
     Permission,
     Stage,
+    Secret,
 }
 
 impl Kind {
@@ -42,6 +43,7 @@ impl Kind {
             Kind::Route => "route",
             Kind::Permission => "permission",
             Kind::Stage => "stage",
+            Kind::Secret => "secret",
         }
     }
 }
@@ -120,6 +122,11 @@ pub enum Detail {
     AccessLogs { to: bool },
     /// Stage: a route's own throttling removed (DeleteRouteSettings).
     RouteSettingsRemoved { route: String },
+    /// Function: the authorizer's token secret moves from its environment to
+    /// the stack's secret in Secrets Manager, keeping its value.
+    MoveTokenSecret,
+    /// Secret: deleted with a recovery window (by hand), restored.
+    RestoreSecret,
     /// Tags to set and to remove (tags AWS reserves, `aws:*`, are never touched).
     Tags {
         set: BTreeMap<String, String>,
@@ -182,6 +189,8 @@ impl fmt::Display for Detail {
             Detail::LoggingLevel { from, to } => write!(f, "logging {} → {to}", or_dash(from)),
             Detail::AccessLogs { to } => write!(f, "access logs {}", if *to { "on" } else { "off" }),
             Detail::RouteSettingsRemoved { route } => write!(f, "- throttling of {route}"),
+            Detail::MoveTokenSecret => f.write_str("token secret → Secrets Manager, tokens issued stay valid"),
+            Detail::RestoreSecret => f.write_str("restore: it is scheduled for deletion"),
             Detail::Tags { set, remove } => {
                 let mut parts: Vec<String> = set.iter().map(|(k, v)| format!("+ {k}={v}")).collect();
                 parts.extend(remove.iter().map(|k| format!("- {k}")));
@@ -259,6 +268,8 @@ impl fmt::Display for Change {
                 ),
             ),
             Action::Replace { reason } => ("-/+", format!(" (replace: {reason})")),
+            // A secret is deleted without the usual 7–30 days to restore it.
+            Action::Delete if self.kind == Kind::Secret => ("-", " (at once, no recovery window)".to_string()),
             Action::Delete => ("-", self.id.as_ref().map(|id| format!(" ({id})")).unwrap_or_default()),
             Action::NoChange => ("=", String::new()),
         };

@@ -1,5 +1,6 @@
 //! What the stack should be, derived from the settings alone (plus the code
-//! hashes and the token secret), so it can be compared with what exists.
+//! hashes), so it can be compared with what exists. No secret value is
+//! part of it: the token secret's value lives in Secrets Manager only.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +35,13 @@ pub struct RoleSpec {
     pub for_authorizer: bool,
 }
 
+/// The Secrets Manager secret that signs tokens (`auth = "token"`); its
+/// value is made when it is created, never planned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretSpec {
+    pub name: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogGroupSpec {
     pub name: String,
@@ -55,8 +63,6 @@ pub struct FunctionSpec {
     pub arch: Arch,
     pub memory_mb: i32,
     pub timeout_seconds: i32,
-    /// The token secret is written to a plan as a reference, never its value.
-    #[serde(serialize_with = "env_without_secrets")]
     pub env: BTreeMap<String, String>,
     /// None when the code is not known (status without a build).
     pub code: Option<Code>,
@@ -99,12 +105,14 @@ pub struct Desired {
     pub log_groups: Vec<LogGroupSpec>,
     pub functions: Vec<FunctionSpec>,
     pub api: ApiSpec,
+    /// The token secret, with `auth = "token"`.
+    #[serde(default)]
+    pub secret: Option<SecretSpec>,
 }
 
 impl Desired {
-    /// `secret` is the authorizer's token secret (kept from an earlier `up`
-    /// or newly made); `code` the built zips, when known.
-    pub fn new(settings: &Settings, names: Names, secret: &str, code: &BTreeMap<Function, Code>) -> Desired {
+    /// `code` is the built zips, when known.
+    pub fn new(settings: &Settings, names: Names, code: &BTreeMap<Function, Code>) -> Desired {
         let mut tags = settings.tags.clone();
         tags.insert(STACK_TAG.to_string(), names.stack.clone());
         let tables = vec![
@@ -162,7 +170,7 @@ impl Desired {
                 arch: settings.arch,
                 memory_mb: settings.memory_mb,
                 timeout_seconds: settings.timeout_seconds,
-                env: function_env(settings, &names, function, secret),
+                env: function_env(settings, &names, function),
                 code: code.get(&function).cloned(),
             })
             .collect();
@@ -184,6 +192,9 @@ impl Desired {
                 format: access_log_format(),
             }),
         };
+        let secret = (settings.auth == AuthMode::Token).then(|| SecretSpec {
+            name: names.token_secret(),
+        });
         Desired {
             names,
             tags,
@@ -192,6 +203,7 @@ impl Desired {
             log_groups,
             functions,
             api,
+            secret,
         }
     }
 
@@ -225,6 +237,14 @@ impl Desired {
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
             "Resource": log_groups,
         })];
+        if role.for_authorizer && self.secret.is_some() {
+            statements.push(json!({
+                "Sid": "ReadTokenSecret",
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue"],
+                "Resource": [self.names.token_secret_arn_pattern()],
+            }));
+        }
         if !role.for_authorizer {
             let connections = names.table_arn(&names.connections_table());
             let messages = names.table_arn(&names.messages_table());
@@ -281,12 +301,12 @@ pub fn trust_policy() -> Value {
     })
 }
 
-fn function_env(settings: &Settings, names: &Names, function: Function, secret: &str) -> BTreeMap<String, String> {
+fn function_env(settings: &Settings, names: &Names, function: Function) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     if function == Function::Authorizer {
         env.insert(vars::AUTH_MODE.to_string(), settings.auth.as_env().to_string());
         if settings.auth == AuthMode::Token {
-            env.insert(vars::TOKEN_SECRET.to_string(), secret.to_string());
+            env.insert(vars::TOKEN_SECRET_ID.to_string(), names.token_secret());
         }
         if let Some(oidc) = &settings.oidc {
             env.insert(vars::OIDC_ISSUER.to_string(), oidc.issuer.clone());
@@ -302,51 +322,6 @@ fn function_env(settings: &Settings, names: &Names, function: Function, secret: 
     env.insert(vars::MESSAGES_TABLE.to_string(), names.messages_table());
     env.extend(settings.function_limits_env());
     env
-}
-
-/// What a plan holds in place of the token secret: a saved plan is a file
-/// people review and keep, so the secret is resolved when the plan is applied
-/// (the live authorizer's, or a new one for a new stack).
-pub const SECRET_REFERENCE: &str = "(secret: the authorizer's token secret, resolved when applied)";
-
-fn env_without_secrets<S: serde::Serializer>(env: &BTreeMap<String, String>, to: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut map = to.serialize_map(Some(env.len()))?;
-    for (name, value) in env {
-        let value = if name == vars::TOKEN_SECRET {
-            SECRET_REFERENCE
-        } else {
-            value
-        };
-        map.serialize_entry(name, value)?;
-    }
-    map.end()
-}
-
-impl Desired {
-    /// The same values with the secret as a plan file holds it.
-    pub fn without_secret(&self) -> Desired {
-        self.with_secret(SECRET_REFERENCE)
-    }
-
-    /// The same values with `secret` as the token secret, where there is one.
-    pub fn with_secret(&self, secret: &str) -> Desired {
-        let mut desired = self.clone();
-        for function in &mut desired.functions {
-            if let Some(value) = function.env.get_mut(vars::TOKEN_SECRET) {
-                *value = secret.to_string();
-            }
-        }
-        desired
-    }
-
-    /// Whether a secret is still a reference (a plan read from a file that
-    /// nobody resolved): applying it would write the reference to AWS.
-    pub fn has_secret_reference(&self) -> bool {
-        self.functions
-            .iter()
-            .any(|f| f.env.get(vars::TOKEN_SECRET).is_some_and(|v| v == SECRET_REFERENCE))
-    }
 }
 
 /// A new token secret: 32 random bytes, base64url.
@@ -372,7 +347,7 @@ mod tests {
 
     fn desired() -> Desired {
         let settings = Settings::resolve(&ConfigFile::default(), &Overrides::default()).unwrap();
-        Desired::new(&settings, names(), "s3cret", &BTreeMap::new())
+        Desired::new(&settings, names(), &BTreeMap::new())
     }
 
     #[test]
@@ -392,10 +367,11 @@ mod tests {
     fn only_the_authorizer_knows_the_secret_and_only_the_handlers_know_the_tables() {
         let d = desired();
         let authorizer = d.function(Function::Authorizer);
-        assert_eq!(authorizer.env[vars::TOKEN_SECRET], "s3cret");
+        assert_eq!(authorizer.env[vars::TOKEN_SECRET_ID], "chatctl/chat/token");
+        assert_eq!(d.secret.as_ref().unwrap().name, "chatctl/chat/token");
         assert!(!authorizer.env.contains_key(vars::CONNECTIONS_TABLE));
         let join = d.function(Function::Join);
-        assert!(!join.env.contains_key(vars::TOKEN_SECRET));
+        assert!(!join.env.contains_key(vars::TOKEN_SECRET_ID));
         assert_eq!(join.env[vars::CONNECTIONS_TABLE], "chat-connections");
         assert_eq!(join.role, "chat-handlers");
         assert_eq!(authorizer.role, "chat-authorizer");
@@ -407,14 +383,15 @@ mod tests {
             ConfigFile::parse("auth = \"oidc\"\n[oidc]\nissuer = \"https://idp.example.com\"\naudience = \"app\"")
                 .unwrap();
         let settings = Settings::resolve(&file, &Overrides::default()).unwrap();
-        let d = Desired::new(&settings, names(), "s3cret", &BTreeMap::new());
+        let d = Desired::new(&settings, names(), &BTreeMap::new());
         let env = &d.function(Function::Authorizer).env;
         assert_eq!(env[vars::AUTH_MODE], "oidc");
         assert_eq!(env[vars::OIDC_ISSUER], "https://idp.example.com");
         assert_eq!(env[vars::OIDC_AUDIENCE], "app");
         assert_eq!(env[vars::OIDC_USER_CLAIM], "sub");
         assert!(!env.contains_key(vars::OIDC_JWKS_URL));
-        assert!(!env.contains_key(vars::TOKEN_SECRET));
+        assert!(!env.contains_key(vars::TOKEN_SECRET_ID));
+        assert_eq!(d.secret, None);
         // What the function reads back is what was meant.
         let mode = chat_core::config::AuthMode::from_lookup(|name| env.get(name).cloned()).unwrap();
         assert_eq!(mode, chat_core::config::AuthMode::Oidc(settings.oidc.clone().unwrap()));
@@ -430,20 +407,12 @@ mod tests {
         assert!(!text.contains("\"*\""), "no wildcard resources: {text}");
         let authorizer = d.role_policy(&d.roles[1], "abc123").to_string();
         assert!(!authorizer.contains("dynamodb") && !authorizer.contains("execute-api"));
+        // The one secret, whatever random suffix AWS gave its ARN.
+        assert!(authorizer.contains(
+            "\"Action\":[\"secretsmanager:GetSecretValue\"],\"Effect\":\"Allow\",\"Resource\":[\"arn:aws:secretsmanager:eu-west-1:123456789012:secret:chatctl/chat/token-??????\"]"
+        ), "{authorizer}");
         assert!(authorizer.contains("log-group:/aws/lambda/chat-authorizer:*"));
         assert!(!authorizer.contains("chat-join"));
-    }
-
-    #[test]
-    fn a_plan_file_holds_a_reference_never_the_secret() {
-        let d = desired();
-        let text = serde_json::to_string(&d).unwrap();
-        assert!(!text.contains("s3cret"), "{text}");
-        let back: Desired = serde_json::from_str(&text).unwrap();
-        assert!(back.has_secret_reference());
-        assert_eq!(back, d.without_secret());
-        assert_eq!(back.with_secret("s3cret"), d);
-        assert!(!d.has_secret_reference());
     }
 
     #[test]

@@ -98,6 +98,8 @@ impl Teardown {
         }
         t.steps.extend(functions);
         t.steps.extend(roles);
+        let secret = sort(&mut t, Kind::Secret, "secret", [(names.token_secret(), &actual.secret)]);
+        t.steps.extend(secret);
         if keep_data {
             t.kept = tables.into_iter().map(|step| step.name).collect();
         } else {
@@ -175,6 +177,11 @@ mod tests {
             )]),
             functions: BTreeMap::from([(Function::Join, Found::Missing)]),
             api: Found::Ours(api),
+            secret: Found::Ours(crate::stack::secret::SecretState {
+                arn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:chatctl/chat/token-AbCdEf".into(),
+                scheduled_for_deletion: false,
+                tags: Default::default(),
+            }),
         }
     }
 
@@ -188,6 +195,7 @@ mod tests {
                 "api chat (a1)",
                 "api chat (a2)",
                 "role chat-authorizer",
+                "secret chatctl/chat/token",
                 "log group /aws/lambda/chat-join",
                 "log group API-Gateway-Execution-Logs_a1/dev"
             ]
@@ -197,7 +205,7 @@ mod tests {
         assert_eq!(teardown.steps[0].to_string(), "  - api chat (a1)", "as a plan shows it");
         let json = serde_json::to_value(&teardown).unwrap();
         assert_eq!(
-            json["delete"][3], "log group /aws/lambda/chat-join",
+            json["delete"][4], "log group /aws/lambda/chat-join",
             "down's JSON as before"
         );
     }

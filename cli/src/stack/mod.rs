@@ -26,6 +26,7 @@ pub mod log_group;
 pub mod permission;
 pub mod role;
 pub mod route;
+pub mod secret;
 pub mod stage;
 pub mod table;
 
@@ -89,6 +90,27 @@ impl Names {
 
     pub fn api(&self) -> String {
         self.stack.clone()
+    }
+
+    /// The Secrets Manager secret of `auth = "token"`. Not `…-secret`: a
+    /// name ending in a hyphen and six characters is confused with an ARN's
+    /// random suffix (Secrets Manager user guide, "Troubleshoot").
+    pub fn token_secret(&self) -> String {
+        format!("chatctl/{}/token", self.stack)
+    }
+
+    /// What a policy names the secret by: its ARN ends in `-` and six random
+    /// characters AWS picks at creation, so a plan made before it exists
+    /// names it with `-??????` (Secrets Manager user guide, "Permissions
+    /// policy examples").
+    pub fn token_secret_arn_pattern(&self) -> String {
+        let (partition, _) = self.partition();
+        format!(
+            "arn:{partition}:secretsmanager:{}:{}:secret:{}-??????",
+            self.region,
+            self.account,
+            self.token_secret()
+        )
     }
 
     pub fn authorizer(&self) -> String {

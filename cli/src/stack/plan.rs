@@ -13,15 +13,14 @@ use super::actual::Actual;
 use super::base::Found;
 pub use super::base::{Action, Change, Detail, Kind, tag_changes};
 use super::desired::Desired;
-use super::{Function, api, authorizer, integration, log_group, permission, role, route, stage, table};
+use super::{Function, api, authorizer, integration, log_group, permission, role, route, secret, stage, table};
 
 /// What `apply` executes, and all it reads: the steps, and the values they
 /// write (terraform's plan file holds the planned values for the same
 /// reason: what runs is what was reviewed, whatever the settings say later).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
-    /// The stack's resources as the steps leave them (the token secret as a
-    /// reference when serialized).
+    /// The stack's resources as the steps leave them.
     pub values: Desired,
     pub changes: Vec<Change>,
     /// Names taken by resources that are not this stack's.
@@ -132,13 +131,34 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
         let action = log_group::log_group_action(spec, found.ours(), &desired.tags);
         add(Kind::LogGroup, &spec.name, foreign(found, "log group"), action);
     }
+    match &desired.secret {
+        Some(spec) => {
+            let action = secret::secret_action(actual.secret.ours(), &desired.tags);
+            add(Kind::Secret, &spec.name, foreign(&actual.secret, "secret"), action);
+        }
+        // Another auth mode: a secret of the stack's is not needed any more.
+        None if actual.secret.ours().is_some() => {
+            add(Kind::Secret, &desired.names.token_secret(), None, Action::Delete);
+        }
+        None => {}
+    }
     for spec in &desired.functions {
         let found = actual.functions.get(&spec.function).unwrap_or(&Found::Missing);
         let role_arn = desired.names.role_arn(&spec.role);
         let action = match found.ours() {
             None => Action::Create,
             Some(state) => {
-                Action::update_or_nothing(super::function::function_changes(spec, state, &role_arn, &desired.tags))
+                let mut changes = super::function::function_changes(spec, state, &role_arn, &desired.tags);
+                // A stack deployed before the secret moved to Secrets Manager:
+                // its value moves there, so the tokens issued stay valid.
+                if spec.function == Function::Authorizer
+                    && desired.secret.is_some()
+                    && actual.secret.is_missing()
+                    && actual.authorizer_holds_the_secret()
+                {
+                    changes.push(Detail::MoveTokenSecret);
+                }
+                Action::update_or_nothing(changes)
             }
         };
         add(Kind::Function, &spec.name, foreign(found, "Lambda function"), action);
@@ -293,7 +313,7 @@ mod tests {
                 )
             })
             .collect();
-        Desired::new(&settings, names, "secret", &code)
+        Desired::new(&settings, names, &code)
     }
 
     fn table_state(spec: &TableSpec, tags: &BTreeMap<String, String>) -> TableState {
@@ -508,6 +528,57 @@ mod tests {
         }
     }
 
+    /// A stack whose authorizer holds the secret in its environment (an
+    /// older chatctl's): the secret moves to Secrets Manager, as one typed
+    /// step of the authorizer; with another auth mode, the secret goes.
+    #[test]
+    fn the_secret_moves_from_the_environment_and_goes_with_another_auth_mode() {
+        let d = desired();
+        let spec = d.function(Function::Authorizer);
+        let mut old = function_state(spec, &d.names.role_arn(&spec.role), &d.tags);
+        old.env.remove(chat_core::config::vars::TOKEN_SECRET_ID);
+        old.env
+            .insert(secret::LEGACY_ENV.into(), "old-value-old-value-old-value-old".into());
+        let actual = Actual {
+            tables: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            log_groups: BTreeMap::new(),
+            functions: BTreeMap::from([(Function::Authorizer, Found::Ours(old))]),
+            api: Found::Missing,
+            secret: Found::Missing,
+        };
+        let moving = plan(&d, &actual);
+        assert_eq!(moving.action(Kind::Secret, "chatctl/chat/token"), &Action::Create);
+        let authorizer = moving.step(Kind::Function, "chat-authorizer").unwrap();
+        assert_eq!(
+            authorizer.to_string(),
+            "  ~ function chat-authorizer (environment CHAT_TOKEN_SECRET CHAT_TOKEN_SECRET_ID, token secret → \
+             Secrets Manager, tokens issued stay valid)"
+        );
+        assert!(!authorizer.to_string().contains("old-value"));
+
+        let oidc =
+            ConfigFile::parse("auth = \"oidc\"\n[oidc]\nissuer = \"https://idp.example.com\"\naudience = \"app\"")
+                .unwrap();
+        let settings = Settings::resolve(&oidc, &Overrides::default()).unwrap();
+        let without = Desired::new(&settings, d.names.clone(), &BTreeMap::new());
+        let state = secret::SecretState {
+            arn: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:chatctl/chat/token-AbCdEf".into(),
+            scheduled_for_deletion: false,
+            tags: d.tags.clone(),
+        };
+        let leaving = plan(
+            &without,
+            &Actual {
+                secret: Found::Ours(state),
+                ..actual
+            },
+        );
+        let deleted: Vec<String> = leaving.deletions(Kind::Secret).map(|c| c.to_string()).collect();
+        assert_eq!(deleted, ["  - secret chatctl/chat/token (at once, no recovery window)"]);
+        assert_eq!(leaving.destructive().len(), 1, "asked first");
+    }
+
     #[test]
     fn function_cases_tell_code_from_configuration() {
         let d = desired();
@@ -607,10 +678,12 @@ mod tests {
             log_groups: BTreeMap::new(),
             functions: BTreeMap::new(),
             api: Found::Missing,
+            secret: Found::Missing,
         };
         let new = plan(&d, &empty);
         assert!(new.changes.iter().all(|c| c.action == Action::Create));
-        assert_eq!(new.changes.len(), 2 + 2 + 7 + 7 + 1 + 1 + 6 + 6 + 7 + 1);
+        assert_eq!(new.changes.len(), 2 + 2 + 7 + 1 + 7 + 1 + 1 + 6 + 6 + 7 + 1);
+        assert_eq!(new.action(Kind::Secret, "chatctl/chat/token"), &Action::Create);
         assert_eq!(new.action(Kind::Route, "$connect"), &Action::Create);
         assert_eq!(new.action(Kind::Route, "nosuchroute"), &Action::NoChange);
 
@@ -633,11 +706,11 @@ mod tests {
         ]);
         let json = serde_json::to_string(&with_details).unwrap();
         let back: Plan = serde_json::from_str(&json).unwrap();
-        let with_details_on_file = Plan {
-            values: with_details.values.without_secret(),
-            ..with_details.clone()
-        };
-        assert_eq!(back, with_details_on_file, "the secret as a reference");
+        assert_eq!(back, with_details);
+        assert!(
+            !json.contains(&format!("\"{}\"", secret::LEGACY_ENV)),
+            "no secret variable"
+        );
         assert_eq!(with_details.deletions(Kind::Route).count(), 1);
         assert_eq!(with_details.changes.last().unwrap().to_string(), "  - route old (r9)");
     }

@@ -16,8 +16,9 @@ use super::desired::{Code, Desired};
 use super::plan::Plan;
 use super::{Function, Names};
 
-/// Bumped when the file's meaning changes (3: the plan holds its values).
-const FORMAT: u32 = 3;
+/// Bumped when the file's meaning changes (3: the plan holds its values;
+/// 4: no secret reference, the token secret is a step of its own).
+const FORMAT: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedPlan {
@@ -32,8 +33,8 @@ pub struct SavedPlan {
     /// SHA-256 of the live stack as read when planning.
     pub live_stack: String,
     /// The plan's typed steps and the values they write, as `up --dry-run
-    /// --output json` shows them (the token secret as a reference): `up
-    /// --plan` executes these.
+    /// --output json` shows them (no secret value: the token secret is
+    /// made in Secrets Manager when applied): `up --plan` executes these.
     pub plan: Plan,
 }
 
@@ -51,10 +52,7 @@ impl SavedPlan {
                 .map(|(function, code)| (function.short_name().to_string(), code.sha256.clone()))
                 .collect(),
             live_stack: fingerprint(actual)?,
-            plan: Plan {
-                values: plan.values.without_secret(),
-                ..plan.clone()
-            },
+            plan: plan.clone(),
         })
     }
 
@@ -221,10 +219,8 @@ fn fingerprint(actual: &Actual) -> Result<String> {
 
 /// Reads the plan in `file` and checks it against `current`, the plan
 /// computed now from the same live stack; returns the saved plan to execute,
-/// its secret reference resolved to `secret` (the live authorizer's, kept,
-/// or a new one for a new stack) and its zips found where they are now (the
-/// same code: the hashes were checked).
-pub fn check(file: &Path, now: &SavedPlan, secret: &str, code: &BTreeMap<Function, Code>) -> Result<Plan> {
+/// its zips found where they are now (the same code: the hashes were checked).
+pub fn check(file: &Path, now: &SavedPlan, code: &BTreeMap<Function, Code>) -> Result<Plan> {
     let saved = SavedPlan::read(file)?;
     if let Some(why) = saved.mismatch(now) {
         bail!(
@@ -234,7 +230,6 @@ pub fn check(file: &Path, now: &SavedPlan, secret: &str, code: &BTreeMap<Functio
         );
     }
     let mut plan = saved.plan;
-    plan.values = plan.values.with_secret(secret);
     for function in &mut plan.values.functions {
         if let (Some(planned), Some(here)) = (&mut function.code, code.get(&function.function)) {
             planned.zip = here.zip.clone();
@@ -258,7 +253,7 @@ mod tests {
             code: BTreeMap::from([("join".to_string(), "A".to_string())]),
             live_stack: "L".into(),
             plan: Plan {
-                values: crate::stack::scripted::desired(&BTreeMap::new()).without_secret(),
+                values: crate::stack::scripted::desired(&BTreeMap::new()),
                 changes: vec![],
                 conflicts: vec![],
             },
@@ -299,7 +294,7 @@ mod tests {
         std::fs::write(file.path(), r#"{"format": 2, "plan": {"changes": []}}"#).unwrap();
         let why = format!("{:#}", SavedPlan::read(file.path()).unwrap_err());
         assert!(
-            why.contains("is a plan of format 2, from another version of chatctl; this one applies format 3"),
+            why.contains("is a plan of format 2, from another version of chatctl; this one applies format 4"),
             "{why}"
         );
     }

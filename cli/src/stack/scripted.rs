@@ -140,7 +140,7 @@ pub fn desired(code: &std::collections::BTreeMap<super::Function, super::desired
         region: "eu-west-1".into(),
         account: "123456789012".into(),
     };
-    super::desired::Desired::new(&settings, names, "secret", code)
+    super::desired::Desired::new(&settings, names, code)
 }
 
 /// A step report that drops every step.

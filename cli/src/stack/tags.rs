@@ -23,6 +23,8 @@ pub enum Tagged<'a> {
     Api(&'a str),
     /// An API Gateway stage's ARN (`…/apis/ID/stages/NAME`).
     Stage(&'a str),
+    /// A Secrets Manager secret's ARN.
+    Secret(&'a str),
 }
 
 /// How long chatctl waits for DynamoDB to show tags it has just changed, and
@@ -97,6 +99,15 @@ pub async fn retag(aws: &Aws, resource: Tagged<'_>, set: &BTreeMap<String, Strin
                     .await
                     .map_err(failed(&what))?;
             }
+            Tagged::Secret(arn) => {
+                aws.secrets
+                    .untag_resource()
+                    .secret_id(arn)
+                    .set_tag_keys(keys)
+                    .send()
+                    .await
+                    .map_err(failed(&what))?;
+            }
         }
     }
     if !set.is_empty() {
@@ -151,6 +162,18 @@ pub async fn retag(aws: &Aws, resource: Tagged<'_>, set: &BTreeMap<String, Strin
                     .await
                     .map_err(failed(&what))?;
             }
+            Tagged::Secret(arn) => {
+                let mut request = aws.secrets.tag_resource().secret_id(arn);
+                for (key, value) in set {
+                    request = request.tags(
+                        aws_sdk_secretsmanager::types::Tag::builder()
+                            .key(key)
+                            .value(value)
+                            .build(),
+                    );
+                }
+                request.send().await.map_err(failed(&what))?;
+            }
         }
     }
     if let Tagged::Table(arn) = resource {
@@ -187,6 +210,7 @@ impl std::fmt::Display for Tagged<'_> {
             Tagged::Function(arn) => write!(f, "Lambda function {arn}"),
             Tagged::Api(arn) => write!(f, "API {arn}"),
             Tagged::Stage(arn) => write!(f, "stage {arn}"),
+            Tagged::Secret(arn) => write!(f, "secret {arn}"),
         }
     }
 }

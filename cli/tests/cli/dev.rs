@@ -1444,3 +1444,76 @@ async fn oidc_tokens_of_the_apps_issuer_connect_and_bad_ones_get_401() {
     assert_eq!(token.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(issuer.url()), "{stderr}");
 }
+
+/// `auth = "token"` in dev: the secret lives in the emulator's Secrets
+/// Manager. An app server mints tokens with the README's example
+/// (examples/app-server/mint_token.py, its own read of the secret); after
+/// `chatctl token rotate`, a token of the version before still connects,
+/// and a token of the new version connects too, without restarting anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_the_app_servers_example_survive_a_rotation() {
+    let dev = start_dev().await;
+    let app_server = |user: &'static str| {
+        let endpoint = dev.endpoint.clone();
+        async move {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/app-server/mint_token.py");
+            let output = tokio::process::Command::new(chat_testkit::moto::python())
+                .args([script, "--stack", "chat", "--user", user, "--region", "us-east-1"])
+                // The server's own credentials; here, the emulator's.
+                .env("AWS_ENDPOINT_URL", &endpoint)
+                .env("AWS_ACCESS_KEY_ID", "app-server")
+                .env("AWS_SECRET_ACCESS_KEY", "app-server")
+                .output()
+                .await
+                .unwrap();
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8(output.stdout).unwrap().trim().to_string()
+        }
+    };
+    let before = app_server("alice").await;
+    let mut alice = dev.connect(&format!("token={before}")).await.unwrap();
+    send(&mut alice, json!({"action": "sendmessage", "message": "before"})).await;
+    assert_eq!(event(&mut alice).await["text"], "before");
+
+    let rotated = dev.chatctl(&["token", "rotate"]).await;
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let after = app_server("bob").await;
+    assert_ne!(
+        chat_core::token::key_id(&after).unwrap(),
+        chat_core::token::key_id(&before).unwrap()
+    );
+    // The authorizers read the secret again for a version they do not know,
+    // at most every few seconds (chat_core::token_secret::REREAD_AT_MOST_EVERY).
+    let deadline = std::time::Instant::now() + chat_core::token_secret::REREAD_AT_MOST_EVERY + Duration::from_secs(5);
+    let mut bob = loop {
+        match dev.connect(&format!("token={after}")).await {
+            Ok(socket) => break socket,
+            Err(tungstenite::Error::Http(response))
+                if response.status() == 401 && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(other) => panic!("a token of the new version is refused: {other}"),
+        }
+    };
+    send(&mut bob, json!({"action": "sendmessage", "message": "after"})).await;
+    assert_eq!(event(&mut bob).await["text"], "after");
+    let mut alice_again = dev.connect(&format!("token={before}")).await.unwrap();
+    send(
+        &mut alice_again,
+        json!({"action": "sendmessage", "message": "still in"}),
+    )
+    .await;
+    assert_eq!(event(&mut alice_again).await["text"], "still in");
+    // A forged token naming the new version is still refused.
+    let kid = chat_core::token::key_id(&after).unwrap();
+    let forged = chat_core::token::mint_signed_by(
+        kid.as_deref(),
+        b"forged-forged-forged-forged-forged-forged",
+        "mallory",
+        Duration::from_secs(60),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    assert_eq!(refused_with(dev.connect(&format!("token={forged}")).await), 401);
+}

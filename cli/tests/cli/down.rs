@@ -31,6 +31,34 @@ pub async fn assert_nothing_left(env: &Env) {
         .unwrap();
     assert!(access.log_groups().is_empty(), "{:?}", access.log_groups());
     assert!(env.api_id("chat").await.is_none());
+    let secrets = env.secrets().list_secrets().send().await.unwrap();
+    assert!(secrets.secret_list().is_empty(), "{:?}", secrets.secret_list());
+}
+
+/// A secret deleted without recovery keeps its name for a moment (Secrets
+/// Manager API reference, DeleteSecret): an `up` right after `down` waits
+/// for it instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_right_after_down_waits_for_the_secrets_name() {
+    let env = Env::start_with(chat_testkit::aws_behaviour::Behaviours {
+        secret_deletion: true,
+        ..chat_testkit::aws_behaviour::Behaviours::none()
+    })
+    .await;
+    env.up(&[]).await.assert_ok();
+    env.chatctl(&["down"]).await.assert_ok();
+    env.up(&[]).await.assert_ok();
+    assert!(
+        env.proxy.layer_answers("InvalidRequestException") > 0,
+        "the name was still taken at first"
+    );
+    let secret = env
+        .secrets()
+        .describe_secret()
+        .secret_id("chatctl/chat/token")
+        .send()
+        .await;
+    assert!(secret.is_ok(), "{secret:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,8 +119,9 @@ async fn down_asks_before_deleting_data_and_keep_data_keeps_the_tables() {
     let plan = env.chatctl(&["down", "--dry-run"]).await;
     plan.assert_ok();
     for line in [
-        "`down` would delete 19 resources of stack chat:",
+        "`down` would delete 20 resources of stack chat:",
         "  - function chat-join\n",
+        "  - secret chatctl/chat/token (at once, no recovery window)\n",
         "  - role chat-handlers\n",
         "  - table chat-messages (holds data)\n",
         "  - table chat-connections\n",
@@ -108,7 +137,7 @@ async fn down_asks_before_deleting_data_and_keep_data_keeps_the_tables() {
     let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(plan["dry_run"], true);
     assert_eq!(plan["kept"], serde_json::json!(["chat-connections", "chat-messages"]));
-    assert_eq!(plan["delete"].as_array().unwrap().len(), 17);
+    assert_eq!(plan["delete"].as_array().unwrap().len(), 18);
     assert_eq!(plan["skipped"], serde_json::json!([]));
     assert_eq!(env.mutating_operations(), Vec::<String>::new());
 

@@ -248,6 +248,10 @@ impl Env {
         aws_sdk_lambda::Client::new(&self.sdk)
     }
 
+    pub fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk)
+    }
+
     pub fn apigateway(&self) -> aws_sdk_apigatewayv2::Client {
         aws_sdk_apigatewayv2::Client::new(&self.sdk)
     }

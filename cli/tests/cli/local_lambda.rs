@@ -29,21 +29,37 @@ fn collecting_logs() -> (LogSink, Arc<Mutex<Vec<LogLine>>>) {
     (Arc::new(move |line| sink_lines.lock().unwrap().push(line)), lines)
 }
 
-fn authorizer_config(instances: usize) -> FunctionConfig {
-    FunctionConfig {
+/// The authorizer in token mode, its secret in an emulator's Secrets
+/// Manager (kept alive by the returned server).
+async fn authorizer_config(instances: usize) -> (FunctionConfig, chat_testkit::Moto) {
+    let moto = chat_testkit::Moto::start();
+    aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await)
+        .create_secret()
+        .name("chatctl/chat/token")
+        .secret_string(SECRET)
+        .send()
+        .await
+        .unwrap();
+    let env = [
+        ("CHAT_AUTH_MODE", "token"),
+        ("CHAT_TOKEN_SECRET_ID", "chatctl/chat/token"),
+        ("AWS_ENDPOINT_URL", moto.endpoint()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let config = FunctionConfig {
         name: "chat-authorizer".into(),
         binary: binary(),
         handler: "authorizer".into(),
         memory_mb: 128,
         timeout: Duration::from_secs(5),
-        env: BTreeMap::from([
-            ("CHAT_AUTH_MODE".to_string(), "token".to_string()),
-            ("CHAT_TOKEN_SECRET".to_string(), SECRET.to_string()),
-        ]),
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         region: "us-east-1".into(),
         instances,
         max_instances: instances,
-    }
+    };
+    (config, moto)
 }
 
 fn authorizer_event(token: &str) -> Bytes {
@@ -53,7 +69,8 @@ fn authorizer_event(token: &str) -> Bytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_authorizer_binary_answers_through_the_runtime_api() {
     let (logs, lines) = collecting_logs();
-    let function = LocalFunction::start(authorizer_config(1), logs).await.unwrap();
+    let (config, _moto) = authorizer_config(1).await;
+    let function = LocalFunction::start(config, logs).await.unwrap();
 
     let token = chat_core::token::mint(SECRET.as_bytes(), "alice", Duration::from_secs(60), SystemTime::now()).unwrap();
     let Outcome::Response(body) = function.invoke(authorizer_event(&token)).await else {
@@ -101,7 +118,8 @@ async fn the_real_authorizer_binary_answers_through_the_runtime_api() {
 async fn concurrent_invocations_queue_for_one_instance_or_spread_over_several() {
     for instances in [1, 3] {
         let (logs, _) = collecting_logs();
-        let function = LocalFunction::start(authorizer_config(instances), logs).await.unwrap();
+        let (config, _moto) = authorizer_config(instances).await;
+        let function = LocalFunction::start(config, logs).await.unwrap();
         let invocations = (0..20).map(|i| {
             let function = &function;
             async move {
@@ -202,9 +220,10 @@ async fn a_binary_that_cannot_start_fails_its_invocations_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_functions_binary_refuses_a_handler_it_does_not_know() {
     let (logs, lines) = collecting_logs();
+    let (config, _moto) = authorizer_config(1).await;
     let config = FunctionConfig {
         handler: "bootstrap".into(),
-        ..authorizer_config(1)
+        ..config
     };
     let function = LocalFunction::start(config, logs).await.unwrap();
     match function.invoke(authorizer_event("x")).await {

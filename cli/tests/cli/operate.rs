@@ -267,20 +267,18 @@ async fn token_is_accepted_by_the_authorizers_own_check_until_it_expires() {
     assert!(run.stderr.contains("not deployed"), "{run:?}");
 
     env.up(&[]).await.assert_ok();
-    let config = env
-        .lambda()
-        .get_function_configuration()
-        .function_name("chat-authorizer")
-        .send()
-        .await
-        .unwrap();
-    let secret = config.environment().unwrap().variables().unwrap()["CHAT_TOKEN_SECRET"].clone();
+    let (version, secret) = current_secret(&env).await;
 
     let run = env.chatctl(&["token", "--user", "alice"]).await;
     run.assert_ok();
     let token = run.stdout.trim();
     let claims = chat_core::token::verify(secret.as_bytes(), token).unwrap();
     assert_eq!(claims.sub, "alice");
+    assert_eq!(
+        chat_core::token::key_id(token),
+        Ok(Some(version)),
+        "the token names the version"
+    );
     let day = claims.exp - claims.iat;
     assert_eq!(day, 86_400);
     assert_eq!(
@@ -312,6 +310,127 @@ async fn token_is_accepted_by_the_authorizers_own_check_until_it_expires() {
     assert!(run.stderr.contains("invalid --ttl"), "{run:?}");
     let run = env.chatctl(&["token"]).await;
     assert_eq!(run.code, 2, "--user is required: {run:?}");
+}
+
+/// The stack's secret in Secrets Manager: its current version and value.
+async fn current_secret(env: &Env) -> (String, String) {
+    let got = env
+        .secrets()
+        .get_secret_value()
+        .secret_id("chatctl/chat/token")
+        .send()
+        .await
+        .unwrap();
+    (
+        got.version_id().unwrap().to_string(),
+        got.secret_string().unwrap().to_string(),
+    )
+}
+
+/// `chatctl token rotate`: a new current version signs new tokens, the one
+/// before stays (AWSPREVIOUS) unless revoked, and two rotations drop the
+/// oldest; moving to another auth mode deletes the secret at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_rotate_makes_a_new_version_and_keeps_or_revokes_the_previous() {
+    let env = Env::start().await;
+    let run = env.chatctl(&["token", "rotate"]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("not deployed"), "{run:?}");
+    env.up(&[]).await.assert_ok();
+    let (first, first_value) = current_secret(&env).await;
+    let old_token = env
+        .chatctl(&["token", "--user", "alice"])
+        .await
+        .stdout
+        .trim()
+        .to_string();
+
+    let run = env.chatctl(&["token", "rotate"]).await;
+    run.assert_ok();
+    let (second, second_value) = current_secret(&env).await;
+    assert_ne!(first, second);
+    assert_ne!(first_value, second_value);
+    assert!(
+        run.stdout
+            .contains(&format!("new tokens are signed with version {second}"))
+            && run.stdout.contains(&format!(
+                "Tokens signed with version {first} stay valid until they expire"
+            )),
+        "{run:?}"
+    );
+    assert!(!run.stdout.contains(&second_value), "never the value");
+    let previous = env
+        .secrets()
+        .get_secret_value()
+        .secret_id("chatctl/chat/token")
+        .version_stage("AWSPREVIOUS")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(previous.version_id(), Some(first.as_str()));
+    assert_eq!(
+        chat_core::token::verify(first_value.as_bytes(), &old_token)
+            .unwrap()
+            .sub,
+        "alice"
+    );
+    let new_token = env.chatctl(&["token", "--user", "bob"]).await.stdout.trim().to_string();
+    assert_eq!(chat_core::token::key_id(&new_token), Ok(Some(second.clone())));
+    assert_eq!(
+        chat_core::token::verify(second_value.as_bytes(), &new_token)
+            .unwrap()
+            .sub,
+        "bob"
+    );
+
+    // A leaked secret: the version before is unlabelled at once.
+    let run = env
+        .chatctl(&["token", "rotate", "--revoke-previous", "--output", "json"])
+        .await;
+    run.assert_ok();
+    let rotated: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(rotated["previous"], Value::Null);
+    assert_eq!(rotated["dropped"], first.as_str());
+    let previous = env
+        .secrets()
+        .get_secret_value()
+        .secret_id("chatctl/chat/token")
+        .version_stage("AWSPREVIOUS")
+        .send()
+        .await;
+    assert!(
+        previous.is_err(),
+        "no previous version is accepted any more: {previous:?}"
+    );
+    let (third, _) = current_secret(&env).await;
+    assert_eq!(rotated["version"], third.as_str());
+
+    // `status` shows the secret, never its value; `up` has nothing to do.
+    let status = env.chatctl(&["status"]).await;
+    assert!(status.stdout.contains("chatctl/chat/token"), "{status:?}");
+    let run = env.up(&["--dry-run", "--exit-code"]).await;
+    assert_eq!(run.code, 0, "rotation is not drift: {run:?}");
+
+    // Another auth mode: the secret is deleted, without a recovery window,
+    // once approved.
+    env.write_config("auth = \"none\"\n");
+    let run = env.up(&["--dry-run"]).await;
+    assert!(
+        run.stdout
+            .contains("- secret chatctl/chat/token (at once, no recovery window)"),
+        "{run:?}"
+    );
+    env.up(&["--yes"]).await.assert_ok();
+    let gone = env
+        .secrets()
+        .describe_secret()
+        .secret_id("chatctl/chat/token")
+        .send()
+        .await;
+    assert!(gone.is_err(), "{gone:?}");
+    let run = env.chatctl(&["token", "rotate"]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no secret to rotate"), "{run:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,7 +632,7 @@ async fn up_with_oidc_configures_the_authorizer_and_checks_the_issuer() {
     assert_eq!(vars["CHAT_OIDC_ISSUER"], gone_url);
     assert_eq!(vars["CHAT_OIDC_AUDIENCE"], "app");
     assert_eq!(vars["CHAT_OIDC_USER_CLAIM"], "email");
-    assert!(!vars.contains_key("CHAT_TOKEN_SECRET"));
+    assert!(!vars.contains_key("CHAT_TOKEN_SECRET_ID"));
     let token = env.chatctl(&["token", "--user", "alice"]).await;
     assert_eq!(token.code, 1);
     assert!(
@@ -537,5 +656,6 @@ async fn up_with_oidc_configures_the_authorizer_and_checks_the_issuer() {
     let vars = authorizer_env().await;
     assert_eq!(vars["CHAT_AUTH_MODE"], "token");
     assert!(!vars.contains_key("CHAT_OIDC_ISSUER"));
-    assert!(vars["CHAT_TOKEN_SECRET"].len() >= 32);
+    assert_eq!(vars["CHAT_TOKEN_SECRET_ID"], "chatctl/chat/token");
+    assert!(current_secret(&env).await.1.len() >= 32);
 }

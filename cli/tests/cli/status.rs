@@ -29,7 +29,25 @@ async fn status_lists_every_resource_with_outputs_and_connections() {
             .unwrap()
             .starts_with("wss://")
     );
-    assert_eq!(report["resources"].as_array().unwrap().len(), 40);
+    let resources = report["resources"].as_array().unwrap();
+    assert_eq!(resources.len(), 41);
+    // The token secret: its versions, never its value.
+    let secret = resources.iter().find(|r| r["kind"] == "secret").unwrap();
+    assert_eq!(secret["name"], "chatctl/chat/token");
+    assert_eq!(secret["state"], "present");
+    let details = secret["details"].to_string();
+    assert!(
+        details.contains("current version") && details.contains(" since "),
+        "{details}"
+    );
+    let value = env
+        .secrets()
+        .get_secret_value()
+        .secret_id("chatctl/chat/token")
+        .send()
+        .await
+        .unwrap();
+    assert!(!json.stdout.contains(value.secret_string().unwrap()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

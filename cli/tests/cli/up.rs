@@ -115,11 +115,46 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
         .send()
         .await
         .unwrap();
+    let authorizer_policy = decode(authorizer_policy.policy_document()).to_string();
+    assert!(!authorizer_policy.contains("dynamodb"));
+
+    // The token secret: tagged, its value never in the environment, and the
+    // authorizer's role may read that one secret only.
+    let secret = env
+        .secrets()
+        .describe_secret()
+        .secret_id("chatctl/chat/token")
+        .send()
+        .await
+        .unwrap();
     assert!(
-        !decode(authorizer_policy.policy_document())
-            .to_string()
-            .contains("dynamodb")
+        secret
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("chatctl:stack") && t.value() == Some("chat"))
     );
+    assert!(
+        authorizer_policy.contains(
+            r#""Action":["secretsmanager:GetSecretValue"],"Effect":"Allow","Resource":["arn:aws:secretsmanager:us-east-1:123456789012:secret:chatctl/chat/token-??????"]"#
+        ),
+        "{authorizer_policy}"
+    );
+    let arn = secret.arn().unwrap();
+    let suffix = arn.strip_prefix("arn:aws:secretsmanager:us-east-1:123456789012:secret:chatctl/chat/token-");
+    assert_eq!(
+        suffix.map(str::len),
+        Some(6),
+        "the policy's `-??????` names the secret made: {arn}"
+    );
+    let value = env
+        .secrets()
+        .get_secret_value()
+        .secret_id("chatctl/chat/token")
+        .send()
+        .await
+        .unwrap();
+    let value = value.secret_string().unwrap().to_string();
+    assert!(value.len() >= 32);
 
     // Log groups with retention and the tag.
     let logs = env.logs();
@@ -157,11 +192,15 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
         let env_vars = config.environment().unwrap().variables().unwrap();
         if function == "authorizer" {
             assert_eq!(env_vars["CHAT_AUTH_MODE"], "token");
-            assert!(env_vars["CHAT_TOKEN_SECRET"].len() >= 32);
+            assert_eq!(env_vars["CHAT_TOKEN_SECRET_ID"], "chatctl/chat/token");
+            assert!(
+                env_vars.values().all(|v| v != &value),
+                "the value is not in the environment"
+            );
         } else {
             assert_eq!(env_vars["CHAT_CONNECTIONS_TABLE"], "chat-connections");
             assert_eq!(env_vars["CHAT_MESSAGES_TABLE"], "chat-messages");
-            assert!(!env_vars.contains_key("CHAT_TOKEN_SECRET"));
+            assert!(!env_vars.contains_key("CHAT_TOKEN_SECRET_ID"));
         }
         assert_eq!(got.tags().unwrap()["chatctl:stack"], "chat");
         let policy = lambda
@@ -273,15 +312,15 @@ async fn a_second_up_makes_no_mutating_call_and_keeps_the_secret() {
     let env = Env::start().await;
     env.up(&[]).await.assert_ok();
     let secret = |env: &Env| {
-        let lambda = env.lambda();
+        let secrets = env.secrets();
         async move {
-            let config = lambda
-                .get_function_configuration()
-                .function_name("chat-authorizer")
+            let got = secrets
+                .get_secret_value()
+                .secret_id("chatctl/chat/token")
                 .send()
                 .await
                 .unwrap();
-            config.environment().unwrap().variables().unwrap()["CHAT_TOKEN_SECRET"].clone()
+            got.secret_string().unwrap().to_string()
         }
     };
     let before = secret(&env).await;
@@ -727,8 +766,8 @@ async fn a_saved_plan_applies_exactly_or_not_at_all() {
         "the plan holds its values: {saved}"
     );
     assert!(
-        saved.contains("(secret: the authorizer's token secret, resolved when applied)"),
-        "the secret is referenced, never written: {saved}"
+        saved.contains("\"secret\": {\n        \"name\": \"chatctl/chat/token\"\n      }"),
+        "the secret is a resource of the plan, its value made when applied: {saved}"
     );
     env.write_config("auth = \"none\"\nmemory = 512\n");
     let run = env.up(&["--plan", &first]).await;
@@ -889,12 +928,12 @@ async fn tags_change_in_place_and_status_reports_their_drift() {
         .iter()
         .filter(|r| r["state"] == "drifted")
         .collect();
-    // 2 tables, 2 roles, 7 log groups, 7 functions, the API and its stage.
-    assert_eq!(drifted.len(), 20, "{drifted:#?}");
+    // 2 tables, 2 roles, the secret, 7 log groups, 7 functions, the API and its stage.
+    assert_eq!(drifted.len(), 21, "{drifted:#?}");
     assert!(
         drifted
             .iter()
-            .all(|r| r["details"] == serde_json::json!(["tags + owner=chat, - costcentre"])),
+            .all(|r| r["details"][0] == "tags + owner=chat, - costcentre"),
         "{drifted:#?}"
     );
 

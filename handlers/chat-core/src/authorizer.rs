@@ -13,6 +13,7 @@ use thiserror::Error;
 use crate::config::AuthMode;
 use crate::event::{ConnectParams, context};
 use crate::oidc::Verifier;
+use crate::token_secret::TokenKeys;
 use crate::{token, validate};
 
 pub type AuthorizerRequest = ApiGatewayCustomAuthorizerRequestTypeRequest;
@@ -29,6 +30,9 @@ pub enum AuthorizerError {
     Unauthorized { reason: String },
     #[error("malformed authorizer event: {0}")]
     BadEvent(String),
+    /// The token secret could not be read: API Gateway answers 500.
+    #[error("{0}")]
+    Secret(String),
 }
 
 /// Lambda reports the error's message to API Gateway, which matches it exactly.
@@ -52,26 +56,30 @@ pub struct Identity {
     pub room: String,
 }
 
-/// The authorizer of one function instance: its mode and, with OIDC, the
-/// issuer's keys it keeps between invocations.
-pub struct Authorizer {
-    mode: AuthMode,
-    oidc: Option<Verifier>,
+/// The authorizer of one function instance, with the keys it keeps between
+/// invocations: the token secret's versions, or the OIDC issuer's keys.
+pub enum Authorizer {
+    Token(TokenKeys),
+    Oidc(Verifier),
+    None,
 }
 
 impl Authorizer {
-    pub fn new(mode: AuthMode) -> Self {
-        let oidc = match &mode {
-            AuthMode::Oidc(settings) => Some(Verifier::new(settings.clone())),
-            _ => None,
-        };
-        Authorizer { mode, oidc }
+    /// `sdk` reaches Secrets Manager in token mode.
+    pub fn new(mode: AuthMode, sdk: &aws_config::SdkConfig) -> Self {
+        match mode {
+            AuthMode::Token { secret_id } => {
+                Authorizer::Token(TokenKeys::new(aws_sdk_secretsmanager::Client::new(sdk), &secret_id))
+            }
+            AuthMode::Oidc(settings) => Authorizer::Oidc(Verifier::new(settings)),
+            AuthMode::None => Authorizer::None,
+        }
     }
 
     pub async fn identify(&self, request: &AuthorizerRequest) -> Result<Identity, AuthorizerError> {
-        let credential_key = match self.mode {
-            AuthMode::Token { .. } | AuthMode::Oidc(_) => "token",
-            AuthMode::None => "user",
+        let credential_key = match self {
+            Authorizer::Token(_) | Authorizer::Oidc(_) => "token",
+            Authorizer::None => "user",
         };
         let params = ConnectParams::parse(&request.headers, &request.query_string_parameters, credential_key)
             .map_err(|e| unauthorized(e.to_string()))?;
@@ -80,18 +88,24 @@ impl Authorizer {
                 "no {credential_key} in the query string or Sec-WebSocket-Protocol"
             ))
         })?;
-        let user = match (&self.mode, &self.oidc) {
-            (AuthMode::Token { secret }, _) => {
-                token::verify(secret, &credential)
+        let user = match self {
+            Authorizer::Token(keys) => {
+                let kid = token::key_id(&credential).map_err(|e| unauthorized(e.to_string()))?;
+                // Not the client's fault: the handshake fails with 500, not 401.
+                let versions = keys
+                    .versions(kid.as_deref())
+                    .await
+                    .map_err(|e| AuthorizerError::Secret(e.to_string()))?;
+                versions
+                    .verify(&credential, kid.as_deref())
                     .map_err(|e| unauthorized(e.to_string()))?
                     .sub
             }
-            (AuthMode::Oidc(_), Some(verifier)) => verifier
+            Authorizer::Oidc(verifier) => verifier
                 .verify(&credential)
                 .await
                 .map_err(|e| unauthorized(e.to_string()))?,
-            (AuthMode::Oidc(_), None) => unreachable!("Authorizer::new makes the verifier of an OIDC mode"),
-            (AuthMode::None, _) => validate::sanitize_user(&credential)
+            Authorizer::None => validate::sanitize_user(&credential)
                 .ok_or_else(|| unauthorized("the user name has no allowed characters"))?,
         };
         Ok(Identity {
@@ -132,9 +146,7 @@ pub fn allow_policy(identity: &Identity, method_arn: String) -> AuthorizerRespon
 mod tests {
     use super::*;
     use serde_json::Value;
-    use std::time::{Duration, SystemTime};
 
-    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
     const ARN: &str = "arn:aws:execute-api:us-east-1:123456789012:abc123/dev/$connect";
 
     fn request(query: Value, headers: Value) -> AuthorizerRequest {
@@ -156,32 +168,18 @@ mod tests {
         .unwrap()
     }
 
-    async fn authorize(mode: &AuthMode, request: &AuthorizerRequest) -> Result<AuthorizerResponse, AuthorizerError> {
-        Authorizer::new(mode.clone()).authorize(request).await
-    }
-
-    async fn identify(mode: &AuthMode, request: &AuthorizerRequest) -> Result<Identity, AuthorizerError> {
-        Authorizer::new(mode.clone()).identify(request).await
-    }
-
-    fn token_mode() -> AuthMode {
-        AuthMode::Token {
-            secret: SECRET.to_vec(),
-        }
-    }
-
-    fn valid_token(user: &str) -> String {
-        token::mint(SECRET, user, Duration::from_secs(600), SystemTime::now()).unwrap()
+    /// Tokens are checked in the integration tests, against a secret in the
+    /// emulator's Secrets Manager; here the user names itself (`auth = "none"`).
+    fn open() -> Authorizer {
+        Authorizer::new(AuthMode::None, &aws_config::SdkConfig::builder().build())
     }
 
     #[tokio::test]
-    async fn a_valid_token_is_allowed_on_the_method_arn_with_user_and_room() {
-        let response = authorize(
-            &token_mode(),
-            &request(json!({"token": valid_token("alice"), "room": "general"}), json!({})),
-        )
-        .await
-        .unwrap();
+    async fn a_caller_is_allowed_on_the_method_arn_with_user_and_room() {
+        let response = open()
+            .authorize(&request(json!({"user": "alice", "room": "general"}), json!({})))
+            .await
+            .unwrap();
         let value = serde_json::to_value(&response).unwrap();
         assert_eq!(value["principalId"], "alice");
         assert_eq!(value["policyDocument"]["Version"], "2012-10-17");
@@ -195,14 +193,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_token_may_come_as_a_subprotocol() {
-        let protocol = format!("{}, general", valid_token("bob"));
-        let identity = identify(
-            &token_mode(),
-            &request(json!({}), json!({"Sec-WebSocket-Protocol": protocol})),
-        )
-        .await
-        .unwrap();
+    async fn the_credential_may_come_as_a_subprotocol() {
+        let identity = open()
+            .identify(&request(json!({}), json!({"Sec-WebSocket-Protocol": "bob, general"})))
+            .await
+            .unwrap();
         assert_eq!(
             identity,
             Identity {
@@ -213,58 +208,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bad_credentials_fail_with_exactly_unauthorized() {
-        let expired = token::mint(
-            SECRET,
-            "alice",
-            Duration::from_secs(1),
-            SystemTime::now() - Duration::from_secs(60),
-        )
-        .unwrap();
-        let forged = token::mint(
-            b"another-secret-another-secret-xx",
-            "alice",
-            Duration::from_secs(60),
-            SystemTime::now(),
-        )
-        .unwrap();
-        let cases = [
-            request(json!({}), json!({})),
-            request(json!({"token": ""}), json!({})),
-            request(json!({"token": "not-a-jwt"}), json!({})),
-            request(json!({"token": expired}), json!({})),
-            request(json!({"token": forged}), json!({})),
-            request(json!({}), json!({"Sec-WebSocket-Protocol": ", lobby"})),
-            request(json!({"user": "alice"}), json!({})),
-        ];
-        for case in cases {
-            let err = authorize(&token_mode(), &case).await.unwrap_err();
-            assert!(matches!(err, AuthorizerError::Unauthorized { .. }), "{err:?}");
+    async fn mode_none_takes_a_sanitised_user_name() {
+        let identity = open()
+            .identify(&request(json!({"user": "Ali ce!"}), json!({})))
+            .await
+            .unwrap();
+        assert_eq!(identity.user, "Alice");
+        assert_eq!(identity.room, "lobby");
+        for bad in [json!({"user": "!!!"}), json!({})] {
+            let err = open().identify(&request(bad, json!({}))).await.unwrap_err();
             assert_eq!(err.to_string(), "Unauthorized");
         }
     }
 
     #[tokio::test]
-    async fn mode_none_takes_a_sanitised_user_name() {
-        let identity = identify(&AuthMode::None, &request(json!({"user": "Ali ce!"}), json!({})))
-            .await
-            .unwrap();
-        assert_eq!(identity.user, "Alice");
-        assert_eq!(identity.room, "lobby");
-        assert!(
-            identify(&AuthMode::None, &request(json!({"user": "!!!"}), json!({})))
-                .await
-                .is_err()
-        );
-        assert!(identify(&AuthMode::None, &request(json!({}), json!({}))).await.is_err());
-    }
-
-    #[tokio::test]
     async fn a_missing_method_arn_is_a_bad_event_not_a_401() {
-        let mut req = request(json!({"token": valid_token("alice")}), json!({}));
+        let mut req = request(json!({"user": "alice"}), json!({}));
         req.method_arn = None;
         assert!(matches!(
-            authorize(&token_mode(), &req).await,
+            open().authorize(&req).await,
             Err(AuthorizerError::BadEvent(_))
         ));
     }
@@ -272,12 +234,10 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_room_is_cut_to_keep_the_context_small() {
         let room = "r".repeat(10_000);
-        let identity = identify(
-            &token_mode(),
-            &request(json!({"token": valid_token("a"), "room": room}), json!({})),
-        )
-        .await
-        .unwrap();
+        let identity = open()
+            .identify(&request(json!({"user": "a", "room": room}), json!({})))
+            .await
+            .unwrap();
         assert_eq!(identity.room.len(), MAX_CONTEXT_ROOM_CHARS);
         assert!(validate::room(&identity.room).is_err(), "still rejected by $connect");
     }

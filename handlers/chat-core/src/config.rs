@@ -22,8 +22,9 @@ pub mod vars {
     pub const OIDC_USER_CLAIM: &str = "CHAT_OIDC_USER_CLAIM";
     /// `oidc` mode: the JWKS URL (default: from the discovery document).
     pub const OIDC_JWKS_URL: &str = "CHAT_OIDC_JWKS_URL";
-    /// HS256 secret for tokens; authorizer only, required in `token` mode.
-    pub const TOKEN_SECRET: &str = "CHAT_TOKEN_SECRET";
+    /// `token` mode: the name of the Secrets Manager secret tokens are
+    /// signed with (never its value); authorizer only.
+    pub const TOKEN_SECRET_ID: &str = "CHAT_TOKEN_SECRET_ID";
     /// Open connections allowed at once across the stack.
     pub const MAX_CONNECTIONS: &str = "CHAT_MAX_CONNECTIONS";
     /// Largest message text, in bytes of UTF-8.
@@ -124,25 +125,15 @@ impl ChatConfig {
 }
 
 /// How the authorizer decides who a client is.
-#[derive(Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AuthMode {
-    /// A signed token (HS256 JWT) minted by `chatctl token`.
-    Token { secret: Vec<u8> },
+    /// A signed token (HS256 JWT) minted by `chatctl token` or the app's
+    /// server, with the secret Secrets Manager keeps under this name.
+    Token { secret_id: String },
     /// A token of the app's OpenID Connect provider (RS256/ES256 JWT).
     Oidc(OidcSettings),
     /// Public demo: the user names itself with `?user=`.
     None,
-}
-
-impl std::fmt::Debug for AuthMode {
-    // Never print the secret, not even in a debug dump.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AuthMode::Token { .. } => f.write_str("Token { secret: <redacted> }"),
-            AuthMode::Oidc(settings) => write!(f, "Oidc({settings:?})"),
-            AuthMode::None => f.write_str("None"),
-        }
-    }
 }
 
 impl AuthMode {
@@ -154,17 +145,10 @@ impl AuthMode {
         match lookup(vars::AUTH_MODE).as_deref().unwrap_or("token") {
             "none" => Ok(AuthMode::None),
             "token" => {
-                let secret = lookup(vars::TOKEN_SECRET).ok_or(ConfigError::Missing(vars::TOKEN_SECRET))?;
-                if secret.len() < MIN_TOKEN_SECRET_BYTES {
-                    return Err(ConfigError::Invalid {
-                        name: vars::TOKEN_SECRET,
-                        value: "<redacted>".into(),
-                        reason: format!("must be at least {MIN_TOKEN_SECRET_BYTES} bytes"),
-                    });
-                }
-                Ok(AuthMode::Token {
-                    secret: secret.into_bytes(),
-                })
+                let secret_id = lookup(vars::TOKEN_SECRET_ID)
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or(ConfigError::Missing(vars::TOKEN_SECRET_ID))?;
+                Ok(AuthMode::Token { secret_id })
             }
             "oidc" => {
                 let issuer = lookup(vars::OIDC_ISSUER).ok_or(ConfigError::Missing(vars::OIDC_ISSUER))?;
@@ -265,31 +249,21 @@ mod tests {
     }
 
     #[test]
-    fn auth_mode_token_requires_a_long_secret() {
+    fn auth_mode_token_names_its_secret() {
         assert_eq!(
             AuthMode::from_lookup(lookup(&[])).unwrap_err(),
-            ConfigError::Missing(vars::TOKEN_SECRET)
+            ConfigError::Missing(vars::TOKEN_SECRET_ID)
         );
-        let err = AuthMode::from_lookup(lookup(&[(vars::TOKEN_SECRET, "short")])).unwrap_err();
-        assert!(err.to_string().contains("at least 32 bytes"));
-        assert!(!err.to_string().contains("short"), "secret leaked: {err}");
-        let secret = "x".repeat(32);
-        assert!(matches!(
-            AuthMode::from_lookup(lookup(&[(vars::TOKEN_SECRET, &secret)])).unwrap(),
-            AuthMode::Token { .. }
-        ));
+        assert_eq!(
+            AuthMode::from_lookup(lookup(&[(vars::TOKEN_SECRET_ID, "chatctl/chat/token")])).unwrap(),
+            AuthMode::Token {
+                secret_id: "chatctl/chat/token".into()
+            }
+        );
         assert_eq!(
             AuthMode::from_lookup(lookup(&[(vars::AUTH_MODE, "none")])).unwrap(),
             AuthMode::None
         );
         assert!(AuthMode::from_lookup(lookup(&[(vars::AUTH_MODE, "open")])).is_err());
-    }
-
-    #[test]
-    fn debug_output_hides_the_secret() {
-        let mode = AuthMode::Token {
-            secret: b"super-secret-value-that-is-long-enough".to_vec(),
-        };
-        assert!(!format!("{mode:?}").contains("super-secret"));
     }
 }

@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod services;
 pub mod store;
 pub mod token;
+pub mod token_secret;
 pub mod validate;
 
 pub use config::ChatConfig;

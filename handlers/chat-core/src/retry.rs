@@ -14,6 +14,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
 /// How long a refused call is tried again at most: IAM propagation to
 /// Lambda takes 5–10 s (aws-facts.md §10 "Typical timings").
 pub const MAX_WAIT: Duration = Duration::from_secs(10);
@@ -87,6 +90,78 @@ fn pause(refusal: Refusal, retry: u32) -> Duration {
     match refusal {
         Refusal::Permission => cap / 2 + (cap / 2).mul_f64(rand::random::<f64>()),
         Refusal::Conflict => cap.mul_f64(rand::random::<f64>()),
+    }
+}
+
+/// The error codes of the refusals that pass by themselves (see the module documentation).
+pub(crate) const ACCESS_DENIED: &str = "AccessDeniedException";
+const TRANSACTION_CONFLICT: &str = "TransactionConflictException";
+
+/// Sends an AWS request (`send` sends a fresh copy each time), again while
+/// AWS refuses it for a moment, within the invocation's [`Budget`]:
+/// AccessDeniedException while the functions' permissions propagate after a
+/// deploy (aws-facts.md §11; DynamoDB and Secrets Manager answer it alike),
+/// TransactionConflictException on an item a transaction holds (§10; the
+/// SDK retries neither). `what` is (service, operation, resource), for the
+/// log, which says so.
+pub async fn send_retrying<T, E, F, Fut>(
+    what: (&'static str, &'static str, &str),
+    waits_for_permissions: bool,
+    mut send: F,
+) -> Result<T, SdkError<E, HttpResponse>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata,
+{
+    let (service, operation, resource) = what;
+    let mut budget: Option<Budget> = None;
+    loop {
+        let result = send().await;
+        let code = result.as_ref().err().and_then(|err| err.code().map(str::to_string));
+        let refusal = match code.as_deref() {
+            Some(ACCESS_DENIED) if waits_for_permissions => Refusal::Permission,
+            Some(TRANSACTION_CONFLICT) => Refusal::Conflict,
+            _ => {
+                if let (Some(budget), true) = (&budget, result.is_ok()) {
+                    tracing::info!(
+                        service,
+                        operation,
+                        resource,
+                        retries = budget.retries(),
+                        waited_ms = budget.waited().as_millis() as u64,
+                        "AWS accepted the call it had refused"
+                    );
+                }
+                return result;
+            }
+        };
+        let budget = budget.get_or_insert_with(Budget::start);
+        match budget.next_pause(refusal) {
+            Some(pause) => {
+                tracing::warn!(
+                    service,
+                    operation,
+                    resource,
+                    code,
+                    retry = budget.retries(),
+                    "AWS refused the call for now; trying again"
+                );
+                tokio::time::sleep(pause).await;
+            }
+            None => {
+                tracing::error!(
+                    service,
+                    operation,
+                    resource,
+                    code,
+                    retries = budget.retries(),
+                    waited_ms = budget.waited().as_millis() as u64,
+                    "AWS still refuses the call; giving up within the invocation's time"
+                );
+                return result;
+            }
+        }
     }
 }
 

@@ -149,10 +149,13 @@ async fn serve_route(route: Function) -> Result<(), lambda_runtime::Error> {
 /// Serves the `$connect` authorizer.
 async fn serve_authorizer() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let authorizer = authorizer::Authorizer::new(AuthMode::from_env()?);
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let authorizer = authorizer::Authorizer::new(AuthMode::from_env()?, &sdk);
     let authorizer = &authorizer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<AuthorizerRequest>| async move {
-        let result: Result<ApiGatewayCustomAuthorizerResponse, _> = authorizer.authorize(&event.payload).await;
+        // Boxed, as a route's handler: the SDK's futures nest deep.
+        let result: Result<ApiGatewayCustomAuthorizerResponse, _> =
+            Box::pin(authorizer.authorize(&event.payload)).await;
         match &result {
             Ok(response) => tracing::info!(user = response.principal_id.as_deref(), "allowed"),
             Err(authorizer::AuthorizerError::Unauthorized { reason }) => tracing::info!(reason, "unauthorized"),

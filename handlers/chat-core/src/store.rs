@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Up
 use thiserror::Error;
 
 use crate::protocol::ChatMessage;
-use crate::retry::{Budget, Refusal};
+use crate::retry::ACCESS_DENIED;
 
 /// Table layouts, shared with `chatctl`, which creates the tables.
 pub mod schema {
@@ -279,72 +279,20 @@ where
     }
 }
 
-/// The error codes of the refusals that pass by themselves (see [`crate::retry`]).
-const ACCESS_DENIED: &str = "AccessDeniedException";
-const TRANSACTION_CONFLICT: &str = "TransactionConflictException";
-
-/// Sends a DynamoDB request (`send` sends a fresh copy each time), again
-/// while DynamoDB refuses it for a moment, within the invocation's
-/// [`Budget`]: AccessDeniedException while the functions' permissions
-/// propagate after a deploy (aws-facts.md §11), TransactionConflictException
-/// on an item a transaction holds (§10; the SDK retries neither). Says so
-/// in the log.
+/// Sends a DynamoDB request again while DynamoDB refuses it for a moment
+/// (see [`crate::retry::send_retrying`]).
 async fn send_retrying<T, E, F, Fut>(
     operation: &'static str,
     table: &str,
     waits_for_permissions: bool,
-    mut send: F,
+    send: F,
 ) -> Result<T, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>>,
     E: ProvideErrorMetadata,
 {
-    let mut budget: Option<Budget> = None;
-    loop {
-        let result = send().await;
-        let code = result.as_ref().err().and_then(|err| err.code().map(str::to_string));
-        let refusal = match code.as_deref() {
-            Some(ACCESS_DENIED) if waits_for_permissions => Refusal::Permission,
-            Some(TRANSACTION_CONFLICT) => Refusal::Conflict,
-            _ => {
-                if let (Some(budget), true) = (&budget, result.is_ok()) {
-                    tracing::info!(
-                        operation,
-                        table,
-                        retries = budget.retries(),
-                        waited_ms = budget.waited().as_millis() as u64,
-                        "DynamoDB accepted the call it had refused"
-                    );
-                }
-                return result;
-            }
-        };
-        let budget = budget.get_or_insert_with(Budget::start);
-        match budget.next_pause(refusal) {
-            Some(pause) => {
-                tracing::warn!(
-                    operation,
-                    table,
-                    code,
-                    retry = budget.retries(),
-                    "DynamoDB refused the call for now; trying again"
-                );
-                tokio::time::sleep(pause).await;
-            }
-            None => {
-                tracing::error!(
-                    operation,
-                    table,
-                    code,
-                    retries = budget.retries(),
-                    waited_ms = budget.waited().as_millis() as u64,
-                    "DynamoDB still refuses the call; giving up within the invocation's time"
-                );
-                return result;
-            }
-        }
-    }
+    crate::retry::send_retrying(("DynamoDB", operation, table), waits_for_permissions, send).await
 }
 
 /// A request chat-core could not build.
@@ -358,7 +306,7 @@ fn request_error(operation: &'static str, table: &str, err: aws_sdk_dynamodb::er
 
 /// An error and its sources' Display text joined by ": ", leaving out a
 /// part the previous one already says.
-fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = vec![];
     for part in std::iter::successors(Some(err), |e| e.source()).map(|e| e.to_string()) {
         if !parts.last().is_some_and(|last| last.contains(&part)) {

@@ -1,5 +1,7 @@
-//! Connection tokens: HS256 JWTs with `sub` (the user id) and `exp`.
-//! `chatctl token` mints them; the authorizer verifies them.
+//! Connection tokens: HS256 JWTs with `sub` (the user id) and `exp`, and in
+//! their header the `kid` of the secret's version that signed them (see
+//! [`crate::token_secret`]). `chatctl token` and app servers mint them; the
+//! authorizer verifies them.
 
 use std::time::{Duration, SystemTime};
 
@@ -24,6 +26,8 @@ pub enum TokenError {
     Expired,
     #[error("token signature does not match")]
     BadSignature,
+    #[error("token names a key the authorizer does not have (kid {0:?})")]
+    UnknownKey(String),
     #[error("token is malformed: {0}")]
     Malformed(String),
     #[error("token user is not a valid user id")]
@@ -32,8 +36,23 @@ pub enum TokenError {
     Signing(String),
 }
 
-/// Mints a token for `user`, valid for `ttl` from `issued_at`.
+/// The longest a token may live: a leaked token stays valid until it
+/// expires, and a rotated secret's previous version is accepted this long.
+pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Mints a token for `user`, valid for `ttl` from `issued_at`, with no `kid`.
 pub fn mint(secret: &[u8], user: &str, ttl: Duration, issued_at: SystemTime) -> Result<String, TokenError> {
+    mint_signed_by(None, secret, user, ttl, issued_at)
+}
+
+/// Mints a token like [`mint`], naming the secret's version in `kid`.
+pub fn mint_signed_by(
+    version: Option<&str>,
+    secret: &[u8],
+    user: &str,
+    ttl: Duration,
+    issued_at: SystemTime,
+) -> Result<String, TokenError> {
     validate::user(user).map_err(|_| TokenError::InvalidUser)?;
     let iat = epoch_seconds(issued_at);
     let claims = Claims {
@@ -41,12 +60,17 @@ pub fn mint(secret: &[u8], user: &str, ttl: Duration, issued_at: SystemTime) -> 
         exp: iat + ttl.as_secs(),
         iat,
     };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .map_err(|e| TokenError::Signing(e.to_string()))
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = version.map(str::to_string);
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret))
+        .map_err(|e| TokenError::Signing(e.to_string()))
+}
+
+/// The `kid` of a token's header: the secret's version that signed it, if named.
+pub fn key_id(token: &str) -> Result<Option<String>, TokenError> {
+    jsonwebtoken::decode_header(token)
+        .map(|header| header.kid)
+        .map_err(|e| TokenError::Malformed(e.to_string()))
 }
 
 /// Verifies a token's signature (HS256 only), expiry and user id.
@@ -81,6 +105,12 @@ mod tests {
     fn a_minted_token_verifies() {
         let token = mint(SECRET, "alice", Duration::from_secs(3600), SystemTime::now()).unwrap();
         assert_eq!(verify(SECRET, &token).unwrap().sub, "alice");
+        assert_eq!(key_id(&token), Ok(None));
+        let versioned =
+            mint_signed_by(Some("v2"), SECRET, "alice", Duration::from_secs(60), SystemTime::now()).unwrap();
+        assert_eq!(key_id(&versioned), Ok(Some("v2".to_string())));
+        assert_eq!(verify(SECRET, &versioned).unwrap().sub, "alice");
+        assert!(matches!(key_id("not a token"), Err(TokenError::Malformed(_))));
     }
 
     #[test]

@@ -21,7 +21,7 @@ fn request(token: &str) -> AuthorizerRequest {
 
 fn authorizer(issuer: &OidcIssuer, user_claim: Option<&str>) -> Authorizer {
     let settings = OidcSettings::new(issuer.url(), AUDIENCE, user_claim, None).unwrap();
-    Authorizer::new(AuthMode::Oidc(settings))
+    Authorizer::new(AuthMode::Oidc(settings), &aws_config::SdkConfig::builder().build())
 }
 
 /// The reason of a 401 (the error API Gateway gets says only `Unauthorized`).
@@ -196,7 +196,7 @@ async fn an_issuer_that_cannot_be_reached_is_a_401_naming_the_url() {
     let url = issuer.url().to_string();
     drop(issuer);
     let settings = OidcSettings::new(&url, AUDIENCE, None, None).unwrap();
-    let authorizer = Authorizer::new(AuthMode::Oidc(settings));
+    let authorizer = Authorizer::new(AuthMode::Oidc(settings), &aws_config::SdkConfig::builder().build());
     let reason = refused(&authorizer, &token).await;
     assert!(
         reason.contains("cannot read the issuer's keys") && reason.contains(&url),
