@@ -1379,3 +1379,95 @@ async fn down_deletes_the_execution_log_group_api_gateway_made_and_no_other() {
     assert_eq!(groups().await, [other]);
     crate::down::assert_nothing_left(&env).await;
 }
+
+/// A stack deployed by an older chatctl keeps the token secret in the
+/// authorizer's environment. Its next `up` moves the value to Secrets
+/// Manager as a typed step the plan shows, so tokens already issued (no
+/// `kid`) stay valid, and the environment holds only the secret's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_stacks_secret_moves_to_secrets_manager_and_its_tokens_stay_valid() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    // Made into what an older chatctl left: the value in the environment, no secret.
+    let legacy = "an-older-stacks-secret-an-older-stacks-secret";
+    let lambda = env.lambda();
+    let mut vars = lambda
+        .get_function_configuration()
+        .function_name("chat-authorizer")
+        .send()
+        .await
+        .unwrap()
+        .environment()
+        .unwrap()
+        .variables()
+        .unwrap()
+        .clone();
+    vars.remove("CHAT_TOKEN_SECRET_ID");
+    vars.insert("CHAT_TOKEN_SECRET".into(), legacy.into());
+    lambda
+        .update_function_configuration()
+        .function_name("chat-authorizer")
+        .environment(
+            aws_sdk_lambda::types::Environment::builder()
+                .set_variables(Some(vars))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    env.secrets()
+        .delete_secret()
+        .secret_id("chatctl/chat/token")
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    let issued = env.chatctl(&["token", "--user", "alice"]).await;
+    issued.assert_ok();
+    let issued = issued.stdout.trim().to_string();
+    assert_eq!(
+        chat_core::token::key_id(&issued),
+        Ok(None),
+        "an older stack's token names no version"
+    );
+
+    let plan = env.up(&["--dry-run"]).await;
+    plan.assert_ok();
+    for line in [
+        "  + secret chatctl/chat/token\n",
+        "  ~ function chat-authorizer (environment CHAT_TOKEN_SECRET CHAT_TOKEN_SECRET_ID, token secret → Secrets \
+         Manager, tokens issued stay valid)\n",
+    ] {
+        assert!(plan.stdout.contains(line), "{line:?} in {plan:?}");
+    }
+    assert!(!plan.stdout.contains(legacy), "never the value");
+    env.up(&[]).await.assert_ok();
+
+    let moved = env
+        .secrets()
+        .get_secret_value()
+        .secret_id("chatctl/chat/token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.secret_string(), Some(legacy), "the value moved, unchanged");
+    let vars = lambda
+        .get_function_configuration()
+        .function_name("chat-authorizer")
+        .send()
+        .await
+        .unwrap()
+        .environment()
+        .unwrap()
+        .variables()
+        .unwrap()
+        .clone();
+    assert!(!vars.contains_key("CHAT_TOKEN_SECRET"));
+    assert_eq!(vars["CHAT_TOKEN_SECRET_ID"], "chatctl/chat/token");
+    assert_eq!(
+        chat_core::token::verify(legacy.as_bytes(), &issued).unwrap().sub,
+        "alice"
+    );
+    let run = env.up(&["--dry-run", "--exit-code"]).await;
+    assert_eq!(run.code, 0, "moved once: {run:?}");
+}
