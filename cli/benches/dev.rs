@@ -35,6 +35,11 @@ async fn start(endpoint: Option<&str>) -> Dev {
     if let Some(endpoint) = endpoint {
         args.extend(["--endpoint-url".to_string(), endpoint.to_string()]);
     }
+    // Every connection is alice's: the per-user limit is off, the stack's
+    // counter is what the connect figures measure.
+    let config = std::env::temp_dir().join(format!("chatctl-bench-dev-{}.toml", std::process::id()));
+    std::fs::write(&config, "[limits]\nconnections_per_user = 0\n").expect("write the bench's chatctl.toml");
+    args.extend(["--config".to_string(), config.to_string_lossy().into_owned()]);
     if let Ok(extra) = std::env::var("CHATCTL_BENCH_DEV_ARGS") {
         args.extend(extra.split_whitespace().map(String::from));
     }

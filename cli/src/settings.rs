@@ -181,6 +181,8 @@ pub struct LimitsFile {
     pub history_page_size: Option<u32>,
     /// Across all of a user's connections; 0: no limit.
     pub messages_per_minute_per_user: Option<u32>,
+    /// Open at once; 0: no limit.
+    pub connections_per_user: Option<u32>,
 }
 
 /// Everything that decides what the stack looks like.
@@ -200,6 +202,7 @@ pub struct Settings {
     pub message_retention_days: u32,
     pub history_page_size: u32,
     pub messages_per_minute_per_user: u32,
+    pub connections_per_user: u32,
     pub tags: BTreeMap<String, String>,
     pub stage_settings: StageSettings,
 }
@@ -348,6 +351,10 @@ impl Settings {
                 .limits
                 .messages_per_minute_per_user
                 .unwrap_or(limits::DEFAULT_MESSAGES_PER_MINUTE_PER_USER),
+            connections_per_user: file
+                .limits
+                .connections_per_user
+                .unwrap_or(limits::DEFAULT_CONNECTIONS_PER_USER),
             tags: file.tags.clone(),
             stage_settings: stage_settings(&file.stage_settings)?,
         };
@@ -423,6 +430,10 @@ impl Settings {
             (
                 limits::vars::MESSAGES_PER_MINUTE_PER_USER.into(),
                 self.messages_per_minute_per_user.to_string(),
+            ),
+            (
+                limits::vars::CONNECTIONS_PER_USER.into(),
+                self.connections_per_user.to_string(),
             ),
         ]
     }

@@ -662,7 +662,12 @@ async fn a_burst_of_connects_through_transaction_conflicts_is_admitted_and_uncou
     };
     let proxy = chat_testkit::AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
     let endpoint = proxy.endpoint();
-    let dev = start_dev_with(&["--endpoint-url", &endpoint, "--stack", "burst"]).await;
+    // One user's 100 connections: the stack's counter is what is tested here,
+    // not the per-user limit.
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[limits]\nconnections_per_user = 0\n").unwrap();
+    let path = config.path().to_string_lossy().to_string();
+    let dev = start_dev_with(&["--endpoint-url", &endpoint, "--stack", "burst", "--config", &path]).await;
     let query = format!("token={}", dev.token);
     let sockets = futures::future::join_all((0..100).map(|_| dev.connect(&query))).await;
     let sockets: Vec<Socket> = sockets
@@ -1516,4 +1521,25 @@ async fn tokens_from_the_app_servers_example_survive_a_rotation() {
     )
     .unwrap();
     assert_eq!(refused_with(dev.connect(&format!("token={forged}")).await), 401);
+}
+
+/// `[limits] connections_per_user` in dev: the user's next handshake past it
+/// gets 429 (the real `$connect` function refuses it), another user's does
+/// not, and `connections list` shows connections only, not the slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_past_connections_per_user_gets_429() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[limits]\nconnections_per_user = 2\n").unwrap();
+    let path = config.path().to_string_lossy().to_string();
+    let dev = start_dev_with(&["--config", &path]).await;
+    let query = format!("token={}", dev.token);
+    let _first = dev.connect(&query).await.unwrap();
+    let _second = dev.connect(&query).await.unwrap();
+    assert_eq!(refused_with(dev.connect(&query).await), 429);
+    let bob = dev.token("bob").await;
+    let _bob = dev.connect(&format!("token={bob}")).await.unwrap();
+    let listed = dev.chatctl(&["connections", "list", "--output", "json"]).await;
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
 }

@@ -530,7 +530,7 @@ async fn connections_say_once_when_the_connections_api_cannot_be_reached() {
             connected_at: now_ms(),
             ttl: 0,
         };
-        store.add(&record, 100).await.unwrap();
+        store.add(&record, 100, 0).await.unwrap();
     }
     // A loopback port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

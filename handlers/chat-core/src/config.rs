@@ -35,6 +35,8 @@ pub mod vars {
     pub const HISTORY_PAGE_SIZE: &str = "CHAT_HISTORY_PAGE_SIZE";
     /// Messages a user may send per minute across all their connections (0: no limit).
     pub const MESSAGES_PER_MINUTE_PER_USER: &str = "CHAT_MESSAGES_PER_MINUTE_PER_USER";
+    /// Connections a user may hold open at once (0: no limit).
+    pub const CONNECTIONS_PER_USER: &str = "CHAT_CONNECTIONS_PER_USER";
     /// Overrides the `@connections` endpoint derived from the event
     /// (`https://{domainName}/{stage}`); `chatctl dev` points it at its gateway.
     pub const CALLBACK_URL: &str = "CHAT_CALLBACK_URL";
@@ -46,6 +48,11 @@ pub const DEFAULT_MESSAGE_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_HISTORY_PAGE_SIZE: u32 = 50;
 /// Generous for a person (two a second, sustained), tight for a script.
 pub const DEFAULT_MESSAGES_PER_MINUTE_PER_USER: u32 = 120;
+/// Generous for a person (tabs, devices), tight for one identity shared by a crowd.
+pub const DEFAULT_CONNECTIONS_PER_USER: u32 = 20;
+/// A user's slots are read in one go (BatchGetItem, 100 keys a call) when
+/// one is found taken: a bound keeps that cheap.
+pub const MAX_CONNECTIONS_PER_USER: u32 = 1000;
 /// The largest history page a client may ask for.
 pub const MAX_HISTORY_PAGE_SIZE: u32 = 100;
 /// A message must still fit in one API Gateway message (128 KB) once wrapped.
@@ -76,6 +83,8 @@ pub struct ChatConfig {
     pub history_page_size: u32,
     /// 0: no limit.
     pub messages_per_minute_per_user: u32,
+    /// 0: no limit.
+    pub connections_per_user: u32,
     pub callback_url: Option<String>,
 }
 
@@ -118,6 +127,12 @@ impl ChatConfig {
                 vars::MESSAGES_PER_MINUTE_PER_USER,
                 DEFAULT_MESSAGES_PER_MINUTE_PER_USER,
                 0..=100_000,
+            )?,
+            connections_per_user: number(
+                &lookup,
+                vars::CONNECTIONS_PER_USER,
+                DEFAULT_CONNECTIONS_PER_USER,
+                0..=MAX_CONNECTIONS_PER_USER,
             )?,
             callback_url: lookup(vars::CALLBACK_URL).filter(|v| !v.trim().is_empty()),
         })

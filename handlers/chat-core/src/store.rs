@@ -61,6 +61,21 @@ pub mod schema {
     /// The message count item's attribute.
     pub const MESSAGE_COUNT: &str = "sent";
 
+    /// Slot `slot` of `user`'s `connections_per_user`: an open connection
+    /// holds one (see [`super::ConnectionStore::add`]). Like the counter
+    /// shards, it has no user or room, so it is in neither index.
+    pub fn slot_id(user: &str, slot: u64) -> String {
+        format!("#slot#{user}#{slot}")
+    }
+    /// Connections table: the slot of its user a connection holds.
+    pub const USER_SLOT: &str = "user_slot";
+    /// A slot's holder (a connection id), and when its hold ends by itself
+    /// (epoch ms): the connection's record expiry, so that a connection whose
+    /// `$disconnect` never ran frees its slot when API Gateway has surely
+    /// closed it.
+    pub const SLOT_HOLDER: &str = "holder";
+    pub const SLOT_EXPIRES: &str = "expires";
+
     /// The item recording that `user` is banned.
     pub fn ban_id(user: &str) -> String {
         format!("{BAN_PREFIX}{user}")
@@ -232,6 +247,8 @@ pub struct ConnectionRecord {
 pub enum AddConnectionError {
     #[error("the stack already has its maximum of {0} open connections")]
     LimitReached(u64),
+    #[error("user {0} already has its maximum of {1} open connections")]
+    UserLimitReached(String, u64),
     #[error("connection {0} is already registered")]
     AlreadyRegistered(String),
     #[error("too many connections are being made at once: gave up after {0} attempts")]
@@ -436,7 +453,20 @@ impl ConnectionStore {
     /// close); a connect is refused only when every shard, read afresh, is
     /// full. A transaction cancelled by a concurrent one is tried again on a
     /// shard picked afresh.
-    pub async fn add(&self, record: &ConnectionRecord, max_connections: u64) -> Result<(), AddConnectionError> {
+    ///
+    /// With `connections_per_user` (0: no limit), the same transaction also
+    /// takes one of the user's that many slots, each an item of its own: a
+    /// user's connects made at once spread over its slots instead of meeting
+    /// on one hot item, and a slot is taken with a condition (free, or held
+    /// past its expiry), so the user never holds more. After a slot found
+    /// taken, the user's slots are read afresh and a free one tried; none
+    /// free is a refusal.
+    pub async fn add(
+        &self,
+        record: &ConnectionRecord,
+        max_connections: u64,
+        connections_per_user: u64,
+    ) -> Result<(), AddConnectionError> {
         let shards: Vec<u64> = (0..COUNTER_SHARDS)
             .filter(|shard| shard_share(max_connections, *shard) > 0)
             .collect();
@@ -450,6 +480,8 @@ impl ConnectionStore {
                 .filter(|shard| view.get(shard).is_some_and(|a| a.current < a.limit))
                 .collect()
         };
+        // The user's slots thought free: all, until one is found taken.
+        let mut free_slots: Vec<u64> = (0..connections_per_user).collect();
         for attempt in 1..=CONNECT_ATTEMPTS {
             let open = with_room(&view);
             if open.is_empty() {
@@ -460,34 +492,80 @@ impl ConnectionStore {
                 fresh = true;
                 continue;
             }
+            let slot = match free_slots.len() {
+                _ if connections_per_user == 0 => None,
+                0 => {
+                    return Err(AddConnectionError::UserLimitReached(
+                        record.user.clone(),
+                        connections_per_user,
+                    ));
+                }
+                free => Some(free_slots[rand::random_range(0..free)]),
+            };
             let shard = open[rand::random_range(0..open.len())];
             let admission = &view[&shard];
-            let items = self.add_items(record, shard, admission)?;
+            let items = self.add_items(record, shard, admission, slot)?;
             let Err(err) = self.transact(items, 1).await else {
                 return Ok(());
             };
-            match cancellation(&err).as_deref() {
-                Some([_, Cancelled::Condition]) => {
-                    return Err(AddConnectionError::AlreadyRegistered(record.connection_id.clone()));
-                }
+            // Reasons in the items' order: counter shard, record, slot.
+            let Some(reasons) = cancellation(&err) else {
+                return Err(self.aws_error("TransactWriteItems", err).into());
+            };
+            let failed = |index: usize| reasons.get(index) == Some(&Cancelled::Condition);
+            if failed(1) {
+                return Err(AddConnectionError::AlreadyRegistered(record.connection_id.clone()));
+            }
+            if failed(2) {
+                free_slots = self.free_slots(&record.user, connections_per_user).await?;
+            }
+            if failed(0) {
                 // The shard is full, or moved since it was read: so are
                 // others, likely; read them all again.
-                Some([Cancelled::Condition, _]) => {
-                    view = self.read_shards(&shards, max_connections).await?;
-                    fresh = true;
+                view = self.read_shards(&shards, max_connections).await?;
+                fresh = true;
+            } else if reasons.contains(&Cancelled::Conflict) {
+                if attempt < CONNECT_ATTEMPTS {
+                    tokio::time::sleep(conflict_backoff(attempt)).await
                 }
-                Some(reasons) if reasons.contains(&Cancelled::Conflict) => {
-                    if attempt < CONNECT_ATTEMPTS {
-                        tokio::time::sleep(conflict_backoff(attempt)).await
-                    }
-                }
-                _ => return Err(self.aws_error("TransactWriteItems", err).into()),
+            } else if !failed(2) {
+                return Err(self.aws_error("TransactWriteItems", err).into());
             }
         }
         if fresh && with_room(&view).is_empty() {
             return Err(AddConnectionError::LimitReached(max_connections));
         }
+        if connections_per_user > 0 && free_slots.is_empty() {
+            return Err(AddConnectionError::UserLimitReached(
+                record.user.clone(),
+                connections_per_user,
+            ));
+        }
         Err(AddConnectionError::Busy(CONNECT_ATTEMPTS))
+    }
+
+    /// The slots of `user` that are free now: never taken, released, or
+    /// held past their expiry (read strongly consistently).
+    async fn free_slots(&self, user: &str, connections_per_user: u64) -> Result<Vec<u64>, StoreError> {
+        let ids: Vec<String> = (0..connections_per_user)
+            .map(|slot| schema::slot_id(user, slot))
+            .collect();
+        let now = now_epoch_ms();
+        let mut held = std::collections::HashSet::new();
+        for chunk in ids.chunks(BATCH_GET_KEYS) {
+            let keys = chunk
+                .iter()
+                .map(|id| HashMap::from([(schema::CONNECTION_ID.to_string(), s(id))]))
+                .collect();
+            for item in self.read_consistently(keys, None).await? {
+                if number_attr(&item, schema::SLOT_EXPIRES) > now {
+                    held.insert(string_attr(&item, schema::CONNECTION_ID, &self.table)?);
+                }
+            }
+        }
+        Ok((0..connections_per_user)
+            .filter(|slot| !held.contains(&schema::slot_id(user, *slot)))
+            .collect())
     }
 
     /// Reads every shard in one strongly consistent BatchGetItem and
@@ -638,6 +716,7 @@ impl ConnectionStore {
         record: &ConnectionRecord,
         shard: u64,
         admission: &Admission,
+        slot: Option<u64>,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let table = &self.table;
         let build_error = |e: aws_sdk_dynamodb::error::BuildError| request_error("TransactWriteItems", table, e);
@@ -667,7 +746,7 @@ impl ConnectionStore {
             }
         }
         let count = count.update_expression(expression).build().map_err(build_error)?;
-        let put = Put::builder()
+        let mut put = Put::builder()
             .table_name(table)
             .item(schema::CONNECTION_ID, s(&record.connection_id))
             .item(schema::USER, s(&record.user))
@@ -677,13 +756,33 @@ impl ConnectionStore {
             .item(schema::COUNTED_IN, n(window))
             .item(schema::COUNTER_SHARD, n(shard))
             .condition_expression("attribute_not_exists(#id)")
-            .expression_attribute_names("#id", schema::CONNECTION_ID)
-            .build()
-            .map_err(build_error)?;
-        Ok(vec![
+            .expression_attribute_names("#id", schema::CONNECTION_ID);
+        if let Some(slot) = slot {
+            put = put.item(schema::USER_SLOT, n(slot));
+        }
+        let mut items = vec![
             TransactWriteItem::builder().update(count).build(),
-            TransactWriteItem::builder().put(put).build(),
-        ])
+            TransactWriteItem::builder()
+                .put(put.build().map_err(build_error)?)
+                .build(),
+        ];
+        if let Some(slot) = slot {
+            let take = Put::builder()
+                .table_name(table)
+                .item(schema::CONNECTION_ID, s(schema::slot_id(&record.user, slot)))
+                .item(schema::SLOT_HOLDER, s(&record.connection_id))
+                .item(schema::SLOT_EXPIRES, n(record.ttl * 1000))
+                // DynamoDB's TTL removes a slot left behind, in time.
+                .item(schema::TTL, n(record.ttl))
+                .condition_expression("attribute_not_exists(#id) OR #expires < :now")
+                .expression_attribute_names("#id", schema::CONNECTION_ID)
+                .expression_attribute_names("#expires", schema::SLOT_EXPIRES)
+                .expression_attribute_values(":now", n(now_epoch_ms()))
+                .build()
+                .map_err(build_error)?;
+            items.push(TransactWriteItem::builder().put(take).build());
+        }
+        Ok(items)
     }
 
     /// Runs a transaction, up to `attempts` times while DynamoDB cancels it
@@ -802,10 +901,37 @@ impl ConnectionStore {
                 .map_err(build_error)?;
             items.push(TransactWriteItem::builder().update(uncount).build());
         }
-        match self.transact(items, TRANSACTION_ATTEMPTS).await {
+        // Its slot, when it still holds it: a slot held past its expiry may
+        // have been taken by another connection since.
+        let slot = item
+            .get(schema::USER_SLOT)
+            .map(|_| number_attr(&item, schema::USER_SLOT) as u64);
+        if let Some(slot) = slot {
+            let release = Delete::builder()
+                .table_name(table)
+                .key(schema::CONNECTION_ID, s(schema::slot_id(&record.user, slot)))
+                .condition_expression("#holder = :id")
+                .expression_attribute_names("#holder", schema::SLOT_HOLDER)
+                .expression_attribute_values(":id", s(connection_id))
+                .build()
+                .map_err(build_error)?;
+            items.push(TransactWriteItem::builder().delete(release).build());
+        }
+        match self.transact(items.clone(), TRANSACTION_ATTEMPTS).await {
             Ok(_) => Ok(true),
             Err(err) => match cancellation(&err).as_deref() {
                 Some([Cancelled::Condition, ..]) => Ok(false),
+                // The slot is another's now: remove the record all the same.
+                Some(reasons) if slot.is_some() && reasons.last() == Some(&Cancelled::Condition) => {
+                    items.pop();
+                    match self.transact(items, TRANSACTION_ATTEMPTS).await {
+                        Ok(_) => Ok(true),
+                        Err(err) if matches!(cancellation(&err).as_deref(), Some([Cancelled::Condition, ..])) => {
+                            Ok(false)
+                        }
+                        Err(err) => Err(self.aws_error("TransactWriteItems", err)),
+                    }
+                }
                 _ => Err(self.aws_error("TransactWriteItems", err)),
             },
         }

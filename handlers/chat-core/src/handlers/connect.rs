@@ -1,5 +1,6 @@
 //! `$connect`: registers the connection under the user and room the
-//! authorizer established, within the stack's connection limit.
+//! authorizer established, within the stack's connection limit and the
+//! user's.
 
 use std::time::{Duration, SystemTime};
 
@@ -76,10 +77,18 @@ async fn connect(services: &Services, event: &WebSocketEvent, now: SystemTime) -
     {
         return Err(Refusal::new(403, format!("user {} is banned", ban.user)));
     }
-    match services.connections.add(&record, services.config.max_connections).await {
+    let config = &services.config;
+    let per_user = u64::from(config.connections_per_user);
+    match services
+        .connections
+        .add(&record, config.max_connections, per_user)
+        .await
+    {
         // A retried $connect for the same connection is not an error.
         Ok(()) | Err(AddConnectionError::AlreadyRegistered(_)) => {}
-        Err(error @ AddConnectionError::LimitReached(_)) => return Err(Refusal::new(429, error)),
+        Err(error @ (AddConnectionError::LimitReached(_) | AddConnectionError::UserLimitReached(..))) => {
+            return Err(Refusal::new(429, error));
+        }
         Err(error @ AddConnectionError::Busy(_)) => return Err(Refusal::new(503, error)),
         Err(error) => return Err(Refusal::new(500, error)),
     }

@@ -196,16 +196,22 @@ fn conflicts() -> chat_testkit::aws_behaviour::Behaviours {
     }
 }
 
-/// `count` connects at once, spread over 20 function instances as Lambda
-/// would run them; their statuses.
+/// `count` connects at once, each of a user of its own, spread over 20
+/// function instances as Lambda would run them; their statuses.
 async fn burst(stack: &Stack, count: usize) -> Vec<i64> {
+    burst_of(stack, count, |i| format!("user{i}")).await
+}
+
+/// `count` connects at once, of the users `user_of` names.
+async fn burst_of(stack: &Stack, count: usize, user_of: impl Fn(usize) -> String) -> Vec<i64> {
     let instances: Vec<chat_core::Services> = (0..20).map(|_| stack.instance()).collect();
     let connects = (0..count).map(|i| {
         let services = &instances[i % instances.len()];
+        let user = user_of(i);
         async move {
             let event = ws_event(events::connect(
                 &format!("burst-{i}="),
-                Some((&format!("user{i}"), "lobby")),
+                Some((&user, "lobby")),
                 &[],
                 None,
             ));
@@ -295,4 +301,84 @@ async fn a_banned_user_is_refused_until_the_ban_ends_or_is_lifted() {
     store.ban("trudy", Some(ended), None).await.unwrap();
     assert_eq!(stack.connect("trudy-1=", "trudy", "lobby").await.status_code, 200);
     assert!(store.bans().await.unwrap().is_empty());
+}
+
+/// `[limits] connections_per_user`: a user past it gets 429 and nothing is
+/// stored; another user is not affected; a close frees a slot.
+#[tokio::test]
+async fn a_user_past_connections_per_user_is_refused_and_a_close_frees_a_slot() {
+    let stack = Stack::start_with(|config| config.connections_per_user = 3).await;
+    for id in ["a1=", "a2=", "a3="] {
+        assert_eq!(stack.connect(id, "alice", "lobby").await.status_code, 200);
+    }
+    let refused = stack.connect("a4=", "alice", "lobby").await;
+    assert_eq!(refused.status_code, 429);
+    assert_eq!(
+        refused
+            .body
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).to_string())
+            .as_deref(),
+        Some("user alice already has its maximum of 3 open connections")
+    );
+    assert_eq!(stack.open_count().await, 3, "the refused connect is not counted");
+    assert_eq!(stack.connect("b1=", "bob", "lobby").await.status_code, 200);
+
+    let event = ws_event(events::disconnect("a2=", None));
+    assert_eq!(disconnect::handle(&stack.services, event).await.status_code, 200);
+    assert_eq!(stack.connect("a4=", "alice", "lobby").await.status_code, 200);
+    assert_eq!(stack.connect("a5=", "alice", "lobby").await.status_code, 429);
+}
+
+/// One user's connects at once, through DynamoDB's transaction conflicts:
+/// exactly the limit gets in (its slots are items of their own, so the
+/// burst does not queue on one item), the rest get 429, and every close
+/// gives its slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_burst_admits_exactly_its_limit() {
+    let stack = Stack::start_through(conflicts(), |config| config.connections_per_user = 10).await;
+    let statuses = burst_of(&stack, 30, |_| "alice".to_string()).await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((admitted, refused), (10, 20), "{statuses:?}");
+    assert_eq!(stack.open_count().await, 10);
+    disconnect_all(&stack, 30).await;
+    assert_eq!(stack.open_count().await, 0);
+    stack.assert_calls_allowed();
+    let slots = stack.items("test-connections").await;
+    assert!(
+        slots
+            .iter()
+            .all(|item| !item["connection_id"].as_s().unwrap().starts_with("#slot#")),
+        "every slot given back: {slots:?}"
+    );
+    let again = burst_of(&stack, 10, |_| "alice".to_string()).await;
+    assert!(again.iter().all(|s| *s == 200), "{again:?}");
+}
+
+/// A connection whose `$disconnect` never ran (API Gateway has closed it by
+/// the time its record expires) holds its slot until then, not for ever.
+#[tokio::test]
+async fn a_slot_held_past_its_expiry_is_taken_again() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let stack = Stack::start_with(|config| config.connections_per_user = 1).await;
+    let expired = (std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    stack
+        .dynamodb()
+        .put_item()
+        .table_name("test-connections")
+        .item(
+            "connection_id",
+            AttributeValue::S(chat_core::store::schema::slot_id("alice", 0)),
+        )
+        .item("holder", AttributeValue::S("lost=".into()))
+        .item("expires", AttributeValue::N(expired.to_string()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stack.connect("a1=", "alice", "lobby").await.status_code, 200);
+    assert_eq!(stack.connect("a2=", "alice", "lobby").await.status_code, 429);
 }

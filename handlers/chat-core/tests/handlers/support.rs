@@ -36,6 +36,7 @@ pub fn config(endpoint: &ConnectionsEndpoint) -> ChatConfig {
         message_retention_days: 30,
         history_page_size: 50,
         messages_per_minute_per_user: chat_core::config::DEFAULT_MESSAGES_PER_MINUTE_PER_USER,
+        connections_per_user: chat_core::config::DEFAULT_CONNECTIONS_PER_USER,
         callback_url: Some(endpoint.url().to_string()),
     }
 }
