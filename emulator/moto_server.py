@@ -23,6 +23,12 @@ before the server starts, so that product code stays right for real AWS:
   the path but no handler (500). chatctl lists authorizers to find its own.
   Returns 200 {"items": [...]} with moto's own authorizer JSON.
 
+- API Gateway v2, GetRouteResponses (GET /v2/apis/{apiId}/routes/{routeId}/
+  routeresponses): moto stores route responses (CreateRouteResponse) but has
+  no handler to list them (500). chatctl lists them to check that the
+  keep-alive route is two-way. Returns 200 {"items": [...]} with moto's own
+  route response JSON.
+
 - API Gateway v2, deployments (CreateDeployment POST, GetDeployments GET on
   /v2/apis/{apiId}/deployments; GetDeployment GET, DeleteDeployment DELETE on
   /v2/apis/{apiId}/deployments/{deploymentId}): moto has neither the paths
@@ -262,6 +268,18 @@ class _ResponseGetAuthorizers:
 
 _graft(_BackendGetAuthorizers, ApiGatewayV2Backend)
 _graft(_ResponseGetAuthorizers, ApiGatewayV2Response)
+
+
+# --- API Gateway v2: GetRouteResponses (a two-way route's responses) -------
+
+
+class _ResponseGetRouteResponses:
+    def get_route_responses(self):
+        route = self.apigatewayv2_backend.get_route(self.uri_match["apiId"], self.uri_match["routeId"])
+        return _reply(200, {"items": [r.to_json() for r in route.route_responses.values()]})
+
+
+_graft(_ResponseGetRouteResponses, ApiGatewayV2Response)
 
 
 # --- API Gateway v2: deployments -------------------------------------------

@@ -101,6 +101,7 @@ mod tests {
             target: Some(format!("integrations/{integration}")),
             authorization_type: Some(if authorizer.is_some() { "CUSTOM" } else { "NONE" }.into()),
             authorizer_id: authorizer.map(str::to_string),
+            route_response_selection_expression: None,
         }
     }
 
@@ -112,6 +113,8 @@ mod tests {
                 "arn:aws:apigateway:eu-west-1:lambda:path/2015-03-31/functions/arn:aws:lambda:eu-west-1:1:function:{function}/invocations"
             )),
             method: Some("POST".into()),
+            request_templates: Default::default(),
+            template_selection_expression: None,
         }
     }
 
@@ -141,6 +144,7 @@ mod tests {
                 identity_sources: vec![],
             }],
             stage: None,
+            keep_alive: Default::default(),
             duplicates: vec![],
             tags: Default::default(),
             execution_log_group: None,

@@ -21,6 +21,11 @@ const HANDSHAKE_BACKOFF_MS = 400;
 const RECONNECT_BACKOFF_MS = 1000;
 const RECONNECT_MAX_MS = 30000;
 const RECONNECT_ATTEMPTS = 10;
+// API Gateway closes a connection after 10 minutes without a message; a
+// {"action":"ping"} is answered {"type":"pong"} by API Gateway itself (no
+// function runs), so the page sends one when it has sent nothing for this
+// long. `chatctl dev` with a shorter --idle-timeout says so in config.json.
+const KEEP_ALIVE_MS = 5 * 60 * 1000;
 
 // Close frames rarely carry a reason, so explain the codes this chat produces.
 const CLOSE_REASONS = {
@@ -65,6 +70,7 @@ const state = {
   room: "",
   roomCursor: null, // `before` for the current room's previous history page
   resuming: false, // `after` pages of the current room are being fetched
+  lastSent: 0, // when the page last sent a frame (ms)
 };
 
 class ClientError extends Error {
@@ -252,6 +258,7 @@ function open(url, room, me, attempt, retry, resume = 0) {
 
   ws.onopen = () => {
     opened = true;
+    keepAlive(ws);
     if (resume && room === state.room) {
       resumeRoom();
     } else {
@@ -322,6 +329,20 @@ function resumeRoom() {
   send({ action: "getmessages", limit: HISTORY_LIMIT, after: newest });
 }
 
+// Pings while the connection is quiet, until it closes.
+function keepAlive(ws) {
+  const every = state.config?.keep_alive_ms || KEEP_ALIVE_MS;
+  state.lastSent = Date.now();
+  const timer = setInterval(() => {
+    if (ws.readyState !== WebSocket.OPEN) {
+      clearInterval(timer);
+    } else if (Date.now() - state.lastSent >= every) {
+      ws.send(JSON.stringify({ action: "ping" }));
+      state.lastSent = Date.now();
+    }
+  }, Math.min(every / 4, 30_000));
+}
+
 function disconnect() {
   state.attempt++;
   const ws = state.ws;
@@ -336,6 +357,7 @@ function send(frame) {
     return false;
   }
   state.ws.send(JSON.stringify(frame));
+  state.lastSent = Date.now();
   return true;
 }
 
@@ -360,6 +382,8 @@ function handleEvent(data) {
       el.joinRoom.value = "";
       enterRoom(event.room);
       break;
+    case "pong":
+      break; // the keep-alive's answer
     case "error":
       // $default replies carry `actions` too; their message already names them.
       showError(event.code || "error", event.message || "The server reported an error.");

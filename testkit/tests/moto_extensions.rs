@@ -853,3 +853,59 @@ async fn get_metric_data_answers_percentiles_and_leaves_empty_periods_out() {
         "a metric without data has no data point"
     );
 }
+
+/// The keep-alive route's route response, listed (moto stores it but has no
+/// handler for the list).
+#[tokio::test]
+async fn get_route_responses_lists_a_routes_responses() {
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let api = chat_api(&client, false).await;
+    let route = client
+        .create_route()
+        .api_id(&api.id)
+        .route_key("ping")
+        .route_response_selection_expression("$default")
+        .send()
+        .await
+        .unwrap();
+    let route_id = route.route_id().unwrap();
+    let none = client
+        .get_route_responses()
+        .api_id(&api.id)
+        .route_id(route_id)
+        .send()
+        .await
+        .unwrap();
+    assert!(none.items().is_empty());
+    client
+        .create_route_response()
+        .api_id(&api.id)
+        .route_id(route_id)
+        .route_response_key("$default")
+        .send()
+        .await
+        .unwrap();
+    let listed = client
+        .get_route_responses()
+        .api_id(&api.id)
+        .route_id(route_id)
+        .send()
+        .await
+        .unwrap();
+    let [response] = listed.items() else {
+        panic!("expected one route response: {listed:?}");
+    };
+    assert_eq!(response.route_response_key(), Some("$default"));
+    let routes = client.get_routes().api_id(&api.id).send().await.unwrap();
+    let ping = routes.items().iter().find(|r| r.route_key() == Some("ping")).unwrap();
+    assert_eq!(ping.route_response_selection_expression(), Some("$default"));
+
+    let missing = client
+        .get_route_responses()
+        .api_id(&api.id)
+        .route_id("nosuchroute")
+        .send()
+        .await;
+    assert!(missing.unwrap_err().into_service_error().is_not_found_exception());
+}

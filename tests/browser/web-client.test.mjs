@@ -269,6 +269,33 @@ test("a connection the server cuts is resumed: what came meanwhile shows once, i
   await Promise.all([frank.close(), grace.close()]);
 });
 
+test("a quiet page keeps its connection past the idle timeout with pings API Gateway answers", async () => {
+  // The idle timeout shortened to 2 s (API Gateway's is 10 min): the page pings.
+  const quiet = await startDev("web-client-keepalive", ["--stack", "webquiet", "--idle-timeout", "2s"]);
+  const page = await browser.newPage();
+  page.on("pageerror", (error) => assert.fail(`page error: ${error}`));
+  const sockets = [];
+  const pongs = [];
+  page.on("websocket", (ws) => {
+    sockets.push(ws);
+    ws.on("framereceived", ({ payload }) => payload === '{"type":"pong"}' && pongs.push(payload));
+  });
+  await page.goto(`${quiet}?user=heidi`);
+  await page.waitForFunction(() => document.querySelector("#url").value !== "");
+  await page.click("#connect");
+  await page.waitForSelector('#status[data-state="connected"]');
+  // Four pongs: about four seconds, two idle timeouts, without a message.
+  const deadline = Date.now() + 15_000;
+  while (pongs.length < 4 && Date.now() < deadline) await new Promise((tick) => setTimeout(tick, 100));
+  assert.ok(pongs.length >= 4, `pings were answered: ${pongs.length} pongs`);
+  assert.equal(await page.getAttribute("#status", "data-state"), "connected");
+  assert.equal(sockets.length, 1, "never cut, never reconnected");
+  assert.equal(await page.locator("#errors .error").count(), 0, "a pong is no error");
+  await send(page, "still here");
+  assert.deepEqual(await shown(page, "still here"), { from: "heidi", kind: "room" });
+  await page.close();
+});
+
 test("with auth = \"oidc\" the page asks for the identity provider's token", async () => {
   const dir = mkdtempSync(join(tmpdir(), "chatctl-oidc-"));
   const config = join(dir, "chatctl.toml");

@@ -39,6 +39,10 @@ pub struct PageConfig {
     /// The token claim that names the user; oidc mode only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_claim: Option<String>,
+    /// How often a quiet page pings: half the idle timeout, when `dev` runs
+    /// with one shorter than API Gateway's (the page's own default fits that).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_alive_ms: Option<u64>,
 }
 
 struct Site {

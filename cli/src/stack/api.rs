@@ -12,6 +12,7 @@ use super::authorizer::{AuthorizerState, read_authorizers};
 use super::base::{Action, Change, Detail, Found, Kind, Report, Stack, all_pages, live_id, step, tag_changes};
 use super::desired::{AccessLog, ROUTE_SELECTION_EXPRESSION};
 use super::integration::{IntegrationState, read_integrations};
+use super::keep_alive::{KeepAliveState, read_keep_alive};
 use super::log_group::log_group_exists;
 use super::route::{RouteState, read_routes};
 use super::tags::{Tagged, retag};
@@ -28,6 +29,8 @@ pub struct ApiState {
     pub integrations: Vec<IntegrationState>,
     pub authorizers: Vec<AuthorizerState>,
     pub stage: Option<StageState>,
+    /// The responses of the keep-alive's integration and route.
+    pub keep_alive: KeepAliveState,
     /// Other APIs of this stack with the same name (an interrupted run or
     /// two runs at once made them): `up` and `down` delete them.
     pub duplicates: Vec<String>,
@@ -159,6 +162,9 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
         log_group_exists(aws, &execution_log_group),
     );
     let execution_log_group = execution_logs?.then_some(execution_log_group);
+    let (routes, integrations) = (routes?, integrations?);
+    // A round of its own: it needs the routes' and integrations' ids.
+    let keep_alive = read_keep_alive(aws, id, &routes, &integrations).await?;
     let stage = match stage {
         Err(err) if is_code(&err, &["NotFoundException"]) => None,
         other => {
@@ -187,10 +193,11 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
         id: id.to_string(),
         protocol: api.protocol_type().map(|p| p.as_str().to_string()),
         route_selection_expression: api.route_selection_expression().map(str::to_string),
-        routes: routes?,
-        integrations: integrations?,
+        routes,
+        integrations,
         authorizers: authorizers?,
         stage,
+        keep_alive,
         duplicates: apis
             .iter()
             .enumerate()

@@ -15,7 +15,9 @@ use super::base::{self, live_id};
 pub use super::base::{Report, Step};
 use super::desired::Desired;
 use super::plan::{self, Action, Detail, Kind, Plan};
-use super::{api, authorizer, function, integration, log_group, permission, role, route, secret, stage, table};
+use super::{
+    api, authorizer, function, integration, keep_alive, log_group, permission, role, route, secret, stage, table,
+};
 use crate::aws::Aws;
 
 /// Executes `plan` with the values it holds, and nothing else; returns the
@@ -147,7 +149,12 @@ async fn apply_api_parts(
         plan.deletions(Kind::Route)
             .map(|change| route::delete_route(aws, change, (api_id, writes), report)),
     );
-    tokio::try_join!(routes, extra_routes)?;
+    let keep_alive = async {
+        let integration = planned(plan, Kind::Integration, keep_alive::INTEGRATION_NAME)?;
+        let route = planned(plan, Kind::Route, keep_alive::ROUTE_KEY)?;
+        keep_alive::apply_keep_alive(aws, (integration, route), (api_id, writes), report).await
+    };
+    let (_, _, keep_alive_integration) = tokio::try_join!(routes, extra_routes, keep_alive)?;
     let stage = planned(plan, Kind::Stage, &desired.api.stage)?;
     stage::apply_route_settings(aws, &desired.api, &stage.action, api_id, writes).await?;
 
@@ -158,7 +165,7 @@ async fn apply_api_parts(
     };
     if deploy_now {
         let authorizer_uri = names.invocation_uri(Function::Authorizer);
-        let served: Vec<stage::ServedRoute> = desired
+        let mut served: Vec<stage::ServedRoute> = desired
             .api
             .routes
             .iter()
@@ -173,6 +180,7 @@ async fn apply_api_parts(
                 authorizer_uri: route.authorized.then(|| authorizer_uri.clone()),
             })
             .collect();
+        served.push(keep_alive::served_route(&keep_alive_integration));
         stage::deploy(aws, &desired.api, (api_id, writes), &served, report).await?;
     }
     Ok(authorizer_id)

@@ -103,6 +103,12 @@ pub enum Detail {
     Authorization { to: String },
     /// Route: the authorizer it runs.
     Authorizer,
+    /// Keep-alive integration: its request template and its `$default`
+    /// integration response, which answers the pong.
+    MockReply,
+    /// Keep-alive route: two-way (RouteResponseSelectionExpression and a
+    /// `$default` route response).
+    TwoWay,
     /// Permission: the API or authorizer allowed to invoke.
     SourceArn,
     /// Stage: serve the routes as they are now (a new deployment).
@@ -177,6 +183,8 @@ impl fmt::Display for Detail {
             Detail::Target => f.write_str("target"),
             Detail::Authorization { to } => write!(f, "authorization → {to}"),
             Detail::Authorizer => f.write_str("authorizer"),
+            Detail::MockReply => write!(f, "reply {}", super::keep_alive::PONG),
+            Detail::TwoWay => f.write_str("two-way: a $default route response"),
             Detail::SourceArn => f.write_str("source ARN"),
             Detail::Deployment => f.write_str("new deployment"),
             Detail::Throttling { route, from, to } => {

@@ -150,6 +150,7 @@ mod tests {
             integrations: vec![],
             authorizers: vec![],
             stage: None,
+            keep_alive: Default::default(),
             duplicates: vec!["a2".into()],
             tags: Default::default(),
             execution_log_group: Some("API-Gateway-Execution-Logs_a1/dev".into()),

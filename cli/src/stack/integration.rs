@@ -16,6 +16,9 @@ pub struct IntegrationState {
     pub integration_type: Option<String>,
     pub uri: Option<String>,
     pub method: Option<String>,
+    /// A MOCK integration's (the keep-alive's): key → template.
+    pub request_templates: std::collections::BTreeMap<String, String>,
+    pub template_selection_expression: Option<String>,
 }
 
 /// Every integration of an API, every page.
@@ -37,6 +40,11 @@ pub async fn read_integrations(aws: &Aws, api_id: &str) -> Result<Vec<Integratio
                 integration_type: i.integration_type().map(|t| t.as_str().to_string()),
                 uri: i.integration_uri().map(str::to_string),
                 method: i.integration_method().map(str::to_string),
+                request_templates: i
+                    .request_templates()
+                    .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default(),
+                template_selection_expression: i.template_selection_expression().map(str::to_string),
             })
             .collect();
         Ok((integrations, page.next_token))

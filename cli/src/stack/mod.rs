@@ -1,8 +1,9 @@
 //! The stack: what `up` should make (desired), what exists (actual), the
 //! difference as typed steps (plan), the executor of those steps (apply),
 //! and the teardown (destroy). Each kind of resource has a module of its
-//! own (table, role, log_group, function, api, authorizer, integration,
-//! route, permission, stage) with its read, diff, create, update and delete.
+//! own (table, role, log_group, function, secret, api, authorizer,
+//! integration, route, keep_alive, permission, stage) with its read, diff,
+//! create, update and delete.
 
 pub mod actual;
 pub mod api_writes;
@@ -22,6 +23,7 @@ pub mod api;
 pub mod authorizer;
 pub mod function;
 pub mod integration;
+pub mod keep_alive;
 pub mod log_group;
 pub mod permission;
 pub mod role;

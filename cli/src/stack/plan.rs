@@ -13,7 +13,9 @@ use super::actual::Actual;
 use super::base::Found;
 pub use super::base::{Action, Change, Detail, Kind, tag_changes};
 use super::desired::Desired;
-use super::{Function, api, authorizer, integration, log_group, permission, role, route, secret, stage, table};
+use super::{
+    Function, api, authorizer, integration, keep_alive, log_group, permission, role, route, secret, stage, table,
+};
 
 /// What `apply` executes, and all it reads: the steps, and the values they
 /// write (terraform's plan file holds the planned values for the same
@@ -232,11 +234,20 @@ pub fn api_changes(desired: &Desired, actual: &Actual) -> Vec<Change> {
             route_action,
         ));
     }
+    // The keep-alive: answered by API Gateway itself (see keep_alive).
+    let no_routes = (Vec::new(), Vec::new(), keep_alive::KeepAliveState::default());
+    let (routes, integrations, keep_alive_state) = live
+        .map(|api| (api.routes.clone(), api.integrations.clone(), api.keep_alive.clone()))
+        .unwrap_or(no_routes);
+    for change in keep_alive::keep_alive_changes(&routes, &integrations, &keep_alive_state) {
+        parts_changed |= change.action != Action::NoChange;
+        changes.push(change);
+    }
     for extra in live
         .map(|api| api.routes.as_slice())
         .unwrap_or_default()
         .iter()
-        .filter(|r| !spec.routes.iter().any(|s| s.key == r.key))
+        .filter(|r| r.key != keep_alive::ROUTE_KEY && !spec.routes.iter().any(|s| s.key == r.key))
     {
         parts_changed = true;
         changes.push(change(Kind::Route, &extra.key, Some(&extra.id), Action::Delete));
@@ -655,6 +666,7 @@ mod tests {
             target: Some("integrations/i1".into()),
             authorization_type: Some("CUSTOM".into()),
             authorizer_id: Some("a1".into()),
+            route_response_selection_expression: None,
         };
         assert_eq!(route_changes(&route, &target, true), []);
         let mut open = route.clone();
@@ -682,7 +694,9 @@ mod tests {
         };
         let new = plan(&d, &empty);
         assert!(new.changes.iter().all(|c| c.action == Action::Create));
-        assert_eq!(new.changes.len(), 2 + 2 + 7 + 1 + 7 + 1 + 1 + 6 + 6 + 7 + 1);
+        // Tables, roles, log groups, the secret, functions, the API, its
+        // authorizer, integrations and routes, the keep-alive's two, permissions, the stage.
+        assert_eq!(new.changes.len(), 2 + 2 + 7 + 1 + 7 + 1 + 1 + 6 + 6 + 2 + 7 + 1);
         assert_eq!(new.action(Kind::Secret, "chatctl/chat/token"), &Action::Create);
         assert_eq!(new.action(Kind::Route, "$connect"), &Action::Create);
         assert_eq!(new.action(Kind::Route, "nosuchroute"), &Action::NoChange);

@@ -16,6 +16,8 @@ pub struct RouteState {
     pub target: Option<String>,
     pub authorization_type: Option<String>,
     pub authorizer_id: Option<String>,
+    /// `$default` on a two-way route (the keep-alive's).
+    pub route_response_selection_expression: Option<String>,
 }
 
 /// Every route of an API, every page.
@@ -38,6 +40,7 @@ pub async fn read_routes(aws: &Aws, api_id: &str) -> Result<Vec<RouteState>> {
                 target: r.target().map(str::to_string),
                 authorization_type: r.authorization_type().map(|a| a.as_str().to_string()),
                 authorizer_id: r.authorizer_id().map(str::to_string),
+                route_response_selection_expression: r.route_response_selection_expression().map(str::to_string),
             })
             .collect();
         Ok((routes, page.next_token))

@@ -1543,3 +1543,29 @@ async fn a_user_past_connections_per_user_gets_429() {
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
 }
+
+/// The keep-alive: `{"action":"ping"}` is answered `{"type":"pong"}` by the
+/// gateway from the MOCK integration `up` provisioned, as API Gateway would,
+/// and no function runs for it (nothing in the functions' log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_is_answered_pong_without_a_function() {
+    let dev = start_dev().await;
+    let mut alice = dev.connect(&format!("token={}", dev.token)).await.unwrap();
+    for _ in 0..3 {
+        send(&mut alice, json!({"action": "ping"})).await;
+        assert_eq!(event(&mut alice).await, json!({"type": "pong"}));
+    }
+    // A message still reaches its function; the pongs came from no function.
+    send(&mut alice, json!({"action": "sendmessage", "message": "after pings"})).await;
+    assert_eq!(event(&mut alice).await["text"], "after pings");
+    let routes = dev.chatctl(&["routes", "list", "--output", "json"]).await;
+    let routes: Value = serde_json::from_slice(&routes.stdout).unwrap();
+    let ping = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route_key"] == "ping")
+        .unwrap();
+    assert_eq!(ping["integration_type"], "MOCK");
+    assert_eq!(ping["function"], Value::Null);
+}

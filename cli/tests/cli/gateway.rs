@@ -116,6 +116,11 @@ async fn serve_api_with(identity_sources: &[&str], max_lifetime: Duration) -> Lo
                 ("$default".to_string(), "echo".to_string()),
                 ("$disconnect".to_string(), "disconnect".to_string()),
             ]),
+            // A two-way MOCK route (the keep-alive) and a one-way one.
+            mocks: HashMap::from([
+                ("ping".to_string(), Some(r#"{"type":"pong"}"#.to_string())),
+                ("drop".to_string(), None),
+            ]),
             authorizer: Some("authorizer".into()),
             identity_sources: identity_sources.iter().map(|s| s.to_string()).collect(),
         },
@@ -242,6 +247,30 @@ async fn next_text(socket: &mut Socket) -> Value {
             return serde_json::from_str(&text).unwrap();
         }
     }
+}
+
+/// A route on a MOCK integration is answered by the gateway itself, as API
+/// Gateway does: a two-way one with its integration response's template, a
+/// one-way one with nothing; no function runs for either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mock_route_is_answered_without_invoking_a_function() {
+    let api = serve_api(&[]).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{}?mode=allow", api.url))
+        .await
+        .unwrap();
+    socket.send(Message::Text(r#"{"action":"drop"}"#.into())).await.unwrap();
+    socket.send(Message::Text(r#"{"action":"ping"}"#.into())).await.unwrap();
+    assert_eq!(
+        next_text(&mut socket).await,
+        serde_json::json!({"type": "pong"}),
+        "the one-way route answered nothing"
+    );
+    // The next reply is the function's own: none came for either mock.
+    socket
+        .send(Message::Text(r#"{"action":"other"}"#.into()))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut socket).await["body"], r#"{"action":"other"}"#);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

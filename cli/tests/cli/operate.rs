@@ -32,6 +32,7 @@ async fn routes_list_reads_the_live_api_in_text_and_json() {
             "$default",
             "getmessages",
             "join",
+            "ping",
             "sendmessage"
         ],
         "{run:?}"
@@ -40,7 +41,12 @@ async fn routes_list_reads_the_live_api_in_text_and_json() {
         rows[0],
         ["$connect", "chat-connect", "CUSTOM", "(chat-authorizer)", "AWS_PROXY"]
     );
-    assert_eq!(rows[5], ["sendmessage", "chat-sendmessage", "NONE", "AWS_PROXY"]);
+    assert_eq!(
+        rows[5],
+        ["ping", "-", "NONE", "MOCK"],
+        "the keep-alive: API Gateway answers"
+    );
+    assert_eq!(rows[6], ["sendmessage", "chat-sendmessage", "NONE", "AWS_PROXY"]);
 
     let json = env.chatctl(&["routes", "list", "--output", "json"]).await;
     json.assert_ok();
@@ -55,7 +61,7 @@ async fn routes_list_reads_the_live_api_in_text_and_json() {
             "integration_type": "AWS_PROXY"
         })
     );
-    assert_eq!(rows.as_array().unwrap().len(), 6);
+    assert_eq!(rows.as_array().unwrap().len(), 7);
 
     // Read from API Gateway, not from the config: a route removed out of band is gone.
     let api_id = env.api_id("chat").await.unwrap();

@@ -225,8 +225,11 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
     assert_eq!(api.protocol_type().unwrap().as_str(), "WEBSOCKET");
     assert_eq!(api.route_selection_expression(), Some("$request.body.action"));
     let integrations = apigw.get_integrations().api_id(&api_id).send().await.unwrap();
-    let by_id: HashMap<String, String> = integrations
+    let (mocks, lambdas): (Vec<_>, Vec<_>) = integrations
         .items()
+        .iter()
+        .partition(|i| i.integration_type().unwrap().as_str() == "MOCK");
+    let by_id: HashMap<String, String> = lambdas
         .iter()
         .map(|i| {
             assert_eq!(i.integration_type().unwrap().as_str(), "AWS_PROXY");
@@ -237,6 +240,25 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
         })
         .collect();
     assert_eq!(by_id.len(), 6);
+    // The keep-alive: a MOCK integration answering {"type":"pong"} on a two-way route `ping`.
+    let [mock] = mocks.as_slice() else {
+        panic!("one MOCK integration: {mocks:?}");
+    };
+    let mock_id = mock.integration_id().unwrap();
+    assert_eq!(mock.request_templates().unwrap()["$default"], r#"{"statusCode": 200}"#);
+    assert_eq!(mock.template_selection_expression(), Some("\\$default"));
+    let responses = apigw
+        .get_integration_responses()
+        .api_id(&api_id)
+        .integration_id(mock_id)
+        .send()
+        .await
+        .unwrap();
+    let [reply] = responses.items() else {
+        panic!("one integration response: {responses:?}");
+    };
+    assert_eq!(reply.integration_response_key(), Some("$default"));
+    assert_eq!(reply.response_templates().unwrap()["$default"], r#"{"type":"pong"}"#);
     let authorizers = apigw.get_authorizers().api_id(&api_id).send().await.unwrap();
     assert_eq!(authorizers.items().len(), 1);
     let authorizer = &authorizers.items()[0];
@@ -262,11 +284,26 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
             "$disconnect",
             "getmessages",
             "join",
+            "ping",
             "sendmessage"
         ]
     );
     for route in routes.items() {
         let key = route.route_key().unwrap();
+        if key == "ping" {
+            assert_eq!(route.target(), Some(format!("integrations/{mock_id}").as_str()));
+            assert_eq!(route.route_response_selection_expression(), Some("$default"));
+            let responses = apigw
+                .get_route_responses()
+                .api_id(&api_id)
+                .route_id(route.route_id().unwrap())
+                .send()
+                .await
+                .unwrap();
+            let keys: Vec<_> = responses.items().iter().map(|r| r.route_response_key()).collect();
+            assert_eq!(keys, [Some("$default")], "two-way");
+            continue;
+        }
         let integration = route.target().unwrap().strip_prefix("integrations/").unwrap();
         let function = match key {
             "$connect" => "connect",

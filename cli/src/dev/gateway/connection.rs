@@ -324,7 +324,18 @@ pub(super) async fn route_message(
     if !gateway.throttle.admit(&route_key, std::time::Instant::now()) {
         return refused(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
     }
-    let function = gateway.config.routes.routes[&route_key].clone();
+    // A MOCK integration: API Gateway answers (two-way) or drops the frame,
+    // no function runs (the keep-alive).
+    if let Some(reply) = gateway.config.routes.mocks.get(&route_key) {
+        gateway.request_ended(&context, Some(&route_key), &Ended::ok());
+        if let Some(reply) = reply {
+            let _ = sender.send(Message::Text(reply.clone().into()));
+        }
+        return;
+    }
+    let Some(function) = gateway.config.routes.routes.get(&route_key).cloned() else {
+        return refused(StatusCode::FORBIDDEN, "Forbidden");
+    };
     if let Some(authorizer) = authorizer {
         context["authorizer"] = authorizer;
     }

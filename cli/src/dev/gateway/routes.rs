@@ -9,6 +9,10 @@ pub struct RouteTable {
     pub selection_path: Vec<String>,
     /// Route key → function name.
     pub routes: HashMap<String, String>,
+    /// Route key → what API Gateway itself answers, for a route on a MOCK
+    /// integration (the keep-alive's): the `$default` integration
+    /// response's template when the route is two-way, else nothing.
+    pub mocks: HashMap<String, Option<String>>,
     /// The `$connect` authorizer's function name, if the route has one.
     pub authorizer: Option<String>,
     /// The authorizer's identity sources.
@@ -25,6 +29,8 @@ impl RouteTable {
             .map(|p| p.split('.').map(str::to_string).collect())
             .unwrap_or_default();
         let function_of = |uri: Option<&str>| uri.and_then(crate::routes::function_name);
+        let mock = crate::stack::keep_alive::mock_integration(&api.routes, &api.integrations);
+        let mut mocks = HashMap::new();
         let mut routes = HashMap::new();
         let mut authorizer = None;
         let mut identity_sources = vec![];
@@ -36,6 +42,11 @@ impl RouteTable {
                 .and_then(|id| api.integrations.iter().find(|i| i.id == id));
             if let Some(function) = integration.and_then(|i| function_of(i.uri.as_deref())) {
                 routes.insert(route.key.clone(), function);
+            }
+            if let (Some(integration), Some(mock)) = (integration, mock)
+                && integration.id == mock.id
+            {
+                mocks.insert(route.key.clone(), mock_reply(api, route));
             }
             if route.key == "$connect" && route.authorization_type.as_deref() == Some("CUSTOM") {
                 let found = route
@@ -49,6 +60,7 @@ impl RouteTable {
         RouteTable {
             selection_path,
             routes,
+            mocks,
             authorizer,
             identity_sources,
         }
@@ -75,6 +87,7 @@ impl RouteTable {
             // connecting and disconnecting only, and reserves the `$` prefix).
             Some(key) if key == "$connect" || key == "$disconnect" => self.fallback(),
             Some(key) if self.routes.contains_key(&key) => self.routes.get_key_value(&key).map(|(k, _)| k.as_str()),
+            Some(key) if self.mocks.contains_key(&key) => self.mocks.get_key_value(&key).map(|(k, _)| k.as_str()),
             _ => self.fallback(),
         }
     }
@@ -83,6 +96,18 @@ impl RouteTable {
     fn fallback(&self) -> Option<&str> {
         self.routes.get_key_value("$default").map(|(k, _)| k.as_str())
     }
+}
+
+/// A two-way route's reply on the keep-alive's MOCK integration: the
+/// `$default` template of its `$default` integration response, as API
+/// Gateway renders it (the template has no variables to fill in).
+fn mock_reply(api: &ApiState, route: &crate::stack::route::RouteState) -> Option<String> {
+    let state = &api.keep_alive;
+    let two_way = route.route_response_selection_expression.as_deref() == Some("$default")
+        && route.key == crate::stack::keep_alive::ROUTE_KEY
+        && state.route_responses.iter().any(|k| k == "$default");
+    let (templates, _) = state.integration_responses.get("$default")?;
+    two_way.then(|| templates.get("$default").cloned()).flatten()
 }
 
 #[cfg(test)]
@@ -97,10 +122,12 @@ mod tests {
                 ("sendmessage".to_string(), "chat-sendmessage".to_string()),
                 ("$default".to_string(), "chat-default".to_string()),
             ]),
+            mocks: HashMap::from([("ping".to_string(), Some(r#"{"type":"pong"}"#.to_string()))]),
             authorizer: None,
             identity_sources: vec![],
         };
         assert_eq!(table.select(r#"{"action":"sendmessage"}"#), Some("sendmessage"));
+        assert_eq!(table.select(r#"{"action":"ping"}"#), Some("ping"));
         assert_eq!(table.select(r#"{"action":"dance"}"#), Some("$default"));
         assert_eq!(table.select(r#"{"message":"hi"}"#), Some("$default"));
         assert_eq!(table.select("not json"), Some("$default"));
