@@ -169,7 +169,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         room: "lobby".into(),
         token_endpoint: token_mode.then(|| "token.json".into()),
         user_claim: session.settings.oidc.as_ref().map(|oidc| oidc.user_claim.clone()),
-        keep_alive_ms: (idle_timeout < gateway::DEFAULT_IDLE_TIMEOUT).then(|| idle_timeout.as_millis() as u64 / 2),
+        keep_alive_ms: (idle_timeout < gateway::DEFAULT_IDLE_TIMEOUT).then_some(idle_timeout.as_millis() as u64 / 2),
     };
     let site = crate::dev::web::router(page, token_mode.then(|| (aws.clone(), names.clone())));
     let (api_router, gateway_handle) = gateway::router(gateway_config);

@@ -21,17 +21,41 @@ async fn assert_one_of_each(env: &Env) {
     assert_eq!(ours.len(), 1, "{ours:?}");
     let api_id = ours[0].api_id().unwrap();
     let integrations = apigateway.get_integrations().api_id(api_id).send().await.unwrap();
+    // The functions' (by URI) and the keep-alive's MOCK one (no URI).
     let uris: Vec<_> = integrations
         .items()
         .iter()
-        .map(|i| i.integration_uri().unwrap())
+        .filter_map(|i| i.integration_uri())
         .collect();
     assert_eq!(uris.len(), 6, "{uris:?}");
     assert_eq!(uris.iter().collect::<HashSet<_>>().len(), 6, "{uris:?}");
+    assert_eq!(integrations.items().len(), 7, "one keep-alive integration");
+    let mock = integrations
+        .items()
+        .iter()
+        .find(|i| i.integration_uri().is_none())
+        .unwrap();
+    let replies = apigateway
+        .get_integration_responses()
+        .api_id(api_id)
+        .integration_id(mock.integration_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replies.items().len(), 1, "one reply: {replies:?}");
     let routes = apigateway.get_routes().api_id(api_id).send().await.unwrap();
     let keys: HashSet<_> = routes.items().iter().map(|r| r.route_key().unwrap()).collect();
-    assert_eq!(keys.len(), 6, "{keys:?}");
-    assert_eq!(routes.items().len(), 6);
+    assert_eq!(keys.len(), 7, "{keys:?}");
+    assert_eq!(routes.items().len(), 7);
+    let ping = routes.items().iter().find(|r| r.route_key() == Some("ping")).unwrap();
+    let responses = apigateway
+        .get_route_responses()
+        .api_id(api_id)
+        .route_id(ping.route_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(responses.items().len(), 1, "one route response: {responses:?}");
     // moto has no GetAuthorizers of its own; the launcher adds it.
     let authorizers = apigateway.get_authorizers().api_id(api_id).send().await.unwrap();
     assert_eq!(authorizers.items().len(), 1, "{:?}", authorizers.items());
@@ -65,7 +89,7 @@ async fn the_first_up_succeeds_the_next_changes_nothing_and_down_leaves_nothing(
     let routes = env.chatctl(&["routes", "list", "--output", "json"]).await;
     routes.assert_ok();
     let rows: Vec<Value> = serde_json::from_str(&routes.stdout).unwrap();
-    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert_eq!(rows.len(), 7, "six functions' routes and the keep-alive: {rows:?}");
 
     env.chatctl(&["down", "--yes"]).await.assert_ok();
     assert_nothing_left(&env).await;
