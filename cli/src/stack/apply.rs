@@ -180,7 +180,7 @@ async fn apply_api_parts(
                 authorizer_uri: route.authorized.then(|| authorizer_uri.clone()),
             })
             .collect();
-        served.push(keep_alive::served_route(&keep_alive_integration));
+        served.push(stage::keep_alive_route(&keep_alive_integration));
         stage::deploy(aws, &desired.api, (api_id, writes), &served, report).await?;
     }
     Ok(authorizer_id)

@@ -104,8 +104,8 @@ pub enum Detail {
     /// Route: the authorizer it runs.
     Authorizer,
     /// Keep-alive integration: its request template and its `$default`
-    /// integration response, which answers the pong.
-    MockReply,
+    /// integration response, which answers `reply`.
+    MockReply { reply: String },
     /// Keep-alive route: two-way (RouteResponseSelectionExpression and a
     /// `$default` route response).
     TwoWay,
@@ -183,7 +183,7 @@ impl fmt::Display for Detail {
             Detail::Target => f.write_str("target"),
             Detail::Authorization { to } => write!(f, "authorization → {to}"),
             Detail::Authorizer => f.write_str("authorizer"),
-            Detail::MockReply => write!(f, "reply {}", super::keep_alive::PONG),
+            Detail::MockReply { reply } => write!(f, "reply {reply}"),
             Detail::TwoWay => f.write_str("two-way: a $default route response"),
             Detail::SourceArn => f.write_str("source ARN"),
             Detail::Deployment => f.write_str("new deployment"),

@@ -33,6 +33,20 @@ pub struct ServedRoute {
     pub authorizer_uri: Option<String>,
 }
 
+/// What the stage serves for the keep-alive route once deployed.
+pub fn keep_alive_route(integration_id: &str) -> ServedRoute {
+    ServedRoute {
+        key: super::keep_alive::ROUTE_KEY.into(),
+        target: Some(format!("integrations/{integration_id}")),
+        integration_uri: None,
+        integration_type: Some(super::keep_alive::MOCK.into()),
+        authorization: "NONE".into(),
+        authorizer_id: None,
+        authorizer_name: None,
+        authorizer_uri: None,
+    }
+}
+
 /// The routes an API has now, resolved to their integrations and authorizer.
 pub fn served_routes(api: &ApiState) -> Vec<ServedRoute> {
     api.routes
