@@ -667,7 +667,10 @@ async fn token_rotate(context: &mut Session, revoke_previous: bool) -> Result<u8
         )?,
     }
     if let (Some(dropped), Some(_)) = (&rotated.dropped, &rotated.previous) {
-        outln!("Tokens signed with version {dropped} (two rotations ago) stop working now.")?;
+        outln!(
+            "Tokens signed with version {dropped} (two rotations ago) stop working within {} minutes.",
+            chat_core::token_secret::REFRESH_EVERY.as_secs() / 60
+        )?;
     }
     Ok(0)
 }

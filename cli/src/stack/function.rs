@@ -245,22 +245,24 @@ pub(super) async fn apply_function(
     if code || configuration {
         wait_until_updatable(aws, &spec.name).await?;
     }
+    // A token secret moving to Secrets Manager: the configuration keeps the
+    // old variable until the new code runs, so that neither the old code
+    // (which reads it) nor the new (which reads the secret's name) ever
+    // starts without what it needs; it goes once the new code is in.
+    let moving_secret = configuration && code && changes.contains(&Detail::MoveTokenSecret);
+    let kept = match moving_secret {
+        true => function_configuration(aws, &spec.name)
+            .await?
+            .environment()
+            .and_then(|e| e.variables())
+            .and_then(|vars| vars.get(super::secret::LEGACY_ENV))
+            .map(|value| (super::secret::LEGACY_ENV, value.clone())),
+        false => None,
+    };
     // The configuration first: the Handler names the function for the one
     // binary, so new code never runs with an old Handler.
     if configuration {
-        aws.lambda
-            .update_function_configuration()
-            .function_name(&spec.name)
-            .role(&role_arn)
-            .runtime(Runtime::from(super::desired::RUNTIME))
-            .handler(spec.function.short_name())
-            .memory_size(spec.memory_mb)
-            .timeout(spec.timeout_seconds)
-            .environment(environment(spec))
-            .send()
-            .await
-            .map_err(failed(format!("cannot update the configuration of {}", spec.name)))?;
-        wait_for_function(aws, &spec.name).await?;
+        update_configuration(aws, spec, &role_arn, kept.clone()).await?;
     }
     if code {
         let zip = read_code(spec)?;
@@ -274,6 +276,9 @@ pub(super) async fn apply_function(
             .map_err(failed(format!("cannot update the code of {}", spec.name)))?;
         wait_for_function(aws, &spec.name).await?;
     }
+    if kept.is_some() {
+        update_configuration(aws, spec, &role_arn, None).await?;
+    }
     if let Some((set, remove)) = tag_detail(changes) {
         let arn = stack.names.function_arn(spec.function);
         retag(aws, Tagged::Function(&arn), set, remove).await?;
@@ -286,6 +291,35 @@ pub(super) async fn apply_function(
     };
     step(report, Kind::Function, &spec.name, what);
     Ok(())
+}
+
+/// Sets every configuration setting as `spec` says, with `extra` in the
+/// environment too, and waits until the update is done.
+async fn update_configuration(
+    aws: &Aws,
+    spec: &FunctionSpec,
+    role_arn: &str,
+    extra: Option<(&str, String)>,
+) -> Result<()> {
+    let mut environment = environment(spec);
+    if let Some((name, value)) = extra {
+        let mut variables = environment.variables.take().unwrap_or_default();
+        variables.insert(name.to_string(), value);
+        environment.variables = Some(variables);
+    }
+    aws.lambda
+        .update_function_configuration()
+        .function_name(&spec.name)
+        .role(role_arn)
+        .runtime(Runtime::from(super::desired::RUNTIME))
+        .handler(spec.function.short_name())
+        .memory_size(spec.memory_mb)
+        .timeout(spec.timeout_seconds)
+        .environment(environment)
+        .send()
+        .await
+        .map_err(failed(format!("cannot update the configuration of {}", spec.name)))?;
+    wait_for_function(aws, &spec.name).await
 }
 
 pub(super) fn environment(spec: &FunctionSpec) -> Environment {
@@ -544,6 +578,73 @@ mod tests {
         assert!(script.finished(), "{:?}", script.calls());
         assert_eq!(script.json_body(2)["Handler"], "join");
         assert!(script.calls()[5].starts_with(&format!("PUT {path}/code")));
+    }
+
+    /// A token secret moving to Secrets Manager on an authorizer whose code
+    /// changes too: the first configuration keeps the old variable beside the
+    /// new one, the code goes in, then a second configuration drops it; so
+    /// the old code and the new each find what they read.
+    #[tokio::test]
+    async fn a_moving_secret_stays_in_the_environment_until_the_new_code_runs() {
+        let zip = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(zip.path(), b"zip").unwrap();
+        let code = Function::ALL
+            .into_iter()
+            .map(|f| {
+                (
+                    f,
+                    Code {
+                        zip: zip.path().to_path_buf(),
+                        sha256: "NEW".into(),
+                    },
+                )
+            })
+            .collect();
+        let desired = desired(&code);
+        let spec = desired.function(Function::Authorizer);
+        let state = |update: &str| {
+            json!({"Configuration": {"FunctionName": "chat-authorizer", "State": "Active", "LastUpdateStatus": update}})
+                .to_string()
+        };
+        let legacy = json!({"Configuration": {
+            "FunctionName": "chat-authorizer", "State": "Active", "LastUpdateStatus": "Successful",
+            "Environment": {"Variables": {"CHAT_TOKEN_SECRET": "old-value"}}
+        }});
+        let function = "GET /2015-03-31/functions/chat-authorizer";
+        let configuration = "PUT /2015-03-31/functions/chat-authorizer/configuration";
+        let (aws, script) = Scripted::clients(vec![
+            answer(function, state("Successful")),
+            answer(function, legacy.to_string()),
+            answer(configuration, "{}"),
+            answer(function, state("Successful")),
+            answer("PUT /2015-03-31/functions/chat-authorizer/code", "{}"),
+            answer(function, state("Successful")),
+            answer(configuration, "{}"),
+            answer(function, state("Successful")),
+        ]);
+        let action = Action::Update {
+            changes: vec![
+                Detail::Code {
+                    from: Some("OLD".into()),
+                    to: "NEW".into(),
+                },
+                Detail::Environment {
+                    names: vec!["CHAT_TOKEN_SECRET".into(), "CHAT_TOKEN_SECRET_ID".into()],
+                },
+                Detail::MoveTokenSecret,
+            ],
+        };
+        let probes = RoleProbes::new(desired.stack(), &desired.roles);
+        apply_function(&aws, desired.stack(), spec, &action, &probes, &ignore)
+            .await
+            .unwrap();
+        assert!(script.finished(), "{:?}", script.calls());
+        let first = &script.json_body(2)["Environment"]["Variables"];
+        assert_eq!(first["CHAT_TOKEN_SECRET"], "old-value", "kept while the old code runs");
+        assert_eq!(first["CHAT_TOKEN_SECRET_ID"], "chatctl/chat/token");
+        let last = &script.json_body(6)["Environment"]["Variables"];
+        assert_eq!(last.get("CHAT_TOKEN_SECRET"), None, "dropped once the new code runs");
+        assert_eq!(last["CHAT_TOKEN_SECRET_ID"], "chatctl/chat/token");
     }
 
     /// A function that failed to update: the wait ends with Lambda's reason.

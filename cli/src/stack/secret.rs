@@ -101,12 +101,24 @@ pub(super) async fn apply_secret(
             for change in changes {
                 match change {
                     Detail::RestoreSecret => {
-                        aws.secrets
-                            .restore_secret()
-                            .secret_id(&state.arn)
-                            .send()
-                            .await
-                            .map_err(failed(format!("cannot restore secret {}", spec.name)))?;
+                        let restored = aws.secrets.restore_secret().secret_id(&state.arn).send().await;
+                        match restored {
+                            Ok(_) => {}
+                            // Deleted without recovery a moment ago, and still
+                            // shown while Secrets Manager removes it: made anew
+                            // once the name is free.
+                            Err(err) if is_code(&err, &["InvalidRequestException"]) => {
+                                create_secret(aws, stack, spec, &super::desired::new_secret()).await?;
+                                step(
+                                    report,
+                                    Kind::Secret,
+                                    &spec.name,
+                                    "created (the old one was deleted for good)",
+                                );
+                                return Ok(());
+                            }
+                            Err(err) => return Err(aws_error(format!("cannot restore secret {}", spec.name), err)),
+                        }
                     }
                     Detail::Tags { set, remove } => retag(aws, Tagged::Secret(&state.arn), set, remove).await?,
                     other => bail!("a secret has no {other} to change"),
@@ -212,7 +224,7 @@ pub(super) async fn delete_secret(aws: &Aws, name: &str) -> Result<()> {
 
 /// The secret's versions as the authorizer reads them.
 pub async fn versions(aws: &Aws, names: &Names) -> Result<SecretVersions> {
-    token_secret::read(&aws.secrets, &names.token_secret())
+    token_secret::read(&aws.secrets, &names.token_secret(), false)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -153,9 +153,13 @@ async fn serve_authorizer() -> Result<(), lambda_runtime::Error> {
     let authorizer = authorizer::Authorizer::new(AuthMode::from_env()?, &sdk);
     let authorizer = &authorizer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<AuthorizerRequest>| async move {
-        // Boxed, as a route's handler: the SDK's futures nest deep.
-        let result: Result<ApiGatewayCustomAuthorizerResponse, _> =
-            Box::pin(authorizer.authorize(&event.payload)).await;
+        // Boxed, as a route's handler: the SDK's futures nest deep. Within
+        // the invocation's deadline, as a route's: the secret's read gives
+        // up in time to answer.
+        let deadline = std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.context.deadline);
+        let result: Result<ApiGatewayCustomAuthorizerResponse, _> = DEADLINE
+            .scope(deadline, Box::pin(authorizer.authorize(&event.payload)))
+            .await;
         match &result {
             Ok(response) => tracing::info!(user = response.principal_id.as_deref(), "allowed"),
             Err(authorizer::AuthorizerError::Unauthorized { reason }) => tracing::info!(reason, "unauthorized"),

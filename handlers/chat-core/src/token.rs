@@ -86,6 +86,11 @@ pub fn verify(secret: &[u8], token: &str) -> Result<Claims, TokenError> {
         }
     })?;
     validate::user(&data.claims.sub).map_err(|_| TokenError::InvalidUser)?;
+    // A rotated secret's previous version is accepted as long as a token may
+    // live: one that lives longer would outlast it.
+    if data.claims.exp > epoch_seconds(SystemTime::now()) + MAX_TTL.as_secs() {
+        return Err(TokenError::Malformed("it expires more than 30 days from now".into()));
+    }
     Ok(data.claims)
 }
 
@@ -150,6 +155,14 @@ mod tests {
         )
         .unwrap();
         assert!(verify(SECRET, &hs512).is_err());
+    }
+
+    #[test]
+    fn a_token_living_longer_than_30_days_is_refused() {
+        let forever = mint(SECRET, "alice", MAX_TTL + Duration::from_secs(3600), SystemTime::now()).unwrap();
+        assert!(matches!(verify(SECRET, &forever), Err(TokenError::Malformed(_))));
+        let month = mint(SECRET, "alice", MAX_TTL, SystemTime::now()).unwrap();
+        assert_eq!(verify(SECRET, &month).unwrap().sub, "alice");
     }
 
     #[test]

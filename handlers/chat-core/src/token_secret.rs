@@ -124,21 +124,33 @@ pub enum SecretError {
 
 /// Reads the current and the previous version (none before the first
 /// rotation) at once. AccessDeniedException right after a deploy is waited
-/// through, as the other functions do (aws-facts.md §11).
-pub async fn read(client: &Client, secret_id: &str) -> Result<SecretVersions, SecretError> {
+/// through, as the other functions do (aws-facts.md §11), when
+/// `waits_for_permissions` (an operator's read, `chatctl token`, is told at
+/// once). A previous version that cannot be used (no value, too short) is
+/// left out with a warning: the current one decides.
+pub async fn read(
+    client: &Client,
+    secret_id: &str,
+    waits_for_permissions: bool,
+) -> Result<SecretVersions, SecretError> {
     let (current, previous) = tokio::join!(
-        read_version(client, secret_id, CURRENT),
-        read_version(client, secret_id, PREVIOUS)
+        read_version(client, secret_id, CURRENT, waits_for_permissions),
+        read_version(client, secret_id, PREVIOUS, waits_for_permissions)
     );
     let current = current?.ok_or_else(|| SecretError::Unusable {
         secret: secret_id.to_string(),
         stage: CURRENT,
         problem: "has no current version".into(),
     })?;
-    Ok(SecretVersions {
-        current,
-        previous: previous?,
-    })
+    let previous = match previous {
+        Ok(previous) => previous,
+        Err(error @ SecretError::Unusable { .. }) => {
+            tracing::warn!(%error, "the previous version of the token secret is left out");
+            None
+        }
+        Err(error) => return Err(error),
+    };
+    Ok(SecretVersions { current, previous })
 }
 
 /// One labelled version; None when no version has the label (or no secret exists).
@@ -146,14 +158,19 @@ async fn read_version(
     client: &Client,
     secret_id: &str,
     stage: &'static str,
+    waits_for_permissions: bool,
 ) -> Result<Option<SecretVersion>, SecretError> {
-    let got = send_retrying(("Secrets Manager", "GetSecretValue", secret_id), true, || {
-        client
-            .get_secret_value()
-            .secret_id(secret_id)
-            .version_stage(stage)
-            .send()
-    })
+    let got = send_retrying(
+        ("Secrets Manager", "GetSecretValue", secret_id),
+        waits_for_permissions,
+        || {
+            client
+                .get_secret_value()
+                .secret_id(secret_id)
+                .version_stage(stage)
+                .send()
+        },
+    )
     .await;
     let got = match got {
         Ok(got) => got,
@@ -228,16 +245,24 @@ impl TokenKeys {
             }
             None => None,
         };
-        let versions = match (read(&self.client, &self.secret_id).await, before) {
-            (Ok(versions), _) => versions,
-            (Err(error), None) => return Err(error),
+        match (read(&self.client, &self.secret_id, true).await, before) {
+            (Ok(versions), _) => {
+                *kept = Some((versions.clone(), Instant::now()));
+                Ok(versions)
+            }
+            (Err(error), None) => Err(error),
+            // Kept, and read again after REREAD_AT_MOST_EVERY rather than a
+            // whole REFRESH_EVERY: a revoked version must not outlive a
+            // passing failure by minutes.
             (Err(error), Some(versions)) => {
                 tracing::warn!(%error, "cannot read the token secret again; keeping the versions read before");
-                versions
+                let retry_soon = Instant::now()
+                    .checked_sub(REFRESH_EVERY - REREAD_AT_MOST_EVERY)
+                    .unwrap_or_else(Instant::now);
+                *kept = Some((versions.clone(), retry_soon));
+                Ok(versions)
             }
-        };
-        *kept = Some((versions.clone(), Instant::now()));
-        Ok(versions)
+        }
     }
 }
 
