@@ -35,6 +35,11 @@ pub struct RoleSpec {
     pub for_authorizer: bool,
 }
 
+/// The environment variable that held the token secret itself before it
+/// moved to Secrets Manager: a stack deployed then still has it until its
+/// next `up`.
+pub const LEGACY_ENV: &str = "CHAT_TOKEN_SECRET";
+
 /// The Secrets Manager secret that signs tokens (`auth = "token"`); its
 /// value is made when it is created, never planned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

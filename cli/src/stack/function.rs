@@ -255,8 +255,8 @@ pub(super) async fn apply_function(
             .await?
             .environment()
             .and_then(|e| e.variables())
-            .and_then(|vars| vars.get(super::secret::LEGACY_ENV))
-            .map(|value| (super::secret::LEGACY_ENV, value.clone())),
+            .and_then(|vars| vars.get(super::desired::LEGACY_ENV))
+            .map(|value| (super::desired::LEGACY_ENV, value.clone())),
         false => None,
     };
     // The configuration first: the Handler names the function for the one

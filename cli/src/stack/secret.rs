@@ -16,9 +16,7 @@ use super::tags::{Tagged, retag};
 use super::{Function, Names, STACK_TAG};
 use crate::aws::{Aws, Budget, aws_error, failed, is_code, jitter, retry_error};
 
-/// The environment variable that held the secret itself before it moved to
-/// Secrets Manager: a stack deployed then still has it until its next `up`.
-pub const LEGACY_ENV: &str = "CHAT_TOKEN_SECRET";
+pub use super::desired::LEGACY_ENV;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SecretState {
