@@ -66,6 +66,7 @@ pub struct Aws {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub sns: aws_sdk_sns::Client,
 }
 
 impl Aws {
@@ -149,6 +150,7 @@ impl Aws {
             logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
             secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            sns: aws_sdk_sns::Client::new(&sdk),
             sdk,
         })
     }

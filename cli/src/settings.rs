@@ -93,6 +93,84 @@ pub struct ConfigFile {
     pub tags: BTreeMap<String, String>,
     #[serde(default)]
     pub stage_settings: StageSettingsFile,
+    #[serde(default)]
+    pub alarms: AlarmsFile,
+}
+
+/// `[alarms]`: CloudWatch alarms on the stack, and who hears of them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmsFile {
+    pub enabled: Option<bool>,
+    /// Email addresses subscribed to the stack's alarm topic.
+    #[serde(default)]
+    pub email: Vec<String>,
+    pub function_errors: Option<u32>,
+    pub function_throttles: Option<u32>,
+    pub duration_p99_percent: Option<u32>,
+    pub stage_errors: Option<u32>,
+    pub dynamodb_throttles: Option<u32>,
+    pub period_minutes: Option<u32>,
+}
+
+/// The alarms' rules; a threshold of 0 turns its alarm off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmSettings {
+    pub enabled: bool,
+    pub email: Vec<String>,
+    /// Errors of all functions together in a period.
+    pub function_errors: u32,
+    /// Throttled invocations of all functions together in a period.
+    pub function_throttles: u32,
+    /// A function's p99 duration above this share of its timeout (%).
+    pub duration_p99_percent: u32,
+    /// The stage's integration and execution errors in a period.
+    pub stage_errors: u32,
+    /// Throttled reads and writes of both tables in a period.
+    pub dynamodb_throttles: u32,
+    pub period_minutes: u32,
+}
+
+impl AlarmSettings {
+    fn from_file(file: &AlarmsFile) -> Result<AlarmSettings> {
+        let settings = AlarmSettings {
+            enabled: file.enabled.unwrap_or(true),
+            email: file.email.clone(),
+            function_errors: file.function_errors.unwrap_or(5),
+            function_throttles: file.function_throttles.unwrap_or(1),
+            duration_p99_percent: file.duration_p99_percent.unwrap_or(80),
+            stage_errors: file.stage_errors.unwrap_or(5),
+            dynamodb_throttles: file.dynamodb_throttles.unwrap_or(1),
+            period_minutes: file.period_minutes.unwrap_or(5),
+        };
+        for address in &settings.email {
+            if !is_email_address(address) {
+                bail!("[alarms] email: {address:?} is not an email address (name@example.com)");
+            }
+        }
+        if settings.duration_p99_percent > 100 {
+            bail!("[alarms] duration_p99_percent must be between 0 (off) and 100");
+        }
+        // CloudWatch periods of a minute or more are multiples of 60 s; a
+        // day is the most an alarm evaluates over (PutMetricAlarm reference).
+        if !(1..=1440).contains(&settings.period_minutes) {
+            bail!("[alarms] period_minutes must be between 1 and 1440");
+        }
+        Ok(settings)
+    }
+}
+
+/// `name@domain.tld`: what SNS takes for an email subscription, roughly.
+fn is_email_address(text: &str) -> bool {
+    let Some((name, domain)) = text.split_once('@') else {
+        return false;
+    };
+    !name.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !domain.contains('@')
 }
 
 /// `[stage_settings]`: the API stage's throttling, metrics and logging.
@@ -205,6 +283,7 @@ pub struct Settings {
     pub connections_per_user: u32,
     pub tags: BTreeMap<String, String>,
     pub stage_settings: StageSettings,
+    pub alarms: AlarmSettings,
 }
 
 /// Flags that override the file.
@@ -357,6 +436,7 @@ impl Settings {
                 .unwrap_or(limits::DEFAULT_CONNECTIONS_PER_USER),
             tags: file.tags.clone(),
             stage_settings: stage_settings(&file.stage_settings)?,
+            alarms: AlarmSettings::from_file(&file.alarms)?,
         };
         settings.validate()?;
         Ok(settings)

@@ -114,6 +114,30 @@ pub(crate) async fn run(session: &mut Session) -> Result<u8> {
             Err(err) => resource.details.push(format!("versions unknown: {err:#}")),
         }
     }
+    // Each alarm's state; one in ALARM is not healthy (exit 3). The topic's
+    // email subscriptions nobody confirmed yet (SNS sends nothing to them).
+    for resource in &mut resources {
+        match resource.kind {
+            "alarm" => {
+                if let Some(alarm) = actual.alarms.get(&resource.name).and_then(|f| f.ours()) {
+                    resource.details.push(format!("state {}", alarm.state));
+                    if alarm.state == "ALARM" && resource.state == "present" {
+                        resource.state = "alarm";
+                    }
+                }
+            }
+            "topic" => {
+                for (email, confirmed) in actual.topic.ours().map(|t| &t.subscriptions).into_iter().flatten() {
+                    if !confirmed {
+                        resource
+                            .details
+                            .push(format!("{email}: pending confirmation (see its inbox)"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
     for conflict in &plan.conflicts {
         resources.push(ResourceStatus {
             kind: "conflict",

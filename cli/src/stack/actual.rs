@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use serde::Serialize;
 
+use super::alarms::{AlarmState, TopicState, read_alarms, read_topic};
 use super::api::{ApiState, read_api};
 pub use super::base::{Found, all_pages};
 use super::function::{FunctionState, read_function};
@@ -28,6 +29,9 @@ pub struct Actual {
     pub api: Found<ApiState>,
     /// The token secret (whatever the auth mode, so `down` finds it).
     pub secret: Found<SecretState>,
+    /// The alarms' topic, and each alarm the stack may have, by name.
+    pub topic: Found<TopicState>,
+    pub alarms: BTreeMap<String, Found<AlarmState>>,
 }
 
 impl Actual {
@@ -48,19 +52,23 @@ impl Actual {
             && self.functions.values().all(|f| f.ours().is_none())
             && self.api.ours().is_none()
             && self.secret.ours().is_none()
+            && self.topic.ours().is_none()
+            && self.alarms.values().all(|a| a.ours().is_none())
     }
 }
 
 pub async fn read(aws: &Aws, names: &Names) -> Result<Actual> {
     let tables = [names.connections_table(), names.messages_table()];
     let roles = [names.handlers_role(), names.authorizer_role()];
-    let (tables, roles, log_groups, functions, api, secret) = tokio::try_join!(
+    let (tables, roles, log_groups, functions, api, secret, topic, alarms) = tokio::try_join!(
         futures::future::try_join_all(tables.iter().map(|t| read_table(aws, names, t))),
         futures::future::try_join_all(roles.iter().map(|r| read_role(aws, names, r))),
         read_log_groups(aws, names),
         futures::future::try_join_all(Function::ALL.into_iter().map(|f| read_function(aws, names, f))),
         read_api(aws, names),
         read_secret(aws, names),
+        read_topic(aws, names),
+        read_alarms(aws, names),
     )?;
     Ok(Actual {
         tables: tables.into_iter().collect(),
@@ -69,6 +77,8 @@ pub async fn read(aws: &Aws, names: &Names) -> Result<Actual> {
         functions: functions.into_iter().collect(),
         api,
         secret,
+        topic,
+        alarms,
     })
 }
 

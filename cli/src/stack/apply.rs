@@ -16,7 +16,8 @@ pub use super::base::{Report, Step};
 use super::desired::Desired;
 use super::plan::{self, Action, Detail, Kind, Plan};
 use super::{
-    api, authorizer, function, integration, keep_alive, log_group, permission, role, route, secret, stage, table,
+    alarms, api, authorizer, function, integration, keep_alive, log_group, permission, role, route, secret, stage,
+    table,
 };
 use crate::aws::Aws;
 
@@ -64,7 +65,7 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
         // the API's parts are written while the functions are created and
         // wait for their role and Active state; only the permissions, which
         // name the authorizer's id, wait for both.
-        let (_, _, authorizer_id) = tokio::try_join!(
+        let (_, _, authorizer_id, _) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
                 let action = plan.action(Kind::Role, &spec.name);
                 let policy = desired.role_policy(spec, &api_id);
@@ -79,12 +80,35 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
                 stage::ensure_stage(aws, (stack, &desired.api), stage, &api_id, writes, report).await?;
                 apply_api_parts(aws, desired, plan, &api_id, writes, report).await
             },
+            // The alarms name the topic and the API.
+            async {
+                let Some(spec) = &desired.alarms else {
+                    return Ok(());
+                };
+                let topic = plan.action(Kind::Topic, &spec.topic);
+                let topic_arn = alarms::apply_topic(aws, stack, spec, topic, report).await?;
+                try_join_all(spec.alarms.iter().map(|alarm| {
+                    let action = plan.action(Kind::Alarm, &alarm.name);
+                    alarms::apply_alarm(aws, stack, alarm, action, (&api_id, &topic_arn), report)
+                }))
+                .await
+                .map(|_| ())
+            },
         )?;
         let permissions: Vec<(Function, &Action)> = Function::ALL
             .into_iter()
             .map(|f| (f, plan.action(Kind::Permission, &desired.names.function(f))))
             .collect();
         permission::grant_permissions(aws, stack, &permissions, &api_id, &authorizer_id, report).await?;
+        // Alarms `[alarms]` no longer asks for; the topic when it asks for none.
+        for step in plan.deletions(Kind::Alarm) {
+            alarms::delete_alarm(aws, &step.name).await?;
+            base::step(report, Kind::Alarm, &step.name, "deleted");
+        }
+        for step in plan.deletions(Kind::Topic) {
+            alarms::delete_topic(aws, &desired.names.alarm_topic_arn()).await?;
+            base::step(report, Kind::Topic, &step.name, "deleted");
+        }
         // Once the authorizer no longer reads it (another auth mode).
         for step in plan.deletions(Kind::Secret) {
             secret::delete_secret(aws, &step.name).await?;
@@ -197,7 +221,14 @@ pub async fn delete(aws: &Aws, steps: &[plan::Change], report: Report<'_>) -> Re
         }
         if !matches!(
             step.kind,
-            Kind::Api | Kind::Function | Kind::Role | Kind::Table | Kind::LogGroup | Kind::Secret
+            Kind::Api
+                | Kind::Function
+                | Kind::Role
+                | Kind::Table
+                | Kind::LogGroup
+                | Kind::Secret
+                | Kind::Alarm
+                | Kind::Topic
         ) {
             bail!(
                 "`down` deletes a {} ({}) with its API, not on its own",
@@ -234,7 +265,20 @@ pub async fn delete(aws: &Aws, steps: &[plan::Change], report: Report<'_>) -> Re
         done(step);
         Ok::<_, anyhow::Error>(())
     }));
-    tokio::try_join!(roles, tables, secrets)?;
+    let alarms = async {
+        try_join_all(of(Kind::Alarm).map(|step| async move {
+            alarms::delete_alarm(aws, &step.name).await?;
+            done(step);
+            Ok::<_, anyhow::Error>(())
+        }))
+        .await?;
+        for step in of(Kind::Topic) {
+            alarms::delete_topic(aws, &live_id(step)?).await?;
+            done(step);
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    tokio::try_join!(roles, tables, secrets, alarms)?;
     try_join_all(of(Kind::LogGroup).map(|step| async move {
         log_group::delete_log_group(aws, &step.name).await?;
         done(step);

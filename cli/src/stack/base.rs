@@ -28,6 +28,8 @@ pub enum Kind {
     Permission,
     Stage,
     Secret,
+    Topic,
+    Alarm,
 }
 
 impl Kind {
@@ -44,6 +46,8 @@ impl Kind {
             Kind::Permission => "permission",
             Kind::Stage => "stage",
             Kind::Secret => "secret",
+            Kind::Topic => "topic",
+            Kind::Alarm => "alarm",
         }
     }
 }
@@ -131,6 +135,10 @@ pub enum Detail {
     /// Function: the authorizer's token secret moves from its environment to
     /// the stack's secret in Secrets Manager, keeping its value.
     MoveTokenSecret,
+    /// Topic: email addresses to subscribe and to unsubscribe.
+    Subscriptions { add: Vec<String>, remove: Vec<String> },
+    /// Alarm: its metrics, threshold, periods or action.
+    AlarmRule,
     /// Secret: deleted with a recovery window (by hand), restored.
     RestoreSecret,
     /// Tags to set and to remove (tags AWS reserves, `aws:*`, are never touched).
@@ -199,6 +207,12 @@ impl fmt::Display for Detail {
             Detail::RouteSettingsRemoved { route } => write!(f, "- throttling of {route}"),
             Detail::MoveTokenSecret => f.write_str("token secret → Secrets Manager, tokens issued stay valid"),
             Detail::RestoreSecret => f.write_str("restore: it is scheduled for deletion"),
+            Detail::Subscriptions { add, remove } => {
+                let mut parts: Vec<String> = add.iter().map(|e| format!("+ {e}")).collect();
+                parts.extend(remove.iter().map(|e| format!("- {e}")));
+                write!(f, "email {}", parts.join(", "))
+            }
+            Detail::AlarmRule => f.write_str("rule"),
             Detail::Tags { set, remove } => {
                 let mut parts: Vec<String> = set.iter().map(|(k, v)| format!("+ {k}={v}")).collect();
                 parts.extend(remove.iter().map(|k| format!("- {k}")));

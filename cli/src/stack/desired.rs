@@ -40,6 +40,41 @@ pub struct RoleSpec {
 /// next `up`.
 pub const LEGACY_ENV: &str = "CHAT_TOKEN_SECRET";
 
+/// The stack's alarms and the SNS topic they notify.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmsSpec {
+    pub topic: String,
+    /// Email addresses subscribed to the topic.
+    pub email: Vec<String>,
+    pub alarms: Vec<AlarmSpec>,
+}
+
+/// One CloudWatch alarm: `expression` (metric math over `metrics`) at or
+/// above `threshold` for `evaluation_periods` periods.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmSpec {
+    pub name: String,
+    pub description: String,
+    pub expression: String,
+    pub metrics: Vec<MetricSpec>,
+    pub period_seconds: i32,
+    pub threshold: f64,
+    pub evaluation_periods: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSpec {
+    pub namespace: String,
+    pub name: String,
+    /// (name, value); the value [`API_ID`] stands for the API's id, known
+    /// once the API exists.
+    pub dimensions: Vec<(String, String)>,
+    pub stat: String,
+}
+
+/// Stands for the API's id in an alarm's dimensions until it is known.
+pub const API_ID: &str = "(the API's id)";
+
 /// The Secrets Manager secret that signs tokens (`auth = "token"`); its
 /// value is made when it is created, never planned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +148,9 @@ pub struct Desired {
     /// The token secret, with `auth = "token"`.
     #[serde(default)]
     pub secret: Option<SecretSpec>,
+    /// Unless `[alarms] enabled = false`.
+    #[serde(default)]
+    pub alarms: Option<AlarmsSpec>,
 }
 
 impl Desired {
@@ -197,6 +235,7 @@ impl Desired {
                 format: access_log_format(),
             }),
         };
+        let names_for_alarms = names.clone();
         let secret = (settings.auth == AuthMode::Token).then(|| SecretSpec {
             name: names.token_secret(),
         });
@@ -209,6 +248,7 @@ impl Desired {
             functions,
             api,
             secret,
+            alarms: settings.alarms.enabled.then(|| alarms(settings, &names_for_alarms)),
         }
     }
 
@@ -292,6 +332,115 @@ pub fn access_log_format() -> String {
         .iter()
         .map(|(name, variable)| (name.to_string(), serde_json::Value::from(*variable)));
     serde_json::Value::Object(fields.collect()).to_string()
+}
+
+/// The alarms `[alarms]` asks for, each over every function, both tables or
+/// the stage at once (metric math), so that a stack has a handful of alarms
+/// rather than one per function and metric.
+fn alarms(settings: &Settings, names: &Names) -> AlarmsSpec {
+    let alarm = &settings.alarms;
+    let period_seconds = alarm.period_minutes as i32 * 60;
+    let of_functions = |metric: &str, stat: &str| -> Vec<MetricSpec> {
+        Function::ALL
+            .into_iter()
+            .map(|f| MetricSpec {
+                namespace: "AWS/Lambda".into(),
+                name: metric.into(),
+                dimensions: vec![("FunctionName".into(), names.function(f))],
+                stat: stat.into(),
+            })
+            .collect()
+    };
+    let of_stage: Vec<MetricSpec> = ["IntegrationError", "ExecutionError"]
+        .into_iter()
+        .map(|metric| MetricSpec {
+            namespace: "AWS/ApiGateway".into(),
+            name: metric.into(),
+            dimensions: vec![("ApiId".into(), API_ID.into()), ("Stage".into(), names.stage.clone())],
+            stat: "Sum".into(),
+        })
+        .collect();
+    let of_tables: Vec<MetricSpec> = [names.connections_table(), names.messages_table()]
+        .into_iter()
+        .flat_map(|table| {
+            ["ReadThrottleEvents", "WriteThrottleEvents"].map(|metric| MetricSpec {
+                namespace: "AWS/DynamoDB".into(),
+                name: metric.into(),
+                dimensions: vec![("TableName".into(), table.clone())],
+                stat: "Sum".into(),
+            })
+        })
+        .collect();
+    let timeout_ms = f64::from(settings.timeout_seconds) * 1000.0;
+    let rules = [
+        (
+            "function-errors",
+            "errors of the chat's functions",
+            "SUM(METRICS())",
+            of_functions("Errors", "Sum"),
+            alarm.function_errors,
+            f64::from(alarm.function_errors),
+            1,
+        ),
+        (
+            "function-throttles",
+            "throttled invocations of the chat's functions",
+            "SUM(METRICS())",
+            of_functions("Throttles", "Sum"),
+            alarm.function_throttles,
+            f64::from(alarm.function_throttles),
+            1,
+        ),
+        (
+            "function-duration",
+            "the slowest function's p99 duration near its timeout (ms)",
+            "MAX(METRICS())",
+            of_functions("Duration", "p99"),
+            alarm.duration_p99_percent,
+            timeout_ms * f64::from(alarm.duration_p99_percent) / 100.0,
+            3,
+        ),
+        (
+            "stage-errors",
+            "integration and execution errors of the stage",
+            "SUM(METRICS())",
+            of_stage,
+            alarm.stage_errors,
+            f64::from(alarm.stage_errors),
+            1,
+        ),
+        (
+            "dynamodb-throttles",
+            "throttled reads and writes of the chat's tables",
+            "SUM(METRICS())",
+            of_tables,
+            alarm.dynamodb_throttles,
+            f64::from(alarm.dynamodb_throttles),
+            1,
+        ),
+    ];
+    AlarmsSpec {
+        topic: names.alarm_topic(),
+        email: alarm.email.clone(),
+        alarms: rules
+            .into_iter()
+            .filter(|(_, _, _, _, setting, _, _)| *setting > 0)
+            .map(
+                |(suffix, what, expression, metrics, _, threshold, evaluation_periods)| AlarmSpec {
+                    name: names.alarm(suffix),
+                    description: format!(
+                        "chatctl stack {}: {what} at or above {threshold} per {} min",
+                        names.stack, alarm.period_minutes
+                    ),
+                    expression: expression.into(),
+                    metrics,
+                    period_seconds,
+                    threshold,
+                    evaluation_periods,
+                },
+            )
+            .collect(),
+    }
 }
 
 /// Who may assume the stack's roles: Lambda, nobody else.

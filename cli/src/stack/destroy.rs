@@ -100,6 +100,20 @@ impl Teardown {
         t.steps.extend(roles);
         let secret = sort(&mut t, Kind::Secret, "secret", [(names.token_secret(), &actual.secret)]);
         t.steps.extend(secret);
+        let alarms = sort(
+            &mut t,
+            Kind::Alarm,
+            "alarm",
+            actual.alarms.iter().map(|(name, found)| (name.clone(), found)),
+        );
+        t.steps.extend(alarms);
+        match &actual.topic {
+            Found::Ours(topic) => t
+                .steps
+                .push(delete(Kind::Topic, &names.alarm_topic(), Some(&topic.arn))),
+            Found::Foreign(_) => t.skipped.push(format!("SNS topic {}", names.alarm_topic())),
+            Found::Missing => {}
+        }
         if keep_data {
             t.kept = tables.into_iter().map(|step| step.name).collect();
         } else {
@@ -183,6 +197,8 @@ mod tests {
                 scheduled_for_deletion: false,
                 tags: Default::default(),
             }),
+            topic: Found::Missing,
+            alarms: BTreeMap::new(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! create, update and delete.
 
 pub mod actual;
+pub mod alarms;
 pub mod api_writes;
 pub mod apply;
 pub mod base;
@@ -92,6 +93,35 @@ impl Names {
 
     pub fn api(&self) -> String {
         self.stack.clone()
+    }
+
+    /// The SNS topic the stack's alarms notify.
+    pub fn alarm_topic(&self) -> String {
+        format!("{}-alarms", self.stack)
+    }
+
+    /// A CloudWatch alarm of the stack: `{stack}-{what}`.
+    pub fn alarm(&self, what: &str) -> String {
+        format!("{}-{what}", self.stack)
+    }
+
+    /// An SNS topic's ARN is made of its name (SNS API reference, CreateTopic).
+    pub fn alarm_topic_arn(&self) -> String {
+        let (partition, _) = self.partition();
+        format!(
+            "arn:{partition}:sns:{}:{}:{}",
+            self.region,
+            self.account,
+            self.alarm_topic()
+        )
+    }
+
+    pub fn alarm_arn(&self, alarm: &str) -> String {
+        let (partition, _) = self.partition();
+        format!(
+            "arn:{partition}:cloudwatch:{}:{}:alarm:{alarm}",
+            self.region, self.account
+        )
     }
 
     /// The Secrets Manager secret of `auth = "token"`. Not `…-secret`: a

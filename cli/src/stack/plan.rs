@@ -14,7 +14,8 @@ use super::base::Found;
 pub use super::base::{Action, Change, Detail, Kind, tag_changes};
 use super::desired::Desired;
 use super::{
-    Function, api, authorizer, integration, keep_alive, log_group, permission, role, route, secret, stage, table,
+    Function, alarms, api, authorizer, integration, keep_alive, log_group, permission, role, route, secret, stage,
+    table,
 };
 
 /// What `apply` executes, and all it reads: the steps, and the values they
@@ -143,6 +144,32 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
             add(Kind::Secret, &desired.names.token_secret(), None, Action::Delete);
         }
         None => {}
+    }
+    // The alarms' topic, then the alarms, which name it and the API.
+    let topic = desired.names.alarm_topic();
+    let topic_arn = actual.topic.ours().map(|t| t.arn.as_str());
+    if let Some(spec) = &desired.alarms {
+        let action = alarms::topic_action(spec, actual.topic.ours(), &desired.tags);
+        add(Kind::Topic, &topic, foreign(&actual.topic, "SNS topic"), action);
+        for alarm in &spec.alarms {
+            let found = actual.alarms.get(&alarm.name).unwrap_or(&Found::Missing);
+            let live = api_id.zip(topic_arn);
+            let action = alarms::alarm_action(alarm, found.ours(), live, &desired.tags);
+            add(Kind::Alarm, &alarm.name, foreign(found, "alarm"), action);
+        }
+    }
+    let wanted_alarms: Vec<&str> = desired
+        .alarms
+        .iter()
+        .flat_map(|a| a.alarms.iter().map(|alarm| alarm.name.as_str()))
+        .collect();
+    for (name, found) in &actual.alarms {
+        if found.ours().is_some() && !wanted_alarms.contains(&name.as_str()) {
+            add(Kind::Alarm, name, None, Action::Delete);
+        }
+    }
+    if desired.alarms.is_none() && actual.topic.ours().is_some() {
+        add(Kind::Topic, &topic, None, Action::Delete);
     }
     for spec in &desired.functions {
         let found = actual.functions.get(&spec.function).unwrap_or(&Found::Missing);
@@ -557,6 +584,8 @@ mod tests {
             functions: BTreeMap::from([(Function::Authorizer, Found::Ours(old))]),
             api: Found::Missing,
             secret: Found::Missing,
+            topic: Found::Missing,
+            alarms: BTreeMap::new(),
         };
         let moving = plan(&d, &actual);
         assert_eq!(moving.action(Kind::Secret, "chatctl/chat/token"), &Action::Create);
@@ -691,12 +720,14 @@ mod tests {
             functions: BTreeMap::new(),
             api: Found::Missing,
             secret: Found::Missing,
+            topic: Found::Missing,
+            alarms: BTreeMap::new(),
         };
         let new = plan(&d, &empty);
         assert!(new.changes.iter().all(|c| c.action == Action::Create));
-        // Tables, roles, log groups, the secret, functions, the API, its
+        // Tables, roles, log groups, the secret, the alarms' topic and five alarms, functions, the API, its
         // authorizer, integrations and routes, the keep-alive's two, permissions, the stage.
-        assert_eq!(new.changes.len(), 2 + 2 + 7 + 1 + 7 + 1 + 1 + 6 + 6 + 2 + 7 + 1);
+        assert_eq!(new.changes.len(), 2 + 2 + 7 + 1 + 1 + 5 + 7 + 1 + 1 + 6 + 6 + 2 + 7 + 1);
         assert_eq!(new.action(Kind::Secret, "chatctl/chat/token"), &Action::Create);
         assert_eq!(new.action(Kind::Route, "$connect"), &Action::Create);
         assert_eq!(new.action(Kind::Route, "nosuchroute"), &Action::NoChange);

@@ -25,6 +25,10 @@ pub enum Tagged<'a> {
     Stage(&'a str),
     /// A Secrets Manager secret's ARN.
     Secret(&'a str),
+    /// An SNS topic's ARN.
+    Topic(&'a str),
+    /// A CloudWatch alarm's ARN.
+    Alarm(&'a str),
 }
 
 /// How long chatctl waits for DynamoDB to show tags it has just changed, and
@@ -99,6 +103,24 @@ pub async fn retag(aws: &Aws, resource: Tagged<'_>, set: &BTreeMap<String, Strin
                     .await
                     .map_err(failed(&what))?;
             }
+            Tagged::Topic(arn) => {
+                aws.sns
+                    .untag_resource()
+                    .resource_arn(arn)
+                    .set_tag_keys(keys)
+                    .send()
+                    .await
+                    .map_err(failed(&what))?;
+            }
+            Tagged::Alarm(arn) => {
+                aws.cloudwatch
+                    .untag_resource()
+                    .resource_arn(arn)
+                    .set_tag_keys(keys)
+                    .send()
+                    .await
+                    .map_err(failed(&what))?;
+            }
             Tagged::Secret(arn) => {
                 aws.secrets
                     .untag_resource()
@@ -162,6 +184,20 @@ pub async fn retag(aws: &Aws, resource: Tagged<'_>, set: &BTreeMap<String, Strin
                     .await
                     .map_err(failed(&what))?;
             }
+            Tagged::Topic(arn) => {
+                let mut request = aws.sns.tag_resource().resource_arn(arn.to_string());
+                for (key, value) in set {
+                    request = request.tags(aws_sdk_sns::types::Tag::builder().key(key).value(value).build()?);
+                }
+                request.send().await.map_err(failed(&what))?;
+            }
+            Tagged::Alarm(arn) => {
+                let mut request = aws.cloudwatch.tag_resource().resource_arn(arn.to_string());
+                for (key, value) in set {
+                    request = request.tags(aws_sdk_cloudwatch::types::Tag::builder().key(key).value(value).build());
+                }
+                request.send().await.map_err(failed(&what))?;
+            }
             Tagged::Secret(arn) => {
                 let mut request = aws.secrets.tag_resource().secret_id(arn);
                 for (key, value) in set {
@@ -211,6 +247,8 @@ impl std::fmt::Display for Tagged<'_> {
             Tagged::Api(arn) => write!(f, "API {arn}"),
             Tagged::Stage(arn) => write!(f, "stage {arn}"),
             Tagged::Secret(arn) => write!(f, "secret {arn}"),
+            Tagged::Topic(arn) => write!(f, "SNS topic {arn}"),
+            Tagged::Alarm(arn) => write!(f, "alarm {arn}"),
         }
     }
 }

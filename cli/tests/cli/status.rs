@@ -30,7 +30,7 @@ async fn status_lists_every_resource_with_outputs_and_connections() {
             .starts_with("wss://")
     );
     let resources = report["resources"].as_array().unwrap();
-    assert_eq!(resources.len(), 43);
+    assert_eq!(resources.len(), 49);
     // The token secret: its versions, never its value.
     let secret = resources.iter().find(|r| r["kind"] == "secret").unwrap();
     assert_eq!(secret["name"], "chatctl/chat/token");
@@ -223,4 +223,137 @@ async fn status_says_why_the_open_connections_are_unknown() {
     let report: Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(report["open_connections"], 0);
     assert!(report.get("open_connections_error").is_none(), "{report:#}");
+}
+
+/// `[alarms]`: `up` makes the topic (an email subscribed) and the alarms;
+/// `status` shows each alarm's state, and one in ALARM (forced with
+/// SetAlarmState) makes it exit 3; `down` deletes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_are_made_shown_with_their_state_and_deleted() {
+    let env = Env::start().await;
+    env.write_config("[alarms]\nemail = [\"ops@example.com\"]\nfunction_errors = 3\n");
+    env.up(&[]).await.assert_ok();
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&env.sdk);
+    let described = cloudwatch
+        .describe_alarms()
+        .alarm_name_prefix("chat-")
+        .send()
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = described
+        .metric_alarms()
+        .iter()
+        .filter_map(|a| a.alarm_name())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "chat-dynamodb-throttles",
+            "chat-function-duration",
+            "chat-function-errors",
+            "chat-function-throttles",
+            "chat-stage-errors"
+        ]
+    );
+    let errors = described
+        .metric_alarms()
+        .iter()
+        .find(|a| a.alarm_name() == Some("chat-function-errors"))
+        .unwrap();
+    assert_eq!(errors.threshold(), Some(3.0));
+    assert_eq!(errors.metrics().len(), 8, "seven functions and the sum");
+    let topic = errors.alarm_actions()[0].clone();
+    assert!(topic.ends_with(":chat-alarms"), "{topic}");
+    let sns = aws_sdk_sns::Client::new(&env.sdk);
+    let subscriptions = sns
+        .list_subscriptions_by_topic()
+        .topic_arn(&topic)
+        .send()
+        .await
+        .unwrap();
+    let emails: Vec<_> = subscriptions
+        .subscriptions()
+        .iter()
+        .filter_map(|s| s.endpoint())
+        .collect();
+    assert_eq!(emails, ["ops@example.com"]);
+    let again = env.up(&["--dry-run", "--exit-code"]).await;
+    assert_eq!(again.code, 0, "nothing pending: {again:?}");
+
+    let status = env.chatctl(&["status", "--output", "json"]).await;
+    assert_eq!(status.code, 0, "{status:?}");
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name("chat-function-errors")
+        .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+        .state_reason("test")
+        .send()
+        .await
+        .unwrap();
+    let status = env.chatctl(&["status", "--output", "json"]).await;
+    assert_eq!(status.code, 3, "{status:?}");
+    let report: Value = serde_json::from_str(&status.stdout).unwrap();
+    let alarm = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "chat-function-errors")
+        .unwrap();
+    assert_eq!(alarm["state"], "alarm");
+    assert_eq!(alarm["details"], serde_json::json!(["state ALARM"]));
+    let text = env.chatctl(&["status"]).await;
+    assert!(
+        text.stdout.contains("chat-function-errors") && text.stdout.contains("ALARM"),
+        "{text:?}"
+    );
+
+    // A threshold of 0 turns its alarm off: `up` deletes it, as planned.
+    env.write_config("[alarms]\nemail = [\"ops@example.com\"]\nfunction_errors = 0\n");
+    let plan = env.up(&["--dry-run"]).await;
+    assert!(plan.stdout.contains("  - alarm chat-function-errors"), "{plan:?}");
+    env.up(&["--yes"]).await.assert_ok();
+    let gone = cloudwatch
+        .describe_alarms()
+        .alarm_names("chat-function-errors")
+        .send()
+        .await
+        .unwrap();
+    assert!(gone.metric_alarms().is_empty(), "{gone:?}");
+
+    env.chatctl(&["down", "--yes"]).await.assert_ok();
+    let left = cloudwatch
+        .describe_alarms()
+        .alarm_name_prefix("chat-")
+        .send()
+        .await
+        .unwrap();
+    assert!(left.metric_alarms().is_empty(), "{left:?}");
+    let topics = sns.list_topics().send().await.unwrap();
+    assert!(topics.topics().is_empty(), "{topics:?}");
+}
+
+/// `[alarms]` bad input: an address that is not one, a percent over 100, an
+/// unknown setting, a threshold that is not a number: a clear error, nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_alarm_settings_are_refused_before_any_change() {
+    let env = Env::start().await;
+    for (config, message) in [
+        ("[alarms]\nemail = [\"ops\"]\n", "\"ops\" is not an email address"),
+        (
+            "[alarms]\nduration_p99_percent = 150\n",
+            "duration_p99_percent must be between 0 (off) and 100",
+        ),
+        ("[alarms]\nfunction_errros = 3\n", "unknown field `function_errros`"),
+        (
+            "[alarms]\nfunction_errors = \"many\"\n",
+            "invalid type: string \"many\"",
+        ),
+    ] {
+        env.write_config(config);
+        let run = env.up(&[]).await;
+        assert_eq!(run.code, 1, "{config}: {run:?}");
+        assert!(run.stderr.contains(message), "{config}: {run:?}");
+    }
+    assert!(env.proxy.mutating_calls().is_empty(), "nothing changed");
 }

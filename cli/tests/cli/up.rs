@@ -965,8 +965,9 @@ async fn tags_change_in_place_and_status_reports_their_drift() {
         .iter()
         .filter(|r| r["state"] == "drifted")
         .collect();
-    // 2 tables, 2 roles, the secret, 7 log groups, 7 functions, the API and its stage.
-    assert_eq!(drifted.len(), 21, "{drifted:#?}");
+    // 2 tables, 2 roles, the secret, the alarms' topic and 5 alarms, 7 log
+    // groups, 7 functions, the API and its stage.
+    assert_eq!(drifted.len(), 27, "{drifted:#?}");
     assert!(
         drifted
             .iter()
