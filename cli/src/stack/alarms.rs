@@ -118,38 +118,40 @@ pub async fn read_alarms(aws: &Aws, names: &Names) -> Result<BTreeMap<String, Fo
         .map_err(failed("cannot read the stack's CloudWatch alarms"))?;
     let mut found: BTreeMap<String, Found<AlarmState>> =
         wanted.into_iter().map(|name| (name, Found::Missing)).collect();
-    for alarm in described.metric_alarms() {
-        let (Some(name), Some(arn)) = (alarm.alarm_name(), alarm.alarm_arn()) else {
-            continue;
-        };
-        let tags = aws
-            .cloudwatch
-            .list_tags_for_resource()
-            .resource_arn(arn)
-            .send()
-            .await
-            .map_err(failed(format!("cannot read the tags of alarm {name}")))?;
-        let tags: BTreeMap<String, String> = tags
-            .tags()
-            .iter()
-            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-            .collect();
-        let rule = rule_of(
-            alarm.alarm_description(),
-            alarm.metrics(),
-            alarm.threshold(),
-            alarm.evaluation_periods(),
-            alarm.alarm_actions(),
-        );
-        let state = AlarmState {
-            arn: arn.to_string(),
-            state: alarm.state_value().map(|s| s.as_str().to_string()).unwrap_or_default(),
-            rule,
-            tags: tags.clone(),
-        };
-        let tag = tags.get(STACK_TAG).cloned();
-        found.insert(name.to_string(), Found::classify(&names.stack, tag.as_deref(), state));
-    }
+    // Each alarm's tags at once: they tell ours from another's.
+    let reads = described.metric_alarms().iter().filter_map(|alarm| {
+        let (name, arn) = (alarm.alarm_name()?, alarm.alarm_arn()?);
+        Some(async move {
+            let tags = aws
+                .cloudwatch
+                .list_tags_for_resource()
+                .resource_arn(arn)
+                .send()
+                .await
+                .map_err(failed(format!("cannot read the tags of alarm {name}")))?;
+            let tags: BTreeMap<String, String> = tags
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                .collect();
+            let rule = rule_of(
+                alarm.alarm_description(),
+                alarm.metrics(),
+                alarm.threshold(),
+                alarm.evaluation_periods(),
+                alarm.alarm_actions(),
+            );
+            let state = AlarmState {
+                arn: arn.to_string(),
+                state: alarm.state_value().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                rule,
+                tags: tags.clone(),
+            };
+            let tag = tags.get(STACK_TAG).cloned();
+            Ok::<_, anyhow::Error>((name.to_string(), Found::classify(&names.stack, tag.as_deref(), state)))
+        })
+    });
+    found.extend(futures::future::try_join_all(reads).await?);
     Ok(found)
 }
 
