@@ -116,6 +116,11 @@ pub struct Snapshot {
     pub total: ApiStats,
     pub routes: Vec<RouteStats>,
     pub functions: Vec<FunctionStats>,
+    /// The stack's alarms in ALARM (`[alarms]`), by name.
+    pub alarming: Vec<String>,
+    /// Why the alarms could not be read, when they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alarms_error: Option<String>,
 }
 
 /// One metric asked of GetMetricData.
@@ -282,7 +287,7 @@ impl<'a> Watcher<'a> {
             let window = Window::new(self.since, now)?;
             Ok::<_, anyhow::Error>(Some((window, metric_data(aws, &window, &queries).await?)))
         };
-        let (fetched, open) = tokio::join!(fetch, store.open_count());
+        let (fetched, open, alarms) = tokio::join!(fetch, store.open_count(), alarming(aws, names));
         if let Some((window, answers)) = fetched? {
             self.metrics = Some((std::time::Instant::now(), window, answers));
         }
@@ -291,10 +296,34 @@ impl<'a> Watcher<'a> {
         let Some((_, window, answers)) = &self.metrics else {
             bail!("no metrics read yet");
         };
-        let snapshot = assemble(names, &target, &queries, window, answers, open, now);
+        let mut snapshot = assemble(names, &target, &queries, window, answers, open, now);
+        match alarms {
+            Ok(alarming) => snapshot.alarming = alarming,
+            Err(err) => snapshot.alarms_error = Some(format!("{err:#}")),
+        }
         self.target = Some(target);
         Ok(snapshot)
     }
+}
+
+/// The stack's alarms in ALARM now.
+async fn alarming(aws: &Aws, names: &Names) -> Result<Vec<String>> {
+    let wanted = crate::stack::alarms::KINDS.iter().map(|kind| names.alarm(kind));
+    let described = aws
+        .cloudwatch
+        .describe_alarms()
+        .set_alarm_names(Some(wanted.collect()))
+        .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+        .send()
+        .await
+        .map_err(failed("cannot read the stack's alarms"))?;
+    // Checked here too: the emulator lists every named alarm, whatever its state.
+    Ok(described
+        .metric_alarms()
+        .iter()
+        .filter(|a| a.state_value() == Some(&aws_sdk_cloudwatch::types::StateValue::Alarm))
+        .filter_map(|a| a.alarm_name().map(str::to_string))
+        .collect())
 }
 
 /// What to ask CloudWatch for the stack: the stage's metrics, each route's
@@ -387,6 +416,8 @@ fn assemble(
         total,
         routes,
         functions: function_stats,
+        alarming: vec![],
+        alarms_error: None,
     }
 }
 
@@ -580,6 +611,12 @@ pub fn summary(snapshot: &Snapshot) -> Vec<String> {
             millis(snapshot.total.latency_p99_ms)
         ),
     ];
+    if !snapshot.alarming.is_empty() {
+        lines.push(format!("ALARM: {}", snapshot.alarming.join(", ")));
+    }
+    if let Some(why) = &snapshot.alarms_error {
+        lines.push(format!("alarms: unknown ({why})"));
+    }
     if !snapshot.detailed_metrics {
         lines.push("per-route metrics: set detailed_metrics = true in [stage_settings]".into());
     }
@@ -806,6 +843,8 @@ mod tests {
                 throttles: Count::default(),
                 duration_p99_ms: Some(41.0),
             }],
+            alarming: vec!["chat-function-errors".into()],
+            alarms_error: None,
         }
     }
 
@@ -849,6 +888,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sendmessage") && text.contains("48 ms"), "{text}");
+        assert!(text.contains("ALARM: chat-function-errors"), "{text}");
+        snapshot.alarming.clear();
+        snapshot.alarms_error = Some("AccessDenied".into());
+        assert!(super::text(&snapshot).contains("alarms: unknown (AccessDenied)"));
+        snapshot.alarms_error = None;
+        assert!(
+            !super::text(&snapshot).contains("ALARM"),
+            "no line when none is in ALARM"
+        );
         snapshot.detailed_metrics = false;
         snapshot.routes.clear();
         let text = super::text(&snapshot);

@@ -307,6 +307,13 @@ async fn alarms_are_made_shown_with_their_state_and_deleted() {
         text.stdout.contains("chat-function-errors") && text.stdout.contains("ALARM"),
         "{text:?}"
     );
+    // `top` names it too.
+    let top = env.chatctl(&["top", "--once", "--output", "json"]).await;
+    top.assert_ok();
+    let snapshot: Value = serde_json::from_str(&top.stdout).unwrap();
+    assert_eq!(snapshot["alarming"], serde_json::json!(["chat-function-errors"]));
+    let top = env.chatctl(&["top", "--once"]).await;
+    assert!(top.stdout.contains("ALARM: chat-function-errors"), "{top:?}");
 
     // A threshold of 0 turns its alarm off: `up` deletes it, as planned.
     env.write_config("[alarms]\nemail = [\"ops@example.com\"]\nfunction_errors = 0\n");
