@@ -226,13 +226,49 @@ async fn after_put_role_policy_the_roles_secret_reads_are_refused_for_a_while() 
         .await
         .expect("the deployer's own read is not the role's");
 
-    tokio::time::sleep_until((changed + window + Duration::from_millis(50)).into()).await;
-    as_role
-        .get_secret_value()
-        .secret_id("chatctl/chat/token")
-        .send()
-        .await
-        .expect("the change has propagated");
+    // Refused until the window ends, then read: asked again every 50 ms.
+    let read = until_it_passes(changed + window, || async {
+        as_role
+            .get_secret_value()
+            .secret_id("chatctl/chat/token")
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| err.code().map(str::to_string))
+    })
+    .await;
+    assert_eq!(read, Some("AccessDeniedException".to_string()), "refused meanwhile");
+}
+
+/// Calls `call` every 50 ms until it succeeds, which must be around `from`
+/// (not before it, by more than the layer's own bookkeeping); returns the
+/// error code it answered meanwhile, the same each time.
+async fn until_it_passes<F, Fut>(from: Instant, mut call: F) -> Option<String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Option<String>>>,
+{
+    let mut refused = None;
+    loop {
+        match call().await {
+            Ok(()) => {
+                assert!(
+                    Instant::now() + Duration::from_millis(200) >= from,
+                    "passed before the window's end"
+                );
+                return refused;
+            }
+            Err(code) => {
+                assert!(refused.is_none() || refused == code, "{refused:?} then {code:?}");
+                assert!(
+                    Instant::now() < from + Duration::from_secs(5),
+                    "still refused 5 s after the window"
+                );
+                refused = code;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Secrets Manager API reference, DeleteSecret: a secret deleted without
@@ -279,7 +315,14 @@ async fn a_secret_deleted_without_recovery_keeps_its_name_for_a_moment() {
     let described = secrets.describe_secret().secret_id("chatctl/chat/token").send().await;
     assert_eq!(described.unwrap_err().code(), Some("ResourceNotFoundException"));
 
-    tokio::time::sleep_until((deleted + window + Duration::from_millis(50)).into()).await;
-    create().await.expect("the name is free again");
+    let refused = until_it_passes(deleted + window, || async {
+        create().await.map(|_| ()).map_err(|err| err.code().map(str::to_string))
+    })
+    .await;
+    assert_eq!(
+        refused,
+        Some("InvalidRequestException".to_string()),
+        "the name was taken meanwhile"
+    );
     assert!(!Behaviours::none().secret_deletion && Behaviours::all(Timings::compressed()).secret_deletion);
 }

@@ -20,7 +20,7 @@ use aws_sdk_apigatewayv2::types::{AuthorizationType, IntegrationType, Passthroug
 use serde::Serialize;
 
 use super::api_writes::{ApiWrites, sent_once};
-use super::base::{Action, Change, Detail, Kind, Report, live_id, step};
+use super::base::{Action, Change, Detail, Kind, Report, all_pages, live_id, step};
 use super::integration::{IntegrationState, read_integrations};
 use super::route::{RouteState, read_routes};
 use crate::aws::{Aws, failed};
@@ -97,17 +97,15 @@ pub async fn read_keep_alive(
     })
 }
 
-/// An API lists a few integration and route responses: no pages (the API
-/// reference's GetIntegrationResponses and GetRouteResponses take a
-/// NextToken, and chatctl's keep-alive makes one of each).
+/// Every response of the keep-alive's integration, by key: its templates
+/// and template selection expression (every page, as every list call).
 async fn integration_responses(
     aws: &Aws,
     api_id: &str,
     integration_id: &str,
 ) -> Result<BTreeMap<String, (BTreeMap<String, String>, Option<String>)>> {
-    let mut found = BTreeMap::new();
-    let mut token = None;
-    loop {
+    let what = "cannot read the keep-alive integration's responses";
+    let responses = all_pages(what, |token| async move {
         let page = aws
             .apigateway
             .get_integration_responses()
@@ -116,28 +114,31 @@ async fn integration_responses(
             .set_next_token(token)
             .send()
             .await
-            .map_err(failed("cannot read the keep-alive integration's responses"))?;
-        for response in page.items() {
-            let templates = response.response_templates().cloned().unwrap_or_default();
-            found.insert(
-                response.integration_response_key().unwrap_or_default().to_string(),
+            .map_err(failed(what))?;
+        let items = page
+            .items()
+            .iter()
+            .map(|response| {
+                let templates = response.response_templates().cloned().unwrap_or_default();
                 (
-                    templates.into_iter().collect(),
-                    response.template_selection_expression().map(str::to_string),
-                ),
-            );
-        }
-        match page.next_token {
-            Some(next) if !next.is_empty() => token = Some(next),
-            _ => return Ok(found),
-        }
-    }
+                    response.integration_response_key().unwrap_or_default().to_string(),
+                    (
+                        templates.into_iter().collect(),
+                        response.template_selection_expression().map(str::to_string),
+                    ),
+                )
+            })
+            .collect();
+        Ok((items, page.next_token))
+    })
+    .await?;
+    Ok(responses.into_iter().collect())
 }
 
+/// The keys of the `ping` route's responses, every page.
 async fn route_responses(aws: &Aws, api_id: &str, route_id: &str) -> Result<Vec<String>> {
-    let mut found = vec![];
-    let mut token = None;
-    loop {
+    let what = "cannot read the ping route's responses";
+    all_pages(what, |token| async move {
         let page = aws
             .apigateway
             .get_route_responses()
@@ -146,17 +147,15 @@ async fn route_responses(aws: &Aws, api_id: &str, route_id: &str) -> Result<Vec<
             .set_next_token(token)
             .send()
             .await
-            .map_err(failed("cannot read the ping route's responses"))?;
-        found.extend(
-            page.items()
-                .iter()
-                .filter_map(|r| r.route_response_key().map(str::to_string)),
-        );
-        match page.next_token {
-            Some(next) if !next.is_empty() => token = Some(next),
-            _ => return Ok(found),
-        }
-    }
+            .map_err(failed(what))?;
+        let keys = page
+            .items()
+            .iter()
+            .filter_map(|r| r.route_response_key().map(str::to_string))
+            .collect();
+        Ok((keys, page.next_token))
+    })
+    .await
 }
 
 /// Whether the integration answers PONG: its request template and its

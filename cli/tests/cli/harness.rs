@@ -252,6 +252,33 @@ impl Env {
         aws_sdk_secretsmanager::Client::new(&self.sdk)
     }
 
+    /// The stack's token secret in Secrets Manager: its current version and value.
+    pub async fn token_secret(&self) -> (String, String) {
+        let got = self
+            .secrets()
+            .get_secret_value()
+            .secret_id("chatctl/chat/token")
+            .send()
+            .await
+            .unwrap();
+        (
+            got.version_id().unwrap().to_string(),
+            got.secret_string().unwrap().to_string(),
+        )
+    }
+
+    /// The live authorizer function's environment variables.
+    pub async fn authorizer_env(&self) -> std::collections::HashMap<String, String> {
+        let config = self
+            .lambda()
+            .get_function_configuration()
+            .function_name("chat-authorizer")
+            .send()
+            .await
+            .unwrap();
+        config.environment().unwrap().variables().unwrap().clone()
+    }
+
     pub fn apigateway(&self) -> aws_sdk_apigatewayv2::Client {
         aws_sdk_apigatewayv2::Client::new(&self.sdk)
     }

@@ -273,7 +273,7 @@ async fn token_is_accepted_by_the_authorizers_own_check_until_it_expires() {
     assert!(run.stderr.contains("not deployed"), "{run:?}");
 
     env.up(&[]).await.assert_ok();
-    let (version, secret) = current_secret(&env).await;
+    let (version, secret) = env.token_secret().await;
 
     let run = env.chatctl(&["token", "--user", "alice"]).await;
     run.assert_ok();
@@ -318,21 +318,6 @@ async fn token_is_accepted_by_the_authorizers_own_check_until_it_expires() {
     assert_eq!(run.code, 2, "--user is required: {run:?}");
 }
 
-/// The stack's secret in Secrets Manager: its current version and value.
-async fn current_secret(env: &Env) -> (String, String) {
-    let got = env
-        .secrets()
-        .get_secret_value()
-        .secret_id("chatctl/chat/token")
-        .send()
-        .await
-        .unwrap();
-    (
-        got.version_id().unwrap().to_string(),
-        got.secret_string().unwrap().to_string(),
-    )
-}
-
 /// `chatctl token rotate`: a new current version signs new tokens, the one
 /// before stays (AWSPREVIOUS) unless revoked, and two rotations drop the
 /// oldest; moving to another auth mode deletes the secret at once.
@@ -343,7 +328,7 @@ async fn token_rotate_makes_a_new_version_and_keeps_or_revokes_the_previous() {
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("not deployed"), "{run:?}");
     env.up(&[]).await.assert_ok();
-    let (first, first_value) = current_secret(&env).await;
+    let (first, first_value) = env.token_secret().await;
     let old_token = env
         .chatctl(&["token", "--user", "alice"])
         .await
@@ -353,7 +338,7 @@ async fn token_rotate_makes_a_new_version_and_keeps_or_revokes_the_previous() {
 
     let run = env.chatctl(&["token", "rotate"]).await;
     run.assert_ok();
-    let (second, second_value) = current_secret(&env).await;
+    let (second, second_value) = env.token_secret().await;
     assert_ne!(first, second);
     assert_ne!(first_value, second_value);
     assert!(
@@ -408,7 +393,7 @@ async fn token_rotate_makes_a_new_version_and_keeps_or_revokes_the_previous() {
         previous.is_err(),
         "no previous version is accepted any more: {previous:?}"
     );
-    let (third, _) = current_secret(&env).await;
+    let (third, _) = env.token_secret().await;
     assert_eq!(rotated["version"], third.as_str());
 
     // `status` shows the secret, never its value; `up` has nothing to do.
@@ -599,16 +584,6 @@ async fn a_closed_stdout_ends_a_command_quietly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_with_oidc_configures_the_authorizer_and_checks_the_issuer() {
     let env = Env::start().await;
-    let authorizer_env = || async {
-        let config = env
-            .lambda()
-            .get_function_configuration()
-            .function_name("chat-authorizer")
-            .send()
-            .await
-            .unwrap();
-        config.environment().unwrap().variables().unwrap().clone()
-    };
     env.write_config("auth = \"oidc\"\n[oidc]\nissuer = \"http://idp.example.com\"\naudience = \"app\"\n");
     let refused = env.up(&[]).await;
     assert_eq!(refused.code, 1, "{refused:?}");
@@ -633,7 +608,7 @@ async fn up_with_oidc_configures_the_authorizer_and_checks_the_issuer() {
         )),
         "{run:?}"
     );
-    let vars = authorizer_env().await;
+    let vars = env.authorizer_env().await;
     assert_eq!(vars["CHAT_AUTH_MODE"], "oidc");
     assert_eq!(vars["CHAT_OIDC_ISSUER"], gone_url);
     assert_eq!(vars["CHAT_OIDC_AUDIENCE"], "app");
@@ -659,9 +634,9 @@ async fn up_with_oidc_configures_the_authorizer_and_checks_the_issuer() {
 
     env.write_config("");
     env.up(&[]).await.assert_ok();
-    let vars = authorizer_env().await;
+    let vars = env.authorizer_env().await;
     assert_eq!(vars["CHAT_AUTH_MODE"], "token");
     assert!(!vars.contains_key("CHAT_OIDC_ISSUER"));
     assert_eq!(vars["CHAT_TOKEN_SECRET_ID"], "chatctl/chat/token");
-    assert!(current_secret(&env).await.1.len() >= 32);
+    assert!(env.token_secret().await.1.len() >= 32);
 }

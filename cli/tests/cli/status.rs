@@ -40,14 +40,8 @@ async fn status_lists_every_resource_with_outputs_and_connections() {
         details.contains("current version") && details.contains(" since "),
         "{details}"
     );
-    let value = env
-        .secrets()
-        .get_secret_value()
-        .secret_id("chatctl/chat/token")
-        .send()
-        .await
-        .unwrap();
-    assert!(!json.stdout.contains(value.secret_string().unwrap()));
+    let (_, value) = env.token_secret().await;
+    assert!(!json.stdout.contains(&value));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

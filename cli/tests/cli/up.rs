@@ -146,14 +146,7 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
         Some(6),
         "the policy's `-??????` names the secret made: {arn}"
     );
-    let value = env
-        .secrets()
-        .get_secret_value()
-        .secret_id("chatctl/chat/token")
-        .send()
-        .await
-        .unwrap();
-    let value = value.secret_string().unwrap().to_string();
+    let (_, value) = env.token_secret().await;
     assert!(value.len() >= 32);
 
     // Log groups with retention and the tag.
@@ -348,25 +341,13 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
 async fn a_second_up_makes_no_mutating_call_and_keeps_the_secret() {
     let env = Env::start().await;
     env.up(&[]).await.assert_ok();
-    let secret = |env: &Env| {
-        let secrets = env.secrets();
-        async move {
-            let got = secrets
-                .get_secret_value()
-                .secret_id("chatctl/chat/token")
-                .send()
-                .await
-                .unwrap();
-            got.secret_string().unwrap().to_string()
-        }
-    };
-    let before = secret(&env).await;
+    let before = env.token_secret().await;
     env.proxy.clear();
     let run = env.up(&[]).await;
     run.assert_ok();
     assert!(run.stdout.contains("No changes"), "{run:?}");
     assert_eq!(env.mutating_operations(), Vec::<String>::new());
-    assert_eq!(secret(&env).await, before);
+    assert_eq!(env.token_secret().await, before);
     let run = env.up(&["--dry-run", "--exit-code"]).await;
     assert_eq!(run.code, 0, "nothing pending: {run:?}");
 }
@@ -1429,17 +1410,7 @@ async fn an_older_stacks_secret_moves_to_secrets_manager_and_its_tokens_stay_val
     // Made into what an older chatctl left: the value in the environment, no secret.
     let legacy = "an-older-stacks-secret-an-older-stacks-secret";
     let lambda = env.lambda();
-    let mut vars = lambda
-        .get_function_configuration()
-        .function_name("chat-authorizer")
-        .send()
-        .await
-        .unwrap()
-        .environment()
-        .unwrap()
-        .variables()
-        .unwrap()
-        .clone();
+    let mut vars = env.authorizer_env().await;
     vars.remove("CHAT_TOKEN_SECRET_ID");
     vars.insert("CHAT_TOKEN_SECRET".into(), legacy.into());
     lambda
@@ -1489,17 +1460,7 @@ async fn an_older_stacks_secret_moves_to_secrets_manager_and_its_tokens_stay_val
         .await
         .unwrap();
     assert_eq!(moved.secret_string(), Some(legacy), "the value moved, unchanged");
-    let vars = lambda
-        .get_function_configuration()
-        .function_name("chat-authorizer")
-        .send()
-        .await
-        .unwrap()
-        .environment()
-        .unwrap()
-        .variables()
-        .unwrap()
-        .clone();
+    let vars = env.authorizer_env().await;
     assert!(!vars.contains_key("CHAT_TOKEN_SECRET"));
     assert_eq!(vars["CHAT_TOKEN_SECRET_ID"], "chatctl/chat/token");
     assert_eq!(
