@@ -39,6 +39,35 @@ pub fn unit_of(metric: &str) -> StandardUnit {
     }
 }
 
+/// One metric: namespace, name and dimensions (in the order they were given).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Series {
+    pub namespace: String,
+    pub name: String,
+    pub dimensions: Vec<(String, String)>,
+}
+
+impl Series {
+    pub fn new(namespace: &str, name: &str, dimensions: impl IntoIterator<Item = (String, String)>) -> Series {
+        Series {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            dimensions: dimensions.into_iter().collect(),
+        }
+    }
+
+    /// The same metric whatever the order of its dimensions (CloudWatch
+    /// tells metrics apart by their set of dimensions).
+    pub fn same_metric(&self, other: &Series) -> bool {
+        let sorted = |series: &Series| {
+            let mut dimensions = series.dimensions.clone();
+            dimensions.sort();
+            dimensions
+        };
+        self.namespace == other.namespace && self.name == other.name && sorted(self) == sorted(other)
+    }
+}
+
 /// A metric's dimensions, as (name, value) pairs.
 pub type Dimensions = Vec<(&'static str, String)>;
 

@@ -110,6 +110,7 @@ pub struct AlarmsFile {
     pub duration_p99_percent: Option<u32>,
     pub stage_errors: Option<u32>,
     pub dynamodb_throttles: Option<u32>,
+    pub failed_deliveries: Option<u32>,
     pub period_minutes: Option<u32>,
 }
 
@@ -128,6 +129,8 @@ pub struct AlarmSettings {
     pub stage_errors: u32,
     /// Throttled reads and writes of both tables in a period.
     pub dynamodb_throttles: u32,
+    /// Messages that did not reach an open connection in a period.
+    pub failed_deliveries: u32,
     pub period_minutes: u32,
 }
 
@@ -141,6 +144,7 @@ impl AlarmSettings {
             duration_p99_percent: file.duration_p99_percent.unwrap_or(80),
             stage_errors: file.stage_errors.unwrap_or(5),
             dynamodb_throttles: file.dynamodb_throttles.unwrap_or(1),
+            failed_deliveries: file.failed_deliveries.unwrap_or(10),
             period_minutes: file.period_minutes.unwrap_or(5),
         };
         for address in &settings.email {

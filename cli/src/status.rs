@@ -128,11 +128,17 @@ pub(crate) async fn run(session: &mut Session) -> Result<u8> {
             }
             "topic" => {
                 for (email, confirmed) in actual.topic.ours().map(|t| &t.subscriptions).into_iter().flatten() {
-                    if !confirmed {
-                        resource
-                            .details
-                            .push(format!("{email}: pending confirmation (see its inbox)"));
+                    if *confirmed {
+                        continue;
                     }
+                    let detail = if session.settings.alarms.email.contains(email) {
+                        format!("{email}: pending confirmation (see its inbox)")
+                    } else {
+                        format!(
+                            "{email}: pending confirmation, no longer in [alarms] email (SNS drops it after 3 days)"
+                        )
+                    };
+                    resource.details.push(detail);
                 }
             }
             _ => {}

@@ -58,6 +58,9 @@ pub struct Timings {
     /// After a DeleteSecret without recovery, how long its name cannot be
     /// used again (real: "a short delay", no figure published; 5 s assumed).
     pub secret_deletion: Duration,
+    /// A new alarm's first evaluation, before which it is INSUFFICIENT_DATA
+    /// (real: alarms are evaluated every minute, so up to 60 s).
+    pub alarm_evaluation: Duration,
     pub latency: Latency,
 }
 
@@ -89,6 +92,9 @@ impl Timings {
             transaction: Duration::from_millis(10),
             gsi_lag: Duration::from_millis(500),
             secret_deletion: Duration::from_millis(800),
+            // Longer than the rest: nothing waits for it, and a test reads
+            // the new alarms' first state after `up`.
+            alarm_evaluation: Duration::from_secs(10),
             latency: Latency {
                 read: Duration::from_millis(5),
                 write: Duration::from_millis(15),
@@ -113,6 +119,7 @@ impl Timings {
             transaction: Duration::from_millis(25),
             gsi_lag: Duration::from_millis(500),
             secret_deletion: Duration::from_secs(5),
+            alarm_evaluation: Duration::from_secs(60),
             latency: Latency {
                 read: Duration::from_millis(80),
                 write: Duration::from_millis(200),
@@ -236,6 +243,21 @@ pub struct Behaviours {
     /// name gets `InvalidRequestException` "You can't create this secret
     /// because a secret with this name is already scheduled for deletion."
     pub secret_deletion: bool,
+    /// An email subscription stays unconfirmed until its address owner
+    /// follows the link SNS mails (never, here): Subscribe answers
+    /// `pending confirmation` as its SubscriptionArn, ListSubscriptions /
+    /// ListSubscriptionsByTopic show `PendingConfirmation` (SNS API
+    /// reference, Subscribe and ListSubscriptionsByTopic; SNS developer
+    /// guide: unconfirmed subscriptions are deleted after 3 days). Moto
+    /// confirms them at once.
+    pub email_confirmation: bool,
+    /// "When this operation creates an alarm, the alarm state is
+    /// immediately set to INSUFFICIENT_DATA. The alarm is then evaluated"
+    /// (CloudWatch API reference, PutMetricAlarm): DescribeAlarms shows a
+    /// new alarm INSUFFICIENT_DATA for `alarm_evaluation`, unless
+    /// SetAlarmState set it meanwhile (through the layer or not). Moto
+    /// makes alarms OK at once.
+    pub alarm_evaluation: bool,
     /// Every call is answered after `timings.latency` (read, write or
     /// create_deployment).
     pub latency: bool,
@@ -262,6 +284,8 @@ impl Behaviours {
             transaction_conflicts: false,
             gsi_lag: false,
             secret_deletion: false,
+            email_confirmation: false,
+            alarm_evaluation: false,
             latency: false,
             timings: Timings::compressed(),
         }
@@ -286,6 +310,8 @@ impl Behaviours {
             transaction_conflicts: true,
             gsi_lag: true,
             secret_deletion: true,
+            email_confirmation: true,
+            alarm_evaluation: true,
             latency: true,
             timings,
         }
@@ -525,6 +551,8 @@ pub(crate) struct LayerState {
     policy_change: Option<(String, Instant)>,
     /// Secret name → until when a deletion without recovery keeps it taken.
     deleted_secrets: HashMap<String, Instant>,
+    /// Alarms made through the layer, and until when each is not evaluated yet.
+    alarms: HashMap<String, Instant>,
     functions: HashMap<String, FunctionState>,
     /// Table name → CREATING until.
     creating: HashMap<String, Instant>,
@@ -606,6 +634,7 @@ impl LayerState {
             roles: HashMap::new(),
             policy_change: None,
             deleted_secrets: HashMap::new(),
+            alarms: HashMap::new(),
             functions: HashMap::new(),
             creating: HashMap::new(),
             deleting: HashMap::new(),
@@ -1057,6 +1086,7 @@ impl LayerState {
         }
         let mut json: Option<Value> = None;
         let mut rewritten = false;
+        let mut new_body = None;
         if success {
             let parsed = || serde_json::from_slice::<Value>(body).ok();
             match (request.service, request.operation) {
@@ -1074,6 +1104,12 @@ impl LayerState {
                         self.deleted_secrets.insert(name, now + b.timings.secret_deletion);
                     }
                 }
+                ("monitoring", "PutMetricAlarm" | "DeleteAlarms" | "DescribeAlarms") if b.alarm_evaluation => {
+                    new_body = self.alarms_after(request, body, now);
+                }
+                ("sns", "Subscribe" | "ListSubscriptions" | "ListSubscriptionsByTopic") if b.email_confirmation => {
+                    new_body = email_subscriptions_pending(request, body);
+                }
                 ("lambda", operation) => {
                     if let Some(name) = &plan.function {
                         json = parsed();
@@ -1087,7 +1123,6 @@ impl LayerState {
                 _ => {}
             }
         }
-        let mut new_body = None;
         if success && let Some(paging) = plan.page {
             match paging.format {
                 PageFormat::Json { items, token } => {
@@ -1120,6 +1155,62 @@ impl LayerState {
             self.lost.insert(request.key);
         }
         After { body: new_body, lost }
+    }
+
+    /// Remembers new alarms and when they are first evaluated; a
+    /// DescribeAlarms answer with those not evaluated yet INSUFFICIENT_DATA.
+    fn alarms_after(&mut self, request: &RequestView, body: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let fields = cbor_map(request.body).unwrap_or_default();
+        let text = |field: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| key.as_text() == Some(field))
+                .and_then(|(_, value)| value.as_text().map(str::to_string))
+        };
+        match request.operation {
+            "PutMetricAlarm" => {
+                let until = now + self.behaviours.timings.alarm_evaluation;
+                self.alarms.entry(text("AlarmName")?).or_insert(until);
+                None
+            }
+            "DeleteAlarms" => {
+                let names = fields.iter().find(|(key, _)| key.as_text() == Some("AlarmNames"))?;
+                for name in names.1.as_array()?.iter().filter_map(|n| n.as_text()) {
+                    self.alarms.remove(name);
+                }
+                None
+            }
+            _ => {
+                let mut answer = cbor_map(body)?;
+                let (_, alarms) = answer
+                    .iter_mut()
+                    .find(|(key, _)| key.as_text() == Some("MetricAlarms"))?;
+                for alarm in alarms.as_array_mut()? {
+                    let ciborium::Value::Map(alarm) = alarm else { continue };
+                    let field = |name: &str| {
+                        alarm
+                            .iter()
+                            .find(|(key, _)| key.as_text() == Some(name))
+                            .and_then(|(_, value)| value.as_text().map(str::to_string))
+                    };
+                    // Moto's reason until a SetAlarmState (from any client) changes it.
+                    let never_set = field("StateReason").as_deref() == Some(MOTO_NEW_ALARM_REASON);
+                    let waiting = field("AlarmName")
+                        .and_then(|name| self.alarms.get(&name).copied())
+                        .is_some_and(|until| now < until);
+                    if never_set && waiting {
+                        for (key, value) in alarm.iter_mut() {
+                            if key.as_text() == Some("StateValue") {
+                                *value = ciborium::Value::Text("INSUFFICIENT_DATA".into());
+                            }
+                        }
+                    }
+                }
+                let mut out = Vec::new();
+                ciborium::into_writer(&ciborium::Value::Map(answer), &mut out).ok()?;
+                Some(out)
+            }
+        }
     }
 
     /// Remembers and rewrites the function state; whether `json` changed.
@@ -2058,6 +2149,53 @@ fn page_cbor(body: &[u8], items: &str, token: &str, offset: usize) -> Option<Vec
     let mut out = Vec::new();
     ciborium::into_writer(&ciborium::Value::Map(paged), &mut out).ok()?;
     Some(out)
+}
+
+/// The StateReason moto gives a new alarm.
+const MOTO_NEW_ALARM_REASON: &str = "Unchecked: Initial alarm creation";
+
+/// A CBOR map's entries; `None` when `body` is not one.
+fn cbor_map(body: &[u8]) -> Option<Vec<(ciborium::Value, ciborium::Value)>> {
+    match ciborium::from_reader::<ciborium::Value, _>(body).ok()? {
+        ciborium::Value::Map(entries) => Some(entries),
+        _ => None,
+    }
+}
+
+/// SNS's answers as an email subscription nobody confirmed gives them: a
+/// Subscribe of an email address answers `pending confirmation` (unless it
+/// asked for the ARN), a list shows `PendingConfirmation` for each email
+/// subscription. `None`: nothing to change.
+fn email_subscriptions_pending(request: &RequestView, body: &[u8]) -> Option<Vec<u8>> {
+    let xml = std::str::from_utf8(body).ok()?;
+    let set_arn = |xml: &str, arn: &str| -> Option<String> {
+        let start = xml.find("<SubscriptionArn>")? + "<SubscriptionArn>".len();
+        let end = start + xml[start..].find("</SubscriptionArn>")?;
+        Some(format!("{}{arn}{}", &xml[..start], &xml[end..]))
+    };
+    if request.operation == "Subscribe" {
+        let email = form_value(request.body, "Protocol").as_deref() == Some("email");
+        let wants_arn = form_value(request.body, "ReturnSubscriptionArn").as_deref() == Some("true");
+        return (email && !wants_arn)
+            .then(|| set_arn(xml, "pending confirmation"))
+            .flatten()
+            .map(String::into_bytes);
+    }
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(at) = rest.find("<member>") {
+        let stop = rest[at..].find("</member>")? + at + "</member>".len();
+        let member = &rest[at..stop];
+        out.push_str(&rest[..at]);
+        if member.contains("<Protocol>email</Protocol>") {
+            out.push_str(&set_arn(member, "PendingConfirmation")?);
+        } else {
+            out.push_str(member);
+        }
+        rest = &rest[stop..];
+    }
+    out.push_str(rest);
+    Some(out.into_bytes())
 }
 
 /// Cuts a page of the `<member>`s of `<list>` in an awsQuery answer and sets

@@ -326,3 +326,112 @@ async fn a_secret_deleted_without_recovery_keeps_its_name_for_a_moment() {
     );
     assert!(!Behaviours::none().secret_deletion && Behaviours::all(Timings::compressed()).secret_deletion);
 }
+
+/// A new alarm is INSUFFICIENT_DATA until its first evaluation (unless
+/// SetAlarmState sets it), and an email subscription stays pending:
+/// nobody follows SNS's link. Plain moto makes alarms OK and confirms
+/// subscriptions at once.
+#[tokio::test]
+async fn new_alarms_wait_for_their_first_evaluation_and_email_subscriptions_for_confirmation() {
+    use aws_sdk_cloudwatch::types::{ComparisonOperator, StateValue, Statistic};
+    let moto = Moto::start();
+    let behaviours = Behaviours {
+        alarm_evaluation: true,
+        email_confirmation: true,
+        timings: Timings {
+            alarm_evaluation: Duration::from_secs(2),
+            ..Timings::compressed()
+        },
+        ..Behaviours::none()
+    };
+    let proxy = AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
+    let config = sdk_config_for(&proxy.endpoint()).await;
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&config);
+    let put = |name: &'static str| {
+        cloudwatch
+            .put_metric_alarm()
+            .alarm_name(name)
+            .namespace("AWS/Lambda")
+            .metric_name("Errors")
+            .statistic(Statistic::Sum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(1.0)
+            .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
+            .send()
+    };
+    let states = || async {
+        let described = cloudwatch.describe_alarms().send().await.unwrap();
+        let mut states: Vec<(String, String)> = described
+            .metric_alarms()
+            .iter()
+            .map(|a| {
+                let state = a.state_value().map(|s| s.as_str().to_string()).unwrap_or_default();
+                (a.alarm_name().unwrap_or_default().to_string(), state)
+            })
+            .collect();
+        states.sort();
+        states
+    };
+    let made = Instant::now();
+    put("errors").await.unwrap();
+    put("forced").await.unwrap();
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name("forced")
+        .state_value(StateValue::Alarm)
+        .state_reason("test")
+        .send()
+        .await
+        .unwrap();
+    // Setting it again does not make it new.
+    put("errors").await.unwrap();
+    let first = states().await;
+    assert!(made.elapsed() < Duration::from_secs(2), "too slow to see the window");
+    assert_eq!(
+        first,
+        [
+            ("errors".to_string(), "INSUFFICIENT_DATA".to_string()),
+            ("forced".to_string(), "ALARM".to_string())
+        ]
+    );
+    // Evaluated once the window has passed: moto's OK shows.
+    while states().await[0].1 != "OK" {
+        assert!(made.elapsed() < Duration::from_secs(5), "never evaluated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(made.elapsed() >= Duration::from_secs(2));
+
+    let sns = aws_sdk_sns::Client::new(&config);
+    let topic = sns.create_topic().name("alarms").send().await.unwrap();
+    let topic = topic.topic_arn().unwrap();
+    let subscribed = sns
+        .subscribe()
+        .topic_arn(topic)
+        .protocol("email")
+        .endpoint("ops@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(subscribed.subscription_arn(), Some("pending confirmation"));
+    sns.subscribe()
+        .topic_arn(topic)
+        .protocol("sqs")
+        .endpoint(format!("arn:aws:sqs:us-east-1:{}:q", chat_testkit::moto::ACCOUNT_ID))
+        .send()
+        .await
+        .unwrap();
+    let listed = sns.list_subscriptions_by_topic().topic_arn(topic).send().await.unwrap();
+    let arns: Vec<(&str, &str)> = listed
+        .subscriptions()
+        .iter()
+        .map(|s| (s.protocol().unwrap(), s.subscription_arn().unwrap()))
+        .collect();
+    assert_eq!(arns.len(), 2, "{arns:?}");
+    assert!(arns.contains(&("email", "PendingConfirmation")), "{arns:?}");
+    assert!(
+        arns.iter()
+            .any(|(protocol, arn)| *protocol == "sqs" && arn.starts_with(topic)),
+        "{arns:?}"
+    );
+}

@@ -1,7 +1,8 @@
 //! Function output goes where Lambda sends it, CloudWatch Logs (here the
 //! emulator's), so `chatctl logs` works on the local stack; and to the
 //! terminal, tagged with its function. The local gateway's access log
-//! lines go to the stage's access log group the same way.
+//! lines go to the stage's access log group the same way. Lines in
+//! CloudWatch's embedded metric format become metrics, as on AWS.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use tokio::sync::{mpsc, oneshot};
 
+use super::metrics::Recorder;
 use super::runtime::{LogLine, LogSink};
 
 const FLUSH_INTERVAL: Duration = Duration::from_millis(300);
@@ -56,6 +58,7 @@ impl LogShipper {
 pub fn forwarder(
     logs: aws_sdk_cloudwatchlogs::Client,
     echo: bool,
+    metrics: Arc<Recorder>,
 ) -> (LogSink, LogShipper, tokio::task::JoinHandle<()>) {
     let (sender, mut receiver) = mpsc::unbounded_channel::<Shipment>();
     let shipper = LogShipper(sender);
@@ -64,6 +67,7 @@ pub fn forwarder(
         if echo {
             eprintln!("[{}] {}", line.function, line.line);
         }
+        metrics.record_embedded(&line.line);
         let group = format!("/aws/lambda/{}", line.function);
         functions.ship(&group, &format!("local/[$LATEST]{}", line.instance), line.line);
     });

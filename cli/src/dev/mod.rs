@@ -3,6 +3,7 @@
 //! same code as `up`; the functions' real binaries run behind a local Lambda
 //! runtime; a local gateway serves the WebSocket API the way API Gateway does.
 
+pub mod alarms;
 pub mod emulator;
 pub mod gateway;
 pub mod logs;
@@ -113,9 +114,15 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
     let port = listener.local_addr()?.port();
     gateway::local_url::record(aws, names, &api.id, port).await;
     let callback = format!("http://127.0.0.1:{port}/{}", names.stage);
-    let (sink, shipper, log_task) = dev_logs::forwarder(aws.logs.clone(), true);
     let metrics_recorder = Arc::new(metrics::Recorder::default());
-    let metrics_task = tokio::spawn(metrics::publish(metrics_recorder.clone(), aws.cloudwatch.clone()));
+    let (sink, shipper, log_task) = dev_logs::forwarder(aws.logs.clone(), true, metrics_recorder.clone());
+    let alarm_specs = desired.alarms.as_ref().map(|a| a.alarms.as_slice()).unwrap_or_default();
+    let alarm_watch = alarms::AlarmWatch::new(alarm_specs, &api.id);
+    let metrics_task = tokio::spawn(metrics::publish(
+        metrics_recorder.clone(),
+        aws.cloudwatch.clone(),
+        alarm_watch,
+    ));
     let mut functions = HashMap::new();
     for spec in &desired.functions {
         let mut env = spec.env.clone();

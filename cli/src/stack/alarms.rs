@@ -18,12 +18,13 @@ use crate::aws::{Aws, failed, is_code};
 /// What SNS shows for an email subscription nobody has confirmed yet.
 pub const PENDING: &str = "PendingConfirmation";
 /// The alarms `[alarms]` can make, by name suffix.
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 6] = [
     "function-errors",
     "function-throttles",
     "function-duration",
     "stage-errors",
     "dynamodb-throttles",
+    "failed-deliveries",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -267,11 +268,13 @@ pub fn topic_action(spec: &AlarmsSpec, state: Option<&TopicState>, tags: &BTreeM
         .filter(|e| !state.subscriptions.contains_key(*e))
         .cloned()
         .collect();
+    // A pending subscription cannot be removed (it has no ARN yet); SNS
+    // drops it after 3 days unconfirmed (SNS developer guide).
     let remove: Vec<String> = state
         .subscriptions
-        .keys()
-        .filter(|e| !spec.email.contains(e))
-        .cloned()
+        .iter()
+        .filter(|(e, confirmed)| **confirmed && !spec.email.contains(e))
+        .map(|(e, _)| e.clone())
         .collect();
     let mut changes = vec![];
     if !add.is_empty() || !remove.is_empty() {

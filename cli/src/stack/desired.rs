@@ -371,6 +371,16 @@ fn alarms(settings: &Settings, names: &Names) -> AlarmsSpec {
             })
         })
         .collect();
+    // Published by the sendmessage handler in its log (embedded metric format).
+    let failed_deliveries = vec![MetricSpec {
+        namespace: chat_core::metrics::NAMESPACE.into(),
+        name: chat_core::metrics::FAILED_DELIVERIES.into(),
+        dimensions: vec![(
+            chat_core::metrics::DIMENSION.into(),
+            names.function(Function::SendMessage),
+        )],
+        stat: "Sum".into(),
+    }];
     let timeout_ms = f64::from(settings.timeout_seconds) * 1000.0;
     let rules = [
         (
@@ -416,6 +426,15 @@ fn alarms(settings: &Settings, names: &Names) -> AlarmsSpec {
             of_tables,
             alarm.dynamodb_throttles,
             f64::from(alarm.dynamodb_throttles),
+            1,
+        ),
+        (
+            "failed-deliveries",
+            "messages that did not reach an open connection",
+            "SUM(METRICS())",
+            failed_deliveries,
+            alarm.failed_deliveries,
+            f64::from(alarm.failed_deliveries),
             1,
         ),
     ];

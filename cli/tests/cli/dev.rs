@@ -1569,3 +1569,59 @@ async fn ping_is_answered_pong_without_a_function() {
     assert_eq!(ping["integration_type"], "MOCK");
     assert_eq!(ping["function"], Value::Null);
 }
+
+/// `[alarms]` in dev: the rules `up` puts in CloudWatch are evaluated over
+/// the metrics dev records. Two refused tokens (the authorizer's
+/// `Unauthorized` is a function error, on AWS too) put function-errors in
+/// ALARM: dev prints it and sets the emulator's alarm, so that `status`
+/// exits 3 and `top` names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_rule_fires_in_dev_and_status_shows_it() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[alarms]\nfunction_errors = 2\nperiod_minutes = 1\n").unwrap();
+    let path = config.path().to_string_lossy().to_string();
+    let mut dev = start_dev_with(&["--config", &path]).await;
+    let status = dev.chatctl(&["status", "--output", "json", "--config", &path]).await;
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    for _ in 0..2 {
+        assert_eq!(refused_with(dev.connect("token=not-a-token").await), 401);
+    }
+    let fired = async {
+        while let Some(line) = dev.stderr.recv().await {
+            if line.contains("alarm chat-function-errors is in ALARM") {
+                return line;
+            }
+        }
+        panic!("chatctl dev stopped");
+    };
+    let line = tokio::time::timeout(Duration::from_secs(20), fired)
+        .await
+        .expect("dev never said the alarm fired");
+    assert!(line.contains("2 in the last 1 min"), "{line}");
+    let status = dev.chatctl(&["status", "--output", "json", "--config", &path]).await;
+    assert_eq!(
+        status.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let report: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let alarm = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "chat-function-errors")
+        .cloned()
+        .unwrap();
+    assert_eq!(alarm["state"], "alarm", "{alarm:#}");
+    let top = dev
+        .chatctl(&["top", "--once", "--output", "json", "--config", &path])
+        .await;
+    let snapshot: Value = serde_json::from_slice(&top.stdout).unwrap();
+    assert_eq!(snapshot["alarming"], json!(["chat-function-errors"]));
+}

@@ -30,7 +30,7 @@ async fn status_lists_every_resource_with_outputs_and_connections() {
             .starts_with("wss://")
     );
     let resources = report["resources"].as_array().unwrap();
-    assert_eq!(resources.len(), 49);
+    assert_eq!(resources.len(), 50);
     // The token secret: its versions, never its value.
     let secret = resources.iter().find(|r| r["kind"] == "secret").unwrap();
     assert_eq!(secret["name"], "chatctl/chat/token");
@@ -227,6 +227,28 @@ async fn alarms_are_made_shown_with_their_state_and_deleted() {
     let env = Env::start().await;
     env.write_config("[alarms]\nemail = [\"ops@example.com\"]\nfunction_errors = 3\n");
     env.up(&[]).await.assert_ok();
+    // Right after `up`, as on AWS: the alarms not evaluated yet, the email
+    // not confirmed. Neither is a failure.
+    let status = env.chatctl(&["status", "--output", "json"]).await;
+    assert_eq!(status.code, 0, "{status:?}");
+    let report: Value = serde_json::from_str(&status.stdout).unwrap();
+    let resource = |report: &Value, name: &str| {
+        report["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        resource(&report, "chat-function-errors")["details"],
+        serde_json::json!(["state INSUFFICIENT_DATA"])
+    );
+    assert_eq!(
+        resource(&report, "chat-alarms")["details"],
+        serde_json::json!(["ops@example.com: pending confirmation (see its inbox)"])
+    );
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&env.sdk);
     let described = cloudwatch
         .describe_alarms()
@@ -244,6 +266,7 @@ async fn alarms_are_made_shown_with_their_state_and_deleted() {
         names,
         [
             "chat-dynamodb-throttles",
+            "chat-failed-deliveries",
             "chat-function-duration",
             "chat-function-errors",
             "chat-function-throttles",
@@ -274,6 +297,24 @@ async fn alarms_are_made_shown_with_their_state_and_deleted() {
     assert_eq!(emails, ["ops@example.com"]);
     let again = env.up(&["--dry-run", "--exit-code"]).await;
     assert_eq!(again.code, 0, "nothing pending: {again:?}");
+    // Another address: the new one is subscribed; the old one, pending,
+    // cannot be unsubscribed (SNS drops it in 3 days), and is not planned
+    // again and again.
+    env.write_config("[alarms]\nemail = [\"oncall@example.com\"]\nfunction_errors = 3\n");
+    env.up(&["--yes"]).await.assert_ok();
+    let again = env.up(&["--dry-run", "--exit-code"]).await;
+    assert_eq!(again.code, 0, "nothing pending: {again:?}");
+    let report: Value = serde_json::from_str(&env.chatctl(&["status", "--output", "json"]).await.stdout).unwrap();
+    let details = resource(&report, "chat-alarms")["details"].to_string();
+    assert!(
+        details.contains("oncall@example.com: pending confirmation (see its inbox)"),
+        "{details}"
+    );
+    assert!(
+        details.contains("ops@example.com: pending confirmation, no longer in [alarms] email"),
+        "{details}"
+    );
+    env.write_config("[alarms]\nemail = [\"ops@example.com\"]\nfunction_errors = 3\n");
 
     let status = env.chatctl(&["status", "--output", "json"]).await;
     assert_eq!(status.code, 0, "{status:?}");

@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod handlers;
 pub mod ids;
+pub mod metrics;
 pub mod oidc;
 pub mod protocol;
 pub mod retry;

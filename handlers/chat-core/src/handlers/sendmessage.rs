@@ -138,6 +138,11 @@ async fn send(
         out_of_time = report.out_of_time,
         "message sent"
     );
+    let undelivered = report.failed.len() + report.out_of_time;
+    if undelivered > 0 {
+        // For the stack's failed-deliveries alarm.
+        crate::metrics::publish_count(crate::metrics::FAILED_DELIVERIES, undelivered as f64);
+    }
     if report.out_of_time > 0 {
         // No time to prune: later messages find them gone again.
         return Err(ChatError::DeliveryIncomplete {
