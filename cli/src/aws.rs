@@ -67,6 +67,7 @@ pub struct Aws {
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub sns: aws_sdk_sns::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl Aws {
@@ -151,6 +152,13 @@ impl Aws {
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
             secrets: aws_sdk_secretsmanager::Client::new(&sdk),
             sns: aws_sdk_sns::Client::new(&sdk),
+            // An emulator on an address answers path-style requests only
+            // (no bucket.host names to resolve).
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&sdk)
+                    .force_path_style(sdk.endpoint_url().is_some())
+                    .build(),
+            ),
             sdk,
         })
     }

@@ -81,6 +81,8 @@ pub enum Command {
     Top(TopArgs),
     /// Run the whole stack locally: emulator, functions, WebSocket gateway
     Dev(DevArgs),
+    /// Remove the stack's lock after showing who holds it (a run that is gone)
+    Unlock(UnlockArgs),
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +274,9 @@ pub struct UpArgs {
     /// Once the stack is up, run `chatctl smoke` against it (exit 1 when it fails)
     #[arg(long, conflicts_with = "dry_run")]
     pub smoke: bool,
+    /// How long to wait for another run's lock of the stack (0: fail at once)
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub lock_timeout: String,
 }
 
 #[derive(Debug, Args)]
@@ -301,4 +306,14 @@ pub struct DownArgs {
     /// Keep the DynamoDB tables and their data
     #[arg(long)]
     pub keep_data: bool,
+    /// How long to wait for another run's lock of the stack (0: fail at once)
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub lock_timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Do not ask before removing the lock
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }

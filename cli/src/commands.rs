@@ -7,7 +7,8 @@ use crate::EXIT_DRIFT;
 use crate::build;
 use crate::cli::{Cli, Command, ConnectionsCommand, DownArgs, LogsArgs, RoutesCommand, TokenArgs, UpArgs};
 use crate::output::{Outputs, Progress, confirm, print_json};
-use crate::session::{Approval, Session, connect, converge, plan_for, read};
+use crate::session::{Approval, Session, connect, converge, lock, lock_timeout, plan_for, read};
+use crate::stack::lock::NoBucket;
 use crate::stack::plan::{self, Plan};
 use crate::stack::{apply, destroy};
 
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             smoke(context, args.url.as_deref(), args.token.as_deref(), wait).await
         }
         Command::Top(args) => top(context, &args).await,
+        Command::Unlock(args) => unlock(context, args.yes).await,
         Command::Dev(_) => unreachable!("handled above"),
     }
 }
@@ -109,6 +111,7 @@ async fn check_issuer(oidc: Option<&chat_core::oidc::OidcSettings>) -> Option<St
 }
 
 async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
+    let lock_wait = lock_timeout(&args.lock_timeout)?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let root = build::find_root(&cwd);
     let lambda_dir = match (&args.lambda_dir, &root) {
@@ -144,12 +147,45 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
         build::read_zips(&lambda_dir)
     };
     let oidc = context.settings.oidc.clone();
-    let (actual, code, issuer) = tokio::join!(read(context), build_step, check_issuer(oidc.as_ref()));
+    // One writer at a time: the lock before the read the plan is made of.
+    let locked_read = async {
+        let lock = match args.dry_run {
+            true => None,
+            false => lock(context, ("up", NoBucket::Make), lock_wait).await?,
+        };
+        Ok::<_, anyhow::Error>((lock, read(context).await))
+    };
+    let (locked, code, issuer) = tokio::join!(locked_read, build_step, check_issuer(oidc.as_ref()));
     progress.finish();
     if let Some(warning) = issuer {
         eprintln!("warning: {warning}");
     }
-    let (actual, code) = (actual?, code?);
+    let (lock, actual) = locked?;
+    let result = match (actual, code) {
+        (Ok(actual), Ok(code)) => up_locked(context, args, actual, code).await,
+        (Err(err), _) | (_, Err(err)) => Err(err),
+    };
+    release(lock).await;
+    result
+}
+
+/// Releases a lock this run holds; a failure is said, not fatal (the lock
+/// expires by itself).
+async fn release(lock: Option<crate::stack::lock::Lock>) {
+    if let Some(lock) = lock
+        && let Err(err) = lock.release().await
+    {
+        eprintln!("warning: {err:#} (it expires by itself within a minute)");
+    }
+}
+
+/// `up` once the stack is read (and locked, unless a dry run).
+async fn up_locked(
+    context: &mut Session,
+    args: &UpArgs,
+    actual: crate::stack::actual::Actual,
+    code: std::collections::BTreeMap<crate::stack::Function, crate::stack::desired::Code>,
+) -> Result<u8> {
     let mut plan = plan_for(context, &actual, &code)?;
     let Session { aws, names, .. } = &*context;
     if !context.json {
@@ -253,6 +289,18 @@ struct DownPlanReport<'a> {
 }
 
 async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
+    let lock_wait = lock_timeout(&args.lock_timeout)?;
+    let lock = match args.dry_run {
+        true => None,
+        false => lock(context, ("down", NoBucket::Unlocked), lock_wait).await?,
+    };
+    let result = down_locked(context, args).await;
+    // The bucket, and the lock in it, are gone after a whole `down`.
+    release(lock).await;
+    result
+}
+
+async fn down_locked(context: &mut Session, args: &DownArgs) -> Result<u8> {
     let actual = read(context).await?;
     let Session { aws, names, .. } = &*context;
     let teardown = destroy::Teardown::of(names, &actual, args.keep_data);
@@ -747,4 +795,22 @@ async fn logs(context: &mut Session, args: &LogsArgs) -> Result<u8> {
             _ = tokio::time::sleep(crate::logs::FOLLOW_INTERVAL) => {}
         }
     }
+}
+
+/// `chatctl unlock`: shows who holds the stack's lock, asks, removes it.
+async fn unlock(context: &mut Session, yes: bool) -> Result<u8> {
+    context.names.account = context.aws.account_id().await?;
+    let Session { aws, names, .. } = &*context;
+    let Some((holder, _)) = crate::stack::lock::read(aws, &names.bucket()).await? else {
+        outln!("Stack {} is not locked.", names.stack)?;
+        return Ok(0);
+    };
+    outln!("Stack {} is locked by {}.", names.stack, holder.describe())?;
+    let question = "Remove the lock? Only if that run is gone: two runs at once can leave the stack half changed.";
+    if !yes && !confirm(question)? {
+        bail!("cancelled; the lock is still there");
+    }
+    crate::stack::lock::remove(aws, names).await?;
+    outln!("Lock removed.")?;
+    Ok(0)
 }

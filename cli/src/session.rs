@@ -5,14 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::aws::{Aws, AwsOptions, is_local_endpoint, local_region};
 use crate::cli::{Cli, OutputFormat};
 use crate::settings::{ConfigFile, Overrides, Settings};
 use crate::stack::desired::{Code, Desired};
 use crate::stack::plan::{self, Plan};
-use crate::stack::{Function, Names, actual, apply};
+use crate::stack::{Function, Names, actual, apply, lock};
 
 /// What every command works with: the settings, AWS clients, the stack's names.
 pub struct Session {
@@ -69,10 +69,50 @@ pub async fn connect(cli: &Cli, local_emulator: Option<&str>) -> Result<Session>
 /// Checks the credentials (learning the account id) while reading the stack:
 /// a no-op `up` thus costs two rounds of calls.
 pub async fn read(session: &mut Session) -> Result<actual::Actual> {
-    let (account, actual) = tokio::join!(session.aws.account_id(), actual::read(&session.aws, &session.names));
+    let account = async {
+        let known = !session.names.account.is_empty();
+        let account = if known {
+            session.names.account.clone()
+        } else {
+            session.aws.account_id().await?
+        };
+        // The bucket's name holds a hash of the account id.
+        let names = Names {
+            account: account.clone(),
+            ..session.names.clone()
+        };
+        let bucket = crate::stack::bucket::read_bucket(&session.aws, &names).await;
+        Ok::<_, anyhow::Error>((account, bucket))
+    };
+    let (account, actual) = tokio::join!(account, actual::read(&session.aws, &session.names));
     // A credentials problem explains a failed read better than the read's own error.
-    session.names.account = account?;
-    actual
+    let (account, bucket) = account?;
+    session.names.account = account;
+    let mut actual = actual?;
+    actual.bucket = bucket?;
+    Ok(actual)
+}
+
+/// Takes the stack's lock for `command` (`up`, `down`), waiting up to
+/// `wait` for another run's (see [`lock::acquire`]); learns the account id
+/// on the way.
+pub async fn lock(
+    session: &mut Session,
+    command: (&str, lock::NoBucket),
+    wait: std::time::Duration,
+) -> Result<Option<lock::Lock>> {
+    if session.names.account.is_empty() {
+        session.names.account = session.aws.account_id().await?;
+    }
+    let mut tags = session.settings.tags.clone();
+    tags.insert(crate::stack::STACK_TAG.to_string(), session.names.stack.clone());
+    lock::acquire(&session.aws, &session.names, &tags, command, wait).await
+}
+
+/// `--lock-timeout`'s value.
+pub fn lock_timeout(text: &str) -> Result<std::time::Duration> {
+    humantime::parse_duration(text)
+        .with_context(|| format!("invalid --lock-timeout {text:?}: use a duration like 0s, 30s or 5m"))
 }
 
 /// What the stack should be for `code`, and the plan from `actual` to it:

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::alarms::{AlarmState, TopicState, read_alarms, read_topic};
 use super::api::{ApiState, read_api};
 pub use super::base::{Found, all_pages};
+use super::bucket::BucketState;
 use super::function::{FunctionState, read_function};
 use super::log_group::{LogGroupState, read_log_groups};
 use super::role::{RoleState, read_role};
@@ -32,6 +33,9 @@ pub struct Actual {
     /// The alarms' topic, and each alarm the stack may have, by name.
     pub topic: Found<TopicState>,
     pub alarms: BTreeMap<String, Found<AlarmState>>,
+    /// The stack's bucket (its lock), read once the account id is known
+    /// (see `session::read`); Missing until then.
+    pub bucket: Found<BucketState>,
 }
 
 impl Actual {
@@ -54,6 +58,7 @@ impl Actual {
             && self.secret.ours().is_none()
             && self.topic.ours().is_none()
             && self.alarms.values().all(|a| a.ours().is_none())
+            && self.bucket.ours().is_none()
     }
 }
 
@@ -79,6 +84,7 @@ pub async fn read(aws: &Aws, names: &Names) -> Result<Actual> {
         secret,
         topic,
         alarms,
+        bucket: Found::Missing,
     })
 }
 

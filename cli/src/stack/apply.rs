@@ -16,8 +16,8 @@ pub use super::base::{Report, Step};
 use super::desired::Desired;
 use super::plan::{self, Action, Detail, Kind, Plan};
 use super::{
-    alarms, api, authorizer, function, integration, keep_alive, log_group, permission, role, route, secret, stage,
-    table,
+    alarms, api, authorizer, bucket, function, integration, keep_alive, log_group, permission, role, route, secret,
+    stage, table,
 };
 use crate::aws::Aws;
 
@@ -65,7 +65,7 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
         // the API's parts are written while the functions are created and
         // wait for their role and Active state; only the permissions, which
         // name the authorizer's id, wait for both.
-        let (_, _, authorizer_id, _) = tokio::try_join!(
+        let (_, _, authorizer_id, _, _) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
                 let action = plan.action(Kind::Role, &spec.name);
                 let policy = desired.role_policy(spec, &api_id);
@@ -93,6 +93,25 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
                 }))
                 .await
                 .map(|_| ())
+            },
+            async {
+                let name = desired.names.bucket();
+                match plan.action(Kind::Bucket, &name) {
+                    Action::Create => {
+                        bucket::ensure_bucket(aws, &desired.names, &desired.tags).await?;
+                        base::step(report, Kind::Bucket, &name, "created");
+                    }
+                    Action::Update { changes } => {
+                        for change in changes {
+                            if let Detail::Tags { set, remove } = change {
+                                bucket::retag_bucket(aws, &name, set, remove).await?;
+                            }
+                        }
+                        base::step(report, Kind::Bucket, &name, "updated");
+                    }
+                    _ => {}
+                }
+                Ok::<_, anyhow::Error>(())
             },
         )?;
         let permissions: Vec<(Function, &Action)> = Function::ALL
@@ -229,6 +248,7 @@ pub async fn delete(aws: &Aws, steps: &[plan::Change], report: Report<'_>) -> Re
                 | Kind::Secret
                 | Kind::Alarm
                 | Kind::Topic
+                | Kind::Bucket
         ) {
             bail!(
                 "`down` deletes a {} ({}) with its API, not on its own",
@@ -285,5 +305,10 @@ pub async fn delete(aws: &Aws, steps: &[plan::Change], report: Report<'_>) -> Re
         Ok::<_, anyhow::Error>(())
     }))
     .await?;
+    // Last: it holds the lock of the `down` that runs this.
+    for step in of(Kind::Bucket) {
+        bucket::delete_bucket(aws, &step.name).await?;
+        done(step);
+    }
     Ok(())
 }

@@ -30,6 +30,7 @@ pub enum Kind {
     Secret,
     Topic,
     Alarm,
+    Bucket,
 }
 
 impl Kind {
@@ -48,6 +49,7 @@ impl Kind {
             Kind::Secret => "secret",
             Kind::Topic => "topic",
             Kind::Alarm => "alarm",
+            Kind::Bucket => "bucket",
         }
     }
 }

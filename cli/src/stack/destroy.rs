@@ -120,6 +120,11 @@ impl Teardown {
             t.steps.extend(tables);
         }
         t.steps.extend(log_groups);
+        match &actual.bucket {
+            Found::Ours(_) => t.steps.push(delete(Kind::Bucket, &names.bucket(), None)),
+            Found::Foreign(_) => t.skipped.push(format!("S3 bucket {}", names.bucket())),
+            Found::Missing => {}
+        }
         t
     }
 
@@ -199,6 +204,7 @@ mod tests {
             }),
             topic: Found::Missing,
             alarms: BTreeMap::new(),
+            bucket: Found::Missing,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod apply;
 pub mod base;
 pub mod desired;
 pub mod destroy;
+pub mod lock;
 pub mod plan;
 pub mod saved;
 #[cfg(test)]
@@ -22,6 +23,7 @@ pub mod tags;
 // update and delete; actual, plan, apply and destroy compose them.
 pub mod api;
 pub mod authorizer;
+pub mod bucket;
 pub mod function;
 pub mod integration;
 pub mod keep_alive;
@@ -98,6 +100,17 @@ impl Names {
     /// The SNS topic the stack's alarms notify.
     pub fn alarm_topic(&self) -> String {
         format!("{}-alarms", self.stack)
+    }
+
+    /// The stack's S3 bucket (its lock; later its artifacts). Bucket names
+    /// are global and lowercase: the stack's name, lowercased, and a hash
+    /// of account, region and exact stack name keep it the stack's own
+    /// (at most 8 + 32 + 1 + 12 = 53 characters of the 63 allowed).
+    pub fn bucket(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{}/{}/{}", self.account, self.region, self.stack));
+        let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        format!("chatctl-{}-{hash}", self.stack.to_ascii_lowercase())
     }
 
     /// A CloudWatch alarm of the stack: `{stack}-{what}`.

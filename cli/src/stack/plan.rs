@@ -171,6 +171,18 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
     if desired.alarms.is_none() && actual.topic.ours().is_some() {
         add(Kind::Topic, &topic, None, Action::Delete);
     }
+    // The bucket of the stack's lock: a real `up` has made it (to lock) by
+    // the time it plans; a dry run may not have.
+    let bucket_action = match actual.bucket.ours() {
+        None => Action::Create,
+        Some(state) => Action::update_or_nothing(tag_changes(&state.tags, &desired.tags).into_iter().collect()),
+    };
+    add(
+        Kind::Bucket,
+        &desired.names.bucket(),
+        foreign(&actual.bucket, "S3 bucket"),
+        bucket_action,
+    );
     for spec in &desired.functions {
         let found = actual.functions.get(&spec.function).unwrap_or(&Found::Missing);
         let role_arn = desired.names.role_arn(&spec.role);
@@ -586,6 +598,7 @@ mod tests {
             secret: Found::Missing,
             topic: Found::Missing,
             alarms: BTreeMap::new(),
+            bucket: Found::Missing,
         };
         let moving = plan(&d, &actual);
         assert_eq!(moving.action(Kind::Secret, "chatctl/chat/token"), &Action::Create);
@@ -722,12 +735,16 @@ mod tests {
             secret: Found::Missing,
             topic: Found::Missing,
             alarms: BTreeMap::new(),
+            bucket: Found::Missing,
         };
         let new = plan(&d, &empty);
         assert!(new.changes.iter().all(|c| c.action == Action::Create));
-        // Tables, roles, log groups, the secret, the alarms' topic and six alarms, functions, the API, its
-        // authorizer, integrations and routes, the keep-alive's two, permissions, the stage.
-        assert_eq!(new.changes.len(), 2 + 2 + 7 + 1 + 1 + 6 + 7 + 1 + 1 + 6 + 6 + 2 + 7 + 1);
+        // Tables, roles, log groups, the secret, the alarms' topic and six alarms, the bucket, functions,
+        // the API, its authorizer, integrations and routes, the keep-alive's two, permissions, the stage.
+        assert_eq!(
+            new.changes.len(),
+            2 + 2 + 7 + 1 + 1 + 6 + 1 + 7 + 1 + 1 + 6 + 6 + 2 + 7 + 1
+        );
         assert_eq!(new.action(Kind::Secret, "chatctl/chat/token"), &Action::Create);
         assert_eq!(new.action(Kind::Route, "$connect"), &Action::Create);
         assert_eq!(new.action(Kind::Route, "nosuchroute"), &Action::NoChange);

@@ -119,7 +119,7 @@ async fn down_asks_before_deleting_data_and_keep_data_keeps_the_tables() {
     let plan = env.chatctl(&["down", "--dry-run"]).await;
     plan.assert_ok();
     for line in [
-        "`down` would delete 27 resources of stack chat:",
+        "`down` would delete 28 resources of stack chat:",
         "  - function chat-join\n",
         "  - secret chatctl/chat/token (at once, no recovery window)\n",
         "  - role chat-handlers\n",
@@ -137,7 +137,7 @@ async fn down_asks_before_deleting_data_and_keep_data_keeps_the_tables() {
     let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(plan["dry_run"], true);
     assert_eq!(plan["kept"], serde_json::json!(["chat-connections", "chat-messages"]));
-    assert_eq!(plan["delete"].as_array().unwrap().len(), 25);
+    assert_eq!(plan["delete"].as_array().unwrap().len(), 26);
     assert_eq!(plan["skipped"], serde_json::json!([]));
     assert_eq!(env.mutating_operations(), Vec::<String>::new());
 

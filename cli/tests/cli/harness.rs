@@ -162,7 +162,13 @@ impl Env {
 
     /// Starts chatctl with `args` against the proxy, to be killed midway.
     pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        self.spawn_env(args, &[])
+    }
+
+    /// [`Env::spawn`] with these environment variables set.
+    pub fn spawn_env(&self, args: &[&str], vars: &[(&str, &str)]) -> tokio::process::Child {
         self.command(args, &self.proxy.endpoint(), &[])
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -218,8 +224,15 @@ impl Env {
         append_to_zip(&self.lambda_dir.path().join(BINARY).join("bootstrap.zip"));
     }
 
+    /// The mutating calls, but for the writes of the stack's lock object
+    /// that every `up` and `down` makes: tests count changes to the stack.
     pub fn mutating_calls(&self) -> Vec<AwsCall> {
-        self.proxy.mutating_calls()
+        let lock = format!("/{}", chatctl::stack::lock::KEY);
+        self.proxy
+            .mutating_calls()
+            .into_iter()
+            .filter(|c| !(c.service == "s3" && c.operation.ends_with(&lock)))
+            .collect()
     }
 
     /// The mutating operations that reached AWS (moto): not those the proxy

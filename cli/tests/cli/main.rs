@@ -9,6 +9,7 @@ mod gateway;
 mod harness;
 mod layers;
 mod local_lambda;
+mod lock;
 mod operate;
 mod real_aws;
 mod status;

@@ -103,23 +103,30 @@ async fn an_up_or_down_killed_midway_converges_on_the_next_run() {
     let up_args = env.up_args();
     let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();
     // Killed while tables are CREATING and roles propagate, while functions
-    // are Pending, and while the API's parts are written.
+    // are Pending, and while the API's parts are written. Each killed run
+    // leaves its lock, with a lease of 2 s here: the next run waits it out.
+    let lease = [("CHATCTL_LOCK_LEASE", "2s")];
     for after in [300, 1_500, 3_000] {
-        let mut up = env.spawn(&up_args);
+        let mut up = env.spawn_env(&up_args, &lease);
         tokio::time::sleep(Duration::from_millis(after)).await;
         up.kill().await.unwrap();
     }
-    env.up(&[]).await.assert_ok();
+    let run = env.chatctl_env(&up_args, &lease).await;
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("Took over the stack's lock from `chatctl up`"),
+        "the killed run's lock: {run:?}"
+    );
     assert_one_of_each(&env).await;
     let status = env.chatctl(&["status"]).await;
     assert_eq!(status.code, 0, "{status:?}");
 
     for after in [200, 1_000] {
-        let mut down = env.spawn(&["down", "--yes"]);
+        let mut down = env.spawn_env(&["down", "--yes"], &lease);
         tokio::time::sleep(Duration::from_millis(after)).await;
         down.kill().await.unwrap();
     }
-    env.chatctl(&["down", "--yes"]).await.assert_ok();
+    env.chatctl_env(&["down", "--yes"], &lease).await.assert_ok();
     assert_nothing_left(&env).await;
 }
 

@@ -30,7 +30,7 @@ async fn status_lists_every_resource_with_outputs_and_connections() {
             .starts_with("wss://")
     );
     let resources = report["resources"].as_array().unwrap();
-    assert_eq!(resources.len(), 50);
+    assert_eq!(resources.len(), 51);
     // The token secret: its versions, never its value.
     let secret = resources.iter().find(|r| r["kind"] == "secret").unwrap();
     assert_eq!(secret["name"], "chatctl/chat/token");

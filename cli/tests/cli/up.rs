@@ -946,9 +946,9 @@ async fn tags_change_in_place_and_status_reports_their_drift() {
         .iter()
         .filter(|r| r["state"] == "drifted")
         .collect();
-    // 2 tables, 2 roles, the secret, the alarms' topic and 6 alarms, 7 log
+    // 2 tables, 2 roles, the secret, the alarms' topic and 6 alarms, the bucket, 7 log
     // groups, 7 functions, the API and its stage.
-    assert_eq!(drifted.len(), 28, "{drifted:#?}");
+    assert_eq!(drifted.len(), 29, "{drifted:#?}");
     assert!(
         drifted
             .iter()

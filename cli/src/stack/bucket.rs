@@ -1,0 +1,225 @@
+//! The stack's S3 bucket, home of the stack's lock (the lock module):
+//! read, made (tagged, every public access blocked, encrypted at rest),
+//! retagged, and emptied and deleted by `down`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier, PublicAccessBlockConfiguration,
+    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    Tag, Tagging,
+};
+use serde::Serialize;
+
+use super::base::{Found, Polled, poll};
+use super::{Names, STACK_TAG};
+use crate::aws::{Aws, aws_error, error_code, failed, is_code};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BucketState {
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The bucket, when the account id is known (its name holds a hash of it).
+pub async fn read_bucket(aws: &Aws, names: &Names) -> Result<Found<BucketState>> {
+    let name = names.bucket();
+    match aws.s3.head_bucket().bucket(&name).send().await {
+        Ok(_) => {}
+        Err(err) if is_code(&err, &["NotFound", "NoSuchBucket"]) => return Ok(Found::Missing),
+        // A bucket of that name the credentials cannot see: another account's.
+        Err(err) if err.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
+            return Ok(Found::Foreign(None));
+        }
+        Err(err) => return Err(aws_error(format!("cannot read S3 bucket {name}"), err)),
+    }
+    let tags = match aws.s3.get_bucket_tagging().bucket(&name).send().await {
+        Ok(tagging) => tagging
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect(),
+        Err(err) if is_code(&err, &["NoSuchTagSet"]) => BTreeMap::new(),
+        Err(err) => return Err(aws_error(format!("cannot read the tags of S3 bucket {name}"), err)),
+    };
+    // No tags at all: a creation cut short before its tagging (the name holds
+    // a hash of this account, region and stack, so it is no one else's).
+    let tag = tags
+        .get(STACK_TAG)
+        .cloned()
+        .or_else(|| tags.is_empty().then(|| names.stack.clone()));
+    Ok(Found::classify(&names.stack, tag.as_deref(), BucketState { tags }))
+}
+
+/// Makes the bucket when it does not exist (an existing one of ours is
+/// left as it is); fails clearly when the name is another account's.
+pub async fn ensure_bucket(aws: &Aws, names: &Names, tags: &BTreeMap<String, String>) -> Result<()> {
+    match read_bucket(aws, names).await? {
+        Found::Ours(state) if state.tags.contains_key(STACK_TAG) => return Ok(()),
+        // Made, not finished: the rest of its setup.
+        Found::Ours(_) => return set_up(aws, &names.bucket(), tags).await,
+        Found::Foreign(_) => bail!(
+            "S3 bucket {} exists and is not this stack's (another account's, or tagged for another stack); \
+             chatctl keeps the stack's lock in it. Delete it if it is yours, or use another stack name",
+            names.bucket()
+        ),
+        Found::Missing => {}
+    }
+    let name = names.bucket();
+    let mut create = aws.s3.create_bucket().bucket(&name);
+    // us-east-1 takes no location constraint (S3 API reference, CreateBucket).
+    if names.region != "us-east-1" {
+        create = create.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(names.region.as_str()))
+                .build(),
+        );
+    }
+    // Right after a DeleteBucket of the name (a `down` a moment ago), S3
+    // answers OperationAborted "A conflicting conditional operation is
+    // currently in progress" for a while (S3 API reference, error codes).
+    poll(Duration::from_secs(60), || {
+        let create = create.clone();
+        let name = name.clone();
+        async move {
+            match create.send().await {
+                Ok(_) => Ok(Polled::Ready(())),
+                // Ours already: a lost answer, or another run of ours made it.
+                Err(err) if is_code(&err, &["BucketAlreadyOwnedByYou"]) => Ok(Polled::Ready(())),
+                Err(err) if is_code(&err, &["OperationAborted"]) => Ok(Polled::Waiting(format!(
+                    "cannot create S3 bucket {name}: S3 still says a conflicting operation is in progress \
+                     (a deletion of the name a moment ago); run again in a minute"
+                ))),
+                Err(err) if is_code(&err, &["BucketAlreadyExists"]) => bail!(
+                    "S3 bucket name {name} is taken by another AWS account; chatctl keeps the stack's lock \
+                     in it. Use another stack name"
+                ),
+                Err(err) => Err(aws_error(format!("cannot create S3 bucket {name}"), err)),
+            }
+        }
+    })
+    .await?;
+    set_up(aws, &name, tags).await
+}
+
+/// A new bucket's settings, tags last (they say it is finished).
+async fn set_up(aws: &Aws, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    // New buckets block public access and encrypt with SSE-S3 by default
+    // (since 2023); said explicitly, so an account default never weakens it.
+    aws.s3
+        .put_public_access_block()
+        .bucket(name)
+        .public_access_block_configuration(
+            PublicAccessBlockConfiguration::builder()
+                .block_public_acls(true)
+                .ignore_public_acls(true)
+                .block_public_policy(true)
+                .restrict_public_buckets(true)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(failed(format!("cannot block public access to S3 bucket {name}")))?;
+    let by_default = ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(ServerSideEncryption::Aes256)
+        .build()?;
+    aws.s3
+        .put_bucket_encryption()
+        .bucket(name)
+        .server_side_encryption_configuration(
+            ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(by_default)
+                        .build(),
+                )
+                .build()?,
+        )
+        .send()
+        .await
+        .map_err(failed(format!("cannot set the encryption of S3 bucket {name}")))?;
+    tag_bucket(aws, name, tags).await
+}
+
+/// Sets the bucket's tags (S3 replaces the whole set).
+pub async fn tag_bucket(aws: &Aws, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    let tag_set = tags
+        .iter()
+        .map(|(key, value)| Tag::builder().key(key).value(value).build())
+        .collect::<Result<Vec<_>, _>>()?;
+    aws.s3
+        .put_bucket_tagging()
+        .bucket(name)
+        .tagging(Tagging::builder().set_tag_set(Some(tag_set)).build()?)
+        .send()
+        .await
+        .map_err(failed(format!("cannot tag S3 bucket {name}")))?;
+    Ok(())
+}
+
+/// Sets and removes some of the bucket's tags, keeping the others.
+pub async fn retag_bucket(aws: &Aws, name: &str, set: &BTreeMap<String, String>, remove: &[String]) -> Result<()> {
+    let mut tags = match aws.s3.get_bucket_tagging().bucket(name).send().await {
+        Ok(tagging) => tagging
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect(),
+        Err(err) if is_code(&err, &["NoSuchTagSet"]) => BTreeMap::new(),
+        Err(err) => return Err(aws_error(format!("cannot read the tags of S3 bucket {name}"), err)),
+    };
+    tags.extend(set.clone());
+    tags.retain(|key, _| !remove.contains(key));
+    tag_bucket(aws, name, &tags).await
+}
+
+/// Empties the bucket (every page of its objects, in batches of 1,000, the
+/// most DeleteObjects takes) and deletes it. An object written meanwhile
+/// (BucketNotEmpty) is deleted in another round.
+pub async fn delete_bucket(aws: &Aws, name: &str) -> Result<()> {
+    for _ in 0..5 {
+        let mut pages = aws.s3.list_objects_v2().bucket(name).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Err(err) if is_code(&err, &["NoSuchBucket"]) => return Ok(()),
+                other => other.map_err(failed(format!("cannot list the objects of S3 bucket {name}")))?,
+            };
+            let keys = page
+                .contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .map(|key| ObjectIdentifier::builder().key(key).build())
+                .collect::<Result<Vec<_>, _>>()?;
+            for batch in keys.chunks(1000) {
+                aws.s3
+                    .delete_objects()
+                    .bucket(name)
+                    .delete(
+                        Delete::builder()
+                            .set_objects(Some(batch.to_vec()))
+                            .quiet(true)
+                            .build()?,
+                    )
+                    .send()
+                    .await
+                    .map_err(failed(format!("cannot empty S3 bucket {name}")))?;
+            }
+        }
+        match aws.s3.delete_bucket().bucket(name).send().await {
+            Ok(_) => return Ok(()),
+            Err(err) if is_code(&err, &["NoSuchBucket"]) => return Ok(()),
+            Err(err) if is_code(&err, &["BucketNotEmpty"]) => continue,
+            Err(err) => return Err(aws_error(format!("cannot delete S3 bucket {name}"), err)),
+        }
+    }
+    bail!("S3 bucket {name} is written to while `down` empties it; stop what writes to it and run `down` again")
+}
+
+/// Whether an S3 error is a failed precondition (If-Match / If-None-Match).
+pub fn precondition_failed<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    error_code(err) == Some("PreconditionFailed")
+}

@@ -1,0 +1,196 @@
+//! One writer at a time: `up` and `down` take the stack's lock (an object in
+//! the stack's bucket, written with S3's conditional writes); another run
+//! waits for it or fails naming its holder; a lock whose lease ran out is
+//! taken over; `chatctl unlock` removes one.
+
+use serde_json::{Value, json};
+
+use crate::harness::Env;
+
+/// The stack's bucket (made by the first `up`), found by its name's prefix.
+async fn find_bucket(s3: &aws_sdk_s3::Client) -> Option<String> {
+    let buckets = s3.list_buckets().send().await.unwrap();
+    buckets
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name())
+        .find(|name| name.starts_with("chatctl-chat-"))
+        .map(str::to_string)
+}
+
+fn s3(env: &Env) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&env.sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// Writes a lock of another run, whose lease ends `lease_ms` from now.
+async fn lock_held_by_another(s3: &aws_sdk_s3::Client, bucket: &str, lease_ms: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let holder = json!({
+        "command": "up", "user": "bob", "host": "ci-runner", "pid": 7,
+        "ci_run": "https://github.com/acme/chat/actions/runs/9",
+        "since_ms": now - 5_000, "expires_ms": now + lease_ms,
+    });
+    s3.put_object()
+        .bucket(bucket)
+        .key("chatctl.lock")
+        .body(holder.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn locked(s3: &aws_sdk_s3::Client, bucket: &str) -> bool {
+    s3.head_object().bucket(bucket).key("chatctl.lock").send().await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_stops_up_and_down_naming_its_holder_and_unlock_removes_it() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    let s3 = s3(&env);
+    let bucket = find_bucket(&s3).await.expect("up made the stack's bucket");
+    assert!(!locked(&s3, &bucket).await, "up released its lock");
+    let tags = s3.get_bucket_tagging().bucket(&bucket).send().await.unwrap();
+    assert!(
+        tags.tag_set()
+            .iter()
+            .any(|t| t.key() == "chatctl:stack" && t.value() == "chat"),
+        "{tags:?}"
+    );
+    let public = s3.get_public_access_block().bucket(&bucket).send().await.unwrap();
+    assert_eq!(
+        public
+            .public_access_block_configuration()
+            .and_then(|c| c.block_public_acls()),
+        Some(true)
+    );
+
+    lock_held_by_another(&s3, &bucket, 60_000).await;
+    let before = env.mutating_calls().len();
+    for args in [&["--lock-timeout", "0"][..], &["--lock-timeout", "0", "--yes"][..]] {
+        let up = env.up(args).await;
+        assert_eq!(up.code, 1, "{up:?}");
+        assert!(
+            up.stderr.contains(
+                "stack chat is locked by `chatctl up` by bob on ci-runner (pid 7, CI run \
+                 https://github.com/acme/chat/actions/runs/9) since"
+            ) && up.stderr.contains("`chatctl unlock` removes it now"),
+            "{up:?}"
+        );
+    }
+    env.change_code();
+    let down = env.chatctl(&["down", "--yes", "--lock-timeout", "0"]).await;
+    assert_eq!(down.code, 1, "{down:?}");
+    assert!(down.stderr.contains("stack chat is locked by"), "{down:?}");
+    assert_eq!(env.mutating_calls().len(), before, "nothing changed while locked");
+    // Reading needs no lock.
+    let plan = env.up(&["--dry-run"]).await;
+    plan.assert_ok();
+    assert!(plan.stdout.contains("~ function chat-connect"), "{plan:?}");
+    env.chatctl(&["status"]).await;
+
+    // Bad input is refused before anything.
+    let bad = env.up(&["--lock-timeout", "soon"]).await;
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("invalid --lock-timeout \"soon\""), "{bad:?}");
+    let mut up_args = env.up_args();
+    up_args.extend(["--lock-timeout".to_string(), "0".to_string()]);
+    let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();
+    let bad = env.chatctl_env(&up_args, &[("CHATCTL_LOCK_LEASE", "1s")]).await;
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("invalid CHATCTL_LOCK_LEASE \"1s\""), "{bad:?}");
+
+    let unlock = env.chatctl(&["unlock", "--yes"]).await;
+    unlock.assert_ok();
+    assert!(
+        unlock
+            .stdout
+            .contains("Stack chat is locked by `chatctl up` by bob on ci-runner")
+            && unlock.stdout.contains("Lock removed."),
+        "{unlock:?}"
+    );
+    assert!(!locked(&s3, &bucket).await);
+    let again = env.chatctl(&["unlock", "--yes"]).await;
+    again.assert_ok();
+    assert!(again.stdout.contains("Stack chat is not locked."), "{again:?}");
+    env.up(&["--lock-timeout", "0"]).await.assert_ok();
+
+    // `down` deletes the bucket, lock and all.
+    env.chatctl(&["down", "--yes"]).await.assert_ok();
+    assert_eq!(find_bucket(&s3).await, None);
+}
+
+/// A lock whose lease runs out is taken over: at once when it has, after
+/// waiting when it will within --lock-timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_whose_lease_ran_out_is_taken_over() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    let s3 = s3(&env);
+    let bucket = find_bucket(&s3).await.unwrap();
+
+    lock_held_by_another(&s3, &bucket, -1_000).await;
+    env.change_code();
+    let up = env.up(&["--lock-timeout", "0"]).await;
+    up.assert_ok();
+    assert!(
+        up.stderr
+            .contains("Took over the stack's lock from `chatctl up` by bob")
+            && up.stderr.contains("its lease ran out"),
+        "{up:?}"
+    );
+    assert!(!locked(&s3, &bucket).await);
+
+    // A killed run's lease, ending in 2 s: a run that may wait, waits, then takes over.
+    lock_held_by_another(&s3, &bucket, 2_000).await;
+    let up = env.up(&["--lock-timeout", "30s"]).await;
+    up.assert_ok();
+    assert!(
+        up.stderr
+            .contains("Waiting for the stack's lock, held by `chatctl up` by bob"),
+        "{up:?}"
+    );
+    assert!(up.stderr.contains("Took over the stack's lock"), "{up:?}");
+}
+
+/// Two `up`s at once on a new stack: both succeed, one after the other
+/// (one says it waits), and the stack has one API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ups_at_once_take_turns_and_make_one_stack() {
+    let env = Env::start().await;
+    let (first, second) = tokio::join!(env.up(&["--yes"]), env.up(&["--yes"]));
+    first.assert_ok();
+    second.assert_ok();
+    let waited = [&first, &second]
+        .iter()
+        .filter(|run| {
+            run.stderr
+                .contains("Waiting for the stack's lock, held by `chatctl up`")
+        })
+        .count();
+    assert_eq!(waited, 1, "{first:?}\n{second:?}");
+    let apis = aws_sdk_apigatewayv2::Client::new(&env.sdk)
+        .get_apis()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(apis.items().len(), 1, "{apis:?}");
+    let status = env.chatctl(&["status", "--output", "json"]).await;
+    assert_eq!(status.code, 0, "{status:?}");
+    let report: Value = serde_json::from_str(&status.stdout).unwrap();
+    let bucket = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "bucket")
+        .cloned()
+        .unwrap();
+    assert_eq!(bucket["state"], "present", "{bucket}");
+}
