@@ -147,26 +147,13 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
         build::read_zips(&lambda_dir)
     };
     let oidc = context.settings.oidc.clone();
-    // One writer at a time: the lock before the read the plan is made of.
-    let locked_read = async {
-        let lock = match args.dry_run {
-            true => None,
-            false => lock(context, ("up", NoBucket::Make), lock_wait).await?,
-        };
-        Ok::<_, anyhow::Error>((lock, read(context).await))
-    };
-    let (locked, code, issuer) = tokio::join!(locked_read, build_step, check_issuer(oidc.as_ref()));
+    let (actual, code, issuer) = tokio::join!(read(context), build_step, check_issuer(oidc.as_ref()));
     progress.finish();
     if let Some(warning) = issuer {
         eprintln!("warning: {warning}");
     }
-    let (lock, actual) = locked?;
-    let result = match (actual, code) {
-        (Ok(actual), Ok(code)) => up_locked(context, args, actual, code).await,
-        (Err(err), _) | (_, Err(err)) => Err(err),
-    };
-    release(lock).await;
-    result
+    let (actual, code) = (actual?, code?);
+    up_read(context, args, actual, code, lock_wait).await
 }
 
 /// Releases a lock this run holds; a failure is said, not fatal (the lock
@@ -179,15 +166,19 @@ async fn release(lock: Option<crate::stack::lock::Lock>) {
     }
 }
 
-/// `up` once the stack is read (and locked, unless a dry run).
-async fn up_locked(
+type Zips = std::collections::BTreeMap<crate::stack::Function, crate::stack::desired::Code>;
+
+/// `up` once the stack is read: the plan, and when it changes anything, the
+/// lock and the plan made again under it.
+async fn up_read(
     context: &mut Session,
     args: &UpArgs,
     actual: crate::stack::actual::Actual,
-    code: std::collections::BTreeMap<crate::stack::Function, crate::stack::desired::Code>,
+    code: Zips,
+    lock_wait: std::time::Duration,
 ) -> Result<u8> {
     let mut plan = plan_for(context, &actual, &code)?;
-    let Session { aws, names, .. } = &*context;
+    let Session { names, .. } = &*context;
     if !context.json {
         print_plan(&plan)?;
     }
@@ -235,6 +226,30 @@ async fn up_locked(
         let pending = args.exit_code && !plan.is_noop();
         return Ok(if pending { EXIT_DRIFT } else { 0 });
     }
+    // One writer at a time: a run that changes the stack takes its lock, and
+    // applies what a read under the lock says (another run may have changed
+    // the stack meanwhile). A run that changes nothing, or fails before,
+    // writes nothing, not even the lock.
+    let lock = lock(context, ("up", NoBucket::Make), lock_wait).await?;
+    let result = apply_under_lock(context, args, &code, &plan).await;
+    release(lock).await;
+    result
+}
+
+/// The plan made again from a read under the lock (said when it differs
+/// from the one printed; a saved plan is checked against that read), then
+/// confirmed and applied.
+async fn apply_under_lock(context: &mut Session, args: &UpArgs, code: &Zips, printed: &Plan) -> Result<u8> {
+    let actual = read(context).await?;
+    let mut plan = plan_for(context, &actual, code)?;
+    if let Some(file) = &args.plan {
+        let saved = crate::stack::saved::SavedPlan::new(&context.names, code, &actual, &plan)?;
+        plan = crate::stack::saved::check(file, &saved, code)?;
+    } else if plan::pending_differ(printed, &plan) && !context.json {
+        outln!("The stack changed while this run waited for its lock; the plan is now:")?;
+        print_plan(&plan)?;
+    }
+    let Session { aws, names, .. } = &*context;
     let approval = match (args.plan.is_some(), args.yes) {
         (true, _) => Approval::Saved,
         (false, true) => Approval::Given,

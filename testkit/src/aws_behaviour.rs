@@ -61,6 +61,10 @@ pub struct Timings {
     /// A new alarm's first evaluation, before which it is INSUFFICIENT_DATA
     /// (real: alarms are evaluated every minute, so up to 60 s).
     pub alarm_evaluation: Duration,
+    /// After a DeleteBucket, how long a CreateBucket of the name gets
+    /// OperationAborted (real: no figure published; seconds to minutes
+    /// reported; 10 s assumed).
+    pub bucket_name_release: Duration,
     pub latency: Latency,
 }
 
@@ -95,6 +99,7 @@ impl Timings {
             // Longer than the rest: nothing waits for it, and a test reads
             // the new alarms' first state after `up`.
             alarm_evaluation: Duration::from_secs(10),
+            bucket_name_release: Duration::from_millis(800),
             latency: Latency {
                 read: Duration::from_millis(5),
                 write: Duration::from_millis(15),
@@ -120,6 +125,7 @@ impl Timings {
             gsi_lag: Duration::from_millis(500),
             secret_deletion: Duration::from_secs(5),
             alarm_evaluation: Duration::from_secs(60),
+            bucket_name_release: Duration::from_secs(10),
             latency: Latency {
                 read: Duration::from_millis(80),
                 write: Duration::from_millis(200),
@@ -258,6 +264,18 @@ pub struct Behaviours {
     /// SetAlarmState set it meanwhile (through the layer or not). Moto
     /// makes alarms OK at once.
     pub alarm_evaluation: bool,
+    /// S3 conditional writes (PutObject with `If-None-Match` / `If-Match`,
+    /// DeleteObject with `If-Match`) of a key while another conditional
+    /// write of it is in flight get `409 ConditionalRequestConflict` ("If a
+    /// conflicting operation occurs during the upload S3 returns a 409
+    /// ConditionalRequestConflict response", S3 API reference, PutObject).
+    /// Moto serialises every request.
+    pub s3_conditional_conflicts: bool,
+    /// For `bucket_name_release` after a DeleteBucket, a CreateBucket of the
+    /// name gets `409 OperationAborted` "A conflicting conditional operation
+    /// is currently in progress against this resource. Please try again."
+    /// (S3 API reference, error codes). Moto frees the name at once.
+    pub bucket_name_release: bool,
     /// Every call is answered after `timings.latency` (read, write or
     /// create_deployment).
     pub latency: bool,
@@ -286,6 +304,8 @@ impl Behaviours {
             secret_deletion: false,
             email_confirmation: false,
             alarm_evaluation: false,
+            s3_conditional_conflicts: false,
+            bucket_name_release: false,
             latency: false,
             timings: Timings::compressed(),
         }
@@ -312,6 +332,8 @@ impl Behaviours {
             secret_deletion: true,
             email_confirmation: true,
             alarm_evaluation: true,
+            s3_conditional_conflicts: true,
+            bucket_name_release: true,
             latency: true,
             timings,
         }
@@ -344,6 +366,9 @@ pub(crate) enum Protocol {
     /// Smithy RPC v2 CBOR (CloudWatch): `POST /service/S/operation/OP`,
     /// CBOR bodies, errors in `__type`.
     RpcV2Cbor,
+    /// restXml (S3): the operation is in method, path and query, errors
+    /// are `<Error><Code>…</Code><Message>…</Message></Error>`.
+    RestXml,
 }
 
 /// What the layer sees of a request.
@@ -361,6 +386,8 @@ pub(crate) struct RequestView<'a> {
     /// Signed with temporary credentials (an `X-Amz-Security-Token`): a
     /// role's session, as a Lambda function's calls are.
     pub role_session: bool,
+    /// Carries `If-Match` or `If-None-Match` (an S3 conditional write).
+    pub conditional: bool,
 }
 
 /// An error the layer answers instead of moto.
@@ -553,6 +580,10 @@ pub(crate) struct LayerState {
     deleted_secrets: HashMap<String, Instant>,
     /// Alarms made through the layer, and until when each is not evaluated yet.
     alarms: HashMap<String, Instant>,
+    /// Bucket names another account holds (see `AwsProxy::take_bucket_name`).
+    taken_buckets: HashSet<String>,
+    /// Bucket name → until when, after its DeleteBucket, it cannot be made again.
+    deleted_buckets: HashMap<String, Instant>,
     functions: HashMap<String, FunctionState>,
     /// Table name → CREATING until.
     creating: HashMap<String, Instant>,
@@ -604,6 +635,7 @@ const CREATES: &[(&str, &str)] = &[
     ("iam", "CreateRole"),
     ("dynamodb", "CreateTable"),
     ("logs", "CreateLogGroup"),
+    ("s3", "CreateBucket"),
 ];
 
 /// DynamoDB item operations (answer ResourceNotFoundException on a table
@@ -635,6 +667,8 @@ impl LayerState {
             policy_change: None,
             deleted_secrets: HashMap::new(),
             alarms: HashMap::new(),
+            taken_buckets: HashSet::new(),
+            deleted_buckets: HashMap::new(),
             functions: HashMap::new(),
             creating: HashMap::new(),
             deleting: HashMap::new(),
@@ -656,6 +690,11 @@ impl LayerState {
             .entry(function_name_of(function_name))
             .or_default()
             .inactive = true;
+    }
+
+    /// See [`AwsProxy::take_bucket_name`](crate::AwsProxy::take_bucket_name).
+    pub fn take_bucket_name(&mut self, name: &str) {
+        self.taken_buckets.insert(name.to_string());
     }
 
     /// Decides, as the request arrives (after its latency), whether the layer
@@ -701,6 +740,11 @@ impl LayerState {
                         "InvalidRequestException",
                         "You can't create this secret because a secret with this name is already scheduled for deletion.",
                     ));
+                }
+            }
+            "s3" => {
+                if let Some(error) = self.s3_before(request, now, &mut plan) {
+                    return Decision::Answer(error);
                 }
             }
             "dynamodb" => match self.dynamodb_before(request, now, &mut plan) {
@@ -1104,6 +1148,10 @@ impl LayerState {
                         self.deleted_secrets.insert(name, now + b.timings.secret_deletion);
                     }
                 }
+                ("s3", "DeleteBucket") if b.bucket_name_release => {
+                    let bucket = request.uri.path().trim_matches('/').to_string();
+                    self.deleted_buckets.insert(bucket, now + b.timings.bucket_name_release);
+                }
                 ("monitoring", "PutMetricAlarm" | "DeleteAlarms" | "DescribeAlarms") if b.alarm_evaluation => {
                     new_body = self.alarms_after(request, body, now);
                 }
@@ -1155,6 +1203,52 @@ impl LayerState {
             self.lost.insert(request.key);
         }
         After { body: new_body, lost }
+    }
+
+    /// S3: names another account holds, names still being released after a
+    /// DeleteBucket, conditional writes of a key that another one holds.
+    fn s3_before(&mut self, request: &RequestView, now: Instant, plan: &mut Plan) -> Option<LayerError> {
+        let b = self.behaviours;
+        let path = request.uri.path().trim_start_matches('/');
+        let bucket = path.split('/').next().unwrap_or_default();
+        match request.operation {
+            "CreateBucket" if self.taken_buckets.contains(bucket) => {
+                return Some(LayerError::new(
+                    StatusCode::CONFLICT,
+                    "BucketAlreadyExists",
+                    "The requested bucket name is not available. The bucket namespace is shared by all users \
+                     of the system. Please select a different name and try again.",
+                ));
+            }
+            "HeadBucket" | "GetBucketTagging" if self.taken_buckets.contains(bucket) => {
+                return Some(LayerError::new(StatusCode::FORBIDDEN, "AccessDenied", "Access Denied"));
+            }
+            "CreateBucket" if b.bucket_name_release => {
+                self.deleted_buckets.retain(|_, until| now < *until);
+                if self.deleted_buckets.contains_key(bucket) {
+                    return Some(LayerError::new(
+                        StatusCode::CONFLICT,
+                        "OperationAborted",
+                        "A conflicting conditional operation is currently in progress against this resource. \
+                         Please try again.",
+                    ));
+                }
+            }
+            "PutObject" | "DeleteObject" if b.s3_conditional_conflicts && request.conditional => {
+                let lock = format!("s3:{path}");
+                if self.locks.get(&lock).is_some_and(|l| l.held(now)) {
+                    return Some(LayerError::new(
+                        StatusCode::CONFLICT,
+                        "ConditionalRequestConflict",
+                        "A conflicting operation occurred. If using PutObject you can retry the request.",
+                    ));
+                }
+                // Held from its arrival until its answer.
+                self.hold(plan, vec![lock], Duration::ZERO);
+            }
+            _ => {}
+        }
+        None
     }
 
     /// Remembers new alarms and when they are first evaluated; a

@@ -243,6 +243,14 @@ impl AwsProxy {
         self.recorded().layer.make_function_inactive(function_name);
     }
 
+    /// Makes an S3 bucket name another account's: CreateBucket of it gets
+    /// `409 BucketAlreadyExists`, HeadBucket and GetBucketTagging `403
+    /// AccessDenied` (S3 API reference, CreateBucket and HeadBucket). Works
+    /// whatever the behaviours.
+    pub fn take_bucket_name(&self, name: &str) {
+        self.recorded().layer.take_bucket_name(name);
+    }
+
     fn recorded(&self) -> std::sync::MutexGuard<'_, Recorded> {
         self.shared.recorded.lock().unwrap()
     }
@@ -371,6 +379,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         key,
         arrived,
         role_session: parts.headers.contains_key("x-amz-security-token"),
+        conditional: parts.headers.contains_key(header::IF_MATCH) || parts.headers.contains_key(header::IF_NONE_MATCH),
     };
     let decision = shared.recorded.lock().unwrap().layer.before(&view);
     let mut plan = match decision {
@@ -669,6 +678,15 @@ fn identify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Ide
             protocol: Protocol::RpcV2Cbor,
         };
     }
+    if service == "s3" {
+        let operation = s3_operation(method, uri);
+        return Identified {
+            mutating: is_mutating_operation(&operation),
+            service,
+            operation,
+            protocol: Protocol::RestXml,
+        };
+    }
     let action =
         form_value(body, "Action").or_else(|| uri.query().and_then(|query| form_value(query.as_bytes(), "Action")));
     if let Some(operation) = action {
@@ -913,6 +931,38 @@ const REST_OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ("execute-api", "DELETE", "/@connections/*", "DeleteConnection"),
 ];
 
+/// The S3 operation of a path-style request (`/bucket`, `/bucket/key`),
+/// from its method and its query's subresource (`?tagging`, `?delete`, …).
+pub fn s3_operation(method: &Method, uri: &Uri) -> String {
+    let path = uri.path().trim_start_matches('/');
+    let object = path.split_once('/').is_some_and(|(_, key)| !key.is_empty());
+    let query = uri.query().unwrap_or("");
+    let has = |name: &str| query.split('&').any(|pair| pair.split('=').next() == Some(name));
+    let method = method.as_str();
+    let operation = match (method, object) {
+        ("GET", _) if path.is_empty() => "ListBuckets",
+        ("PUT", false) if has("tagging") => "PutBucketTagging",
+        ("GET", false) if has("tagging") => "GetBucketTagging",
+        ("DELETE", false) if has("tagging") => "DeleteBucketTagging",
+        ("PUT", false) if has("publicAccessBlock") => "PutPublicAccessBlock",
+        ("GET", false) if has("publicAccessBlock") => "GetPublicAccessBlock",
+        ("PUT", false) if has("encryption") => "PutBucketEncryption",
+        ("GET", false) if has("encryption") => "GetBucketEncryption",
+        ("POST", false) if has("delete") => "DeleteObjects",
+        ("GET", false) if has("list-type") => "ListObjectsV2",
+        ("GET", false) => "ListObjects",
+        ("PUT", false) => "CreateBucket",
+        ("HEAD", false) => "HeadBucket",
+        ("DELETE", false) => "DeleteBucket",
+        ("PUT", true) => "PutObject",
+        ("GET", true) => "GetObject",
+        ("HEAD", true) => "HeadObject",
+        ("DELETE", true) => "DeleteObject",
+        _ => return format!("{method} /{path}"),
+    };
+    operation.to_string()
+}
+
 /// The name of a restJson1 operation, from its signing name, method and path;
 /// `None` when the proxy does not know it.
 pub fn rest_operation(service: &str, method: &str, path: &str) -> Option<&'static str> {
@@ -998,6 +1048,21 @@ fn fault_response(identified: &Identified, request_headers: &HeaderMap, kind: Fa
                 "Internal server error",
             );
         }
+        // S3 throttles with 503 SlowDown (S3 API reference, error codes).
+        (Protocol::RestXml, FaultKind::Throttle) => {
+            return s3_error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SlowDown",
+                "Please reduce your request rate.",
+            );
+        }
+        (Protocol::RestXml, FaultKind::ServerError) => {
+            return s3_error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+            );
+        }
         (Protocol::RestJson, FaultKind::Throttle) => {
             let body = if service == "lambda" {
                 serde_json::json!({ "message": "Rate exceeded", "Type": "User", "Reason": "CallerRateLimitExceeded" })
@@ -1064,6 +1129,7 @@ fn access_denied_response(identified: &Identified, request_headers: &HeaderMap) 
             (StatusCode::FORBIDDEN, "text/xml".to_string(), None, body)
         }
         Protocol::RpcV2Cbor => return cbor_error_response(StatusCode::BAD_REQUEST, "AccessDeniedException", &denied),
+        Protocol::RestXml => return s3_error_response(StatusCode::FORBIDDEN, "AccessDenied", &denied),
         Protocol::RestJson => {
             let body = serde_json::json!({ "message": denied, "Message": denied });
             (
@@ -1112,6 +1178,7 @@ fn layer_error_response(identified: &Identified, request_headers: &HeaderMap, er
             error_response(error.status, "text/xml", None, body)
         }
         Protocol::RpcV2Cbor => cbor_error_response(error.status, error.code, &error.message),
+        Protocol::RestXml => s3_error_response(error.status, error.code, &error.message),
         Protocol::RestJson => {
             let mut body = serde_json::json!({ "message": error.message });
             if let Some(serde_json::Value::Object(extra)) = &error.extra {
@@ -1162,6 +1229,15 @@ fn error_response(status: StatusCode, content_type: &str, error_type: Option<&st
         headers.insert("x-amzn-errortype", error_type);
     }
     response
+}
+
+/// An error as S3 answers it: XML `<Error>` with its code and message.
+fn s3_error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message>\
+         <RequestId>{REQUEST_ID}</RequestId></Error>"
+    );
+    error_response(status, "application/xml", None, body)
 }
 
 /// An error as Smithy RPC v2 CBOR carries it: a CBOR map with `__type`.

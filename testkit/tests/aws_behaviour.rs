@@ -1978,3 +1978,94 @@ async fn logging_needs_the_accounts_cloudwatch_role() {
         ]
     );
 }
+
+fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(true)
+            .retry_config(RetryConfig::disabled())
+            .build(),
+    )
+}
+
+/// Conditional writes of one key at once: one wins, the others get 412
+/// PreconditionFailed or, while the winner is in flight, 409
+/// ConditionalRequestConflict. Plain moto answers 412 only.
+#[tokio::test]
+async fn concurrent_conditional_writes_of_a_key_conflict() {
+    let moto = Moto::start();
+    let behaviours = Behaviours {
+        s3_conditional_conflicts: true,
+        latency: true,
+        ..Behaviours::none()
+    };
+    let proxy = AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
+    let s3 = s3_client(&sdk_config_for(&proxy.endpoint()).await);
+    s3.create_bucket().bucket("locks").send().await.unwrap();
+    let put = |n: usize| {
+        s3.put_object()
+            .bucket("locks")
+            .key("stack.lock")
+            .if_none_match("*")
+            .body(format!("writer {n}").into_bytes().into())
+            .send()
+    };
+    let results = futures::future::join_all((0..8).map(put)).await;
+    let codes: Vec<Option<String>> = results
+        .iter()
+        .map(|r| r.as_ref().err().and_then(|e| e.code()).map(str::to_string))
+        .collect();
+    assert_eq!(codes.iter().filter(|c| c.is_none()).count(), 1, "{codes:?}");
+    assert!(
+        codes
+            .iter()
+            .flatten()
+            .all(|c| c == "PreconditionFailed" || c == "ConditionalRequestConflict"),
+        "{codes:?}"
+    );
+    assert!(
+        codes.iter().flatten().any(|c| c == "ConditionalRequestConflict"),
+        "{codes:?}"
+    );
+    // One at a time, the condition decides alone.
+    let err = put(9).await.unwrap_err();
+    assert_eq!(err.code(), Some("PreconditionFailed"));
+}
+
+/// A bucket name just deleted cannot be made again for a while
+/// (OperationAborted); a name another account holds never (BucketAlreadyExists,
+/// HeadBucket 403).
+#[tokio::test]
+async fn bucket_names_are_released_late_and_some_are_taken() {
+    let moto = Moto::start();
+    let behaviours = Behaviours {
+        bucket_name_release: true,
+        ..Behaviours::none()
+    };
+    let window = behaviours.timings.bucket_name_release;
+    let proxy = AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
+    let s3 = s3_client(&sdk_config_for(&proxy.endpoint()).await);
+    s3.create_bucket().bucket("artifacts").send().await.unwrap();
+    s3.delete_bucket().bucket("artifacts").send().await.unwrap();
+    let deleted = Instant::now();
+    let err = s3.create_bucket().bucket("artifacts").send().await.unwrap_err();
+    assert_eq!(err.code(), Some("OperationAborted"), "{err:?}");
+    assert!(deleted.elapsed() < window);
+    loop {
+        match s3.create_bucket().bucket("artifacts").send().await {
+            Ok(_) => break,
+            Err(err) => {
+                assert_eq!(err.code(), Some("OperationAborted"));
+                assert!(deleted.elapsed() < window * 3, "never released");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(deleted.elapsed() >= window);
+
+    proxy.take_bucket_name("someone-elses");
+    let err = s3.create_bucket().bucket("someone-elses").send().await.unwrap_err();
+    assert_eq!(err.code(), Some("BucketAlreadyExists"), "{err:?}");
+    let head = s3.head_bucket().bucket("someone-elses").send().await.unwrap_err();
+    assert_eq!(head.raw_response().map(|r| r.status().as_u16()), Some(403));
+}

@@ -18,6 +18,19 @@ use super::{
     table,
 };
 
+/// Whether two plans would change different things, the stack's bucket
+/// aside (the lock makes it before a run plans again under it).
+pub fn pending_differ(one: &Plan, other: &Plan) -> bool {
+    let pending = |plan: &Plan| -> Vec<Change> {
+        plan.changes
+            .iter()
+            .filter(|c| c.action != Action::NoChange && c.kind != Kind::Bucket)
+            .cloned()
+            .collect()
+    };
+    pending(one) != pending(other)
+}
+
 /// What `apply` executes, and all it reads: the steps, and the values they
 /// write (terraform's plan file holds the planned values for the same
 /// reason: what runs is what was reviewed, whatever the settings say later).

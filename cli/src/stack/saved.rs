@@ -138,7 +138,7 @@ impl SavedPlan {
                 }
             ));
         }
-        if self.plan.changes != now.plan.changes || self.plan.conflicts != now.plan.conflicts {
+        if super::plan::pending_differ(&self.plan, &now.plan) || self.plan.conflicts != now.plan.conflicts {
             return Some("the settings (chatctl.toml or options) changed since it was made".into());
         }
         None
@@ -207,6 +207,8 @@ fn differences(saved: &serde_json::Value, now: &serde_json::Value, path: &str, o
 /// which API Gateway lists an API's parts.
 fn fingerprint(actual: &Actual) -> Result<String> {
     let mut actual = actual.clone();
+    // The lock's bucket is made by the lock, before a saved plan is checked.
+    actual.bucket = super::actual::Found::Missing;
     if let super::actual::Found::Ours(api) = &mut actual.api {
         api.routes.sort_by(|a, b| a.id.cmp(&b.id));
         api.integrations.sort_by(|a, b| a.id.cmp(&b.id));

@@ -79,7 +79,9 @@ async fn down_leaves_nothing_and_a_second_down_succeeds() {
 async fn down_after_an_interrupted_up_cleans_everything() {
     let env = Env::start().await;
     let up_args = env.up_args();
-    let mut up = env.spawn(&up_args.iter().map(String::as_str).collect::<Vec<_>>());
+    // The killed run's lock lasts 2 s here (60 s by default): `down` waits it out.
+    let lease = [("CHATCTL_LOCK_LEASE", "2s")];
+    let mut up = env.spawn_env(&up_args.iter().map(String::as_str).collect::<Vec<_>>(), &lease);
     // Stop it once functions are being created: tables, roles and the API exist, routes do not.
     let started = Instant::now();
     while !env.proxy.calls().iter().any(|c| c.operation == "CreateFunction") {
@@ -93,7 +95,7 @@ async fn down_after_an_interrupted_up_cleans_everything() {
     let status = env.chatctl(&["status"]).await;
     assert_eq!(status.code, 3, "a partial stack: {status:?}");
 
-    env.chatctl(&["down", "--yes"]).await.assert_ok();
+    env.chatctl_env(&["down", "--yes"], &lease).await.assert_ok();
     assert_nothing_left(&env).await;
 }
 

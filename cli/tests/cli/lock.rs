@@ -73,6 +73,9 @@ async fn a_held_lock_stops_up_and_down_naming_its_holder_and_unlock_removes_it()
     );
 
     lock_held_by_another(&s3, &bucket, 60_000).await;
+    // An `up` that changes nothing takes no lock; one that changes something does.
+    env.up(&["--lock-timeout", "0"]).await.assert_ok();
+    env.change_code();
     let before = env.mutating_calls().len();
     for args in [&["--lock-timeout", "0"][..], &["--lock-timeout", "0", "--yes"][..]] {
         let up = env.up(args).await;
@@ -85,7 +88,6 @@ async fn a_held_lock_stops_up_and_down_naming_its_holder_and_unlock_removes_it()
             "{up:?}"
         );
     }
-    env.change_code();
     let down = env.chatctl(&["down", "--yes", "--lock-timeout", "0"]).await;
     assert_eq!(down.code, 1, "{down:?}");
     assert!(down.stderr.contains("stack chat is locked by"), "{down:?}");
@@ -125,6 +127,34 @@ async fn a_held_lock_stops_up_and_down_naming_its_holder_and_unlock_removes_it()
     // `down` deletes the bucket, lock and all.
     env.chatctl(&["down", "--yes"]).await.assert_ok();
     assert_eq!(find_bucket(&s3).await, None);
+    // Up again at once: S3 releases a deleted bucket's name late
+    // (OperationAborted meanwhile); `up` waits for it.
+    env.up(&[]).await.assert_ok();
+    assert_eq!(find_bucket(&s3).await, Some(bucket));
+}
+
+/// The bucket's name held by another account (it is global): `up` stops
+/// before any change, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_name_taken_by_another_account_stops_up_before_any_change() {
+    let env = Env::start().await;
+    let names = chatctl::stack::Names {
+        stack: "chat".into(),
+        stage: "dev".into(),
+        region: chat_testkit::moto::REGION.into(),
+        account: chat_testkit::moto::ACCOUNT_ID.into(),
+    };
+    env.proxy.take_bucket_name(&names.bucket());
+    for args in [&[][..], &["--dry-run"][..]] {
+        let up = env.up(args).await;
+        assert_eq!(up.code, 1, "{up:?}");
+        assert!(
+            up.stderr.contains("names this stack needs are taken")
+                && up.stderr.contains(&format!("S3 bucket {} exists", names.bucket())),
+            "{up:?}"
+        );
+    }
+    assert_eq!(env.mutating_operations(), Vec::<String>::new());
 }
 
 /// A lock whose lease runs out is taken over: at once when it has, after
@@ -150,6 +180,7 @@ async fn a_lock_whose_lease_ran_out_is_taken_over() {
 
     // A killed run's lease, ending in 2 s: a run that may wait, waits, then takes over.
     lock_held_by_another(&s3, &bucket, 2_000).await;
+    env.change_code();
     let up = env.up(&["--lock-timeout", "30s"]).await;
     up.assert_ok();
     assert!(
