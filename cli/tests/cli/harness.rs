@@ -160,12 +160,8 @@ impl Env {
         }
     }
 
-    /// Starts chatctl with `args` against the proxy, to be killed midway.
-    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
-        self.spawn_env(args, &[])
-    }
-
-    /// [`Env::spawn`] with these environment variables set.
+    /// Starts chatctl with `args` and these environment variables set,
+    /// against the proxy, to be killed midway.
     pub fn spawn_env(&self, args: &[&str], vars: &[(&str, &str)]) -> tokio::process::Child {
         self.command(args, &self.proxy.endpoint(), &[])
             .envs(vars.iter().copied())
