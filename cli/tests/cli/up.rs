@@ -970,7 +970,17 @@ async fn tags_change_in_place_and_status_reports_their_drift() {
     );
     let mut operations = env.mutating_operations();
     operations.dedup();
-    assert_eq!(operations, ["TagResource", "TagRole", "UntagResource", "UntagRole"]);
+    // S3 replaces a bucket's whole tag set: one PutBucketTagging.
+    assert_eq!(
+        operations,
+        [
+            "PutBucketTagging",
+            "TagResource",
+            "TagRole",
+            "UntagResource",
+            "UntagRole"
+        ]
+    );
     // A table takes one tag write at a time (aws-facts.md §11): the layer
     // refused the Tag that came right after the Untag, and `up` waited its turn.
     assert!(
