@@ -211,7 +211,20 @@ fn read_path(t: &Timings) -> Duration {
     t.latency.read * 3
 }
 
-/// The waits a fresh `up` cannot avoid under the model, the longest of:
+/// An `up` that changes something: the lock (one conditional write; the
+/// bucket known from the read), the read again under it, and the release.
+fn locked(t: &Timings) -> Duration {
+    t.latency.write + read_path(t) + t.latency.write
+}
+
+/// The first `up` also makes the bucket: HeadBucket, CreateBucket, its
+/// public access block, encryption and tags, one after another.
+fn bucket_made(t: &Timings) -> Duration {
+    t.latency.read + t.latency.write * 4
+}
+
+/// The waits a fresh `up` cannot avoid under the model: the read, the
+/// bucket and the lock, the read again, then the longest of:
 /// role → propagation → CreateFunction → Pending → Active → AddPermission;
 /// CreateTable → CREATING → ACTIVE → UpdateTimeToLive; CreateApi → the API's
 /// 15 writes, one at a time (a second meanwhile is a conflict) → deployment.
@@ -221,23 +234,28 @@ fn fresh_up_path(t: Timings) -> Duration {
     let tables = w + t.table_creating + t.latency.read + w;
     let api_writes = 15; // stage, authorizer, 6 integrations, 6 routes, stage update
     let api = w + t.api_write.max(w) * api_writes + t.latency.create_deployment;
-    read_path(&t) + functions.max(tables).max(api)
+    read_path(&t) + bucket_made(&t) + locked(&t) + functions.max(tables).max(api)
 }
 
-/// New code (the seven functions at once): UpdateFunctionCode → InProgress → Successful.
+/// New code (the seven functions at once): the lock and the read again, then
+/// UpdateFunctionCode → InProgress → Successful.
 fn code_update_path(t: Timings) -> Duration {
-    read_path(&t) + t.latency.read + t.latency.write + t.function_update + t.latency.read
+    read_path(&t) + locked(&t) + t.latency.read + t.latency.write + t.function_update + t.latency.read
 }
 
 fn no_op_path(t: Timings) -> Duration {
     read_path(&t)
 }
 
-/// DeleteApi → DeleteFunction → (DeleteTable → DELETING → gone | the role's
-/// policies → DeleteRole) → DeleteLogGroup.
+/// The lock (the bucket's read, a conditional write), then DeleteApi →
+/// DeleteFunction → (DeleteTable → DELETING → gone | the role's policies →
+/// DeleteRole) → DeleteLogGroup → the bucket emptied (list, delete the lock)
+/// and deleted.
 fn down_path(t: Timings) -> Duration {
     let w = t.latency.write;
     let tables = t.latency.read + w + t.table_deleting + t.latency.read;
     let roles = t.latency.read * 2 + w * 2;
-    read_path(&t) + w + w + tables.max(roles) + w
+    let lock = t.latency.read * 2 + w;
+    let bucket = t.latency.read + w + w;
+    lock + read_path(&t) + w + w + tables.max(roles) + w + bucket
 }

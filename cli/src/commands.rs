@@ -8,7 +8,7 @@ use crate::build;
 use crate::cli::{Cli, Command, ConnectionsCommand, DownArgs, LogsArgs, RoutesCommand, TokenArgs, UpArgs};
 use crate::output::{Outputs, Progress, confirm, print_json};
 use crate::session::{Approval, Session, connect, converge, lock, lock_timeout, plan_for, read};
-use crate::stack::lock::NoBucket;
+use crate::stack::lock::BucketKnown;
 use crate::stack::plan::{self, Plan};
 use crate::stack::{apply, destroy};
 
@@ -230,7 +230,11 @@ async fn up_read(
     // applies what a read under the lock says (another run may have changed
     // the stack meanwhile). A run that changes nothing, or fails before,
     // writes nothing, not even the lock.
-    let lock = lock(context, ("up", NoBucket::Make), lock_wait).await?;
+    let bucket = match actual.bucket.ours() {
+        Some(state) if state.tags.contains_key(crate::stack::STACK_TAG) => BucketKnown::Found,
+        _ => BucketKnown::MakeIfMissing,
+    };
+    let lock = lock(context, ("up", bucket), lock_wait).await?;
     let result = apply_under_lock(context, args, &code, &plan).await;
     release(lock).await;
     result
@@ -307,7 +311,7 @@ async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
     let lock_wait = lock_timeout(&args.lock_timeout)?;
     let lock = match args.dry_run {
         true => None,
-        false => lock(context, ("down", NoBucket::Unlocked), lock_wait).await?,
+        false => lock(context, ("down", BucketKnown::NoLockIfMissing), lock_wait).await?,
     };
     let result = down_locked(context, args).await;
     // The bucket, and the lock in it, are gone after a whole `down`.

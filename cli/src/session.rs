@@ -98,7 +98,7 @@ pub async fn read(session: &mut Session) -> Result<actual::Actual> {
 /// on the way.
 pub async fn lock(
     session: &mut Session,
-    command: (&str, lock::NoBucket),
+    command: (&str, lock::BucketKnown),
     wait: std::time::Duration,
 ) -> Result<Option<lock::Lock>> {
     if session.names.account.is_empty() {

@@ -129,31 +129,35 @@ pub struct Lock {
     renewal: tokio::task::JoinHandle<()>,
 }
 
-/// Where the lock goes when the stack has no bucket.
+/// What a run knows of the stack's bucket, where the lock goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoBucket {
-    /// Make it (`up`).
-    Make,
-    /// Take no lock (`down`: nothing of the stack exists, or it predates
-    /// the lock, and a second `down` must not make a bucket to delete).
-    Unlocked,
+pub enum BucketKnown {
+    /// The run's read found it, finished: nothing to check.
+    Found,
+    /// Make it when missing (`up`).
+    MakeIfMissing,
+    /// Take no lock when it is missing (`down`: nothing of the stack
+    /// exists, or it predates the lock, and a second `down` must not make a
+    /// bucket to delete).
+    NoLockIfMissing,
 }
 
 /// Takes the stack's lock for `command`, waiting up to `wait` for another
 /// holder to finish (0: not at all); `None` when there is no bucket and
-/// `no_bucket` says not to make one.
+/// `bucket` says not to make one.
 pub async fn acquire(
     aws: &Aws,
     names: &Names,
     tags: &BTreeMap<String, String>,
-    (command, no_bucket): (&str, NoBucket),
+    (command, bucket_known): (&str, BucketKnown),
     wait: Duration,
 ) -> Result<Option<Lock>> {
     let lease = lease()?;
     let bucket = names.bucket();
-    match no_bucket {
-        NoBucket::Make => ensure_bucket(aws, names, tags).await?,
-        NoBucket::Unlocked => {
+    match bucket_known {
+        BucketKnown::Found => {}
+        BucketKnown::MakeIfMissing => ensure_bucket(aws, names, tags).await?,
+        BucketKnown::NoLockIfMissing => {
             if read_bucket(aws, names).await?.is_missing() {
                 return Ok(None);
             }
@@ -166,6 +170,11 @@ pub async fn acquire(
         match write(aws, &bucket, &mine, Condition::Absent).await {
             Ok(Written::Done(etag)) => return Ok(Some(Lock::held(aws, bucket, mine, etag, lease))),
             Ok(Written::Conflict) => {}
+            // Deleted meanwhile (a `down` that just finished): made again.
+            Ok(Written::NoBucket) => {
+                ensure_bucket(aws, names, tags).await?;
+                continue;
+            }
             Err(err) => return Err(err),
         }
         // Held: by whom, and is its lease over?
@@ -244,6 +253,7 @@ enum Written {
     Done(String),
     /// The condition did not hold.
     Conflict,
+    NoBucket,
 }
 
 async fn write(aws: &Aws, bucket: &str, holder: &Holder, condition: Condition<'_>) -> Result<Written> {
@@ -264,6 +274,7 @@ async fn write(aws: &Aws, bucket: &str, holder: &Holder, condition: Condition<'_
             Ok(written) => return Ok(Written::Done(written.e_tag().unwrap_or_default().to_string())),
             // A lock removed meanwhile cannot match.
             Err(err) if precondition_failed(&err) || is_code(&err, &["NoSuchKey"]) => return Ok(Written::Conflict),
+            Err(err) if is_code(&err, &["NoSuchBucket"]) => return Ok(Written::NoBucket),
             // Another conditional write of the key at that moment: again.
             Err(err) if is_code(&err, &["ConditionalRequestConflict"]) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -320,7 +331,7 @@ async fn renew(aws: Aws, bucket: String, state: Arc<Mutex<(Holder, String)>>, le
         holder.expires_ms = chat_core::ids::epoch_ms(SystemTime::now()) + lease.as_millis() as i64;
         match write(&aws, &bucket, &holder, Condition::Matches(&etag)).await {
             Ok(Written::Done(etag)) => *state.lock().unwrap_or_else(|e| e.into_inner()) = (holder, etag),
-            Ok(Written::Conflict) => {
+            Ok(Written::Conflict | Written::NoBucket) => {
                 eprintln!("warning: the stack's lock was removed or taken over while this run held it");
                 return;
             }
