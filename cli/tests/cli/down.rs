@@ -40,11 +40,14 @@ pub async fn assert_nothing_left(env: &Env) {
 /// for it instead of failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_right_after_down_waits_for_the_secrets_name() {
-    let env = Env::start_with(chat_testkit::aws_behaviour::Behaviours {
+    let mut behaviours = chat_testkit::aws_behaviour::Behaviours {
         secret_deletion: true,
         ..chat_testkit::aws_behaviour::Behaviours::none()
-    })
-    .await;
+    };
+    // Long enough to outlast what the next `up` does before CreateSecret
+    // (its read, the lock and the bucket, the read under the lock).
+    behaviours.timings.secret_deletion = std::time::Duration::from_secs(4);
+    let env = Env::start_with(behaviours).await;
     env.up(&[]).await.assert_ok();
     env.chatctl(&["down"]).await.assert_ok();
     env.up(&[]).await.assert_ok();
