@@ -235,36 +235,11 @@ async fn up_read(
         _ => BucketKnown::MakeIfMissing,
     };
     let lock = lock(context, ("up", bucket), lock_wait).await?;
-    let result = apply_under_lock(context, args, &code, &plan).await;
+    let applied = apply_under_lock(context, args, &code, &plan).await;
+    // Released before the smoke test, which changes nothing.
     release(lock).await;
-    result
-}
-
-/// The plan made again from a read under the lock (said when it differs
-/// from the one printed; a saved plan is checked against that read), then
-/// confirmed and applied.
-async fn apply_under_lock(context: &mut Session, args: &UpArgs, code: &Zips, printed: &Plan) -> Result<u8> {
-    let actual = read(context).await?;
-    let mut plan = plan_for(context, &actual, code)?;
-    if let Some(file) = &args.plan {
-        let saved = crate::stack::saved::SavedPlan::new(&context.names, code, &actual, &plan)?;
-        plan = crate::stack::saved::check(file, &saved, code)?;
-    } else if plan::pending_differ(printed, &plan) && !context.json {
-        outln!("The stack changed while this run waited for its lock; the plan is now:")?;
-        print_plan(&plan)?;
-    }
-    let Session { aws, names, .. } = &*context;
-    let approval = match (args.plan.is_some(), args.yes) {
-        (true, _) => Approval::Saved,
-        (false, true) => Approval::Given,
-        (false, false) => Approval::Ask,
-    };
-    let progress = Progress::start("applying", context.json);
-    let report = |step| progress.step(step);
-    let ask = |question: &str| progress.suspend(|| confirm(question));
-    let result = converge(aws, &plan, approval, ask, &report).await;
-    progress.finish();
-    let api_id = result?;
+    let (plan, api_id) = applied?;
+    let names = &context.names;
     let outputs = Outputs::of(names, &api_id);
     if !context.json {
         outln!("Stack {} is up.", names.stack)?;
@@ -284,6 +259,33 @@ async fn apply_under_lock(context: &mut Session, args: &UpArgs, code: &Zips, pri
         })?;
     }
     Ok(smoke.map_or(0, |report| smoke_exit(&report, context.json)))
+}
+
+/// The plan made again from a read under the lock (said when it differs
+/// from the one printed; a saved plan is checked against that read), then
+/// confirmed and applied; the plan applied and the API's id.
+async fn apply_under_lock(context: &mut Session, args: &UpArgs, code: &Zips, printed: &Plan) -> Result<(Plan, String)> {
+    let actual = read(context).await?;
+    let mut plan = plan_for(context, &actual, code)?;
+    if let Some(file) = &args.plan {
+        let saved = crate::stack::saved::SavedPlan::new(&context.names, code, &actual, &plan)?;
+        plan = crate::stack::saved::check(file, &saved, code)?;
+    } else if plan::pending_differ(printed, &plan) && !context.json {
+        outln!("The stack changed while this run waited for its lock; the plan is now:")?;
+        print_plan(&plan)?;
+    }
+    let aws = &context.aws;
+    let approval = match (args.plan.is_some(), args.yes) {
+        (true, _) => Approval::Saved,
+        (false, true) => Approval::Given,
+        (false, false) => Approval::Ask,
+    };
+    let progress = Progress::start("applying", context.json);
+    let report = |step| progress.step(step);
+    let ask = |question: &str| progress.suspend(|| confirm(question));
+    let result = converge(aws, &plan, approval, ask, &report).await;
+    progress.finish();
+    Ok((plan, result?))
 }
 
 /// How long `up --smoke` keeps trying while IAM propagates what `up` made.
@@ -309,18 +311,29 @@ struct DownPlanReport<'a> {
 
 async fn down(context: &mut Session, args: &DownArgs) -> Result<u8> {
     let lock_wait = lock_timeout(&args.lock_timeout)?;
-    let lock = match args.dry_run {
+    let mut lock = match args.dry_run {
         true => None,
         false => lock(context, ("down", BucketKnown::NoLockIfMissing), lock_wait).await?,
     };
-    let result = down_locked(context, args).await;
-    // The bucket, and the lock in it, are gone after a whole `down`.
+    let result = down_locked(context, args, &mut lock, lock_wait).await;
+    // Released with the bucket by a whole `down`; here after a failure.
     release(lock).await;
     result
 }
 
-async fn down_locked(context: &mut Session, args: &DownArgs) -> Result<u8> {
-    let actual = read(context).await?;
+async fn down_locked(
+    context: &mut Session,
+    args: &DownArgs,
+    lock_held: &mut Option<crate::stack::lock::Lock>,
+    lock_wait: std::time::Duration,
+) -> Result<u8> {
+    let mut actual = read(context).await?;
+    // A stack from before the lock (no bucket) is locked once seen to
+    // exist, and read again under the lock.
+    if !args.dry_run && lock_held.is_none() && !actual.is_empty() {
+        *lock_held = lock(context, ("down", BucketKnown::MakeIfMissing), lock_wait).await?;
+        actual = read(context).await?;
+    }
     let Session { aws, names, .. } = &*context;
     let teardown = destroy::Teardown::of(names, &actual, args.keep_data);
     let mut with_data = vec![];
@@ -361,7 +374,7 @@ async fn down_locked(context: &mut Session, args: &DownArgs) -> Result<u8> {
         }
         progress.step(step)
     };
-    let result = apply::delete(aws, &teardown.steps, &report).await;
+    let result = apply::delete(aws, &teardown.steps, &report, lock_held).await;
     progress.finish();
     result?;
     let deleted = deleted.into_inner().unwrap_or_default();
@@ -820,7 +833,7 @@ async fn logs(context: &mut Session, args: &LogsArgs) -> Result<u8> {
 async fn unlock(context: &mut Session, yes: bool) -> Result<u8> {
     context.names.account = context.aws.account_id().await?;
     let Session { aws, names, .. } = &*context;
-    let Some((holder, _)) = crate::stack::lock::read(aws, &names.bucket()).await? else {
+    let Some((holder, etag)) = crate::stack::lock::read(aws, &names.bucket()).await? else {
         outln!("Stack {} is not locked.", names.stack)?;
         return Ok(0);
     };
@@ -829,7 +842,11 @@ async fn unlock(context: &mut Session, yes: bool) -> Result<u8> {
     if !yes && !confirm(question)? {
         bail!("cancelled; the lock is still there");
     }
-    crate::stack::lock::remove(aws, names).await?;
+    if !crate::stack::lock::remove(aws, names, &etag).await? {
+        bail!(
+            "the lock changed meanwhile (renewed, released or taken by another run); not removed. Run `chatctl unlock` again to see it"
+        );
+    }
     outln!("Lock removed.")?;
     Ok(0)
 }

@@ -233,7 +233,12 @@ async fn apply_api_parts(
 /// then roles, tables and the secret together, log groups last; each kind's steps
 /// concurrently. A step that is not a deletion is refused before anything
 /// is deleted.
-pub async fn delete(aws: &Aws, steps: &[plan::Change], report: Report<'_>) -> Result<()> {
+pub async fn delete(
+    aws: &Aws,
+    steps: &[plan::Change],
+    report: Report<'_>,
+    lock: &mut Option<super::lock::Lock>,
+) -> Result<()> {
     for step in steps {
         if step.action != Action::Delete {
             bail!("{} {} is not a deletion; `down` only deletes", step.kind, step.name);
@@ -305,10 +310,25 @@ pub async fn delete(aws: &Aws, steps: &[plan::Change], report: Report<'_>) -> Re
         Ok::<_, anyhow::Error>(())
     }))
     .await?;
-    // Last: it holds the lock of the `down` that runs this.
+    // Last, the bucket, which holds this run's lock: emptied but for the
+    // lock, the lock released, then the bucket deleted. A run waiting for
+    // the lock may take it in between: the bucket then stays for it.
     for step in of(Kind::Bucket) {
-        bucket::delete_bucket(aws, &step.name).await?;
-        done(step);
+        let key = super::lock::KEY;
+        bucket::empty_bucket(aws, &step.name, key).await?;
+        if let Some(lock) = lock.take() {
+            lock.release().await?;
+        }
+        if bucket::delete_empty_bucket(aws, &step.name, key).await? {
+            done(step);
+        } else {
+            base::step(
+                report,
+                Kind::Bucket,
+                &step.name,
+                "kept: another run took the stack's lock",
+            );
+        }
     }
     Ok(())
 }

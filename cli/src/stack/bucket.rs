@@ -174,42 +174,67 @@ pub async fn retag_bucket(aws: &Aws, name: &str, set: &BTreeMap<String, String>,
     tag_bucket(aws, name, &tags).await
 }
 
-/// Empties the bucket (every page of its objects, in batches of 1,000, the
-/// most DeleteObjects takes) and deletes it. An object written meanwhile
-/// (BucketNotEmpty) is deleted in another round.
-pub async fn delete_bucket(aws: &Aws, name: &str) -> Result<()> {
-    for _ in 0..5 {
-        let mut pages = aws.s3.list_objects_v2().bucket(name).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = match page {
-                Err(err) if is_code(&err, &["NoSuchBucket"]) => return Ok(()),
-                other => other.map_err(failed(format!("cannot list the objects of S3 bucket {name}")))?,
-            };
-            let keys = page
-                .contents()
-                .iter()
-                .filter_map(|o| o.key())
-                .map(|key| ObjectIdentifier::builder().key(key).build())
-                .collect::<Result<Vec<_>, _>>()?;
-            for batch in keys.chunks(1000) {
-                aws.s3
-                    .delete_objects()
-                    .bucket(name)
-                    .delete(
-                        Delete::builder()
-                            .set_objects(Some(batch.to_vec()))
-                            .quiet(true)
-                            .build()?,
-                    )
-                    .send()
-                    .await
-                    .map_err(failed(format!("cannot empty S3 bucket {name}")))?;
+/// Deletes every object of the bucket but `keep` (every page of them, in
+/// batches of 1,000, the most DeleteObjects takes); the keys left, `keep`
+/// among them when it is there.
+pub async fn empty_bucket(aws: &Aws, name: &str, keep: &str) -> Result<Vec<String>> {
+    let mut left = vec![];
+    let mut pages = aws.s3.list_objects_v2().bucket(name).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Err(err) if is_code(&err, &["NoSuchBucket"]) => return Ok(left),
+            other => other.map_err(failed(format!("cannot list the objects of S3 bucket {name}")))?,
+        };
+        let mut keys = vec![];
+        for key in page.contents().iter().filter_map(|o| o.key()) {
+            if key == keep {
+                left.push(key.to_string());
+            } else {
+                keys.push(ObjectIdentifier::builder().key(key).build()?);
             }
         }
+        for batch in keys.chunks(1000) {
+            let deleted = aws
+                .s3
+                .delete_objects()
+                .bucket(name)
+                .delete(
+                    Delete::builder()
+                        .set_objects(Some(batch.to_vec()))
+                        .quiet(true)
+                        .build()?,
+                )
+                .send()
+                .await
+                .map_err(failed(format!("cannot empty S3 bucket {name}")))?;
+            // Quiet mode lists only the keys it could not delete.
+            if let Some(error) = deleted.errors().first() {
+                bail!(
+                    "cannot delete {} from S3 bucket {name}: {} ({})",
+                    error.key().unwrap_or("an object"),
+                    error.message().unwrap_or("no message"),
+                    error.code().unwrap_or("no code")
+                );
+            }
+        }
+    }
+    Ok(left)
+}
+
+/// Deletes the bucket once nothing but `keep` could be in it: true when it
+/// is gone, false when `keep` is there (another run's lock, taken as
+/// `down` finished: the bucket stays for it).
+pub async fn delete_empty_bucket(aws: &Aws, name: &str, keep: &str) -> Result<bool> {
+    for _ in 0..5 {
         match aws.s3.delete_bucket().bucket(name).send().await {
-            Ok(_) => return Ok(()),
-            Err(err) if is_code(&err, &["NoSuchBucket"]) => return Ok(()),
-            Err(err) if is_code(&err, &["BucketNotEmpty"]) => continue,
+            Ok(_) => return Ok(true),
+            Err(err) if is_code(&err, &["NoSuchBucket"]) => return Ok(true),
+            // Written to meanwhile.
+            Err(err) if is_code(&err, &["BucketNotEmpty"]) => {
+                if empty_bucket(aws, name, keep).await?.iter().any(|key| key == keep) {
+                    return Ok(false);
+                }
+            }
             Err(err) => return Err(aws_error(format!("cannot delete S3 bucket {name}"), err)),
         }
     }

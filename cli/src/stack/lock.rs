@@ -18,6 +18,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 
 use super::Names;
+use super::base::Found;
 use super::bucket::{ensure_bucket, precondition_failed, read_bucket};
 use crate::aws::{Aws, aws_error, is_code};
 
@@ -57,6 +58,13 @@ pub struct Holder {
     /// Milliseconds since the epoch.
     pub since_ms: i64,
     pub expires_ms: i64,
+    /// The holder's lease, renewed every quarter of it.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: i64,
+}
+
+fn default_lease_ms() -> i64 {
+    LEASE.as_millis() as i64
 }
 
 impl Holder {
@@ -80,11 +88,24 @@ impl Holder {
             ci_run: ci_run(&env),
             since_ms: now,
             expires_ms: now + lease.as_millis() as i64,
+            lease_ms: lease.as_millis() as i64,
         }
+    }
+
+    /// The same run (its lease renewed meanwhile, or not).
+    fn same_run(&self, other: &Holder) -> bool {
+        (&self.command, &self.user, &self.host, self.pid, self.since_ms)
+            == (&other.command, &other.user, &other.host, other.pid, other.since_ms)
     }
 
     fn expired(&self, now: SystemTime) -> bool {
         self.expires_ms <= chat_core::ids::epoch_ms(now)
+    }
+
+    /// Expired a whole lease ago by this machine's clock: no clock skew
+    /// smaller than the lease could make a live lock look so.
+    fn long_expired(&self, now: SystemTime) -> bool {
+        self.expires_ms + self.lease_ms <= chat_core::ids::epoch_ms(now)
     }
 
     /// "`chatctl up` by alice on laptop (pid 4242) since 12:00:01Z, lease until 12:01:16Z".
@@ -157,20 +178,29 @@ pub async fn acquire(
     match bucket_known {
         BucketKnown::Found => {}
         BucketKnown::MakeIfMissing => ensure_bucket(aws, names, tags).await?,
-        BucketKnown::NoLockIfMissing => {
-            if read_bucket(aws, names).await?.is_missing() {
+        BucketKnown::NoLockIfMissing => match read_bucket(aws, names).await? {
+            Found::Ours(_) => {}
+            Found::Missing => return Ok(None),
+            Found::Foreign(_) => {
+                eprintln!("warning: S3 bucket {bucket} is not this stack's; `{command}` runs without the stack's lock");
                 return Ok(None);
             }
-        }
+        },
     }
     let deadline = tokio::time::Instant::now() + wait;
     let mut said_waiting = false;
+    // A lock that looks expired is taken over once seen unchanged (not
+    // renewed) for half its lease on this machine's clock, or at once when
+    // it expired a whole lease ago: another machine's clock may differ.
+    let mut unchanged_since: Option<(String, tokio::time::Instant)> = None;
     loop {
         let mine = Holder::of_this_process(command, lease);
         match write(aws, &bucket, &mine, Condition::Absent).await {
             Ok(Written::Done(etag)) => return Ok(Some(Lock::held(aws, bucket, mine, etag, lease))),
             Ok(Written::Conflict) => {}
-            // Deleted meanwhile (a `down` that just finished): made again.
+            // Deleted meanwhile (a `down` that just finished): made again,
+            // unless this is a `down`.
+            Ok(Written::NoBucket) if bucket_known == BucketKnown::NoLockIfMissing => return Ok(None),
             Ok(Written::NoBucket) => {
                 ensure_bucket(aws, names, tags).await?;
                 continue;
@@ -181,7 +211,18 @@ pub async fn acquire(
         let Some((theirs, etag)) = read(aws, &bucket).await? else {
             continue; // Released meanwhile.
         };
-        if theirs.expired(SystemTime::now()) {
+        let now = tokio::time::Instant::now();
+        let seen_since = match &unchanged_since {
+            Some((seen, since)) if *seen == etag => *since,
+            _ => {
+                unchanged_since = Some((etag.clone(), now));
+                now
+            }
+        };
+        let half_lease = Duration::from_millis(theirs.lease_ms.max(0) as u64 / 2);
+        let wall = SystemTime::now();
+        let stale = theirs.long_expired(wall) || (theirs.expired(wall) && now - seen_since >= half_lease);
+        if stale {
             if let Written::Done(etag) = write(aws, &bucket, &mine, Condition::Matches(&etag)).await? {
                 eprintln!(
                     "Took over the stack's lock from {} (its lease ran out).",
@@ -232,14 +273,10 @@ pub async fn read(aws: &Aws, bucket: &str) -> Result<Option<(Holder, String)>> {
     Ok(Some((holder, etag)))
 }
 
-/// Removes the lock whoever holds it (`chatctl unlock`); false when there was none.
-pub async fn remove(aws: &Aws, names: &Names) -> Result<bool> {
-    let bucket = names.bucket();
-    let Some((_, etag)) = read(aws, &bucket).await? else {
-        return Ok(false);
-    };
-    delete(aws, &bucket, &etag).await?;
-    Ok(true)
+/// Removes the lock `chatctl unlock` showed (its ETag); false when it
+/// changed meanwhile (renewed, released or taken by another run).
+pub async fn remove(aws: &Aws, names: &Names, etag: &str) -> Result<bool> {
+    delete(aws, &names.bucket(), etag).await
 }
 
 enum Condition<'a> {
@@ -285,20 +322,30 @@ async fn write(aws: &Aws, bucket: &str, holder: &Holder, condition: Condition<'_
     bail!("cannot write the lock in S3 bucket {bucket}: S3 kept answering ConditionalRequestConflict; run again")
 }
 
-async fn delete(aws: &Aws, bucket: &str, etag: &str) -> Result<()> {
-    match aws
-        .s3
-        .delete_object()
-        .bucket(bucket)
-        .key(KEY)
-        .if_match(etag)
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(err) if is_code(&err, &["NoSuchKey", "NoSuchBucket"]) || precondition_failed(&err) => Ok(()),
-        Err(err) => Err(aws_error(format!("cannot remove the lock in S3 bucket {bucket}"), err)),
+/// Deletes the lock if it is still the version `etag` (DeleteObject with
+/// If-Match; S3 API reference, DeleteObject); whether it did.
+async fn delete(aws: &Aws, bucket: &str, etag: &str) -> Result<bool> {
+    for _ in 0..20 {
+        let deleted = aws
+            .s3
+            .delete_object()
+            .bucket(bucket)
+            .key(KEY)
+            .if_match(etag)
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => return Ok(true),
+            Err(err) if is_code(&err, &["NoSuchKey", "NoSuchBucket"]) || precondition_failed(&err) => {
+                return Ok(false);
+            }
+            Err(err) if is_code(&err, &["ConditionalRequestConflict"]) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => return Err(aws_error(format!("cannot remove the lock in S3 bucket {bucket}"), err)),
+        }
     }
+    bail!("cannot remove the lock in S3 bucket {bucket}: S3 kept answering ConditionalRequestConflict")
 }
 
 impl Lock {
@@ -313,11 +360,31 @@ impl Lock {
         }
     }
 
-    /// Stops renewing and removes the lock (unless someone took it over).
+    /// Stops renewing and removes the lock, if it is still this run's. A
+    /// renewal cut short may have landed (a new ETag this run never saw):
+    /// the lock is read again and removed if its holder is this run.
     pub async fn release(self) -> Result<()> {
         self.renewal.abort();
-        let etag = self.holder.lock().unwrap_or_else(|e| e.into_inner()).1.clone();
-        delete(&self.aws, &self.bucket, &etag).await
+        let _ = self.renewal.await;
+        let (mine, etag) = self.holder.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if delete(&self.aws, &self.bucket, &etag).await? {
+            return Ok(());
+        }
+        for _ in 0..5 {
+            match read(&self.aws, &self.bucket).await? {
+                Some((holder, etag)) if holder.same_run(&mine) => {
+                    if delete(&self.aws, &self.bucket, &etag).await? {
+                        return Ok(());
+                    }
+                }
+                // Gone, or another run's now.
+                _ => return Ok(()),
+            }
+        }
+        bail!(
+            "cannot remove this run's lock in S3 bucket {}: it keeps changing",
+            self.bucket
+        )
     }
 }
 
@@ -331,10 +398,24 @@ async fn renew(aws: Aws, bucket: String, state: Arc<Mutex<(Holder, String)>>, le
         holder.expires_ms = chat_core::ids::epoch_ms(SystemTime::now()) + lease.as_millis() as i64;
         match write(&aws, &bucket, &holder, Condition::Matches(&etag)).await {
             Ok(Written::Done(etag)) => *state.lock().unwrap_or_else(|e| e.into_inner()) = (holder, etag),
-            Ok(Written::Conflict | Written::NoBucket) => {
-                eprintln!("warning: the stack's lock was removed or taken over while this run held it");
-                return;
+            Ok(Written::Conflict) => {
+                // Our own write may have landed with its answer lost (the
+                // SDK's retry then fails its condition): still ours?
+                match read(&aws, &bucket).await {
+                    Ok(Some((current, etag))) if current.same_run(&holder) => {
+                        *state.lock().unwrap_or_else(|e| e.into_inner()) = (current, etag);
+                    }
+                    Ok(_) => {
+                        eprintln!(
+                            "warning: the stack's lock was removed or taken over while this run held it; \
+                             another run may change the stack at the same time"
+                        );
+                        return;
+                    }
+                    Err(err) => tracing::warn!("{err:#}"),
+                }
             }
+            Ok(Written::NoBucket) => return,
             // Tried again at the next beat, well within the lease.
             Err(err) => tracing::warn!("{err:#}"),
         }
@@ -369,6 +450,7 @@ mod tests {
             ci_run: None,
             since_ms: 1_000,
             expires_ms: 61_000,
+            lease_ms: 60_000,
         };
         assert_eq!(
             holder.describe(),
@@ -377,6 +459,20 @@ mod tests {
         let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
         assert!(!holder.expired(at(60_999)));
         assert!(holder.expired(at(61_000)));
+        assert!(!holder.long_expired(at(120_999)));
+        assert!(holder.long_expired(at(121_000)));
+        let renewed = Holder {
+            expires_ms: 99_000,
+            ..holder.clone()
+        };
+        assert!(renewed.same_run(&holder));
+        assert!(
+            !Holder {
+                pid: 1,
+                ..holder.clone()
+            }
+            .same_run(&holder)
+        );
         let mine = Holder::of_this_process("down", LEASE);
         assert_eq!(mine.expires_ms - mine.since_ms, 60_000);
         assert_eq!(mine.pid, std::process::id());

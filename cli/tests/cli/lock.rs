@@ -26,8 +26,9 @@ fn s3(env: &Env) -> aws_sdk_s3::Client {
     )
 }
 
-/// Writes a lock of another run, whose lease ends `lease_ms` from now.
-async fn lock_held_by_another(s3: &aws_sdk_s3::Client, bucket: &str, lease_ms: i64) {
+/// Writes a lock of another run, of lease `lease_ms`, whose lease ends
+/// `ends_in_ms` from now.
+async fn lock_held_by_another(s3: &aws_sdk_s3::Client, bucket: &str, ends_in_ms: i64, lease_ms: i64) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -35,7 +36,7 @@ async fn lock_held_by_another(s3: &aws_sdk_s3::Client, bucket: &str, lease_ms: i
     let holder = json!({
         "command": "up", "user": "bob", "host": "ci-runner", "pid": 7,
         "ci_run": "https://github.com/acme/chat/actions/runs/9",
-        "since_ms": now - 5_000, "expires_ms": now + lease_ms,
+        "since_ms": now - 5_000, "expires_ms": now + ends_in_ms, "lease_ms": lease_ms,
     });
     s3.put_object()
         .bucket(bucket)
@@ -72,7 +73,7 @@ async fn a_held_lock_stops_up_and_down_naming_its_holder_and_unlock_removes_it()
         Some(true)
     );
 
-    lock_held_by_another(&s3, &bucket, 60_000).await;
+    lock_held_by_another(&s3, &bucket, 60_000, 60_000).await;
     // An `up` that changes nothing takes no lock; one that changes something does.
     env.up(&["--lock-timeout", "0"]).await.assert_ok();
     env.change_code();
@@ -157,8 +158,9 @@ async fn a_bucket_name_taken_by_another_account_stops_up_before_any_change() {
     assert_eq!(env.mutating_operations(), Vec::<String>::new());
 }
 
-/// A lock whose lease runs out is taken over: at once when it has, after
-/// waiting when it will within --lock-timeout.
+/// A lock whose lease runs out is taken over: at once when it ran out a
+/// whole lease ago, else once seen unchanged (not renewed) for half a
+/// lease after its end (clocks of two machines may differ).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_whose_lease_ran_out_is_taken_over() {
     let env = Env::start().await;
@@ -166,7 +168,8 @@ async fn a_lock_whose_lease_ran_out_is_taken_over() {
     let s3 = s3(&env);
     let bucket = find_bucket(&s3).await.unwrap();
 
-    lock_held_by_another(&s3, &bucket, -1_000).await;
+    // Expired a whole lease ago: taken over at once, whatever the clocks.
+    lock_held_by_another(&s3, &bucket, -5_000, 2_000).await;
     env.change_code();
     let up = env.up(&["--lock-timeout", "0"]).await;
     up.assert_ok();
@@ -179,7 +182,7 @@ async fn a_lock_whose_lease_ran_out_is_taken_over() {
     assert!(!locked(&s3, &bucket).await);
 
     // A killed run's lease, ending in 2 s: a run that may wait, waits, then takes over.
-    lock_held_by_another(&s3, &bucket, 2_000).await;
+    lock_held_by_another(&s3, &bucket, 2_000, 2_000).await;
     env.change_code();
     let up = env.up(&["--lock-timeout", "30s"]).await;
     up.assert_ok();
