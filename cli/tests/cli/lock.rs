@@ -228,3 +228,27 @@ async fn two_ups_at_once_take_turns_and_make_one_stack() {
         .unwrap();
     assert_eq!(bucket["state"], "present", "{bucket}");
 }
+
+/// A stack deployed before the lock has no bucket: `down` makes it to lock
+/// the stack once it sees the stack exists, and deletes it with the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_of_a_stack_from_before_the_lock_locks_it_and_leaves_nothing() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    let s3 = s3(&env);
+    let bucket = find_bucket(&s3).await.unwrap();
+    s3.delete_bucket().bucket(&bucket).send().await.unwrap();
+    let down = env.chatctl(&["down", "--yes"]).await;
+    down.assert_ok();
+    assert!(down.stderr.contains(&format!("bucket {bucket}: deleted")), "{down:?}");
+    assert_eq!(find_bucket(&s3).await, None);
+    let status = env.chatctl(&["status", "--output", "json"]).await;
+    let report: Value = serde_json::from_str(&status.stdout).unwrap();
+    let present = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] != "missing")
+        .count();
+    assert_eq!(present, 0, "{report:#}");
+}
