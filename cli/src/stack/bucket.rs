@@ -60,8 +60,9 @@ pub async fn ensure_bucket(aws: &Aws, names: &Names, tags: &BTreeMap<String, Str
         // Made, not finished: the rest of its setup.
         Found::Ours(_) => return set_up(aws, &names.bucket(), tags).await,
         Found::Foreign(_) => bail!(
-            "S3 bucket {} exists and is not this stack's (another account's, or tagged for another stack); \
-             chatctl keeps the stack's lock in it. Delete it if it is yours, or use another stack name",
+            "S3 bucket {} exists and is not this stack's (another account's, or tagged for another stack), \
+             or these credentials may not read it (s3:ListBucket, s3:GetBucketTagging); chatctl keeps the \
+             stack's lock in it. Delete it if it is yours, or use another stack name",
             names.bucket()
         ),
         Found::Missing => {}
