@@ -23,24 +23,23 @@ pub struct BucketState {
 }
 
 /// The bucket, when the account id is known (its name holds a hash of it).
+/// One call: GetBucketTagging answers NoSuchBucket for a missing bucket,
+/// NoSuchTagSet for one without tags, 403 AccessDenied for another
+/// account's (S3 API reference, GetBucketTagging and error codes).
 pub async fn read_bucket(aws: &Aws, names: &Names) -> Result<Found<BucketState>> {
     let name = names.bucket();
-    match aws.s3.head_bucket().bucket(&name).send().await {
-        Ok(_) => {}
-        Err(err) if is_code(&err, &["NotFound", "NoSuchBucket"]) => return Ok(Found::Missing),
-        // A bucket of that name the credentials cannot see: another account's.
-        Err(err) if err.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
-            return Ok(Found::Foreign(None));
-        }
-        Err(err) => return Err(aws_error(format!("cannot read S3 bucket {name}"), err)),
-    }
     let tags = match aws.s3.get_bucket_tagging().bucket(&name).send().await {
         Ok(tagging) => tagging
             .tag_set()
             .iter()
             .map(|t| (t.key().to_string(), t.value().to_string()))
             .collect(),
+        Err(err) if is_code(&err, &["NoSuchBucket"]) => return Ok(Found::Missing),
         Err(err) if is_code(&err, &["NoSuchTagSet"]) => BTreeMap::new(),
+        // A bucket of that name the credentials cannot read: another account's.
+        Err(err) if err.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
+            return Ok(Found::Foreign(None));
+        }
         Err(err) => return Err(aws_error(format!("cannot read the tags of S3 bucket {name}"), err)),
     };
     // No tags at all: a creation cut short before its tagging (the name holds
