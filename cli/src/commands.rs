@@ -156,6 +156,25 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     up_read(context, args, actual, code, lock_wait).await
 }
 
+/// Runs `work` (changes to the stack) unless the run's lock is lost
+/// meanwhile: then it stops where it is, as a killed run would, which the
+/// next run finishes.
+async fn until_lost<T>(
+    work: impl std::future::Future<Output = Result<T>>,
+    lost: Option<crate::stack::lock::Lost>,
+) -> Result<T> {
+    let Some(lost) = lost else {
+        return work.await;
+    };
+    tokio::select! {
+        done = work => done,
+        why = lost.wait() => bail!(
+            "stopped: {why}, so another run may be changing the stack. Run this command again once that run \
+             is done: it finishes the job"
+        ),
+    }
+}
+
 /// Releases a lock this run holds; a failure is said, not fatal (the lock
 /// expires by itself).
 async fn release(lock: Option<crate::stack::lock::Lock>) {
@@ -235,7 +254,8 @@ async fn up_read(
         _ => BucketKnown::MakeIfMissing,
     };
     let lock = lock(context, ("up", bucket), lock_wait).await?;
-    let applied = apply_under_lock(context, args, &code, &plan).await;
+    let lost = lock.as_ref().map(|lock| lock.lost());
+    let applied = apply_under_lock(context, args, &code, &plan, lost).await;
     // Released before the smoke test, which changes nothing.
     release(lock).await;
     let (plan, api_id) = applied?;
@@ -264,7 +284,13 @@ async fn up_read(
 /// The plan made again from a read under the lock (said when it differs
 /// from the one printed; a saved plan is checked against that read), then
 /// confirmed and applied; the plan applied and the API's id.
-async fn apply_under_lock(context: &mut Session, args: &UpArgs, code: &Zips, printed: &Plan) -> Result<(Plan, String)> {
+async fn apply_under_lock(
+    context: &mut Session,
+    args: &UpArgs,
+    code: &Zips,
+    printed: &Plan,
+    lost: Option<crate::stack::lock::Lost>,
+) -> Result<(Plan, String)> {
     let actual = read(context).await?;
     let mut plan = plan_for(context, &actual, code)?;
     if let Some(file) = &args.plan {
@@ -283,7 +309,7 @@ async fn apply_under_lock(context: &mut Session, args: &UpArgs, code: &Zips, pri
     let progress = Progress::start("applying", context.json);
     let report = |step| progress.step(step);
     let ask = |question: &str| progress.suspend(|| confirm(question));
-    let result = converge(aws, &plan, approval, ask, &report).await;
+    let result = until_lost(converge(aws, &plan, approval, ask, &report), lost).await;
     progress.finish();
     Ok((plan, result?))
 }
@@ -374,7 +400,8 @@ async fn down_locked(
         }
         progress.step(step)
     };
-    let result = apply::delete(aws, &teardown.steps, &report, lock_held).await;
+    let lost = lock_held.as_ref().map(|lock| lock.lost());
+    let result = until_lost(apply::delete(aws, &teardown.steps, &report, lock_held), lost).await;
     progress.finish();
     result?;
     let deleted = deleted.into_inner().unwrap_or_default();

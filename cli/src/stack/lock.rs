@@ -148,6 +148,27 @@ pub struct Lock {
     bucket: String,
     holder: Arc<Mutex<(Holder, String)>>,
     renewal: tokio::task::JoinHandle<()>,
+    lost: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+/// Says when a held lock is lost (taken over after a stall longer than the
+/// lease, or removed by `chatctl unlock`): the run must stop changing the
+/// stack.
+pub struct Lost(tokio::sync::watch::Receiver<Option<String>>);
+
+impl Lost {
+    /// Waits until the lock is lost; what happened to it. Never ends while
+    /// the lock is held, nor once it is released.
+    pub async fn wait(mut self) -> String {
+        loop {
+            if let Some(why) = self.0.borrow_and_update().clone() {
+                return why;
+            }
+            if self.0.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
 }
 
 /// What a run knows of the stack's bucket, where the lock goes.
@@ -351,13 +372,20 @@ async fn delete(aws: &Aws, bucket: &str, etag: &str) -> Result<bool> {
 impl Lock {
     fn held(aws: &Aws, bucket: String, holder: Holder, etag: String, lease: Duration) -> Lock {
         let state = Arc::new(Mutex::new((holder, etag)));
-        let renewal = tokio::spawn(renew(aws.clone(), bucket.clone(), state.clone(), lease));
+        let (lost_sender, lost) = tokio::sync::watch::channel(None);
+        let renewal = tokio::spawn(renew(aws.clone(), bucket.clone(), state.clone(), lease, lost_sender));
         Lock {
             aws: aws.clone(),
             bucket,
             holder: state,
             renewal,
+            lost,
         }
+    }
+
+    /// What says when this lock is lost.
+    pub fn lost(&self) -> Lost {
+        Lost(self.lost.clone())
     }
 
     /// Stops renewing and removes the lock, if it is still this run's. A
@@ -390,8 +418,14 @@ impl Lock {
 
 /// Extends the lease every quarter of it; a lock that changed meanwhile
 /// (taken over after a stall longer than the lease, or removed with
-/// `chatctl unlock`) is said once and no longer renewed.
-async fn renew(aws: Aws, bucket: String, state: Arc<Mutex<(Holder, String)>>, lease: Duration) {
+/// `chatctl unlock`) is said through `lost` and no longer renewed.
+async fn renew(
+    aws: Aws,
+    bucket: String,
+    state: Arc<Mutex<(Holder, String)>>,
+    lease: Duration,
+    lost: tokio::sync::watch::Sender<Option<String>>,
+) {
     loop {
         tokio::time::sleep(lease / 4).await;
         let (mut holder, etag) = state.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -405,17 +439,24 @@ async fn renew(aws: Aws, bucket: String, state: Arc<Mutex<(Holder, String)>>, le
                     Ok(Some((current, etag))) if current.same_run(&holder) => {
                         *state.lock().unwrap_or_else(|e| e.into_inner()) = (current, etag);
                     }
-                    Ok(_) => {
-                        eprintln!(
-                            "warning: the stack's lock was removed or taken over while this run held it; \
-                             another run may change the stack at the same time"
-                        );
+                    Ok(Some((current, _))) => {
+                        let _ = lost.send(Some(format!(
+                            "the stack's lock was taken over by {}",
+                            current.describe()
+                        )));
+                        return;
+                    }
+                    Ok(None) => {
+                        let _ = lost.send(Some("the stack's lock was removed (chatctl unlock?)".into()));
                         return;
                     }
                     Err(err) => tracing::warn!("{err:#}"),
                 }
             }
-            Ok(Written::NoBucket) => return,
+            Ok(Written::NoBucket) => {
+                let _ = lost.send(Some("the stack's bucket, and the lock in it, were deleted".into()));
+                return;
+            }
             // Tried again at the next beat, well within the lease.
             Err(err) => tracing::warn!("{err:#}"),
         }

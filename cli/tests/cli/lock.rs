@@ -252,3 +252,48 @@ async fn down_of_a_stack_from_before_the_lock_locks_it_and_leaves_nothing() {
         .count();
     assert_eq!(present, 0, "{report:#}");
 }
+
+/// A run whose lock is taken from it (here: overwritten, as a run that took
+/// it over after a stall would) stops changing the stack at its next
+/// renewal, saying why; the next `up` finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_loses_its_lock_stops_and_the_next_finishes() {
+    let env = Env::start().await;
+    let s3 = s3(&env);
+    let names = chatctl::stack::Names {
+        stack: "chat".into(),
+        stage: "dev".into(),
+        region: chat_testkit::moto::REGION.into(),
+        account: chat_testkit::moto::ACCOUNT_ID.into(),
+    };
+    let bucket = names.bucket();
+    let mut up_args = env.up_args();
+    up_args.push("--yes".into());
+    let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();
+    // A lease of 2 s: renewed every 0.5 s.
+    let lease = [("CHATCTL_LOCK_LEASE", "2s")];
+    let take_it = async {
+        let started = std::time::Instant::now();
+        while !locked(&s3, &bucket).await {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "up never locked"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        lock_held_by_another(&s3, &bucket, 60_000, 60_000).await;
+    };
+    let (up, ()) = tokio::join!(env.chatctl_env(&up_args, &lease), take_it);
+    assert_eq!(up.code, 1, "{up:?}");
+    assert!(
+        up.stderr
+            .contains("stopped: the stack's lock was taken over by `chatctl up` by bob on ci-runner"),
+        "{up:?}"
+    );
+    // The lock is the other run's still.
+    assert!(locked(&s3, &bucket).await);
+    env.chatctl(&["unlock", "--yes"]).await.assert_ok();
+    env.up(&[]).await.assert_ok();
+    let status = env.chatctl(&["status"]).await;
+    assert_eq!(status.code, 0, "{status:?}");
+}
