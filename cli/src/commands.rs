@@ -250,7 +250,7 @@ async fn up_read(
     // the stack meanwhile). A run that changes nothing, or fails before,
     // writes nothing, not even the lock.
     let bucket = match actual.bucket.ours() {
-        Some(state) if state.tags.contains_key(crate::stack::STACK_TAG) => BucketKnown::Found,
+        Some(state) if state.finished() => BucketKnown::Found,
         _ => BucketKnown::MakeIfMissing,
     };
     let lock = lock(context, ("up", bucket), lock_wait).await?;

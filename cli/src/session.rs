@@ -104,8 +104,7 @@ pub async fn lock(
     if session.names.account.is_empty() {
         session.names.account = session.aws.account_id().await?;
     }
-    let mut tags = session.settings.tags.clone();
-    tags.insert(crate::stack::STACK_TAG.to_string(), session.names.stack.clone());
+    let tags = crate::stack::desired::stack_tags(&session.settings, &session.names);
     lock::acquire(&session.aws, &session.names, &tags, command, wait).await
 }
 

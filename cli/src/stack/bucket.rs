@@ -15,11 +15,26 @@ use serde::Serialize;
 
 use super::base::{Found, Polled, poll};
 use super::{Names, STACK_TAG};
-use crate::aws::{Aws, aws_error, error_code, failed, is_code};
+use crate::aws::{Aws, aws_error, failed, is_code};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BucketState {
     pub tags: BTreeMap<String, String>,
+}
+
+impl BucketState {
+    /// Made to the end: its tags are written last.
+    pub fn finished(&self) -> bool {
+        self.tags.contains_key(STACK_TAG)
+    }
+}
+
+fn tag_map(tagging: &aws_sdk_s3::operation::get_bucket_tagging::GetBucketTaggingOutput) -> BTreeMap<String, String> {
+    tagging
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect()
 }
 
 /// The bucket, when the account id is known (its name holds a hash of it).
@@ -29,11 +44,7 @@ pub struct BucketState {
 pub async fn read_bucket(aws: &Aws, names: &Names) -> Result<Found<BucketState>> {
     let name = names.bucket();
     let tags = match aws.s3.get_bucket_tagging().bucket(&name).send().await {
-        Ok(tagging) => tagging
-            .tag_set()
-            .iter()
-            .map(|t| (t.key().to_string(), t.value().to_string()))
-            .collect(),
+        Ok(tagging) => tag_map(&tagging),
         Err(err) if is_code(&err, &["NoSuchBucket"]) => return Ok(Found::Missing),
         Err(err) if is_code(&err, &["NoSuchTagSet"]) => BTreeMap::new(),
         // A bucket of that name the credentials cannot read: another account's.
@@ -55,7 +66,7 @@ pub async fn read_bucket(aws: &Aws, names: &Names) -> Result<Found<BucketState>>
 /// left as it is); fails clearly when the name is another account's.
 pub async fn ensure_bucket(aws: &Aws, names: &Names, tags: &BTreeMap<String, String>) -> Result<()> {
     match read_bucket(aws, names).await? {
-        Found::Ours(state) if state.tags.contains_key(STACK_TAG) => return Ok(()),
+        Found::Ours(state) if state.finished() => return Ok(()),
         // Made, not finished: the rest of its setup.
         Found::Ours(_) => return set_up(aws, &names.bucket(), tags).await,
         Found::Foreign(_) => bail!(
@@ -161,11 +172,7 @@ pub async fn tag_bucket(aws: &Aws, name: &str, tags: &BTreeMap<String, String>) 
 /// Sets and removes some of the bucket's tags, keeping the others.
 pub async fn retag_bucket(aws: &Aws, name: &str, set: &BTreeMap<String, String>, remove: &[String]) -> Result<()> {
     let mut tags = match aws.s3.get_bucket_tagging().bucket(name).send().await {
-        Ok(tagging) => tagging
-            .tag_set()
-            .iter()
-            .map(|t| (t.key().to_string(), t.value().to_string()))
-            .collect(),
+        Ok(tagging) => tag_map(&tagging),
         Err(err) if is_code(&err, &["NoSuchTagSet"]) => BTreeMap::new(),
         Err(err) => return Err(aws_error(format!("cannot read the tags of S3 bucket {name}"), err)),
     };
@@ -239,12 +246,4 @@ pub async fn delete_empty_bucket(aws: &Aws, name: &str, keep: &str) -> Result<bo
         }
     }
     bail!("S3 bucket {name} is written to while `down` empties it; stop what writes to it and run `down` again")
-}
-
-/// Whether an S3 error is a failed precondition (If-Match / If-None-Match).
-pub fn precondition_failed<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> bool
-where
-    E: aws_sdk_s3::error::ProvideErrorMetadata,
-{
-    error_code(err) == Some("PreconditionFailed")
 }

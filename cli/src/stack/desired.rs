@@ -153,11 +153,17 @@ pub struct Desired {
     pub alarms: Option<AlarmsSpec>,
 }
 
+/// The tags of every resource of the stack: `[tags]` and the stack's own.
+pub fn stack_tags(settings: &Settings, names: &Names) -> BTreeMap<String, String> {
+    let mut tags = settings.tags.clone();
+    tags.insert(STACK_TAG.to_string(), names.stack.clone());
+    tags
+}
+
 impl Desired {
     /// `code` is the built zips, when known.
     pub fn new(settings: &Settings, names: Names, code: &BTreeMap<Function, Code>) -> Desired {
-        let mut tags = settings.tags.clone();
-        tags.insert(STACK_TAG.to_string(), names.stack.clone());
+        let tags = stack_tags(settings, &names);
         let tables = vec![
             TableSpec {
                 name: names.connections_table(),

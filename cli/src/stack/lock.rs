@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Names;
 use super::base::Found;
-use super::bucket::{ensure_bucket, precondition_failed, read_bucket};
+use super::bucket::{ensure_bucket, read_bucket};
 use crate::aws::{Aws, aws_error, is_code};
 
 /// The lock's key in the stack's bucket.
@@ -331,7 +331,7 @@ async fn write(aws: &Aws, bucket: &str, holder: &Holder, condition: Condition<'_
         match put.send().await {
             Ok(written) => return Ok(Written::Done(written.e_tag().unwrap_or_default().to_string())),
             // A lock removed meanwhile cannot match.
-            Err(err) if precondition_failed(&err) || is_code(&err, &["NoSuchKey"]) => return Ok(Written::Conflict),
+            Err(err) if is_code(&err, &["PreconditionFailed", "NoSuchKey"]) => return Ok(Written::Conflict),
             Err(err) if is_code(&err, &["NoSuchBucket"]) => return Ok(Written::NoBucket),
             // Another conditional write of the key at that moment: again.
             Err(err) if is_code(&err, &["ConditionalRequestConflict"]) => {
@@ -357,7 +357,7 @@ async fn delete(aws: &Aws, bucket: &str, etag: &str) -> Result<bool> {
             .await;
         match deleted {
             Ok(_) => return Ok(true),
-            Err(err) if is_code(&err, &["NoSuchKey", "NoSuchBucket"]) || precondition_failed(&err) => {
+            Err(err) if is_code(&err, &["NoSuchKey", "NoSuchBucket", "PreconditionFailed"]) => {
                 return Ok(false);
             }
             Err(err) if is_code(&err, &["ConditionalRequestConflict"]) => {

@@ -18,6 +18,17 @@ async fn find_bucket(s3: &aws_sdk_s3::Client) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The bucket's name for stack `chat` in the test account and region.
+fn stack_bucket() -> String {
+    chatctl::stack::Names {
+        stack: "chat".into(),
+        stage: "dev".into(),
+        region: chat_testkit::moto::REGION.into(),
+        account: chat_testkit::moto::ACCOUNT_ID.into(),
+    }
+    .bucket()
+}
+
 fn s3(env: &Env) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&env.sdk)
@@ -139,19 +150,14 @@ async fn a_held_lock_stops_up_and_down_naming_its_holder_and_unlock_removes_it()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_name_taken_by_another_account_stops_up_before_any_change() {
     let env = Env::start().await;
-    let names = chatctl::stack::Names {
-        stack: "chat".into(),
-        stage: "dev".into(),
-        region: chat_testkit::moto::REGION.into(),
-        account: chat_testkit::moto::ACCOUNT_ID.into(),
-    };
-    env.proxy.take_bucket_name(&names.bucket());
+    let bucket = stack_bucket();
+    env.proxy.take_bucket_name(&bucket);
     for args in [&[][..], &["--dry-run"][..]] {
         let up = env.up(args).await;
         assert_eq!(up.code, 1, "{up:?}");
         assert!(
             up.stderr.contains("names this stack needs are taken")
-                && up.stderr.contains(&format!("S3 bucket {} exists", names.bucket())),
+                && up.stderr.contains(&format!("S3 bucket {bucket} exists")),
             "{up:?}"
         );
     }
@@ -260,13 +266,7 @@ async fn down_of_a_stack_from_before_the_lock_locks_it_and_leaves_nothing() {
 async fn a_run_that_loses_its_lock_stops_and_the_next_finishes() {
     let env = Env::start().await;
     let s3 = s3(&env);
-    let names = chatctl::stack::Names {
-        stack: "chat".into(),
-        stage: "dev".into(),
-        region: chat_testkit::moto::REGION.into(),
-        account: chat_testkit::moto::ACCOUNT_ID.into(),
-    };
-    let bucket = names.bucket();
+    let bucket = stack_bucket();
     let mut up_args = env.up_args();
     up_args.push("--yes".into());
     let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();

@@ -229,24 +229,12 @@ async fn alarms_are_made_shown_with_their_state_and_deleted() {
     env.up(&[]).await.assert_ok();
     // Right after `up`, as on AWS: the alarms not evaluated yet, the email
     // not confirmed. Neither is a failure.
-    let status = env.chatctl(&["status", "--output", "json"]).await;
-    assert_eq!(status.code, 0, "{status:?}");
-    let report: Value = serde_json::from_str(&status.stdout).unwrap();
-    let resource = |report: &Value, name: &str| {
-        report["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == name)
-            .cloned()
-            .unwrap()
-    };
+    let (code, alarm) = env.status_of("chat-function-errors").await;
+    assert_eq!(code, 0, "{alarm}");
+    assert_eq!(alarm["details"], serde_json::json!(["state INSUFFICIENT_DATA"]));
+    let (_, topic) = env.status_of("chat-alarms").await;
     assert_eq!(
-        resource(&report, "chat-function-errors")["details"],
-        serde_json::json!(["state INSUFFICIENT_DATA"])
-    );
-    assert_eq!(
-        resource(&report, "chat-alarms")["details"],
+        topic["details"],
         serde_json::json!(["ops@example.com: pending confirmation (see its inbox)"])
     );
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&env.sdk);
@@ -304,8 +292,7 @@ async fn alarms_are_made_shown_with_their_state_and_deleted() {
     env.up(&["--yes"]).await.assert_ok();
     let again = env.up(&["--dry-run", "--exit-code"]).await;
     assert_eq!(again.code, 0, "nothing pending: {again:?}");
-    let report: Value = serde_json::from_str(&env.chatctl(&["status", "--output", "json"]).await.stdout).unwrap();
-    let details = resource(&report, "chat-alarms")["details"].to_string();
+    let details = env.status_of("chat-alarms").await.1["details"].to_string();
     assert!(
         details.contains("oncall@example.com: pending confirmation (see its inbox)"),
         "{details}"
@@ -326,15 +313,8 @@ async fn alarms_are_made_shown_with_their_state_and_deleted() {
         .send()
         .await
         .unwrap();
-    let status = env.chatctl(&["status", "--output", "json"]).await;
-    assert_eq!(status.code, 3, "{status:?}");
-    let report: Value = serde_json::from_str(&status.stdout).unwrap();
-    let alarm = report["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "chat-function-errors")
-        .unwrap();
+    let (code, alarm) = env.status_of("chat-function-errors").await;
+    assert_eq!(code, 3, "{alarm}");
     assert_eq!(alarm["state"], "alarm");
     assert_eq!(alarm["details"], serde_json::json!(["state ALARM"]));
     let text = env.chatctl(&["status"]).await;

@@ -1462,14 +1462,8 @@ async fn an_older_stacks_secret_moves_to_secrets_manager_and_its_tokens_stay_val
     assert!(!plan.stdout.contains(legacy), "never the value");
     env.up(&[]).await.assert_ok();
 
-    let moved = env
-        .secrets()
-        .get_secret_value()
-        .secret_id("chatctl/chat/token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(moved.secret_string(), Some(legacy), "the value moved, unchanged");
+    let (_, moved) = env.token_secret().await;
+    assert_eq!(moved, legacy, "the value moved, unchanged");
     let vars = env.authorizer_env().await;
     assert!(!vars.contains_key("CHAT_TOKEN_SECRET"));
     assert_eq!(vars["CHAT_TOKEN_SECRET_ID"], "chatctl/chat/token");
