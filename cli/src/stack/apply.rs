@@ -38,7 +38,7 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
         // The log groups exist before the stage that writes its access log to
         // one; the secret before the authorizer is updated (a secret moved
         // from its environment is read there first).
-        let (_, api_id, _, _) = tokio::try_join!(
+        let (_, api_id, _, _, _) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
                 let action = plan.action(Kind::Role, &spec.name);
                 role::create_role(aws, stack, spec, action, report)
@@ -60,12 +60,17 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
                 let moved = authorizer.changes().contains(&Detail::MoveTokenSecret);
                 secret::apply_secret(aws, stack, spec, plan.action(Kind::Secret, &spec.name), moved, report).await
             },
+            // The bucket, then the code the functions are made from.
+            async {
+                apply_bucket(aws, desired, plan.action(Kind::Bucket, &desired.names.bucket()), report).await?;
+                upload_code(aws, desired, plan).await
+            },
         )?;
         // An integration needs only its function's ARN, known from the name:
         // the API's parts are written while the functions are created and
         // wait for their role and Active state; only the permissions, which
         // name the authorizer's id, wait for both.
-        let (_, _, authorizer_id, _, _) = tokio::try_join!(
+        let (_, _, authorizer_id, _) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
                 let action = plan.action(Kind::Role, &spec.name);
                 let policy = desired.role_policy(spec, &api_id);
@@ -94,25 +99,6 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
                 .await
                 .map(|_| ())
             },
-            async {
-                let name = desired.names.bucket();
-                match plan.action(Kind::Bucket, &name) {
-                    Action::Create => {
-                        bucket::ensure_bucket(aws, &desired.names, &desired.tags).await?;
-                        base::step(report, Kind::Bucket, &name, "created");
-                    }
-                    Action::Update { changes } => {
-                        for change in changes {
-                            if let Detail::Tags { set, remove } = change {
-                                bucket::retag_bucket(aws, &name, set, remove).await?;
-                            }
-                        }
-                        base::step(report, Kind::Bucket, &name, "updated");
-                    }
-                    _ => {}
-                }
-                Ok::<_, anyhow::Error>(())
-            },
         )?;
         let permissions: Vec<(Function, &Action)> = Function::ALL
             .into_iter()
@@ -138,6 +124,43 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
     let (tables, api_id) = tokio::join!(tables, compute);
     tables?;
     api_id
+}
+
+async fn apply_bucket(aws: &Aws, desired: &Desired, action: &Action, report: Report<'_>) -> Result<()> {
+    let name = desired.names.bucket();
+    match action {
+        Action::Create => {
+            bucket::ensure_bucket(aws, &desired.names, &desired.tags).await?;
+            base::step(report, Kind::Bucket, &name, "created");
+        }
+        Action::Update { changes } => {
+            for change in changes {
+                if let Detail::Tags { set, remove } = change {
+                    bucket::retag_bucket(aws, &name, set, remove).await?;
+                }
+            }
+            base::step(report, Kind::Bucket, &name, "updated");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Uploads, once, the zip of each build the plan creates or updates a
+/// function from (one build serves all seven functions), unless the
+/// bucket has it already.
+async fn upload_code(aws: &Aws, desired: &Desired, plan: &Plan) -> Result<()> {
+    let mut builds = std::collections::BTreeMap::new();
+    for spec in &desired.functions {
+        let action = plan.action(Kind::Function, &spec.name);
+        let new_code = *action == Action::Create || action.changes().iter().any(Detail::is_function_code);
+        if new_code && let Some(code) = &spec.code {
+            builds.insert(code.sha256.clone(), code);
+        }
+    }
+    let bucket = desired.names.bucket();
+    try_join_all(builds.values().map(|code| bucket::upload_artifact(aws, &bucket, code))).await?;
+    Ok(())
 }
 
 /// The plan's step for a resource it must list.

@@ -1,13 +1,15 @@
-//! The stack's S3 bucket, home of the stack's lock (the lock module):
-//! read, made (tagged, every public access blocked, encrypted at rest),
-//! retagged, and emptied and deleted by `down`.
+//! The stack's S3 bucket, home of the stack's lock (the lock module), of
+//! the functions' zips (one per build) and of the releases' record: read,
+//! made (tagged, every public access blocked, encrypted at rest), retagged,
+//! and emptied and deleted by `down`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier, PublicAccessBlockConfiguration,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration,
+    LifecycleRule, LifecycleRuleFilter, BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier, PublicAccessBlockConfiguration,
     ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
     Tag, Tagging,
 };
@@ -246,4 +248,77 @@ pub async fn delete_empty_bucket(aws: &Aws, name: &str, keep: &str) -> Result<bo
         }
     }
     bail!("S3 bucket {name} is written to while `down` empties it; stop what writes to it and run `down` again")
+}
+
+/// Where the functions' zip of one build lives: one object per code hash
+/// (Lambda's CodeSha256, base64, made URL-safe for a key).
+pub fn artifact_key(sha256: &str) -> String {
+    let safe: String = sha256
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            other => other,
+        })
+        .collect();
+    format!("{ARTIFACTS}{safe}.zip")
+}
+
+/// The prefix of the functions' zips.
+const ARTIFACTS: &str = "artifacts/";
+
+/// How long a zip stays in the bucket: Lambda keeps its own copy of the
+/// code of every version, so a zip is only read by the creates and updates
+/// of its own deploy, and one uploaded again costs seconds.
+const ARTIFACT_DAYS: i32 = 30;
+
+/// Puts a build's zip in the bucket unless it is there already (one
+/// HeadObject per deploy); true when it was uploaded. S3 checks the
+/// upload against its SHA-256, the hash Lambda reports as CodeSha256.
+pub async fn upload_artifact(aws: &Aws, bucket: &str, code: &super::desired::Code) -> Result<bool> {
+    let key = artifact_key(&code.sha256);
+    match aws.s3.head_object().bucket(bucket).key(&key).send().await {
+        Ok(_) => return Ok(false),
+        Err(err) if err.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {}
+        Err(err) => return Err(aws_error(format!("cannot read s3://{bucket}/{key}"), err)),
+    }
+    let zip = std::fs::read(&code.zip).with_context(|| format!("cannot read {}", code.zip.display()))?;
+    aws.s3
+        .put_object()
+        .bucket(bucket)
+        .key(&key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(zip))
+        .checksum_sha256(&code.sha256)
+        .content_type("application/zip")
+        .send()
+        .await
+        .map_err(failed(format!("cannot upload the functions' code to s3://{bucket}/{key}")))?;
+    expire_old_artifacts(aws, bucket).await?;
+    Ok(true)
+}
+
+/// The bucket's lifecycle rule: zips expire after [`ARTIFACT_DAYS`], and an
+/// upload cut short is cleaned up after a day. Set with each new upload,
+/// so a bucket made before the rule gets it too.
+async fn expire_old_artifacts(aws: &Aws, bucket: &str) -> Result<()> {
+    let rule = LifecycleRule::builder()
+        .id("chatctl-old-artifacts")
+        .filter(LifecycleRuleFilter::builder().prefix(ARTIFACTS).build())
+        .status(ExpirationStatus::Enabled)
+        .expiration(LifecycleExpiration::builder().days(ARTIFACT_DAYS).build())
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder()
+                .days_after_initiation(1)
+                .build(),
+        )
+        .build()?;
+    aws.s3
+        .put_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .lifecycle_configuration(BucketLifecycleConfiguration::builder().rules(rule).build()?)
+        .send()
+        .await
+        .map_err(failed(format!("cannot set the lifecycle of S3 bucket {bucket}")))?;
+    Ok(())
 }

@@ -9,7 +9,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_lambda::config::http::HttpResponse;
 use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::create_function::CreateFunctionError;
-use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{
     Architecture, Environment, FunctionCode, FunctionConfiguration, LastUpdateStatus, Runtime, State,
 };
@@ -265,11 +264,12 @@ pub(super) async fn apply_function(
         update_configuration(aws, spec, &role_arn, kept.clone()).await?;
     }
     if code {
-        let zip = read_code(spec)?;
+        let (bucket, key) = artifact(stack, spec)?;
         aws.lambda
             .update_function_code()
             .function_name(&spec.name)
-            .zip_file(Blob::new(zip))
+            .s3_bucket(bucket)
+            .s3_key(key)
             .architectures(Architecture::from(spec.arch.as_lambda()))
             .send()
             .await
@@ -328,12 +328,14 @@ pub(super) fn environment(spec: &FunctionSpec) -> Environment {
         .build()
 }
 
-pub(super) fn read_code(spec: &FunctionSpec) -> Result<Vec<u8>> {
+/// The built code of a function: its zip, uploaded once for all seven
+/// functions into the stack's bucket (see `apply`), as bucket and key.
+pub(super) fn artifact(stack: Stack<'_>, spec: &FunctionSpec) -> Result<(String, String)> {
     let code = spec
         .code
         .as_ref()
         .ok_or_else(|| anyhow!("no built code for {}; run without --no-build", spec.name))?;
-    std::fs::read(&code.zip).with_context(|| format!("cannot read {}", code.zip.display()))
+    Ok((stack.names.bucket(), super::bucket::artifact_key(&code.sha256)))
 }
 
 /// Lambda's two answers while a new role propagates through IAM, both
@@ -362,7 +364,7 @@ pub(super) async fn create_function(
     role_arn: &str,
     probes: &RoleProbes,
 ) -> Result<()> {
-    let zip = read_code(spec)?;
+    let (bucket, key) = artifact(stack, spec)?;
     // Probe while the role is not known usable; once it is, go at once.
     let mut probe = match probes.0.get(role_arn) {
         Some(usable) => Some(usable.lock().await),
@@ -382,7 +384,7 @@ pub(super) async fn create_function(
             .memory_size(spec.memory_mb)
             .timeout(spec.timeout_seconds)
             .environment(environment(spec))
-            .code(FunctionCode::builder().zip_file(Blob::new(zip.clone())).build())
+            .code(FunctionCode::builder().s3_bucket(&bucket).s3_key(&key).build())
             .set_tags(Some(stack.tags.clone().into_iter().collect()))
             .description(format!(
                 "chatctl stack {}: {}",
