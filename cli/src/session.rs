@@ -81,15 +81,22 @@ pub async fn read(session: &mut Session) -> Result<actual::Actual> {
             account: account.clone(),
             ..session.names.clone()
         };
-        let bucket = crate::stack::bucket::read_bucket(&session.aws, &names).await;
-        Ok::<_, anyhow::Error>((account, bucket))
+        let (bucket, releases) = tokio::join!(
+            crate::stack::bucket::read_bucket(&session.aws, &names),
+            crate::stack::release::read_releases(&session.aws, &names),
+        );
+        Ok::<_, anyhow::Error>((account, bucket, releases))
     };
     let (account, actual) = tokio::join!(account, actual::read(&session.aws, &session.names));
     // A credentials problem explains a failed read better than the read's own error.
-    let (account, bucket) = account?;
+    let (account, bucket, releases) = account?;
     session.names.account = account;
     let mut actual = actual?;
     actual.bucket = bucket?;
+    // Another account's bucket of that name is no record of ours.
+    if actual.bucket.ours().is_some() {
+        actual.releases = releases?;
+    }
     Ok(actual)
 }
 

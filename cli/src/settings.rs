@@ -95,7 +95,20 @@ pub struct ConfigFile {
     pub stage_settings: StageSettingsFile,
     #[serde(default)]
     pub alarms: AlarmsFile,
+    #[serde(default)]
+    pub releases: ReleasesFile,
 }
+
+/// `[releases]`: how many releases `rollback` can go back to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleasesFile {
+    /// Releases kept (the live one always is); older versions are deleted.
+    pub keep: Option<usize>,
+}
+
+/// `[releases] keep` unless set.
+pub const DEFAULT_RELEASES_KEPT: usize = 5;
 
 /// `[alarms]`: CloudWatch alarms on the stack, and who hears of them.
 #[derive(Debug, Default, Deserialize)]
@@ -288,6 +301,8 @@ pub struct Settings {
     pub tags: BTreeMap<String, String>,
     pub stage_settings: StageSettings,
     pub alarms: AlarmSettings,
+    /// `[releases] keep`: at least 2, so there is one to roll back to.
+    pub releases_kept: usize,
 }
 
 /// Flags that override the file.
@@ -441,6 +456,7 @@ impl Settings {
             tags: file.tags.clone(),
             stage_settings: stage_settings(&file.stage_settings)?,
             alarms: AlarmSettings::from_file(&file.alarms)?,
+            releases_kept: file.releases.keep.unwrap_or(DEFAULT_RELEASES_KEPT),
         };
         settings.validate()?;
         Ok(settings)
@@ -448,6 +464,12 @@ impl Settings {
 
     fn validate(&self) -> Result<()> {
         validate_stack_name(&self.stack)?;
+        if !(2..=100).contains(&self.releases_kept) {
+            bail!(
+                "[releases] keep must be between 2 and 100 (the live release and one to roll back to, at least), not {}",
+                self.releases_kept
+            );
+        }
         let stage_ok = (1..=64).contains(&self.stage.len())
             && self
                 .stage

@@ -36,6 +36,8 @@ pub struct Actual {
     /// The stack's bucket (its lock), read once the account id is known
     /// (see `session::read`); Missing until then.
     pub bucket: Found<BucketState>,
+    /// The releases recorded in the bucket, oldest first.
+    pub releases: Vec<super::release::Release>,
 }
 
 impl Actual {
@@ -85,6 +87,7 @@ pub async fn read(aws: &Aws, names: &Names) -> Result<Actual> {
         topic,
         alarms,
         bucket: Found::Missing,
+        releases: vec![],
     })
 }
 

@@ -3,8 +3,9 @@
 //! has run (a new API's, integration's, authorizer's), and waits until every
 //! resource is usable. Nothing is decided here that the plan did not say.
 //!
-//! Order (each arrow a real dependency): role → function → integration →
-//! route → deployment. Tables, log groups and the API run beside the roles.
+//! Order (each arrow a real dependency): bucket → code upload → function →
+//! release (versions, alias `live`) → permission → deployment; integration
+//! → route → deployment. Tables, log groups and the API run beside the roles.
 
 use anyhow::{Context, Result, bail};
 use futures::future::try_join_all;
@@ -16,8 +17,8 @@ pub use super::base::{Report, Step};
 use super::desired::Desired;
 use super::plan::{self, Action, Detail, Kind, Plan};
 use super::{
-    alarms, api, authorizer, bucket, function, integration, keep_alive, log_group, permission, role, route, secret,
-    stage, table,
+    alarms, api, authorizer, bucket, function, integration, keep_alive, log_group, permission, release, role, route,
+    secret, stage, table,
 };
 use crate::aws::Aws;
 
@@ -70,16 +71,22 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
         // the API's parts are written while the functions are created and
         // wait for their role and Active state; only the permissions, which
         // name the authorizer's id, wait for both.
-        let (_, _, authorizer_id, _) = tokio::try_join!(
+        let (_, _, (authorizer_id, deployment), _) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
                 let action = plan.action(Kind::Role, &spec.name);
                 let policy = desired.role_policy(spec, &api_id);
                 async move { role::update_role(aws, spec, action, &policy, report).await }
             })),
-            try_join_all(desired.functions.iter().map(|spec| {
-                let action = plan.action(Kind::Function, &spec.name);
-                function::apply_function(aws, stack, spec, action, probes, report)
-            })),
+            // The functions, then their release: the API runs it once the
+            // seven aliases move.
+            async {
+                try_join_all(desired.functions.iter().map(|spec| {
+                    let action = plan.action(Kind::Function, &spec.name);
+                    function::apply_function(aws, stack, spec, action, probes, report)
+                }))
+                .await?;
+                release::apply_release(aws, desired, plan.action(Kind::Release, release::ALIAS), report).await
+            },
             async {
                 let stage = &planned(plan, Kind::Stage, &desired.api.stage)?.action;
                 stage::ensure_stage(aws, (stack, &desired.api), stage, &api_id, writes, report).await?;
@@ -105,6 +112,11 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
             .map(|f| (f, plan.action(Kind::Permission, &desired.names.function(f))))
             .collect();
         permission::grant_permissions(aws, stack, &permissions, &api_id, &authorizer_id, report).await?;
+        // Served once what it invokes can be invoked: the aliases and
+        // their permissions.
+        if let Some(served) = deployment {
+            stage::deploy(aws, &desired.api, (&api_id, writes), &served, report).await?;
+        }
         // Alarms `[alarms]` no longer asks for; the topic when it asks for none.
         for step in plan.deletions(Kind::Alarm) {
             alarms::delete_alarm(aws, &step.name).await?;
@@ -169,8 +181,8 @@ pub(super) fn planned<'a>(plan: &'a Plan, kind: Kind, name: &str) -> Result<&'a 
         .with_context(|| format!("the plan has no step for {kind} {name}; make a new plan"))
 }
 
-/// The authorizer, integrations and routes, then a deployment when the
-/// plan asks for one; returns the authorizer's id.
+/// The authorizer, integrations and routes; returns the authorizer's id and,
+/// when the plan asks for a deployment, the routes it is to serve.
 async fn apply_api_parts(
     aws: &Aws,
     desired: &Desired,
@@ -178,7 +190,7 @@ async fn apply_api_parts(
     api_id: &str,
     writes: &ApiWrites,
     report: Report<'_>,
-) -> Result<String> {
+) -> Result<(String, Option<Vec<stage::ServedRoute>>)> {
     let (names, stack) = (&desired.names, desired.stack());
     // The authorizer and the integrations need only the functions' names.
     let (authorizer_id, integrations) = tokio::try_join!(
@@ -229,27 +241,27 @@ async fn apply_api_parts(
         Action::Update { changes } => changes.contains(&Detail::Deployment),
         _ => false,
     };
-    if deploy_now {
-        let authorizer_uri = names.invocation_uri(Function::Authorizer);
-        let mut served: Vec<stage::ServedRoute> = desired
-            .api
-            .routes
-            .iter()
-            .map(|route| stage::ServedRoute {
-                key: route.key.clone(),
-                target: Some(format!("integrations/{}", integration_id(route.function))),
-                integration_uri: Some(names.invocation_uri(route.function)),
-                integration_type: Some("AWS_PROXY".into()),
-                authorization: if route.authorized { "CUSTOM" } else { "NONE" }.to_string(),
-                authorizer_id: route.authorized.then(|| authorizer_id.clone()),
-                authorizer_name: route.authorized.then(|| desired.api.authorizer.clone()),
-                authorizer_uri: route.authorized.then(|| authorizer_uri.clone()),
-            })
-            .collect();
-        served.push(stage::keep_alive_route(&keep_alive_integration));
-        stage::deploy(aws, &desired.api, (api_id, writes), &served, report).await?;
+    if !deploy_now {
+        return Ok((authorizer_id, None));
     }
-    Ok(authorizer_id)
+    let authorizer_uri = names.invocation_uri(Function::Authorizer);
+    let mut served: Vec<stage::ServedRoute> = desired
+        .api
+        .routes
+        .iter()
+        .map(|route| stage::ServedRoute {
+            key: route.key.clone(),
+            target: Some(format!("integrations/{}", integration_id(route.function))),
+            integration_uri: Some(names.invocation_uri(route.function)),
+            integration_type: Some("AWS_PROXY".into()),
+            authorization: if route.authorized { "CUSTOM" } else { "NONE" }.to_string(),
+            authorizer_id: route.authorized.then(|| authorizer_id.clone()),
+            authorizer_name: route.authorized.then(|| desired.api.authorizer.clone()),
+            authorizer_uri: route.authorized.then(|| authorizer_uri.clone()),
+        })
+        .collect();
+    served.push(stage::keep_alive_route(&keep_alive_integration));
+    Ok((authorizer_id, Some(served)))
 }
 
 /// Executes a plan of delete steps (`down`'s): the API, the functions,

@@ -31,6 +31,7 @@ pub enum Kind {
     Topic,
     Alarm,
     Bucket,
+    Release,
 }
 
 impl Kind {
@@ -50,6 +51,7 @@ impl Kind {
             Kind::Topic => "topic",
             Kind::Alarm => "alarm",
             Kind::Bucket => "bucket",
+            Kind::Release => "release",
         }
     }
 }
@@ -143,6 +145,17 @@ pub enum Detail {
     AlarmRule,
     /// Secret: deleted with a recovery window (by hand), restored.
     RestoreSecret,
+    /// Release: the functions whose alias `live` runs other code or
+    /// configuration than asked: a version of each is published.
+    Publish { functions: Vec<String> },
+    /// Release: the live release is an older one than the latest
+    /// (`chatctl rollback` moved the alias back).
+    LiveNotLatest { live: u32, latest: u32 },
+    /// Integration: to invoke the function's alias `live`.
+    InvokeAlias,
+    /// Permission: the function-wide statement of stacks from before the
+    /// alias, replaced by the alias's own.
+    UnqualifiedPermission,
     /// Tags to set and to remove (tags AWS reserves, `aws:*`, are never touched).
     Tags {
         set: BTreeMap<String, String>,
@@ -209,6 +222,12 @@ impl fmt::Display for Detail {
             Detail::RouteSettingsRemoved { route } => write!(f, "- throttling of {route}"),
             Detail::MoveTokenSecret => f.write_str("token secret → Secrets Manager, tokens issued stay valid"),
             Detail::RestoreSecret => f.write_str("restore: it is scheduled for deletion"),
+            Detail::Publish { functions } => write!(f, "new version of {}", functions.join(", ")),
+            Detail::LiveNotLatest { live, latest } => {
+                write!(f, "live is release {live}, not the latest ({latest})")
+            }
+            Detail::InvokeAlias => f.write_str("invokes alias live"),
+            Detail::UnqualifiedPermission => f.write_str("- function-wide statement, now on alias live"),
             Detail::Subscriptions { add, remove } => {
                 let mut parts: Vec<String> = add.iter().map(|e| format!("+ {e}")).collect();
                 parts.extend(remove.iter().map(|e| format!("- {e}")));

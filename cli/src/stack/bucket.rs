@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_s3::types::{
-    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration,
-    LifecycleRule, LifecycleRuleFilter, BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier, PublicAccessBlockConfiguration,
-    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
-    Tag, Tagging,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint, CreateBucketConfiguration,
+    Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, ObjectIdentifier,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging,
 };
 use serde::Serialize;
 
@@ -293,7 +293,9 @@ pub async fn upload_artifact(aws: &Aws, bucket: &str, code: &super::desired::Cod
         .content_type("application/zip")
         .send()
         .await
-        .map_err(failed(format!("cannot upload the functions' code to s3://{bucket}/{key}")))?;
+        .map_err(failed(format!(
+            "cannot upload the functions' code to s3://{bucket}/{key}"
+        )))?;
     expire_old_artifacts(aws, bucket).await?;
     Ok(true)
 }

@@ -151,6 +151,13 @@ pub struct Desired {
     /// Unless `[alarms] enabled = false`.
     #[serde(default)]
     pub alarms: Option<AlarmsSpec>,
+    /// `[releases] keep`.
+    #[serde(default = "releases_kept")]
+    pub releases_kept: usize,
+}
+
+fn releases_kept() -> usize {
+    crate::settings::DEFAULT_RELEASES_KEPT
 }
 
 /// The tags of every resource of the stack: `[tags]` and the stack's own.
@@ -255,6 +262,7 @@ impl Desired {
             api,
             secret,
             alarms: settings.alarms.enabled.then(|| alarms(settings, &names_for_alarms)),
+            releases_kept: settings.releases_kept,
         }
     }
 

@@ -26,6 +26,8 @@ use crate::aws::{Aws, Budget, failed, is_code, retry, retry_error};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FunctionState {
     pub arn: String,
+    /// `$LATEST`, or the number of a published version.
+    pub version: Option<String>,
     pub runtime: Option<String>,
     pub handler: Option<String>,
     pub architecture: Option<String>,
@@ -38,13 +40,21 @@ pub struct FunctionState {
     pub permissions: BTreeMap<String, String>,
     /// Every tag, the stack's included.
     pub tags: BTreeMap<String, String>,
+    /// The version the alias `live` runs (and its alias's policy); None
+    /// before the first release.
+    pub live: Option<Box<FunctionState>>,
 }
 
 pub async fn read_function(aws: &Aws, names: &Names, function: Function) -> Result<(Function, Found<FunctionState>)> {
     let name = names.function(function);
-    let (got, policy) = tokio::join!(
+    let alias = super::release::ALIAS;
+    // $LATEST and the version the alias `live` runs, each with its own
+    // resource policy (a qualified ARN has a policy of its own).
+    let (got, policy, live, live_policy) = tokio::join!(
         aws.lambda.get_function().function_name(&name).send(),
         aws.lambda.get_policy().function_name(&name).send(),
+        aws.lambda.get_function().function_name(&name).qualifier(alias).send(),
+        aws.lambda.get_policy().function_name(&name).qualifier(alias).send(),
     );
     let got = match got {
         Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok((function, Found::Missing)),
@@ -61,18 +71,49 @@ pub async fn read_function(aws: &Aws, names: &Names, function: Function) -> Resu
     let Some(config) = got.configuration else {
         return Ok((function, Found::Missing));
     };
-    let permissions = match policy {
-        Err(err) if is_code(&err, &["ResourceNotFoundException"]) => BTreeMap::new(),
+    let statements =
+        |policy: Result<String>| -> Result<BTreeMap<String, String>> { policy.map(|p| permission_statements(&p)) };
+    let mut state = function_state(&config, statements(policy_text(policy, &name))?, tags);
+    state.live = match live {
+        Err(err) if is_code(&err, &["ResourceNotFoundException"]) => None,
         other => {
-            let text = other
-                .map_err(failed(format!("cannot read the resource policy of {name}")))?
-                .policy
-                .unwrap_or_default();
-            permission_statements(&text)
+            let live = other.map_err(failed(format!("cannot read alias {alias} of Lambda function {name}")))?;
+            live.configuration.map(|config| {
+                let permissions = statements(policy_text(live_policy, &format!("{name}:{alias}")));
+                permissions.map(|p| Box::new(function_state(&config, p, BTreeMap::new())))
+            })
         }
+        .transpose()?,
     };
-    let state = FunctionState {
+    Ok((function, Found::classify(&names.stack, tag.as_deref(), state)))
+}
+
+/// A resource policy's text; empty when there is none.
+fn policy_text<E, R>(
+    policy: Result<aws_sdk_lambda::operation::get_policy::GetPolicyOutput, SdkError<E, R>>,
+    name: &str,
+) -> Result<String>
+where
+    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match policy {
+        Err(err) if is_code(&err, &["ResourceNotFoundException"]) => Ok(String::new()),
+        other => Ok(other
+            .map_err(failed(format!("cannot read the resource policy of {name}")))?
+            .policy
+            .unwrap_or_default()),
+    }
+}
+
+fn function_state(
+    config: &FunctionConfiguration,
+    permissions: BTreeMap<String, String>,
+    tags: BTreeMap<String, String>,
+) -> FunctionState {
+    FunctionState {
         arn: config.function_arn().unwrap_or_default().to_string(),
+        version: config.version().map(str::to_string),
         runtime: config.runtime().map(|r| r.as_str().to_string()),
         handler: config.handler().map(str::to_string),
         architecture: config.architectures().first().map(|a| a.as_str().to_string()),
@@ -87,8 +128,8 @@ pub async fn read_function(aws: &Aws, names: &Names, function: Function) -> Resu
         code_sha256: config.code_sha256().map(str::to_string),
         permissions,
         tags,
-    };
-    Ok((function, Found::classify(&names.stack, tag.as_deref(), state)))
+        live: None,
+    }
 }
 
 /// Statement ids and their `AWS:SourceArn` conditions from a resource policy.

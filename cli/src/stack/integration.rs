@@ -117,12 +117,27 @@ pub(super) async fn apply_integration(
     }
 }
 
-/// What an integration needs: a Lambda proxy integration, POST.
-pub fn integration_action(integration: Option<&IntegrationState>) -> Action {
+/// The integration of a function: the one invoking `uri`, else one invoking
+/// the function otherwise (stacks from before the alias invoked the
+/// function itself): it is updated, not left behind.
+pub fn find<'a>(integrations: &'a [IntegrationState], uri: &str) -> Option<&'a IntegrationState> {
+    let function = crate::routes::function_name(uri);
+    integrations.iter().find(|i| i.uri.as_deref() == Some(uri)).or_else(|| {
+        integrations
+            .iter()
+            .find(|i| function.is_some() && i.uri.as_deref().and_then(crate::routes::function_name) == function)
+    })
+}
+
+/// What an integration needs: a Lambda proxy integration, POST, invoking `uri`.
+pub fn integration_action(integration: Option<&IntegrationState>, uri: &str) -> Action {
     let Some(integration) = integration else {
         return Action::Create;
     };
     let mut changes = vec![];
+    if integration.uri.as_deref() != Some(uri) {
+        changes.push(Detail::InvokeAlias);
+    }
     if integration.integration_type.as_deref() != Some("AWS_PROXY") {
         changes.push(Detail::Type { to: "AWS_PROXY".into() });
     }

@@ -14,6 +14,7 @@ pub mod desired;
 pub mod destroy;
 pub mod lock;
 pub mod plan;
+pub mod release;
 pub mod saved;
 #[cfg(test)]
 pub mod scripted;
@@ -221,13 +222,15 @@ impl Names {
         format!("arn:{partition}:execute-api:{}:{}:{api_id}", self.region, self.account)
     }
 
-    /// How API Gateway names a Lambda function it invokes.
+    /// How API Gateway names the Lambda function it invokes: its alias
+    /// `live` (see `release`).
     pub fn invocation_uri(&self, function: Function) -> String {
         let (partition, _) = self.partition();
         format!(
-            "arn:{partition}:apigateway:{}:lambda:path/2015-03-31/functions/{}/invocations",
+            "arn:{partition}:apigateway:{}:lambda:path/2015-03-31/functions/{}:{}/invocations",
             self.region,
-            self.function_arn(function)
+            self.function_arn(function),
+            release::ALIAS
         )
     }
 

@@ -5,11 +5,17 @@ use anyhow::{Result, bail};
 use futures::future::try_join_all;
 
 use super::base::{Action, Detail, Kind, Report, Stack, step};
+use super::release::ALIAS;
 use super::{Function, Names};
 use crate::aws::{Aws, is_code};
 
-/// The statement id of the invoke permission chatctl adds to each function.
-pub const PERMISSION_ID: &str = "chatctl-invoke";
+/// The statement id of the invoke permission chatctl adds to each
+/// function's alias `live` (the alias has a resource policy of its own).
+pub const PERMISSION_ID: &str = "chatctl-invoke-live";
+
+/// The statement stacks from before the alias added to the function as a
+/// whole: removed once the alias's is there.
+pub const UNQUALIFIED_PERMISSION_ID: &str = "chatctl-invoke";
 
 /// The source ARN of each function's invoke permission.
 pub fn permission_source_arn(names: &Names, function: Function, api_id: &str, authorizer_id: Option<&str>) -> String {
@@ -20,8 +26,9 @@ pub fn permission_source_arn(names: &Names, function: Function, api_id: &str, au
     }
 }
 
-/// Lets API Gateway invoke each function, from this API's routes and
-/// authorizer only (aws-facts.md §8).
+/// Lets API Gateway invoke each function's alias `live`, from this API's
+/// routes and authorizer only (aws-facts.md §8; a qualified ARN needs the
+/// permission on its qualifier, §11 "Lambda aliases and WebSocket").
 pub(super) async fn grant_permissions(
     aws: &Aws,
     stack: Stack<'_>,
@@ -33,10 +40,13 @@ pub(super) async fn grant_permissions(
     let names = stack.names;
     try_join_all(steps.iter().map(|&(function, action)| async move {
         let name = names.function(function);
-        let replace = match action {
+        let (replace, unqualified) = match action {
             Action::NoChange => return Ok::<_, anyhow::Error>(()),
-            Action::Create => false,
-            Action::Update { .. } => true,
+            Action::Create => (false, false),
+            Action::Update { changes } => (
+                changes.contains(&Detail::SourceArn),
+                changes.contains(&Detail::UnqualifiedPermission),
+            ),
             other => bail!(
                 "permission of {name}: the plan asks to {} it, which chatctl cannot do here",
                 other.verb()
@@ -48,6 +58,7 @@ pub(super) async fn grant_permissions(
                 .lambda
                 .remove_permission()
                 .function_name(&name)
+                .qualifier(ALIAS)
                 .statement_id(PERMISSION_ID)
                 .send()
                 .await;
@@ -64,6 +75,7 @@ pub(super) async fn grant_permissions(
             .lambda
             .add_permission()
             .function_name(&name)
+            .qualifier(ALIAS)
             .statement_id(PERMISSION_ID)
             .action("lambda:InvokeFunction")
             .principal("apigateway.amazonaws.com")
@@ -75,13 +87,31 @@ pub(super) async fn grant_permissions(
             // SDK sent it again (aws-facts.md §10, "lost responses").
             let resent = if is_code(&err, &["ResourceConflictException"]) {
                 let (_, found) = super::function::read_function(aws, names, function).await?;
-                found.ours().and_then(|f| f.permissions.get(PERMISSION_ID)) == Some(&source_arn)
+                let live = found.ours().and_then(|f| f.live.as_deref());
+                live.and_then(|f| f.permissions.get(PERMISSION_ID)) == Some(&source_arn)
             } else {
                 false
             };
             if !resent {
                 return Err(crate::aws::aws_error(
                     format!("cannot let API Gateway invoke {name}"),
+                    err,
+                ));
+            }
+        }
+        if unqualified {
+            let removed = aws
+                .lambda
+                .remove_permission()
+                .function_name(&name)
+                .statement_id(UNQUALIFIED_PERMISSION_ID)
+                .send()
+                .await;
+            if let Err(err) = removed
+                && !is_code(&err, &["ResourceNotFoundException"])
+            {
+                return Err(crate::aws::aws_error(
+                    format!("cannot remove the function-wide permission of {name}"),
                     err,
                 ));
             }
@@ -93,15 +123,18 @@ pub(super) async fn grant_permissions(
     Ok(())
 }
 
-/// What a function's invoke permission needs, given its source ARN now
-/// (`have`) and the one wanted, when known (None while the API or the
-/// authorizer it names is still to be made).
-pub fn permission_action(have: Option<&str>, wanted: Option<&str>) -> Action {
-    match have {
-        None => Action::Create,
-        Some(have) if Some(have) == wanted => Action::NoChange,
-        Some(_) => Action::Update {
-            changes: vec![Detail::SourceArn],
-        },
+/// What a function's invoke permission needs, given its alias's source
+/// ARN now (`have`), the one wanted, when known (None while the API or the
+/// authorizer it names is still to be made), and whether a function-wide
+/// statement of an older stack is there (`unqualified`).
+pub fn permission_action(have: Option<&str>, wanted: Option<&str>, unqualified: bool) -> Action {
+    let mut changes = match have {
+        None if !unqualified => return Action::Create,
+        Some(have) if Some(have) == wanted => vec![],
+        _ => vec![Detail::SourceArn],
+    };
+    if unqualified {
+        changes.push(Detail::UnqualifiedPermission);
     }
+    Action::update_or_nothing(changes)
 }

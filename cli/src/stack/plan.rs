@@ -14,8 +14,8 @@ use super::base::Found;
 pub use super::base::{Action, Change, Detail, Kind, tag_changes};
 use super::desired::Desired;
 use super::{
-    Function, alarms, api, authorizer, integration, keep_alive, log_group, permission, role, route, secret, stage,
-    table,
+    Function, alarms, api, authorizer, integration, keep_alive, log_group, permission, release, role, route, secret,
+    stage, table,
 };
 
 /// Whether two plans would change different things, the stack's bucket
@@ -217,6 +217,19 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
         };
         add(Kind::Function, &spec.name, foreign(found, "Lambda function"), action);
     }
+    // Then a release of the functions as they will be.
+    let functions = desired
+        .functions
+        .iter()
+        .map(|spec| {
+            (
+                spec.function,
+                actual.functions.get(&spec.function).and_then(|f| f.ours()),
+            )
+        })
+        .collect();
+    let action = release::release_action(desired, &functions, &actual.releases);
+    add(Kind::Release, release::ALIAS, None, action);
     plan.changes.extend(api_changes(desired, actual));
     plan
 }
@@ -259,8 +272,8 @@ pub fn api_changes(desired: &Desired, actual: &Actual) -> Vec<Change> {
 
     for route in &spec.routes {
         let uri = names.invocation_uri(route.function);
-        let integration = live.and_then(|api| api.integrations.iter().find(|i| i.uri.as_deref() == Some(uri.as_str())));
-        let integration_action = integration::integration_action(integration);
+        let integration = live.and_then(|api| integration::find(&api.integrations, &uri));
+        let integration_action = integration::integration_action(integration, &uri);
         parts_changed |= integration_action != Action::NoChange;
         changes.push(change(
             Kind::Integration,
@@ -306,16 +319,17 @@ pub fn api_changes(desired: &Desired, actual: &Actual) -> Vec<Change> {
     }
 
     for function in Function::ALL {
-        let have = actual
-            .functions
-            .get(&function)
-            .and_then(|f| f.ours())
-            .and_then(|f| f.permissions.get(permission::PERMISSION_ID));
+        let state = actual.functions.get(&function).and_then(|f| f.ours());
+        let have = state
+            .and_then(|f| f.live.as_deref())
+            .and_then(|live| live.permissions.get(permission::PERMISSION_ID));
+        // Stacks from before the alias granted the function as a whole.
+        let unqualified = state.is_some_and(|f| f.permissions.contains_key(permission::UNQUALIFIED_PERMISSION_ID));
         // Known once the API (and, for the authorizer, its authorizer) is.
         let wanted = live
             .filter(|_| function != Function::Authorizer || authorizer.is_some())
             .map(|api| permission::permission_source_arn(names, function, &api.id, authorizer.map(|a| a.id.as_str())));
-        let action = permission::permission_action(have.map(String::as_str), wanted.as_deref());
+        let action = permission::permission_action(have.map(String::as_str), wanted.as_deref(), unqualified);
         changes.push(change(Kind::Permission, &names.function(function), None, action));
     }
 
