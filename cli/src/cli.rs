@@ -83,6 +83,20 @@ pub enum Command {
     Dev(DevArgs),
     /// Remove the stack's lock after showing who holds it (a run that is gone)
     Unlock(UnlockArgs),
+    /// The releases `up` published: number, time, code, configuration, which is live
+    Releases,
+    /// Move the functions back to an earlier release: no build, no upload, no API deployment
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The release to go back to (default: the one before the live one)
+    #[arg(long, value_name = "N")]
+    pub to: Option<u32>,
+    /// How long to wait for another run's lock of the stack (0: fail at once)
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub lock_timeout: String,
 }
 
 #[derive(Debug, Args)]

@@ -35,6 +35,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Top(args) => top(context, &args).await,
         Command::Unlock(args) => unlock(context, args.yes).await,
+        Command::Releases => crate::releases::list(context).await,
+        Command::Rollback(args) => crate::releases::rollback(context, args.to, &args.lock_timeout).await,
         Command::Dev(_) => unreachable!("handled above"),
     }
 }
@@ -159,7 +161,7 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
 /// Runs `work` (changes to the stack) unless the run's lock is lost
 /// meanwhile: then it stops where it is, as a killed run would, which the
 /// next run finishes.
-async fn until_lost<T>(
+pub(crate) async fn until_lost<T>(
     work: impl std::future::Future<Output = Result<T>>,
     lost: Option<crate::stack::lock::Lost>,
 ) -> Result<T> {
@@ -177,7 +179,7 @@ async fn until_lost<T>(
 
 /// Releases a lock this run holds; a failure is said, not fatal (the lock
 /// expires by itself).
-async fn release(lock: Option<crate::stack::lock::Lock>) {
+pub(crate) async fn release(lock: Option<crate::stack::lock::Lock>) {
     if let Some(lock) = lock
         && let Err(err) = lock.release().await
     {

@@ -20,6 +20,7 @@ pub mod dev;
 pub mod logs;
 pub mod metrics;
 pub mod output;
+pub mod releases;
 pub mod routes;
 pub mod session;
 pub mod settings;

@@ -168,7 +168,10 @@ pub struct Behaviours {
     /// State `Pending` for `function_pending` after CreateFunction,
     /// LastUpdateStatus `InProgress` for `function_update` after each
     /// UpdateFunctionCode / UpdateFunctionConfiguration; an update meanwhile
-    /// gets `409 ResourceConflictException`.
+    /// gets `409 ResourceConflictException`, and so does a PublishVersion.
+    /// A published version is `Pending` for `function_pending` (GetFunction
+    /// of `NAME:VERSION`); an alias created or moved to it meanwhile gets
+    /// `409 ResourceConflictException`.
     pub function_states: bool,
     /// TableStatus `CREATING` (and GSIs `CREATING`) for `table_creating` after
     /// CreateTable: UpdateTimeToLive / UpdateTable / DeleteTable get
@@ -855,7 +858,25 @@ impl LayerState {
                     plan.function = Some(function_name_of(name));
                 }
             }
-            "UpdateFunctionCode" | "UpdateFunctionConfiguration" => {
+            "CreateAlias" | "UpdateAlias" => {
+                let name = path_function(request.uri)?;
+                let body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
+                if b.function_states
+                    && let Some(version) = body["FunctionVersion"].as_str()
+                    && let Some(state) = self.functions.get(&format!("{name}:{version}"))
+                    && state.pending_until.is_some_and(|until| now < until)
+                {
+                    return Some(LayerError::lambda(
+                        StatusCode::CONFLICT,
+                        "ResourceConflictException",
+                        format!(
+                            "The operation cannot be performed at this time. \
+                             The function version {version} is currently in the following state: Pending"
+                        ),
+                    ));
+                }
+            }
+            "UpdateFunctionCode" | "UpdateFunctionConfiguration" | "PublishVersion" => {
                 let name = path_function(request.uri)?;
                 if b.function_states
                     && let Some(state) = self.functions.get(&name)
@@ -883,7 +904,19 @@ impl LayerState {
                 }
                 plan.function = Some(name);
             }
-            "GetFunction" | "GetFunctionConfiguration" | "DeleteFunction" => plan.function = path_function(request.uri),
+            "GetFunction" | "GetFunctionConfiguration" | "DeleteFunction" => {
+                // A version (`?Qualifier=3`) is tracked as `NAME:3`.
+                let qualifier = request.uri.query().and_then(|query| {
+                    query
+                        .split('&')
+                        .find_map(|pair| pair.strip_prefix("Qualifier="))
+                        .filter(|q| q.chars().all(|c| c.is_ascii_digit()))
+                });
+                plan.function = path_function(request.uri).map(|name| match qualifier {
+                    Some(version) => format!("{name}:{version}"),
+                    None => name,
+                });
+            }
             _ => {}
         }
         None
@@ -1331,8 +1364,20 @@ impl LayerState {
                     state.updating_until = Some(now + b.timings.function_update);
                 }
             }
+            "PublishVersion" if b.function_states => {
+                // A new version is Pending a moment, as a new function is.
+                if let Some(version) = json.as_ref().and_then(|j| j["Version"].as_str()) {
+                    let pending = FunctionState {
+                        pending_until: Some(now + b.timings.function_pending),
+                        ..FunctionState::default()
+                    };
+                    self.functions.insert(format!("{name}:{version}"), pending);
+                }
+                return false;
+            }
             "DeleteFunction" => {
-                self.functions.remove(name);
+                self.functions
+                    .retain(|key, _| key != name && !key.starts_with(&format!("{name}:")));
                 return false;
             }
             _ => {}

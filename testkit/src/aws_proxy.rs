@@ -948,6 +948,8 @@ pub fn s3_operation(method: &Method, uri: &Uri) -> String {
         ("GET", false) if has("publicAccessBlock") => "GetPublicAccessBlock",
         ("PUT", false) if has("encryption") => "PutBucketEncryption",
         ("GET", false) if has("encryption") => "GetBucketEncryption",
+        ("PUT", false) if has("lifecycle") => "PutBucketLifecycleConfiguration",
+        ("GET", false) if has("lifecycle") => "GetBucketLifecycleConfiguration",
         ("POST", false) if has("delete") => "DeleteObjects",
         ("GET", false) if has("list-type") => "ListObjectsV2",
         ("GET", false) => "ListObjects",

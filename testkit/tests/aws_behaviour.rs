@@ -461,6 +461,91 @@ async fn function_states_are_pending_then_in_progress_after_updates() {
         .unwrap();
 }
 
+/// Versions and aliases: PublishVersion refused while an update is in
+/// progress, as updates are; a new version Pending a moment, an alias
+/// refused the version meanwhile. On plain moto, both calls succeed at once.
+#[tokio::test]
+async fn a_version_is_published_after_an_update_and_an_alias_waits_for_it() {
+    let (_moto, proxy, clients) = setup(Behaviours {
+        function_states: true,
+        ..Behaviours::none()
+    })
+    .await;
+    let role = create_role(&clients, "chat-lambda").await;
+    create_function(&clients, "chat-join", &role, false)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let lambda = &clients.lambda;
+    lambda
+        .update_function_code()
+        .function_name("chat-join")
+        .zip_file(Blob::new(EMPTY_ZIP))
+        .send()
+        .await
+        .unwrap();
+    let err = lambda
+        .publish_version()
+        .function_name("chat-join")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_conflict_exception(), "{err:?}");
+
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let version = lambda
+        .publish_version()
+        .function_name("chat-join")
+        .send()
+        .await
+        .unwrap()
+        .version
+        .unwrap();
+    let published = lambda
+        .get_function()
+        .function_name(format!("chat-join:{version}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.configuration().unwrap().state(), Some(&State::Pending));
+    let err = lambda
+        .create_alias()
+        .function_name("chat-join")
+        .name("live")
+        .function_version(&version)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_conflict_exception(), "{err:?}");
+
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let published = lambda
+        .get_function()
+        .function_name(format!("chat-join:{version}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.configuration().unwrap().state(), Some(&State::Active));
+    lambda
+        .create_alias()
+        .function_name("chat-join")
+        .name("live")
+        .function_version(&version)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        layer_answers(&proxy),
+        [
+            ("PublishVersion".to_string(), "ResourceConflictException".to_string()),
+            ("CreateAlias".to_string(), "ResourceConflictException".to_string()),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn inactive_functions_stay_inactive_through_updates() {
     let (_moto, proxy, clients) = setup(Behaviours {

@@ -221,7 +221,7 @@ impl Env {
     }
 
     /// The mutating calls, but for the writes of the stack's lock object
-    /// (S3 PutObject / DeleteObject; the stack has no other object yet)
+    /// (S3 PutObject / DeleteObject, as are the zip's upload and the releases' record)
     /// that every `up` that changes something and `down` make: tests count
     /// changes to the stack.
     pub fn mutating_calls(&self) -> Vec<AwsCall> {
@@ -252,6 +252,25 @@ impl Env {
 
     pub fn iam(&self) -> aws_sdk_iam::Client {
         aws_sdk_iam::Client::new(&self.sdk)
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&self.sdk)
+                .force_path_style(true)
+                .build(),
+        )
+    }
+
+    /// The keys of the objects in the stack's bucket.
+    pub async fn bucket_keys(&self) -> Vec<String> {
+        let listed = self.s3().list_objects_v2().bucket(stack_bucket()).send().await.unwrap();
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn lambda(&self) -> aws_sdk_lambda::Client {
@@ -384,4 +403,15 @@ pub fn python_function(dir: &Path, name: &str, handler: &str) -> chatctl::dev::r
         instances: 1,
         max_instances: 1,
     }
+}
+
+/// The bucket's name for stack `chat` in the test account and region.
+pub fn stack_bucket() -> String {
+    chatctl::stack::Names {
+        stack: "chat".into(),
+        stage: "dev".into(),
+        region: chat_testkit::moto::REGION.into(),
+        account: chat_testkit::moto::ACCOUNT_ID.into(),
+    }
+    .bucket()
 }

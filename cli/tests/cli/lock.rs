@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::Env;
+use crate::harness::{Env, stack_bucket};
 
 /// The stack's bucket (made by the first `up`), found by its name's prefix.
 async fn find_bucket(s3: &aws_sdk_s3::Client) -> Option<String> {
@@ -16,25 +16,6 @@ async fn find_bucket(s3: &aws_sdk_s3::Client) -> Option<String> {
         .filter_map(|b| b.name())
         .find(|name| name.starts_with("chatctl-chat-"))
         .map(str::to_string)
-}
-
-/// The bucket's name for stack `chat` in the test account and region.
-fn stack_bucket() -> String {
-    chatctl::stack::Names {
-        stack: "chat".into(),
-        stage: "dev".into(),
-        region: chat_testkit::moto::REGION.into(),
-        account: chat_testkit::moto::ACCOUNT_ID.into(),
-    }
-    .bucket()
-}
-
-fn s3(env: &Env) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&env.sdk)
-            .force_path_style(true)
-            .build(),
-    )
 }
 
 /// Writes a lock of another run, of lease `lease_ms`, whose lease ends
@@ -66,7 +47,7 @@ async fn locked(s3: &aws_sdk_s3::Client, bucket: &str) -> bool {
 async fn a_held_lock_stops_up_and_down_naming_its_holder_and_unlock_removes_it() {
     let env = Env::start().await;
     env.up(&[]).await.assert_ok();
-    let s3 = s3(&env);
+    let s3 = env.s3();
     let bucket = find_bucket(&s3).await.expect("up made the stack's bucket");
     assert!(!locked(&s3, &bucket).await, "up released its lock");
     let tags = s3.get_bucket_tagging().bucket(&bucket).send().await.unwrap();
@@ -171,7 +152,7 @@ async fn a_bucket_name_taken_by_another_account_stops_up_before_any_change() {
 async fn a_lock_whose_lease_ran_out_is_taken_over() {
     let env = Env::start().await;
     env.up(&[]).await.assert_ok();
-    let s3 = s3(&env);
+    let s3 = env.s3();
     let bucket = find_bucket(&s3).await.unwrap();
 
     // Expired a whole lease ago: taken over at once, whatever the clocks.
@@ -241,7 +222,7 @@ async fn two_ups_at_once_take_turns_and_make_one_stack() {
 async fn down_of_a_stack_from_before_the_lock_locks_it_and_leaves_nothing() {
     let env = Env::start().await;
     env.up(&[]).await.assert_ok();
-    let s3 = s3(&env);
+    let s3 = env.s3();
     let bucket = find_bucket(&s3).await.unwrap();
     s3.delete_bucket().bucket(&bucket).send().await.unwrap();
     let down = env.chatctl(&["down", "--yes"]).await;
@@ -265,7 +246,7 @@ async fn down_of_a_stack_from_before_the_lock_locks_it_and_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_loses_its_lock_stops_and_the_next_finishes() {
     let env = Env::start().await;
-    let s3 = s3(&env);
+    let s3 = env.s3();
     let bucket = stack_bucket();
     let mut up_args = env.up_args();
     up_args.push("--yes".into());

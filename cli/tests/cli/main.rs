@@ -12,5 +12,6 @@ mod local_lambda;
 mod lock;
 mod operate;
 mod real_aws;
+mod releases;
 mod status;
 mod up;

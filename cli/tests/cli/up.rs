@@ -196,14 +196,29 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
             assert!(!env_vars.contains_key("CHAT_TOKEN_SECRET_ID"));
         }
         assert_eq!(got.tags().unwrap()["chatctl:stack"], "chat");
+        // Release 1: version 1 of each, its alias `live`, which the API invokes.
+        let alias = lambda
+            .get_alias()
+            .function_name(format!("chat-{function}"))
+            .name("live")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(alias.function_version(), Some("1"));
         let policy = lambda
             .get_policy()
             .function_name(format!("chat-{function}"))
+            .qualifier("live")
             .send()
             .await
             .unwrap();
         let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
-        let statement = &policy["Statement"][0];
+        let statements = policy["Statement"].as_array().unwrap();
+        let statement = statements.iter().find(|s| s["Sid"] == "chatctl-invoke-live").unwrap();
+        assert!(
+            statement["Resource"].as_str().unwrap().ends_with(":live"),
+            "{statement}"
+        );
         assert_eq!(statement["Principal"]["Service"], "apigateway.amazonaws.com");
         let source = statement["Condition"]["ArnLike"]["AWS:SourceArn"].as_str().unwrap();
         assert!(
@@ -260,7 +275,7 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
         authorizer
             .authorizer_uri()
             .unwrap()
-            .contains("function:chat-authorizer/invocations")
+            .contains("function:chat-authorizer:live/invocations")
     );
     let routes = apigw.get_routes().api_id(&api_id).send().await.unwrap();
     let mut keys: Vec<_> = routes
@@ -305,7 +320,7 @@ async fn a_fresh_up_creates_every_resource_as_specified() {
             other => other,
         };
         assert!(
-            by_id[integration].contains(&format!("function:chat-{function}/invocations")),
+            by_id[integration].contains(&format!("function:chat-{function}:live/invocations")),
             "{key}"
         );
         if key == "$connect" {
@@ -364,7 +379,24 @@ async fn new_code_updates_only_the_functions_running_other_code_and_memory_only_
     let run = env.up(&[]).await;
     run.assert_ok();
     assert!(run.stdout.contains("~ function chat-sendmessage (code "), "{run:?}");
-    assert_eq!(env.mutating_operations(), vec!["UpdateFunctionCode"; 7]);
+    assert!(
+        run.stdout.contains("~ release live (new version of chat-authorizer, "),
+        "{run:?}"
+    );
+    // One upload of the zip (its PutObject is counted with the lock's, not
+    // here), seven updates from it, then release 2.
+    let mut expected = vec!["PublishVersion"; 7];
+    expected.push("PutBucketLifecycleConfiguration");
+    expected.extend(["UpdateAlias"; 7]);
+    expected.extend(["UpdateFunctionCode"; 7]);
+    assert_eq!(env.mutating_operations(), expected);
+    let artifacts: Vec<String> = env
+        .bucket_keys()
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("artifacts/"))
+        .collect();
+    assert_eq!(artifacts.len(), 2, "one zip per build: {artifacts:?}");
 
     // One function left on other code (changed by hand, or by an `up`
     // interrupted midway): only it is updated.
@@ -402,7 +434,10 @@ async fn new_code_updates_only_the_functions_running_other_code_and_memory_only_
     let run = env.up(&[]).await;
     run.assert_ok();
     assert!(run.stdout.contains("memory 128 → 256"), "{run:?}");
-    assert_eq!(env.mutating_operations(), vec!["UpdateFunctionConfiguration"; 7]);
+    let mut expected = vec!["PublishVersion"; 7];
+    expected.extend(["UpdateAlias"; 7]);
+    expected.extend(["UpdateFunctionConfiguration"; 7]);
+    assert_eq!(env.mutating_operations(), expected, "no upload: the code is the same");
     let config = env
         .lambda()
         .get_function_configuration()
