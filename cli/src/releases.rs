@@ -134,7 +134,7 @@ async fn move_back(context: &Session, to: Option<u32>) -> Result<RollbackReport>
         .map(|(name, version)| (name.clone(), version.clone()))
         .collect();
     let started = Instant::now();
-    move_aliases(aws, &moving).await?;
+    move_aliases(aws, &moving, false).await?;
     report.seconds = started.elapsed().as_secs_f64();
     if !json {
         let age = SystemTime::now()

@@ -205,6 +205,7 @@ mod tests {
             topic: Found::Missing,
             alarms: BTreeMap::new(),
             bucket: Found::Missing,
+            releases: vec![],
         }
     }
 

@@ -591,6 +591,8 @@ mod tests {
 
     fn function_state(spec: &FunctionSpec, role_arn: &str, tags: &BTreeMap<String, String>) -> FunctionState {
         FunctionState {
+            version: Some("$LATEST".into()),
+            live: None,
             arn: "arn".into(),
             runtime: Some(RUNTIME.into()),
             handler: Some(spec.function.short_name().into()),
@@ -626,6 +628,7 @@ mod tests {
             topic: Found::Missing,
             alarms: BTreeMap::new(),
             bucket: Found::Missing,
+            releases: vec![],
         };
         let moving = plan(&d, &actual);
         assert_eq!(moving.action(Kind::Secret, "chatctl/chat/token"), &Action::Create);
@@ -763,6 +766,7 @@ mod tests {
             topic: Found::Missing,
             alarms: BTreeMap::new(),
             bucket: Found::Missing,
+            releases: vec![],
         };
         let new = plan(&d, &empty);
         assert!(new.changes.iter().all(|c| c.action == Action::Create));

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::base::{Action, Detail, Kind, Polled, Report, poll, step};
 use super::desired::{Desired, FunctionSpec};
-use super::function::{FUNCTION_SETTLING, FunctionState, function_changes, wait_for_function, wait_until_updatable};
+use super::function::{FUNCTION_SETTLING, FunctionState, function_changes, wait_for_function};
 use super::{Function, Names};
 use crate::aws::{Aws, aws_error, failed, is_code, retry, retry_error};
 
@@ -169,9 +169,11 @@ pub async fn apply_release(aws: &Aws, desired: &Desired, action: &Action, report
         return Ok(());
     }
     let names = &desired.names;
-    let published = try_join_all(desired.functions.iter().map(|spec| publish(aws, names, spec))).await?;
+    let (published, mut releases) = tokio::try_join!(
+        try_join_all(desired.functions.iter().map(|spec| publish(aws, names, spec))),
+        read_releases(aws, names),
+    )?;
     let versions: BTreeMap<String, String> = published.into_iter().collect();
-    let mut releases = read_releases(aws, names).await?;
     // A build published before (an `up` after a rollback, or after a run
     // cut short once it published) is that release again: Lambda publishes
     // no new version of unchanged code and configuration.
@@ -196,8 +198,10 @@ pub async fn apply_release(aws: &Aws, desired: &Desired, action: &Action, report
         }
     };
     let dropped = keep_latest(&mut releases, desired.releases_kept, number);
+    // Recorded before the aliases move: a run cut short in between leaves
+    // the release recorded, and the next `up` moves them.
     write_releases(aws, names, &releases).await?;
-    move_aliases(aws, &versions).await?;
+    move_aliases(aws, &versions, *action == Action::Create).await?;
     delete_versions(aws, &dropped, &releases).await?;
     step(report, Kind::Release, ALIAS, &format!("release {number} is live"));
     Ok(())
@@ -219,14 +223,13 @@ fn keep_latest(releases: &mut Vec<Release>, keep: usize, live: u32) -> Vec<Relea
     dropped
 }
 
-/// Publishes a version of a function's `$LATEST`, once no update of it is
-/// in progress (PublishVersion then gets ResourceConflictException, as
-/// updates do: Lambda docs, "functions-states"), naming the code it must
+/// Publishes a version of a function's `$LATEST`, retrying while an update
+/// of it is in progress (PublishVersion then gets ResourceConflictException,
+/// as updates do: Lambda docs, "functions-states"), naming the code it must
 /// hold (CodeSha256: Lambda refuses when `$LATEST` changed meanwhile);
 /// waits until the version is Active. Returns (function name, version).
 async fn publish(aws: &Aws, names: &Names, spec: &FunctionSpec) -> Result<(String, String)> {
     let name = &spec.name;
-    wait_until_updatable(aws, name).await?;
     let published = retry(
         FUNCTION_SETTLING,
         |err| is_code(err, &["ResourceConflictException"]),
@@ -265,72 +268,80 @@ const ALIAS_SETTLING: crate::aws::Budget = crate::aws::Budget {
 };
 
 /// Moves each function's alias `live` to its version (function name →
-/// version), all at once, and waits until each has settled.
-pub async fn move_aliases(aws: &Aws, versions: &BTreeMap<String, String>) -> Result<()> {
-    try_join_all(versions.iter().map(|(name, version)| point_alias(aws, name, version))).await?;
+/// version), all at once, and waits until each has settled; `first`: the
+/// aliases are made (an alias found missing is made either way).
+pub async fn move_aliases(aws: &Aws, versions: &BTreeMap<String, String>, first: bool) -> Result<()> {
+    try_join_all(
+        versions
+            .iter()
+            .map(|(name, version)| point_alias(aws, name, version, first)),
+    )
+    .await?;
     Ok(())
 }
 
-async fn point_alias(aws: &Aws, name: &str, version: &str) -> Result<()> {
-    let conflict = |what: &str| {
-        format!("the alias {ALIAS} of {name} cannot be {what}: its function is still being changed; run again later")
+async fn point_alias(aws: &Aws, name: &str, version: &str, first: bool) -> Result<()> {
+    let failure = |what: &str| format!("cannot {what} alias {ALIAS} of {name} (to version {version})");
+    const TODO: &str = "the function or its version is still being changed; run again later";
+    // Refused while the version is Pending or the function is being updated.
+    let update = || {
+        retry(
+            ALIAS_SETTLING,
+            |err| is_code(err, &["ResourceConflictException"]),
+            || {
+                aws.lambda
+                    .update_alias()
+                    .function_name(name)
+                    .name(ALIAS)
+                    .function_version(version)
+                    .send()
+            },
+        )
     };
-    let updated = retry(
-        ALIAS_SETTLING,
-        |err| is_code(err, &["ResourceConflictException"]),
-        || {
-            aws.lambda
-                .update_alias()
-                .function_name(name)
-                .name(ALIAS)
-                .function_version(version)
-                .send()
-        },
-    )
-    .await;
-    match updated {
-        Ok(_) => {}
-        // The first release: the alias is made.
-        Err((err, _)) if is_code(&err, &["ResourceNotFoundException"]) => {
-            let created = retry(
-                ALIAS_SETTLING,
-                |err| is_code(err, &["TooManyRequestsException"]),
-                || {
-                    aws.lambda
-                        .create_alias()
-                        .function_name(name)
-                        .name(ALIAS)
-                        .function_version(version)
-                        .description("the version the chat's API invokes (chatctl)")
-                        .send()
-                },
-            )
-            .await;
-            match created {
-                Ok(_) => {}
-                // Made meanwhile (an answer lost and sent again): moved by
-                // the update the next `up` plans if it runs another version.
-                Err((err, _)) if is_code(&err, &["ResourceConflictException"]) => {}
-                Err(failure) => {
-                    return Err(retry_error(
-                        format!("cannot create alias {ALIAS} of {name}"),
-                        ALIAS_SETTLING,
-                        &conflict("created"),
-                        failure,
-                    ));
-                }
+    let missing = first
+        || match update().await {
+            Ok(_) => false,
+            Err((err, _)) if is_code(&err, &["ResourceNotFoundException"]) => true,
+            Err(err) => return Err(retry_error(failure("move"), ALIAS_SETTLING, TODO, err)),
+        };
+    if missing {
+        let created = retry(
+            ALIAS_SETTLING,
+            |err| is_code(err, &["ResourceConflictException"]) && !alias_exists(err),
+            || {
+                aws.lambda
+                    .create_alias()
+                    .function_name(name)
+                    .name(ALIAS)
+                    .function_version(version)
+                    .description("the version the chat's API invokes (chatctl)")
+                    .send()
+            },
+        )
+        .await;
+        match created {
+            Ok(_) => {}
+            // There already (an answer lost and the call sent again, or a
+            // run cut short made it): moved instead.
+            Err((err, _)) if alias_exists(&err) => {
+                update()
+                    .await
+                    .map_err(|err| retry_error(failure("move"), ALIAS_SETTLING, TODO, err))?;
             }
-        }
-        Err(failure) => {
-            return Err(retry_error(
-                format!("cannot move alias {ALIAS} of {name} to version {version}"),
-                ALIAS_SETTLING,
-                &conflict("moved"),
-                failure,
-            ));
+            Err(err) => return Err(retry_error(failure("create"), ALIAS_SETTLING, TODO, err)),
         }
     }
     wait_for_alias(aws, name, version).await
+}
+
+/// CreateAlias's answer for an alias that exists: ResourceConflictException
+/// "Alias already exists" (Lambda API reference, CreateAlias), the code a
+/// version not ready gets too: told apart by the message.
+fn alias_exists<E: aws_sdk_lambda::error::ProvideErrorMetadata, R>(
+    err: &aws_sdk_lambda::error::SdkError<E, R>,
+) -> bool {
+    is_code(err, &["ResourceConflictException"])
+        && aws_sdk_lambda::error::ProvideErrorMetadata::message(err).is_some_and(|m| m.contains("already exists"))
 }
 
 /// Waits until the alias runs `version` alone: while an alias moves,
