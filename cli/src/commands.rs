@@ -7,7 +7,7 @@ use crate::EXIT_DRIFT;
 use crate::build;
 use crate::cli::{Cli, Command, ConnectionsCommand, DownArgs, LogsArgs, RoutesCommand, TokenArgs, UpArgs};
 use crate::output::{Outputs, Progress, confirm, print_json};
-use crate::session::{Approval, Session, connect, converge, lock, lock_timeout, plan_for, read};
+use crate::session::{Approval, Session, connect, converge, lock, lock_timeout, plan_for, read, release, until_lost};
 use crate::stack::lock::BucketKnown;
 use crate::stack::plan::{self, Plan};
 use crate::stack::{apply, destroy};
@@ -156,35 +156,6 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     }
     let (actual, code) = (actual?, code?);
     up_read(context, args, actual, code, lock_wait).await
-}
-
-/// Runs `work` (changes to the stack) unless the run's lock is lost
-/// meanwhile: then it stops where it is, as a killed run would, which the
-/// next run finishes.
-pub(crate) async fn until_lost<T>(
-    work: impl std::future::Future<Output = Result<T>>,
-    lost: Option<crate::stack::lock::Lost>,
-) -> Result<T> {
-    let Some(lost) = lost else {
-        return work.await;
-    };
-    tokio::select! {
-        done = work => done,
-        why = lost.wait() => bail!(
-            "stopped: {why}, so another run may be changing the stack. Run this command again once that run \
-             is done: it finishes the job"
-        ),
-    }
-}
-
-/// Releases a lock this run holds; a failure is said, not fatal (the lock
-/// expires by itself).
-pub(crate) async fn release(lock: Option<crate::stack::lock::Lock>) {
-    if let Some(lock) = lock
-        && let Err(err) = lock.release().await
-    {
-        eprintln!("warning: {err:#} (it expires by itself within a minute)");
-    }
 }
 
 type Zips = std::collections::BTreeMap<crate::stack::Function, crate::stack::desired::Code>;

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::output::print_json;
-use crate::session::{Session, lock, lock_timeout};
+use crate::session::{Session, lock, lock_timeout, release, until_lost};
 use crate::stack::lock::BucketKnown;
 use crate::stack::release::{Release, live_release, live_versions, move_aliases, read_releases, rollback_target};
 
@@ -98,8 +98,8 @@ pub async fn rollback(context: &mut Session, to: Option<u32>, wait: &str) -> Res
         );
     };
     let lost = held.lost();
-    let result = crate::commands::until_lost(move_back(context, to), Some(lost)).await;
-    crate::commands::release(Some(held)).await;
+    let result = until_lost(move_back(context, to), Some(lost)).await;
+    release(Some(held)).await;
     let report = result?;
     if context.json {
         print_json(&report)?;

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::aws::Aws;
 use crate::stack::Names;
 use crate::stack::api::{self, ApiState};
+use crate::stack::integration::function_name;
 
 /// One row of `routes list`; with `--output json` an array of these.
 /// The schema is stable: new fields may be added, none removed or renamed.
@@ -58,14 +59,6 @@ fn order(key: &str) -> (usize, String) {
         .position(|k| *k == key)
         .unwrap_or(3);
     (rank, key.to_string())
-}
-
-/// `arn:aws:apigateway:…/functions/arn:aws:lambda:…:function:NAME/invocations` → NAME
-pub fn function_name(uri: &str) -> Option<String> {
-    let after = uri.split(":function:").nth(1)?;
-    let name = after.split('/').next()?;
-    // A qualified ARN (`NAME:alias`) names the function before the colon.
-    Some(name.split(':').next().unwrap_or(name).to_string())
 }
 
 pub fn table(rows: &[RouteRow]) -> comfy_table::Table {

@@ -115,6 +115,35 @@ pub async fn lock(
     lock::acquire(&session.aws, &session.names, &tags, command, wait).await
 }
 
+/// Runs `work` (changes to the stack) unless the run's lock is lost
+/// meanwhile: then it stops where it is, as a killed run would, which the
+/// next run finishes.
+pub async fn until_lost<T>(
+    work: impl std::future::Future<Output = Result<T>>,
+    lost: Option<crate::stack::lock::Lost>,
+) -> Result<T> {
+    let Some(lost) = lost else {
+        return work.await;
+    };
+    tokio::select! {
+        done = work => done,
+        why = lost.wait() => bail!(
+            "stopped: {why}, so another run may be changing the stack. Run this command again once that run \
+             is done: it finishes the job"
+        ),
+    }
+}
+
+/// Releases a lock this run holds; a failure is said, not fatal (the lock
+/// expires by itself).
+pub async fn release(lock: Option<crate::stack::lock::Lock>) {
+    if let Some(lock) = lock
+        && let Err(err) = lock.release().await
+    {
+        eprintln!("warning: {err:#} (it expires by itself within a minute)");
+    }
+}
+
 /// `--lock-timeout`'s value.
 pub fn lock_timeout(text: &str) -> Result<std::time::Duration> {
     humantime::parse_duration(text)

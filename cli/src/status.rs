@@ -59,6 +59,24 @@ async fn open_connections(session: &Session, actual: &crate::stack::actual::Actu
     }
 }
 
+/// Which recorded release the functions' aliases run, and the latest.
+fn release_detail(actual: &crate::stack::actual::Actual, names: &crate::stack::Names) -> String {
+    let live: BTreeMap<String, String> = actual
+        .functions
+        .iter()
+        .filter_map(|(function, found)| {
+            let version = found.ours()?.live.as_deref()?.version.clone()?;
+            Some((names.function(*function), version))
+        })
+        .collect();
+    let latest = actual.releases.last().map(|r| r.number);
+    match (crate::stack::release::live_release(&actual.releases, &live), latest) {
+        (Some(live), Some(latest)) if live.number == latest => format!("release {latest} is live"),
+        (Some(live), Some(latest)) => format!("release {} is live, not the latest ({latest})", live.number),
+        _ => "no recorded release is live".into(),
+    }
+}
+
 /// Exit 0 when every resource is present, 3 otherwise.
 pub(crate) async fn run(session: &mut Session) -> Result<u8> {
     let actual = read(session).await?;
@@ -141,6 +159,7 @@ pub(crate) async fn run(session: &mut Session) -> Result<u8> {
                     resource.details.push(detail);
                 }
             }
+            "release" => resource.details.push(release_detail(&actual, names)),
             _ => {}
         }
     }

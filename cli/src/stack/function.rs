@@ -47,7 +47,7 @@ pub struct FunctionState {
 
 pub async fn read_function(aws: &Aws, names: &Names, function: Function) -> Result<(Function, Found<FunctionState>)> {
     let name = names.function(function);
-    let alias = super::release::ALIAS;
+    let alias = ALIAS;
     // $LATEST and the version the alias `live` runs, each with its own
     // resource policy (a qualified ARN has a policy of its own).
     let (got, policy, live, live_policy) = tokio::join!(
@@ -225,6 +225,9 @@ pub fn function_changes(
     changes.extend(tag_changes(&state.tags, tags));
     changes
 }
+
+/// The alias of each function that the API invokes (see `release`).
+pub const ALIAS: &str = "live";
 
 pub(super) const FUNCTION_TIMEOUT: Duration = Duration::from_secs(300);
 

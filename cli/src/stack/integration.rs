@@ -117,15 +117,23 @@ pub(super) async fn apply_integration(
     }
 }
 
+/// `arn:aws:apigateway:…/functions/arn:aws:lambda:…:function:NAME/invocations` → NAME
+pub fn function_name(uri: &str) -> Option<String> {
+    let after = uri.split(":function:").nth(1)?;
+    let name = after.split('/').next()?;
+    // A qualified ARN (`NAME:alias`) names the function before the colon.
+    Some(name.split(':').next().unwrap_or(name).to_string())
+}
+
 /// The integration of a function: the one invoking `uri`, else one invoking
 /// the function otherwise (stacks from before the alias invoked the
 /// function itself): it is updated, not left behind.
 pub fn find<'a>(integrations: &'a [IntegrationState], uri: &str) -> Option<&'a IntegrationState> {
-    let function = crate::routes::function_name(uri);
+    let function = function_name(uri);
     integrations.iter().find(|i| i.uri.as_deref() == Some(uri)).or_else(|| {
         integrations
             .iter()
-            .find(|i| function.is_some() && i.uri.as_deref().and_then(crate::routes::function_name) == function)
+            .find(|i| function.is_some() && i.uri.as_deref().and_then(function_name) == function)
     })
 }
 

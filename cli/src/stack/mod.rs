@@ -230,7 +230,7 @@ impl Names {
             "arn:{partition}:apigateway:{}:lambda:path/2015-03-31/functions/{}:{}/invocations",
             self.region,
             self.function_arn(function),
-            release::ALIAS
+            function::ALIAS
         )
     }
 

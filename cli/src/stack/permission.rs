@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use futures::future::try_join_all;
 
 use super::base::{Action, Detail, Kind, Report, Stack, step};
-use super::release::ALIAS;
+use super::function::ALIAS;
 use super::{Function, Names};
 use crate::aws::{Aws, is_code};
 

@@ -771,10 +771,11 @@ mod tests {
         let new = plan(&d, &empty);
         assert!(new.changes.iter().all(|c| c.action == Action::Create));
         // Tables, roles, log groups, the secret, the alarms' topic and six alarms, the bucket, functions,
-        // the API, its authorizer, integrations and routes, the keep-alive's two, permissions, the stage.
+        // the release, the API, its authorizer, integrations and routes, the keep-alive's two,
+        // permissions, the stage.
         assert_eq!(
             new.changes.len(),
-            2 + 2 + 7 + 1 + 1 + 6 + 1 + 7 + 1 + 1 + 6 + 6 + 2 + 7 + 1
+            2 + 2 + 7 + 1 + 1 + 6 + 1 + 7 + 1 + 1 + 1 + 6 + 6 + 2 + 7 + 1
         );
         assert_eq!(new.action(Kind::Secret, "chatctl/chat/token"), &Action::Create);
         assert_eq!(new.action(Kind::Route, "$connect"), &Action::Create);

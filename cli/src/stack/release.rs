@@ -22,8 +22,7 @@ use super::function::{FUNCTION_SETTLING, FunctionState, function_changes, wait_f
 use super::{Function, Names};
 use crate::aws::{Aws, aws_error, failed, is_code, retry, retry_error};
 
-/// The alias the API invokes.
-pub const ALIAS: &str = "live";
+pub use super::function::ALIAS;
 
 /// The releases' record in the stack's bucket.
 pub const RECORD_KEY: &str = "releases.json";
@@ -203,7 +202,7 @@ pub async fn apply_release(aws: &Aws, desired: &Desired, action: &Action, report
     write_releases(aws, names, &releases).await?;
     move_aliases(aws, &versions, *action == Action::Create).await?;
     delete_versions(aws, &dropped, &releases).await?;
-    step(report, Kind::Release, ALIAS, &format!("release {number} is live"));
+    step(report, Kind::Release, ALIAS, format!("release {number} is live"));
     Ok(())
 }
 

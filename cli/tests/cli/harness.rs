@@ -316,7 +316,6 @@ impl Env {
         aws_sdk_cloudwatchlogs::Client::new(&self.sdk)
     }
 
-    /// The id of the API named `name`, if one exists.
     /// The resource `name` of `status --output json`, and its exit code.
     pub async fn status_of(&self, name: &str) -> (i32, serde_json::Value) {
         let status = self.chatctl(&["status", "--output", "json"]).await;
@@ -331,6 +330,7 @@ impl Env {
         (status.code, resource)
     }
 
+    /// The id of the API named `name`, if one exists.
     pub async fn api_id(&self, name: &str) -> Option<String> {
         let apis = self.apigateway().get_apis().send().await.unwrap();
         apis.items()

@@ -224,6 +224,9 @@ async fn down_of_a_stack_from_before_the_lock_locks_it_and_leaves_nothing() {
     env.up(&[]).await.assert_ok();
     let s3 = env.s3();
     let bucket = find_bucket(&s3).await.unwrap();
+    for key in env.bucket_keys().await {
+        s3.delete_object().bucket(&bucket).key(key).send().await.unwrap();
+    }
     s3.delete_bucket().bucket(&bucket).send().await.unwrap();
     let down = env.chatctl(&["down", "--yes"]).await;
     down.assert_ok();

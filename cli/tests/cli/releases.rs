@@ -77,6 +77,12 @@ async fn rollback_moves_the_aliases_back_and_up_brings_the_new_release_back() {
     run.assert_ok();
     assert!(run.stdout.contains("Release 1 is live, not the latest"), "{run:?}");
     assert_eq!(releases(&env).await["live"], 1);
+    let (code, release) = env.status_of("live").await;
+    assert_eq!(code, 0, "a rollback is no drift: {release}");
+    assert_eq!(
+        release["details"][0], "release 1 is live, not the latest (2)",
+        "{release}"
+    );
 
     // `up` with the build at hand says so and makes it live again: the same
     // versions (Lambda publishes none for unchanged code), release 2 again.

@@ -30,7 +30,9 @@ async fn status_lists_every_resource_with_outputs_and_connections() {
             .starts_with("wss://")
     );
     let resources = report["resources"].as_array().unwrap();
-    assert_eq!(resources.len(), 51);
+    assert_eq!(resources.len(), 52);
+    let release = resources.iter().find(|r| r["kind"] == "release").unwrap();
+    assert_eq!(release["details"][0], "release 1 is live", "{release}");
     // The token secret: its versions, never its value.
     let secret = resources.iter().find(|r| r["kind"] == "secret").unwrap();
     assert_eq!(secret["name"], "chatctl/chat/token");

@@ -28,7 +28,7 @@ impl RouteTable {
             .and_then(|e| e.strip_prefix("$request.body."))
             .map(|p| p.split('.').map(str::to_string).collect())
             .unwrap_or_default();
-        let function_of = |uri: Option<&str>| uri.and_then(crate::routes::function_name);
+        let function_of = |uri: Option<&str>| uri.and_then(crate::stack::integration::function_name);
         let mock = crate::stack::keep_alive::mock_integration(&api.routes, &api.integrations);
         let mut mocks = HashMap::new();
         let mut routes = HashMap::new();
