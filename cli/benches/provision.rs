@@ -25,6 +25,8 @@ struct Measured {
     chain: usize,
     /// Calls the layer refused for a request quota (Lambda, Logs).
     throttled: usize,
+    /// Megabytes sent in requests' bodies (the functions' code, mostly).
+    sent_mb: f64,
     wall: Duration,
 }
 
@@ -81,6 +83,7 @@ async fn measure(proxy: &AwsProxy, workdir: &std::path::Path, what: &'static str
                 )
             })
             .count(),
+        sent_mb: calls.iter().map(|c| c.request_bytes).sum::<usize>() as f64 / 1e6,
         wall,
     }
 }
@@ -122,8 +125,8 @@ async fn main() {
     ] {
         println!("\n{model}");
         println!(
-            "{:<17} {:>4} {:>6} {:>9} {:>6} {:>9} {:>9} {:>9} {:>6}",
-            "command", "run", "calls", "mutating", "throttled", "chain", "wall ms", "path ms", "ratio"
+            "{:<17} {:>4} {:>6} {:>9} {:>9} {:>7} {:>6} {:>9} {:>9} {:>6}",
+            "command", "run", "calls", "mutating", "throttled", "sent MB", "chain", "wall ms", "path ms", "ratio"
         );
         let timings = (behaviours != Behaviours::none()).then_some(behaviours.timings);
         for run in 1..=runs {
@@ -135,11 +138,13 @@ async fn main() {
             change_code(&lambda_dir);
             let changed = measure(&proxy, workdir.path(), "up (new code)", &up).await;
             let no_op = measure(&proxy, workdir.path(), "up (no-op)", &up).await;
+            let rollback = measure(&proxy, workdir.path(), "rollback", &["rollback"]).await;
             let down = measure(&proxy, workdir.path(), "down", &["down", "--yes"]).await;
             for (measured, path) in [
                 (fresh, timings.map(fresh_up_path)),
                 (changed, timings.map(code_update_path)),
                 (no_op, timings.map(no_op_path)),
+                (rollback, timings.map(rollback_path)),
                 (down, timings.map(down_path)),
             ] {
                 let wall_ms = measured.wall.as_secs_f64() * 1000.0;
@@ -151,12 +156,13 @@ async fn main() {
                     None => ("-".into(), "-".into()),
                 };
                 println!(
-                    "{:<17} {:>4} {:>6} {:>9} {:>9} {:>6} {:>9.0} {:>9} {:>6}",
+                    "{:<17} {:>4} {:>6} {:>9} {:>9} {:>7.1} {:>6} {:>9.0} {:>9} {:>6}",
                     measured.what,
                     run,
                     measured.calls,
                     measured.mutating,
                     measured.throttled,
+                    measured.sent_mb,
                     measured.chain,
                     wall_ms,
                     path_ms,
@@ -223,24 +229,43 @@ fn bucket_made(t: &Timings) -> Duration {
     t.latency.read + t.latency.write * 4
 }
 
-/// The waits a fresh `up` cannot avoid under the model: the read, the
-/// bucket and the lock, the read again, then the longest of:
-/// role → propagation → CreateFunction → Pending → Active → AddPermission;
-/// CreateTable → CREATING → ACTIVE → UpdateTimeToLive; CreateApi → the API's
-/// 15 writes, one at a time (a second meanwhile is a conflict) → deployment.
-fn fresh_up_path(t: Timings) -> Duration {
-    let w = t.latency.write;
-    let functions = w + t.role_propagation.max(w) + w + t.function_pending + t.latency.read + w;
-    let tables = w + t.table_creating + t.latency.read + w;
-    let api_writes = 15; // stage, authorizer, 6 integrations, 6 routes, stage update
-    let api = w + t.api_write.max(w) * api_writes + t.latency.create_deployment;
-    read_path(&t) + bucket_made(&t) + locked(&t) + functions.max(tables).max(api)
+/// The release, once the functions are ready: PublishVersion → the new
+/// version Pending → Active (read), the record written (read beside the
+/// publish), UpdateAlias or CreateAlias → GetAlias (settled).
+fn release(t: &Timings) -> Duration {
+    let (r, w) = (t.latency.read, t.latency.write);
+    w + t.function_pending + r + w + w + r
 }
 
-/// New code (the seven functions at once): the lock and the read again, then
-/// UpdateFunctionCode → InProgress → Successful.
+/// The waits a fresh `up` cannot avoid under the model: the read, the
+/// bucket and the lock, the read again, then the longest of:
+/// role → propagation (the zip's upload beside it) → CreateFunction →
+/// Pending → Active → the release → AddPermission, and CreateApi → the
+/// API's 15 writes, one at a time (a second meanwhile is a conflict), then
+/// the deployment; CreateTable → CREATING → ACTIVE → UpdateTimeToLive.
+fn fresh_up_path(t: Timings) -> Duration {
+    let (r, w) = (t.latency.read, t.latency.write);
+    let upload = r + w;
+    let functions = (w + t.role_propagation.max(w)).max(upload) + w + t.function_pending + r + release(&t) + w;
+    let tables = w + t.table_creating + r + w;
+    let api_writes = 15; // stage, authorizer, 6 integrations, 6 routes, stage update
+    let api = w + t.api_write.max(w) * api_writes;
+    read_path(&t) + bucket_made(&t) + locked(&t) + (functions.max(api) + t.latency.create_deployment).max(tables)
+}
+
+/// New code (the seven functions at once): the lock and the read again, the
+/// zip's upload (HeadObject, PutObject), then UpdateFunctionCode →
+/// InProgress → Successful, and the release.
 fn code_update_path(t: Timings) -> Duration {
-    read_path(&t) + locked(&t) + t.latency.read + t.latency.write + t.function_update + t.latency.read
+    let (r, w) = (t.latency.read, t.latency.write);
+    read_path(&t) + locked(&t) + r + w + w + t.function_update + r + release(&t)
+}
+
+/// `rollback`: the account id, the lock, the record and the aliases read,
+/// then UpdateAlias → GetAlias (seven at once), and the lock released.
+fn rollback_path(t: Timings) -> Duration {
+    let (r, w) = (t.latency.read, t.latency.write);
+    r + w + r + w + r + w
 }
 
 fn no_op_path(t: Timings) -> Duration {

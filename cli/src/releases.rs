@@ -90,7 +90,7 @@ struct RollbackReport {
 /// aliases to an earlier release's versions and waits until they run it.
 pub async fn rollback(context: &mut Session, to: Option<u32>, wait: &str) -> Result<u8> {
     let wait = lock_timeout(wait)?;
-    let held = lock(context, ("rollback", BucketKnown::NoLockIfMissing), wait).await?;
+    let held = lock(context, ("rollback", BucketKnown::Existing), wait).await?;
     let Some(held) = held else {
         bail!(
             "stack {} has no releases (no bucket of the stack's in this account and region): run `chatctl up` first",

@@ -52,6 +52,8 @@ pub struct AwsCall {
     pub operation: String,
     /// Whether the operation changes state (see [`is_mutating_operation`]).
     pub mutating: bool,
+    /// The size of the request's body: what the call uploaded.
+    pub request_bytes: usize,
     /// Whether the proxy answered with an error of its own instead of moto's
     /// answer: an injected fault, a denial, or an error of the behaviour layer.
     pub faulted: bool,
@@ -351,6 +353,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
             service: identified.service.clone(),
             operation: identified.operation.clone(),
             mutating: identified.mutating,
+            request_bytes: body.len(),
             faulted: denied || fault.is_some(),
             answered_by_layer: None,
             started,

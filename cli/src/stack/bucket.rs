@@ -284,19 +284,21 @@ pub async fn upload_artifact(aws: &Aws, bucket: &str, code: &super::desired::Cod
         Err(err) => return Err(aws_error(format!("cannot read s3://{bucket}/{key}"), err)),
     }
     let zip = std::fs::read(&code.zip).with_context(|| format!("cannot read {}", code.zip.display()))?;
-    aws.s3
-        .put_object()
-        .bucket(bucket)
-        .key(&key)
-        .body(aws_sdk_s3::primitives::ByteStream::from(zip))
-        .checksum_sha256(&code.sha256)
-        .content_type("application/zip")
-        .send()
-        .await
-        .map_err(failed(format!(
-            "cannot upload the functions' code to s3://{bucket}/{key}"
-        )))?;
-    expire_old_artifacts(aws, bucket).await?;
+    let upload = async {
+        aws.s3
+            .put_object()
+            .bucket(bucket)
+            .key(&key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(zip))
+            .checksum_sha256(&code.sha256)
+            .content_type("application/zip")
+            .send()
+            .await
+            .map_err(failed(format!(
+                "cannot upload the functions' code to s3://{bucket}/{key}"
+            )))
+    };
+    tokio::try_join!(upload, expire_old_artifacts(aws, bucket))?;
     Ok(true)
 }
 

@@ -182,6 +182,9 @@ pub enum BucketKnown {
     /// exists, or it predates the lock, and a second `down` must not make a
     /// bucket to delete).
     NoLockIfMissing,
+    /// Take no lock when it is missing, learnt from the lock's own write
+    /// (`rollback`: no bucket, no releases).
+    Existing,
 }
 
 /// Takes the stack's lock for `command`, waiting up to `wait` for another
@@ -197,7 +200,7 @@ pub async fn acquire(
     let lease = lease()?;
     let bucket = names.bucket();
     match bucket_known {
-        BucketKnown::Found => {}
+        BucketKnown::Found | BucketKnown::Existing => {}
         BucketKnown::MakeIfMissing => ensure_bucket(aws, names, tags).await?,
         BucketKnown::NoLockIfMissing => match read_bucket(aws, names).await? {
             Found::Ours(_) => {}
@@ -221,7 +224,9 @@ pub async fn acquire(
             Ok(Written::Conflict) => {}
             // Deleted meanwhile (a `down` that just finished): made again,
             // unless this is a `down`.
-            Ok(Written::NoBucket) if bucket_known == BucketKnown::NoLockIfMissing => return Ok(None),
+            Ok(Written::NoBucket) if matches!(bucket_known, BucketKnown::NoLockIfMissing | BucketKnown::Existing) => {
+                return Ok(None);
+            }
             Ok(Written::NoBucket) => {
                 ensure_bucket(aws, names, tags).await?;
                 continue;
