@@ -297,9 +297,14 @@ async fn point_alias(aws: &Aws, name: &str, version: &str, first: bool) -> Resul
             },
         )
     };
+    // The alias as the write left it: (version, routing weights shown).
+    let mut written = None;
     let missing = first
         || match update().await {
-            Ok(_) => false,
+            Ok(alias) => {
+                written = Some((alias.function_version, weighted(alias.routing_config.as_ref())));
+                false
+            }
             Err((err, _)) if is_code(&err, &["ResourceNotFoundException"]) => true,
             Err(err) => return Err(retry_error(failure("move"), ALIAS_SETTLING, TODO, err)),
         };
@@ -319,18 +324,30 @@ async fn point_alias(aws: &Aws, name: &str, version: &str, first: bool) -> Resul
         )
         .await;
         match created {
-            Ok(_) => {}
+            Ok(alias) => written = Some((alias.function_version, weighted(alias.routing_config.as_ref()))),
             // There already (an answer lost and the call sent again, or a
             // run cut short made it): moved instead.
             Err((err, _)) if alias_exists(&err) => {
-                update()
+                let alias = update()
                     .await
                     .map_err(|err| retry_error(failure("move"), ALIAS_SETTLING, TODO, err))?;
+                written = Some((alias.function_version, weighted(alias.routing_config.as_ref())));
             }
             Err(err) => return Err(retry_error(failure("create"), ALIAS_SETTLING, TODO, err)),
         }
     }
+    // Settled as written: no need to read it again.
+    if written == Some((Some(version.to_string()), false)) {
+        return Ok(());
+    }
     wait_for_alias(aws, name, version).await
+}
+
+/// Whether an alias splits its invocations with other versions.
+fn weighted(routing: Option<&aws_sdk_lambda::types::AliasRoutingConfiguration>) -> bool {
+    routing
+        .and_then(|r| r.additional_version_weights())
+        .is_some_and(|weights| !weights.is_empty())
 }
 
 /// CreateAlias's answer for an alias that exists: ResourceConflictException
@@ -356,11 +373,7 @@ async fn wait_for_alias(aws: &Aws, name: &str, version: &str) -> Result<()> {
             .send()
             .await
             .map_err(failed(format!("cannot read alias {ALIAS} of {name}")))?;
-        let weighted = alias
-            .routing_config()
-            .and_then(|r| r.additional_version_weights())
-            .is_some_and(|weights| !weights.is_empty());
-        if alias.function_version() == Some(version) && !weighted {
+        if alias.function_version() == Some(version) && !weighted(alias.routing_config()) {
             return Ok(Polled::Ready(()));
         }
         Ok(Polled::Waiting(format!(
@@ -403,12 +416,21 @@ async fn delete_versions(aws: &Aws, dropped: &[Release], kept: &[Release]) -> Re
 }
 
 /// The version each function's alias runs (function name → version); the
-/// functions without one are left out.
+/// functions without one are left out. Read with GetFunction, whose quota
+/// (100/s) is its own, not the control plane's 15/s that UpdateAlias uses
+/// (aws-facts.md §11).
 pub async fn live_versions(aws: &Aws, names: &Names) -> Result<BTreeMap<String, String>> {
     let read = try_join_all(Function::ALL.into_iter().map(|function| async move {
         let name = names.function(function);
-        match aws.lambda.get_alias().function_name(&name).name(ALIAS).send().await {
-            Ok(alias) => Ok(alias.function_version.map(|v| (name, v))),
+        match aws
+            .lambda
+            .get_function()
+            .function_name(&name)
+            .qualifier(ALIAS)
+            .send()
+            .await
+        {
+            Ok(got) => Ok(got.configuration.and_then(|c| c.version).map(|v| (name, v))),
             Err(err) if is_code(&err, &["ResourceNotFoundException"]) => Ok(None),
             Err(err) => Err(aws_error(format!("cannot read alias {ALIAS} of {name}"), err)),
         }

@@ -173,3 +173,110 @@ async fn only_the_releases_kept_keep_their_versions_and_down_removes_everything(
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("run `chatctl up` first"), "{run:?}");
 }
+
+/// A stack deployed before releases: integrations and the authorizer invoke
+/// the functions themselves, each function has a function-wide permission,
+/// no alias. Its next `up` makes release 1, retargets the integrations and
+/// the authorizer to `live` (updated, none left behind), moves the
+/// permissions to the alias and redeploys; then nothing is pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_from_before_releases_moves_to_the_alias() {
+    let env = Env::start().await;
+    env.up(&[]).await.assert_ok();
+    let api_id = env.api_id("chat").await.unwrap();
+    let (lambda, apigw) = (env.lambda(), env.apigateway());
+    for function in FUNCTIONS {
+        let name = format!("chat-{function}");
+        let policy = lambda
+            .get_policy()
+            .function_name(&name)
+            .qualifier("live")
+            .send()
+            .await
+            .unwrap();
+        let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+        let statement = policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == "chatctl-invoke-live")
+            .unwrap()
+            .clone();
+        let source = statement["Condition"]["ArnLike"]["AWS:SourceArn"].as_str().unwrap();
+        lambda
+            .remove_permission()
+            .function_name(&name)
+            .qualifier("live")
+            .statement_id("chatctl-invoke-live")
+            .send()
+            .await
+            .unwrap();
+        lambda
+            .delete_alias()
+            .function_name(&name)
+            .name("live")
+            .send()
+            .await
+            .unwrap();
+        lambda
+            .add_permission()
+            .function_name(&name)
+            .statement_id("chatctl-invoke")
+            .action("lambda:InvokeFunction")
+            .principal("apigateway.amazonaws.com")
+            .source_arn(source)
+            .send()
+            .await
+            .unwrap();
+    }
+    let unqualified = |uri: &str| uri.replace(":live/invocations", "/invocations");
+    let integrations = apigw.get_integrations().api_id(&api_id).send().await.unwrap();
+    for integration in integrations.items() {
+        if let Some(uri) = integration.integration_uri() {
+            apigw
+                .update_integration()
+                .api_id(&api_id)
+                .integration_id(integration.integration_id().unwrap())
+                .integration_uri(unqualified(uri))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let authorizers = apigw.get_authorizers().api_id(&api_id).send().await.unwrap();
+    let authorizer = &authorizers.items()[0];
+    apigw
+        .update_authorizer()
+        .api_id(&api_id)
+        .authorizer_id(authorizer.authorizer_id().unwrap())
+        .authorizer_uri(unqualified(authorizer.authorizer_uri().unwrap()))
+        .send()
+        .await
+        .unwrap();
+
+    let run = env.up(&["--dry-run"]).await;
+    run.assert_ok();
+    for line in [
+        "+ release live",
+        "~ integration chat-join (invokes alias live)",
+        "~ permission chat-join (source ARN, - function-wide statement, now on alias live)",
+        "~ authorizer chat-authorizer (",
+        "~ stage dev (",
+    ] {
+        assert!(run.stdout.contains(line), "{line}: {run:?}");
+    }
+    env.up(&[]).await.assert_ok();
+    assert_eq!(live_versions(&env).await, vec!["1"; 7]);
+    let integrations = apigw.get_integrations().api_id(&api_id).send().await.unwrap();
+    let uris: Vec<&str> = integrations
+        .items()
+        .iter()
+        .filter_map(|i| i.integration_uri())
+        .collect();
+    assert_eq!(uris.len(), 6, "updated, not made anew: {uris:?}");
+    assert!(uris.iter().all(|uri| uri.ends_with(":live/invocations")), "{uris:?}");
+    let policy = lambda.get_policy().function_name("chat-join").send().await.unwrap();
+    assert!(!policy.policy().unwrap().contains("\"chatctl-invoke\""), "{policy:?}");
+    let run = env.up(&["--dry-run", "--exit-code"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+}
