@@ -231,10 +231,10 @@ fn bucket_made(t: &Timings) -> Duration {
 
 /// The release, once the functions are ready: PublishVersion → the new
 /// version Pending → Active (read), the record written (read beside the
-/// publish), UpdateAlias or CreateAlias → GetAlias (settled).
+/// publish), UpdateAlias or CreateAlias (settled as its answer shows).
 fn release(t: &Timings) -> Duration {
     let (r, w) = (t.latency.read, t.latency.write);
-    w + t.function_pending + r + w + w + r
+    w + t.function_pending + r + w + w
 }
 
 /// The waits a fresh `up` cannot avoid under the model: the read, the
@@ -262,10 +262,11 @@ fn code_update_path(t: Timings) -> Duration {
 }
 
 /// `rollback`: the account id, the lock, the record and the aliases read,
-/// then UpdateAlias → GetAlias (seven at once), and the lock released.
+/// then UpdateAlias (seven at once, settled as their answers show), and the
+/// lock released.
 fn rollback_path(t: Timings) -> Duration {
     let (r, w) = (t.latency.read, t.latency.write);
-    r + w + r + w + r + w
+    r + w + r + w + w
 }
 
 fn no_op_path(t: Timings) -> Duration {
