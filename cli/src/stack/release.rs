@@ -469,3 +469,135 @@ pub fn rollback_target<'a>(releases: &'a [Release], live: Option<&Release>, to: 
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::desired::Code;
+    use crate::stack::scripted::desired;
+
+    fn release(number: u32, version: &str) -> Release {
+        Release {
+            number,
+            created_ms: 0,
+            code_sha256: None,
+            config: String::new(),
+            versions: Function::ALL
+                .into_iter()
+                .map(|f| (format!("chat-{}", f.short_name()), version.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Each function's `$LATEST` and the version its alias runs, as the
+    /// stack asks for them (`sha256` the alias's code).
+    fn functions(d: &Desired, live: Option<(&str, &str)>) -> Vec<(Function, FunctionState)> {
+        d.functions
+            .iter()
+            .map(|spec| {
+                let state = |version: &str, sha: &str| FunctionState {
+                    arn: "arn".into(),
+                    version: Some(version.into()),
+                    runtime: Some(super::super::desired::RUNTIME.into()),
+                    handler: Some(spec.function.short_name().into()),
+                    architecture: Some(spec.arch.as_lambda().into()),
+                    memory_mb: Some(spec.memory_mb),
+                    timeout_seconds: Some(spec.timeout_seconds),
+                    role_arn: Some(d.names.role_arn(&spec.role)),
+                    env: spec.env.clone(),
+                    code_sha256: Some(sha.into()),
+                    permissions: BTreeMap::new(),
+                    tags: BTreeMap::new(),
+                    live: None,
+                };
+                let mut latest = state("$LATEST", "NEW");
+                latest.live = live.map(|(version, sha)| Box::new(state(version, sha)));
+                (spec.function, latest)
+            })
+            .collect()
+    }
+
+    fn action(d: &Desired, states: &[(Function, FunctionState)], releases: &[Release]) -> Action {
+        let read = states.iter().map(|(f, s)| (*f, Some(s))).collect();
+        release_action(d, &read, releases)
+    }
+
+    fn built() -> Desired {
+        let code = Function::ALL
+            .into_iter()
+            .map(|f| {
+                let code = Code {
+                    zip: "z".into(),
+                    sha256: "NEW".into(),
+                };
+                (f, code)
+            })
+            .collect();
+        desired(&code)
+    }
+
+    #[test]
+    fn a_release_is_made_when_the_aliases_run_other_code_and_not_otherwise() {
+        let d = built();
+        assert_eq!(action(&d, &functions(&d, None), &[]), Action::Create, "no alias yet");
+        let releases = [release(1, "1")];
+        assert_eq!(
+            action(&d, &functions(&d, Some(("1", "NEW"))), &releases),
+            Action::NoChange
+        );
+        let Action::Update { changes } = action(&d, &functions(&d, Some(("1", "OLD"))), &releases) else {
+            panic!("an update")
+        };
+        let Detail::Publish { functions: published } = &changes[0] else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(published.len(), 7);
+        assert_eq!(changes.len(), 1, "live is the latest: {changes:?}");
+
+        // Rolled back: release 1 live, 2 the latest.
+        let releases = [release(1, "1"), release(2, "2")];
+        let Action::Update { changes } = action(&d, &functions(&d, Some(("1", "OLD"))), &releases) else {
+            panic!("an update")
+        };
+        assert_eq!(changes[1], Detail::LiveNotLatest { live: 1, latest: 2 });
+
+        // Without a build (status), only the configuration is compared.
+        let unbuilt = desired(&BTreeMap::new());
+        assert_eq!(
+            action(&unbuilt, &functions(&unbuilt, Some(("1", "OLD"))), &releases),
+            Action::NoChange
+        );
+    }
+
+    #[test]
+    fn the_releases_kept_are_the_latest_and_the_live_one() {
+        let mut releases: Vec<Release> = (1..=6).map(|n| release(n, &n.to_string())).collect();
+        let dropped = keep_latest(&mut releases, 3, 2);
+        let numbers = |list: &[Release]| list.iter().map(|r| r.number).collect::<Vec<_>>();
+        assert_eq!(numbers(&releases), [2, 4, 5, 6]);
+        assert_eq!(numbers(&dropped), [1, 3]);
+        let mut few = vec![release(1, "1")];
+        assert!(keep_latest(&mut few, 5, 1).is_empty());
+    }
+
+    #[test]
+    fn rollback_goes_to_the_release_before_the_live_one_or_the_one_named() {
+        let releases = [release(1, "1"), release(3, "3"), release(4, "4")];
+        let live = live_release(&releases, &releases[2].versions);
+        assert_eq!(live.map(|r| r.number), Some(4));
+        assert_eq!(rollback_target(&releases, live, None).unwrap().number, 3);
+        assert_eq!(rollback_target(&releases, live, Some(1)).unwrap().number, 1);
+        let error = rollback_target(&releases, live, Some(2)).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "there is no release 2 to roll back to; the releases kept are 1, 3, 4"
+        );
+        let oldest = live_release(&releases, &releases[0].versions);
+        let error = rollback_target(&releases, oldest, None).unwrap_err().to_string();
+        assert!(error.contains("release 1 is the oldest kept"), "{error}");
+        let mixed = BTreeMap::from([("chat-join".to_string(), "3".to_string())]);
+        assert_eq!(live_release(&releases, &mixed), None, "a mix is no release");
+        let error = rollback_target(&releases, None, None).unwrap_err().to_string();
+        assert!(error.contains("name one with --to: 1, 3, 4"), "{error}");
+    }
+}
