@@ -165,19 +165,7 @@ impl Names {
 
     /// The AWS partition of the region (ARNs) and its DNS suffix (endpoints).
     pub fn partition(&self) -> (&'static str, &'static str) {
-        // Longest prefixes first: us-isob- before us-iso-.
-        const PARTITIONS: [(&str, &str, &str); 6] = [
-            ("cn-", "aws-cn", "amazonaws.com.cn"),
-            ("us-gov-", "aws-us-gov", "amazonaws.com"),
-            ("us-isob-", "aws-iso-b", "sc2s.sgov.gov"),
-            ("us-isof-", "aws-iso-f", "csp.hci.ic.gov"),
-            ("us-iso-", "aws-iso", "c2s.ic.gov"),
-            ("eu-isoe-", "aws-iso-e", "cloud.adc-e.uk"),
-        ];
-        PARTITIONS
-            .iter()
-            .find(|(prefix, _, _)| self.region.starts_with(prefix))
-            .map_or(("aws", "amazonaws.com"), |(_, partition, suffix)| (partition, suffix))
+        chat_core::event::partition(&self.region)
     }
 
     pub fn table_arn(&self, table: &str) -> String {

@@ -40,21 +40,56 @@ pub fn authorizer_value(event: &WebSocketEvent, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The `@connections` endpoint for replies: the override when set (local dev),
-/// else the API's own `https://{domainName}/{stage}`.
-pub fn callback_endpoint(event: &WebSocketEvent, override_url: Option<&str>) -> Result<String, ChatError> {
+/// The `@connections` endpoint for replies: the override when set (local
+/// dev; a stack whose execute-api endpoint is off sets its custom domain),
+/// else the API's own `https://{apiId}.execute-api.{region}.{suffix}/{stage}`.
+/// Not the event's `domainName` as such: behind a custom domain it names the
+/// domain, where `{stage}/@connections` answers 403 or "No method found
+/// matching route" (aws-facts.md §11, "custom domain and `@connections`").
+pub fn callback_endpoint(
+    event: &WebSocketEvent,
+    override_url: Option<&str>,
+    region: Option<&str>,
+) -> Result<String, ChatError> {
     if let Some(url) = override_url {
         return Ok(url.trim_end_matches('/').to_string());
     }
     let context = &event.request_context;
-    match (context.domain_name.as_deref(), context.stage.as_deref()) {
-        (Some(domain), Some(stage)) if !domain.is_empty() && !stage.is_empty() => {
-            Ok(format!("https://{domain}/{stage}"))
-        }
+    let stage = context.stage.as_deref().filter(|s| !s.is_empty());
+    let domain = context.domain_name.as_deref().filter(|d| !d.is_empty());
+    let api_id = context.apiid.as_deref().filter(|id| !id.is_empty());
+    match (domain, stage) {
+        (Some(domain), Some(stage)) if domain.contains(".execute-api.") => Ok(format!("https://{domain}/{stage}")),
+        (_, Some(stage)) => match (api_id, region.filter(|r| !r.is_empty())) {
+            (Some(api_id), Some(region)) => {
+                let (_, suffix) = partition(region);
+                Ok(format!("https://{api_id}.execute-api.{region}.{suffix}/{stage}"))
+            }
+            _ => Err(ChatError::InvalidRequest(
+                "event from a custom domain has no requestContext.apiId, or the function no AWS_REGION, to reply through".into(),
+            )),
+        },
         _ => Err(ChatError::InvalidRequest(
             "event has no requestContext.domainName or stage to reply through".into(),
         )),
     }
+}
+
+/// The AWS partition of a region (ARNs) and its DNS suffix (endpoints).
+pub fn partition(region: &str) -> (&'static str, &'static str) {
+    // Longest prefixes first: us-isob- before us-iso-.
+    const PARTITIONS: [(&str, &str, &str); 6] = [
+        ("cn-", "aws-cn", "amazonaws.com.cn"),
+        ("us-gov-", "aws-us-gov", "amazonaws.com"),
+        ("us-isob-", "aws-iso-b", "sc2s.sgov.gov"),
+        ("us-isof-", "aws-iso-f", "csp.hci.ic.gov"),
+        ("us-iso-", "aws-iso", "c2s.ic.gov"),
+        ("eu-isoe-", "aws-iso-e", "cloud.adc-e.uk"),
+    ];
+    PARTITIONS
+        .iter()
+        .find(|(prefix, _, _)| region.starts_with(prefix))
+        .map_or(("aws", "amazonaws.com"), |(_, partition, suffix)| (partition, suffix))
 }
 
 /// What a client passes when it connects: `?token=…&room=…` (or `?user=…` in
@@ -166,5 +201,47 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// A MESSAGE event as API Gateway sends it, from `domain`.
+    fn event_from(domain: &str) -> WebSocketEvent {
+        serde_json::from_value(serde_json::json!({
+            "requestContext": {
+                "routeKey": "sendmessage",
+                "eventType": "MESSAGE",
+                "connectionId": "c1",
+                "domainName": domain,
+                "stage": "dev",
+                "apiId": "a1b2c3",
+                "connectedAt": 1,
+                "requestTimeEpoch": 1,
+            },
+            "isBase64Encoded": false,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn replies_go_to_the_apis_own_endpoint_even_behind_a_custom_domain() {
+        let own = event_from("a1b2c3.execute-api.eu-west-1.amazonaws.com");
+        let expected = "https://a1b2c3.execute-api.eu-west-1.amazonaws.com/dev";
+        assert_eq!(callback_endpoint(&own, None, Some("eu-west-1")).unwrap(), expected);
+        // Behind chat.example.com, the event names the domain: replies
+        // still go to the API's own endpoint, built from apiId and region.
+        let custom = event_from("chat.example.com");
+        assert_eq!(callback_endpoint(&custom, None, Some("eu-west-1")).unwrap(), expected);
+        assert_eq!(
+            callback_endpoint(&custom, None, Some("cn-north-1")).unwrap(),
+            "https://a1b2c3.execute-api.cn-north-1.amazonaws.com.cn/dev"
+        );
+        // The execute-api endpoint turned off: the stack names the domain.
+        assert_eq!(
+            callback_endpoint(&custom, Some("https://chat.example.com/"), Some("eu-west-1")).unwrap(),
+            "https://chat.example.com"
+        );
+        assert!(
+            callback_endpoint(&custom, None, None).is_err(),
+            "no region to build it from"
+        );
     }
 }

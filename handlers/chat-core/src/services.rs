@@ -51,7 +51,8 @@ impl Services {
 
     /// The `@connections` client to answer this event's connection through.
     pub fn delivery_for(&self, event: &WebSocketEvent) -> Result<Delivery, ChatError> {
-        let endpoint = event::callback_endpoint(event, self.config.callback_url.as_deref())?;
+        let region = self.sdk.region().map(|r| r.as_ref());
+        let endpoint = event::callback_endpoint(event, self.config.callback_url.as_deref(), region)?;
         let mut cached = self.delivery.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match cached.as_ref() {
             Some(delivery) if delivery.endpoint() == endpoint => Ok(delivery.clone()),
