@@ -92,6 +92,41 @@ before the server starts, so that product code stays right for real AWS:
   place when the tags in chatctl.toml change. Here they are the stage's own
   tags, which GetStage shows.
 
+- API Gateway v2, custom domain names (CreateDomainName, GetDomainName,
+  GetDomainNames): moto echoes each domainNameConfiguration as given. AWS
+  answers each with what the Route 53 alias record needs: apiGatewayDomainName
+  (the regional target, d-XXXXXXXXXX.execute-api.REGION.amazonaws.com) and
+  hostedZoneId (the region's API Gateway hosted zone, AWS General Reference,
+  "API Gateway endpoints"), with domainNameStatus "AVAILABLE", endpointType
+  (REGIONAL unless given) and securityPolicy (TLS_1_2 unless given), as in
+  aws/aws-cli #5059. chatctl's [domain] points its alias record at them.
+  Here each configuration gets them; the target is drawn once per domain
+  name and kept; a region outside the table gets a placeholder zone.
+
+- API Gateway v2, CreateApiMapping: moto maps any API to any domain name.
+  On AWS a domain name serves WebSocket APIs or HTTP (and REST) APIs, never
+  both (API Gateway developer guide, "Map API stages to a custom domain name
+  for WebSocket APIs", Restrictions), refused with BadRequestException
+  (AWS's words for it through API Gateway v1, serverless-domain-manager
+  #596). Here it is, in CreateApiMapping and UpdateApiMapping. And one
+  mapping per path: a second CreateApiMapping of a key the domain name
+  maps already gets ConflictException (moto overwrites or adds one).
+
+- API Gateway v2, UpdateApiMapping (PATCH /v2/domainnames/{domainName}/
+  apimappings/{apiMappingId}) and UpdateDomainName (PATCH
+  /v2/domainnames/{domainName}): moto has the paths but no handlers (500).
+  chatctl moves its mapping to a new stage and changes a domain name's
+  certificate in place. UpdateApiMapping sets apiId, stage and apiMappingKey
+  (keeping the mapping's id) and answers 200 with the mapping;
+  UpdateDomainName replaces the configurations (filled as above, same
+  target) and mutualTlsAuthentication when given and answers 200 with the
+  domain name; NotFoundException for an unknown domain name or mapping.
+
+- API Gateway v2, DeleteDomainName: moto deletes the domain name's API
+  mappings while iterating over them, so a domain name with a mapping fails
+  with HTTP 500 and stays. Here it goes, with its mappings, as moto means
+  it to.
+
 - CloudWatch over Smithy RPC v2 CBOR: the Rust SDK calls CloudWatch with
   that protocol (POST /service/GraniteServiceVersion20100801/operation/OP,
   header smithy-protocol: rpc-v2-cbor, a CBOR body, gzip when large), which
@@ -144,8 +179,8 @@ import botocore.session
 import cbor2
 from moto.apigateway import urls as apigateway_urls
 from moto.apigatewayv2 import urls as apigatewayv2_urls
-from moto.apigatewayv2.exceptions import APIGatewayV2Error, BadRequestException
-from moto.apigatewayv2.models import Api, ApiGatewayV2Backend, Stage
+from moto.apigatewayv2.exceptions import APIGatewayV2Error, ApiMappingNotFound, BadRequestException
+from moto.apigatewayv2.models import Api, ApiGatewayV2Backend, DomainName, Stage
 from moto.apigatewayv2.responses import ApiGatewayV2Response
 from moto.cloudwatch.models import CloudWatchBackend, Statistics
 from moto.core.utils import iso_8601_datetime_without_milliseconds, utcnow
@@ -614,6 +649,156 @@ class _BackendStageTags:
 _graft(_BackendStageTags, ApiGatewayV2Backend)
 # moto routes tagging paths of APIs and VPC links only: a stage's is a 404.
 _add_url_path("{0}/v2/tags/(?P<resource_arn_pt1>[^/]+)/apis/(?P<api_id>[^/]+)/stages/(?P<stage_name>[^/]+)$")
+
+
+# --- API Gateway v2: custom domain names as AWS answers them ----------------
+
+# The regional API Gateway hosted zone of each region: the zone of an alias
+# record to a regional custom domain name (AWS General Reference, "API
+# Gateway endpoints and quotas").
+_APIGATEWAY_HOSTED_ZONES = {
+    "us-east-1": "Z1UJRXOUMOOFQ8",
+    "us-east-2": "ZOJJZC49E0EPZ",
+    "us-west-1": "Z2MUQ32089INYE",
+    "us-west-2": "Z2OJLYMUO9EFXC",
+    "eu-west-1": "ZLY8HYME6SFDD",
+    "eu-west-2": "ZJ5UAJN8Y3Z2Q",
+    "eu-central-1": "Z1U9ULNL0V5AJ3",
+    "ap-northeast-1": "Z1YSHQZHG15GKL",
+    "ap-southeast-1": "ZL327KTPIQFUL",
+    "ap-southeast-2": "Z2RPCDW04V8134",
+}
+# Any other region's: shaped like a hosted zone id, and no real one.
+_PLACEHOLDER_HOSTED_ZONE = "Z0EMULATEDAPIGATEWAY"
+
+_moto_domain_name_init = DomainName.__init__
+
+
+def _domain_name_configurations(domain, configurations):
+    """The configurations as AWS answers them: the output fields set, the
+    optional inputs defaulted, the rest as given."""
+    filled = []
+    for configuration in configurations or [{}]:
+        configuration = {"endpointType": "REGIONAL", "securityPolicy": "TLS_1_2", **configuration}
+        configuration.update(
+            apiGatewayDomainName=domain.api_gateway_domain_name,
+            hostedZoneId=_APIGATEWAY_HOSTED_ZONES.get(domain.region_name, _PLACEHOLDER_HOSTED_ZONE),
+            domainNameStatus="AVAILABLE",
+        )
+        filled.append(configuration)
+    return filled
+
+
+class _DomainNameAsOnAws:
+    def __init__(self, domain_name, domain_name_configurations, mutual_tls_authentication, tags, backend):
+        _moto_domain_name_init(
+            self, domain_name, domain_name_configurations, mutual_tls_authentication, tags, backend
+        )
+        alphabet = string.ascii_lowercase + string.digits
+        regional_id = "".join(random.choice(alphabet) for _ in range(10))
+        self.region_name = backend.region_name
+        self.api_gateway_domain_name = f"d-{regional_id}.execute-api.{backend.region_name}.amazonaws.com"
+        self.domain_name_configurations = _domain_name_configurations(self, domain_name_configurations)
+
+
+# --- API Gateway v2: one type of API per domain name; UpdateApiMapping and
+# UpdateDomainName; DeleteDomainName of a domain name with mappings ----------
+
+
+def _check_api_type(backend, domain_name, api_id, mapping_id=None):
+    """Refuses `api_id` on `domain_name` if the domain name's other mappings
+    (not `mapping_id`) map APIs of the other type (WebSocket or not)."""
+    websocket = backend.get_api(api_id).protocol_type == "WEBSOCKET"
+    for mapping in backend.api_mappings.values():
+        if mapping.domain_name != domain_name or mapping.api_mapping_id == mapping_id:
+            continue
+        other = backend.apis.get(mapping.api_id)
+        if other is not None and (other.protocol_type == "WEBSOCKET") != websocket:
+            raise BadRequestException(
+                "Currently, WebSocket APIs can only be attached to a domain name with other WebSocket APIs."
+            )
+
+
+def _check_api_mapping_key(api_mapping_key):
+    """moto's own checks of CreateApiMapping, for UpdateApiMapping."""
+    if api_mapping_key.startswith("/") or "//" in api_mapping_key:
+        raise BadRequestException("API mapping key should not start with a '/' or have consecutive '/'s.")
+    if api_mapping_key.endswith("/"):
+        raise BadRequestException("API mapping key should not end with a '/'.")
+
+
+_moto_create_api_mapping = ApiGatewayV2Backend.create_api_mapping
+
+
+class _MappingKeyTaken(APIGatewayV2Error):
+    code = 409
+
+    def __init__(self, domain_name, api_mapping_key):
+        super().__init__(
+            "ConflictException",
+            f"The API mapping key '{api_mapping_key}' is already used by another mapping of {domain_name}.",
+        )
+
+
+class _BackendDomainNames:
+    def create_api_mapping(self, api_id, api_mapping_key, domain_name, stage):
+        # An unknown domain name or API: moto's NotFoundException, as on AWS.
+        if domain_name in self.domain_names and api_id in self.apis:
+            _check_api_type(self, domain_name, api_id)
+            # One mapping per path; moto overwrites a mapping of the same
+            # key and stage (its id is their hash) and adds one of another.
+            if any(m.domain_name == domain_name and m.api_mapping_key == api_mapping_key for m in self.api_mappings.values()):
+                raise _MappingKeyTaken(domain_name, api_mapping_key)
+        return _moto_create_api_mapping(self, api_id, api_mapping_key, domain_name, stage)
+
+    def update_api_mapping(self, domain_name, api_mapping_id, changes):
+        mapping = self.get_api_mapping(api_mapping_id, domain_name)
+        if mapping.domain_name != domain_name:
+            raise ApiMappingNotFound()
+        api_id = changes.get("apiId", mapping.api_id)
+        self.get_api(api_id)
+        _check_api_type(self, domain_name, api_id, mapping_id=api_mapping_id)
+        if changes.get("apiMappingKey") is not None:
+            _check_api_mapping_key(changes["apiMappingKey"])
+            mapping.api_mapping_key = changes["apiMappingKey"]
+        mapping.api_id = api_id
+        if changes.get("stage") is not None:
+            mapping.stage = changes["stage"]
+        return mapping
+
+    def update_domain_name(self, domain_name, changes):
+        domain = self.get_domain_name(domain_name)
+        if changes.get("domainNameConfigurations") is not None:
+            configurations = changes["domainNameConfigurations"]
+            domain.domain_name_configurations = _domain_name_configurations(domain, configurations)
+        if changes.get("mutualTlsAuthentication") is not None:
+            domain.mutual_tls_authentication = changes["mutualTlsAuthentication"]
+        return domain
+
+    def delete_domain_name(self, domain_name):
+        self.get_domain_name(domain_name)
+        for mapping_id in [i for i, m in self.api_mappings.items() if m.domain_name == domain_name]:
+            del self.api_mappings[mapping_id]
+        del self.domain_names[domain_name]
+
+
+class _ResponseDomainNames:
+    def update_api_mapping(self):
+        mapping = self.apigatewayv2_backend.update_api_mapping(
+            unquote(self.uri_match["domainName"]), self.uri_match["apiMappingId"], _request_json(self)
+        )
+        return _reply(200, mapping.to_json())
+
+    def update_domain_name(self):
+        domain = self.apigatewayv2_backend.update_domain_name(
+            unquote(self.uri_match["domainName"]), _request_json(self)
+        )
+        return _reply(200, domain.to_json())
+
+
+_graft(_DomainNameAsOnAws, DomainName)
+_graft(_BackendDomainNames, ApiGatewayV2Backend)
+_graft(_ResponseDomainNames, ApiGatewayV2Response)
 
 
 # --- CloudWatch: percentile statistics in GetMetricData ---------------------

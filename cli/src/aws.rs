@@ -68,6 +68,8 @@ pub struct Aws {
     pub secrets: aws_sdk_secretsmanager::Client,
     pub sns: aws_sdk_sns::Client,
     pub s3: aws_sdk_s3::Client,
+    pub acm: aws_sdk_acm::Client,
+    pub route53: aws_sdk_route53::Client,
 }
 
 impl Aws {
@@ -152,6 +154,8 @@ impl Aws {
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
             secrets: aws_sdk_secretsmanager::Client::new(&sdk),
             sns: aws_sdk_sns::Client::new(&sdk),
+            acm: aws_sdk_acm::Client::new(&sdk),
+            route53: aws_sdk_route53::Client::new(&sdk),
             // An emulator on an address answers path-style requests only
             // (no bucket.host names to resolve).
             s3: aws_sdk_s3::Client::from_conf(

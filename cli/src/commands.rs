@@ -8,6 +8,7 @@ use crate::build;
 use crate::cli::{Cli, Command, ConnectionsCommand, DownArgs, LogsArgs, RoutesCommand, TokenArgs, UpArgs};
 use crate::output::{Outputs, Progress, confirm, print_json};
 use crate::session::{Approval, Session, connect, converge, lock, lock_timeout, plan_for, read, release, until_lost};
+use crate::stack::domain::DomainSpec;
 use crate::stack::lock::BucketKnown;
 use crate::stack::plan::{self, Plan};
 use crate::stack::{apply, destroy};
@@ -190,7 +191,10 @@ async fn up_read(
             plan = crate::stack::saved::check(file, &saved, &code)?;
         }
     }
-    let existing_outputs = actual.api.ours().map(|api| Outputs::of(names, &api.id));
+    let existing_outputs = actual
+        .api
+        .ours()
+        .map(|api| Outputs::of(names, &api.id, plan.values.domain.as_ref()));
     if plan.is_noop() || args.dry_run {
         if !context.json
             && let Some(outputs) = existing_outputs.as_ref().filter(|_| !args.dry_run)
@@ -233,7 +237,7 @@ async fn up_read(
     release(lock).await;
     let (plan, api_id) = applied?;
     let names = &context.names;
-    let outputs = Outputs::of(names, &api_id);
+    let outputs = Outputs::of(names, &api_id, plan.values.domain.as_ref());
     if !context.json {
         outln!("Stack {} is up.", names.stack)?;
         outln!("{outputs}")?;
@@ -436,6 +440,8 @@ async fn connections(context: &mut Session, command: ConnectionsCommand) -> Resu
     use crate::connections::{self as conns, Target};
 
     let Session { aws, names, json, .. } = &*context;
+    let domain = context.settings.domain.as_ref().map(DomainSpec::of);
+    let domain = domain.as_ref();
     let (rows, outcome, verb) = match command {
         ConnectionsCommand::List { room, user } => {
             if let Some(room) = &room {
@@ -472,7 +478,7 @@ async fn connections(context: &mut Session, command: ConnectionsCommand) -> Resu
             }
             .checked()?;
             let (endpoint, rows) = tokio::try_join!(
-                conns::endpoint(aws, names, url.as_deref()),
+                conns::endpoint(aws, names, domain, url.as_deref()),
                 conns::targets(aws, names, &target)
             )?;
             let room = match &target {
@@ -490,7 +496,7 @@ async fn connections(context: &mut Session, command: ConnectionsCommand) -> Resu
             }
             .checked()?;
             let (endpoint, rows) = tokio::try_join!(
-                conns::endpoint(aws, names, url.as_deref()),
+                conns::endpoint(aws, names, domain, url.as_deref()),
                 conns::targets(aws, names, &target)
             )?;
             let outcome = conns::kick(aws, &endpoint, &rows).await?;
@@ -513,7 +519,7 @@ async fn connections(context: &mut Session, command: ConnectionsCommand) -> Resu
             let outcome = match rows.is_empty() {
                 true => conns::Outcome::default(),
                 false => {
-                    let endpoint = conns::endpoint(aws, names, url.as_deref()).await?;
+                    let endpoint = conns::endpoint(aws, names, domain, url.as_deref()).await?;
                     conns::kick(aws, &endpoint, &rows).await?
                 }
             };
@@ -632,7 +638,9 @@ async fn run_smoke(
         Some(url) => url.to_string(),
         None => {
             let api = crate::stack::api::deployed_api(aws, names).await?;
-            crate::dev::gateway::local_url::websocket_url(aws, &api).unwrap_or_else(|| names.websocket_url(&api.id))
+            let domain = context.settings.domain.as_ref().map(DomainSpec::of);
+            crate::dev::gateway::local_url::websocket_url(aws, &api)
+                .unwrap_or_else(|| Outputs::of(names, &api.id, domain.as_ref()).websocket_url)
         }
     };
     if !(url.starts_with("ws://") || url.starts_with("wss://")) {

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::aws::{Aws, aws_error, failed, is_code, no_answer};
 use crate::stack::Names;
+use crate::stack::domain::DomainSpec;
 
 /// Who a system message comes from.
 pub const SYSTEM_SENDER: &str = "system";
@@ -163,12 +164,14 @@ pub struct Outcome {
 /// The `@connections` endpoint of the deployed API (`https://…/{stage}`),
 /// or in a local emulator, that of the `chatctl dev` serving it; or the one
 /// given (`chatctl dev` prints it; a trailing `/@connections` is accepted).
-pub async fn endpoint(aws: &Aws, names: &Names, url: Option<&str>) -> Result<String> {
+/// Through `[domain]` when the API's own endpoint is off.
+pub async fn endpoint(aws: &Aws, names: &Names, domain: Option<&DomainSpec>, url: Option<&str>) -> Result<String> {
     let url = match url {
         Some(url) => url.to_string(),
         None => {
             let api = crate::stack::api::deployed_api(aws, names).await?;
-            crate::dev::gateway::local_url::connections_url(aws, &api).unwrap_or_else(|| names.callback_url(&api.id))
+            crate::dev::gateway::local_url::connections_url(aws, &api)
+                .unwrap_or_else(|| crate::output::Outputs::of(names, &api.id, domain).connections_url)
         }
     };
     if !(url.starts_with("https://") || url.starts_with("http://")) {

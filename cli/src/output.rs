@@ -77,12 +77,23 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// The endpoints of the stack's API `api_id`.
-    pub fn of(names: &crate::stack::Names, api_id: &str) -> Outputs {
+    /// The endpoints of the stack's API `api_id`: on its `[domain]` when it
+    /// has one (mapped at the root, so no stage in the path); `@connections`
+    /// on the API's own endpoint unless that is turned off (aws-facts.md
+    /// §11, "custom domain and `@connections`").
+    pub fn of(names: &crate::stack::Names, api_id: &str, domain: Option<&crate::stack::domain::DomainSpec>) -> Outputs {
+        let (websocket_url, connections_url) = match domain {
+            None => (names.websocket_url(api_id), names.callback_url(api_id)),
+            Some(domain) if domain.disable_execute_api => (
+                format!("wss://{}", domain.name),
+                format!("https://{}/@connections", domain.name),
+            ),
+            Some(domain) => (format!("wss://{}", domain.name), names.callback_url(api_id)),
+        };
         Outputs {
             api_id: api_id.to_string(),
-            websocket_url: names.websocket_url(api_id),
-            connections_url: names.callback_url(api_id),
+            websocket_url,
+            connections_url,
         }
     }
 }

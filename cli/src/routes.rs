@@ -140,6 +140,7 @@ mod tests {
             keep_alive: Default::default(),
             duplicates: vec![],
             tags: Default::default(),
+            execute_api_disabled: false,
             execution_log_group: None,
         };
         let rows = rows(&api);

@@ -87,7 +87,12 @@ pub async fn read(session: &mut Session) -> Result<actual::Actual> {
         );
         Ok::<_, anyhow::Error>((account, bucket, releases))
     };
-    let (account, actual) = tokio::join!(account, actual::read(&session.aws, &session.names));
+    let domain = session
+        .settings
+        .domain
+        .as_ref()
+        .map(crate::stack::domain::DomainSpec::of);
+    let (account, actual) = tokio::join!(account, actual::read(&session.aws, &session.names, domain.as_ref()));
     // A credentials problem explains a failed read better than the read's own error.
     let (account, bucket, releases) = account?;
     session.names.account = account;
@@ -159,6 +164,12 @@ pub fn plan_for(session: &Session, actual: &actual::Actual, code: &BTreeMap<Func
     if !plan.conflicts.is_empty() {
         bail!("names this stack needs are taken:\n  {}", plan.conflicts.join("\n  "));
     }
+    if !plan.problems.is_empty() {
+        bail!(
+            "chatctl.toml cannot be applied as it stands (nothing was changed):\n  {}",
+            plan.problems.join("\n  ")
+        );
+    }
     Ok(plan)
 }
 
@@ -228,6 +239,7 @@ mod tests {
                 },
             }],
             conflicts: vec![],
+            problems: vec![],
         }
     }
 

@@ -97,6 +97,102 @@ pub struct ConfigFile {
     pub alarms: AlarmsFile,
     #[serde(default)]
     pub releases: ReleasesFile,
+    /// `[domain]`: the chat on a name of its own.
+    pub domain: Option<DomainFile>,
+}
+
+/// `[domain]`: the chat at `wss://NAME`, through an API Gateway custom
+/// domain name, its certificate and a Route 53 alias record.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainFile {
+    pub name: Option<String>,
+    /// A Route 53 hosted zone id; default: the zone whose name is the
+    /// longest suffix of `name`.
+    pub zone_id: Option<String>,
+    /// An ACM certificate covering `name`, in the stack's region.
+    pub certificate_arn: Option<String>,
+    /// Turn off the API's own `execute-api` endpoint.
+    pub disable_execute_api: Option<bool>,
+}
+
+/// `[domain]`, checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainSettings {
+    /// Lowercase, without a trailing dot.
+    pub name: String,
+    pub zone_id: Option<String>,
+    pub certificate_arn: Option<String>,
+    pub disable_execute_api: bool,
+}
+
+impl DomainSettings {
+    fn from_file(file: &DomainFile) -> Result<DomainSettings> {
+        let name = file
+            .name
+            .as_deref()
+            .context("[domain] name is required: the chat's host name, e.g. name = \"chat.example.com\"")?;
+        let name = validate_domain_name(name)?;
+        let zone_id = match file.zone_id.as_deref() {
+            None => None,
+            Some(zone) => {
+                // The API answers ids as `/hostedzone/Z…`; either form is taken.
+                let id = zone.trim().trim_start_matches("/hostedzone/");
+                let valid =
+                    (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                if !valid {
+                    bail!("[domain] zone_id {zone:?} is not a Route 53 hosted zone id (like Z0123456789ABCDEFGHIJ)");
+                }
+                Some(id.to_string())
+            }
+        };
+        let certificate_arn = match file.certificate_arn.as_deref() {
+            None => None,
+            Some(arn) => {
+                let parts: Vec<&str> = arn.split(':').collect();
+                let valid = parts.len() == 6
+                    && parts[0] == "arn"
+                    && parts[2] == "acm"
+                    && parts[5].starts_with("certificate/")
+                    && parts[5].len() > "certificate/".len();
+                if !valid {
+                    bail!(
+                        "[domain] certificate_arn {arn:?} is not an ACM certificate ARN \
+                         (arn:aws:acm:REGION:ACCOUNT:certificate/ID)"
+                    );
+                }
+                Some(arn.to_string())
+            }
+        };
+        Ok(DomainSettings {
+            name,
+            zone_id,
+            certificate_arn,
+            disable_execute_api: file.disable_execute_api.unwrap_or(false),
+        })
+    }
+}
+
+/// A host name for `[domain] name`: lowercased, without its trailing dot,
+/// at least two labels of 1–63 letters, digits and hyphens (not at either
+/// end), 253 characters at most (RFC 1035), no wildcard.
+pub fn validate_domain_name(name: &str) -> Result<String> {
+    let lower = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let labels: Vec<&str> = lower.split('.').collect();
+    let valid = lower.len() <= 253 && labels.len() >= 2 && labels.iter().all(|l| label_ok(l));
+    if !valid {
+        bail!(
+            "[domain] name {name:?} is not a DNS host name: use labels of letters, digits and '-' separated by dots, \
+             like chat.example.com"
+        );
+    }
+    Ok(lower)
 }
 
 /// `[releases]`: how many releases `rollback` can go back to.
@@ -303,6 +399,7 @@ pub struct Settings {
     pub alarms: AlarmSettings,
     /// `[releases] keep`: at least 2, so there is one to roll back to.
     pub releases_kept: usize,
+    pub domain: Option<DomainSettings>,
 }
 
 /// Flags that override the file.
@@ -457,6 +554,7 @@ impl Settings {
             stage_settings: stage_settings(&file.stage_settings)?,
             alarms: AlarmSettings::from_file(&file.alarms)?,
             releases_kept: file.releases.keep.unwrap_or(DEFAULT_RELEASES_KEPT),
+            domain: file.domain.as_ref().map(DomainSettings::from_file).transpose()?,
         };
         settings.validate()?;
         Ok(settings)

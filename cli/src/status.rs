@@ -77,6 +77,34 @@ fn release_detail(actual: &crate::stack::actual::Actual, names: &crate::stack::N
     }
 }
 
+/// The domain name's state and target, and its certificate's state and expiry.
+fn domain_details(domain: &crate::stack::domain::DomainActual, name: &str) -> Vec<String> {
+    let mut details = vec![];
+    if let Some(state) = domain.ours().into_iter().find(|d| d.name == name) {
+        details.push(format!(
+            "{} → {}",
+            state.status.as_deref().unwrap_or("status unknown"),
+            state.target.as_deref().unwrap_or("no target yet")
+        ));
+    }
+    if let Some(certificate) = &domain.certificate {
+        let expiry = certificate
+            .not_after
+            .and_then(utc_date)
+            .map(|date| format!(", expires {date}"))
+            .unwrap_or_default();
+        details.push(format!("certificate {}{expiry}", certificate.status));
+    }
+    details
+}
+
+/// A time as a UTC date (YYYY-MM-DD).
+fn utc_date(secs: i64) -> Option<String> {
+    let time = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(u64::try_from(secs).ok()?))?;
+    let text = humantime::format_rfc3339_seconds(time).to_string();
+    Some(text.get(..10)?.to_string())
+}
+
 /// Exit 0 when every resource is present, 3 otherwise.
 pub(crate) async fn run(session: &mut Session) -> Result<u8> {
     let actual = read(session).await?;
@@ -160,8 +188,32 @@ pub(crate) async fn run(session: &mut Session) -> Result<u8> {
                 }
             }
             "release" => resource.details.push(release_detail(&actual, names)),
+            "domain" => resource.details.extend(domain_details(&actual.domain, &resource.name)),
+            "mapping" => {
+                let domain = actual.domain.ours().into_iter().find(|d| d.name == resource.name);
+                for mapping in domain.map(|d| d.mappings.as_slice()).unwrap_or_default() {
+                    let path = if mapping.key.is_empty() { "/" } else { &mapping.key };
+                    resource
+                        .details
+                        .push(format!("{path} → API {} stage {}", mapping.api_id, mapping.stage));
+                }
+            }
+            "record" => {
+                for record in &actual.domain.records {
+                    let to = record.alias.as_deref().unwrap_or("(not an alias)");
+                    resource.details.push(format!("{} → {to}", record.kind));
+                }
+            }
             _ => {}
         }
+    }
+    for problem in &plan.problems {
+        resources.push(ResourceStatus {
+            kind: "problem",
+            name: problem.clone(),
+            state: "invalid",
+            details: vec![],
+        });
     }
     for conflict in &plan.conflicts {
         resources.push(ResourceStatus {
@@ -180,7 +232,10 @@ pub(crate) async fn run(session: &mut Session) -> Result<u8> {
     let report = StatusReport {
         stack: names.stack.clone(),
         healthy,
-        outputs: actual.api.ours().map(|api| crate::output::Outputs::of(names, &api.id)),
+        outputs: actual
+            .api
+            .ours()
+            .map(|api| crate::output::Outputs::of(names, &api.id, desired.domain.as_ref())),
         resources,
         open_connections,
         open_connections_error,

@@ -634,6 +634,8 @@ const CREATES: &[(&str, &str)] = &[
     ("apigateway", "CreateRoute"),
     ("apigateway", "CreateStage"),
     ("apigateway", "CreateDeployment"),
+    ("apigateway", "CreateDomainName"),
+    ("apigateway", "CreateApiMapping"),
     ("lambda", "CreateFunction"),
     ("iam", "CreateRole"),
     ("dynamodb", "CreateTable"),

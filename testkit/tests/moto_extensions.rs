@@ -5,8 +5,10 @@
 //! backed up item by item instead of table by table, a DynamoDB tag given
 //! again replacing its value, a stage's tags changed in place, and
 //! DeleteAccessLogSettings, a route key and a stage name taken once, route
-//! settings that must name a route of the API, and CloudWatch over the SDK's CBOR protocol with
-//! percentiles (p50, p99) in GetMetricData.
+//! settings that must name a route of the API, CloudWatch over the SDK's CBOR protocol with
+//! percentiles (p50, p99) in GetMetricData, and custom domain names as AWS
+//! answers them (regional target, one type of API, UpdateApiMapping,
+//! UpdateDomainName, DeleteDomainName with its mappings).
 
 use aws_sdk_apigatewayv2::Client;
 use aws_sdk_apigatewayv2::types::{
@@ -908,4 +910,107 @@ async fn get_route_responses_lists_a_routes_responses() {
         .send()
         .await;
     assert!(missing.unwrap_err().into_service_error().is_not_found_exception());
+}
+
+#[tokio::test]
+async fn a_domain_name_answers_its_regional_target_and_serves_one_type_of_api() {
+    use aws_sdk_apigatewayv2::types::DomainNameConfiguration;
+    let moto = Moto::start();
+    let client = client(&moto).await;
+    let websocket = chat_api(&client, true).await;
+    create_stage(&client, &websocket, "dev").await;
+    create_stage(&client, &websocket, "prod").await;
+    let certificate = "arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-0000-0000-000000000000";
+    let created = client
+        .create_domain_name()
+        .domain_name("chat.example.com")
+        .domain_name_configurations(DomainNameConfiguration::builder().certificate_arn(certificate).build())
+        .send()
+        .await
+        .unwrap();
+    let configuration = &created.domain_name_configurations()[0];
+    let target = configuration.api_gateway_domain_name().unwrap().to_string();
+    assert!(
+        target.starts_with("d-") && target.ends_with(".execute-api.us-east-1.amazonaws.com"),
+        "{target}"
+    );
+    assert_eq!(configuration.hosted_zone_id(), Some("Z1UJRXOUMOOFQ8"));
+    assert_eq!(configuration.endpoint_type().map(|e| e.as_str()), Some("REGIONAL"));
+    assert_eq!(configuration.security_policy().map(|p| p.as_str()), Some("TLS_1_2"));
+    assert_eq!(
+        configuration.domain_name_status().map(|s| s.as_str()),
+        Some("AVAILABLE")
+    );
+
+    let mapping = client
+        .create_api_mapping()
+        .domain_name("chat.example.com")
+        .api_id(&websocket.id)
+        .stage("dev")
+        .send()
+        .await
+        .unwrap();
+    // An HTTP API on the same domain name: refused, as on AWS.
+    let http = client
+        .create_api()
+        .name("http")
+        .protocol_type(ProtocolType::Http)
+        .send()
+        .await
+        .unwrap();
+    client
+        .create_stage()
+        .api_id(http.api_id().unwrap())
+        .stage_name("$default")
+        .send()
+        .await
+        .unwrap();
+    let err = client
+        .create_api_mapping()
+        .domain_name("chat.example.com")
+        .api_id(http.api_id().unwrap())
+        .api_mapping_key("v1")
+        .stage("$default")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.into_service_error().meta().code(), Some("BadRequestException"));
+
+    // The mapping moves to another stage in place; the certificate changes.
+    let moved = client
+        .update_api_mapping()
+        .domain_name("chat.example.com")
+        .api_mapping_id(mapping.api_mapping_id().unwrap())
+        .api_id(&websocket.id)
+        .stage("prod")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.api_mapping_id(), mapping.api_mapping_id());
+    assert_eq!(moved.stage(), Some("prod"));
+    let other = "arn:aws:acm:us-east-1:123456789012:certificate/11111111-1111-1111-1111-111111111111";
+    let updated = client
+        .update_domain_name()
+        .domain_name("chat.example.com")
+        .domain_name_configurations(DomainNameConfiguration::builder().certificate_arn(other).build())
+        .send()
+        .await
+        .unwrap();
+    let configuration = &updated.domain_name_configurations()[0];
+    assert_eq!(configuration.certificate_arn(), Some(other));
+    assert_eq!(
+        configuration.api_gateway_domain_name(),
+        Some(target.as_str()),
+        "the target stays"
+    );
+
+    // A domain name with a mapping is deleted with it.
+    client
+        .delete_domain_name()
+        .domain_name("chat.example.com")
+        .send()
+        .await
+        .unwrap();
+    let left = client.get_domain_names().send().await.unwrap();
+    assert!(left.items().is_empty(), "{left:?}");
 }

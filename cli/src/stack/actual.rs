@@ -12,6 +12,7 @@ use super::alarms::{AlarmState, TopicState, read_alarms, read_topic};
 use super::api::{ApiState, read_api};
 pub use super::base::{Found, all_pages};
 use super::bucket::BucketState;
+use super::domain::{DomainActual, DomainSpec, read_domain};
 use super::function::{FunctionState, read_function};
 use super::log_group::{LogGroupState, read_log_groups};
 use super::role::{RoleState, read_role};
@@ -38,6 +39,8 @@ pub struct Actual {
     pub bucket: Found<BucketState>,
     /// The releases recorded in the bucket, oldest first.
     pub releases: Vec<super::release::Release>,
+    /// The stack's domain names, and what `[domain]` names.
+    pub domain: DomainActual,
 }
 
 impl Actual {
@@ -61,13 +64,16 @@ impl Actual {
             && self.topic.ours().is_none()
             && self.alarms.values().all(|a| a.ours().is_none())
             && self.bucket.ours().is_none()
+            && self.domain.ours().is_empty()
     }
 }
 
-pub async fn read(aws: &Aws, names: &Names) -> Result<Actual> {
+/// `domain` is what `[domain]` asks for: its zone and certificate are read
+/// with the stack's own domain names.
+pub async fn read(aws: &Aws, names: &Names, domain: Option<&DomainSpec>) -> Result<Actual> {
     let tables = [names.connections_table(), names.messages_table()];
     let roles = [names.handlers_role(), names.authorizer_role()];
-    let (tables, roles, log_groups, functions, api, secret, topic, alarms) = tokio::try_join!(
+    let (tables, roles, log_groups, functions, api, secret, topic, alarms, domain) = tokio::try_join!(
         futures::future::try_join_all(tables.iter().map(|t| read_table(aws, names, t))),
         futures::future::try_join_all(roles.iter().map(|r| read_role(aws, names, r))),
         read_log_groups(aws, names),
@@ -76,6 +82,7 @@ pub async fn read(aws: &Aws, names: &Names) -> Result<Actual> {
         read_secret(aws, names),
         read_topic(aws, names),
         read_alarms(aws, names),
+        read_domain(aws, names, domain),
     )?;
     Ok(Actual {
         tables: tables.into_iter().collect(),
@@ -88,6 +95,7 @@ pub async fn read(aws: &Aws, names: &Names) -> Result<Actual> {
         alarms,
         bucket: Found::Missing,
         releases: vec![],
+        domain,
     })
 }
 

@@ -36,6 +36,9 @@ pub struct ApiState {
     pub duplicates: Vec<String>,
     /// Every tag, the stack's included.
     pub tags: BTreeMap<String, String>,
+    /// The API's own `execute-api` endpoint is off (`[domain]
+    /// disable_execute_api`).
+    pub execute_api_disabled: bool,
     /// The stage's execution log group, once API Gateway has made it: ours
     /// by its name (it holds the API's id), deleted by `down`. Not part of a
     /// saved plan's fingerprint: API Gateway makes it when it likes.
@@ -205,6 +208,7 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
             .filter_map(|(_, api)| api.api_id().map(str::to_string))
             .collect(),
         tags: api.tags.clone().unwrap_or_default().into_iter().collect(),
+        execute_api_disabled: api.disable_execute_api_endpoint().unwrap_or(false),
         execution_log_group,
     }))
 }
@@ -212,7 +216,7 @@ pub async fn read_api(aws: &Aws, names: &Names) -> Result<Found<ApiState>> {
 /// Makes the API its step says (deleting the duplicates first); returns its id.
 pub(super) async fn ensure_api(
     aws: &Aws,
-    (stack, name): (Stack<'_>, &str),
+    (stack, name, disable_execute_api): (Stack<'_>, &str, bool),
     (api, duplicates): (&Change, &[&Change]),
     writes: &ApiWrites,
     report: Report<'_>,
@@ -235,6 +239,17 @@ pub(super) async fn ensure_api(
                                     .update_api()
                                     .api_id(&id)
                                     .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
+                                    .send()
+                            })
+                            .await?;
+                    }
+                    Detail::ExecuteApiEndpoint { disabled } => {
+                        writes
+                            .send("cannot turn the API's own endpoint on or off", || {
+                                aws.apigateway
+                                    .update_api()
+                                    .api_id(&id)
+                                    .disable_execute_api_endpoint(*disabled)
                                     .send()
                             })
                             .await?;
@@ -268,6 +283,7 @@ pub(super) async fn ensure_api(
                     .name(name)
                     .protocol_type(ProtocolType::Websocket)
                     .route_selection_expression(ROUTE_SELECTION_EXPRESSION)
+                    .disable_execute_api_endpoint(disable_execute_api)
                     .description(format!("chatctl stack {}", stack.names.stack))
                     .set_tags(Some(stack.tags.clone().into_iter().collect()))
                     .customize()
@@ -307,7 +323,8 @@ pub fn is_websocket(api: &ApiState) -> bool {
 }
 
 /// What the API itself needs (its parts are planned on their own).
-pub fn api_action(api: Option<&ApiState>, tags: &BTreeMap<String, String>) -> Action {
+/// `disable_execute_api`: whether the API's own endpoint is to be off.
+pub fn api_action(api: Option<&ApiState>, tags: &BTreeMap<String, String>, disable_execute_api: bool) -> Action {
     let Some(api) = api else {
         return Action::Create;
     };
@@ -319,6 +336,11 @@ pub fn api_action(api: Option<&ApiState>, tags: &BTreeMap<String, String>) -> Ac
     let mut changes = vec![];
     if api.route_selection_expression.as_deref() != Some(ROUTE_SELECTION_EXPRESSION) {
         changes.push(Detail::RouteSelection);
+    }
+    if api.execute_api_disabled != disable_execute_api {
+        changes.push(Detail::ExecuteApiEndpoint {
+            disabled: disable_execute_api,
+        });
     }
     changes.extend(tag_changes(&api.tags, tags));
     Action::update_or_nothing(changes)

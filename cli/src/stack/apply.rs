@@ -17,8 +17,8 @@ pub use super::base::{Report, Step};
 use super::desired::Desired;
 use super::plan::{self, Action, Detail, Kind, Plan};
 use super::{
-    alarms, api, authorizer, bucket, function, integration, keep_alive, log_group, permission, release, role, route,
-    secret, stage, table,
+    alarms, api, authorizer, bucket, domain, function, integration, keep_alive, log_group, permission, release, role,
+    route, secret, stage, table,
 };
 use crate::aws::Aws;
 
@@ -39,7 +39,7 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
         // The log groups exist before the stage that writes its access log to
         // one; the secret before the authorizer is updated (a secret moved
         // from its environment is read there first).
-        let (_, api_id, _, _, _) = tokio::try_join!(
+        let (_, api_id, _, _, _, _) = tokio::try_join!(
             try_join_all(desired.roles.iter().map(|spec| {
                 let action = plan.action(Kind::Role, &spec.name);
                 role::create_role(aws, stack, spec, action, report)
@@ -47,7 +47,9 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
             async {
                 let duplicates: Vec<&plan::Change> = plan.deletions(Kind::Api).collect();
                 let api = planned(plan, Kind::Api, &desired.api.name)?;
-                api::ensure_api(aws, (stack, &desired.api.name), (api, &duplicates), writes, report).await
+                let disable_execute_api = desired.domain.as_ref().is_some_and(|d| d.disable_execute_api);
+                let name = (stack, desired.api.name.as_str(), disable_execute_api);
+                api::ensure_api(aws, name, (api, &duplicates), writes, report).await
             },
             try_join_all(desired.log_groups.iter().map(|spec| {
                 let action = plan.action(Kind::LogGroup, &spec.name);
@@ -66,6 +68,8 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
                 apply_bucket(aws, desired, plan.action(Kind::Bucket, &desired.names.bucket()), report).await?;
                 upload_code(aws, desired, plan).await
             },
+            // The domain name needs only its certificate, its records only it.
+            apply_domain(aws, desired, plan, report),
         )?;
         // An integration needs only its function's ARN, known from the name:
         // the API's parts are written while the functions are created and
@@ -117,6 +121,23 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
         if let Some(served) = deployment {
             stage::deploy(aws, &desired.api, (&api_id, writes), &served, report).await?;
         }
+        // The domain serves the stage once the stage serves the routes.
+        if let Some(spec) = &desired.domain {
+            let mapping = planned(plan, Kind::Mapping, &spec.name)?;
+            domain::apply_mapping(aws, mapping, (&api_id, &desired.api.stage), report).await?;
+        }
+        // Domain names `[domain]` no longer names go with their records and
+        // mappings; other paths on the stack's domain name go.
+        for step in plan.deletions(Kind::Domain) {
+            domain::delete_domain(aws, &step.name).await?;
+            base::step(report, Kind::Domain, &step.name, "deleted");
+        }
+        for step in plan.deletions(Kind::Mapping) {
+            if plan.deletions(Kind::Domain).all(|d| d.name != step.name) {
+                domain::delete_mapping(aws, &step.name, &live_id(step)?).await?;
+                base::step(report, Kind::Mapping, &step.name, "deleted");
+            }
+        }
         // Alarms `[alarms]` no longer asks for; the topic when it asks for none.
         for step in plan.deletions(Kind::Alarm) {
             alarms::delete_alarm(aws, &step.name).await?;
@@ -156,6 +177,23 @@ async fn apply_bucket(aws: &Aws, desired: &Desired, action: &Action, report: Rep
         _ => {}
     }
     Ok(())
+}
+
+/// Creates or updates the domain name, then points its records at it.
+async fn apply_domain(aws: &Aws, desired: &Desired, plan: &Plan, report: Report<'_>) -> Result<()> {
+    let Some(spec) = &desired.domain else {
+        return Ok(());
+    };
+    let (domain_action, records) = (
+        plan.action(Kind::Domain, &spec.name),
+        planned(plan, Kind::Record, &spec.name)?,
+    );
+    if *domain_action == Action::NoChange && records.action == Action::NoChange {
+        return Ok(());
+    }
+    let zone = live_id(records)?;
+    let domain = domain::apply_domain(aws, desired.stack(), spec, &zone, domain_action, report).await?;
+    domain::apply_records(aws, records, &domain, report).await
 }
 
 /// Uploads, once, the zip of each build the plan creates or updates a
@@ -289,6 +327,9 @@ pub async fn delete(
                 | Kind::Alarm
                 | Kind::Topic
                 | Kind::Bucket
+                | Kind::Domain
+                | Kind::Mapping
+                | Kind::Record
         ) {
             bail!(
                 "`down` deletes a {} ({}) with its API, not on its own",
@@ -300,6 +341,18 @@ pub async fn delete(
     let writes = &ApiWrites::default();
     let of = |kind: Kind| steps.iter().filter(move |s| s.kind == kind);
     let done = |step: &plan::Change| base::step(report, step.kind, &step.name, "deleted");
+    // The domain names first: their records, then mappings (which name the
+    // API), then themselves.
+    for step in of(Kind::Domain) {
+        domain::delete_domain(aws, &step.name).await?;
+        for part in steps
+            .iter()
+            .filter(|s| s.name == step.name && matches!(s.kind, Kind::Record | Kind::Mapping))
+        {
+            done(part);
+        }
+        done(step);
+    }
     for step in of(Kind::Api) {
         api::delete_api(aws, writes, &step.name, &live_id(step)?).await?;
         done(step);

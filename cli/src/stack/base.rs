@@ -32,6 +32,12 @@ pub enum Kind {
     Alarm,
     Bucket,
     Release,
+    /// An API Gateway custom domain name (`[domain]`).
+    Domain,
+    /// The API mapping of the stage on the domain name.
+    Mapping,
+    /// The Route 53 alias records (A, AAAA) of the domain name.
+    Record,
 }
 
 impl Kind {
@@ -52,6 +58,9 @@ impl Kind {
             Kind::Alarm => "alarm",
             Kind::Bucket => "bucket",
             Kind::Release => "release",
+            Kind::Domain => "domain",
+            Kind::Mapping => "mapping",
+            Kind::Record => "record",
         }
     }
 }
@@ -156,6 +165,14 @@ pub enum Detail {
     /// Permission: the function-wide statement of stacks from before the
     /// alias, replaced by the alias's own.
     UnqualifiedPermission,
+    /// API: its own `execute-api` endpoint turned off or on.
+    ExecuteApiEndpoint { disabled: bool },
+    /// Domain name: another certificate.
+    Certificate { from: Option<String>, to: String },
+    /// Mapping: to the stack's API and stage, from another.
+    MappingTarget { from: String },
+    /// Records: to alias the domain name's regional target.
+    AliasTarget,
     /// Tags to set and to remove (tags AWS reserves, `aws:*`, are never touched).
     Tags {
         set: BTreeMap<String, String>,
@@ -228,6 +245,11 @@ impl fmt::Display for Detail {
             }
             Detail::InvokeAlias => f.write_str("invokes alias live"),
             Detail::UnqualifiedPermission => f.write_str("- function-wide statement, now on alias live"),
+            Detail::ExecuteApiEndpoint { disabled: true } => f.write_str("execute-api endpoint off"),
+            Detail::ExecuteApiEndpoint { disabled: false } => f.write_str("execute-api endpoint on"),
+            Detail::Certificate { from, to } => write!(f, "certificate {} → {to}", or_dash(from)),
+            Detail::MappingTarget { from } => write!(f, "mapped to {from} → the stack's stage"),
+            Detail::AliasTarget => f.write_str("alias → the domain name's regional target"),
             Detail::Subscriptions { add, remove } => {
                 let mut parts: Vec<String> = add.iter().map(|e| format!("+ {e}")).collect();
                 parts.extend(remove.iter().map(|e| format!("- {e}")));

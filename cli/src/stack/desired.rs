@@ -154,6 +154,9 @@ pub struct Desired {
     /// `[releases] keep`.
     #[serde(default = "releases_kept")]
     pub releases_kept: usize,
+    /// `[domain]`: the chat on a name of its own.
+    #[serde(default)]
+    pub domain: Option<super::domain::DomainSpec>,
 }
 
 fn releases_kept() -> usize {
@@ -263,6 +266,7 @@ impl Desired {
             secret,
             alarms: settings.alarms.enabled.then(|| alarms(settings, &names_for_alarms)),
             releases_kept: settings.releases_kept,
+            domain: settings.domain.as_ref().map(super::domain::DomainSpec::of),
         }
     }
 
@@ -508,6 +512,11 @@ fn function_env(settings: &Settings, names: &Names, function: Function) -> BTree
     env.insert(vars::CONNECTIONS_TABLE.to_string(), names.connections_table());
     env.insert(vars::MESSAGES_TABLE.to_string(), names.messages_table());
     env.extend(settings.function_limits_env());
+    // With the API's own endpoint off, replies go through the domain, whose
+    // root maps the stage (aws-facts.md §11, "custom domain and `@connections`").
+    if let Some(domain) = settings.domain.as_ref().filter(|d| d.disable_execute_api) {
+        env.insert(vars::CALLBACK_URL.to_string(), format!("https://{}", domain.name));
+    }
     env
 }
 

@@ -89,6 +89,23 @@ impl Teardown {
             actual.log_groups.iter().map(|(name, found)| (name.clone(), found)),
         );
         let mut log_groups = log_groups;
+        // The domain names first: their records and mappings, then themselves.
+        for domain in actual.domain.ours() {
+            let records = match actual.domain.other_records.get(&domain.name) {
+                Some((_, records)) => records.as_slice(),
+                None => actual.domain.records.as_slice(),
+            };
+            if records.iter().any(|r| r.alias.is_some() && r.alias == domain.target) {
+                t.steps.push(delete(Kind::Record, &domain.name, None));
+            }
+            for mapping in &domain.mappings {
+                t.steps.push(delete(Kind::Mapping, &domain.name, Some(&mapping.id)));
+            }
+            t.steps.push(delete(Kind::Domain, &domain.name, None));
+        }
+        if let (Some(Found::Foreign(_)), Some(name)) = (&actual.domain.wanted, &actual.domain.name) {
+            t.skipped.push(format!("API Gateway domain name {name}"));
+        }
         if let Some(api) = actual.api.ours() {
             let ids = std::iter::once(&api.id).chain(&api.duplicates);
             t.steps.extend(ids.map(|id| delete(Kind::Api, &names.api(), Some(id))));
@@ -172,6 +189,7 @@ mod tests {
             keep_alive: Default::default(),
             duplicates: vec!["a2".into()],
             tags: Default::default(),
+            execute_api_disabled: false,
             execution_log_group: Some("API-Gateway-Execution-Logs_a1/dev".into()),
         };
         let role = RoleState {
@@ -206,6 +224,7 @@ mod tests {
             alarms: BTreeMap::new(),
             bucket: Found::Missing,
             releases: vec![],
+            domain: Default::default(),
         }
     }
 

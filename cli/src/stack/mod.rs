@@ -25,6 +25,7 @@ pub mod tags;
 pub mod api;
 pub mod authorizer;
 pub mod bucket;
+pub mod domain;
 pub mod function;
 pub mod integration;
 pub mod keep_alive;

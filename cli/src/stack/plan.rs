@@ -14,8 +14,8 @@ use super::base::Found;
 pub use super::base::{Action, Change, Detail, Kind, tag_changes};
 use super::desired::Desired;
 use super::{
-    Function, alarms, api, authorizer, integration, keep_alive, log_group, permission, release, role, route, secret,
-    stage, table,
+    Function, alarms, api, authorizer, domain, integration, keep_alive, log_group, permission, release, role, route,
+    secret, stage, table,
 };
 
 /// Whether two plans would change different things, the stack's bucket
@@ -41,6 +41,10 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Names taken by resources that are not this stack's.
     pub conflicts: Vec<String>,
+    /// Why the settings cannot be applied as they stand (a `[domain]` whose
+    /// zone or certificate does not fit): each says what to do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// What the plan says of a resource it does not list: nothing to do.
@@ -107,6 +111,7 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
         values: desired.clone(),
         changes: vec![],
         conflicts: vec![],
+        problems: vec![],
     };
     let mut add =
         |kind: Kind, name: &str, found_foreign: Option<(&str, &Option<String>)>, action: Action| match found_foreign {
@@ -231,6 +236,17 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
     let action = release::release_action(desired, &functions, &actual.releases);
     add(Kind::Release, release::ALIAS, None, action);
     plan.changes.extend(api_changes(desired, actual));
+    // The domain, mapped to the stage of the live API.
+    let live_api = actual
+        .api
+        .ours()
+        .filter(|a| api::is_websocket(a))
+        .map(|a| (a.id.as_str(), desired.api.stage.as_str()));
+    let domain = domain::domain_changes(desired.domain.as_ref(), &actual.domain, live_api, &desired.tags);
+    plan.changes.extend(domain);
+    if desired.domain.is_some() {
+        plan.problems.extend(actual.domain.problems.iter().cloned());
+    }
     plan
 }
 
@@ -254,7 +270,11 @@ pub fn api_changes(desired: &Desired, actual: &Actual) -> Vec<Change> {
         Kind::Api,
         &spec.name,
         api.map(|a| a.id.as_str()),
-        api::api_action(api, &desired.tags),
+        api::api_action(
+            api,
+            &desired.tags,
+            desired.domain.as_ref().is_some_and(|d| d.disable_execute_api),
+        ),
     ));
     for duplicate in api.map(|a| a.duplicates.as_slice()).unwrap_or_default() {
         changes.push(change(Kind::Api, &spec.name, Some(duplicate), Action::Delete));
@@ -629,6 +649,7 @@ mod tests {
             alarms: BTreeMap::new(),
             bucket: Found::Missing,
             releases: vec![],
+            domain: Default::default(),
         };
         let moving = plan(&d, &actual);
         assert_eq!(moving.action(Kind::Secret, "chatctl/chat/token"), &Action::Create);
@@ -767,6 +788,7 @@ mod tests {
             alarms: BTreeMap::new(),
             bucket: Found::Missing,
             releases: vec![],
+            domain: Default::default(),
         };
         let new = plan(&d, &empty);
         assert!(new.changes.iter().all(|c| c.action == Action::Create));
@@ -824,12 +846,14 @@ mod tests {
                 key: "user".into(),
             }])],
             conflicts: vec![],
+            problems: vec![],
         };
         assert!(add.destructive().is_empty());
         let remake = Plan {
             values: desired(),
             changes: vec![change(vec![Detail::DeleteIndex { name: "by-user".into() }])],
             conflicts: vec![],
+            problems: vec![],
         };
         assert_eq!(remake.destructive().len(), 1);
     }

@@ -138,7 +138,10 @@ impl SavedPlan {
                 }
             ));
         }
-        if super::plan::pending_differ(&self.plan, &now.plan) || self.plan.conflicts != now.plan.conflicts {
+        if super::plan::pending_differ(&self.plan, &now.plan)
+            || self.plan.conflicts != now.plan.conflicts
+            || self.plan.problems != now.plan.problems
+        {
             return Some("the settings (chatctl.toml or options) changed since it was made".into());
         }
         None
@@ -258,6 +261,7 @@ mod tests {
                 values: crate::stack::scripted::desired(&BTreeMap::new()),
                 changes: vec![],
                 conflicts: vec![],
+                problems: vec![],
             },
         }
     }

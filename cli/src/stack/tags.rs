@@ -23,6 +23,8 @@ pub enum Tagged<'a> {
     Api(&'a str),
     /// An API Gateway stage's ARN (`…/apis/ID/stages/NAME`).
     Stage(&'a str),
+    /// An API Gateway custom domain name's ARN (`…::/domainnames/NAME`).
+    DomainName(&'a str),
     /// A Secrets Manager secret's ARN.
     Secret(&'a str),
     /// An SNS topic's ARN.
@@ -94,7 +96,7 @@ pub async fn retag(aws: &Aws, resource: Tagged<'_>, set: &BTreeMap<String, Strin
                     .await
                     .map_err(failed(&what))?;
             }
-            Tagged::Api(arn) | Tagged::Stage(arn) => {
+            Tagged::Api(arn) | Tagged::Stage(arn) | Tagged::DomainName(arn) => {
                 aws.apigateway
                     .untag_resource()
                     .resource_arn(arn)
@@ -175,7 +177,7 @@ pub async fn retag(aws: &Aws, resource: Tagged<'_>, set: &BTreeMap<String, Strin
                     .await
                     .map_err(failed(&what))?;
             }
-            Tagged::Api(arn) | Tagged::Stage(arn) => {
+            Tagged::Api(arn) | Tagged::Stage(arn) | Tagged::DomainName(arn) => {
                 aws.apigateway
                     .tag_resource()
                     .resource_arn(arn)
@@ -246,6 +248,7 @@ impl std::fmt::Display for Tagged<'_> {
             Tagged::Function(arn) => write!(f, "Lambda function {arn}"),
             Tagged::Api(arn) => write!(f, "API {arn}"),
             Tagged::Stage(arn) => write!(f, "stage {arn}"),
+            Tagged::DomainName(arn) => write!(f, "domain name {arn}"),
             Tagged::Secret(arn) => write!(f, "secret {arn}"),
             Tagged::Topic(arn) => write!(f, "SNS topic {arn}"),
             Tagged::Alarm(arn) => write!(f, "alarm {arn}"),

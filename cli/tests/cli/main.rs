@@ -4,6 +4,7 @@
 //! SDK independently of chatctl's own reading code.
 
 mod dev;
+mod domain;
 mod down;
 mod gateway;
 mod harness;

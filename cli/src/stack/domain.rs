@@ -1,0 +1,947 @@
+//! The chat on a name of its own (`[domain]`): an API Gateway custom domain
+//! name (REGIONAL, TLS 1.2) with a certificate, the API mapping of the stage
+//! at its root, and Route 53 alias records (A and AAAA) from the name to the
+//! domain name's regional target. Read, checked, diffed, applied, deleted.
+//!
+//! Which domain names are the stack's: the ones tagged with it. The zone
+//! chatctl wrote the records in is a tag of the domain name too
+//! ([`ZONE_TAG`]), so `down` finds the records without chatctl.toml.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_apigatewayv2::types::{DomainNameConfiguration, EndpointType, SecurityPolicy};
+use aws_sdk_route53::types::{AliasTarget, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecordSet, RrType};
+use serde::{Deserialize, Serialize};
+
+use super::base::{Action, Detail, Found, Kind, Polled, Report, Stack, poll, step, tag_changes, taken_if_ours};
+use super::tags::{Tagged, retag};
+use super::{Names, STACK_TAG};
+use crate::aws::{Aws, Budget, failed, is_code, retry, retry_error};
+use crate::settings::DomainSettings;
+
+/// The domain name's tag naming the hosted zone of its records.
+pub const ZONE_TAG: &str = "chatctl:zone";
+
+/// What `[domain]` asks for, as the plan holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainSpec {
+    /// Lowercase, without the trailing dot.
+    pub name: String,
+    /// The hosted zone given in chatctl.toml; else the one found.
+    pub zone_id: Option<String>,
+    pub certificate_arn: Option<String>,
+    pub disable_execute_api: bool,
+}
+
+impl DomainSpec {
+    pub fn of(settings: &DomainSettings) -> DomainSpec {
+        DomainSpec {
+            name: settings.name.clone(),
+            zone_id: settings.zone_id.clone(),
+            certificate_arn: settings.certificate_arn.clone(),
+            disable_execute_api: settings.disable_execute_api,
+        }
+    }
+}
+
+/// An API Gateway custom domain name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DomainState {
+    pub name: String,
+    pub certificate_arn: Option<String>,
+    /// Where its alias records point: `d-….execute-api.REGION.amazonaws.com`
+    /// and the region's API Gateway hosted zone.
+    pub target: Option<String>,
+    pub target_zone: Option<String>,
+    /// AVAILABLE, UPDATING, PENDING_CERTIFICATE_REIMPORT, …
+    pub status: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub mappings: Vec<MappingState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MappingState {
+    pub id: String,
+    pub api_id: String,
+    pub stage: String,
+    /// "" is the root.
+    pub key: String,
+}
+
+/// A Route 53 hosted zone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ZoneState {
+    /// Without the `/hostedzone/` prefix.
+    pub id: String,
+    /// Lowercase, without the trailing dot.
+    pub name: String,
+    pub private: bool,
+}
+
+/// One of the name's A or AAAA records, as Route 53 has it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordState {
+    /// A or AAAA.
+    pub kind: String,
+    /// The alias target (lowercase, no trailing dot), when it is an alias.
+    pub alias: Option<String>,
+    pub alias_zone: Option<String>,
+}
+
+/// An ACM certificate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CertificateState {
+    pub arn: String,
+    /// ISSUED, PENDING_VALIDATION, EXPIRED, …
+    pub status: String,
+    /// The domain name and the subject alternative names.
+    pub names: Vec<String>,
+    /// Seconds since the epoch.
+    pub not_after: Option<i64>,
+}
+
+/// What exists of the stack's domain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DomainActual {
+    /// The name `[domain]` asks for.
+    pub name: Option<String>,
+    /// The domain name of that name, when `[domain]` asks for one.
+    pub wanted: Option<Found<DomainState>>,
+    /// The APIs the wanted name maps when it is not the stack's.
+    pub foreign_mapped: Vec<String>,
+    /// The stack's other domain names (a name `[domain]` no longer asks for).
+    pub others: Vec<DomainState>,
+    /// The hosted zone of the wanted name, when one was found.
+    pub zone: Option<ZoneState>,
+    /// The wanted name's A and AAAA records in that zone.
+    pub records: Vec<RecordState>,
+    /// The other domain names' records, by domain name.
+    pub other_records: BTreeMap<String, (String, Vec<RecordState>)>,
+    pub certificate: Option<CertificateState>,
+    /// Why `[domain]` cannot be applied as it stands (checked before any change).
+    pub problems: Vec<String>,
+}
+
+impl DomainActual {
+    /// The stack's own domain names.
+    pub fn ours(&self) -> Vec<&DomainState> {
+        let wanted = self.wanted.as_ref().and_then(|f| f.ours());
+        wanted.into_iter().chain(&self.others).collect()
+    }
+}
+
+/// How AWS names a domain name for tagging.
+pub fn domain_arn(names: &Names, domain: &str) -> String {
+    let (partition, _) = names.partition();
+    format!("arn:{partition}:apigateway:{}::/domainnames/{domain}", names.region)
+}
+
+/// A DNS name as chatctl compares it: lowercase, no trailing dot, Route 53's
+/// octal escape of `*` undone.
+fn dns(name: &str) -> String {
+    name.trim_end_matches('.').replace("\\052", "*").to_ascii_lowercase()
+}
+
+/// Whether a certificate for `pattern` (a name or a `*.` wildcard of one
+/// label) covers `name`.
+pub fn covers(pattern: &str, name: &str) -> bool {
+    let (pattern, name) = (dns(pattern), dns(name));
+    match pattern.strip_prefix("*.") {
+        Some(parent) => name
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+        None => pattern == name,
+    }
+}
+
+/// Whether `name` is `zone` or inside it.
+pub fn in_zone(name: &str, zone: &str) -> bool {
+    let (name, zone) = (dns(name), dns(zone));
+    name == zone || name.ends_with(&format!(".{zone}"))
+}
+
+/// The zone among `zones` whose name is the longest suffix of `name`
+/// (public zones only: a private zone answers inside a VPC, not to users).
+pub fn zone_for<'a>(zones: &'a [ZoneState], name: &str) -> Option<&'a ZoneState> {
+    zones
+        .iter()
+        .filter(|z| !z.private && in_zone(name, &z.name))
+        .max_by_key(|z| z.name.len())
+}
+
+fn domain_state(domain: &aws_sdk_apigatewayv2::types::DomainName) -> DomainState {
+    let configuration = domain.domain_name_configurations().first();
+    DomainState {
+        name: dns(domain.domain_name().unwrap_or_default()),
+        certificate_arn: configuration.and_then(|c| c.certificate_arn()).map(str::to_string),
+        target: configuration.and_then(|c| c.api_gateway_domain_name()).map(dns),
+        target_zone: configuration.and_then(|c| c.hosted_zone_id()).map(str::to_string),
+        status: configuration
+            .and_then(|c| c.domain_name_status())
+            .map(|s| s.as_str().to_string()),
+        tags: domain
+            .tags()
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        mappings: vec![],
+    }
+}
+
+async fn read_mappings(aws: &Aws, domain: &str) -> Result<Vec<MappingState>> {
+    super::base::all_pages(&format!("API mappings of {domain}"), |token| async move {
+        let page = aws
+            .apigateway
+            .get_api_mappings()
+            .domain_name(domain)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(failed(format!("cannot list the API mappings of domain name {domain}")))?;
+        let mappings = page
+            .items()
+            .iter()
+            .map(|m| MappingState {
+                id: m.api_mapping_id().unwrap_or_default().to_string(),
+                api_id: m.api_id().unwrap_or_default().to_string(),
+                stage: m.stage().unwrap_or_default().to_string(),
+                key: m.api_mapping_key().unwrap_or_default().to_string(),
+            })
+            .collect();
+        Ok((mappings, page.next_token().map(str::to_string)))
+    })
+    .await
+}
+
+/// Every domain name of the account in the region, with its tags.
+async fn read_domain_names(aws: &Aws) -> Result<Vec<DomainState>> {
+    super::base::all_pages("API Gateway domain names", |token| async move {
+        let page = aws
+            .apigateway
+            .get_domain_names()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(failed("cannot list API Gateway domain names"))?;
+        let items = page.items().iter().map(domain_state).collect();
+        Ok((items, page.next_token().map(str::to_string)))
+    })
+    .await
+}
+
+fn zone_state(zone: &aws_sdk_route53::types::HostedZone) -> ZoneState {
+    ZoneState {
+        id: zone.id().trim_start_matches("/hostedzone/").to_string(),
+        name: dns(zone.name()),
+        private: zone.config().is_some_and(|c| c.private_zone()),
+    }
+}
+
+/// The zone given by id, or the public zone whose name is the longest suffix
+/// of `name`; `Ok(None)` when there is none.
+async fn read_zone(aws: &Aws, spec: &DomainSpec) -> Result<Option<ZoneState>> {
+    if let Some(id) = &spec.zone_id {
+        return match aws.route53.get_hosted_zone().id(id).send().await {
+            Ok(answer) => Ok(answer.hosted_zone().map(zone_state)),
+            Err(err) if is_code(&err, &["NoSuchHostedZone"]) => Ok(None),
+            Err(err) => Err(failed(format!("cannot read Route 53 hosted zone {id}"))(err)),
+        };
+    }
+    let mut zones = vec![];
+    let mut pages = aws.route53.list_hosted_zones().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(failed("cannot list Route 53 hosted zones"))?;
+        zones.extend(page.hosted_zones().iter().map(zone_state));
+    }
+    Ok(zone_for(&zones, &spec.name).cloned())
+}
+
+/// The A and AAAA records of `name` in `zone`.
+async fn read_records(aws: &Aws, zone: &str, name: &str) -> Result<Vec<RecordState>> {
+    // Record sets are listed in order from the name and type given; the
+    // name's A, AAAA and any others come first (Route 53 API reference,
+    // ListResourceRecordSets).
+    let answer = aws
+        .route53
+        .list_resource_record_sets()
+        .hosted_zone_id(zone)
+        .start_record_name(name)
+        .start_record_type(RrType::A)
+        .max_items(10)
+        .send()
+        .await
+        .map_err(failed(format!(
+            "cannot list the records of {name} in hosted zone {zone}"
+        )))?;
+    Ok(answer
+        .resource_record_sets()
+        .iter()
+        .filter(|r| dns(r.name()) == name && matches!(r.r#type(), RrType::A | RrType::Aaaa))
+        .map(|r| RecordState {
+            kind: r.r#type().as_str().to_string(),
+            alias: r.alias_target().map(|a| dns(a.dns_name())),
+            alias_zone: r.alias_target().map(|a| a.hosted_zone_id().to_string()),
+        })
+        .collect())
+}
+
+async fn read_certificate(aws: &Aws, arn: &str) -> Result<Option<CertificateState>> {
+    let answer = match aws.acm.describe_certificate().certificate_arn(arn).send().await {
+        Ok(answer) => answer,
+        Err(err) if is_code(&err, &["ResourceNotFoundException"]) => return Ok(None),
+        Err(err) => return Err(failed(format!("cannot read ACM certificate {arn}"))(err)),
+    };
+    let Some(detail) = answer.certificate() else {
+        return Ok(None);
+    };
+    let mut names: Vec<String> = detail.domain_name().map(dns).into_iter().collect();
+    for other in detail.subject_alternative_names() {
+        if !names.contains(&dns(other)) {
+            names.push(dns(other));
+        }
+    }
+    Ok(Some(CertificateState {
+        arn: arn.to_string(),
+        status: detail.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        names,
+        not_after: detail.not_after().map(|t| t.secs()),
+    }))
+}
+
+/// Reads the stack's domain names, and with `[domain]`, the zone, records and
+/// certificate it names, with what stops it from being applied.
+pub async fn read_domain(aws: &Aws, names: &Names, spec: Option<&DomainSpec>) -> Result<DomainActual> {
+    let all = read_domain_names(aws).await?;
+    let mut actual = DomainActual::default();
+    let ours = |d: &DomainState| d.tags.get(STACK_TAG).map(String::as_str) == Some(names.stack.as_str());
+    for mut domain in all {
+        let wanted = spec.is_some_and(|s| s.name == domain.name);
+        if !wanted && !ours(&domain) {
+            continue;
+        }
+        domain.mappings = read_mappings(aws, &domain.name).await?;
+        if wanted {
+            if !ours(&domain) {
+                actual.foreign_mapped = domain.mappings.iter().map(|m| m.api_id.clone()).collect();
+            }
+            let tag = domain.tags.get(STACK_TAG).cloned();
+            actual.wanted = Some(Found::classify(&names.stack, tag.as_deref(), domain));
+        } else {
+            if let Some(zone) = domain.tags.get(ZONE_TAG) {
+                let records = read_records(aws, zone, &domain.name).await?;
+                actual
+                    .other_records
+                    .insert(domain.name.clone(), (zone.clone(), records));
+            }
+            actual.others.push(domain);
+        }
+    }
+    let Some(spec) = spec else {
+        return Ok(actual);
+    };
+    actual.name = Some(spec.name.clone());
+    let wanted = actual.wanted.get_or_insert(Found::Missing);
+    let (zone, certificate) = tokio::try_join!(read_zone(aws, spec), async {
+        match &spec.certificate_arn {
+            Some(arn) => read_certificate(aws, arn).await,
+            None => Ok(None),
+        }
+    })?;
+    if let Some(zone) = &zone {
+        actual.records = read_records(aws, &zone.id, &spec.name).await?;
+    }
+    let found = (&*wanted, actual.foreign_mapped.as_slice());
+    actual.problems = problems(names, spec, found, zone.as_ref(), certificate.as_ref(), &actual.records);
+    actual.zone = zone;
+    actual.certificate = certificate;
+    Ok(actual)
+}
+
+/// Why `[domain]` cannot be applied: each a sentence that says what to do.
+pub fn problems(
+    names: &Names,
+    spec: &DomainSpec,
+    (domain, foreign_mapped): (&Found<DomainState>, &[String]),
+    zone: Option<&ZoneState>,
+    certificate: Option<&CertificateState>,
+    records: &[RecordState],
+) -> Vec<String> {
+    let mut problems = vec![];
+    let name = &spec.name;
+    match (zone, &spec.zone_id) {
+        (None, Some(id)) => problems.push(format!(
+            "[domain] zone_id {id}: Route 53 has no such hosted zone in this account; \
+             give the id of the zone that holds {name}"
+        )),
+        (None, None) => problems.push(format!(
+            "no Route 53 hosted zone of this account holds {name}; create one (or give [domain] zone_id)"
+        )),
+        (Some(zone), _) if !in_zone(name, &zone.name) => problems.push(format!(
+            "[domain] zone_id {}: the zone is {}, which does not contain {name}; give the zone that holds it",
+            zone.id, zone.name
+        )),
+        (Some(zone), Some(_)) if zone.private => problems.push(format!(
+            "[domain] zone_id {}: the zone {} is private (answers only inside its VPCs); give a public zone",
+            zone.id, zone.name
+        )),
+        _ => {}
+    }
+    match (&spec.certificate_arn, certificate) {
+        (None, _) => problems.push(format!(
+            "[domain] certificate_arn is required for now: request an ACM certificate for {name} in {} \
+             (aws acm request-certificate --domain-name {name} --validation-method DNS) and give its ARN",
+            names.region
+        )),
+        (Some(arn), _) if arn.split(':').nth(3) != Some(names.region.as_str()) => problems.push(format!(
+            "[domain] certificate_arn {arn} is in region {}, the stack in {}: a REGIONAL domain name needs \
+             a certificate of its own region; request or import one there",
+            arn.split(':').nth(3).unwrap_or("?"),
+            names.region
+        )),
+        (Some(arn), None) => problems.push(format!(
+            "[domain] certificate_arn {arn}: ACM has no such certificate in this account"
+        )),
+        (Some(arn), Some(cert)) => {
+            if !cert.names.iter().any(|pattern| covers(pattern, name)) {
+                problems.push(format!(
+                    "[domain] certificate_arn {arn} is for {}, not {name}; give a certificate that covers {name}",
+                    cert.names.join(", ")
+                ));
+            }
+            if cert.status != "ISSUED" {
+                problems.push(format!(
+                    "[domain] certificate_arn {arn} is {}, not ISSUED; API Gateway takes only an issued certificate",
+                    cert.status
+                ));
+            }
+        }
+    }
+    match domain {
+        Found::Foreign(tag) => {
+            let owner = match tag {
+                Some(stack) => format!("belongs to stack {stack:?}"),
+                None => "was not created by chatctl".to_string(),
+            };
+            let mapped = if foreign_mapped.is_empty() {
+                String::new()
+            } else {
+                format!(", mapped to API {}", foreign_mapped.join(", "))
+            };
+            problems.push(format!(
+                "API Gateway domain name {name} exists and {owner}{mapped}; chatctl leaves it alone: \
+                 choose another [domain] name or remove it"
+            ));
+        }
+        Found::Ours(_) | Found::Missing => {}
+    }
+    // A record chatctl did not write is never overwritten. Once the domain
+    // name is the stack's, the name's records are the ones it wrote, and a
+    // change to them is drift that `up` undoes.
+    for record in records.iter().filter(|_| domain.ours().is_none()) {
+        problems.push(format!(
+            "Route 53 already has an {} record for {name}{}; chatctl does not overwrite records it did not \
+             write: delete it, or choose another [domain] name",
+            record.kind,
+            record
+                .alias
+                .as_ref()
+                .map(|a| format!(" (alias to {a})"))
+                .unwrap_or_default()
+        ));
+    }
+    problems
+}
+
+/// The tags of the stack's domain name: the stack's, and the zone of its records.
+fn domain_tags(tags: &BTreeMap<String, String>, zone: &str) -> BTreeMap<String, String> {
+    let mut tags = tags.clone();
+    tags.insert(ZONE_TAG.to_string(), zone.to_string());
+    tags
+}
+
+/// The steps of the domain: its name, the mapping, the records; and the
+/// deletion of the stack's domain names `[domain]` no longer asks for.
+/// `api` is the live API's id and stage (None while the API is to be made).
+pub fn domain_changes(
+    spec: Option<&DomainSpec>,
+    actual: &DomainActual,
+    api: Option<(&str, &str)>,
+    tags: &BTreeMap<String, String>,
+) -> Vec<super::base::Change> {
+    let change = |kind: Kind, name: &str, id: Option<&str>, action: Action| super::base::Change {
+        kind,
+        name: name.to_string(),
+        id: id.map(str::to_string),
+        action,
+    };
+    let mut changes = vec![];
+    for other in &actual.others {
+        if let Some((_, records)) = actual.other_records.get(&other.name)
+            && !records.is_empty()
+        {
+            changes.push(change(Kind::Record, &other.name, None, Action::Delete));
+        }
+        for mapping in &other.mappings {
+            changes.push(change(Kind::Mapping, &other.name, Some(&mapping.id), Action::Delete));
+        }
+        changes.push(change(Kind::Domain, &other.name, None, Action::Delete));
+    }
+    let Some(spec) = spec else {
+        return changes;
+    };
+    let zone = actual.zone.as_ref().map(|z| z.id.as_str()).unwrap_or_default();
+    let wanted = actual.wanted.as_ref().and_then(|f| f.ours());
+    let domain_action = match wanted {
+        None => Action::Create,
+        Some(domain) => {
+            let mut details = vec![];
+            if domain.certificate_arn != spec.certificate_arn
+                && let Some(to) = &spec.certificate_arn
+            {
+                details.push(Detail::Certificate {
+                    from: domain.certificate_arn.clone(),
+                    to: to.clone(),
+                });
+            }
+            details.extend(tag_changes(&domain.tags, &domain_tags(tags, zone)));
+            Action::update_or_nothing(details)
+        }
+    };
+    changes.push(change(Kind::Domain, &spec.name, None, domain_action));
+
+    let root = wanted.and_then(|d| d.mappings.iter().find(|m| m.key.is_empty()));
+    let mapping_action = match (root, api) {
+        (None, _) => Action::Create,
+        (Some(m), Some((api_id, stage))) if m.api_id == api_id && m.stage == stage => Action::NoChange,
+        (Some(m), _) => Action::Update {
+            changes: vec![Detail::MappingTarget {
+                from: format!("{}/{}", m.api_id, m.stage),
+            }],
+        },
+    };
+    changes.push(change(
+        Kind::Mapping,
+        &spec.name,
+        root.map(|m| m.id.as_str()),
+        mapping_action,
+    ));
+    // Other mappings on the stack's domain name (paths chatctl never made).
+    for extra in wanted.iter().flat_map(|d| &d.mappings).filter(|m| !m.key.is_empty()) {
+        changes.push(change(Kind::Mapping, &spec.name, Some(&extra.id), Action::Delete));
+    }
+
+    let target = wanted.and_then(|d| d.target.as_deref());
+    let record_ok = |kind: &str| {
+        actual
+            .records
+            .iter()
+            .any(|r| r.kind == kind && r.alias.as_deref() == target && target.is_some())
+    };
+    let record_action = if actual.records.is_empty() {
+        Action::Create
+    } else if record_ok("A") && record_ok("AAAA") {
+        Action::NoChange
+    } else {
+        Action::Update {
+            changes: vec![Detail::AliasTarget],
+        }
+    };
+    changes.push(change(Kind::Record, &spec.name, Some(zone), record_action));
+    changes
+}
+
+/// Domain name writes that may meet a change still being made to it
+/// (TooManyRequests is API Gateway's answer to writes in quick succession,
+/// aws-facts.md §10).
+const DOMAIN_WRITES: Budget = Budget::new(Duration::from_secs(60));
+
+fn too_many<E: aws_sdk_apigatewayv2::error::ProvideErrorMetadata, R>(
+    err: &aws_sdk_apigatewayv2::error::SdkError<E, R>,
+) -> bool {
+    is_code(err, &["TooManyRequestsException"])
+}
+
+fn configuration(certificate_arn: &str) -> DomainNameConfiguration {
+    DomainNameConfiguration::builder()
+        .certificate_arn(certificate_arn)
+        // WebSocket APIs take only REGIONAL domain names (API Gateway
+        // developer guide, "Custom domain names for WebSocket APIs").
+        .endpoint_type(EndpointType::Regional)
+        .security_policy(SecurityPolicy::Tls12)
+        .build()
+}
+
+/// Creates or updates the domain name; returns it as it then is.
+pub async fn apply_domain(
+    aws: &Aws,
+    stack: Stack<'_>,
+    spec: &DomainSpec,
+    zone: &str,
+    action: &Action,
+    report: Report<'_>,
+) -> Result<DomainState> {
+    let certificate = spec
+        .certificate_arn
+        .as_deref()
+        .context("[domain] certificate_arn is required")?;
+    let name = spec.name.as_str();
+    match action {
+        Action::Create => {
+            let tags: HashMap<String, String> = domain_tags(stack.tags, zone).into_iter().collect();
+            let created = retry(DOMAIN_WRITES, too_many, || {
+                aws.apigateway
+                    .create_domain_name()
+                    .domain_name(name)
+                    .domain_name_configurations(configuration(certificate))
+                    .set_tags(Some(tags.clone()))
+                    .send()
+            })
+            .await;
+            match created {
+                Ok(_) => {}
+                // The answer to a create was lost and the SDK sent it again
+                // (aws-facts.md §10, "lost answers").
+                Err((err, false)) if is_code(&err, &["ConflictException"]) => {
+                    let found = read_domain_names(aws)
+                        .await?
+                        .into_iter()
+                        .find(|d| d.name == name)
+                        .map(|d| {
+                            let tag = d.tags.get(STACK_TAG).cloned();
+                            Found::classify(&stack.names.stack, tag.as_deref(), d)
+                        })
+                        .unwrap_or(Found::Missing);
+                    taken_if_ours(&found, "API Gateway domain name", name)?;
+                }
+                Err(err) => {
+                    return Err(retry_error(
+                        format!("cannot create API Gateway domain name {name}"),
+                        DOMAIN_WRITES,
+                        "run `chatctl up` again",
+                        err,
+                    ));
+                }
+            }
+            step(report, Kind::Domain, name, "created");
+        }
+        Action::Update { changes } => {
+            for change in changes {
+                match change {
+                    Detail::Certificate { .. } => {
+                        retry(DOMAIN_WRITES, too_many, || {
+                            aws.apigateway
+                                .update_domain_name()
+                                .domain_name(name)
+                                .domain_name_configurations(configuration(certificate))
+                                .send()
+                        })
+                        .await
+                        .map_err(|err| {
+                            retry_error(
+                                format!("cannot change the certificate of domain name {name}"),
+                                DOMAIN_WRITES,
+                                "run `chatctl up` again",
+                                err,
+                            )
+                        })?;
+                    }
+                    Detail::Tags { set, remove } => {
+                        retag(aws, Tagged::DomainName(&domain_arn(stack.names, name)), set, remove).await?;
+                    }
+                    _ => {}
+                }
+            }
+            step(report, Kind::Domain, name, "updated");
+        }
+        _ => {}
+    }
+    let domain = aws
+        .apigateway
+        .get_domain_name()
+        .domain_name(name)
+        .send()
+        .await
+        .map_err(failed(format!("cannot read API Gateway domain name {name}")))?;
+    let configuration = domain.domain_name_configurations().first();
+    Ok(DomainState {
+        name: name.to_string(),
+        certificate_arn: configuration.and_then(|c| c.certificate_arn()).map(str::to_string),
+        target: configuration.and_then(|c| c.api_gateway_domain_name()).map(dns),
+        target_zone: configuration.and_then(|c| c.hosted_zone_id()).map(str::to_string),
+        status: configuration
+            .and_then(|c| c.domain_name_status())
+            .map(|s| s.as_str().to_string()),
+        tags: BTreeMap::new(),
+        mappings: vec![],
+    })
+}
+
+/// Maps the stage at the root of the domain name, or moves the mapping to it.
+pub async fn apply_mapping(
+    aws: &Aws,
+    change: &super::base::Change,
+    (api_id, stage): (&str, &str),
+    report: Report<'_>,
+) -> Result<()> {
+    let name = change.name.as_str();
+    match &change.action {
+        Action::Create => {
+            let created = retry(DOMAIN_WRITES, too_many, || {
+                aws.apigateway
+                    .create_api_mapping()
+                    .domain_name(name)
+                    .api_id(api_id)
+                    .stage(stage)
+                    .send()
+            })
+            .await;
+            match created {
+                Ok(_) => {}
+                // A lost answer: the mapping is there, to this stage.
+                Err((err, false)) if is_code(&err, &["ConflictException"]) => {
+                    let mappings = read_mappings(aws, name).await?;
+                    if !mappings
+                        .iter()
+                        .any(|m| m.key.is_empty() && m.api_id == api_id && m.stage == stage)
+                    {
+                        bail!(
+                            "domain name {name} was mapped meanwhile to another API; run `chatctl up` again to see it"
+                        );
+                    }
+                }
+                Err(err) => {
+                    return Err(retry_error(
+                        format!("cannot map API {api_id} stage {stage} to domain name {name}"),
+                        DOMAIN_WRITES,
+                        "run `chatctl up` again",
+                        err,
+                    ));
+                }
+            }
+            step(report, Kind::Mapping, name, format!("mapped to {stage}"));
+        }
+        Action::Update { .. } => {
+            let id = super::base::live_id(change)?;
+            retry(DOMAIN_WRITES, too_many, || {
+                aws.apigateway
+                    .update_api_mapping()
+                    .domain_name(name)
+                    .api_mapping_id(&id)
+                    .api_id(api_id)
+                    .stage(stage)
+                    .send()
+            })
+            .await
+            .map_err(|err| {
+                retry_error(
+                    format!("cannot move the API mapping of domain name {name}"),
+                    DOMAIN_WRITES,
+                    "run `chatctl up` again",
+                    err,
+                )
+            })?;
+            step(report, Kind::Mapping, name, format!("mapped to {stage}"));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// How long Route 53 takes to make a change INSYNC on all its name servers:
+/// usually within 60 s (Route 53 API reference, GetChange).
+const RECORDS_IN_SYNC: Duration = Duration::from_secs(300);
+
+/// Route 53 takes one change batch of a zone at a time and refuses a second
+/// meanwhile with PriorRequestNotComplete (Route 53 API reference, Errors).
+const RECORD_WRITES: Budget = Budget::new(Duration::from_secs(60));
+
+fn alias_records(action: ChangeAction, name: &str, target: &str, target_zone: &str) -> Result<ChangeBatch> {
+    let mut batch = ChangeBatch::builder().comment(format!("chatctl: {name}"));
+    for kind in [RrType::A, RrType::Aaaa] {
+        let alias = AliasTarget::builder()
+            .hosted_zone_id(target_zone)
+            .dns_name(target)
+            .evaluate_target_health(false)
+            .build()?;
+        let record = ResourceRecordSet::builder()
+            .name(name)
+            .r#type(kind)
+            .alias_target(alias)
+            .build()?;
+        batch = batch.changes(
+            aws_sdk_route53::types::Change::builder()
+                .action(action.clone())
+                .resource_record_set(record)
+                .build()?,
+        );
+    }
+    Ok(batch.build()?)
+}
+
+/// Writes one change batch and waits until Route 53 serves it everywhere.
+async fn change_records(aws: &Aws, zone: &str, batch: ChangeBatch, what: &str) -> Result<()> {
+    let answer = retry(
+        RECORD_WRITES,
+        |err| is_code(err, &["PriorRequestNotComplete", "Throttling"]),
+        || {
+            aws.route53
+                .change_resource_record_sets()
+                .hosted_zone_id(zone)
+                .change_batch(batch.clone())
+                .send()
+        },
+    )
+    .await
+    .map_err(|err| retry_error(format!("cannot {what}"), RECORD_WRITES, "run the command again", err))?;
+    let Some(change) = answer.change_info().map(|c| c.id().to_string()) else {
+        return Ok(());
+    };
+    poll(RECORDS_IN_SYNC, || async {
+        let answer = aws
+            .route53
+            .get_change()
+            .id(&change)
+            .send()
+            .await
+            .map_err(failed(format!("cannot read Route 53 change {change}")))?;
+        let status = answer.change_info().map(|c| c.status().clone());
+        Ok(match status {
+            Some(ChangeStatus::Insync) | None => Polled::Ready(()),
+            Some(other) => Polled::Waiting(format!(
+                "Route 53 change {change} ({what}) is still {} after {} s; it will finish by itself, \
+                 run the command again later",
+                other.as_str(),
+                RECORDS_IN_SYNC.as_secs()
+            )),
+        })
+    })
+    .await
+}
+
+/// Points the name's A and AAAA records at the domain name (UPSERT: the
+/// plan has checked that any record there is chatctl's).
+pub async fn apply_records(
+    aws: &Aws,
+    change: &super::base::Change,
+    domain: &DomainState,
+    report: Report<'_>,
+) -> Result<()> {
+    if !matches!(change.action, Action::Create | Action::Update { .. }) {
+        return Ok(());
+    }
+    let zone = super::base::live_id(change)?;
+    let (Some(target), Some(target_zone)) = (&domain.target, &domain.target_zone) else {
+        bail!(
+            "API Gateway domain name {} has no regional target yet; run `chatctl up` again",
+            domain.name
+        );
+    };
+    let batch = alias_records(ChangeAction::Upsert, &change.name, target, target_zone)?;
+    change_records(aws, &zone, batch, &format!("point {} at {target}", change.name)).await?;
+    step(report, Kind::Record, &change.name, format!("A/AAAA → {target}"));
+    Ok(())
+}
+
+/// Deletes a domain name of the stack's: its records (those aliasing it,
+/// in the zone its tag names), its mappings, then itself, in the order AWS
+/// accepts; whatever is already gone is skipped, so an interrupted `down`
+/// converges.
+pub async fn delete_domain(aws: &Aws, name: &str) -> Result<()> {
+    let domain = match aws.apigateway.get_domain_name().domain_name(name).send().await {
+        Ok(answer) => answer,
+        Err(err) if is_code(&err, &["NotFoundException"]) => return Ok(()),
+        Err(err) => return Err(failed(format!("cannot read API Gateway domain name {name}"))(err)),
+    };
+    let configuration = domain.domain_name_configurations().first();
+    let target = configuration.and_then(|c| c.api_gateway_domain_name()).map(dns);
+    let zone = domain.tags().and_then(|t| t.get(ZONE_TAG));
+    if let (Some(zone), Some(target)) = (zone, &target) {
+        let records = read_records(aws, zone, name).await?;
+        let mut batch = ChangeBatch::builder().comment(format!("chatctl: {name} deleted"));
+        for record in records.iter().filter(|r| r.alias.as_ref() == Some(target)) {
+            // A deletion names the record exactly as it is.
+            let alias = AliasTarget::builder()
+                .hosted_zone_id(record.alias_zone.clone().unwrap_or_default())
+                .dns_name(target)
+                .evaluate_target_health(false)
+                .build()?;
+            let set = ResourceRecordSet::builder()
+                .name(name)
+                .r#type(RrType::from(record.kind.as_str()))
+                .alias_target(alias)
+                .build()?;
+            batch = batch.changes(
+                aws_sdk_route53::types::Change::builder()
+                    .action(ChangeAction::Delete)
+                    .resource_record_set(set)
+                    .build()?,
+            );
+        }
+        let batch = batch.build()?;
+        if !batch.changes().is_empty() {
+            change_records(aws, zone, batch, &format!("delete the records of {name}")).await?;
+        }
+    }
+    for mapping in read_mappings(aws, name).await? {
+        delete_mapping(aws, name, &mapping.id).await?;
+    }
+    match aws.apigateway.delete_domain_name().domain_name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(err) if is_code(&err, &["NotFoundException"]) => Ok(()),
+        Err(err) => Err(failed(format!("cannot delete API Gateway domain name {name}"))(err)),
+    }
+}
+
+/// Deletes one API mapping, unless it is gone.
+pub async fn delete_mapping(aws: &Aws, name: &str, id: &str) -> Result<()> {
+    match aws
+        .apigateway
+        .delete_api_mapping()
+        .domain_name(name)
+        .api_mapping_id(id)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(err) if is_code(&err, &["NotFoundException"]) => Ok(()),
+        Err(err) => Err(failed(format!("cannot delete API mapping {id} of domain name {name}"))(
+            err,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_covers_its_name_and_one_label_under_its_wildcard() {
+        assert!(covers("chat.example.com", "chat.example.com"));
+        assert!(covers("CHAT.example.com.", "chat.example.com"));
+        assert!(covers("*.example.com", "chat.example.com"));
+        assert!(covers("\\052.example.com", "chat.example.com"));
+        assert!(!covers("*.example.com", "a.chat.example.com"));
+        assert!(!covers("*.example.com", "example.com"));
+        assert!(!covers("example.com", "chat.example.com"));
+    }
+
+    #[test]
+    fn the_zone_is_the_longest_public_suffix_of_the_name() {
+        let zone = |id: &str, name: &str, private: bool| ZoneState {
+            id: id.into(),
+            name: name.into(),
+            private,
+        };
+        let zones = [
+            zone("Z1", "example.com", false),
+            zone("Z2", "chat.example.com", true),
+            zone("Z3", "eu.example.com", false),
+            zone("Z4", "ample.com", false),
+        ];
+        assert_eq!(zone_for(&zones, "chat.eu.example.com").unwrap().id, "Z3");
+        assert_eq!(zone_for(&zones, "chat.example.com").unwrap().id, "Z1");
+        assert!(zone_for(&zones, "chat.example.org").is_none());
+        assert!(!in_zone("chat.myexample.com", "example.com"));
+    }
+}
