@@ -122,6 +122,21 @@ before the server starts, so that product code stays right for real AWS:
   target) and mutualTlsAuthentication when given and answers 200 with the
   domain name; NotFoundException for an unknown domain name or mapping.
 
+- ACM, a requested certificate's DNS validation: moto issues it 60 s
+  (MOTO_ACM_VALIDATION_WAIT) after the request, record or not. ACM issues it
+  once the CNAME record DescribeCertificate names is in public DNS, usually
+  within minutes (ACM user guide, "DNS validation"); never without it.
+  Here it is ISSUED only once a hosted zone of the account has that CNAME
+  record, and MOTO_ACM_VALIDATION_WAIT seconds after it was first seen.
+
+- ACM, DeleteCertificate of a certificate in use: moto deletes it. AWS
+  refuses with ResourceInUseException while a resource uses it (ACM API
+  reference, DeleteCertificate), and an API Gateway domain name does until
+  it is deleted (and for a while after: aws-cdk #36265, terraform-provider-
+  aws #3866). Here a domain name's certificates are in use (InUseBy) from
+  its CreateDomainName or UpdateDomainName until its DeleteDomainName or
+  another certificate.
+
 - API Gateway v2, DeleteDomainName: moto deletes the domain name's API
   mappings while iterating over them, so a domain name with a mapping fails
   with HTTP 500 and stays. Here it goes, with its mappings, as moto means
@@ -182,7 +197,11 @@ from moto.apigatewayv2 import urls as apigatewayv2_urls
 from moto.apigatewayv2.exceptions import APIGatewayV2Error, ApiMappingNotFound, BadRequestException
 from moto.apigatewayv2.models import Api, ApiGatewayV2Backend, DomainName, Stage
 from moto.apigatewayv2.responses import ApiGatewayV2Response
+from moto import settings as moto_settings
+from moto.acm.models import AWSCertificateManagerBackend, CertBundle, acm_backends
 from moto.cloudwatch.models import CloudWatchBackend, Statistics
+from moto.core.exceptions import AWSError
+from moto.route53.models import route53_backends
 from moto.core.utils import iso_8601_datetime_without_milliseconds, utcnow
 from moto.dynamodb import models as dynamodb_models
 from moto.dynamodb.exceptions import MockValidationException, TransactionCanceledException
@@ -728,6 +747,7 @@ def _check_api_mapping_key(api_mapping_key):
 
 
 _moto_create_api_mapping = ApiGatewayV2Backend.create_api_mapping
+_moto_create_domain_name = ApiGatewayV2Backend.create_domain_name
 
 
 class _MappingKeyTaken(APIGatewayV2Error):
@@ -766,17 +786,31 @@ class _BackendDomainNames:
             mapping.stage = changes["stage"]
         return mapping
 
+    def create_domain_name(self, domain_name, domain_name_configurations, mutual_tls_authentication, tags):
+        domain = _moto_create_domain_name(
+            self, domain_name, domain_name_configurations, mutual_tls_authentication, tags
+        )
+        for arn in _domain_certificates(domain):
+            _certificate_users(self, arn, _domain_user(self, domain_name), True)
+        return domain
+
     def update_domain_name(self, domain_name, changes):
         domain = self.get_domain_name(domain_name)
         if changes.get("domainNameConfigurations") is not None:
             configurations = changes["domainNameConfigurations"]
+            for arn in _domain_certificates(domain):
+                _certificate_users(self, arn, _domain_user(self, domain_name), False)
             domain.domain_name_configurations = _domain_name_configurations(domain, configurations)
+            for arn in _domain_certificates(domain):
+                _certificate_users(self, arn, _domain_user(self, domain_name), True)
         if changes.get("mutualTlsAuthentication") is not None:
             domain.mutual_tls_authentication = changes["mutualTlsAuthentication"]
         return domain
 
     def delete_domain_name(self, domain_name):
-        self.get_domain_name(domain_name)
+        domain = self.get_domain_name(domain_name)
+        for arn in _domain_certificates(domain):
+            _certificate_users(self, arn, _domain_user(self, domain_name), False)
         for mapping_id in [i for i, m in self.api_mappings.items() if m.domain_name == domain_name]:
             del self.api_mappings[mapping_id]
         del self.domain_names[domain_name]
@@ -795,6 +829,89 @@ class _ResponseDomainNames:
         )
         return _reply(200, domain.to_json())
 
+
+# --- ACM: DNS validation and certificates in use ----------------------------
+
+_moto_cert_init = CertBundle.__init__
+
+
+def _validation_record_names(bundle):
+    """The names of the CNAME records DescribeCertificate asks for."""
+    described = bundle.describe()["Certificate"]
+    return {
+        option["ResourceRecord"]["Name"].rstrip(".").lower()
+        for option in described.get("DomainValidationOptions", [])
+        if "ResourceRecord" in option
+    }
+
+
+def _has_record(account_id, name):
+    """Whether a hosted zone of the account has a CNAME record `name`."""
+    for backend in route53_backends[account_id].values():
+        for zone in backend.zones.values():
+            for record in zone.rrsets:
+                if record.type == "CNAME" and record.name.rstrip(".").lower() == name:
+                    return True
+    return False
+
+
+class _CertificateAsOnAws:
+    def __init__(self, account_id, *args, **kwargs):
+        _moto_cert_init(self, account_id, *args, **kwargs)
+        self.account_id = account_id
+        self.validated_at = None
+
+    def check(self):
+        if self.type != "AMAZON_ISSUED" or self.status != "PENDING_VALIDATION":
+            return
+        names = _validation_record_names(self)
+        if names and all(_has_record(self.account_id, name) for name in names):
+            self.validated_at = self.validated_at or utcnow()
+            if (utcnow() - self.validated_at).total_seconds() >= moto_settings.ACM_VALIDATION_WAIT:
+                self.status = "ISSUED"
+
+
+class _AcmInUse:
+    def delete_certificate(self, arn):
+        bundle = self.get_certificate(arn)
+        if bundle.in_use_by:
+            raise AWSError(
+                f"Certificate {arn} in account {self.account_id} is in use.", exception_type="ResourceInUseException"
+            )
+        _moto_delete_certificate(self, arn)
+
+
+_moto_delete_certificate = AWSCertificateManagerBackend.delete_certificate
+
+
+def _certificate_users(backend, arn, user, using):
+    """Marks (or unmarks) `user` as using the ACM certificate `arn`."""
+    if not arn:
+        return
+    for acm in acm_backends[backend.account_id].values():
+        bundle = acm._certificates.get(arn)
+        if bundle is None:
+            continue
+        if using and user not in bundle.in_use_by:
+            bundle.in_use_by.append(user)
+        if not using and user in bundle.in_use_by:
+            bundle.in_use_by.remove(user)
+
+
+def _domain_certificates(domain):
+    return [c.get("certificateArn") for c in domain.domain_name_configurations]
+
+
+def _domain_user(backend, name):
+    return f"arn:aws:apigateway:{backend.region_name}::/domainnames/{name}"
+
+
+# Minutes on AWS; a second here unless MOTO_ACM_VALIDATION_WAIT says.
+if "MOTO_ACM_VALIDATION_WAIT" not in os.environ:
+    moto_settings.ACM_VALIDATION_WAIT = 1
+
+_graft(_CertificateAsOnAws, CertBundle)
+_graft(_AcmInUse, AWSCertificateManagerBackend)
 
 _graft(_DomainNameAsOnAws, DomainName)
 _graft(_BackendDomainNames, ApiGatewayV2Backend)

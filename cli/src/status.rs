@@ -88,14 +88,19 @@ fn domain_details(domain: &crate::stack::domain::DomainActual, name: &str) -> Ve
         ));
     }
     if let Some(certificate) = &domain.certificate {
-        let expiry = certificate
-            .not_after
-            .and_then(utc_date)
-            .map(|date| format!(", expires {date}"))
-            .unwrap_or_default();
-        details.push(format!("certificate {}{expiry}", certificate.status));
+        details.push(certificate_summary(certificate));
     }
     details
+}
+
+/// "certificate ISSUED, expires 2027-01-02 (arn…)"
+fn certificate_summary(certificate: &crate::stack::domain::CertificateState) -> String {
+    let expiry = certificate
+        .not_after
+        .and_then(utc_date)
+        .map(|date| format!(", expires {date}"))
+        .unwrap_or_default();
+    format!("certificate {}{expiry} ({})", certificate.status, certificate.arn)
 }
 
 /// A time as a UTC date (YYYY-MM-DD).
@@ -189,6 +194,17 @@ pub(crate) async fn run(session: &mut Session) -> Result<u8> {
             }
             "release" => resource.details.push(release_detail(&actual, names)),
             "domain" => resource.details.extend(domain_details(&actual.domain, &resource.name)),
+            "certificate" => {
+                let owned = actual.domain.owned_certificates.iter();
+                for certificate in owned.filter(|c| c.names.first() == Some(&resource.name)) {
+                    resource.details.push(certificate_summary(certificate));
+                    if certificate.status == "PENDING_VALIDATION" {
+                        for (name, value) in &certificate.validation {
+                            resource.details.push(format!("validation record {name} CNAME {value}"));
+                        }
+                    }
+                }
+            }
             "mapping" => {
                 let domain = actual.domain.ours().into_iter().find(|d| d.name == resource.name);
                 for mapping in domain.map(|d| d.mappings.as_slice()).unwrap_or_default() {

@@ -758,6 +758,8 @@ const MUTATING_PREFIXES: &[&str] = &[
     "Reimport",
     "Reset",
     "Restore",
+    "Request",
+    "Change",
 ];
 
 /// Whether an operation name denotes a change of state: it starts with one of
@@ -1407,6 +1409,8 @@ mod tests {
             "RemovePermission",
             "AttachRolePolicy",
             "DetachRolePolicy",
+            "RequestCertificate",
+            "ChangeResourceRecordSets",
             "TransactWriteItems",
             "BatchWriteItem",
             "PutRolePolicy",

@@ -1014,3 +1014,96 @@ async fn a_domain_name_answers_its_regional_target_and_serves_one_type_of_api() 
     let left = client.get_domain_names().send().await.unwrap();
     assert!(left.items().is_empty(), "{left:?}");
 }
+
+#[tokio::test]
+async fn a_requested_certificate_is_issued_once_its_validation_record_exists_and_cannot_go_while_in_use() {
+    use aws_sdk_apigatewayv2::types::DomainNameConfiguration;
+    use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType};
+    let moto = Moto::start();
+    let sdk = moto.sdk_config().await;
+    let (acm, route53) = (aws_sdk_acm::Client::new(&sdk), aws_sdk_route53::Client::new(&sdk));
+    let arn = acm
+        .request_certificate()
+        .domain_name("chat.example.com")
+        .validation_method(aws_sdk_acm::types::ValidationMethod::Dns)
+        .send()
+        .await
+        .unwrap()
+        .certificate_arn()
+        .unwrap()
+        .to_string();
+    let describe = || async {
+        acm.describe_certificate()
+            .certificate_arn(&arn)
+            .send()
+            .await
+            .unwrap()
+            .certificate()
+            .unwrap()
+            .clone()
+    };
+    let pending = describe().await;
+    assert_eq!(pending.status().unwrap().as_str(), "PENDING_VALIDATION");
+    let record = pending.domain_validation_options()[0]
+        .resource_record()
+        .unwrap()
+        .clone();
+    // Long past moto's own wait, still pending: no record yet.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(describe().await.status().unwrap().as_str(), "PENDING_VALIDATION");
+
+    let zone = route53
+        .create_hosted_zone()
+        .name("example.com")
+        .caller_reference("test")
+        .send()
+        .await
+        .unwrap();
+    let zone = zone.hosted_zone().unwrap().id().to_string();
+    let set = ResourceRecordSet::builder()
+        .name(record.name())
+        .r#type(RrType::Cname)
+        .ttl(300)
+        .resource_records(ResourceRecord::builder().value(record.value()).build().unwrap())
+        .build()
+        .unwrap();
+    let change = Change::builder()
+        .action(ChangeAction::Upsert)
+        .resource_record_set(set)
+        .build()
+        .unwrap();
+    route53
+        .change_resource_record_sets()
+        .hosted_zone_id(&zone)
+        .change_batch(ChangeBatch::builder().changes(change).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    // Issued a while (MOTO_ACM_VALIDATION_WAIT, 1 s here) after the record.
+    assert_eq!(describe().await.status().unwrap().as_str(), "PENDING_VALIDATION");
+    let started = std::time::Instant::now();
+    while describe().await.status().unwrap().as_str() != "ISSUED" {
+        assert!(started.elapsed().as_secs() < 10, "not issued");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // In use by a domain name: not deleted until the domain name goes.
+    let apigateway = client(&moto).await;
+    apigateway
+        .create_domain_name()
+        .domain_name("chat.example.com")
+        .domain_name_configurations(DomainNameConfiguration::builder().certificate_arn(&arn).build())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(describe().await.in_use_by().len(), 1);
+    let err = acm.delete_certificate().certificate_arn(&arn).send().await.unwrap_err();
+    assert_eq!(err.into_service_error().meta().code(), Some("ResourceInUseException"));
+    apigateway
+        .delete_domain_name()
+        .domain_name("chat.example.com")
+        .send()
+        .await
+        .unwrap();
+    acm.delete_certificate().certificate_arn(&arn).send().await.unwrap();
+}

@@ -138,6 +138,13 @@ pub async fn apply(aws: &Aws, plan: &Plan, report: Report<'_>) -> Result<String>
                 base::step(report, Kind::Mapping, &step.name, "deleted");
             }
         }
+        // Certificates of the stack's no domain name serves with any more;
+        // their validation records stay while `[domain]` names a domain
+        // (another certificate for the name shares them).
+        for step in plan.deletions(Kind::Certificate) {
+            domain::delete_certificate(aws, &live_id(step)?, desired.domain.is_none()).await?;
+            base::step(report, Kind::Certificate, &step.name, "deleted");
+        }
         // Alarms `[alarms]` no longer asks for; the topic when it asks for none.
         for step in plan.deletions(Kind::Alarm) {
             alarms::delete_alarm(aws, &step.name).await?;
@@ -188,11 +195,19 @@ async fn apply_domain(aws: &Aws, desired: &Desired, plan: &Plan, report: Report<
         plan.action(Kind::Domain, &spec.name),
         planned(plan, Kind::Record, &spec.name)?,
     );
+    let zone = live_id(records)?;
+    let certificate = match &spec.certificate_arn {
+        Some(arn) => arn.clone(),
+        None => {
+            let step = planned(plan, Kind::Certificate, &spec.name)?;
+            domain::apply_certificate(aws, desired.stack(), step, &zone, report).await?
+        }
+    };
     if *domain_action == Action::NoChange && records.action == Action::NoChange {
         return Ok(());
     }
-    let zone = live_id(records)?;
-    let domain = domain::apply_domain(aws, desired.stack(), spec, &zone, domain_action, report).await?;
+    let name = (spec.name.as_str(), certificate.as_str());
+    let domain = domain::apply_domain(aws, desired.stack(), name, &zone, domain_action, report).await?;
     domain::apply_records(aws, records, &domain, report).await
 }
 
@@ -328,6 +343,7 @@ pub async fn delete(
                 | Kind::Topic
                 | Kind::Bucket
                 | Kind::Domain
+                | Kind::Certificate
                 | Kind::Mapping
                 | Kind::Record
         ) {
@@ -391,7 +407,14 @@ pub async fn delete(
         }
         Ok::<_, anyhow::Error>(())
     };
-    tokio::try_join!(roles, tables, secrets, alarms)?;
+    // A certificate, once API Gateway releases it (minutes after its domain
+    // name is deleted), while the rest goes.
+    let certificates = try_join_all(of(Kind::Certificate).map(|step| async move {
+        domain::delete_certificate(aws, &live_id(step)?, true).await?;
+        done(step);
+        Ok::<_, anyhow::Error>(())
+    }));
+    tokio::try_join!(roles, tables, secrets, alarms, certificates)?;
     try_join_all(of(Kind::LogGroup).map(|step| async move {
         log_group::delete_log_group(aws, &step.name).await?;
         done(step);

@@ -32,6 +32,8 @@ pub enum Kind {
     Alarm,
     Bucket,
     Release,
+    /// The ACM certificate chatctl requests for `[domain]`.
+    Certificate,
     /// An API Gateway custom domain name (`[domain]`).
     Domain,
     /// The API mapping of the stage on the domain name.
@@ -58,6 +60,7 @@ impl Kind {
             Kind::Alarm => "alarm",
             Kind::Bucket => "bucket",
             Kind::Release => "release",
+            Kind::Certificate => "certificate",
             Kind::Domain => "domain",
             Kind::Mapping => "mapping",
             Kind::Record => "record",
@@ -167,6 +170,9 @@ pub enum Detail {
     UnqualifiedPermission,
     /// API: its own `execute-api` endpoint turned off or on.
     ExecuteApiEndpoint { disabled: bool },
+    /// Certificate: still to be validated (its DNS record written, waited
+    /// until ISSUED).
+    Validation,
     /// Domain name: another certificate.
     Certificate { from: Option<String>, to: String },
     /// Mapping: to the stack's API and stage, from another.
@@ -247,6 +253,7 @@ impl fmt::Display for Detail {
             Detail::UnqualifiedPermission => f.write_str("- function-wide statement, now on alias live"),
             Detail::ExecuteApiEndpoint { disabled: true } => f.write_str("execute-api endpoint off"),
             Detail::ExecuteApiEndpoint { disabled: false } => f.write_str("execute-api endpoint on"),
+            Detail::Validation => f.write_str("pending validation: its DNS record, then ISSUED"),
             Detail::Certificate { from, to } => write!(f, "certificate {} → {to}", or_dash(from)),
             Detail::MappingTarget { from } => write!(f, "mapped to {from} → the stack's stage"),
             Detail::AliasTarget => f.write_str("alias → the domain name's regional target"),

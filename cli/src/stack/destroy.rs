@@ -103,6 +103,10 @@ impl Teardown {
             }
             t.steps.push(delete(Kind::Domain, &domain.name, None));
         }
+        for certificate in &actual.domain.owned_certificates {
+            let name = certificate.names.first().cloned().unwrap_or_default();
+            t.steps.push(delete(Kind::Certificate, &name, Some(&certificate.arn)));
+        }
         if let (Some(Found::Foreign(_)), Some(name)) = (&actual.domain.wanted, &actual.domain.name) {
             t.skipped.push(format!("API Gateway domain name {name}"));
         }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use aws_sdk_acm::types::{CertificateStatus, Tag, ValidationMethod};
 use aws_sdk_apigatewayv2::types::{DomainNameConfiguration, EndpointType, SecurityPolicy};
 use aws_sdk_route53::types::{AliasTarget, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecordSet, RrType};
 use serde::{Deserialize, Serialize};
@@ -100,6 +101,10 @@ pub struct CertificateState {
     pub names: Vec<String>,
     /// Seconds since the epoch.
     pub not_after: Option<i64>,
+    /// The CNAME records (name, value) DNS validation asks for, once ACM
+    /// has made them.
+    pub validation: Vec<(String, String)>,
+    pub tags: BTreeMap<String, String>,
 }
 
 /// What exists of the stack's domain.
@@ -119,7 +124,11 @@ pub struct DomainActual {
     pub records: Vec<RecordState>,
     /// The other domain names' records, by domain name.
     pub other_records: BTreeMap<String, (String, Vec<RecordState>)>,
+    /// The certificate `[domain]` serves the name with: the one given, or
+    /// the stack's own for the name.
     pub certificate: Option<CertificateState>,
+    /// The certificates chatctl requested for the stack (tagged with it).
+    pub owned_certificates: Vec<CertificateState>,
     /// Why `[domain]` cannot be applied as it stands (checked before any change).
     pub problems: Vec<String>,
 }
@@ -301,12 +310,93 @@ async fn read_certificate(aws: &Aws, arn: &str) -> Result<Option<CertificateStat
             names.push(dns(other));
         }
     }
+    let validation = detail
+        .domain_validation_options()
+        .iter()
+        .filter_map(|option| option.resource_record())
+        .map(|record| (dns(record.name()), dns(record.value())))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     Ok(Some(CertificateState {
         arn: arn.to_string(),
         status: detail.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
         names,
         not_after: detail.not_after().map(|t| t.secs()),
+        validation,
+        tags: BTreeMap::new(),
     }))
+}
+
+/// Every status a certificate can have: ListCertificates answers only
+/// those it is asked for.
+const CERTIFICATE_STATUSES: [CertificateStatus; 7] = [
+    CertificateStatus::PendingValidation,
+    CertificateStatus::Issued,
+    CertificateStatus::Inactive,
+    CertificateStatus::Expired,
+    CertificateStatus::ValidationTimedOut,
+    CertificateStatus::Revoked,
+    CertificateStatus::Failed,
+];
+
+/// The certificates of the account for one of `names` that are tagged with
+/// the stack: the ones chatctl requested.
+async fn read_owned_certificates(aws: &Aws, stack: &str, names: &[String]) -> Result<Vec<CertificateState>> {
+    let mut arns = vec![];
+    let mut pages = aws
+        .acm
+        .list_certificates()
+        .set_certificate_statuses(Some(CERTIFICATE_STATUSES.to_vec()))
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(failed("cannot list ACM certificates"))?;
+        for summary in page.certificate_summary_list() {
+            let name = summary.domain_name().map(dns).unwrap_or_default();
+            if names.contains(&name)
+                && let Some(arn) = summary.certificate_arn()
+            {
+                arns.push(arn.to_string());
+            }
+        }
+    }
+    let mut owned = vec![];
+    for arn in arns {
+        let tags = aws
+            .acm
+            .list_tags_for_certificate()
+            .certificate_arn(&arn)
+            .send()
+            .await
+            .map_err(failed(format!("cannot read the tags of ACM certificate {arn}")))?;
+        let tags: BTreeMap<String, String> = tags
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().unwrap_or_default().to_string()))
+            .collect();
+        if tags.get(STACK_TAG).map(String::as_str) != Some(stack) {
+            continue;
+        }
+        if let Some(mut certificate) = read_certificate(aws, &arn).await? {
+            certificate.tags = tags;
+            owned.push(certificate);
+        }
+    }
+    Ok(owned)
+}
+
+impl DomainActual {
+    /// The stack's own certificate for `name` that can serve it: an issued
+    /// one, else one still being validated.
+    pub fn owned_certificate(&self, name: &str) -> Option<&CertificateState> {
+        let of = |status: &str| {
+            self.owned_certificates
+                .iter()
+                .find(|c| c.status == status && c.names.first().map(String::as_str) == Some(name))
+        };
+        of("ISSUED").or_else(|| of("PENDING_VALIDATION"))
+    }
 }
 
 /// Reads the stack's domain names, and with `[domain]`, the zone, records and
@@ -337,6 +427,9 @@ pub async fn read_domain(aws: &Aws, names: &Names, spec: Option<&DomainSpec>) ->
             actual.others.push(domain);
         }
     }
+    let mut candidates: Vec<String> = actual.others.iter().map(|d| d.name.clone()).collect();
+    candidates.extend(spec.map(|s| s.name.clone()));
+    actual.owned_certificates = read_owned_certificates(aws, &names.stack, &candidates).await?;
     let Some(spec) = spec else {
         return Ok(actual);
     };
@@ -354,7 +447,7 @@ pub async fn read_domain(aws: &Aws, names: &Names, spec: Option<&DomainSpec>) ->
     let found = (&*wanted, actual.foreign_mapped.as_slice());
     actual.problems = problems(names, spec, found, zone.as_ref(), certificate.as_ref(), &actual.records);
     actual.zone = zone;
-    actual.certificate = certificate;
+    actual.certificate = certificate.or_else(|| actual.owned_certificate(&spec.name).cloned());
     Ok(actual)
 }
 
@@ -388,11 +481,8 @@ pub fn problems(
         _ => {}
     }
     match (&spec.certificate_arn, certificate) {
-        (None, _) => problems.push(format!(
-            "[domain] certificate_arn is required for now: request an ACM certificate for {name} in {} \
-             (aws acm request-certificate --domain-name {name} --validation-method DNS) and give its ARN",
-            names.region
-        )),
+        // chatctl requests one (its validation record goes in the zone).
+        (None, _) => {}
         (Some(arn), _) if arn.split(':').nth(3) != Some(names.region.as_str()) => problems.push(format!(
             "[domain] certificate_arn {arn} is in region {}, the stack in {}: a REGIONAL domain name needs \
              a certificate of its own region; request or import one there",
@@ -487,21 +577,56 @@ pub fn domain_changes(
         }
         changes.push(change(Kind::Domain, &other.name, None, Action::Delete));
     }
+    // The stack's certificates `[domain]` no longer serves with go last.
+    let owned = spec
+        .filter(|s| s.certificate_arn.is_none())
+        .and_then(|s| actual.owned_certificate(&s.name));
+    let unused_certificates = actual
+        .owned_certificates
+        .iter()
+        .filter(|c| Some(&c.arn) != owned.map(|o| &o.arn))
+        .map(|c| {
+            let name = c.names.first().map(String::as_str).unwrap_or_default();
+            change(Kind::Certificate, name, Some(&c.arn), Action::Delete)
+        })
+        .collect::<Vec<_>>();
     let Some(spec) = spec else {
+        changes.extend(unused_certificates);
         return changes;
     };
     let zone = actual.zone.as_ref().map(|z| z.id.as_str()).unwrap_or_default();
+    // The certificate chatctl requests when none is given: validated
+    // through a record in the zone.
+    let certificate_arn = match &spec.certificate_arn {
+        Some(arn) => Some(arn.clone()),
+        None => {
+            let action = match owned {
+                None => Action::Create,
+                Some(c) if c.status == "ISSUED" => Action::NoChange,
+                Some(_) => Action::Update {
+                    changes: vec![Detail::Validation],
+                },
+            };
+            changes.push(change(
+                Kind::Certificate,
+                &spec.name,
+                owned.map(|c| c.arn.as_str()),
+                action,
+            ));
+            owned.map(|c| c.arn.clone())
+        }
+    };
     let wanted = actual.wanted.as_ref().and_then(|f| f.ours());
     let domain_action = match wanted {
         None => Action::Create,
         Some(domain) => {
             let mut details = vec![];
-            if domain.certificate_arn != spec.certificate_arn
-                && let Some(to) = &spec.certificate_arn
-            {
+            if domain.certificate_arn != certificate_arn || certificate_arn.is_none() {
                 details.push(Detail::Certificate {
                     from: domain.certificate_arn.clone(),
-                    to: to.clone(),
+                    to: certificate_arn
+                        .clone()
+                        .unwrap_or_else(|| "the certificate requested".into()),
                 });
             }
             details.extend(tag_changes(&domain.tags, &domain_tags(tags, zone)));
@@ -548,6 +673,7 @@ pub fn domain_changes(
         }
     };
     changes.push(change(Kind::Record, &spec.name, Some(zone), record_action));
+    changes.extend(unused_certificates);
     changes
 }
 
@@ -576,16 +702,11 @@ fn configuration(certificate_arn: &str) -> DomainNameConfiguration {
 pub async fn apply_domain(
     aws: &Aws,
     stack: Stack<'_>,
-    spec: &DomainSpec,
+    (name, certificate): (&str, &str),
     zone: &str,
     action: &Action,
     report: Report<'_>,
 ) -> Result<DomainState> {
-    let certificate = spec
-        .certificate_arn
-        .as_deref()
-        .context("[domain] certificate_arn is required")?;
-    let name = spec.name.as_str();
     match action {
         Action::Create => {
             let tags: HashMap<String, String> = domain_tags(stack.tags, zone).into_iter().collect();
@@ -675,6 +796,200 @@ pub async fn apply_domain(
         tags: BTreeMap::new(),
         mappings: vec![],
     })
+}
+
+/// How long ACM takes to show the validation record of a new certificate:
+/// DescribeCertificate answers without ResourceRecord for a few seconds
+/// after RequestCertificate (terraform-provider-aws waits for it too).
+const VALIDATION_RECORD_SHOWN: Duration = Duration::from_secs(120);
+
+/// How long `up` waits for ACM to issue a certificate once its validation
+/// record is in the zone: usually minutes (ACM user guide, "DNS
+/// validation"); when the registrar does not delegate to the zone, never
+/// (sst #5781: a build hung 2 h).
+const ISSUED_WITHIN: Duration = Duration::from_secs(30 * 60);
+
+/// A new certificate's idempotency token: the same request sent again
+/// within an hour (a lost answer) gets the same certificate back (ACM API
+/// reference, RequestCertificate). Letters and digits, at most 32.
+fn idempotency_token(names: &Names, name: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{}/{}/{}/{name}", names.account, names.region, names.stack));
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Requests the certificate (Create), writes its validation record in the
+/// zone and waits until ACM issues it; returns its ARN.
+pub async fn apply_certificate(
+    aws: &Aws,
+    stack: Stack<'_>,
+    change: &super::base::Change,
+    zone: &str,
+    report: Report<'_>,
+) -> Result<String> {
+    let name = change.name.as_str();
+    let arn = match &change.action {
+        Action::NoChange => return super::base::live_id(change),
+        Action::Create => {
+            let tags: Vec<Tag> = domain_tags(stack.tags, zone)
+                .into_iter()
+                .map(|(key, value)| Tag::builder().key(key).value(value).build())
+                .collect::<std::result::Result<_, _>>()?;
+            let requested = aws
+                .acm
+                .request_certificate()
+                .domain_name(name)
+                .validation_method(ValidationMethod::Dns)
+                .idempotency_token(idempotency_token(stack.names, name))
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .map_err(failed(format!("cannot request an ACM certificate for {name}")))?;
+            let arn = requested
+                .certificate_arn()
+                .context("RequestCertificate answered without a certificate ARN")?
+                .to_string();
+            step(report, Kind::Certificate, name, format!("requested ({arn})"));
+            arn
+        }
+        _ => super::base::live_id(change)?,
+    };
+    // The validation record, once ACM shows it.
+    let validation = poll(VALIDATION_RECORD_SHOWN, || async {
+        let certificate = read_certificate(aws, &arn).await?;
+        Ok(match certificate {
+            Some(c) if c.status == "ISSUED" || !c.validation.is_empty() => Polled::Ready(c),
+            _ => Polled::Waiting(format!(
+                "ACM shows no validation record for certificate {arn} after {} s; run `chatctl up` again",
+                VALIDATION_RECORD_SHOWN.as_secs()
+            )),
+        })
+    })
+    .await?;
+    if validation.status == "ISSUED" {
+        return Ok(arn);
+    }
+    let mut batch = ChangeBatch::builder().comment(format!("chatctl: validation of {name}"));
+    for (record, value) in &validation.validation {
+        let set = ResourceRecordSet::builder()
+            .name(record)
+            .r#type(RrType::Cname)
+            .ttl(300)
+            .resource_records(aws_sdk_route53::types::ResourceRecord::builder().value(value).build()?)
+            .build()?;
+        batch = batch.changes(
+            aws_sdk_route53::types::Change::builder()
+                .action(ChangeAction::Upsert)
+                .resource_record_set(set)
+                .build()?,
+        );
+    }
+    change_records(
+        aws,
+        zone,
+        batch.build()?,
+        &format!("write the validation record of {name}"),
+    )
+    .await?;
+    step(
+        report,
+        Kind::Record,
+        &validation.validation[0].0,
+        "written (certificate validation)",
+    );
+    poll(ISSUED_WITHIN, || async {
+        let certificate = read_certificate(aws, &arn).await?;
+        let status = certificate.map(|c| c.status).unwrap_or_default();
+        Ok(match status.as_str() {
+            "ISSUED" => Polled::Ready(()),
+            "PENDING_VALIDATION" => Polled::Waiting(format!(
+                "ACM certificate {arn} for {name} is still PENDING_VALIDATION after {} min, its validation \
+                 record in hosted zone {zone}: check that the registrar of the name delegates to that zone's \
+                 name servers (`dig NS {name}` against `aws route53 get-hosted-zone --id {zone}`); then run \
+                 `chatctl up` again to go on waiting",
+                ISSUED_WITHIN.as_secs() / 60
+            )),
+            other => Polled::Waiting(format!(
+                "ACM certificate {arn} for {name} is {other}, not ISSUED; see its details in the ACM console, \
+                 then run `chatctl up` again (chatctl requests a new one)"
+            )),
+        })
+    })
+    .await?;
+    step(report, Kind::Certificate, name, "issued");
+    Ok(arn)
+}
+
+/// How long a deleted domain name keeps its certificate in use: minutes,
+/// up to 20 (aws-cdk #36265; serverless-domain-manager #32: "10-20
+/// minutes"); terraform-provider-aws retries the deletion for 10 (#3868).
+const CERTIFICATE_RELEASED: Budget = Budget::new(Duration::from_secs(20 * 60));
+
+/// Deletes a certificate chatctl requested, once no domain name uses it;
+/// with `records`, its validation records too (a certificate for the same
+/// name shares them, so `up` replacing one keeps them).
+pub async fn delete_certificate(aws: &Aws, arn: &str, records: bool) -> Result<()> {
+    let Some(certificate) = read_certificate(aws, arn).await? else {
+        return Ok(());
+    };
+    let tags = aws
+        .acm
+        .list_tags_for_certificate()
+        .certificate_arn(arn)
+        .send()
+        .await
+        .map_err(failed(format!("cannot read the tags of ACM certificate {arn}")))?;
+    let zone = tags.tags().iter().find(|t| t.key() == ZONE_TAG).and_then(|t| t.value());
+    if let (true, Some(zone)) = (records, zone) {
+        for (name, value) in &certificate.validation {
+            let sets = aws
+                .route53
+                .list_resource_record_sets()
+                .hosted_zone_id(zone)
+                .start_record_name(name)
+                .start_record_type(RrType::Cname)
+                .max_items(1)
+                .send()
+                .await
+                .map_err(failed(format!(
+                    "cannot list the records of {name} in hosted zone {zone}"
+                )))?;
+            // A deletion names the record exactly as it is; one changed by
+            // someone else is left alone.
+            let Some(set) = sets.resource_record_sets().iter().find(|r| {
+                dns(r.name()) == *name
+                    && r.r#type() == &RrType::Cname
+                    && r.resource_records().iter().any(|v| dns(v.value()) == *value)
+            }) else {
+                continue;
+            };
+            let batch = ChangeBatch::builder()
+                .changes(
+                    aws_sdk_route53::types::Change::builder()
+                        .action(ChangeAction::Delete)
+                        .resource_record_set(set.clone())
+                        .build()?,
+                )
+                .build()?;
+            change_records(aws, zone, batch, &format!("delete the validation record {name}")).await?;
+        }
+    }
+    let deleted = retry(
+        CERTIFICATE_RELEASED,
+        |err| is_code(err, &["ResourceInUseException"]),
+        || aws.acm.delete_certificate().certificate_arn(arn).send(),
+    )
+    .await;
+    match deleted {
+        Ok(_) => Ok(()),
+        Err((err, _)) if is_code(&err, &["ResourceNotFoundException"]) => Ok(()),
+        Err(err) => Err(retry_error(
+            format!("cannot delete ACM certificate {arn}"),
+            CERTIFICATE_RELEASED,
+            "API Gateway has not released it yet; run the command again later",
+            err,
+        )),
+    }
 }
 
 /// Maps the stage at the root of the domain name, or moves the mapping to it.

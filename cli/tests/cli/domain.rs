@@ -1,8 +1,9 @@
 //! `[domain]`: the chat at `wss://chat.example.com` — an API Gateway domain
-//! name with a given certificate, the stage mapped at its root, and Route 53
-//! alias records — made by `up`, shown by `status`, removed by `down`, which
-//! leaves the hosted zone and the certificate alone. Bad settings stop `up`
-//! before any change.
+//! name with a given certificate or one chatctl requests and validates
+//! through DNS, the stage mapped at its root, and Route 53 alias records —
+//! made by `up`, shown by `status`, removed by `down`, which leaves the
+//! hosted zone and a given certificate alone. Bad settings stop `up` before
+//! any change.
 
 use serde_json::Value;
 
@@ -332,4 +333,90 @@ async fn a_domain_that_cannot_be_served_stops_up_before_any_change() {
     // `down` leaves it alone.
     env.chatctl(&["down"]).await.assert_ok();
     apigateway.get_domain_name().domain_name(NAME).send().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_certificate_up_requests_one_validates_it_through_dns_and_down_deletes_it() {
+    let env = Env::start().await;
+    let zone = hosted_zone(&env, "example.com").await;
+    env.write_config(&format!("[domain]\nname = \"{NAME}\"\n"));
+    let dry = env.up(&["--dry-run"]).await;
+    dry.assert_ok();
+    assert!(dry.stdout.contains("+ certificate chat.example.com"), "{dry:?}");
+
+    let run = env.up(&[]).await;
+    run.assert_ok();
+    assert!(run.stdout.contains("wss://chat.example.com"), "{run:?}");
+    let acm = env.acm();
+    let listed = acm.list_certificates().send().await.unwrap();
+    let [summary] = listed.certificate_summary_list() else {
+        panic!("one certificate: {listed:?}")
+    };
+    let arn = summary.certificate_arn().unwrap().to_string();
+    let certificate = acm.describe_certificate().certificate_arn(&arn).send().await.unwrap();
+    let certificate = certificate.certificate().unwrap();
+    assert_eq!(certificate.status().unwrap().as_str(), "ISSUED");
+    assert_eq!(certificate.r#type().unwrap().as_str(), "AMAZON_ISSUED");
+    let validation = certificate.domain_validation_options()[0].resource_record().unwrap();
+    let validation_name = validation.name().trim_end_matches('.').to_string();
+    let domain = env
+        .apigateway()
+        .get_domain_name()
+        .domain_name(NAME)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        domain.domain_name_configurations()[0].certificate_arn(),
+        Some(arn.as_str())
+    );
+    let cname = |sets: &aws_sdk_route53::operation::list_resource_record_sets::ListResourceRecordSetsOutput| {
+        sets.resource_record_sets()
+            .iter()
+            .any(|r| r.name().trim_end_matches('.') == validation_name && r.r#type().as_str() == "CNAME")
+    };
+    let sets = env
+        .route53()
+        .list_resource_record_sets()
+        .hosted_zone_id(&zone)
+        .send()
+        .await
+        .unwrap();
+    assert!(cname(&sets), "the validation record: {sets:?}");
+
+    let (code, row) = env.status_of(NAME).await;
+    assert_eq!(code, 0, "{row}");
+    let status = env.chatctl(&["status"]).await;
+    assert!(status.stdout.contains("certificate ISSUED, expires"), "{status:?}");
+
+    env.proxy.clear();
+    env.up(&[]).await.assert_ok();
+    assert!(env.mutating_operations().is_empty(), "{:?}", env.mutating_operations());
+
+    env.chatctl(&["down"]).await.assert_ok();
+    assert!(
+        acm.list_certificates()
+            .send()
+            .await
+            .unwrap()
+            .certificate_summary_list()
+            .is_empty()
+    );
+    let sets = env
+        .route53()
+        .list_resource_record_sets()
+        .hosted_zone_id(&zone)
+        .send()
+        .await
+        .unwrap();
+    assert!(!cname(&sets), "the validation record goes: {sets:?}");
+    assert!(
+        env.apigateway()
+            .get_domain_names()
+            .send()
+            .await
+            .unwrap()
+            .items()
+            .is_empty()
+    );
 }
