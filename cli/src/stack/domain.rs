@@ -79,6 +79,9 @@ pub struct ZoneState {
     /// Lowercase, without the trailing dot.
     pub name: String,
     pub private: bool,
+    /// The name servers Route 53 serves it from (GetHostedZone's
+    /// delegation set); read only for the delegation check.
+    pub name_servers: Vec<String>,
 }
 
 /// One of the name's A or AAAA records, as Route 53 has it.
@@ -244,6 +247,7 @@ fn zone_state(zone: &aws_sdk_route53::types::HostedZone) -> ZoneState {
         id: zone.id().trim_start_matches("/hostedzone/").to_string(),
         name: dns(zone.name()),
         private: zone.config().is_some_and(|c| c.private_zone()),
+        name_servers: vec![],
     }
 }
 
@@ -252,7 +256,13 @@ fn zone_state(zone: &aws_sdk_route53::types::HostedZone) -> ZoneState {
 async fn read_zone(aws: &Aws, spec: &DomainSpec) -> Result<Option<ZoneState>> {
     if let Some(id) = &spec.zone_id {
         return match aws.route53.get_hosted_zone().id(id).send().await {
-            Ok(answer) => Ok(answer.hosted_zone().map(zone_state)),
+            Ok(answer) => Ok(answer.hosted_zone().map(|zone| ZoneState {
+                name_servers: answer
+                    .delegation_set()
+                    .map(|d| d.name_servers().iter().map(|n| dns(n)).collect())
+                    .unwrap_or_default(),
+                ..zone_state(zone)
+            })),
             Err(err) if is_code(&err, &["NoSuchHostedZone"]) => Ok(None),
             Err(err) => Err(failed(format!("cannot read Route 53 hosted zone {id}"))(err)),
         };
@@ -399,6 +409,73 @@ impl DomainActual {
     }
 }
 
+/// The DNS resolver of the delegation check, `IP` or `IP:PORT`, instead of
+/// the system's.
+pub const RESOLVER_VAR: &str = "CHATCTL_DNS_RESOLVER";
+
+/// The name servers the public DNS gives for `zone`: `Ok(None)` when it
+/// has none (NXDOMAIN, no NS records).
+async fn public_name_servers(zone: &str) -> Result<Option<Vec<String>>> {
+    use hickory_resolver::Resolver;
+    use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
+    use hickory_resolver::name_server::TokioConnectionProvider;
+    let resolver = match std::env::var(RESOLVER_VAR) {
+        Ok(text) => {
+            let address: std::net::SocketAddr = text
+                .parse()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                .with_context(|| format!("{RESOLVER_VAR}={text:?} is not IP or IP:PORT"))?;
+            let servers = NameServerConfigGroup::from_ips_clear(&[address.ip()], address.port(), true);
+            let config = ResolverConfig::from_parts(None, vec![], servers);
+            Resolver::builder_with_config(config, TokioConnectionProvider::default()).build()
+        }
+        Err(_) => Resolver::builder_tokio()
+            .context("cannot read this machine's DNS configuration")?
+            .build(),
+    };
+    match resolver.ns_lookup(format!("{zone}.")).await {
+        Ok(answer) => Ok(Some(answer.iter().map(|ns| dns(&ns.0.to_ascii())).collect())),
+        Err(err) if err.is_no_records_found() => Ok(None),
+        Err(err) => bail!("cannot ask the DNS which name servers serve {zone}: {err}"),
+    }
+}
+
+/// Why ACM would never see the validation record in `zone`: the public DNS
+/// does not send queries for the zone to the name servers Route 53 serves it
+/// from (the registrar names others). ACM would leave the certificate
+/// PENDING_VALIDATION, for hours (anomalyco/sst #5781, #4946).
+fn delegation_problem(zone: &ZoneState, public: Option<&[String]>) -> Option<String> {
+    let ours: std::collections::BTreeSet<&str> = zone.name_servers.iter().map(String::as_str).collect();
+    let fix = format!(
+        "set the name servers of {} at its registrar (or its parent zone) to {}, then run `chatctl up` again \
+         (or give a certificate_arn validated some other way)",
+        zone.name,
+        zone.name_servers.join(", ")
+    );
+    match public {
+        None => Some(format!(
+            "the public DNS has no name servers for {}: ACM could not validate a certificate through hosted zone {}; {fix}",
+            zone.name, zone.id
+        )),
+        Some(public) if public.iter().any(|ns| ours.contains(ns.as_str())) => None,
+        Some(public) => Some(format!(
+            "the public DNS sends {} to {}, not to hosted zone {} ({}): ACM would never see the validation record \
+             and the certificate would stay PENDING_VALIDATION; {fix}",
+            zone.name,
+            public.join(", "),
+            zone.id,
+            zone.name_servers.join(", ")
+        )),
+    }
+}
+
+/// Whether to check the delegation: against AWS, or an emulator when a
+/// resolver is named (the public DNS knows nothing of an emulator's zones).
+fn checks_delegation(aws: &Aws) -> bool {
+    let local = aws.sdk.endpoint_url().is_some_and(crate::aws::is_local_endpoint);
+    !local || std::env::var_os(RESOLVER_VAR).is_some()
+}
+
 /// Reads the stack's domain names, and with `[domain]`, the zone, records and
 /// certificate it names, with what stops it from being applied.
 pub async fn read_domain(aws: &Aws, names: &Names, spec: Option<&DomainSpec>) -> Result<DomainActual> {
@@ -448,6 +525,24 @@ pub async fn read_domain(aws: &Aws, names: &Names, spec: Option<&DomainSpec>) ->
     actual.problems = problems(names, spec, found, zone.as_ref(), certificate.as_ref(), &actual.records);
     actual.zone = zone;
     actual.certificate = certificate.or_else(|| actual.owned_certificate(&spec.name).cloned());
+    // Before a certificate is validated through the zone: the zone must be
+    // the one the public DNS asks.
+    let validates = spec.certificate_arn.is_none() && actual.certificate.as_ref().is_none_or(|c| c.status != "ISSUED");
+    if let Some(zone) = actual.zone.as_mut().filter(|_| validates && checks_delegation(aws)) {
+        if zone.name_servers.is_empty() {
+            let answer = aws
+                .route53
+                .get_hosted_zone()
+                .id(&zone.id)
+                .send()
+                .await
+                .map_err(failed(format!("cannot read Route 53 hosted zone {}", zone.id)))?;
+            let servers = answer.delegation_set().map(|d| d.name_servers()).unwrap_or_default();
+            zone.name_servers = servers.iter().map(|n| dns(n)).collect();
+        }
+        let public = public_name_servers(&zone.name).await?;
+        actual.problems.extend(delegation_problem(zone, public.as_deref()));
+    }
     Ok(actual)
 }
 
@@ -1247,6 +1342,7 @@ mod tests {
             id: id.into(),
             name: name.into(),
             private,
+            name_servers: vec![],
         };
         let zones = [
             zone("Z1", "example.com", false),
@@ -1258,5 +1354,28 @@ mod tests {
         assert_eq!(zone_for(&zones, "chat.example.com").unwrap().id, "Z1");
         assert!(zone_for(&zones, "chat.example.org").is_none());
         assert!(!in_zone("chat.myexample.com", "example.com"));
+    }
+
+    #[test]
+    fn a_zone_is_delegated_to_when_the_public_dns_names_one_of_its_servers() {
+        let zone = ZoneState {
+            id: "Z1".into(),
+            name: "example.com".into(),
+            private: false,
+            name_servers: vec!["ns-1.awsdns-01.org".into(), "ns-2.awsdns-02.com".into()],
+        };
+        let servers = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(delegation_problem(&zone, Some(&servers(&["ns-2.awsdns-02.com"]))), None);
+        let elsewhere = delegation_problem(&zone, Some(&servers(&["ns1.registrar.example"]))).unwrap();
+        assert!(
+            elsewhere.contains("sends example.com to ns1.registrar.example"),
+            "{elsewhere}"
+        );
+        assert!(
+            elsewhere.contains("to ns-1.awsdns-01.org, ns-2.awsdns-02.com"),
+            "{elsewhere}"
+        );
+        let nowhere = delegation_problem(&zone, None).unwrap();
+        assert!(nowhere.contains("no name servers for example.com"), "{nowhere}");
     }
 }

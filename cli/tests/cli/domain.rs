@@ -420,3 +420,53 @@ async fn without_a_certificate_up_requests_one_validates_it_through_dns_and_down
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_the_public_dns_does_not_send_the_name_to_stops_up_with_the_fix() {
+    let env = Env::start_plain().await;
+    let zone = hosted_zone(&env, "example.com").await;
+    let served = env.route53().get_hosted_zone().id(&zone).send().await.unwrap();
+    let zone_servers: Vec<String> = served
+        .delegation_set()
+        .unwrap()
+        .name_servers()
+        .iter()
+        .map(|n| n.trim_end_matches('.').to_string())
+        .collect();
+    env.write_config(&format!("[domain]\nname = \"{NAME}\"\n"));
+    let up = env.up_args();
+    let up: Vec<&str> = up.iter().map(String::as_str).collect();
+
+    // The registrar still names its own name servers.
+    let registrar = chat_testkit::dns::DnsServer::start(&[("example.com", &["ns1.registrar.example"])]).await;
+    env.proxy.clear();
+    let run = env
+        .chatctl_env(&up, &[("CHATCTL_DNS_RESOLVER", &registrar.address())])
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("the public DNS sends example.com to ns1.registrar.example"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains(&zone_servers.join(", ")),
+        "the fix names the zone's servers: {run:?}"
+    );
+    assert!(
+        !env.mutating_operations()
+            .iter()
+            .any(|op| op.contains("Certificate") || op.contains("Domain")),
+        "{:?}",
+        env.mutating_operations()
+    );
+
+    // Delegated: up requests, validates and serves.
+    let servers: Vec<&str> = zone_servers.iter().map(String::as_str).collect();
+    let delegated = chat_testkit::dns::DnsServer::start(&[("example.com", &servers)]).await;
+    let run = env
+        .chatctl_env(&up, &[("CHATCTL_DNS_RESOLVER", &delegated.address())])
+        .await;
+    run.assert_ok();
+    assert!(run.stdout.contains("wss://chat.example.com"), "{run:?}");
+}
