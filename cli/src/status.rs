@@ -214,6 +214,17 @@ pub(crate) async fn run(session: &mut Session) -> Result<u8> {
                         .push(format!("{path} → API {} stage {}", mapping.api_id, mapping.stage));
                 }
             }
+            "record" if actual.domain.zone.is_none() => {
+                let target = actual.domain.ours().into_iter().find(|d| d.name == resource.name);
+                let target = target
+                    .and_then(|d| d.target.as_deref())
+                    .unwrap_or("(the domain name's target)");
+                let answer = actual.domain.by_hand.as_deref().unwrap_or("no CNAME, or not asked");
+                resource.details.push(format!(
+                    "by hand, no zone of the account holds it: {} CNAME {target}; the DNS answers {answer}",
+                    resource.name
+                ));
+            }
             "record" => {
                 for record in &actual.domain.records {
                     let to = record.alias.as_deref().unwrap_or("(not an alias)");

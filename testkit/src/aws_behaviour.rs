@@ -65,6 +65,10 @@ pub struct Timings {
     /// OperationAborted (real: no figure published; seconds to minutes
     /// reported; 10 s assumed).
     pub bucket_name_release: Duration,
+    /// After a DeleteDomainName, how long its certificate stays in use
+    /// (real: minutes; "10-20 minutes" in serverless-domain-manager #32;
+    /// 2 min assumed).
+    pub certificate_release: Duration,
     pub latency: Latency,
 }
 
@@ -100,6 +104,7 @@ impl Timings {
             // the new alarms' first state after `up`.
             alarm_evaluation: Duration::from_secs(10),
             bucket_name_release: Duration::from_millis(800),
+            certificate_release: Duration::from_millis(800),
             latency: Latency {
                 read: Duration::from_millis(5),
                 write: Duration::from_millis(15),
@@ -126,6 +131,7 @@ impl Timings {
             secret_deletion: Duration::from_secs(5),
             alarm_evaluation: Duration::from_secs(60),
             bucket_name_release: Duration::from_secs(10),
+            certificate_release: Duration::from_secs(120),
             latency: Latency {
                 read: Duration::from_millis(80),
                 write: Duration::from_millis(200),
@@ -279,6 +285,14 @@ pub struct Behaviours {
     /// is currently in progress against this resource. Please try again."
     /// (S3 API reference, error codes). Moto frees the name at once.
     pub bucket_name_release: bool,
+    /// An API Gateway domain name keeps its ACM certificate in use for
+    /// `certificate_release` after its DeleteDomainName: a DeleteCertificate
+    /// meanwhile gets `400 ResourceInUseException` "Certificate ARN in
+    /// account ACCOUNT is in use." (aws-cdk #36265: "AWS doesn't immediately
+    /// release the certificate association after the Custom Domain is
+    /// deleted"; terraform-provider-aws #3866). The emulator refuses it
+    /// while the domain name exists.
+    pub certificate_release: bool,
     /// Every call is answered after `timings.latency` (read, write or
     /// create_deployment).
     pub latency: bool,
@@ -309,6 +323,7 @@ impl Behaviours {
             alarm_evaluation: false,
             s3_conditional_conflicts: false,
             bucket_name_release: false,
+            certificate_release: false,
             latency: false,
             timings: Timings::compressed(),
         }
@@ -337,6 +352,7 @@ impl Behaviours {
             alarm_evaluation: true,
             s3_conditional_conflicts: true,
             bucket_name_release: true,
+            certificate_release: true,
             latency: true,
             timings,
         }
@@ -587,6 +603,10 @@ pub(crate) struct LayerState {
     taken_buckets: HashSet<String>,
     /// Bucket name → until when, after its DeleteBucket, it cannot be made again.
     deleted_buckets: HashMap<String, Instant>,
+    /// Domain name → the certificates it was made or updated with.
+    domain_certificates: HashMap<String, Vec<String>>,
+    /// Certificate ARN → until when, after its domain name's deletion, it is in use.
+    released_certificates: HashMap<String, Instant>,
     functions: HashMap<String, FunctionState>,
     /// Table name → CREATING until.
     creating: HashMap<String, Instant>,
@@ -671,6 +691,8 @@ impl LayerState {
             roles: HashMap::new(),
             policy_change: None,
             deleted_secrets: HashMap::new(),
+            domain_certificates: HashMap::new(),
+            released_certificates: HashMap::new(),
             alarms: HashMap::new(),
             taken_buckets: HashSet::new(),
             deleted_buckets: HashMap::new(),
@@ -730,6 +752,20 @@ impl LayerState {
                         StatusCode::BAD_REQUEST,
                         "ThrottlingException",
                         "Rate exceeded",
+                    ));
+                }
+            }
+            "acm" if b.certificate_release && request.operation == "DeleteCertificate" => {
+                let body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
+                self.released_certificates.retain(|_, until| now < *until);
+                if let Some(arn) = body["CertificateArn"]
+                    .as_str()
+                    .filter(|arn| self.released_certificates.contains_key(*arn))
+                {
+                    return Decision::Answer(LayerError::new(
+                        StatusCode::BAD_REQUEST,
+                        "ResourceInUseException",
+                        format!("Certificate {arn} in account {ACCOUNT_ID} is in use."),
                     ));
                 }
             }
@@ -1181,6 +1217,35 @@ impl LayerState {
                         && let Some(name) = parsed().and_then(|answer| answer["Name"].as_str().map(str::to_string))
                     {
                         self.deleted_secrets.insert(name, now + b.timings.secret_deletion);
+                    }
+                }
+                ("apigateway", "CreateDomainName" | "UpdateDomainName") if b.certificate_release => {
+                    let body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
+                    let name = body["domainName"]
+                        .as_str()
+                        .map(str::to_string)
+                        .or_else(|| request.uri.path().rsplit('/').next().map(percent_decode));
+                    let certificates = body["domainNameConfigurations"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c["certificateArn"].as_str().map(str::to_string))
+                        .collect();
+                    if let Some(name) = name {
+                        self.domain_certificates.insert(name, certificates);
+                    }
+                }
+                ("apigateway", "DeleteDomainName") if b.certificate_release => {
+                    let name = request
+                        .uri
+                        .path()
+                        .rsplit('/')
+                        .next()
+                        .map(percent_decode)
+                        .unwrap_or_default();
+                    for arn in self.domain_certificates.remove(&name).unwrap_or_default() {
+                        self.released_certificates
+                            .insert(arn, now + b.timings.certificate_release);
                     }
                 }
                 ("s3", "DeleteBucket") if b.bucket_name_release => {

@@ -1,35 +1,46 @@
-//! A DNS server on a loopback UDP port that answers NS queries from a table,
-//! as the public DNS answers which name servers a zone is delegated to
-//! (what the registrar set). chatctl's delegation check of `[domain]` asks
-//! it through `CHATCTL_DNS_RESOLVER`. Any other name: NXDOMAIN.
+//! A DNS server on a loopback UDP port that answers from a table, as the
+//! public DNS answers: which name servers a zone is delegated to (NS, what
+//! the registrar set) and the records made by hand at a DNS provider
+//! (CNAME). chatctl's `[domain]` asks it through `CHATCTL_DNS_RESOLVER`. A
+//! name not in the table: NXDOMAIN.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::NS;
+use hickory_proto::rr::rdata::{CNAME, NS};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
 
+/// Name (lowercase, no trailing dot) → its NS and CNAME values.
+#[derive(Default)]
+struct Table {
+    ns: BTreeMap<String, Vec<String>>,
+    cname: BTreeMap<String, String>,
+}
+
 pub struct DnsServer {
     address: SocketAddr,
+    table: Arc<Mutex<Table>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+fn key(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 impl DnsServer {
     /// Serves `delegations`: zone (no trailing dot) → its name servers.
     pub async fn start(delegations: &[(&str, &[&str])]) -> DnsServer {
-        let table: BTreeMap<String, Vec<String>> = delegations
-            .iter()
-            .map(|(zone, servers)| {
-                (
-                    zone.to_ascii_lowercase(),
-                    servers.iter().map(|s| s.to_string()).collect(),
-                )
-            })
-            .collect();
+        let mut table = Table::default();
+        for (zone, servers) in delegations {
+            table.ns.insert(key(zone), servers.iter().map(|s| key(s)).collect());
+        }
+        let table = Arc::new(Mutex::new(table));
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("a loopback UDP port");
         let address = socket.local_addr().unwrap();
+        let served = table.clone();
         let task = tokio::spawn(async move {
             let mut buffer = vec![0; 4096];
             loop {
@@ -39,12 +50,18 @@ impl DnsServer {
                 let Ok(request) = Message::from_vec(&buffer[..size]) else {
                     continue;
                 };
-                if let Ok(answer) = answer(&request, &table).to_vec() {
-                    let _ = socket.send_to(&answer, peer).await;
+                let response = answer(&request, &served.lock().unwrap());
+                if let Ok(response) = response.to_vec() {
+                    let _ = socket.send_to(&response, peer).await;
                 }
             }
         });
-        DnsServer { address, task }
+        DnsServer { address, table, task }
+    }
+
+    /// A CNAME record made by hand: `name` → `target`.
+    pub fn set_cname(&self, name: &str, target: &str) {
+        self.table.lock().unwrap().cname.insert(key(name), key(target));
     }
 
     /// `IP:PORT`, as `CHATCTL_DNS_RESOLVER` takes it.
@@ -59,7 +76,7 @@ impl Drop for DnsServer {
     }
 }
 
-fn answer(request: &Message, table: &BTreeMap<String, Vec<String>>) -> Message {
+fn answer(request: &Message, table: &Table) -> Message {
     let mut response = Message::new();
     response
         .set_id(request.id())
@@ -69,20 +86,26 @@ fn answer(request: &Message, table: &BTreeMap<String, Vec<String>>) -> Message {
         .set_recursion_available(true)
         .add_queries(request.queries().to_vec());
     for query in request.queries() {
-        let zone = query.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
-        match table.get(&zone) {
-            Some(servers) if query.query_type() == RecordType::NS => {
-                for server in servers {
-                    let Ok(name) = Name::from_ascii(format!("{server}.")) else {
-                        continue;
-                    };
-                    response.add_answer(Record::from_rdata(query.name().clone(), 300, RData::NS(NS(name))));
+        let name = key(&query.name().to_ascii());
+        let known = table.ns.contains_key(&name) || table.cname.contains_key(&name);
+        if !known {
+            response.set_response_code(ResponseCode::NXDomain);
+            continue;
+        }
+        let fqdn = |value: &str| Name::from_ascii(format!("{value}.")).ok();
+        let record = |rdata: RData| Record::from_rdata(query.name().clone(), 300, rdata);
+        match query.query_type() {
+            RecordType::NS => {
+                for server in table.ns.get(&name).into_iter().flatten().filter_map(|s| fqdn(s)) {
+                    response.add_answer(record(RData::NS(NS(server))));
                 }
             }
-            Some(_) => {}
-            None => {
-                response.set_response_code(ResponseCode::NXDomain);
+            RecordType::CNAME => {
+                if let Some(target) = table.cname.get(&name).and_then(|t| fqdn(t)) {
+                    response.add_answer(record(RData::CNAME(CNAME(target))));
+                }
             }
+            _ => {}
         }
     }
     response

@@ -2154,3 +2154,55 @@ async fn bucket_names_are_released_late_and_some_are_taken() {
     let head = s3.head_bucket().bucket("someone-elses").send().await.unwrap_err();
     assert_eq!(head.raw_response().map(|r| r.status().as_u16()), Some(403));
 }
+
+#[tokio::test]
+async fn a_deleted_domain_name_keeps_its_certificate_in_use_for_a_while() {
+    use aws_sdk_apigatewayv2::types::DomainNameConfiguration;
+    let moto = Moto::start();
+    let behaviours = Behaviours {
+        certificate_release: true,
+        ..Behaviours::none()
+    };
+    let window = behaviours.timings.certificate_release;
+    let proxy = AwsProxy::start_with_behaviours(moto.endpoint(), behaviours).await;
+    let sdk = sdk_config_for(&proxy.endpoint()).await;
+    let (acm, apigateway) = (aws_sdk_acm::Client::new(&sdk), aws_sdk_apigatewayv2::Client::new(&sdk));
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/tests/fixtures");
+    let read = |ext: &str| std::fs::read(fixtures.join(format!("example.com.{ext}"))).unwrap();
+    let imported = acm
+        .import_certificate()
+        .certificate(aws_sdk_acm::primitives::Blob::new(read("crt")))
+        .private_key(aws_sdk_acm::primitives::Blob::new(read("key")))
+        .send()
+        .await
+        .unwrap();
+    let arn = imported.certificate_arn().unwrap();
+    apigateway
+        .create_domain_name()
+        .domain_name("chat.example.com")
+        .domain_name_configurations(DomainNameConfiguration::builder().certificate_arn(arn).build())
+        .send()
+        .await
+        .unwrap();
+    apigateway
+        .delete_domain_name()
+        .domain_name("chat.example.com")
+        .send()
+        .await
+        .unwrap();
+    let deleted = Instant::now();
+    let err = acm.delete_certificate().certificate_arn(arn).send().await.unwrap_err();
+    assert_eq!(err.code(), Some("ResourceInUseException"), "{err:?}");
+    assert!(deleted.elapsed() < window);
+    loop {
+        match acm.delete_certificate().certificate_arn(arn).send().await {
+            Ok(_) => break,
+            Err(err) => {
+                assert_eq!(err.code(), Some("ResourceInUseException"));
+                assert!(deleted.elapsed() < window * 3, "never released");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(deleted.elapsed() >= window);
+}

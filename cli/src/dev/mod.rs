@@ -77,6 +77,9 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         (None, None) => unreachable!("an emulator is started when no endpoint is given"),
     };
     let mut session = connect(cli, Some(&endpoint)).await?;
+    // The local stack is served at ws://127.0.0.1:PORT: no certificate,
+    // domain name or DNS records of `[domain]` in the emulator.
+    session.settings.domain = None;
 
     eprintln!(
         "chatctl dev: building the functions and provisioning stack {} into {endpoint}",

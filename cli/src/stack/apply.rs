@@ -195,19 +195,20 @@ async fn apply_domain(aws: &Aws, desired: &Desired, plan: &Plan, report: Report<
         plan.action(Kind::Domain, &spec.name),
         planned(plan, Kind::Record, &spec.name)?,
     );
-    let zone = live_id(records)?;
+    // None: no zone of the account holds the name (records by hand).
+    let zone = records.id.as_deref();
     let certificate = match &spec.certificate_arn {
         Some(arn) => arn.clone(),
         None => {
             let step = planned(plan, Kind::Certificate, &spec.name)?;
-            domain::apply_certificate(aws, desired.stack(), step, &zone, report).await?
+            domain::apply_certificate(aws, desired.stack(), step, zone, report).await?
         }
     };
     if *domain_action == Action::NoChange && records.action == Action::NoChange {
         return Ok(());
     }
     let name = (spec.name.as_str(), certificate.as_str());
-    let domain = domain::apply_domain(aws, desired.stack(), name, &zone, domain_action, report).await?;
+    let domain = domain::apply_domain(aws, desired.stack(), name, zone, domain_action, report).await?;
     domain::apply_records(aws, records, &domain, report).await
 }
 

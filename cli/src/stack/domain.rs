@@ -125,6 +125,10 @@ pub struct DomainActual {
     pub zone: Option<ZoneState>,
     /// The wanted name's A and AAAA records in that zone.
     pub records: Vec<RecordState>,
+    /// Without a zone: what the public DNS answers for the name's CNAME
+    /// record, made by hand (None when not asked: against an emulator
+    /// without `CHATCTL_DNS_RESOLVER`).
+    pub by_hand: Option<String>,
     /// The other domain names' records, by domain name.
     pub other_records: BTreeMap<String, (String, Vec<RecordState>)>,
     /// The certificate `[domain]` serves the name with: the one given, or
@@ -277,24 +281,29 @@ async fn read_zone(aws: &Aws, spec: &DomainSpec) -> Result<Option<ZoneState>> {
 }
 
 /// The A and AAAA records of `name` in `zone`.
-async fn read_records(aws: &Aws, zone: &str, name: &str) -> Result<Vec<RecordState>> {
-    // Record sets are listed in order from the name and type given; the
-    // name's A, AAAA and any others come first (Route 53 API reference,
-    // ListResourceRecordSets).
+/// The record sets of `zone` from `name` and `kind` on, as Route 53 lists
+/// them: in order of name, then type, so the name's own come first (Route 53
+/// API reference, ListResourceRecordSets).
+async fn record_sets_from(aws: &Aws, zone: &str, name: &str, kind: RrType) -> Result<Vec<ResourceRecordSet>> {
     let answer = aws
         .route53
         .list_resource_record_sets()
         .hosted_zone_id(zone)
         .start_record_name(name)
-        .start_record_type(RrType::A)
+        .start_record_type(kind)
         .max_items(10)
         .send()
         .await
         .map_err(failed(format!(
             "cannot list the records of {name} in hosted zone {zone}"
         )))?;
-    Ok(answer
-        .resource_record_sets()
+    Ok(answer.resource_record_sets().to_vec())
+}
+
+/// The A and AAAA records of `name` in `zone`.
+async fn read_records(aws: &Aws, zone: &str, name: &str) -> Result<Vec<RecordState>> {
+    Ok(record_sets_from(aws, zone, name, RrType::A)
+        .await?
         .iter()
         .filter(|r| dns(r.name()) == name && matches!(r.r#type(), RrType::A | RrType::Aaaa))
         .map(|r| RecordState {
@@ -350,6 +359,21 @@ const CERTIFICATE_STATUSES: [CertificateStatus; 7] = [
     CertificateStatus::Failed,
 ];
 
+async fn certificate_tags(aws: &Aws, arn: &str) -> Result<BTreeMap<String, String>> {
+    let tags = aws
+        .acm
+        .list_tags_for_certificate()
+        .certificate_arn(arn)
+        .send()
+        .await
+        .map_err(failed(format!("cannot read the tags of ACM certificate {arn}")))?;
+    Ok(tags
+        .tags()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().unwrap_or_default().to_string()))
+        .collect())
+}
+
 /// The certificates of the account for one of `names` that are tagged with
 /// the stack: the ones chatctl requested.
 async fn read_owned_certificates(aws: &Aws, stack: &str, names: &[String]) -> Result<Vec<CertificateState>> {
@@ -373,18 +397,7 @@ async fn read_owned_certificates(aws: &Aws, stack: &str, names: &[String]) -> Re
     }
     let mut owned = vec![];
     for arn in arns {
-        let tags = aws
-            .acm
-            .list_tags_for_certificate()
-            .certificate_arn(&arn)
-            .send()
-            .await
-            .map_err(failed(format!("cannot read the tags of ACM certificate {arn}")))?;
-        let tags: BTreeMap<String, String> = tags
-            .tags()
-            .iter()
-            .map(|t| (t.key().to_string(), t.value().unwrap_or_default().to_string()))
-            .collect();
+        let tags = certificate_tags(aws, &arn).await?;
         if tags.get(STACK_TAG).map(String::as_str) != Some(stack) {
             continue;
         }
@@ -413,13 +426,14 @@ impl DomainActual {
 /// the system's.
 pub const RESOLVER_VAR: &str = "CHATCTL_DNS_RESOLVER";
 
-/// The name servers the public DNS gives for `zone`: `Ok(None)` when it
-/// has none (NXDOMAIN, no NS records).
-async fn public_name_servers(zone: &str) -> Result<Option<Vec<String>>> {
+/// A resolver of the public DNS: this machine's, or the one
+/// `CHATCTL_DNS_RESOLVER` names. A new one for each question, so that no
+/// answer is taken from its cache.
+fn resolver() -> Result<hickory_resolver::TokioResolver> {
     use hickory_resolver::Resolver;
     use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
     use hickory_resolver::name_server::TokioConnectionProvider;
-    let resolver = match std::env::var(RESOLVER_VAR) {
+    Ok(match std::env::var(RESOLVER_VAR) {
         Ok(text) => {
             let address: std::net::SocketAddr = text
                 .parse()
@@ -432,12 +446,50 @@ async fn public_name_servers(zone: &str) -> Result<Option<Vec<String>>> {
         Err(_) => Resolver::builder_tokio()
             .context("cannot read this machine's DNS configuration")?
             .build(),
-    };
-    match resolver.ns_lookup(format!("{zone}.")).await {
+    })
+}
+
+/// The name servers the public DNS gives for `zone`: `Ok(None)` when it
+/// has none (NXDOMAIN, no NS records).
+async fn public_name_servers(zone: &str) -> Result<Option<Vec<String>>> {
+    match resolver()?.ns_lookup(format!("{zone}.")).await {
         Ok(answer) => Ok(Some(answer.iter().map(|ns| dns(&ns.0.to_ascii())).collect())),
         Err(err) if err.is_no_records_found() => Ok(None),
         Err(err) => bail!("cannot ask the DNS which name servers serve {zone}: {err}"),
     }
+}
+
+/// What the public DNS answers for `name`'s CNAME record, if anything.
+async fn public_cname(name: &str) -> Result<Option<String>> {
+    use hickory_resolver::proto::rr::{RData, RecordType};
+    match resolver()?.lookup(format!("{name}."), RecordType::CNAME).await {
+        Ok(answer) => Ok(answer.iter().find_map(|rdata| match rdata {
+            RData::CNAME(target) => Some(dns(&target.0.to_ascii())),
+            _ => None,
+        })),
+        Err(err) if err.is_no_records_found() => Ok(None),
+        Err(err) => bail!("cannot ask the DNS for the CNAME record of {name}: {err}"),
+    }
+}
+
+/// How long `up` waits for a record made by hand to be answered by the DNS.
+const BY_HAND_WITHIN: Duration = Duration::from_secs(30 * 60);
+
+/// Waits until the public DNS answers `name` CNAME `target`, a record
+/// the user makes at their DNS provider.
+async fn wait_for_cname(name: &str, target: &str) -> Result<()> {
+    poll(BY_HAND_WITHIN, || async {
+        Ok(match public_cname(name).await? {
+            Some(answer) if answer == target => Polled::Ready(()),
+            answer => Polled::Waiting(format!(
+                "the DNS still answers {} for {name} after {} min, not CNAME {target}: create that record where \
+                 {name} is served, then run `chatctl up` again",
+                answer.map_or_else(|| "no CNAME".to_string(), |a| format!("CNAME {a}")),
+                BY_HAND_WITHIN.as_secs() / 60
+            )),
+        })
+    })
+    .await
 }
 
 /// Why ACM would never see the validation record in `zone`: the public DNS
@@ -506,7 +558,10 @@ pub async fn read_domain(aws: &Aws, names: &Names, spec: Option<&DomainSpec>) ->
     }
     let mut candidates: Vec<String> = actual.others.iter().map(|d| d.name.clone()).collect();
     candidates.extend(spec.map(|s| s.name.clone()));
-    actual.owned_certificates = read_owned_certificates(aws, &names.stack, &candidates).await?;
+    // A stack without a domain has no certificate to look for.
+    if !candidates.is_empty() {
+        actual.owned_certificates = read_owned_certificates(aws, &names.stack, &candidates).await?;
+    }
     let Some(spec) = spec else {
         return Ok(actual);
     };
@@ -518,8 +573,10 @@ pub async fn read_domain(aws: &Aws, names: &Names, spec: Option<&DomainSpec>) ->
             None => Ok(None),
         }
     })?;
-    if let Some(zone) = &zone {
-        actual.records = read_records(aws, &zone.id, &spec.name).await?;
+    match &zone {
+        Some(zone) => actual.records = read_records(aws, &zone.id, &spec.name).await?,
+        None if checks_delegation(aws) => actual.by_hand = public_cname(&spec.name).await?,
+        None => {}
     }
     let found = (&*wanted, actual.foreign_mapped.as_slice());
     actual.problems = problems(names, spec, found, zone.as_ref(), certificate.as_ref(), &actual.records);
@@ -562,9 +619,8 @@ pub fn problems(
             "[domain] zone_id {id}: Route 53 has no such hosted zone in this account; \
              give the id of the zone that holds {name}"
         )),
-        (None, None) => problems.push(format!(
-            "no Route 53 hosted zone of this account holds {name}; create one (or give [domain] zone_id)"
-        )),
+        // No zone of the account: the records are made by hand.
+        (None, None) => {}
         (Some(zone), _) if !in_zone(name, &zone.name) => problems.push(format!(
             "[domain] zone_id {}: the zone is {}, which does not contain {name}; give the zone that holds it",
             zone.id, zone.name
@@ -639,9 +695,11 @@ pub fn problems(
 }
 
 /// The tags of the stack's domain name: the stack's, and the zone of its records.
-fn domain_tags(tags: &BTreeMap<String, String>, zone: &str) -> BTreeMap<String, String> {
+fn domain_tags(tags: &BTreeMap<String, String>, zone: Option<&str>) -> BTreeMap<String, String> {
     let mut tags = tags.clone();
-    tags.insert(ZONE_TAG.to_string(), zone.to_string());
+    if let Some(zone) = zone {
+        tags.insert(ZONE_TAG.to_string(), zone.to_string());
+    }
     tags
 }
 
@@ -689,7 +747,8 @@ pub fn domain_changes(
         changes.extend(unused_certificates);
         return changes;
     };
-    let zone = actual.zone.as_ref().map(|z| z.id.as_str()).unwrap_or_default();
+    // None: no zone of the account holds the name; its records are made by hand.
+    let zone = actual.zone.as_ref().map(|z| z.id.as_str());
     // The certificate chatctl requests when none is given: validated
     // through a record in the zone.
     let certificate_arn = match &spec.certificate_arn {
@@ -758,7 +817,12 @@ pub fn domain_changes(
             .iter()
             .any(|r| r.kind == kind && r.alias.as_deref() == target && target.is_some())
     };
-    let record_action = if actual.records.is_empty() {
+    let record_action = if zone.is_none() {
+        match (&actual.by_hand, target) {
+            (Some(answer), Some(target)) if answer == target => Action::NoChange,
+            _ => Action::Create,
+        }
+    } else if actual.records.is_empty() {
         Action::Create
     } else if record_ok("A") && record_ok("AAAA") {
         Action::NoChange
@@ -767,7 +831,7 @@ pub fn domain_changes(
             changes: vec![Detail::AliasTarget],
         }
     };
-    changes.push(change(Kind::Record, &spec.name, Some(zone), record_action));
+    changes.push(change(Kind::Record, &spec.name, zone, record_action));
     changes.extend(unused_certificates);
     changes
 }
@@ -798,7 +862,7 @@ pub async fn apply_domain(
     aws: &Aws,
     stack: Stack<'_>,
     (name, certificate): (&str, &str),
-    zone: &str,
+    zone: Option<&str>,
     action: &Action,
     report: Report<'_>,
 ) -> Result<DomainState> {
@@ -919,7 +983,7 @@ pub async fn apply_certificate(
     aws: &Aws,
     stack: Stack<'_>,
     change: &super::base::Change,
-    zone: &str,
+    zone: Option<&str>,
     report: Report<'_>,
 ) -> Result<String> {
     let name = change.name.as_str();
@@ -964,34 +1028,36 @@ pub async fn apply_certificate(
     if validation.status == "ISSUED" {
         return Ok(arn);
     }
-    let mut batch = ChangeBatch::builder().comment(format!("chatctl: validation of {name}"));
-    for (record, value) in &validation.validation {
-        let set = ResourceRecordSet::builder()
-            .name(record)
-            .r#type(RrType::Cname)
-            .ttl(300)
-            .resource_records(aws_sdk_route53::types::ResourceRecord::builder().value(value).build()?)
-            .build()?;
-        batch = batch.changes(
-            aws_sdk_route53::types::Change::builder()
-                .action(ChangeAction::Upsert)
-                .resource_record_set(set)
-                .build()?,
-        );
+    let records = validation.validation.iter();
+    match zone {
+        Some(zone) => {
+            let mut batch = ChangeBatch::builder().comment(format!("chatctl: validation of {name}"));
+            for (record, value) in records {
+                let set = ResourceRecordSet::builder()
+                    .name(record)
+                    .r#type(RrType::Cname)
+                    .ttl(300)
+                    .resource_records(aws_sdk_route53::types::ResourceRecord::builder().value(value).build()?)
+                    .build()?;
+                batch = batch.changes(record_change(ChangeAction::Upsert, set)?);
+            }
+            let what = format!("write the validation record of {name}");
+            change_records(aws, zone, batch.build()?, &what).await?;
+            step(
+                report,
+                Kind::Record,
+                &validation.validation[0].0,
+                "written (certificate validation)",
+            );
+        }
+        None => {
+            for (record, value) in records {
+                let todo = format!("create it where {name} is served: {record} CNAME {value}; waiting for ACM");
+                step(report, Kind::Record, record, todo);
+            }
+        }
     }
-    change_records(
-        aws,
-        zone,
-        batch.build()?,
-        &format!("write the validation record of {name}"),
-    )
-    .await?;
-    step(
-        report,
-        Kind::Record,
-        &validation.validation[0].0,
-        "written (certificate validation)",
-    );
+    let zone = zone.unwrap_or("(none: records made by hand)");
     poll(ISSUED_WITHIN, || async {
         let certificate = read_certificate(aws, &arn).await?;
         let status = certificate.map(|c| c.status).unwrap_or_default();
@@ -1027,31 +1093,14 @@ pub async fn delete_certificate(aws: &Aws, arn: &str, records: bool) -> Result<(
     let Some(certificate) = read_certificate(aws, arn).await? else {
         return Ok(());
     };
-    let tags = aws
-        .acm
-        .list_tags_for_certificate()
-        .certificate_arn(arn)
-        .send()
-        .await
-        .map_err(failed(format!("cannot read the tags of ACM certificate {arn}")))?;
-    let zone = tags.tags().iter().find(|t| t.key() == ZONE_TAG).and_then(|t| t.value());
+    let tags = certificate_tags(aws, arn).await?;
+    let zone = tags.get(ZONE_TAG);
     if let (true, Some(zone)) = (records, zone) {
         for (name, value) in &certificate.validation {
-            let sets = aws
-                .route53
-                .list_resource_record_sets()
-                .hosted_zone_id(zone)
-                .start_record_name(name)
-                .start_record_type(RrType::Cname)
-                .max_items(1)
-                .send()
-                .await
-                .map_err(failed(format!(
-                    "cannot list the records of {name} in hosted zone {zone}"
-                )))?;
+            let sets = record_sets_from(aws, zone, name, RrType::Cname).await?;
             // A deletion names the record exactly as it is; one changed by
             // someone else is left alone.
-            let Some(set) = sets.resource_record_sets().iter().find(|r| {
+            let Some(set) = sets.iter().find(|r| {
                 dns(r.name()) == *name
                     && r.r#type() == &RrType::Cname
                     && r.resource_records().iter().any(|v| dns(v.value()) == *value)
@@ -1059,12 +1108,7 @@ pub async fn delete_certificate(aws: &Aws, arn: &str, records: bool) -> Result<(
                 continue;
             };
             let batch = ChangeBatch::builder()
-                .changes(
-                    aws_sdk_route53::types::Change::builder()
-                        .action(ChangeAction::Delete)
-                        .resource_record_set(set.clone())
-                        .build()?,
-                )
+                .changes(record_change(ChangeAction::Delete, set.clone())?)
                 .build()?;
             change_records(aws, zone, batch, &format!("delete the validation record {name}")).await?;
         }
@@ -1166,25 +1210,35 @@ const RECORDS_IN_SYNC: Duration = Duration::from_secs(300);
 /// meanwhile with PriorRequestNotComplete (Route 53 API reference, Errors).
 const RECORD_WRITES: Budget = Budget::new(Duration::from_secs(60));
 
+/// One change of a record set.
+fn record_change(action: ChangeAction, set: ResourceRecordSet) -> Result<aws_sdk_route53::types::Change> {
+    Ok(aws_sdk_route53::types::Change::builder()
+        .action(action)
+        .resource_record_set(set)
+        .build()?)
+}
+
+/// An alias record of `name` to a domain name's regional target.
+fn alias_record(kind: RrType, name: &str, target: &str, target_zone: &str) -> Result<ResourceRecordSet> {
+    let alias = AliasTarget::builder()
+        .hosted_zone_id(target_zone)
+        .dns_name(target)
+        .evaluate_target_health(false)
+        .build()?;
+    Ok(ResourceRecordSet::builder()
+        .name(name)
+        .r#type(kind)
+        .alias_target(alias)
+        .build()?)
+}
+
 fn alias_records(action: ChangeAction, name: &str, target: &str, target_zone: &str) -> Result<ChangeBatch> {
     let mut batch = ChangeBatch::builder().comment(format!("chatctl: {name}"));
     for kind in [RrType::A, RrType::Aaaa] {
-        let alias = AliasTarget::builder()
-            .hosted_zone_id(target_zone)
-            .dns_name(target)
-            .evaluate_target_health(false)
-            .build()?;
-        let record = ResourceRecordSet::builder()
-            .name(name)
-            .r#type(kind)
-            .alias_target(alias)
-            .build()?;
-        batch = batch.changes(
-            aws_sdk_route53::types::Change::builder()
-                .action(action.clone())
-                .resource_record_set(record)
-                .build()?,
-        );
+        batch = batch.changes(record_change(
+            action.clone(),
+            alias_record(kind, name, target, target_zone)?,
+        )?);
     }
     Ok(batch.build()?)
 }
@@ -1240,15 +1294,29 @@ pub async fn apply_records(
     if !matches!(change.action, Action::Create | Action::Update { .. }) {
         return Ok(());
     }
-    let zone = super::base::live_id(change)?;
     let (Some(target), Some(target_zone)) = (&domain.target, &domain.target_zone) else {
         bail!(
             "API Gateway domain name {} has no regional target yet; run `chatctl up` again",
             domain.name
         );
     };
+    let Some(zone) = &change.id else {
+        // No zone of the account: the user makes the record.
+        let name = &change.name;
+        step(
+            report,
+            Kind::Record,
+            name,
+            format!("create it where {name} is served: {name} CNAME {target}"),
+        );
+        if checks_delegation(aws) {
+            wait_for_cname(name, target).await?;
+            step(report, Kind::Record, name, "answered by the DNS");
+        }
+        return Ok(());
+    };
     let batch = alias_records(ChangeAction::Upsert, &change.name, target, target_zone)?;
-    change_records(aws, &zone, batch, &format!("point {} at {target}", change.name)).await?;
+    change_records(aws, zone, batch, &format!("point {} at {target}", change.name)).await?;
     step(report, Kind::Record, &change.name, format!("A/AAAA → {target}"));
     Ok(())
 }
@@ -1271,22 +1339,9 @@ pub async fn delete_domain(aws: &Aws, name: &str) -> Result<()> {
         let mut batch = ChangeBatch::builder().comment(format!("chatctl: {name} deleted"));
         for record in records.iter().filter(|r| r.alias.as_ref() == Some(target)) {
             // A deletion names the record exactly as it is.
-            let alias = AliasTarget::builder()
-                .hosted_zone_id(record.alias_zone.clone().unwrap_or_default())
-                .dns_name(target)
-                .evaluate_target_health(false)
-                .build()?;
-            let set = ResourceRecordSet::builder()
-                .name(name)
-                .r#type(RrType::from(record.kind.as_str()))
-                .alias_target(alias)
-                .build()?;
-            batch = batch.changes(
-                aws_sdk_route53::types::Change::builder()
-                    .action(ChangeAction::Delete)
-                    .resource_record_set(set)
-                    .build()?,
-            );
+            let zone_of_target = record.alias_zone.clone().unwrap_or_default();
+            let set = alias_record(RrType::from(record.kind.as_str()), name, target, &zone_of_target)?;
+            batch = batch.changes(record_change(ChangeAction::Delete, set)?);
         }
         let batch = batch.build()?;
         if !batch.changes().is_empty() {

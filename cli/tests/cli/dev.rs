@@ -1625,3 +1625,16 @@ async fn an_alarm_rule_fires_in_dev_and_status_shows_it() {
     let snapshot: Value = serde_json::from_slice(&top.stdout).unwrap();
     assert_eq!(snapshot["alarming"], json!(["chat-function-errors"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_a_stack_with_a_domain_locally_without_one() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[domain]\nname = \"chat.example.com\"\n").unwrap();
+    let path = config.path().to_string_lossy().to_string();
+    let mut dev = start_dev_with(&["--config", &path]).await;
+    assert!(dev.url.starts_with("ws://127.0.0.1:"), "{}", dev.url);
+    let mut alice = dev.connect(&format!("token={}&room=lobby", dev.token)).await.unwrap();
+    send(&mut alice, json!({"action": "sendmessage", "message": "hi"})).await;
+    assert_eq!(event(&mut alice).await["text"], "hi");
+    dev.kill_everything().await;
+}

@@ -265,14 +265,7 @@ async fn a_domain_that_cannot_be_served_stops_up_before_any_change() {
     let wrong_name = import_certificate(&env, "other.example.org", chat_testkit::moto::REGION).await;
     let elsewhere = import_certificate(&env, "example.com", "eu-west-1").await;
 
-    // No zone of the account holds the name.
     let right = import_certificate(&env, "example.com", chat_testkit::moto::REGION).await;
-    refused(
-        &env,
-        &domain_config(&right, ""),
-        "no Route 53 hosted zone of this account holds chat.example.com",
-    )
-    .await;
     // A zone given that does not contain it.
     let config = domain_config(&right, &format!("zone_id = \"{other_zone}\"\n"));
     refused(&env, &config, "which does not contain chat.example.com").await;
@@ -469,4 +462,53 @@ async fn a_zone_the_public_dns_does_not_send_the_name_to_stops_up_with_the_fix()
         .await;
     run.assert_ok();
     assert!(run.stdout.contains("wss://chat.example.com"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_zone_up_says_which_record_to_make_by_hand_and_waits_for_it() {
+    use tokio::io::AsyncBufReadExt;
+    let env = Env::start_plain().await;
+    let certificate = import_certificate(&env, "example.com", chat_testkit::moto::REGION).await;
+    env.write_config(&domain_config(&certificate, ""));
+    let dns = chat_testkit::dns::DnsServer::start(&[]).await;
+    let up = env.up_args();
+    let up: Vec<&str> = up.iter().map(String::as_str).collect();
+    let mut child = env.spawn_piped(&up, &[("CHATCTL_DNS_RESOLVER", &dns.address())]);
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // It says which record to make, then waits for the DNS to answer it.
+    let told = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some((_, target)) = line.split_once(&format!("{NAME} CNAME ")) {
+                return target.trim().to_string();
+            }
+        }
+        panic!("chatctl ended without naming the record to make");
+    })
+    .await
+    .expect("the record to make, in time");
+    let domain = env
+        .apigateway()
+        .get_domain_name()
+        .domain_name(NAME)
+        .send()
+        .await
+        .unwrap();
+    let target = domain.domain_name_configurations()[0]
+        .api_gateway_domain_name()
+        .unwrap();
+    assert_eq!(told, target);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(child.try_wait().unwrap().is_none(), "up waits for the record");
+    dns.set_cname(NAME, target);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait())
+        .await
+        .expect("up ends once the DNS answers")
+        .unwrap();
+    assert!(status.success());
+
+    let status = env
+        .chatctl_env(&["status"], &[("CHATCTL_DNS_RESOLVER", &dns.address())])
+        .await;
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(status.stdout.contains("by hand"), "{status:?}");
 }

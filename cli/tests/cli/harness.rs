@@ -171,6 +171,17 @@ impl Env {
             .expect("cannot start chatctl")
     }
 
+    /// Starts chatctl with `args` and these environment variables set,
+    /// its stdout and stderr piped, to be read while it runs.
+    pub fn spawn_piped(&self, args: &[&str], vars: &[(&str, &str)]) -> tokio::process::Child {
+        self.command(args, &self.proxy.endpoint(), &[])
+            .envs(vars.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start chatctl")
+    }
+
     /// `up --no-build` with the test's zips, as [`Env::up`] runs it.
     pub fn up_args(&self) -> Vec<String> {
         let lambda_dir = self.lambda_dir.path().to_string_lossy().into_owned();
