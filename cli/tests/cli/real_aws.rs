@@ -95,6 +95,18 @@ async fn the_first_up_succeeds_the_next_changes_nothing_and_down_leaves_nothing(
     assert_nothing_left(&env).await;
 }
 
+/// Kills `run` once the proxy has seen a new call of `operation` (or after
+/// a minute, if it never comes).
+async fn killed_at(env: &Env, run: &mut tokio::process::Child, operation: &str) {
+    let count = || env.proxy.calls().iter().filter(|c| c.operation == operation).count();
+    let before = count();
+    let started = std::time::Instant::now();
+    while count() == before && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.kill().await.unwrap();
+}
+
 /// An `up` or `down` killed at any moment converges on the next run, with no
 /// duplicate and nothing orphaned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,13 +115,14 @@ async fn an_up_or_down_killed_midway_converges_on_the_next_run() {
     let up_args = env.up_args();
     let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();
     // Killed while tables are CREATING and roles propagate, while functions
-    // are Pending, and while the API's parts are written. Each killed run
-    // leaves its lock, with a lease of 2 s here: the next run waits it out.
+    // are Pending, and while the permissions are granted: at its first call
+    // of each (not after a fixed time, which a loaded machine may not reach).
+    // Each killed run leaves its lock, with a lease of 2 s here: the next
+    // run waits it out.
     let lease = [("CHATCTL_LOCK_LEASE", "2s")];
-    for after in [300, 1_500, 3_000] {
+    for operation in ["CreateTable", "CreateFunction", "AddPermission"] {
         let mut up = env.spawn_env(&up_args, &lease);
-        tokio::time::sleep(Duration::from_millis(after)).await;
-        up.kill().await.unwrap();
+        killed_at(&env, &mut up, operation).await;
     }
     let run = env.chatctl_env(&up_args, &lease).await;
     run.assert_ok();
@@ -121,10 +134,9 @@ async fn an_up_or_down_killed_midway_converges_on_the_next_run() {
     let status = env.chatctl(&["status"]).await;
     assert_eq!(status.code, 0, "{status:?}");
 
-    for after in [200, 1_000] {
+    for operation in ["DeleteApi", "DeleteFunction"] {
         let mut down = env.spawn_env(&["down", "--yes"], &lease);
-        tokio::time::sleep(Duration::from_millis(after)).await;
-        down.kill().await.unwrap();
+        killed_at(&env, &mut down, operation).await;
     }
     env.chatctl_env(&["down", "--yes"], &lease).await.assert_ok();
     assert_nothing_left(&env).await;
