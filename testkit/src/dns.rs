@@ -18,6 +18,8 @@ use tokio::net::UdpSocket;
 struct Table {
     ns: BTreeMap<String, Vec<String>>,
     cname: BTreeMap<String, String>,
+    /// How many questions each name got.
+    asked: BTreeMap<String, usize>,
 }
 
 pub struct DnsServer {
@@ -50,7 +52,7 @@ impl DnsServer {
                 let Ok(request) = Message::from_vec(&buffer[..size]) else {
                     continue;
                 };
-                let response = answer(&request, &served.lock().unwrap());
+                let response = answer(&request, &mut served.lock().unwrap());
                 if let Ok(response) = response.to_vec() {
                     let _ = socket.send_to(&response, peer).await;
                 }
@@ -62,6 +64,11 @@ impl DnsServer {
     /// A CNAME record made by hand: `name` → `target`.
     pub fn set_cname(&self, name: &str, target: &str) {
         self.table.lock().unwrap().cname.insert(key(name), key(target));
+    }
+
+    /// How many questions about `name` it has answered.
+    pub fn asked(&self, name: &str) -> usize {
+        self.table.lock().unwrap().asked.get(&key(name)).copied().unwrap_or(0)
     }
 
     /// `IP:PORT`, as `CHATCTL_DNS_RESOLVER` takes it.
@@ -76,7 +83,7 @@ impl Drop for DnsServer {
     }
 }
 
-fn answer(request: &Message, table: &Table) -> Message {
+fn answer(request: &Message, table: &mut Table) -> Message {
     let mut response = Message::new();
     response
         .set_id(request.id())
@@ -87,6 +94,7 @@ fn answer(request: &Message, table: &Table) -> Message {
         .add_queries(request.queries().to_vec());
     for query in request.queries() {
         let name = key(&query.name().to_ascii());
+        *table.asked.entry(name.clone()).or_default() += 1;
         let known = table.ns.contains_key(&name) || table.cname.contains_key(&name);
         if !known {
             response.set_response_code(ResponseCode::NXDomain);

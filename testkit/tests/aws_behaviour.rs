@@ -464,6 +464,23 @@ async fn function_states_are_pending_then_in_progress_after_updates() {
 /// Versions and aliases: PublishVersion refused while an update is in
 /// progress, as updates are; a new version Pending a moment, an alias
 /// refused the version meanwhile. On plain moto, both calls succeed at once.
+/// Waits (5 s at most) until a function or version is Active and no update
+/// of it is in progress.
+async fn settled(lambda: &aws_sdk_lambda::Client, name: &str) {
+    let started = Instant::now();
+    loop {
+        let function = lambda.get_function().function_name(name).send().await.unwrap();
+        let configuration = function.configuration().unwrap();
+        if configuration.state() == Some(&State::Active)
+            && configuration.last_update_status() != Some(&LastUpdateStatus::InProgress)
+        {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{name} never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_version_is_published_after_an_update_and_an_alias_waits_for_it() {
     let (_moto, proxy, clients) = setup(Behaviours {
@@ -476,8 +493,8 @@ async fn a_version_is_published_after_an_update_and_an_alias_waits_for_it() {
         .send()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(350)).await;
     let lambda = &clients.lambda;
+    settled(lambda, "chat-join").await;
     lambda
         .update_function_code()
         .function_name("chat-join")
@@ -494,7 +511,7 @@ async fn a_version_is_published_after_an_update_and_an_alias_waits_for_it() {
         .into_service_error();
     assert!(err.is_resource_conflict_exception(), "{err:?}");
 
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    settled(lambda, "chat-join").await;
     let version = lambda
         .publish_version()
         .function_name("chat-join")
@@ -521,7 +538,7 @@ async fn a_version_is_published_after_an_update_and_an_alias_waits_for_it() {
         .into_service_error();
     assert!(err.is_resource_conflict_exception(), "{err:?}");
 
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    settled(lambda, &format!("chat-join:{version}")).await;
     let published = lambda
         .get_function()
         .function_name(format!("chat-join:{version}"))

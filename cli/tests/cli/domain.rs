@@ -497,7 +497,15 @@ async fn without_a_zone_up_says_which_record_to_make_by_hand_and_waits_for_it() 
         .api_gateway_domain_name()
         .unwrap();
     assert_eq!(told, target);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // It asks the DNS, again and again, and goes on waiting.
+    let asking = std::time::Instant::now();
+    while dns.asked(NAME) < 3 {
+        assert!(
+            asking.elapsed() < std::time::Duration::from_secs(30),
+            "up never asks the DNS"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(child.try_wait().unwrap().is_none(), "up waits for the record");
     dns.set_cname(NAME, target);
     let status = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait())
