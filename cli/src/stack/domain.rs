@@ -188,19 +188,25 @@ pub fn zone_for<'a>(zones: &'a [ZoneState], name: &str) -> Option<&'a ZoneState>
 }
 
 fn domain_state(domain: &aws_sdk_apigatewayv2::types::DomainName) -> DomainState {
-    let configuration = domain.domain_name_configurations().first();
+    let tags = domain
+        .tags()
+        .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    let name = domain.domain_name().unwrap_or_default();
+    state_of(name, domain.domain_name_configurations(), tags.unwrap_or_default())
+}
+
+/// A domain name as GetDomainName and GetDomainNames answer it (two types).
+fn state_of(name: &str, configurations: &[DomainNameConfiguration], tags: BTreeMap<String, String>) -> DomainState {
+    let configuration = configurations.first();
     DomainState {
-        name: dns(domain.domain_name().unwrap_or_default()),
+        name: dns(name),
         certificate_arn: configuration.and_then(|c| c.certificate_arn()).map(str::to_string),
         target: configuration.and_then(|c| c.api_gateway_domain_name()).map(dns),
         target_zone: configuration.and_then(|c| c.hosted_zone_id()).map(str::to_string),
         status: configuration
             .and_then(|c| c.domain_name_status())
             .map(|s| s.as_str().to_string()),
-        tags: domain
-            .tags()
-            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default(),
+        tags,
         mappings: vec![],
     }
 }
@@ -943,18 +949,7 @@ pub async fn apply_domain(
         .send()
         .await
         .map_err(failed(format!("cannot read API Gateway domain name {name}")))?;
-    let configuration = domain.domain_name_configurations().first();
-    Ok(DomainState {
-        name: name.to_string(),
-        certificate_arn: configuration.and_then(|c| c.certificate_arn()).map(str::to_string),
-        target: configuration.and_then(|c| c.api_gateway_domain_name()).map(dns),
-        target_zone: configuration.and_then(|c| c.hosted_zone_id()).map(str::to_string),
-        status: configuration
-            .and_then(|c| c.domain_name_status())
-            .map(|s| s.as_str().to_string()),
-        tags: BTreeMap::new(),
-        mappings: vec![],
-    })
+    Ok(state_of(name, domain.domain_name_configurations(), BTreeMap::new()))
 }
 
 /// How long ACM takes to show the validation record of a new certificate:
