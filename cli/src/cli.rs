@@ -79,6 +79,8 @@ pub enum Command {
     },
     /// Live view of the chat: open connections, messages, errors, latency, functions
     Top(TopArgs),
+    /// A chat-shaped load test: users, rooms, messages; latency, losses, errors
+    Load(LoadArgs),
     /// Run the whole stack locally: emulator, functions, WebSocket gateway
     Dev(DevArgs),
     /// Remove the stack's lock after showing who holds it (a run that is gone)
@@ -97,6 +99,51 @@ pub struct RollbackArgs {
     /// How long to wait for another run's lock of the stack (0: fail at once)
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub lock_timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The WebSocket URL to load (ws:// or wss://), e.g. the one `chatctl
+    /// dev` prints [default: the deployed stack's]
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Users, each opening --connections connections
+    #[arg(long, default_value_t = 10)]
+    pub users: u32,
+    /// Connections per user (the stack's `connections_per_user` limit applies)
+    #[arg(long, default_value_t = 1)]
+    pub connections: u32,
+    /// Rooms the users are spread over, round robin
+    #[arg(long, default_value_t = 1)]
+    pub rooms: u32,
+    /// Messages per minute per user, spread over its connections
+    #[arg(long, default_value_t = 6.0)]
+    pub rate: f64,
+    /// Bytes of each message's text (at least 64: it carries sender, number and time)
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Share of messages sent direct to another user, in %
+    #[arg(long, default_value_t = 0)]
+    pub direct: u8,
+    /// How long the users send, once every connection is open
+    #[arg(long, default_value = "30s")]
+    pub duration: String,
+    /// New connections per second (API Gateway's quota: 500 per account and region)
+    #[arg(long, default_value_t = 100)]
+    pub connect_rate: u32,
+    /// Longest wait for the last deliveries once sending stops (it ends
+    /// sooner when nothing arrives for a second)
+    #[arg(long, default_value = "10s")]
+    pub drain: String,
+    /// What the run must meet, e.g. 'p99<500ms,lost=0': exit 1 when it
+    /// does not. Figures: p50 p95 p99 max handshake_p50 … handshake_max
+    /// (durations); lost duplicated out_of_order refused errors
+    /// failed_connections delivered_per_second (numbers)
+    #[arg(long, value_name = "CLAUSES")]
+    pub slo: Option<String>,
+    /// Also write a self-contained HTML page: figures, latency over time, histograms
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

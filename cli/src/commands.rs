@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             smoke(context, args.url.as_deref(), args.token.as_deref(), wait).await
         }
         Command::Top(args) => top(context, &args).await,
+        Command::Load(args) => crate::load::command::run(context, &args).await,
         Command::Unlock(args) => unlock(context, args.yes).await,
         Command::Releases => crate::releases::list(context).await,
         Command::Rollback(args) => crate::releases::rollback(context, args.to, &args.lock_timeout).await,
@@ -563,7 +564,6 @@ async fn connections(context: &mut Session, command: ConnectionsCommand) -> Resu
     Ok(if outcome.failed.is_empty() { 0 } else { 1 })
 }
 
-/// `chatctl smoke`: exit 0 when every step passed, 1 when one failed.
 /// `chatctl top`: the live view on a terminal; else a snapshot every
 /// `--interval` (one with `--once`), as text or JSON (one document per line).
 async fn top(context: &mut Session, args: &crate::cli::TopArgs) -> Result<u8> {
@@ -634,18 +634,7 @@ async fn run_smoke(
     use crate::token::Auth;
 
     let Session { aws, names, .. } = context;
-    let url = match url {
-        Some(url) => url.to_string(),
-        None => {
-            let api = crate::stack::api::deployed_api(aws, names).await?;
-            let domain = context.settings.domain.as_ref().map(DomainSpec::of);
-            crate::dev::gateway::local_url::websocket_url(aws, &api)
-                .unwrap_or_else(|| Outputs::of(names, &api.id, domain.as_ref()).websocket_url)
-        }
-    };
-    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-        bail!("invalid --url {url:?}: a WebSocket URL starts with ws:// or wss://");
-    }
+    let url = websocket_url(context, url).await?;
     let credentials = match (token, crate::token::deployed_auth(aws, names).await?) {
         (Some(token), _) => Credentials::Token(token.to_string()),
         (None, Auth::Oidc { issuer }) => {
@@ -669,6 +658,25 @@ async fn run_smoke(
         }
     };
     Ok(crate::smoke::run(&url, &credentials, wait, &progress).await)
+}
+
+/// `url` when given (checked), else the deployed stack's WebSocket URL:
+/// `chatctl dev`'s local one, the domain's, or the API's own.
+pub async fn websocket_url(context: &Session, url: Option<&str>) -> Result<String> {
+    let Session { aws, names, .. } = context;
+    let url = match url {
+        Some(url) => url.to_string(),
+        None => {
+            let api = crate::stack::api::deployed_api(aws, names).await?;
+            let domain = context.settings.domain.as_ref().map(DomainSpec::of);
+            crate::dev::gateway::local_url::websocket_url(aws, &api)
+                .unwrap_or_else(|| Outputs::of(names, &api.id, domain.as_ref()).websocket_url)
+        }
+    };
+    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        bail!("invalid --url {url:?}: a WebSocket URL starts with ws:// or wss://");
+    }
+    Ok(url)
 }
 
 /// The exit code of a smoke test, after its last line.

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod commands;
 pub mod connections;
 pub mod dev;
+pub mod load;
 pub mod logs;
 pub mod metrics;
 pub mod output;
