@@ -1638,3 +1638,205 @@ async fn dev_serves_a_stack_with_a_domain_locally_without_one() {
     assert_eq!(event(&mut alice).await["text"], "hi");
     dev.kill_everything().await;
 }
+
+/// A WebSocket relay in front of `upstream` (a ws:// base URL) that passes
+/// every frame both ways, but drops the first chat message it carries to a
+/// client: a delivery the network lost. Its ws:// URL.
+async fn lossy_relay(upstream: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let upstream = upstream
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (upstream, dropped) = (upstream.clone(), dropped.clone());
+            tokio::spawn(async move {
+                let mut path = String::new();
+                let callback = |request: &tungstenite::handshake::server::Request, response| {
+                    path = request.uri().to_string();
+                    Ok(response)
+                };
+                let Ok(client) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
+                    return;
+                };
+                let Ok((server, _)) = tokio_tungstenite::connect_async(format!("ws://{upstream}{path}")).await else {
+                    return;
+                };
+                let (mut to_client, mut from_client) = client.split();
+                let (mut to_server, mut from_server) = server.split();
+                let up = async {
+                    while let Some(Ok(frame)) = from_client.next().await {
+                        if to_server.send(frame).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let down = async {
+                    while let Some(Ok(frame)) = from_server.next().await {
+                        let is_message = matches!(&frame, Message::Text(text) if text.contains(r#""type":"message""#));
+                        if is_message && !dropped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                            continue;
+                        }
+                        if to_client.send(frame).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    format!("ws://{address}/dev")
+}
+
+/// `chatctl load` against `chatctl dev`: a small shape's JSON adds up (every
+/// delivery owed arrives, each timed), its SLO is met (exit 0), the HTML
+/// report is written; through a relay that loses one delivery, the loss is
+/// counted and `lost=0` is missed (exit 1) while the latency clause is met;
+/// shapes it cannot run are refused before any connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_measures_the_chat_and_counts_a_lost_delivery() {
+    let dev = start_dev().await;
+    let workdir = tempfile::tempdir().unwrap();
+    let report = workdir.path().join("load.html");
+    let shape = [
+        "--users",
+        "4",
+        "--connections",
+        "2",
+        "--rooms",
+        "2",
+        "--rate",
+        "60",
+        "--direct",
+        "25",
+        "--duration",
+        "2s",
+    ];
+    let mut args = vec!["load", "--url", &dev.url, "--output", "json", "--slo", "p99<10s,lost=0"];
+    args.extend(shape);
+    args.extend(["--report", report.to_str().unwrap()]);
+    let run = dev.chatctl(&args).await;
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    let figures: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(figures["connections"]["opened"], 8, "{figures}");
+    assert_eq!(figures["connections"]["failed"], 0, "{figures}");
+    let messages = &figures["messages"];
+    // 4 users × 60/min × 2 s, give or take the random start of each sender.
+    let sent = messages["sent"].as_u64().unwrap();
+    assert!((4..=12).contains(&sent), "{figures}");
+    assert_eq!(messages["delivered"], messages["expected"], "{figures}");
+    // A room message goes to the room's 4 connections, a direct one to both users' 4.
+    assert_eq!(messages["expected"].as_u64().unwrap(), 4 * sent, "{figures}");
+    assert_eq!(messages["lost"], 0);
+    assert_eq!(messages["duplicated"], 0);
+    assert_eq!(figures["latency"]["count"], messages["delivered"]);
+    assert!(figures["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(figures["errors"].as_object().unwrap().is_empty(), "{figures}");
+    assert!(
+        figures["slo"].as_array().unwrap().iter().all(|v| v["met"] == true),
+        "{figures}"
+    );
+    assert!(figures["generator"]["cpu_ms"].as_f64().unwrap() > 0.0);
+    let page = std::fs::read_to_string(&report).unwrap();
+    for part in ["<svg", "Latency over time", "Latency histograms", "p99&lt;10s"] {
+        assert!(page.contains(part), "{part} in the report");
+    }
+
+    let relay = lossy_relay(&dev.url).await;
+    let mut args = vec!["load", "--url", &relay, "--slo", "p99<10s,lost=0"];
+    args.extend(shape);
+    let run = dev.chatctl(&args).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert_eq!(run.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Lost 1, duplicated 0"), "{stdout}");
+    assert!(stdout.contains("SLO p99<10s: met"), "{stdout}");
+    assert!(stdout.contains("SLO lost=0: MISSED (measured 1)"), "{stdout}");
+    assert!(stderr.contains("the run missed its SLO: lost=0"), "{stderr}");
+
+    for (bad, expected) in [
+        (vec!["--users", "0"], "must each be at least 1"),
+        (vec!["--slo", "latency<1s"], "unknown figure \"latency\""),
+        (vec!["--duration", "soon"], "invalid --duration \"soon\""),
+        (vec!["--size", "10"], "at least 64 bytes"),
+    ] {
+        let mut args = vec!["load", "--url", &dev.url];
+        args.extend(bad);
+        let run = dev.chatctl(&args).await;
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    // Ctrl-C mid-run: every connection closed, the figures so far, exit 130.
+    let mut load = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
+        .args([
+            "load",
+            "--url",
+            &dev.url,
+            "--endpoint-url",
+            &dev.endpoint,
+            "--users",
+            "3",
+            "--rate",
+            "120",
+        ])
+        .args(["--duration", "10m"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let load_connections = || async {
+        let run = dev.chatctl(&["connections", "list", "--output", "json"]).await;
+        let rows: Vec<Value> = serde_json::from_slice(&run.stdout).unwrap();
+        rows.iter()
+            .filter(|row| row["user"].as_str().unwrap().starts_with("load-"))
+            .count()
+    };
+    assert!(
+        eventually(|| async { load_connections().await == 3 }).await,
+        "the run's 3 connections open"
+    );
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &load.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = tokio::time::timeout(Duration::from_secs(20), load.wait_with_output())
+        .await
+        .expect("load stops within 20 s of Ctrl-C")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("Interrupted after"), "{stdout}");
+    assert!(stdout.contains("Connections: 3 of 3 opened"), "{stdout}");
+    assert!(
+        eventually(|| async { load_connections().await == 0 }).await,
+        "every connection closed"
+    );
+
+    // More connections than the process may open: refused with the way out.
+    let command = format!(
+        "ulimit -n 200 && exec '{}' load --url {} --endpoint-url {} --users 300",
+        env!("CARGO_BIN_EXE_chatctl"),
+        dev.url,
+        dev.endpoint
+    );
+    let run = tokio::process::Command::new("bash")
+        .args(["-c", &command])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("this shape opens 300 connections"), "{stderr}");
+    assert!(stderr.contains("ulimit -n 364"), "{stderr}");
+}
