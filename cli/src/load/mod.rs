@@ -104,9 +104,12 @@ impl Shape {
 /// `lt1 ` + run (8) + sender, seq (10 digits each) + time (13 digits) and spaces.
 pub const MIN_MESSAGE_BYTES: usize = 64;
 
+/// Mints a token for a user.
+pub type Mint = Box<dyn Fn(&str) -> Result<String> + Send + Sync>;
+
 /// How connections get in: a token per user, or `?user=` (auth = "none").
 pub enum Credentials {
-    Tokens(Box<dyn Fn(&str) -> Result<String> + Send + Sync>),
+    Tokens(Mint),
     UserName,
 }
 

@@ -219,8 +219,11 @@ fn short(value: f64) -> String {
     }
 }
 
+/// One line of a chart: its name, its colour, its (x, y) points.
+type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
 /// Lines over the run's seconds, one per series, with a legend.
-fn line_chart(title: &str, series: &[(&str, &str, Vec<(f64, f64)>)]) -> String {
+fn line_chart(title: &str, series: &[Line]) -> String {
     let mut svg = svg_open(title);
     let x_max = series
         .iter()
