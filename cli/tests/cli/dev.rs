@@ -1657,6 +1657,7 @@ async fn lossy_relay(upstream: &str) -> String {
             let (upstream, dropped) = (upstream.clone(), dropped.clone());
             tokio::spawn(async move {
                 let mut path = String::new();
+                #[allow(clippy::result_large_err)] // tungstenite's callback type
                 let callback = |request: &tungstenite::handshake::server::Request, response| {
                     path = request.uri().to_string();
                     Ok(response)
@@ -1777,7 +1778,7 @@ async fn load_measures_the_chat_and_counts_a_lost_delivery() {
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
     // Ctrl-C mid-run: every connection closed, the figures so far, exit 130.
-    let mut load = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
+    let load = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
         .args([
             "load",
             "--url",
