@@ -246,7 +246,7 @@ pub async fn run(
         let separator = if url.contains('?') { '&' } else { '?' };
         urls.push(format!("{url}{separator}{}", query.finish()));
     }
-    let cpu_before = process_cpu();
+    let cpu_before = chat_core::cpu::process_time();
     let (phase, _) = watch::channel(Phase::Connect);
     let shared = Arc::new(Shared {
         started: Instant::now(),
@@ -268,7 +268,7 @@ pub async fn run(
     reporter.abort();
     let ended_us = shared.now_us();
     let figures = shared.tally().summary(ended_us);
-    let cpu_ms = (process_cpu() - cpu_before).as_secs_f64() * 1000.0;
+    let cpu_ms = (chat_core::cpu::process_time() - cpu_before).as_secs_f64() * 1000.0;
     let delivered = figures.messages.delivered;
     Ok(Report {
         url: url.to_string(),
@@ -545,20 +545,6 @@ fn kind_of(error: &tungstenite::Error) -> String {
         tungstenite::Error::Protocol(protocol) => protocol.to_string(),
         other => other.to_string(),
     }
-}
-
-/// The process's CPU time so far, user and system.
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage writes into the struct it is given and reads nothing else.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
-            return Duration::ZERO;
-        }
-        usage
-    };
-    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 #[cfg(test)]

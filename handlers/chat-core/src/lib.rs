@@ -8,6 +8,7 @@
 
 pub mod authorizer;
 pub mod config;
+pub mod cpu;
 pub mod delivery;
 pub mod error;
 pub mod event;

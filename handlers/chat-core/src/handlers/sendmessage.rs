@@ -126,7 +126,11 @@ async fn send(
         let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
         deadline - DELIVERY_MARGIN.min(left / 4)
     });
+    // The fan-out's CPU, per delivery, is what bounds a room's size at a
+    // function's memory (its share of a vCPU); `chatctl` reads it from this line.
+    let cpu_before = crate::cpu::process_time();
     let report = delivery.send_all(&targets, &payload, stop_at).await;
+    let fanout_cpu_us = (crate::cpu::process_time() - cpu_before).as_micros() as u64;
     for (connection_id, error) in &report.failed {
         tracing::warn!(connection_id, %error, "message not delivered");
     }
@@ -136,6 +140,7 @@ async fn send(
         gone = report.gone.len(),
         failed = report.failed.len(),
         out_of_time = report.out_of_time,
+        fanout_cpu_us,
         "message sent"
     );
     let undelivered = report.failed.len() + report.out_of_time;
