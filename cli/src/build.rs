@@ -34,6 +34,9 @@ pub fn target_dir(root: &Path) -> PathBuf {
     }
 }
 
+/// Where cargo-lambda's x86_64 build goes, under the target directory.
+pub const LAMBDA_X86_64_TARGET: &str = "x86_64-unknown-linux-gnu";
+
 /// What a build reports while cargo runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BuildProgress {

@@ -81,6 +81,8 @@ pub enum Command {
     Top(TopArgs),
     /// A chat-shaped load test: users, rooms, messages; latency, losses, errors
     Load(LoadArgs),
+    /// What the chat costs: measured from its metrics, or projected for a traffic shape
+    Cost(CostArgs),
     /// Run the whole stack locally: emulator, functions, WebSocket gateway
     Dev(DevArgs),
     /// Remove the stack's lock after showing who holds it (a run that is gone)
@@ -99,6 +101,18 @@ pub struct RollbackArgs {
     /// How long to wait for another run's lock of the stack (0: fail at once)
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub lock_timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    /// How far back the metrics go (1m to 15d); the cost is scaled to a day
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    /// Project a traffic shape instead of measuring, e.g.
+    /// users=10000,messages_per_user_per_hour=30,room_size=10 (also
+    /// message_bytes, direct_percent, hours_per_day, ping_minutes)
+    #[arg(long, value_name = "SHAPE")]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -131,8 +145,8 @@ pub struct LoadArgs {
     /// New connections per second (API Gateway's quota: 500 per account and region)
     #[arg(long, default_value_t = 100)]
     pub connect_rate: u32,
-    /// Longest wait for the last deliveries once sending stops (it ends
-    /// sooner when nothing arrives for a second)
+    /// Longest wait for the last deliveries once sending stops (it ends as
+    /// soon as every delivery owed has arrived)
     #[arg(long, default_value = "10s")]
     pub drain: String,
     /// What the run must meet, e.g. 'p99<500ms,lost=0': exit 1 when it
@@ -170,6 +184,11 @@ pub struct DevArgs {
     /// Do not rebuild and restart functions when their sources in handlers/ change
     #[arg(long)]
     pub no_watch: bool,
+    /// Run the functions' Lambda build (`cargo lambda build --release`, the
+    /// binary `up` deploys) instead of the debug build, to measure speed and
+    /// CPU as on AWS; x86_64 machines only; sources are not watched
+    #[arg(long)]
+    pub lambda_build: bool,
     /// Processes each function starts with, each serving one event at a time
     #[arg(long, default_value_t = 2)]
     pub instances: usize,

@@ -36,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Top(args) => top(context, &args).await,
         Command::Load(args) => crate::load::command::run(context, &args).await,
+        Command::Cost(args) => crate::cost::command(context, &args).await,
         Command::Unlock(args) => unlock(context, args.yes).await,
         Command::Releases => crate::releases::list(context).await,
         Command::Rollback(args) => crate::releases::rollback(context, args.to, &args.lock_timeout).await,

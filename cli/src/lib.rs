@@ -16,6 +16,7 @@ pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod connections;
+pub mod cost;
 pub mod dev;
 pub mod load;
 pub mod logs;

@@ -99,6 +99,9 @@ pub struct ConfigFile {
     pub releases: ReleasesFile,
     /// `[domain]`: the chat on a name of its own.
     pub domain: Option<DomainFile>,
+    /// `[prices]`: `chatctl cost`'s prices, over AWS's published ones.
+    #[serde(default)]
+    pub prices: BTreeMap<String, f64>,
 }
 
 /// `[domain]`: the chat at `wss://NAME`, through an API Gateway custom
@@ -400,6 +403,8 @@ pub struct Settings {
     /// `[releases] keep`: at least 2, so there is one to roll back to.
     pub releases_kept: usize,
     pub domain: Option<DomainSettings>,
+    /// `[prices]`, checked: names of `cost::prices::KEYS`, US dollars.
+    pub prices: BTreeMap<String, f64>,
 }
 
 /// Flags that override the file.
@@ -555,7 +560,9 @@ impl Settings {
             alarms: AlarmSettings::from_file(&file.alarms)?,
             releases_kept: file.releases.keep.unwrap_or(DEFAULT_RELEASES_KEPT),
             domain: file.domain.as_ref().map(DomainSettings::from_file).transpose()?,
+            prices: file.prices.clone(),
         };
+        crate::cost::prices::check(&settings.prices)?;
         settings.validate()?;
         Ok(settings)
     }

@@ -61,7 +61,7 @@ impl Window {
         ((self.end - self.start) / self.period_seconds) as usize
     }
 
-    fn minutes(&self) -> f64 {
+    pub fn minutes(&self) -> f64 {
         (self.end - self.start) as f64 / 60.0
     }
 }
@@ -124,13 +124,13 @@ pub struct Snapshot {
 }
 
 /// One metric asked of GetMetricData.
-struct Query {
-    namespace: &'static str,
-    name: &'static str,
-    dimensions: Dimensions,
-    stat: &'static str,
+pub struct Query {
+    pub namespace: &'static str,
+    pub name: &'static str,
+    pub dimensions: Dimensions,
+    pub stat: &'static str,
     /// The whole window as one period (a percentile over the window), or per period.
-    whole_window: bool,
+    pub whole_window: bool,
 }
 
 /// Where each answer goes, by query index.
@@ -242,7 +242,7 @@ async fn target(aws: &Aws, names: &Names) -> Result<Target> {
 pub const METRICS_REFRESH: Duration = Duration::from_secs(60);
 
 /// The data points (epoch seconds, value) of each query, by index.
-type Answers = HashMap<usize, Vec<(i64, f64)>>;
+pub type Answers = HashMap<usize, Vec<(i64, f64)>>;
 
 /// Reads snapshots of the stack: the API once, CloudWatch at most every
 /// `metrics_every`, the open connections every time.
@@ -423,7 +423,7 @@ fn assemble(
 
 /// Asks GetMetricData for every query, every page; the data points
 /// (epoch seconds, value) by query index.
-async fn metric_data(aws: &Aws, window: &Window, queries: &[(Query, Slot)]) -> Result<Answers> {
+pub async fn metric_data<T>(aws: &Aws, window: &Window, queries: &[(Query, T)]) -> Result<Answers> {
     let mut answers = Answers::new();
     for (chunk_index, chunk) in queries.chunks(MAX_QUERIES).enumerate() {
         let first = chunk_index * MAX_QUERIES;

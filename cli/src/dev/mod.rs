@@ -85,9 +85,23 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         "chatctl dev: building the functions and provisioning stack {} into {endpoint}",
         session.names.stack
     );
+    if args.lambda_build && !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+        anyhow::bail!("--lambda-build runs the x86_64 Lambda binary, so only on an x86_64 Linux machine");
+    }
+    let binary = match args.lambda_build {
+        true => build::target_dir(&root)
+            .join(build::LAMBDA_X86_64_TARGET)
+            .join("release")
+            .join(build::BINARY),
+        false => build::target_dir(&root).join("debug").join(build::BINARY),
+    };
     let build_step = async {
-        if !args.no_build {
-            build::build_host(&root).await?;
+        match (args.no_build, args.lambda_build) {
+            (true, _) => {}
+            (false, true) => {
+                build::build(&root, crate::settings::Arch::X86_64, |_| {}).await?;
+            }
+            (false, false) => build::build_host(&root).await?,
         }
         Ok::<_, anyhow::Error>(())
     };
@@ -136,7 +150,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
         env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
         let config = FunctionConfig {
             name: spec.name.clone(),
-            binary: build::target_dir(&root).join("debug").join(build::BINARY),
+            binary: binary.clone(),
             handler: spec.function.short_name().into(),
             memory_mb: spec.memory_mb,
             timeout: std::time::Duration::from_secs(spec.timeout_seconds as u64),
@@ -184,7 +198,8 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> Result<u8> {
     let site = crate::dev::web::router(page, token_mode.then(|| (aws.clone(), names.clone())));
     let (api_router, gateway_handle) = gateway::router(gateway_config);
     let server = tokio::spawn(gateway::serve(listener, api_router.merge(site)));
-    let watcher = (!args.no_watch).then(|| {
+    // The watcher rebuilds the debug build: not what --lambda-build runs.
+    let watcher = (!args.no_watch && !args.lambda_build).then(|| {
         tokio::spawn(crate::dev::watch::watch(root.clone(), running, |message| {
             eprintln!("chatctl dev: {message}")
         }))

@@ -27,8 +27,6 @@ use tally::{Connection, Figures, Tally, Target};
 pub const CONNECT_QUOTA_PER_SECOND: u32 = 500;
 /// A handshake that takes longer counts as failed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// The drain ends once no delivery came for this long.
-const QUIET_ENDS_DRAIN: Duration = Duration::from_secs(1);
 /// How long a close handshake may take before the connection is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open files the process needs besides its connections (stdio, the
@@ -306,17 +304,11 @@ async fn drive(shared: &Arc<Shared>, urls: Vec<String>) {
     shared.phase.send_replace(Phase::Send);
     tokio::time::sleep(shared.shape.duration).await;
     shared.phase.send_replace(Phase::Drain);
+    // Until every delivery owed has arrived, or --drain is over (a message
+    // lost or refused is never owed in vain for longer).
     let deadline = Instant::now() + shared.shape.drain;
-    let mut last = shared.tally().delivered_count();
-    let mut quiet_since = Instant::now();
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = shared.tally().delivered_count();
-        if now != last {
-            (last, quiet_since) = (now, Instant::now());
-        } else if quiet_since.elapsed() >= QUIET_ENDS_DRAIN {
-            break;
-        }
+    while Instant::now() < deadline && !shared.tally().all_delivered() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -98,6 +98,10 @@ pub struct Tally {
     /// (sender, seq) of every message someone got.
     seen_by_anyone: HashSet<(u32, u32)>,
     delivered: u64,
+    /// Deliveries owed so far: each message's recipients open when it was sent.
+    owed: u64,
+    open_in_room: HashMap<u32, u64>,
+    open_of_user: HashMap<u32, u64>,
     duplicated: u64,
     out_of_order: u64,
     last_delivery_us: u64,
@@ -120,6 +124,9 @@ impl Tally {
             seen: HashMap::new(),
             seen_by_anyone: HashSet::new(),
             delivered: 0,
+            owed: 0,
+            open_in_room: HashMap::new(),
+            open_of_user: HashMap::new(),
             duplicated: 0,
             out_of_order: 0,
             last_delivery_us: 0,
@@ -129,7 +136,10 @@ impl Tally {
     }
 
     pub fn opened(&mut self, connection: u32, handshake_us: u64, now_us: u64) {
-        self.connections[connection as usize].opened_us = Some(now_us);
+        let state = &mut self.connections[connection as usize];
+        state.opened_us = Some(now_us);
+        *self.open_in_room.entry(state.room).or_default() += 1;
+        *self.open_of_user.entry(state.user).or_default() += 1;
         self.handshakes.saturating_record(handshake_us.max(1));
     }
 
@@ -143,6 +153,17 @@ impl Tally {
         let state = &mut self.connections[connection as usize];
         if state.lost_us.is_none() {
             state.lost_us = Some(now_us);
+            if state.opened_us.is_some() {
+                for count in [
+                    self.open_in_room.get_mut(&state.room),
+                    self.open_of_user.get_mut(&state.user),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    *count = count.saturating_sub(1);
+                }
+            }
         }
         self.error(kind, now_us);
     }
@@ -163,6 +184,13 @@ impl Tally {
 
     pub fn sent(&mut self, sender: u32, seq: u32, target: Target, at_us: u64) {
         self.sending_since_us.get_or_insert(at_us);
+        let sender_user = self.connections[sender as usize].user;
+        let open_of = |user| self.open_of_user.get(&user).copied().unwrap_or(0);
+        self.owed += match target {
+            Target::Room(room) => self.open_in_room.get(&room).copied().unwrap_or(0),
+            Target::User(user) if user == sender_user => open_of(user),
+            Target::User(user) => open_of(user) + open_of(sender_user),
+        };
         self.sent.push(Sent {
             sender,
             seq,
@@ -215,8 +243,9 @@ impl Tally {
         self.sent.len()
     }
 
-    pub fn delivered_count(&self) -> u64 {
-        self.delivered
+    /// Whether every delivery owed so far has arrived.
+    pub fn all_delivered(&self) -> bool {
+        self.delivered >= self.owed
     }
 
     /// Deliveries in the last whole second, and the p99 so far (ms), for the live view.
@@ -470,6 +499,7 @@ mod tests {
         tally.delivered(1, 0, 0, 100, 2_100);
         tally.sent(0, 1, Target::Room(0), 200);
         tally.delivered(0, 0, 1, 200, 1_200);
+        assert!(!tally.all_delivered(), "connection 1 is still owed message 1");
         let figures = tally.summary(3_000_000);
         assert_eq!(figures.messages.sent, 2);
         assert_eq!(figures.messages.expected, 4);
@@ -478,6 +508,22 @@ mod tests {
         assert_eq!(figures.latency.count, 3);
         assert_eq!(figures.latency.max_ms, 2.0);
         assert_eq!(figures.connections.opened, 3);
+    }
+
+    #[test]
+    fn the_run_knows_when_every_delivery_owed_has_arrived() {
+        let mut tally = tally();
+        tally.lost_connection(2, "closed by the server: 1001".into(), 50);
+        tally.sent(0, 0, Target::Room(0), 100);
+        tally.sent(0, 1, Target::User(2), 100);
+        tally.delivered(0, 0, 0, 100, 200);
+        tally.delivered(1, 0, 0, 100, 200);
+        assert!(
+            !tally.all_delivered(),
+            "the direct message is owed to the sender's connection"
+        );
+        tally.delivered(0, 0, 1, 100, 300);
+        assert!(tally.all_delivered(), "user 2's only connection is gone");
     }
 
     #[test]

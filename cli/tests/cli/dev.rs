@@ -1750,8 +1750,55 @@ async fn load_measures_the_chat_and_counts_a_lost_delivery() {
         assert!(page.contains(part), "{part} in the report");
     }
 
+    // `cost` from the metrics dev published for that traffic, by hand: every
+    // message in and every delivery out is an API Gateway message; each
+    // connection ran the authorizer, connect and disconnect, each message
+    // sendmessage; 5 minutes of metrics scaled to a day is × 288.
+    let (delivered, sent) = (messages["delivered"].as_f64().unwrap(), sent as f64);
+    let wanted = (sent + delivered, 8.0 * 3.0 + sent);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (estimate, counted) = loop {
+        let run = dev.chatctl(&["cost", "--since", "5m", "--output", "json"]).await;
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let estimate: Value = serde_json::from_slice(&run.stdout).unwrap();
+        let usage = &estimate["usage_per_day"];
+        let got = (
+            usage["api_messages"].as_f64().unwrap() / 288.0,
+            usage["lambda_requests"].as_f64().unwrap() / 288.0,
+        );
+        let counted = (got.0 - wanted.0).abs() < 1e-6 && (got.1 - wanted.1).abs() < 1e-6;
+        if counted || std::time::Instant::now() > deadline {
+            break (estimate, counted);
+        }
+        // dev publishes its metrics every second.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(counted, "messages and requests {wanted:?}: {estimate:#}");
+    assert_eq!(estimate["basis"], "measured");
+    assert_eq!(
+        estimate["usage_per_day"]["chat_messages"].as_f64().unwrap(),
+        sent * 288.0
+    );
+    let api = &estimate["parts"][0];
+    assert_eq!(api["part"], "API Gateway messages");
+    let by_hand = (sent + delivered) * 288.0 / 1e6 * 1.00;
+    assert!(
+        (api["dollars_per_day"].as_f64().unwrap() - by_hand).abs() < 1e-9,
+        "{estimate:#}"
+    );
+    let total: f64 = estimate["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["dollars_per_day"].as_f64().unwrap())
+        .sum();
+    assert!((estimate["dollars_per_day"].as_f64().unwrap() - total).abs() < 1e-9);
+    let per_1000 = estimate["dollars_per_1000_messages"].as_f64().unwrap();
+    assert!((per_1000 - total / (sent * 288.0) * 1000.0).abs() < 1e-9);
+
     let relay = lossy_relay(&dev.url).await;
-    let mut args = vec!["load", "--url", &relay, "--slo", "p99<10s,lost=0"];
+    // The lost delivery is waited for until --drain is over.
+    let mut args = vec!["load", "--url", &relay, "--slo", "p99<10s,lost=0", "--drain", "2s"];
     args.extend(shape);
     let run = dev.chatctl(&args).await;
     let (stdout, stderr) = (
