@@ -3,7 +3,7 @@
 //! One binary, not seven: a change in chat-core is compiled and optimised
 //! once (README, "Building the functions").
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     chat_core::runtime::serve(&std::env::var("_HANDLER").unwrap_or_default()).await
 }
