@@ -3,13 +3,16 @@
 //! fan-out to a room of 100, a burst of 200 simultaneous connects with and
 //! without DynamoDB's transaction conflicts (through the test kit's AWS
 //! behaviour layer), and 1,000 connections opened 50 at a time, then one
-//! message to all of them, none lost.
+//! message to all of them, none lost; the fan-out's CPU per delivery on the
+//! functions' Lambda build (`chatctl dev --lambda-build`, a room of 1,000,
+//! read from sendmessage's `fanout_cpu_us`); and `chatctl load` against dev
+//! with the largest shape this machine holds.
 //!
 //! Run: `cargo bench -p chatctl --bench dev` (scripts/bench-dev builds first).
 //! `CHATCTL_BENCH_DEV_ARGS` adds arguments to `chatctl dev` (e.g.
 //! `--instances 2 --max-instances 2`); `CHATCTL_BENCH_ROOT` runs it in
 //! another checkout (whose target/debug holds the handlers to measure);
-//! `CHATCTL_BENCH_ONLY=burst,crowd` runs only those parts.
+//! `CHATCTL_BENCH_ONLY=burst,crowd,cpu,load,start` runs only those parts.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +26,8 @@ struct Dev {
     child: tokio::process::Child,
     url: String,
     token: String,
+    /// The emulator's endpoint, for other chatctl commands.
+    endpoint: String,
     ready_after: Duration,
     /// chatctl dev's stderr, drained so it never blocks on a full pipe.
     stderr: tokio::sync::mpsc::UnboundedReceiver<String>,
@@ -30,8 +35,13 @@ struct Dev {
 
 /// `chatctl dev`, against `endpoint` when given (else its own emulator).
 async fn start(endpoint: Option<&str>) -> Dev {
+    start_with(endpoint, &[]).await
+}
+
+async fn start_with(endpoint: Option<&str>, extra: &[&str]) -> Dev {
     let started = Instant::now();
     let mut args: Vec<String> = ["dev", "--port", "0", "--no-build"].map(String::from).into();
+    args.extend(extra.iter().map(|a| a.to_string()));
     if let Some(endpoint) = endpoint {
         args.extend(["--endpoint-url".to_string(), endpoint.to_string()]);
     }
@@ -53,9 +63,11 @@ async fn start(endpoint: Option<&str>) -> Dev {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut url, mut token) = (String::new(), String::new());
+    let (mut url, mut token, mut aws) = (String::new(), String::new(), String::new());
     while let Some(line) = lines.next_line().await.unwrap() {
-        if let Some(v) = line.strip_prefix("WebSocket URL:") {
+        if let Some(v) = line.strip_prefix("AWS endpoint:") {
+            aws = v.split_whitespace().next().unwrap_or_default().into();
+        } else if let Some(v) = line.strip_prefix("WebSocket URL:") {
             url = v.trim().into();
         } else if let Some(v) = line.strip_prefix("Token for alice:") {
             token = v.trim().into();
@@ -76,6 +88,7 @@ async fn start(endpoint: Option<&str>) -> Dev {
         child,
         url,
         token,
+        endpoint: aws,
         ready_after,
         stderr,
     }
@@ -215,8 +228,74 @@ async fn crowd(dev: &Dev) {
     );
 }
 
+/// chatctl with `args` against dev's emulator: its stdout.
+async fn chatctl(dev: &Dev, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
+        .args(args)
+        .args(["--endpoint-url", &dev.endpoint])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The fan-out's CPU per delivery on the Lambda build: 1,000 connections in
+/// one room, 5 messages to all of them; each sendmessage logs its fan-out's
+/// CPU time (`fanout_cpu_us`) and deliveries.
+async fn fan_out_cpu() {
+    let dev = start_with(None, &["--lambda-build"]).await;
+    let mut crowd: Vec<Socket> = futures::stream::iter(0..1000)
+        .map(|_| connect(&dev, "cpu"))
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    for n in 0..5 {
+        let frame = format!(r#"{{"action":"sendmessage","message":"cpu {n}"}}"#);
+        crowd[0].send(Message::Text(frame.into())).await.unwrap();
+        futures::future::join_all(crowd.iter_mut().map(next_text)).await;
+    }
+    let logs = chatctl(&dev, &["logs", "sendmessage", "--since", "10m"]).await;
+    let field = |line: &str, name: &str| -> Option<f64> {
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix(name)?.parse().ok())
+    };
+    let per_message: Vec<(f64, f64)> = logs
+        .lines()
+        .filter_map(|line| Some((field(line, "delivered=")?, field(line, "fanout_cpu_us=")?)))
+        .filter(|(delivered, _)| *delivered > 0.0)
+        .collect();
+    let (delivered, cpu_us) = per_message
+        .iter()
+        .fold((0.0, 0.0), |(d, c), (delivered, cpu)| (d + delivered, c + cpu));
+    let each: Vec<String> = per_message.iter().map(|(d, c)| format!("{:.0}", c / d)).collect();
+    println!(
+        "fan-out CPU per delivery (Lambda build, room of 1000, {} messages): {:.0} µs (each: {} µs)",
+        per_message.len(),
+        cpu_us / delivered,
+        each.join(", ")
+    );
+}
+
+/// `chatctl load` against dev: the summary, as a user sees it.
+async fn load() {
+    let dev = start(None).await;
+    let shape = std::env::var("CHATCTL_BENCH_LOAD")
+        .unwrap_or_else(|_| "--users 1000 --rooms 100 --rate 6 --duration 60s --connect-rate 100".into());
+    let mut args = vec!["load", "--url", &dev.url];
+    args.extend(shape.split_whitespace());
+    println!("chatctl load {shape}");
+    println!("{}", chatctl(&dev, &args).await);
+}
+
 #[tokio::main]
 async fn main() {
+    if wanted("cpu") {
+        fan_out_cpu().await;
+    }
+    if wanted("load") {
+        load().await;
+    }
     if wanted("burst") {
         let without = burst(false).await;
         let with = burst(true).await;

@@ -157,6 +157,12 @@ async fn up(context: &mut Session, args: &UpArgs) -> Result<u8> {
     if let Some(warning) = issuer {
         eprintln!("warning: {warning}");
     }
+    let settings = &context.settings;
+    if let Some(warning) =
+        crate::cost::model::room_warning(settings.max_connections, settings.memory_mb, settings.timeout_seconds)
+    {
+        eprintln!("warning: {warning}");
+    }
     let (actual, code) = (actual?, code?);
     up_read(context, args, actual, code, lock_wait).await
 }

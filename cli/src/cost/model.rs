@@ -26,7 +26,7 @@ const MB_PER_VCPU: f64 = 1769.0;
 /// --lambda-build`, a room of 1,000; `scripts/bench-dev`, README
 /// "Benchmarks"). Every post to `@connections` is signed and sent by the AWS
 /// SDK; that work is what this is.
-pub const CPU_PER_DELIVERY: Duration = Duration::from_micros(290);
+pub const CPU_PER_DELIVERY: Duration = Duration::from_micros(230);
 /// Wall time of a `sendmessage` besides its fan-out: the sender's record,
 /// the rate count, the message written, the room's members read
 /// (DynamoDB calls of a few ms each, partly side by side). An assumption.
@@ -202,6 +202,35 @@ pub fn largest_room(memory_mb: i32, timeout_seconds: i32) -> u64 {
     (fan_out_ms.max(0.0) / per_delivery_ms).floor() as u64
 }
 
+/// Lambda's largest memory size.
+const MAX_MEMORY_MB: i32 = 10_240;
+
+/// What `up` says when a room as large as `max_connections` allows is more
+/// than `sendmessage` reaches within its timeout at its memory; none when
+/// every room is reached.
+pub fn room_warning(max_connections: u64, memory_mb: i32, timeout_seconds: i32) -> Option<String> {
+    let largest = largest_room(memory_mb, timeout_seconds);
+    if max_connections <= largest {
+        return None;
+    }
+    let per_delivery_ms = CPU_PER_DELIVERY.as_secs_f64() * 1000.0;
+    let needed_mb = (max_connections as f64 * per_delivery_ms * MB_PER_VCPU
+        / (f64::from(timeout_seconds) * 1000.0 - SENDMESSAGE_BASE_MS))
+        .ceil() as i32;
+    let remedy = if needed_mb <= MAX_MEMORY_MB {
+        format!("memory = {needed_mb} (or more) reaches it")
+    } else {
+        "no memory size reaches it: raise timeout too, or lower max_connections".to_string()
+    };
+    Some(format!(
+        "a room may hold up to {max_connections} connections (max_connections), but sendmessage at {memory_mb} MB \
+         ({:.2} of a vCPU, about {:.0} µs of CPU per delivery) reaches about {largest} within its {timeout_seconds} s \
+         timeout; the rest of such a room would not get the message. {remedy}",
+        cpu_share(memory_mb),
+        per_delivery_ms * 1000.0
+    ))
+}
+
 /// `--project users=10000,messages_per_user_per_hour=30,room_size=10`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Shape {
@@ -370,6 +399,29 @@ mod tests {
         let shares: f64 = bill.parts.iter().map(|p| p.share).sum();
         assert!((shares - 100.0).abs() < 1e-6);
         assert!((bill.dollars_per_month - bill.dollars_per_day * 30.416_666).abs() < 0.01);
+    }
+
+    #[test]
+    fn up_warns_when_a_full_room_is_out_of_reach() {
+        let largest = largest_room(128, 10);
+        assert_eq!(room_warning(largest, 128, 10), None);
+        let warning = room_warning(largest + 1, 128, 10).unwrap();
+        assert!(
+            warning.contains(&format!("reaches about {largest} within its 10 s")),
+            "{warning}"
+        );
+        let needed: i32 = warning
+            .split("memory = ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(largest_room(needed, 10) > largest, "{warning}");
+        assert!(
+            room_warning(10_000_000, 128, 1)
+                .unwrap()
+                .contains("no memory size reaches it")
+        );
     }
 
     #[test]

@@ -629,7 +629,7 @@ async fn up_with_oidc_configures_the_authorizer_and_checks_the_issuer() {
     ));
     let run = env.up(&[]).await;
     run.assert_ok();
-    assert!(!run.stderr.contains("warning:"), "{run:?}");
+    assert!(!run.stderr.contains("warning: the identity provider"), "{run:?}");
     assert_eq!(issuer.jwks_fetches(), 1, "up read the keys once");
 
     env.write_config("");

@@ -464,6 +464,17 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
     assert!(run.stdout.contains("+ route $connect"));
     assert_eq!(env.mutating_operations(), Vec::<String>::new());
     assert!(env.api_id("chat").await.is_none());
+    // The defaults allow rooms of 10,000, more than sendmessage at 128 MB
+    // reaches in 10 s: said, with the memory that would.
+    assert!(
+        run.stderr.contains("warning: a room may hold up to 10000 connections"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("memory = "), "{run:?}");
+    env.write_config("memory = 2048\n");
+    let run = env.up(&["--dry-run"]).await;
+    assert!(!run.stderr.contains("warning: a room"), "{run:?}");
+    env.write_config("");
 
     let json = env
         .chatctl(&[
