@@ -314,3 +314,27 @@ test("with auth = \"oidc\" the page asks for the identity provider's token", asy
   assert.equal(await page.getAttribute("#status", "data-state"), "disconnected");
   await page.close();
 });
+
+test("a load report opens in Chromium with its charts drawn", async () => {
+  const report = join(artifacts, "load-report.html");
+  const summary = await chatctl(["load", "--users", "6", "--rooms", "2", "--rate", "60", "--direct", "20",
+    "--duration", "4s", "--slo", "p99<5s,lost=0", "--report", report]);
+  assert.match(summary, /Lost 0, duplicated 0, out of order 0/);
+  const page = await browser.newPage({ viewport: { width: 840, height: 1400 } });
+  page.on("pageerror", (error) => assert.fail(`page error: ${error}`));
+  await page.goto(`file://${report}`);
+  // Four charts: latency over time, messages per second, two histograms.
+  const charts = page.locator("svg");
+  assert.equal(await charts.count(), 4);
+  for (const chart of await charts.all()) {
+    const box = await chart.boundingBox();
+    assert.ok(box.width > 700 && box.height > 200, "each chart is drawn at its size");
+  }
+  const lines = await page.locator("svg polyline").evaluateAll((all) => all.map((l) => l.points.numberOfItems));
+  assert.ok(lines.some((points) => points > 1), `latency lines have points: ${lines}`);
+  const bars = await page.locator("svg rect").evaluateAll((all) => all.map((r) => r.getBBox().height));
+  assert.ok(bars.some((height) => height > 0), "histogram bars have height");
+  assert.match(await page.textContent("body"), /p99<5s\s*[\d.]+\s*met/);
+  await page.screenshot({ path: join(artifacts, "load-report.png"), fullPage: true });
+  await page.close();
+});

@@ -255,7 +255,7 @@ fn dollars(value: f64) -> String {
     match value {
         v if v >= 100.0 => format!("${v:.0}"),
         v if v >= 1.0 => format!("${v:.2}"),
-        v if v == 0.0 => "$0".into(),
+        0.0 => "$0".into(),
         v => format!("${v:.4}"),
     }
 }

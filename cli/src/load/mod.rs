@@ -460,14 +460,15 @@ async fn send_messages(
             }
             Target::Room(_) => serde_json::json!({"action": "sendmessage", "message": text}),
         };
-        shared.tally().sent(index, seq, target, sent_us);
-        seq += 1;
         if let Err(error) = sink.send(Message::text(frame.to_string())).await {
             shared
                 .tally()
                 .lost_connection(index, format!("send failed: {}", kind_of(&error)), shared.now_us());
             return;
         }
+        // Counted once it left: a frame that could not be sent is owed to nobody.
+        shared.tally().sent(index, seq, target, sent_us);
+        seq += 1;
     }
 }
 
