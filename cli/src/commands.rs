@@ -641,7 +641,7 @@ async fn run_smoke(
     use crate::token::Auth;
 
     let Session { aws, names, .. } = context;
-    let url = websocket_url(context, url).await?;
+    let url = crate::smoke::websocket_url(context, url).await?;
     let credentials = match (token, crate::token::deployed_auth(aws, names).await?) {
         (Some(token), _) => Credentials::Token(token.to_string()),
         (None, Auth::Oidc { issuer }) => {
@@ -665,25 +665,6 @@ async fn run_smoke(
         }
     };
     Ok(crate::smoke::run(&url, &credentials, wait, &progress).await)
-}
-
-/// `url` when given (checked), else the deployed stack's WebSocket URL:
-/// `chatctl dev`'s local one, the domain's, or the API's own.
-pub async fn websocket_url(context: &Session, url: Option<&str>) -> Result<String> {
-    let Session { aws, names, .. } = context;
-    let url = match url {
-        Some(url) => url.to_string(),
-        None => {
-            let api = crate::stack::api::deployed_api(aws, names).await?;
-            let domain = context.settings.domain.as_ref().map(DomainSpec::of);
-            crate::dev::gateway::local_url::websocket_url(aws, &api)
-                .unwrap_or_else(|| Outputs::of(names, &api.id, domain.as_ref()).websocket_url)
-        }
-    };
-    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-        bail!("invalid --url {url:?}: a WebSocket URL starts with ws:// or wss://");
-    }
-    Ok(url)
 }
 
 /// The exit code of a smoke test, after its last line.

@@ -116,6 +116,29 @@ pub async fn run(url: &str, credentials: &Credentials, budget: Duration, progres
     }
 }
 
+/// `url` when given (checked), else the deployed stack's WebSocket URL:
+/// `chatctl dev`'s local one, the domain's, or the API's own.
+pub async fn websocket_url(context: &crate::session::Session, url: Option<&str>) -> Result<String> {
+    let crate::session::Session { aws, names, .. } = context;
+    let url = match url {
+        Some(url) => url.to_string(),
+        None => {
+            let api = crate::stack::api::deployed_api(aws, names).await?;
+            let domain = context
+                .settings
+                .domain
+                .as_ref()
+                .map(crate::stack::domain::DomainSpec::of);
+            crate::dev::gateway::local_url::websocket_url(aws, &api)
+                .unwrap_or_else(|| crate::output::Outputs::of(names, &api.id, domain.as_ref()).websocket_url)
+        }
+    };
+    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        anyhow::bail!("invalid --url {url:?}: a WebSocket URL starts with ws:// or wss://");
+    }
+    Ok(url)
+}
+
 /// The URL with the query string that lets the check in to `room`.
 pub fn connect_url(url: &str, credentials: &Credentials, room: &str) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());

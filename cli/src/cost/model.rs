@@ -183,9 +183,10 @@ pub fn metered(bytes: u64) -> f64 {
     bytes.div_ceil(METERING_BYTES).max(1) as f64
 }
 
-/// A function's share of a vCPU at `memory_mb`.
+/// The share of a vCPU a `sendmessage` uses at `memory_mb`: at most one,
+/// as the functions serve their one event on one thread.
 pub fn cpu_share(memory_mb: i32) -> f64 {
-    f64::from(memory_mb) / MB_PER_VCPU
+    (f64::from(memory_mb) / MB_PER_VCPU).min(1.0)
 }
 
 /// How long a `sendmessage` to `recipients` takes at `memory_mb`: its
@@ -428,6 +429,11 @@ mod tests {
     fn the_largest_room_grows_with_memory_and_time() {
         let small = largest_room(128, 10);
         assert!(largest_room(1769, 10) > small * 13);
+        assert_eq!(
+            largest_room(3008, 10),
+            largest_room(1769, 10),
+            "one thread: one vCPU at most"
+        );
         assert!(largest_room(128, 20) > small * 2 - 1);
         // CPU at the function's share of a vCPU: at 1,769 MB, one delivery's CPU in wall time.
         let full = sendmessage_ms(1000.0, 1769) - SENDMESSAGE_BASE_MS;

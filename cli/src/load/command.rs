@@ -55,7 +55,7 @@ pub async fn run(context: &Session, args: &LoadArgs) -> Result<u8> {
             super::CONNECT_QUOTA_PER_SECOND
         );
     }
-    let url = crate::commands::websocket_url(context, args.url.as_deref()).await?;
+    let url = crate::smoke::websocket_url(context, args.url.as_deref()).await?;
     let credentials = match crate::token::deployed_auth(&context.aws, &context.names).await? {
         Auth::Token(key) => {
             // Valid for the whole run: connecting, sending, draining, with room to spare.

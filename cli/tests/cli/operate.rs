@@ -558,6 +558,8 @@ async fn connections_say_once_when_the_connections_api_cannot_be_reached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_stdout_ends_a_command_quietly() {
     let env = Env::start_plain().await;
+    // Rooms sendmessage reaches at 128 MB: no warning from `up` either.
+    env.write_config("[limits]\nmax_connections = 1000\n");
     env.up(&[]).await.assert_ok();
     let up = env.up_args();
     let mut dry_run: Vec<&str> = up.iter().map(String::as_str).collect();
