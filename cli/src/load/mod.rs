@@ -493,32 +493,42 @@ pub fn parse_message_text(run: &str, text: &str) -> Option<(u32, u32, u64)> {
     ))
 }
 
-/// The part of an event the run reads.
+/// The part of an event the run reads: the chat's events have a `type`;
+/// API Gateway's own frames (`{"message": "Internal server error",
+/// "connectionId", "requestId"}` when the route's function failed or timed
+/// out, `"Too Many Requests"` when throttled) have a `message` instead.
 #[derive(serde::Deserialize)]
 struct Event<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     text: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     code: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    message: Option<std::borrow::Cow<'a, str>>,
 }
 
 fn received(shared: &Shared, recipient: u32, text: &str, now_us: u64) {
     let Ok(event) = serde_json::from_str::<Event>(text) else {
-        shared.tally().error("not a JSON event".into(), now_us);
+        shared.tally().error("not a JSON frame".into(), now_us);
         return;
     };
-    match event.kind.as_ref() {
-        "message" => {
+    match (event.kind.as_deref(), event.message.as_deref()) {
+        (Some("message"), _) => {
             if let Some((sender, seq, sent_us)) = event.text.as_deref().and_then(|t| parse_message_text(&shared.run, t))
             {
                 shared.tally().delivered(recipient, sender, seq, sent_us, now_us);
             }
         }
-        "error" => {
+        (Some("error"), _) => {
             let code = event.code.as_deref().unwrap_or("without a code");
-            shared.tally().error_event(recipient, code, now_us);
+            shared.tally().refused(recipient, format!("error event {code}"), now_us);
+        }
+        (None, Some(message)) => {
+            shared
+                .tally()
+                .refused(recipient, format!("API Gateway: {message}"), now_us);
         }
         _ => {}
     }
@@ -567,6 +577,23 @@ mod tests {
         assert_eq!(parse_message_text("abcd1234", "hello"), None);
         let longest = message_text("abcd1234", u32::MAX, u32::MAX, 9_999_999_999_999, MIN_MESSAGE_BYTES);
         assert!(longest.len() <= MIN_MESSAGE_BYTES, "{}", longest.len());
+    }
+
+    #[test]
+    fn api_gateways_own_error_frames_are_told_from_the_chats_events() {
+        let gateway: Event =
+            serde_json::from_str(r#"{"message": "Internal server error", "connectionId": "c=", "requestId": "r"}"#)
+                .unwrap();
+        assert_eq!(
+            (gateway.kind, gateway.message.as_deref()),
+            (None, Some("Internal server error"))
+        );
+        let chat: Event =
+            serde_json::from_str(r#"{"type":"error","code":"rate_limited","message":"slow down"}"#).unwrap();
+        assert_eq!(
+            (chat.kind.as_deref(), chat.code.as_deref()),
+            (Some("error"), Some("rate_limited"))
+        );
     }
 
     #[test]

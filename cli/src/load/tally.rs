@@ -175,11 +175,12 @@ impl Tally {
         }
     }
 
-    /// An `error` event on a connection: a refused `sendmessage`, counted
-    /// against that connection's unseen messages at the end.
-    pub fn error_event(&mut self, connection: u32, code: &str, now_us: u64) {
+    /// An `error` event, or API Gateway's own error frame, on a connection:
+    /// a refused `sendmessage`, counted against that connection's unseen
+    /// messages at the end.
+    pub fn refused(&mut self, connection: u32, kind: String, now_us: u64) {
         *self.refused.entry(connection).or_default() += 1;
-        self.error(format!("error event {code}"), now_us);
+        self.error(kind, now_us);
     }
 
     pub fn sent(&mut self, sender: u32, seq: u32, target: Target, at_us: u64) {
@@ -448,7 +449,8 @@ pub struct Bucket {
     pub count: u64,
 }
 
-/// Buckets doubling from 0.25 ms up to the largest value seen.
+/// Buckets doubling from 0.25 ms up to the largest value seen, from the
+/// first one holding any.
 fn buckets<T: hdrhistogram::Counter>(histogram: &Histogram<T>) -> Vec<Bucket> {
     if histogram.is_empty() {
         return vec![];
@@ -469,7 +471,8 @@ fn buckets<T: hdrhistogram::Counter>(histogram: &Histogram<T>) -> Vec<Bucket> {
         let index = bounds.iter().position(|&high| at <= high).unwrap_or(bounds.len() - 1);
         buckets[index].count += value.count_at_value().as_u64();
     }
-    buckets
+    let first = buckets.iter().position(|b| b.count > 0).unwrap_or(0);
+    buckets.split_off(first)
 }
 
 #[cfg(test)]
@@ -559,8 +562,8 @@ mod tests {
         for seq in 0..3 {
             tally.sent(0, seq, Target::Room(0), 100);
         }
-        tally.error_event(0, "rate_limited", 150);
-        tally.error_event(0, "rate_limited", 160);
+        tally.refused(0, "error event rate_limited".into(), 150);
+        tally.refused(0, "error event rate_limited".into(), 160);
         let figures = tally.summary(1_000_000);
         assert_eq!(figures.messages.refused, 2);
         assert_eq!(
@@ -596,7 +599,7 @@ mod tests {
         let p99 = figures.timeline[1].p99_ms.unwrap();
         assert!((2.95..=3.05).contains(&p99), "{p99}");
         let delivery: Vec<(f64, u64)> = figures.histograms.delivery.iter().map(|b| (b.le_ms, b.count)).collect();
-        assert_eq!(delivery, [(0.25, 0), (0.5, 1), (1.0, 0), (2.0, 0), (4.0, 1)]);
+        assert_eq!(delivery, [(0.5, 1), (1.0, 0), (2.0, 0), (4.0, 1)]);
         assert_eq!(figures.messages.sent_per_second, 1.0);
     }
 }
