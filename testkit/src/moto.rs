@@ -87,10 +87,26 @@ impl Moto {
 pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(REGION))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "chat-testkit"))
+        .credentials_provider(test_credentials())
         .endpoint_url(endpoint)
         .load()
         .await
+}
+
+/// The deployer's test credentials.
+pub fn test_credentials() -> Credentials {
+    Credentials::new("testing", "testing", None, None, "chat-testkit")
+}
+
+/// A function role's session, as Lambda gives one.
+pub fn role_credentials() -> Credentials {
+    Credentials::new(
+        "ASIATESTINGROLE",
+        "testing",
+        Some("role-session-token".into()),
+        None,
+        "chat-testkit-role",
+    )
 }
 
 /// Like [`sdk_config_for`], signed as a Lambda function's role signs:
@@ -98,16 +114,9 @@ pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
 /// `AWS_SESSION_TOKEN`, docs "configuration-envvars"). The behaviour layer
 /// takes such calls for the role's (`permission_propagation`).
 pub async fn role_sdk_config_for(endpoint: &str) -> SdkConfig {
-    let session = Credentials::new(
-        "ASIATESTINGROLE",
-        "testing",
-        Some("role-session-token".into()),
-        None,
-        "chat-testkit-role",
-    );
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(REGION))
-        .credentials_provider(session)
+        .credentials_provider(role_credentials())
         .endpoint_url(endpoint)
         .load()
         .await

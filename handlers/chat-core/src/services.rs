@@ -57,7 +57,7 @@ impl Services {
         match cached.as_ref() {
             Some(delivery) if delivery.endpoint() == endpoint => Ok(delivery.clone()),
             _ => {
-                let delivery = Delivery::new(&self.sdk, &endpoint);
+                let delivery = Delivery::new(&self.sdk, &endpoint).map_err(ChatError::Internal)?;
                 *cached = Some(delivery.clone());
                 Ok(delivery)
             }

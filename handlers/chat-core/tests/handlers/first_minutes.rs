@@ -108,7 +108,7 @@ async fn a_refusal_that_outlasts_the_invocation_is_given_up_before_its_deadline(
 async fn a_403_that_outlasts_the_invocation_is_given_up_before_its_deadline() {
     let stack = Stack::start().await;
     stack.endpoint.forbid_for(Duration::from_secs(60));
-    let delivery = Delivery::new(&stack.sdk, stack.endpoint.url());
+    let delivery = Delivery::new(&stack.sdk, stack.endpoint.url()).unwrap();
     let started = Instant::now();
     let deadline = SystemTime::now() + Duration::from_secs(2);
     let result = chat_core::runtime::with_deadline(deadline, delivery.send("alice-1=", "hi")).await;

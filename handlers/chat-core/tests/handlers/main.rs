@@ -4,6 +4,7 @@
 
 mod authorizer;
 mod connect;
+mod delivery;
 mod first_minutes;
 mod history;
 mod oidc;
