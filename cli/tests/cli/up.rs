@@ -464,14 +464,18 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
     assert!(run.stdout.contains("+ route $connect"));
     assert_eq!(env.mutating_operations(), Vec::<String>::new());
     assert!(env.api_id("chat").await.is_none());
-    // The defaults allow rooms of 10,000, more than sendmessage at 128 MB
-    // reaches in 10 s: said, with the memory that would.
+    // The defaults (rooms of up to 10,000 at 128 MB, 10 s) are within
+    // sendmessage's reach; rooms of 20,000 are not: said, with the memory
+    // that would reach them.
+    assert!(!run.stderr.contains("warning: a room"), "{run:?}");
+    env.write_config("[limits]\nmax_connections = 20000\n");
+    let run = env.up(&["--dry-run"]).await;
     assert!(
-        run.stderr.contains("warning: a room may hold up to 10000 connections"),
+        run.stderr.contains("warning: a room may hold up to 20000 connections"),
         "{run:?}"
     );
     assert!(run.stderr.contains("memory = "), "{run:?}");
-    env.write_config("memory = 2048\n");
+    env.write_config("memory = 256\n[limits]\nmax_connections = 20000\n");
     let run = env.up(&["--dry-run"]).await;
     assert!(!run.stderr.contains("warning: a room"), "{run:?}");
     env.write_config("");
