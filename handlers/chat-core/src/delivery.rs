@@ -329,12 +329,21 @@ pub fn signed_post(
         .build()
         .map_err(|e| format!("cannot sign for {url}: {e}"))?
         .into();
-    let signable = SignableRequest::new("POST", url.as_str(), std::iter::empty(), SignableBody::Bytes(&payload))
-        .map_err(|e| format!("cannot sign for {url}: {e}"))?;
+    // The SDK's own headers for this operation (its payload is a blob),
+    // content-type signed as the SDK signs it.
+    let content_type = ("content-type", "application/octet-stream");
+    let signable = SignableRequest::new(
+        "POST",
+        url.as_str(),
+        std::iter::once(content_type),
+        SignableBody::Bytes(&payload),
+    )
+    .map_err(|e| format!("cannot sign for {url}: {e}"))?;
     let (instructions, _signature) = sign(signable, &params)
         .map_err(|e| format!("cannot sign for {url}: {e}"))?
         .into_parts();
     let mut request = http::Request::post(url.as_str())
+        .header(content_type.0, content_type.1)
         .body(Full::new(payload))
         .map_err(|e| format!("invalid @connections URL {url}: {e}"))?;
     instructions.apply_to_request_http1x(&mut request);
@@ -420,11 +429,12 @@ mod tests {
         let header = |name: &str| request.headers()[name].to_str().unwrap().to_string();
         assert_eq!(header("x-amz-date"), "20261130T005320Z");
         assert_eq!(header("x-amz-security-token"), "session-token");
+        assert_eq!(header("content-type"), "application/octet-stream");
         let authorization = header("authorization");
         assert!(
             authorization.starts_with(
                 "AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/20261130/eu-west-1/execute-api/aws4_request, \
-                 SignedHeaders=host;x-amz-date;x-amz-security-token, Signature="
+                 SignedHeaders=content-type;host;x-amz-date;x-amz-security-token, Signature="
             ),
             "{authorization}"
         );
