@@ -411,15 +411,18 @@ mod tests {
     #[test]
     fn a_post_is_signed_for_execute_api_with_the_session_token() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
-        let request = signed_post(
-            "https://abc.execute-api.eu-west-1.amazonaws.com/prod",
-            "eu-west-1",
-            &session(),
-            "L0SM9cOFvHcCIhw=",
-            Bytes::from_static(b"{}"),
-            now,
-        )
-        .unwrap();
+        let sign = || {
+            signed_post(
+                "https://abc.execute-api.eu-west-1.amazonaws.com/prod",
+                "eu-west-1",
+                &session(),
+                "L0SM9cOFvHcCIhw=",
+                Bytes::from_static(b"{}"),
+                now,
+            )
+            .unwrap()
+        };
+        let request = sign();
         assert_eq!(request.method(), "POST");
         // The id's `=` is encoded, as the SDK encodes a label.
         assert_eq!(
@@ -439,15 +442,7 @@ mod tests {
             "{authorization}"
         );
         // Deterministic: the same request at the same time signs the same.
-        let again = signed_post(
-            "https://abc.execute-api.eu-west-1.amazonaws.com/prod",
-            "eu-west-1",
-            &session(),
-            "L0SM9cOFvHcCIhw=",
-            Bytes::from_static(b"{}"),
-            now,
-        )
-        .unwrap();
+        let again = sign();
         assert_eq!(again.headers()["authorization"], request.headers()["authorization"]);
     }
 
