@@ -76,15 +76,15 @@ async fn posts_signed_by_the_sdk_get_through_and_bad_signatures_get_awss_403() {
     assert_eq!(endpoint.attempts("c="), 0, "refused before it counts as an attempt");
 }
 
-/// A raw HTTP/1.1 exchange: the status line of the answer.
+/// The endpoint's `host:port`.
+fn authority(endpoint: &ConnectionsEndpoint) -> String {
+    let url = endpoint.url().trim_start_matches("http://");
+    url.split('/').next().unwrap().to_string()
+}
+
+/// A raw HTTP/1.1 exchange: the answer, status line first.
 async fn raw_post(endpoint: &ConnectionsEndpoint, head: &str, body: &str) -> String {
-    let authority = endpoint
-        .url()
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let authority = authority(endpoint);
     let mut stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
     let request = format!(
         "POST /dev/@connections/d%3D HTTP/1.1\r\nhost: {authority}\r\n{head}content-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -106,13 +106,7 @@ async fn an_unsigned_post_or_a_signature_replayed_on_another_body_is_refused() {
     // A signature made for "hi", sent with "ho": the body is signed.
     let credentials = chat_testkit::moto::test_credentials();
     let identity = credentials.into();
-    let authority = endpoint
-        .url()
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let authority = authority(&endpoint);
     let now = SystemTime::now();
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
